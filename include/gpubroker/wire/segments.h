@@ -1,0 +1,158 @@
+// Layouts of the shared-memory segments of one session and of the handshake messages.
+//
+// The broker creates each segment as a sealed memfd (no shrinking, no growing, no further seals),
+// writes its header once, and hands it to the client at the handshake. The broker never reads a
+// header back: it keeps the geometry privately. The client checks magic, version, fingerprint and
+// sizes before it uses a segment.
+//
+//   control segment:  SegmentHeader | SessionWords | Doorbells | RequestSlot[kRingSlots]
+//                     | Mailbox[kMailboxes]                                  (fixed size)
+//   staging segment:  SegmentHeader | PipeControl to_broker | PipeControl from_broker
+//                     | to_broker bytes[pipe_bytes] | from_broker bytes[pipe_bytes]
+//   host arena:       bytes only; sub-allocated by the client, addressed by offset by the broker
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "gpubroker/wire/protocol.h"
+
+namespace gpubroker::wire {
+
+inline constexpr std::uint64_t kSegmentMagic = 0x6b6f7262'75706700ull;  // "\0gpubrok"
+inline constexpr std::uint64_t kHelloMagic = 0x6f6c6c65'68627067ull;     // "gpbhello"
+inline constexpr std::uint64_t kWelcomeMagic = 0x6d6f636c'65776267ull;   // "gbwelcom"
+
+inline constexpr std::uint32_t kRingSlots = 1024;  // power of two
+inline constexpr std::uint32_t kMailboxes = 256;
+
+enum class SegmentKind : std::uint32_t { kControl = 1, kStaging = 2 };
+
+struct SegmentHeader {
+  std::uint64_t magic;
+  std::uint32_t version;  // kProtocolVersion
+  std::uint32_t kind;     // SegmentKind
+  std::uint64_t fingerprint;
+  std::uint64_t bytes;       // the whole segment
+  std::uint64_t pipe_bytes;  // staging only: capacity of each pipe
+  std::byte reserved[kLineBytes - 40];
+};
+
+// A futex doorbell: the ringer bumps `sequence` and wakes; a waiter counts itself in `sleepers`
+// before it sleeps. Each field is written by one side only, hence the separate lines.
+struct Doorbell {
+  alignas(kLineBytes) std::uint32_t sequence;
+  alignas(kLineBytes) std::uint32_t sleepers;
+};
+
+enum class SessionState : std::uint32_t { kOpen = 0, kClosed = 1, kViolation = 2, kShutdown = 3 };
+
+// Written by the broker only; the client reads them to learn why a session ended.
+struct SessionWords {
+  alignas(kLineBytes) std::uint32_t state;  // SessionState
+  std::uint32_t violation;  // a ViolationCode of the broker, when state is kViolation
+};
+
+struct ControlSegment {
+  SegmentHeader header;
+  SessionWords session;
+  Doorbell submitted;    // broker waits for requests; clients ring
+  Doorbell slots_freed;  // clients wait for ring space; broker rings
+  RequestSlot slots[kRingSlots];
+  Mailbox mailboxes[kMailboxes];
+};
+
+// One direction of the staging area: a byte ring the producer fills and the consumer drains.
+// Positions are byte counts since the session began; `tail` is written by the producer only,
+// `head` by the consumer only, and each side also keeps its own private copy (it never trusts the
+// peer's word beyond checking it).
+struct PipeControl {
+  alignas(kLineBytes) std::uint64_t tail;
+  alignas(kLineBytes) std::uint64_t head;
+  Doorbell filled;   // consumer waits for bytes; producer rings
+  Doorbell drained;  // producer waits for space; consumer rings
+};
+
+struct StagingSegment {
+  SegmentHeader header;
+  PipeControl to_broker;
+  PipeControl from_broker;
+  // followed by to_broker bytes[pipe_bytes], then from_broker bytes[pipe_bytes]
+};
+
+inline constexpr std::size_t staging_segment_bytes(std::uint64_t pipe_bytes) {
+  return sizeof(StagingSegment) + 2 * pipe_bytes;
+}
+
+// Handshake, over the SOCK_SEQPACKET socket. The Welcome carries the segments as SCM_RIGHTS file
+// descriptors in the order control, staging, arena.
+struct Hello {
+  std::uint64_t magic;  // kHelloMagic
+  std::uint32_t version;
+  std::uint32_t abi;  // the CUDA ABI the client speaks (12, 13), 0 for a transport-only client
+  std::uint64_t fingerprint;
+  std::uint32_t pid;
+  std::uint32_t reserved;
+  char program[64];           // NUL-terminated, truncated
+  char visible_devices[256];  // CUDA_VISIBLE_DEVICES, NUL-terminated, truncated
+};
+
+enum class HandshakeStatus : std::int32_t {
+  kAccepted = 0,
+  kVersionMismatch = 1,
+  kFingerprintMismatch = 2,
+  kCredentialsRefused = 3,
+  kMalformed = 4,
+  kBrokerFull = 5,
+  kBrokerError = 6,
+};
+
+struct Welcome {
+  std::uint64_t magic;  // kWelcomeMagic
+  std::uint32_t version;
+  std::int32_t status;  // HandshakeStatus
+  std::uint64_t fingerprint;
+  std::uint64_t session_id;
+  std::uint64_t control_bytes;
+  std::uint64_t staging_bytes;
+  std::uint64_t arena_bytes;
+  std::uint64_t pipe_bytes;
+  std::uint32_t broker_pid;
+  std::uint32_t reserved;
+};
+
+namespace detail {
+constexpr std::uint64_t fnv1a(std::uint64_t hash, std::uint64_t value) {
+  for (int i = 0; i < 8; ++i) {
+    hash ^= (value >> (8 * i)) & 0xff;
+    hash *= 0x100000001b3ull;
+  }
+  return hash;
+}
+}  // namespace detail
+
+// A hash of every size, offset and shape a peer relies on. Both sides compute it at compile time
+// and compare at the handshake and in each segment header.
+constexpr std::uint64_t layout_fingerprint() {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  const std::uint64_t facts[] = {
+      kProtocolVersion, kLineBytes, kSlotBytes, kRingSlots, kMailboxes,
+      sizeof(SegmentHeader), sizeof(Doorbell), offsetof(Doorbell, sleepers),
+      sizeof(SessionWords), sizeof(RequestHeader), offsetof(RequestHeader, staged_bytes),
+      sizeof(RequestSlot), sizeof(Mailbox), offsetof(Mailbox, result), offsetof(Mailbox, sleepers),
+      sizeof(ControlSegment), offsetof(ControlSegment, slots), offsetof(ControlSegment, mailboxes),
+      sizeof(PipeControl), offsetof(PipeControl, head), offsetof(PipeControl, filled),
+      sizeof(StagingSegment), sizeof(Hello), sizeof(Welcome)};
+  for (std::uint64_t f : facts) h = detail::fnv1a(h, f);
+  for (const RequestShape& s : kRequestShapes) {
+    h = detail::fnv1a(h, static_cast<std::uint64_t>(s.kind));
+    h = detail::fnv1a(h, s.min_payload);
+    h = detail::fnv1a(h, s.max_payload);
+    h = detail::fnv1a(h, static_cast<std::uint64_t>(s.staging));
+  }
+  return h;
+}
+
+inline constexpr std::uint64_t kLayoutFingerprint = layout_fingerprint();
+
+}  // namespace gpubroker::wire

@@ -1,0 +1,264 @@
+#include "ipc/server_session.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "ipc/log.h"
+
+namespace gpubroker::ipc {
+
+namespace {
+
+template <class T>
+std::span<const std::byte> bytes_of(const T& value) {
+  return std::as_bytes(std::span<const T, 1>(&value, 1));
+}
+
+wire::SegmentHeader segment_header(wire::SegmentKind kind, std::uint64_t bytes, std::uint64_t pipe_bytes) {
+  wire::SegmentHeader h{};
+  h.magic = wire::kSegmentMagic;
+  h.version = wire::kProtocolVersion;
+  h.kind = static_cast<std::uint32_t>(kind);
+  h.fingerprint = wire::kLayoutFingerprint;
+  h.bytes = bytes;
+  h.pipe_bytes = pipe_bytes;
+  return h;
+}
+
+bool is_power_of_two(std::uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+// Both the stop flag and the socket: a session ends when its client goes or the broker stops.
+struct PeerContext {
+  int socket;
+  const std::atomic<bool>* stop;
+};
+
+bool peer_and_broker_alive(const void* context) {
+  const auto* c = static_cast<const PeerContext*>(context);
+  return !(c->stop != nullptr && c->stop->load(std::memory_order_relaxed)) && !peer_hung_up(c->socket);
+}
+
+}  // namespace
+
+const char* to_string(ViolationCode code) {
+  switch (code) {
+    case ViolationCode::kNone: return "none";
+    case ViolationCode::kUnknownKind: return "unknown request kind";
+    case ViolationCode::kPayloadSize: return "payload size outside the kind's bounds";
+    case ViolationCode::kMailboxIndex: return "mailbox index out of range";
+    case ViolationCode::kStagingMisuse: return "staged bytes on a kind that stages nothing";
+    case ViolationCode::kPipePosition: return "staging pipe position moved implausibly";
+    case ViolationCode::kArenaRange: return "host-arena range outside the arena";
+    case ViolationCode::kRequest: return "request failed its kind's checks";
+  }
+  return "unknown violation";
+}
+
+bool CredentialPolicy::allows(const PeerCredentials& peer) const {
+  if (uids.empty() && gids.empty()) return true;
+  return std::find(uids.begin(), uids.end(), peer.uid) != uids.end() ||
+         std::find(gids.begin(), gids.end(), peer.gid) != gids.end();
+}
+
+ServerSession::~ServerSession() {
+  if (control_ != nullptr && std::atomic_ref(control_->session.state).load() == 0) {
+    close(wire::SessionState::kClosed);
+  }
+}
+
+WaitResult ServerSession::wait_for_request(WaitPolicy policy, const std::atomic<bool>& stop) {
+  stop_ = &stop;
+  PeerContext context{socket_.get(), &stop};
+  return consumer_->wait([&] { return peer_and_broker_alive(&context); }, policy);
+}
+
+ViolationCode ServerSession::validate(const wire::RequestSlot& request) const {
+  const wire::RequestHeader& h = request.header;
+  const wire::RequestShape* shape = wire::shape_of(h.kind);
+  if (shape == nullptr) return ViolationCode::kUnknownKind;
+  if (h.payload_bytes < shape->min_payload || h.payload_bytes > shape->max_payload) {
+    return ViolationCode::kPayloadSize;
+  }
+  if ((h.flags & ~wire::kSynchronous) != 0) return ViolationCode::kRequest;
+  if ((h.flags & wire::kSynchronous) != 0 && h.mailbox >= wire::kMailboxes) {
+    return ViolationCode::kMailboxIndex;
+  }
+  if (shape->staging == wire::Staging::kNone && h.staged_bytes != 0) return ViolationCode::kStagingMisuse;
+  return ViolationCode::kNone;
+}
+
+void ServerSession::complete(const wire::RequestHeader& request, std::int32_t status,
+                             std::span<const std::byte> result) {
+  if ((request.flags & wire::kSynchronous) == 0) return;
+  wire::Mailbox& mailbox = control_->mailboxes[request.mailbox % wire::kMailboxes];
+  const std::size_t n = std::min(result.size(), wire::kMailboxResultBytes);
+  if (n != 0) std::memcpy(mailbox.result, result.data(), n);
+  mailbox.status = result.size() > n ? static_cast<std::int32_t>(wire::Status::kTooLarge) : status;
+  mailbox.result_bytes = static_cast<std::uint32_t>(n);
+  // Pairs with the client's acquire load in ClientSession's wait for this mailbox.
+  std::atomic_ref(mailbox.sequence).store(request.mailbox_sequence, std::memory_order_release);
+  wake_sleepers({&mailbox.sequence, &mailbox.sleepers});
+}
+
+Result<void> ServerSession::receive_staged(std::uint64_t bytes,
+                                           const std::function<void(std::span<const std::byte>)>& sink) {
+  PeerContext context{socket_.get(), stop_};
+  return to_broker_->read(bytes, sink, PeerCheck{peer_and_broker_alive, &context}, staging_policy_);
+}
+
+Result<void> ServerSession::send_staged(std::uint64_t bytes,
+                                        const std::function<void(std::span<std::byte>)>& fill) {
+  PeerContext context{socket_.get(), stop_};
+  return from_broker_->write(bytes, fill, PeerCheck{peer_and_broker_alive, &context}, staging_policy_);
+}
+
+Result<std::span<std::byte>> ServerSession::arena_range(std::uint64_t offset, std::uint64_t bytes) const {
+  if (offset > arena_map_.size() || bytes > arena_map_.size() - offset) {
+    return IpcError{IpcErrc::kInvalidArgument};
+  }
+  return std::span<std::byte>(arena_map_.data() + offset, bytes);
+}
+
+void ServerSession::close(wire::SessionState state, ViolationCode violation) {
+  violation_ = violation;
+  control_->session.violation = static_cast<std::uint32_t>(violation);
+  // Pairs with the client's acquire load of the state when its wait sees the hang-up.
+  std::atomic_ref(control_->session.state).store(static_cast<std::uint32_t>(state), std::memory_order_release);
+  hang_up(socket_.get());
+  // Waiters wake, find their completion missing, and see the hang-up and the state.
+  for (wire::Mailbox& mailbox : control_->mailboxes) wake_sleepers({&mailbox.sequence, &mailbox.sleepers});
+}
+
+Result<Listener> Listener::bind(ListenerOptions options) {
+  if (!is_power_of_two(options.pipe_bytes) || options.pipe_bytes < kStagingChunkBytes) {
+    return IpcError{IpcErrc::kInvalidArgument};
+  }
+  if (options.arena_bytes < (1u << 20)) return IpcError{IpcErrc::kInvalidArgument};
+  auto socket = listen_seqpacket(options.socket_path);
+  if (!socket) return socket.error();
+  return Listener(std::move(options), std::move(socket.value()));
+}
+
+Result<std::unique_ptr<ServerSession>> Listener::accept(std::chrono::milliseconds timeout) {
+  auto connection = accept_seqpacket(socket_.get(), timeout);
+  if (!connection) return connection.error();
+  return handshake(std::move(connection.value()));
+}
+
+Result<std::unique_ptr<ServerSession>> Listener::handshake(UniqueFd connection) {
+  auto peer = peer_credentials(connection.get());
+  if (!peer) return peer.error();
+
+  wire::Welcome welcome{};
+  welcome.magic = wire::kWelcomeMagic;
+  welcome.version = wire::kProtocolVersion;
+  welcome.fingerprint = wire::kLayoutFingerprint;
+  welcome.broker_pid = static_cast<std::uint32_t>(::getpid());
+  auto refuse = [&](wire::HandshakeStatus status) -> IpcError {
+    welcome.status = static_cast<std::int32_t>(status);
+    (void)send_message(connection.get(), bytes_of(welcome));
+    log(LogLevel::kWarning, "handshake refused for pid {} uid {}: status {}", peer.value().pid,
+        peer.value().uid, static_cast<int>(status));
+    return IpcError{IpcErrc::kRefused, 0, static_cast<std::int64_t>(status)};
+  };
+
+  if (!options_.policy.allows(peer.value())) return refuse(wire::HandshakeStatus::kCredentialsRefused);
+
+  wire::Hello hello{};
+  auto received = receive_message(connection.get(), std::as_writable_bytes(std::span(&hello, 1)),
+                                  options_.handshake_timeout);
+  if (!received) return received.error();
+  if (received.value().bytes != sizeof(hello) || hello.magic != wire::kHelloMagic) {
+    return refuse(wire::HandshakeStatus::kMalformed);
+  }
+  if (hello.version != wire::kProtocolVersion) return refuse(wire::HandshakeStatus::kVersionMismatch);
+  if (hello.fingerprint != wire::kLayoutFingerprint) {
+    return refuse(wire::HandshakeStatus::kFingerprintMismatch);
+  }
+  hello.program[sizeof(hello.program) - 1] = '\0';
+  hello.visible_devices[sizeof(hello.visible_devices) - 1] = '\0';
+
+  const std::uint64_t control_bytes = sizeof(wire::ControlSegment);
+  const std::uint64_t staging_bytes = wire::staging_segment_bytes(options_.pipe_bytes);
+  auto control_fd = create_sealed_memfd("gpubroker-control", control_bytes);
+  auto staging_fd = create_sealed_memfd("gpubroker-staging", staging_bytes);
+  auto arena_fd = create_sealed_memfd("gpubroker-arena", options_.arena_bytes);
+  if (!control_fd || !staging_fd || !arena_fd) return refuse(wire::HandshakeStatus::kBrokerError);
+  auto control_map = map_shared(control_fd.value().get(), control_bytes);
+  auto staging_map = map_shared(staging_fd.value().get(), staging_bytes);
+  auto arena_map = map_shared(arena_fd.value().get(), options_.arena_bytes);
+  if (!control_map || !staging_map || !arena_map) return refuse(wire::HandshakeStatus::kBrokerError);
+
+  auto session = std::unique_ptr<ServerSession>(new ServerSession());
+  session->id_ = next_session_id_++;
+  session->peer_ = peer.value();
+  session->hello_ = hello;
+  session->pipe_bytes_ = options_.pipe_bytes;
+  session->control_ = control_map.value().as<wire::ControlSegment>();
+  session->control_->header = segment_header(wire::SegmentKind::kControl, control_bytes, 0);
+  initialize_submission_ring(*session->control_);
+  session->consumer_.emplace(*session->control_);
+  auto* staging = staging_map.value().as<wire::StagingSegment>();
+  staging->header = segment_header(wire::SegmentKind::kStaging, staging_bytes, options_.pipe_bytes);
+  session->to_broker_ = std::make_unique<PipeReader>(to_broker_pipe(staging, options_.pipe_bytes));
+  session->from_broker_ = std::make_unique<PipeWriter>(from_broker_pipe(staging, options_.pipe_bytes));
+  session->control_map_ = std::move(control_map.value());
+  session->staging_map_ = std::move(staging_map.value());
+  session->arena_map_ = std::move(arena_map.value());
+
+  welcome.status = static_cast<std::int32_t>(wire::HandshakeStatus::kAccepted);
+  welcome.session_id = session->id_;
+  welcome.control_bytes = control_bytes;
+  welcome.staging_bytes = staging_bytes;
+  welcome.arena_bytes = options_.arena_bytes;
+  welcome.pipe_bytes = options_.pipe_bytes;
+  const int fds[] = {control_fd.value().get(), staging_fd.value().get(), arena_fd.value().get()};
+  if (auto sent = send_message(connection.get(), bytes_of(welcome), fds); !sent) return sent.error();
+  session->socket_ = std::move(connection);
+  log(LogLevel::kInfo, "session {} opened: pid {} uid {} program '{}' abi {}", session->id_,
+      session->peer_.pid, session->peer_.uid, hello.program, hello.abi);
+  return session;
+}
+
+SessionEnd serve_session(ServerSession& session, const RequestHandler& handler, WaitPolicy policy,
+                         const std::atomic<bool>& stop) {
+  wire::RequestSlot request;
+  auto end_with_violation = [&](ViolationCode code) {
+    log(LogLevel::kWarning, "session {} (pid {}) closed: protocol violation: {} (request kind {})",
+        session.id(), session.peer().pid, to_string(code), request.header.kind);
+    session.close(wire::SessionState::kViolation, code);
+    return SessionEnd::kViolation;
+  };
+  for (;;) {
+    while (session.try_next(request)) {
+      if (ViolationCode v = session.validate(request); v != ViolationCode::kNone) {
+        return end_with_violation(v);
+      }
+      if (auto handled = handler(session, request); !handled) {
+        if (handled.error().code == IpcErrc::kProtocol) {
+          const auto detail = handled.error().detail;
+          return end_with_violation(detail == 0 ? ViolationCode::kRequest : static_cast<ViolationCode>(detail));
+        }
+        break;  // the peer is gone or the broker stops: the wait below tells which
+      }
+      if (session.freed_unannounced() >= 64) session.announce_freed_slots();
+    }
+    if (session.wait_for_request(policy, stop) == WaitResult::kPeerGone) {
+      if (stop.load(std::memory_order_relaxed)) {
+        session.close(wire::SessionState::kShutdown);
+        return SessionEnd::kStopped;
+      }
+      log(LogLevel::kInfo, "session {} (pid {}) ended: client gone", session.id(), session.peer().pid);
+      session.close(wire::SessionState::kClosed);
+      return SessionEnd::kClientGone;
+    }
+  }
+}
+
+void initialize_submission_ring(wire::ControlSegment& control) {
+  for (std::uint32_t i = 0; i < wire::kRingSlots; ++i) control.slots[i].header.sequence = i;
+}
+
+}  // namespace gpubroker::ipc

@@ -1,0 +1,167 @@
+// The broker's side of the transport: a Listener that accepts clients and performs the handshake,
+// and a ServerSession per client that takes its requests, completes them and moves its staged
+// bytes.
+//
+// Example (one thread per session):
+//
+//   auto listener = Listener::bind({.socket_path = path});
+//   auto session = listener.value().accept(std::chrono::milliseconds(100));
+//   SessionEnd end = serve_session(*session.value(), handler, WaitPolicy::of(WaitMode::kAdaptive), stop);
+//
+// Everything a client writes into its segments is untrusted: requests are copied out before they
+// are looked at, positions are kept privately, and every index, length and offset is checked. A
+// check that fails closes that session with a ViolationCode; it never affects another session.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "gpubroker/wire/segments.h"
+#include "ipc/doorbell.h"
+#include "ipc/result.h"
+#include "ipc/staging_pipe.h"
+#include "ipc/submission_ring.h"
+#include "ipc/system.h"
+
+namespace gpubroker::ipc {
+
+// Why the broker closed a session on the client. Stored in SessionWords::violation.
+enum class ViolationCode : std::uint32_t {
+  kNone = 0,
+  kUnknownKind,      // RequestHeader::kind is not in the table
+  kPayloadSize,      // payload_bytes outside the kind's bounds
+  kMailboxIndex,     // mailbox index out of range
+  kStagingMisuse,    // staged_bytes on a kind that stages nothing
+  kPipePosition,     // a staging pipe position moved implausibly
+  kArenaRange,       // a host-arena range outside the arena
+  kRequest,          // a kind-specific check failed
+};
+
+const char* to_string(ViolationCode code);
+
+// Which peers may open a session: those whose uid or (primary) gid is listed. Both lists empty
+// means any peer that can open the socket file, whose permissions are then the only gate.
+struct CredentialPolicy {
+  std::vector<uid_t> uids;
+  std::vector<gid_t> gids;
+
+  [[nodiscard]] bool allows(const PeerCredentials& peer) const;
+};
+
+struct ListenerOptions {
+  std::string socket_path;
+  CredentialPolicy policy;
+  std::uint64_t pipe_bytes = 8ull << 20;    // each direction; power of two, chunk multiple
+  std::uint64_t arena_bytes = 16ull << 30;  // sparse
+  std::chrono::milliseconds handshake_timeout{1000};
+};
+
+class ServerSession {
+ public:
+  ServerSession(const ServerSession&) = delete;
+  ServerSession& operator=(const ServerSession&) = delete;
+  ~ServerSession();
+
+  [[nodiscard]] std::uint64_t id() const { return id_; }
+  [[nodiscard]] const PeerCredentials& peer() const { return peer_; }
+  [[nodiscard]] const wire::Hello& hello() const { return hello_; }
+
+  // Copies the next published request into `out`. Never blocks.
+  bool try_next(wire::RequestSlot& out) { return consumer_->try_take(out); }
+
+  // Waits for a request. kPeerGone also when `stop` becomes true.
+  WaitResult wait_for_request(WaitPolicy policy, const std::atomic<bool>& stop);
+
+  // Checks a request against its kind's shape. Kind-specific checks belong to the handler.
+  [[nodiscard]] ViolationCode validate(const wire::RequestSlot& request) const;
+
+  // Writes a synchronous request's completion into its mailbox and wakes the waiter; does
+  // nothing for an asynchronous request. `result` must fit wire::kMailboxResultBytes.
+  void complete(const wire::RequestHeader& request, std::int32_t status,
+                std::span<const std::byte> result = {});
+
+  // Drains `request.staged_bytes` from the to-broker pipe, handing each piece to `sink`.
+  // Errors: kPeerGone, kProtocol (the session must then be closed with kPipePosition).
+  Result<void> receive_staged(std::uint64_t bytes,
+                              const std::function<void(std::span<const std::byte>)>& sink);
+  // Streams `bytes` into the from-broker pipe, letting `fill` write each piece.
+  Result<void> send_staged(std::uint64_t bytes,
+                           const std::function<void(std::span<std::byte>)>& fill);
+
+  // The host-arena range [offset, offset + bytes), or kViolation-worthy kInvalidArgument.
+  [[nodiscard]] Result<std::span<std::byte>> arena_range(std::uint64_t offset, std::uint64_t bytes) const;
+
+  // Ends the session: records the state (and violation) for the client and hangs up.
+  void close(wire::SessionState state, ViolationCode violation = ViolationCode::kNone);
+
+  [[nodiscard]] bool peer_alive() const { return !peer_hung_up(socket_.get()); }
+  [[nodiscard]] ViolationCode violation() const { return violation_; }
+
+  // Between calls to wait: lets producers that wait for ring space run again.
+  void announce_freed_slots() { consumer_->announce_freed_slots(); }
+  [[nodiscard]] std::uint32_t freed_unannounced() const { return consumer_->freed_unannounced(); }
+
+ private:
+  friend class Listener;
+  ServerSession() = default;
+
+  std::uint64_t id_ = 0;
+  PeerCredentials peer_{};
+  wire::Hello hello_{};
+  UniqueFd socket_;
+  Mapping control_map_, staging_map_, arena_map_;
+  std::uint64_t pipe_bytes_ = 0;
+  wire::ControlSegment* control_ = nullptr;
+  std::optional<SubmissionConsumer> consumer_;
+  std::unique_ptr<PipeReader> to_broker_;
+  std::unique_ptr<PipeWriter> from_broker_;
+  WaitPolicy staging_policy_ = WaitPolicy::of(WaitMode::kAdaptive);
+  const std::atomic<bool>* stop_ = nullptr;
+  ViolationCode violation_ = ViolationCode::kNone;
+};
+
+class Listener {
+ public:
+  // Binds the socket (replacing a stale socket file, refusing if a broker answers on it).
+  static Result<Listener> bind(ListenerOptions options);
+
+  // Accepts one client and performs the handshake. kTimedOut when none came; kRefused (detail:
+  // HandshakeStatus) when one was turned away. Sessions get consecutive ids from 1.
+  Result<std::unique_ptr<ServerSession>> accept(std::chrono::milliseconds timeout);
+
+  [[nodiscard]] const ListenerOptions& options() const { return options_; }
+  [[nodiscard]] int fd() const { return socket_.get(); }
+
+ private:
+  Listener(ListenerOptions options, UniqueFd socket)
+      : options_(std::move(options)), socket_(std::move(socket)) {}
+  Result<std::unique_ptr<ServerSession>> handshake(UniqueFd connection);
+
+  ListenerOptions options_;
+  UniqueFd socket_;
+  std::uint64_t next_session_id_ = 1;
+};
+
+// How a served session ended.
+enum class SessionEnd : std::uint8_t { kClientGone, kViolation, kStopped };
+
+// What a service does with one valid request: complete it (if synchronous) and return success,
+// or return an error: kProtocol (detail: ViolationCode) closes the session as a violation,
+// kPeerGone as a departure.
+using RequestHandler = std::function<Result<void>(ServerSession&, const wire::RequestSlot&)>;
+
+// The dispatch loop of one session: take, validate, handle, until the client goes, violates the
+// protocol or `stop` is set. Runs on the calling thread.
+SessionEnd serve_session(ServerSession& session, const RequestHandler& handler, WaitPolicy policy,
+                         const std::atomic<bool>& stop);
+
+}  // namespace gpubroker::ipc

@@ -1,0 +1,109 @@
+// The submission ring: many client threads produce requests, one broker thread consumes them.
+//
+// Each slot carries its own sequence word (RequestHeader::sequence), in the manner of a bounded
+// multi-producer queue: a producer takes a ticket t from a counter private to its process, waits
+// until slot t % N holds sequence t (free for this lap), fills it and release-stores t + 1. The
+// consumer, at its private position h, waits for sequence h + 1, copies the slot out and
+// release-stores h + N to hand it back to the producers. Tickets are taken in call order, so the
+// requests of one thread stay in the order that thread made them.
+//
+// The consumer never trusts the ring: its position is private, every index is masked, the slot is
+// copied out before it is looked at (payload length clamped to the slot), and a slot that a
+// hostile client marks "full" with garbage in it is just a request that fails validation.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+
+#include "gpubroker/wire/segments.h"
+#include "ipc/doorbell.h"
+
+namespace gpubroker::ipc {
+
+inline constexpr std::uint64_t kRingMask = wire::kRingSlots - 1;
+static_assert((wire::kRingSlots & kRingMask) == 0, "the ring size must be a power of two");
+
+// Sets every slot free for the first lap. Broker only, before the segment is handed over.
+void initialize_submission_ring(wire::ControlSegment& control);
+
+// Client side. Thread-safe: any number of threads may produce at once.
+class SubmissionProducer {
+ public:
+  explicit SubmissionProducer(wire::ControlSegment& control) : control_(control) {}
+
+  // Claims the next slot, waiting (per `policy`, checking `alive`) while the ring is full.
+  // On kReady, fill the slot's header fields other than `sequence` and its payload, then publish().
+  template <class Alive>
+  WaitResult claim(wire::RequestSlot*& slot, std::uint64_t& ticket, Alive&& alive, WaitPolicy policy) {
+    ticket = next_ticket_.fetch_add(1, std::memory_order_relaxed);
+    slot = &control_.slots[ticket & kRingMask];
+    std::atomic_ref sequence(slot->header.sequence);
+    // Pairs with the consumer's release store of ticket (= h + N of the previous lap).
+    return wait_until(
+        bell(control_.slots_freed),
+        [&] { return sequence.load(std::memory_order_acquire) == ticket; }, alive, policy);
+  }
+
+  void publish(wire::RequestSlot* slot, std::uint64_t ticket) {
+    // Pairs with the consumer's acquire load in SubmissionConsumer::try_take().
+    std::atomic_ref(slot->header.sequence).store(ticket + 1, std::memory_order_release);
+    ring(bell(control_.submitted));
+  }
+
+ private:
+  wire::ControlSegment& control_;
+  std::atomic<std::uint64_t> next_ticket_{0};
+};
+
+// Broker side: one thread per session consumes.
+class SubmissionConsumer {
+ public:
+  explicit SubmissionConsumer(wire::ControlSegment& control) : control_(control) {}
+
+  // Copies the next request into `out` if one has been published, and frees its slot.
+  bool try_take(wire::RequestSlot& out) {
+    wire::RequestSlot& slot = control_.slots[head_ & kRingMask];
+    std::atomic_ref sequence(slot.header.sequence);
+    // Pairs with the producer's release store in SubmissionProducer::publish().
+    if (sequence.load(std::memory_order_acquire) != head_ + 1) return false;
+    std::memcpy(&out.header, &slot.header, sizeof(out.header));
+    const std::size_t payload = std::min<std::size_t>(out.header.payload_bytes, sizeof(out.payload));
+    std::memcpy(out.payload, slot.payload, payload);
+    // Pairs with the producer's acquire load in SubmissionProducer::claim(), one lap later.
+    sequence.store(head_ + wire::kRingSlots, std::memory_order_release);
+    ++head_;
+    ++freed_unannounced_;
+    return true;
+  }
+
+  [[nodiscard]] bool has_request() const {
+    const wire::RequestSlot& slot = control_.slots[head_ & kRingMask];
+    return std::atomic_ref(const_cast<std::uint64_t&>(slot.header.sequence))
+               .load(std::memory_order_acquire) == head_ + 1;
+  }
+
+  // Wakes producers that sleep on a full ring, if slots were freed since the last call. Called
+  // when the consumer runs dry, and every so often in a long batch.
+  void announce_freed_slots() {
+    if (freed_unannounced_ == 0) return;
+    freed_unannounced_ = 0;
+    ring(bell(control_.slots_freed));
+  }
+
+  [[nodiscard]] std::uint32_t freed_unannounced() const { return freed_unannounced_; }
+
+  template <class Alive>
+  WaitResult wait(Alive&& alive, WaitPolicy policy, std::int64_t deadline_ns = kNoDeadline) {
+    announce_freed_slots();
+    return wait_until(bell(control_.submitted), [&] { return has_request(); }, alive, policy,
+                      deadline_ns);
+  }
+
+ private:
+  wire::ControlSegment& control_;
+  std::uint64_t head_ = 0;  // private: never read back from shared memory
+  std::uint32_t freed_unannounced_ = 0;
+};
+
+}  // namespace gpubroker::ipc
