@@ -29,11 +29,14 @@ namespace gpubroker::ipc {
 // How long a waiter sleeps between liveness checks: a dead peer is noticed within this (plus
 // scheduling), far inside the 100 ms the design promises.
 inline constexpr std::chrono::nanoseconds kLivenessSlice = std::chrono::milliseconds(10);
+inline constexpr std::int64_t kYieldAfterNs = 4'000;
 
 enum class WaitMode : std::uint8_t { kSpin, kAdaptive, kSleep };
 
 // How long to spin before sleeping. kSpin never sleeps (but still checks liveness every slice);
 // kSleep sleeps at once; kAdaptive spins briefly, long enough to catch a reply from a busy peer.
+// Past kYieldAfter a spinner also yields its core at each check: when more threads are runnable
+// than there are cores, the peer it waits for may be queued on this very core.
 struct WaitPolicy {
   std::int64_t spin_ns;
 
@@ -109,6 +112,7 @@ WaitResult wait_until(BellWords words, Ready&& ready, Alive&& alive, WaitPolicy 
         const std::int64_t now = monotonic_ns();
         if (WaitResult r = check_peer(now); r != WaitResult::kReady) return r;
         if (now - start >= policy.spin_ns) break;
+        if (now - start >= kYieldAfterNs) yield_core();
       }
     }
   }

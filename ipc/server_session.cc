@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <mutex>
+#include <thread>
 
 #include "ipc/log.h"
 
@@ -164,8 +166,6 @@ Result<std::unique_ptr<ServerSession>> Listener::handshake(UniqueFd connection) 
     return IpcError{IpcErrc::kRefused, 0, static_cast<std::int64_t>(status)};
   };
 
-  if (!options_.policy.allows(peer.value())) return refuse(wire::HandshakeStatus::kCredentialsRefused);
-
   wire::Hello hello{};
   auto received = receive_message(connection.get(), std::as_writable_bytes(std::span(&hello, 1)),
                                   options_.handshake_timeout);
@@ -173,6 +173,9 @@ Result<std::unique_ptr<ServerSession>> Listener::handshake(UniqueFd connection) 
   if (received.value().bytes != sizeof(hello) || hello.magic != wire::kHelloMagic) {
     return refuse(wire::HandshakeStatus::kMalformed);
   }
+  // Credentials are judged after the hello has been read, so that the refusal reaches a client
+  // that is still sending (a reply to an unread socket can be lost to a reset).
+  if (!options_.policy.allows(peer.value())) return refuse(wire::HandshakeStatus::kCredentialsRefused);
   if (hello.version != wire::kProtocolVersion) return refuse(wire::HandshakeStatus::kVersionMismatch);
   if (hello.fingerprint != wire::kLayoutFingerprint) {
     return refuse(wire::HandshakeStatus::kFingerprintMismatch);
@@ -255,6 +258,30 @@ SessionEnd serve_session(ServerSession& session, const RequestHandler& handler, 
       return SessionEnd::kClientGone;
     }
   }
+}
+
+void run_sessions(Listener& listener, const HandlerFactory& make_handler, WaitPolicy policy,
+                  const std::atomic<bool>& stop,
+                  const std::function<void(const SessionReport&)>& on_session_end) {
+  std::vector<std::thread> threads;
+  std::mutex report_lock;
+  while (!stop.load(std::memory_order_relaxed)) {
+    auto accepted = listener.accept(std::chrono::milliseconds(20));
+    if (!accepted) {
+      if (accepted.error().code != IpcErrc::kTimedOut && accepted.error().code != IpcErrc::kRefused) {
+        log(LogLevel::kWarning, "accept failed: {}", describe(accepted.error()));
+      }
+      continue;
+    }
+    threads.emplace_back([session = std::move(accepted.value()), handler = make_handler(), policy, &stop,
+                          &on_session_end, &report_lock] {
+      const SessionEnd end = serve_session(*session, handler, policy, stop);
+      const SessionReport report{session->id(), session->peer().pid, end, session->violation(), monotonic_ns()};
+      std::lock_guard guard(report_lock);
+      if (on_session_end) on_session_end(report);
+    });
+  }
+  for (std::thread& t : threads) t.join();
 }
 
 void initialize_submission_ring(wire::ControlSegment& control) {

@@ -164,4 +164,23 @@ using RequestHandler = std::function<Result<void>(ServerSession&, const wire::Re
 SessionEnd serve_session(ServerSession& session, const RequestHandler& handler, WaitPolicy policy,
                          const std::atomic<bool>& stop);
 
+// What happened to a session, for whoever runs the server (tests watch it).
+struct SessionReport {
+  std::uint64_t session_id;
+  pid_t pid;
+  SessionEnd end;
+  ViolationCode violation;
+  std::int64_t ended_ns;  // monotonic clock
+};
+
+// Creates the handler of each new session.
+using HandlerFactory = std::function<RequestHandler()>;
+
+// Accepts clients until `stop` is set, serving each on a thread of its own with a handler from
+// `make_handler`; calls `on_session_end` (serialized) as each ends. Returns once every session
+// thread has finished.
+void run_sessions(Listener& listener, const HandlerFactory& make_handler, WaitPolicy policy,
+                  const std::atomic<bool>& stop,
+                  const std::function<void(const SessionReport&)>& on_session_end);
+
 }  // namespace gpubroker::ipc

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -223,6 +224,8 @@ bool peer_hung_up(int socket) {
   auto revents = poll_one(socket, POLLRDHUP, 0);
   return !revents || (revents.value() & (POLLHUP | POLLRDHUP | POLLERR | POLLNVAL)) != 0;
 }
+
+void yield_core() { ::sched_yield(); }
 
 std::int64_t monotonic_ns() {
   timespec ts{};

@@ -108,6 +108,9 @@ void hang_up(int socket);
 // True once the peer of a connected socket has closed it or died. Never blocks.
 [[nodiscard]] bool peer_hung_up(int socket);
 
+// Gives the core to another runnable thread, if there is one.
+void yield_core();
+
 // Monotonic clock in nanoseconds; cheap (vDSO).
 [[nodiscard]] std::int64_t monotonic_ns();
 

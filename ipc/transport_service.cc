@@ -1,8 +1,8 @@
 #include "ipc/transport_service.h"
 
 #include <cstring>
-#include <mutex>
-#include <thread>
+#include <memory>
+#include <vector>
 
 #include "ipc/checksum.h"
 #include "ipc/log.h"
@@ -31,7 +31,11 @@ IpcError as_session_error(const IpcError& error) {
   return error;
 }
 
-}  // namespace
+// Per-session state of the transport kinds: the scratch buffer that models device memory.
+struct TransportScratch {
+  static constexpr std::uint64_t kMaxBytes = 256ull << 20;  // larger transfers wrap around
+  std::vector<std::byte> bytes;
+};
 
 Result<void> serve_transport_request(ServerSession& session, const wire::RequestSlot& request,
                                      TransportScratch& scratch) {
@@ -103,30 +107,12 @@ Result<void> serve_transport_request(ServerSession& session, const wire::Request
   return boost::outcome_v2::success();
 }
 
-void run_transport_server(Listener& listener, WaitPolicy policy, const std::atomic<bool>& stop,
-                          const std::function<void(const SessionReport&)>& on_session_end) {
-  std::vector<std::thread> threads;
-  std::mutex report_lock;
-  while (!stop.load(std::memory_order_relaxed)) {
-    auto accepted = listener.accept(std::chrono::milliseconds(20));
-    if (!accepted) {
-      if (accepted.error().code != IpcErrc::kTimedOut && accepted.error().code != IpcErrc::kRefused) {
-        log(LogLevel::kWarning, "accept failed: {}", describe(accepted.error()));
-      }
-      continue;
-    }
-    threads.emplace_back([session = std::move(accepted.value()), policy, &stop, &on_session_end,
-                          &report_lock]() mutable {
-      TransportScratch scratch;
-      const SessionEnd end = serve_session(
-          *session, [&](ServerSession& s, const wire::RequestSlot& r) { return serve_transport_request(s, r, scratch); },
-          policy, stop);
-      SessionReport report{session->id(), session->peer().pid, end, session->violation(), monotonic_ns()};
-      std::lock_guard guard(report_lock);
-      if (on_session_end) on_session_end(report);
-    });
-  }
-  for (std::thread& t : threads) t.join();
+}  // namespace
+
+RequestHandler make_transport_handler() {
+  return [scratch = std::make_shared<TransportScratch>()](ServerSession& session, const wire::RequestSlot& request) {
+    return serve_transport_request(session, request, *scratch);
+  };
 }
 
 }  // namespace gpubroker::ipc

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs everything the build, the tests and the benchmarks need on Debian 12, then configures
+# the build directories. Safe to run again; does nothing that is already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  g++ meson ninja-build pkg-config git
+  libboost-dev libfmt-dev catch2
+  libsystemd-dev liblz4-dev libzstd-dev libncurses-dev
+  clang llvm libclang-rt-14-dev
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+werror=false; [ "${CI:-}" = "true" ] && werror=true
+[ -f build/build.ninja ] || meson setup build -Dwerror=$werror >/dev/null
+[ -f build-asan/build.ninja ] || meson setup build-asan -Dbuildtype=debug -Dwerror=$werror \
+  -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+echo "setup: ready (build/ and build-asan/ configured)"

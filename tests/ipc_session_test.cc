@@ -1,0 +1,381 @@
+// Multi-process tests of sessions: the handshake, credentials, seals, ordering under concurrent
+// submitters, and how fast each side notices that the other died. Servers and clients are real
+// processes (fork).
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <thread>
+#include <vector>
+
+#include "ipc/checksum.h"
+#include "ipc/client_session.h"
+#include "ipc/system.h"
+#include "tests/support/forked_server.h"
+
+using namespace gpubroker;
+using namespace std::chrono_literals;
+using testing::ForkedServer;
+using testing::TempDir;
+
+namespace {
+
+ipc::ListenerOptions listener_options(const TempDir& dir) {
+  ipc::ListenerOptions options;
+  options.socket_path = dir.path() + "/broker.sock";
+  options.arena_bytes = 1ull << 30;
+  return options;
+}
+
+std::int64_t ms_since(std::int64_t start_ns, std::int64_t end_ns) { return (end_ns - start_ns) / 1'000'000; }
+
+// A handler whose synchronous requests never complete (the session thread sleeps), so that a
+// client is left waiting.
+ipc::HandlerFactory stalling_handler() {
+  return [] {
+    return [](ipc::ServerSession&, const wire::RequestSlot&) -> ipc::Result<void> {
+      std::this_thread::sleep_for(30s);
+      return boost::outcome_v2::success();
+    };
+  };
+}
+
+struct HandshakeReply {
+  wire::Welcome welcome{};
+  std::vector<ipc::UniqueFd> fds;
+};
+
+// A handshake done by hand, to look at what the broker hands over.
+HandshakeReply raw_handshake(const std::string& socket_path, std::uint64_t fingerprint = wire::kLayoutFingerprint) {
+  auto socket = ipc::connect_seqpacket(socket_path);
+  REQUIRE(socket);
+  wire::Hello hello{};
+  hello.magic = wire::kHelloMagic;
+  hello.version = wire::kProtocolVersion;
+  hello.fingerprint = fingerprint;
+  hello.pid = static_cast<std::uint32_t>(::getpid());
+  REQUIRE(ipc::send_message(socket.value().get(), std::as_bytes(std::span(&hello, 1))));
+  HandshakeReply reply;
+  auto received = ipc::receive_message(socket.value().get(),
+                                       std::as_writable_bytes(std::span(&reply.welcome, 1)), 1000ms);
+  REQUIRE(received);
+  REQUIRE(received.value().bytes == sizeof(wire::Welcome));
+  reply.fds = std::move(received.value().fds);
+  return reply;
+}
+
+}  // namespace
+
+TEST_CASE("a client completes the handshake and echoes through the rings", "[ipc][session]") {
+  TempDir dir;
+  ForkedServer server(listener_options(dir));
+  auto session = ipc::ClientSession::connect(testing::client_options(server.socket_path()));
+  REQUIRE(session);
+  CHECK(session.value()->session_id() == 1);
+  CHECK(session.value()->broker_pid() == server.pid());
+  const std::array<std::uint8_t, 5> message{1, 2, 3, 4, 5};
+  auto reply = session.value()->call(wire::RequestKind::kEcho, std::as_bytes(std::span(message)));
+  REQUIRE(reply);
+  CHECK(reply.value().status == 0);
+  REQUIRE(reply.value().result_bytes == 5);
+  CHECK(std::memcmp(reply.value().result, message.data(), 5) == 0);
+  CHECK(session.value()->post(wire::RequestKind::kNull, {}));
+  CHECK(session.value()->call(wire::RequestKind::kNull, {}));
+  CHECK(session.value()->alive());
+}
+
+TEST_CASE("the broker hands over sealed segments that the client can neither shrink nor grow", "[ipc][session][seal]") {
+  TempDir dir;
+  ForkedServer server(listener_options(dir));
+  HandshakeReply reply = raw_handshake(server.socket_path());
+  REQUIRE(reply.welcome.status == static_cast<std::int32_t>(wire::HandshakeStatus::kAccepted));
+  REQUIRE(reply.fds.size() == 3);
+  const std::uint64_t sizes[] = {reply.welcome.control_bytes, reply.welcome.staging_bytes, reply.welcome.arena_bytes};
+  for (std::size_t i = 0; i < 3; ++i) {
+    const int fd = reply.fds[i].get();
+    CHECK(ipc::check_sealed_memfd(fd, sizes[i]));
+    errno = 0;
+    CHECK(::ftruncate(fd, static_cast<off_t>(sizes[i] - 4096)) == -1);
+    CHECK(errno == EPERM);
+    errno = 0;
+    CHECK(::ftruncate(fd, static_cast<off_t>(sizes[i] + 4096)) == -1);
+    CHECK(errno == EPERM);
+    errno = 0;
+    CHECK(::fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE) == -1);  // no new seals either
+    CHECK(errno == EPERM);
+    CHECK(::fallocate(fd, 0, static_cast<off_t>(sizes[i]), 4096) == -1);
+  }
+}
+
+TEST_CASE("a client refuses a segment that is not sealed", "[ipc][seal]") {
+  const int fd = static_cast<int>(::memfd_create("unsealed", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  REQUIRE(fd >= 0);
+  REQUIRE(::ftruncate(fd, 4096) == 0);
+  auto checked = ipc::check_sealed_memfd(fd, 4096);
+  REQUIRE_FALSE(checked);
+  CHECK(checked.error().code == ipc::IpcErrc::kBadSegment);
+  REQUIRE(::fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0);
+  CHECK(ipc::check_sealed_memfd(fd, 4096));
+  CHECK_FALSE(ipc::check_sealed_memfd(fd, 8192));  // wrong size
+  ::close(fd);
+}
+
+TEST_CASE("a client built from another layout is refused at the handshake", "[ipc][session]") {
+  TempDir dir;
+  ForkedServer server(listener_options(dir));
+  HandshakeReply reply = raw_handshake(server.socket_path(), wire::kLayoutFingerprint ^ 1);
+  CHECK(reply.welcome.status == static_cast<std::int32_t>(wire::HandshakeStatus::kFingerprintMismatch));
+  CHECK(reply.fds.empty());
+}
+
+TEST_CASE("a peer whose credentials the policy does not allow is refused", "[ipc][session][credentials]") {
+  if (::getuid() != 0) {
+    WARN("skipped: needs root to run a client under another uid");
+    return;
+  }
+  TempDir dir;
+  SECTION("root is refused when only another uid is allowed") {
+    auto options = listener_options(dir);
+    options.policy.uids = {4242};
+    ForkedServer server(options);
+    auto session = ipc::ClientSession::connect(testing::client_options(server.socket_path()));
+    REQUIRE_FALSE(session);
+    CHECK(session.error().code == ipc::IpcErrc::kRefused);
+    CHECK(session.error().detail == static_cast<std::int64_t>(wire::HandshakeStatus::kCredentialsRefused));
+  }
+  SECTION("a process running as nobody is refused when only root is allowed, and root is served") {
+    auto options = listener_options(dir);
+    options.policy.uids = {0};
+    ForkedServer server(options);
+    const pid_t child = testing::run_in_child([&] {
+      if (::setgid(65534) != 0 || ::setuid(65534) != 0) return 10;
+      auto session = ipc::ClientSession::connect(testing::client_options(server.socket_path()));
+      if (session) return 11;
+      return session.error().code == ipc::IpcErrc::kRefused &&
+                     session.error().detail == static_cast<std::int64_t>(wire::HandshakeStatus::kCredentialsRefused)
+                 ? 0
+                 : 12;
+    });
+    CHECK(testing::wait_for_child(child) == 0);
+    CHECK(ipc::ClientSession::connect(testing::client_options(server.socket_path())));
+  }
+  SECTION("an allowed group lets nobody in") {
+    auto options = listener_options(dir);
+    options.policy.gids = {65534};
+    ForkedServer server(options);
+    const pid_t child = testing::run_in_child([&] {
+      if (::setgid(65534) != 0 || ::setuid(65534) != 0) return 10;
+      auto session = ipc::ClientSession::connect(testing::client_options(server.socket_path()));
+      return session && session.value()->call(wire::RequestKind::kNull, {}) ? 0 : 11;
+    });
+    CHECK(testing::wait_for_child(child) == 0);
+  }
+}
+
+namespace {
+
+// Checks that the (thread, sequence) pairs of each thread arrive in order; a synchronous request
+// with an empty payload answers {out-of-order count, pairs seen}.
+ipc::HandlerFactory order_checker() {
+  return [] {
+    auto last = std::make_shared<std::array<std::int64_t, 64>>();
+    last->fill(-1);
+    auto counts = std::make_shared<wire::ChecksumResult>(wire::ChecksumResult{0, 0});
+    return [=](ipc::ServerSession& session, const wire::RequestSlot& request) -> ipc::Result<void> {
+      if (request.header.payload_bytes == 16) {
+        std::uint64_t pair[2];
+        std::memcpy(pair, request.payload, sizeof(pair));
+        auto& previous = (*last)[pair[0] % 64];
+        if (static_cast<std::int64_t>(pair[1]) != previous + 1) ++counts->checksum;
+        previous = static_cast<std::int64_t>(pair[1]);
+        ++counts->bytes;
+      }
+      session.complete(request.header, 0, std::as_bytes(std::span(counts.get(), 1)));
+      return boost::outcome_v2::success();
+    };
+  };
+}
+
+}  // namespace
+
+TEST_CASE("requests of each thread stay in order while many threads submit at once", "[ipc][session][order]") {
+  TempDir dir;
+  ForkedServer server(listener_options(dir), order_checker());
+  auto session = ipc::ClientSession::connect(testing::client_options(server.socket_path()));
+  REQUIRE(session);
+  constexpr int kThreads = 8;
+  constexpr std::uint64_t kPerThread = 20'000;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (std::uint64_t i = 0; i < kPerThread; ++i) {
+        const std::uint64_t pair[2] = {static_cast<std::uint64_t>(t), i};
+        // Mostly asynchronous, every 100th synchronous: both kinds share one order per thread.
+        const bool ok = i % 100 == 99 ? bool(session.value()->call(wire::RequestKind::kEcho, std::as_bytes(std::span(pair))))
+                                      : bool(session.value()->post(wire::RequestKind::kEcho, std::as_bytes(std::span(pair))));
+        if (!ok) ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  auto counts = session.value()->call(wire::RequestKind::kEcho, {});
+  REQUIRE(counts);
+  const auto result = counts.value().result_as<wire::ChecksumResult>();
+  CHECK(failures == 0);
+  CHECK(result.bytes == kThreads * kPerThread);  // none lost
+  CHECK(result.checksum == 0);                   // none out of order
+}
+
+TEST_CASE("more threads than mailboxes still get every synchronous answer", "[ipc][session][order]") {
+  TempDir dir;
+  ForkedServer server(listener_options(dir));
+  auto session = ipc::ClientSession::connect(testing::client_options(server.socket_path()));
+  REQUIRE(session);
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < static_cast<int>(wire::kMailboxes) + 44; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 20; ++i) {
+        const int message[2] = {t, i};
+        auto reply = session.value()->call(wire::RequestKind::kEcho, std::as_bytes(std::span(message)));
+        if (!reply || reply.value().result_bytes != sizeof(message) ||
+            std::memcmp(reply.value().result, message, sizeof(message)) != 0) {
+          ++wrong;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(wrong == 0);
+}
+
+TEST_CASE("the broker notices a killed idle client within 100 ms", "[ipc][session][death]") {
+  TempDir dir;
+  ForkedServer server(listener_options(dir));
+  int ready[2];
+  REQUIRE(::pipe(ready) == 0);
+  const pid_t client = testing::run_in_child([&] {
+    auto session = ipc::ClientSession::connect(testing::client_options(server.socket_path()));
+    if (!session || !session.value()->call(wire::RequestKind::kNull, {})) return 1;
+    [[maybe_unused]] auto n = ::write(ready[1], "r", 1);
+    ::pause();
+    return 0;
+  });
+  char byte;
+  REQUIRE(::read(ready[0], &byte, 1) == 1);
+  std::this_thread::sleep_for(50ms);  // let the session thread fall asleep
+  const std::int64_t killed = ipc::monotonic_ns();
+  ::kill(client, SIGKILL);
+  auto report = server.next_report(2000ms);
+  testing::wait_for_child(client);
+  REQUIRE(report);
+  CHECK(report->end == ipc::SessionEnd::kClientGone);
+  CHECK(ms_since(killed, report->ended_ns) < 100);
+  ::close(ready[0]);
+  ::close(ready[1]);
+}
+
+TEST_CASE("the broker notices a client killed in the middle of a staged transfer within 100 ms", "[ipc][session][death]") {
+  TempDir dir;
+  ForkedServer server(listener_options(dir));
+  int ready[2];
+  REQUIRE(::pipe(ready) == 0);
+  const pid_t client = testing::run_in_child([&] {
+    auto session = ipc::ClientSession::connect(testing::client_options(server.socket_path()));
+    if (!session) return 1;
+    // Not larger: the kernel closes a killed process's socket only after unmapping its memory.
+    std::vector<std::byte> big(64ull << 20);
+    [[maybe_unused]] auto n = ::write(ready[1], "r", 1);
+    for (;;) (void)session.value()->call(wire::RequestKind::kStageChecksum, {}, ipc::StagedOut{big});
+  });
+  char byte;
+  REQUIRE(::read(ready[0], &byte, 1) == 1);
+  std::this_thread::sleep_for(100ms);
+  const std::int64_t killed = ipc::monotonic_ns();
+  ::kill(client, SIGKILL);
+  auto report = server.next_report(2000ms);
+  testing::wait_for_child(client);
+  REQUIRE(report);
+  CHECK(report->end == ipc::SessionEnd::kClientGone);
+  CHECK(ms_since(killed, report->ended_ns) < 100);
+  ::close(ready[0]);
+  ::close(ready[1]);
+}
+
+TEST_CASE("a client waiting on a killed broker gets an error within 100 ms", "[ipc][session][death]") {
+  TempDir dir;
+  ForkedServer server(listener_options(dir), stalling_handler());
+  auto session = ipc::ClientSession::connect(testing::client_options(server.socket_path()));
+  REQUIRE(session);
+  std::int64_t returned = 0;
+  bool failed_with_peer_gone = false;
+  std::thread caller([&] {
+    auto reply = session.value()->call(wire::RequestKind::kNull, {});
+    returned = ipc::monotonic_ns();
+    failed_with_peer_gone = !reply && reply.error().code == ipc::IpcErrc::kPeerGone;
+  });
+  std::this_thread::sleep_for(100ms);
+  const std::int64_t killed = ipc::monotonic_ns();
+  server.kill_now();
+  caller.join();
+  CHECK(failed_with_peer_gone);
+  CHECK(ms_since(killed, returned) < 100);
+  // Every later call fails at once.
+  auto later = session.value()->call(wire::RequestKind::kNull, {});
+  REQUIRE_FALSE(later);
+  CHECK(later.error().code == ipc::IpcErrc::kPeerGone);
+  CHECK_FALSE(session.value()->alive());
+}
+
+TEST_CASE("a client blocked on a full staging pipe gets an error within 100 ms when the broker dies", "[ipc][session][death]") {
+  TempDir dir;
+  ForkedServer server(listener_options(dir), stalling_handler());
+  auto session = ipc::ClientSession::connect(testing::client_options(server.socket_path()));
+  REQUIRE(session);
+  std::vector<std::byte> big(64ull << 20);
+  std::int64_t returned = 0;
+  bool failed = false;
+  std::thread caller([&] {
+    auto reply = session.value()->call(wire::RequestKind::kStageChecksum, {}, ipc::StagedOut{big});
+    returned = ipc::monotonic_ns();
+    failed = !reply;
+  });
+  std::this_thread::sleep_for(100ms);
+  const std::int64_t killed = ipc::monotonic_ns();
+  server.kill_now();
+  caller.join();
+  CHECK(failed);
+  CHECK(ms_since(killed, returned) < 100);
+}
+
+TEST_CASE("connecting with no broker fails at once", "[ipc][session]") {
+  TempDir dir;
+  const std::int64_t start = ipc::monotonic_ns();
+  auto session = ipc::ClientSession::connect(testing::client_options(dir.path() + "/nobody-home.sock"));
+  REQUIRE_FALSE(session);
+  CHECK(session.error().code == ipc::IpcErrc::kSystem);
+  CHECK(session.error().sys_errno == ENOENT);
+  CHECK(ms_since(start, ipc::monotonic_ns()) < 100);
+}
+
+TEST_CASE("several sessions are served at once, each with its own id", "[ipc][session]") {
+  TempDir dir;
+  ForkedServer server(listener_options(dir));
+  std::vector<std::unique_ptr<ipc::ClientSession>> sessions;
+  for (int i = 0; i < 4; ++i) {
+    auto s = ipc::ClientSession::connect(testing::client_options(server.socket_path()));
+    REQUIRE(s);
+    sessions.push_back(std::move(s.value()));
+  }
+  for (std::size_t i = 0; i < sessions.size(); ++i) {
+    CHECK(sessions[i]->session_id() == i + 1);
+    CHECK(sessions[i]->call(wire::RequestKind::kNull, {}));
+  }
+}
