@@ -202,6 +202,7 @@ Result<std::unique_ptr<ServerSession>> Listener::handshake(UniqueFd connection) 
   session->control_ = control_map.value().as<wire::ControlSegment>();
   session->control_->header = segment_header(wire::SegmentKind::kControl, control_bytes, 0);
   initialize_submission_ring(*session->control_);
+  if (options_.prepare_control) options_.prepare_control(*session->control_, hello, peer.value());
   session->consumer_.emplace(*session->control_);
   auto* staging = staging_map.value().as<wire::StagingSegment>();
   staging->header = segment_header(wire::SegmentKind::kStaging, staging_bytes, options_.pipe_bytes);
@@ -274,8 +275,9 @@ void run_sessions(Listener& listener, const HandlerFactory& make_handler, WaitPo
       continue;
     }
     threads.emplace_back([session = std::move(accepted.value()), handler = make_handler(), policy, &stop,
-                          &on_session_end, &report_lock] {
+                          &on_session_end, &report_lock]() mutable {
       const SessionEnd end = serve_session(*session, handler, policy, stop);
+      handler = nullptr;  // the handler's state (and its reclaim) goes before the session's memory
       const SessionReport report{session->id(), session->peer().pid, end, session->violation(), monotonic_ns()};
       std::lock_guard guard(report_lock);
       if (on_session_end) on_session_end(report);

@@ -63,6 +63,9 @@ struct ListenerOptions {
   std::uint64_t pipe_bytes = 8ull << 20;    // each direction; power of two, chunk multiple
   std::uint64_t arena_bytes = 16ull << 30;  // sparse
   std::chrono::milliseconds handshake_timeout{1000};
+  // Fills what the session's client may read before its first request (the device table), after
+  // the segments exist and before they are handed over. Called on the accepting thread.
+  std::function<void(wire::ControlSegment&, const wire::Hello&, const PeerCredentials&)> prepare_control;
 };
 
 class ServerSession {
@@ -99,6 +102,9 @@ class ServerSession {
 
   // The host-arena range [offset, offset + bytes), or kViolation-worthy kInvalidArgument.
   [[nodiscard]] Result<std::span<std::byte>> arena_range(std::uint64_t offset, std::uint64_t bytes) const;
+
+  // The whole staging segment, for registering it with the driver.
+  [[nodiscard]] std::span<std::byte> staging_memory() const { return {staging_map_.data(), staging_map_.size()}; }
 
   // Ends the session: records the state (and violation) for the client and hangs up.
   void close(wire::SessionState state, ViolationCode violation = ViolationCode::kNone);

@@ -101,7 +101,7 @@ Result<void> serve_transport_request(ServerSession& session, const wire::Request
       session.complete(h, 0);
       break;
     }
-    case wire::RequestKind::kCount:
+    default:  // not a transport kind: whoever serves the session should have taken it
       return IpcError{IpcErrc::kProtocol, 0, static_cast<std::int64_t>(ViolationCode::kUnknownKind)};
   }
   return boost::outcome_v2::success();

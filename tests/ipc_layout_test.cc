@@ -60,7 +60,11 @@ TEST_CASE("shared-memory layouts keep their pinned sizes and offsets", "[ipc][la
   CHECK(offsetof(wire::ControlSegment, slots_freed) == 512);
   CHECK(offsetof(wire::ControlSegment, slots) == 768);
   CHECK(offsetof(wire::ControlSegment, mailboxes) == 768 + 256 * wire::kRingSlots);
-  CHECK(sizeof(wire::ControlSegment) == 768 + 256 * (wire::kRingSlots + wire::kMailboxes));
+  CHECK(offsetof(wire::ControlSegment, devices) == 768 + 256 * (wire::kRingSlots + wire::kMailboxes));
+  CHECK(sizeof(wire::DeviceRecord) == 888);
+  CHECK(offsetof(wire::DeviceRecord, attributes) == 296);
+  CHECK(sizeof(wire::DeviceTable) == 16 + 888 * wire::kMaxDevices);
+  CHECK(sizeof(wire::ControlSegment) % wire::kLineBytes == 0);
   CHECK(sizeof(wire::PipeControl) == 768);
   CHECK(offsetof(wire::PipeControl, head) == 128);
   CHECK(sizeof(wire::StagingSegment) == 128 + 2 * 768);

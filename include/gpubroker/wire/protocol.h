@@ -32,6 +32,32 @@ enum class RequestKind : std::uint16_t {
   kArenaChecksum = 4,  // checksum of a host-arena range, read in place by the broker
   kStageToScratch = 5,    // staged bytes are copied into a broker-side buffer (a copy's model)
   kStageFromScratch = 6,  // staged bytes are copied out of that buffer back to the client
+
+  // Device work (broker/session.cc). Completions carry a CUresult in Completion::status.
+  kMemAlloc = 7,          // MemAllocRequest -> PointerResult
+  kMemFree = 8,           // HandleRequest (the device pointer)
+  kMemGetInfo = 9,        // DeviceRequest -> MemInfoResult (the session's view)
+  kMemset = 10,           // MemsetRequest
+  kCopyHostToDevice = 11,    // CopyRequest{destination: device pointer}; staged bytes are the source
+  kCopyDeviceToHost = 12,    // CopyRequest{source: device pointer}; staged bytes come back
+  kCopyDeviceToDevice = 13,  // CopyRequest
+  kCopyArenaToDevice = 14,   // CopyRequest{source: host-arena offset}: no CPU copy
+  kCopyDeviceToArena = 15,   // CopyRequest{destination: host-arena offset}: no CPU copy
+  kArenaRegister = 16,    // ArenaRange: pin a host-arena range for direct transfers
+  kArenaUnregister = 17,  // ArenaRange{offset, 0}
+  kStreamCreate = 18,     // StreamCreateRequest (the client chooses the id)
+  kStreamDestroy = 19,    // HandleRequest
+  kStreamSynchronize = 20,  // HandleRequest; completes when the stream's work is done
+  kStreamQuery = 21,        // HandleRequest
+  kStreamWaitEvent = 22,    // EventStreamRequest
+  kEventCreate = 23,        // EventCreateRequest (the client chooses the id)
+  kEventDestroy = 24,       // HandleRequest
+  kEventRecord = 25,        // EventStreamRequest
+  kEventSynchronize = 26,   // HandleRequest
+  kEventQuery = 27,         // HandleRequest
+  kEventElapsedTime = 28,   // EventPairRequest -> float milliseconds
+  kContextSynchronize = 29,  // no payload; completes when all of the session's streams are done
+  kBrokerTotals = 30,        // no payload -> BrokerTotals: what every session together holds
   kCount,
 };
 
@@ -102,6 +128,30 @@ inline constexpr std::array<RequestShape, static_cast<std::size_t>(RequestKind::
         {RequestKind::kArenaChecksum, "ArenaChecksum", 16, 16, Staging::kNone},
         {RequestKind::kStageToScratch, "StageToScratch", 0, 0, Staging::kToBroker},
         {RequestKind::kStageFromScratch, "StageFromScratch", 0, 0, Staging::kFromBroker},
+        {RequestKind::kMemAlloc, "MemAlloc", 16, 16, Staging::kNone},
+        {RequestKind::kMemFree, "MemFree", 8, 8, Staging::kNone},
+        {RequestKind::kMemGetInfo, "MemGetInfo", 8, 8, Staging::kNone},
+        {RequestKind::kMemset, "Memset", 32, 32, Staging::kNone},
+        {RequestKind::kCopyHostToDevice, "CopyHostToDevice", 32, 32, Staging::kToBroker},
+        {RequestKind::kCopyDeviceToHost, "CopyDeviceToHost", 32, 32, Staging::kFromBroker},
+        {RequestKind::kCopyDeviceToDevice, "CopyDeviceToDevice", 32, 32, Staging::kNone},
+        {RequestKind::kCopyArenaToDevice, "CopyArenaToDevice", 32, 32, Staging::kNone},
+        {RequestKind::kCopyDeviceToArena, "CopyDeviceToArena", 32, 32, Staging::kNone},
+        {RequestKind::kArenaRegister, "ArenaRegister", 16, 16, Staging::kNone},
+        {RequestKind::kArenaUnregister, "ArenaUnregister", 16, 16, Staging::kNone},
+        {RequestKind::kStreamCreate, "StreamCreate", 16, 16, Staging::kNone},
+        {RequestKind::kStreamDestroy, "StreamDestroy", 8, 8, Staging::kNone},
+        {RequestKind::kStreamSynchronize, "StreamSynchronize", 8, 8, Staging::kNone},
+        {RequestKind::kStreamQuery, "StreamQuery", 8, 8, Staging::kNone},
+        {RequestKind::kStreamWaitEvent, "StreamWaitEvent", 16, 16, Staging::kNone},
+        {RequestKind::kEventCreate, "EventCreate", 16, 16, Staging::kNone},
+        {RequestKind::kEventDestroy, "EventDestroy", 8, 8, Staging::kNone},
+        {RequestKind::kEventRecord, "EventRecord", 16, 16, Staging::kNone},
+        {RequestKind::kEventSynchronize, "EventSynchronize", 8, 8, Staging::kNone},
+        {RequestKind::kEventQuery, "EventQuery", 8, 8, Staging::kNone},
+        {RequestKind::kEventElapsedTime, "EventElapsedTime", 16, 16, Staging::kNone},
+        {RequestKind::kContextSynchronize, "ContextSynchronize", 0, 0, Staging::kNone},
+        {RequestKind::kBrokerTotals, "BrokerTotals", 0, 0, Staging::kNone},
     }};
 
 // The shape of a kind, or nullptr for a value outside the table.
@@ -119,6 +169,69 @@ struct ChecksumResult {
 struct ArenaRange {
   std::uint64_t offset;
   std::uint64_t bytes;
+};
+
+// Payloads of the device kinds. Stream and event ids are the session's own (0, 1 and 2 name the
+// session's default stream); device pointers are real device addresses.
+struct MemAllocRequest {
+  std::uint32_t device;
+  std::uint32_t reserved;
+  std::uint64_t bytes;
+};
+struct HandleRequest {
+  std::uint64_t handle;
+};
+struct DeviceRequest {
+  std::uint32_t device;
+  std::uint32_t reserved;
+};
+struct MemsetRequest {
+  std::uint64_t pointer;
+  std::uint64_t bytes;
+  std::uint64_t stream;
+  std::uint32_t value;  // the byte value, in the low 8 bits
+  std::uint32_t flags;  // CopyFlags
+};
+struct CopyRequest {
+  std::uint64_t destination;
+  std::uint64_t source;
+  std::uint64_t bytes;  // equals staged_bytes for the staged kinds
+  std::uint64_t stream;
+};
+struct StreamCreateRequest {
+  std::uint64_t stream;
+  std::uint32_t flags;
+  std::int32_t priority;
+};
+struct EventCreateRequest {
+  std::uint64_t event;
+  std::uint32_t flags;
+  std::uint32_t reserved;
+};
+struct EventStreamRequest {
+  std::uint64_t event;
+  std::uint64_t stream;
+};
+struct EventPairRequest {
+  std::uint64_t start;
+  std::uint64_t end;
+};
+struct PointerResult {
+  std::uint64_t pointer;
+};
+struct BrokerTotals {
+  std::uint64_t sessions;
+  std::uint64_t device_bytes;
+  std::uint64_t allocations;
+  std::uint64_t streams;
+  std::uint64_t events;
+  std::uint64_t arena_registrations;
+  std::uint64_t staged_bytes;      // bytes that crossed the staging pipes (a CPU copy each side)
+  std::uint64_t zero_copy_bytes;   // bytes moved between the host arena and the device directly
+};
+struct MemInfoResult {
+  std::uint64_t free;
+  std::uint64_t total;
 };
 
 }  // namespace gpubroker::wire

@@ -53,6 +53,32 @@ struct SessionWords {
   std::uint32_t violation;  // a ViolationCode of the broker, when state is kViolation
 };
 
+inline constexpr std::uint32_t kMaxDevices = 16;
+inline constexpr std::uint32_t kDeviceAttributeCount = 146;  // CUdevice_attribute values 0..145
+
+// What a client may know of a device without asking: everything cudaGetDeviceProperties,
+// cuDeviceGetAttribute and NVML's discovery calls report, snapshotted by the broker at start-up.
+// Every shim answers identity questions from this one record.
+struct DeviceRecord {
+  char name[256];  // NUL-terminated
+  std::uint8_t uuid[16];
+  char pci_bus_id[16];  // "0000:XX:00.0", NUL-terminated
+  std::uint64_t total_bytes;
+  std::int32_t attributes[kDeviceAttributeCount];  // indexed by CUdevice_attribute; 0 when n/a
+  std::int32_t ordinal;  // the broker's device ordinal
+  std::int32_t reserved;
+};
+
+// The devices this session sees, in the order it numbers them (CUDA_VISIBLE_DEVICES applied).
+// Written by the broker before the handshake completes; read-only for the client.
+struct DeviceTable {
+  std::uint32_t count;
+  std::int32_t driver_version;  // cuDriverGetVersion
+  std::uint32_t simulated;      // 1 when the broker runs the sim driver
+  std::uint32_t reserved;
+  DeviceRecord devices[kMaxDevices];
+};
+
 struct ControlSegment {
   SegmentHeader header;
   SessionWords session;
@@ -60,6 +86,7 @@ struct ControlSegment {
   Doorbell slots_freed;  // clients wait for ring space; broker rings
   RequestSlot slots[kRingSlots];
   Mailbox mailboxes[kMailboxes];
+  alignas(kLineBytes) DeviceTable devices;
 };
 
 // One direction of the staging area: a byte ring the producer fills and the consumer drains.
@@ -141,6 +168,7 @@ constexpr std::uint64_t layout_fingerprint() {
       sizeof(SessionWords), sizeof(RequestHeader), offsetof(RequestHeader, staged_bytes),
       sizeof(RequestSlot), sizeof(Mailbox), offsetof(Mailbox, result), offsetof(Mailbox, sleepers),
       sizeof(ControlSegment), offsetof(ControlSegment, slots), offsetof(ControlSegment, mailboxes),
+      offsetof(ControlSegment, devices), sizeof(DeviceRecord), sizeof(DeviceTable),
       sizeof(PipeControl), offsetof(PipeControl, head), offsetof(PipeControl, filled),
       sizeof(StagingSegment), sizeof(Hello), sizeof(Welcome)};
   for (std::uint64_t f : facts) h = detail::fnv1a(h, f);

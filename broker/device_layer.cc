@@ -1,0 +1,116 @@
+#include "broker/device_layer.h"
+
+#include <dlfcn.h>
+#include <fmt/core.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+
+namespace gpubroker::broker {
+
+namespace {
+
+std::string cuda_error_text(const cuda::DriverTable& driver, cuda::CUresult result) {
+  const char* name = nullptr;
+  if (driver.get_error_name != nullptr) driver.get_error_name(result, &name);
+  return fmt::format("{} ({})", name != nullptr ? name : "unknown CUresult", result);
+}
+
+}  // namespace
+
+const char* to_string(DriverKind kind) { return kind == DriverKind::kCuda ? "cuda" : "sim"; }
+
+std::string default_sim_library() {
+  std::error_code ignored;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ignored);
+  const std::filesystem::path directory = self.parent_path();
+  for (const auto& candidate : {directory / "../sim/libgpubroker-sim.so",
+                                directory / "../lib/gpubroker/libgpubroker-sim.so",
+                                directory / "../lib/x86_64-linux-gnu/gpubroker/libgpubroker-sim.so"}) {
+    if (std::filesystem::exists(candidate, ignored)) return std::filesystem::weakly_canonical(candidate, ignored).string();
+  }
+  return "libgpubroker-sim.so";
+}
+
+DeviceResult<std::unique_ptr<DeviceLayer>> DeviceLayer::open(DriverChoice choice, const std::string& sim_library) {
+  const std::string sim = sim_library.empty() ? default_sim_library() : sim_library;
+  if (choice == DriverChoice::kSim) return load(sim, DriverKind::kSim);
+  auto real = load("libcuda.so.1", DriverKind::kCuda);
+  if (real || choice == DriverChoice::kCuda) return real;
+  return load(sim, DriverKind::kSim);
+}
+
+DeviceResult<std::unique_ptr<DeviceLayer>> DeviceLayer::load(const std::string& library, DriverKind kind) {
+  auto layer = std::unique_ptr<DeviceLayer>(new DeviceLayer());
+  layer->library_ = library;
+  layer->kind_ = kind;
+  layer->handle_ = ::dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (layer->handle_ == nullptr) {
+    const char* why = ::dlerror();
+    return DeviceError{DeviceErrc::kLibraryNotFound, fmt::format("{}: {}", library, why != nullptr ? why : "?")};
+  }
+  cuda::DriverTable& d = layer->driver_;
+#define GPUBROKER_RESOLVE(member, symbol, type)                                               \
+  d.member = reinterpret_cast<decltype(d.member)>(::dlsym(layer->handle_, #symbol));                       \
+  if (d.member == nullptr) {                                                                  \
+    return DeviceError{DeviceErrc::kSymbolMissing, fmt::format("{}: no symbol {}", library, #symbol)}; \
+  }
+  GPUBROKER_DRIVER_API(GPUBROKER_RESOLVE)
+#undef GPUBROKER_RESOLVE
+  if (auto enumerated = layer->enumerate(); !enumerated) return enumerated.error();
+  return layer;
+}
+
+DeviceResult<void> DeviceLayer::enumerate() {
+  const cuda::DriverTable& d = driver_;
+  auto fail = [&](DeviceErrc code, const char* call, cuda::CUresult r) {
+    return DeviceError{code, fmt::format("{}: {} failed: {}", library_, call, cuda_error_text(d, r))};
+  };
+  if (cuda::CUresult r = d.init(0); r != cuda::CUDA_SUCCESS) return fail(DeviceErrc::kInitFailed, "cuInit", r);
+  int count = 0;
+  if (cuda::CUresult r = d.device_get_count(&count); r != cuda::CUDA_SUCCESS) {
+    return fail(DeviceErrc::kInitFailed, "cuDeviceGetCount", r);
+  }
+  if (count <= 0) return DeviceError{DeviceErrc::kNoDevice, library_ + ": no CUDA device"};
+  devices_.count = static_cast<std::uint32_t>(std::min<int>(count, wire::kMaxDevices));
+  devices_.simulated = kind_ == DriverKind::kSim ? 1 : 0;
+  d.driver_get_version(&devices_.driver_version);
+  for (std::uint32_t i = 0; i < devices_.count; ++i) {
+    wire::DeviceRecord& record = devices_.devices[i];
+    cuda::CUdevice device = 0;
+    if (cuda::CUresult r = d.device_get(&device, static_cast<int>(i)); r != cuda::CUDA_SUCCESS) {
+      return fail(DeviceErrc::kInitFailed, "cuDeviceGet", r);
+    }
+    record.ordinal = static_cast<std::int32_t>(i);
+    d.device_get_name(record.name, sizeof(record.name) - 1, device);
+    cuda::CUuuid uuid{};
+    d.device_get_uuid(&uuid, device);
+    std::memcpy(record.uuid, uuid.bytes, sizeof(record.uuid));
+    d.device_get_pci_bus_id(record.pci_bus_id, sizeof(record.pci_bus_id) - 1, device);
+    std::size_t total = 0;
+    d.device_total_mem(&total, device);
+    record.total_bytes = total;
+    for (int a = 1; a < static_cast<int>(wire::kDeviceAttributeCount); ++a) {
+      int value = 0;
+      // Attributes a driver does not know stay 0, like the runtime reports them.
+      if (d.device_get_attribute(&value, a, device) == cuda::CUDA_SUCCESS) record.attributes[a] = value;
+    }
+    cuda::CUcontext context = nullptr;
+    if (cuda::CUresult r = d.primary_ctx_retain(&context, device); r != cuda::CUDA_SUCCESS) {
+      return fail(DeviceErrc::kContextFailed, "cuDevicePrimaryCtxRetain", r);
+    }
+    contexts_.push_back(context);
+  }
+  bind_thread(0);
+  return boost::outcome_v2::success();
+}
+
+void DeviceLayer::bind_thread(std::uint32_t ordinal) const { driver_.ctx_set_current(contexts_.at(ordinal)); }
+
+DeviceLayer::~DeviceLayer() {
+  for (std::size_t i = 0; i < contexts_.size(); ++i) driver_.primary_ctx_release(static_cast<cuda::CUdevice>(i));
+  // The driver library stays loaded: its worker threads may outlive this object at exit.
+}
+
+}  // namespace gpubroker::broker

@@ -1,0 +1,78 @@
+// The broker's device layer: the only code that calls the CUDA driver. It loads a driver library
+// (the system's libcuda.so.1, or the project's sim driver), resolves the whole DriverTable with
+// dlsym, initializes it, retains each device's primary context and snapshots every device's
+// identity and attributes into a wire::DeviceTable that sessions hand to their clients.
+//
+// Created once at broker start-up, on the main thread; read-only afterwards, so any thread may use
+// it (the driver itself is thread-safe).
+#pragma once
+
+#include <boost/outcome/result.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gpubroker/cuda/driver_api.h"
+#include "gpubroker/wire/segments.h"
+
+namespace gpubroker::broker {
+
+enum class DriverChoice { kAuto, kCuda, kSim };
+enum class DriverKind { kCuda, kSim };
+
+enum class DeviceErrc {
+  kLibraryNotFound,  // dlopen failed
+  kSymbolMissing,    // a DriverTable entry is not exported
+  kInitFailed,       // cuInit or enumeration failed
+  kNoDevice,         // the driver reports no device
+  kContextFailed,    // a primary context could not be retained
+};
+
+struct DeviceError {
+  DeviceErrc code;
+  std::string detail;  // the library, symbol or CUresult involved
+};
+
+template <class T>
+using DeviceResult = boost::outcome_v2::result<T, DeviceError, boost::outcome_v2::policy::terminate>;
+
+const char* to_string(DriverKind kind);
+
+class DeviceLayer {
+ public:
+  // kAuto: the real driver when it loads and reports a device, else the sim driver. `sim_library`
+  // is the sim driver's path; empty means next to the broker's own binary.
+  static DeviceResult<std::unique_ptr<DeviceLayer>> open(DriverChoice choice, const std::string& sim_library);
+
+  DeviceLayer(const DeviceLayer&) = delete;
+  DeviceLayer& operator=(const DeviceLayer&) = delete;
+  ~DeviceLayer();
+
+  [[nodiscard]] const cuda::DriverTable& driver() const { return driver_; }
+  [[nodiscard]] DriverKind kind() const { return kind_; }
+  [[nodiscard]] const std::string& library() const { return library_; }
+  [[nodiscard]] const wire::DeviceTable& devices() const { return devices_; }
+  [[nodiscard]] cuda::CUcontext context(std::uint32_t ordinal) const { return contexts_.at(ordinal); }
+
+  // Makes device `ordinal`'s primary context current on the calling thread. Cheap; call it at the
+  // start of every thread that calls the driver.
+  void bind_thread(std::uint32_t ordinal) const;
+
+ private:
+  DeviceLayer() = default;
+  static DeviceResult<std::unique_ptr<DeviceLayer>> load(const std::string& library, DriverKind kind);
+  DeviceResult<void> enumerate();
+
+  void* handle_ = nullptr;
+  std::string library_;
+  DriverKind kind_ = DriverKind::kSim;
+  cuda::DriverTable driver_{};
+  wire::DeviceTable devices_{};
+  std::vector<cuda::CUcontext> contexts_;
+};
+
+// The default path of the sim driver for a broker binary at `broker_path`: the build tree's
+// sim/ folder, else the installed lib/gpubroker/ folder.
+std::string default_sim_library();
+
+}  // namespace gpubroker::broker

@@ -1,0 +1,108 @@
+// gpu-broker: the resident daemon. Opens the device layer (the real driver or the sim driver),
+// listens on its Unix socket, serves each client session on a thread of its own, tells systemd
+// when it is ready and when it stops. SIGTERM or SIGINT: stop accepting, let every session finish
+// the request in hand and reclaim what it held, exit 0.
+#include <signal.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+
+#include <atomic>
+#include <filesystem>
+#include <memory>
+
+#include "broker/device_layer.h"
+#include "broker/options.h"
+#include "broker/session.h"
+#include "ipc/log.h"
+#include "ipc/server_session.h"
+#include "ipc/transport_service.h"
+
+namespace {
+
+using namespace gpubroker;
+
+std::atomic<bool> g_stop{false};
+
+void on_stop_signal(int) { g_stop.store(true); }
+
+bool is_transport_kind(std::uint16_t kind) { return kind < static_cast<std::uint16_t>(wire::RequestKind::kMemAlloc); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const broker::ParsedOptions parsed = broker::parse_options(argc, argv);
+  if (!parsed.error.empty()) {
+    fmt::print(stderr, "gpu-broker: {}\n{}", parsed.error, broker::usage_text());
+    return 2;
+  }
+  if (parsed.help) {
+    fmt::print("{}", broker::usage_text());
+    return 0;
+  }
+  if (parsed.version) {
+    fmt::print("gpu-broker {} (protocol {}, layout {:016x})\n", GPUBROKER_VERSION, wire::kProtocolVersion,
+               wire::kLayoutFingerprint);
+    return 0;
+  }
+  const broker::BrokerOptions& options = parsed.options;
+  ipc::set_log_level(options.log_level);
+
+  auto device = broker::DeviceLayer::open(options.driver, options.sim_library);
+  if (!device) {
+    ipc::log(ipc::LogLevel::kError, "no usable driver: {}", device.error().detail);
+    sd_notifyf(0, "STATUS=no usable driver: %s", device.error().detail.c_str());
+    return 1;
+  }
+  const broker::DeviceLayer& layer = *device.value();
+  const wire::DeviceRecord& first = layer.devices().devices[0];
+  ipc::log(ipc::LogLevel::kInfo, "driver: {} ({}), {} device(s), device 0: {} ({} MiB)", broker::to_string(layer.kind()),
+           layer.library(), layer.devices().count, first.name, first.total_bytes >> 20);
+
+  std::error_code ignored;
+  std::filesystem::create_directories(std::filesystem::path(options.socket_path).parent_path(), ignored);
+  ipc::ListenerOptions listener_options;
+  listener_options.socket_path = options.socket_path;
+  listener_options.policy.uids = options.allowed_uids;
+  listener_options.policy.gids = options.allowed_gids;
+  listener_options.pipe_bytes = options.pipe_bytes;
+  listener_options.arena_bytes = options.arena_bytes;
+  listener_options.prepare_control = [&layer](wire::ControlSegment& control, const wire::Hello&,
+                                              const ipc::PeerCredentials&) { control.devices = layer.devices(); };
+  auto listener = ipc::Listener::bind(listener_options);
+  if (!listener) {
+    ipc::log(ipc::LogLevel::kError, "cannot listen on {}: {}", options.socket_path, ipc::describe(listener.error()));
+    return 1;
+  }
+  // Who may connect is the policy's job; the file itself is open to all local users.
+  ::chmod(options.socket_path.c_str(), 0666);
+
+  struct sigaction action{};
+  action.sa_handler = on_stop_signal;
+  ::sigaction(SIGTERM, &action, nullptr);
+  ::sigaction(SIGINT, &action, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  broker::BrokerCounters counters;
+  const broker::SessionLimits limits{options.session_memory_limit};
+  auto make_handler = [&]() -> ipc::RequestHandler {
+    auto device_session = std::make_shared<broker::DeviceSession>(layer, limits, counters);
+    auto transport = ipc::make_transport_handler();
+    return [device_session, transport](ipc::ServerSession& session, const wire::RequestSlot& request) {
+      return is_transport_kind(request.header.kind) ? transport(session, request)
+                                                    : device_session->handle(session, request);
+    };
+  };
+
+  ipc::log(ipc::LogLevel::kInfo, "listening on {} (wait policy {})", options.socket_path,
+           options.wait == ipc::WaitMode::kSpin ? "spin" : options.wait == ipc::WaitMode::kSleep ? "sleep" : "adaptive");
+  sd_notifyf(0, "READY=1\nSTATUS=serving %u device(s) with the %s driver on %s", layer.devices().count,
+             broker::to_string(layer.kind()), options.socket_path.c_str());
+
+  ipc::run_sessions(listener.value(), make_handler, ipc::WaitPolicy::of(options.wait), g_stop,
+                    [](const ipc::SessionReport&) {});
+
+  sd_notify(0, "STOPPING=1\nSTATUS=stopped");
+  ::unlink(options.socket_path.c_str());
+  ipc::log(ipc::LogLevel::kInfo, "stopped");
+  return 0;
+}

@@ -1,0 +1,163 @@
+#include "broker/options.h"
+
+#include <fmt/core.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+namespace gpubroker::broker {
+
+namespace {
+
+std::string trim(const std::string& s) {
+  const auto begin = s.find_first_not_of(" \t");
+  if (begin == std::string::npos) return "";
+  const auto end = s.find_last_not_of(" \t\r");
+  return s.substr(begin, end - begin + 1);
+}
+
+// "64M", "16G", "4096": bytes.
+std::optional<std::uint64_t> parse_bytes(const std::string& text) {
+  std::uint64_t value = 0;
+  const char* end = text.data() + text.size();
+  auto [p, ec] = std::from_chars(text.data(), end, value);
+  if (ec != std::errc() || p == text.data()) return std::nullopt;
+  std::string suffix(p, end);
+  const std::map<std::string, int> shifts{{"", 0}, {"K", 10}, {"KiB", 10}, {"M", 20}, {"MiB", 20}, {"G", 30}, {"GiB", 30}};
+  auto it = shifts.find(suffix);
+  if (it == shifts.end()) return std::nullopt;
+  return value << it->second;
+}
+
+template <class T>
+bool parse_id_list(const std::string& text, std::vector<T>& out) {
+  std::stringstream stream(text);
+  for (std::string item; std::getline(stream, item, ',');) {
+    T value{};
+    auto [p, ec] = std::from_chars(item.data(), item.data() + item.size(), value);
+    if (ec != std::errc() || p != item.data() + item.size()) return false;
+    out.push_back(value);
+  }
+  return true;
+}
+
+// Applies one option; returns an error message or "".
+std::string apply(BrokerOptions& o, const std::string& key, const std::string& value) {
+  if (key == "socket") {
+    o.socket_path = value;
+  } else if (key == "driver") {
+    if (value == "auto") o.driver = DriverChoice::kAuto;
+    else if (value == "cuda") o.driver = DriverChoice::kCuda;
+    else if (value == "sim") o.driver = DriverChoice::kSim;
+    else return fmt::format("--driver must be auto, cuda or sim, not '{}'", value);
+  } else if (key == "sim-library") {
+    o.sim_library = value;
+  } else if (key == "allow-uid") {
+    if (!parse_id_list(value, o.allowed_uids)) return fmt::format("bad uid list '{}'", value);
+  } else if (key == "allow-gid") {
+    if (!parse_id_list(value, o.allowed_gids)) return fmt::format("bad gid list '{}'", value);
+  } else if (key == "session-memory-limit" || key == "pipe-bytes" || key == "arena-bytes") {
+    auto bytes = parse_bytes(value);
+    if (!bytes) return fmt::format("--{} takes a size like 4096, 64M or 16G, not '{}'", key, value);
+    (key == "session-memory-limit" ? o.session_memory_limit : key == "pipe-bytes" ? o.pipe_bytes : o.arena_bytes) = *bytes;
+  } else if (key == "wait-policy") {
+    if (value == "spin") o.wait = ipc::WaitMode::kSpin;
+    else if (value == "adaptive") o.wait = ipc::WaitMode::kAdaptive;
+    else if (value == "sleep") o.wait = ipc::WaitMode::kSleep;
+    else return fmt::format("--wait-policy must be spin, adaptive or sleep, not '{}'", value);
+  } else if (key == "log-level") {
+    if (value == "error") o.log_level = ipc::LogLevel::kError;
+    else if (value == "warning") o.log_level = ipc::LogLevel::kWarning;
+    else if (value == "info") o.log_level = ipc::LogLevel::kInfo;
+    else if (value == "debug") o.log_level = ipc::LogLevel::kDebug;
+    else return fmt::format("--log-level must be error, warning, info or debug, not '{}'", value);
+  } else {
+    return fmt::format("unknown option '{}'", key);
+  }
+  return "";
+}
+
+std::string apply_config_file(BrokerOptions& o, const std::string& path) {
+  std::ifstream file(path);
+  if (!file) return fmt::format("cannot read config file '{}'", path);
+  int number = 0;
+  for (std::string line; std::getline(file, line);) {
+    ++number;
+    line = trim(line.substr(0, line.find('#')));
+    if (line.empty()) continue;
+    const auto equals = line.find('=');
+    if (equals == std::string::npos) return fmt::format("{}:{}: expected 'key = value'", path, number);
+    if (auto error = apply(o, trim(line.substr(0, equals)), trim(line.substr(equals + 1))); !error.empty()) {
+      return fmt::format("{}:{}: {}", path, number, error);
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string default_socket_path() {
+  if (::geteuid() == 0) return "/run/gpu-broker/broker.sock";
+  const char* runtime = std::getenv("XDG_RUNTIME_DIR");
+  return fmt::format("{}/gpu-broker.sock", runtime != nullptr && *runtime != '\0' ? runtime : "/tmp");
+}
+
+const char* usage_text() {
+  return "usage: gpu-broker [options]\n"
+         "\n"
+         "The resident GPU broker: owns the GPU and serves CUDA calls of runner processes\n"
+         "over shared memory.\n"
+         "\n"
+         "  --socket=PATH               listening socket (default /run/gpu-broker/broker.sock as root,\n"
+         "                              $XDG_RUNTIME_DIR/gpu-broker.sock otherwise)\n"
+         "  --driver=auto|cuda|sim      auto: the real driver when a GPU is usable, else sim\n"
+         "  --sim-library=PATH          the sim driver library (default: next to this binary)\n"
+         "  --allow-uid=UID[,UID...]    peers allowed by user id (default: anyone who can open the socket)\n"
+         "  --allow-gid=GID[,GID...]    peers allowed by primary group id\n"
+         "  --session-memory-limit=SIZE device memory one session may hold (e.g. 8G; default: no limit)\n"
+         "  --pipe-bytes=SIZE           staging pipe size per direction per session (default 8M)\n"
+         "  --arena-bytes=SIZE          host arena (pinned memory) per session, sparse (default 16G)\n"
+         "  --wait-policy=spin|adaptive|sleep  how dispatchers wait for requests (default adaptive)\n"
+         "  --log-level=error|warning|info|debug (default info)\n"
+         "  --config=FILE               read 'key = value' options (the same names) from FILE first\n"
+         "  --help, --version\n";
+}
+
+ParsedOptions parse_options(int argc, char** argv) {
+  ParsedOptions parsed;
+  std::vector<std::pair<std::string, std::string>> given;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      parsed.help = true;
+      continue;
+    }
+    if (arg == "--version") {
+      parsed.version = true;
+      continue;
+    }
+    if (arg.rfind("--", 0) != 0 || arg.find('=') == std::string::npos) {
+      parsed.error = fmt::format("expected --option=value, got '{}'", arg);
+      return parsed;
+    }
+    const auto equals = arg.find('=');
+    given.emplace_back(arg.substr(2, equals - 2), arg.substr(equals + 1));
+  }
+  for (const auto& [key, value] : given) {
+    if (key == "config") {
+      if (parsed.error = apply_config_file(parsed.options, value); !parsed.error.empty()) return parsed;
+    }
+  }
+  for (const auto& [key, value] : given) {
+    if (key == "config") continue;
+    if (parsed.error = apply(parsed.options, key, value); !parsed.error.empty()) return parsed;
+  }
+  if (parsed.options.socket_path.empty()) parsed.options.socket_path = default_socket_path();
+  return parsed;
+}
+
+}  // namespace gpubroker::broker

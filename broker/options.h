@@ -1,0 +1,45 @@
+// gpu-broker's options: the command line, and an optional config file of the same keys
+// ("key = value" lines, '#' comments), the command line winning.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "broker/device_layer.h"
+#include "ipc/doorbell.h"
+#include "ipc/log.h"
+
+namespace gpubroker::broker {
+
+struct BrokerOptions {
+  std::string socket_path;  // default: default_socket_path()
+  DriverChoice driver = DriverChoice::kAuto;
+  std::string sim_library;  // empty: next to the binary
+  std::vector<uid_t> allowed_uids;
+  std::vector<gid_t> allowed_gids;
+  std::uint64_t session_memory_limit = 0;  // bytes; 0: none
+  std::uint64_t pipe_bytes = 8ull << 20;
+  std::uint64_t arena_bytes = 16ull << 30;
+  ipc::WaitMode wait = ipc::WaitMode::kAdaptive;
+  ipc::LogLevel log_level = ipc::LogLevel::kInfo;
+};
+
+// /run/gpu-broker/broker.sock for root, $XDG_RUNTIME_DIR/gpu-broker.sock otherwise; clients use
+// GPUBROKER_SOCKET first.
+std::string default_socket_path();
+
+struct ParsedOptions {
+  BrokerOptions options;
+  bool help = false;
+  bool version = false;
+  std::string error;  // non-empty: the message to print, exit 2
+};
+
+ParsedOptions parse_options(int argc, char** argv);
+const char* usage_text();
+
+}  // namespace gpubroker::broker

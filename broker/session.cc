@@ -1,0 +1,458 @@
+#include "broker/session.h"
+
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "ipc/log.h"
+
+namespace gpubroker::broker {
+
+namespace {
+
+using cuda::CUDA_ERROR_INVALID_HANDLE;
+using cuda::CUDA_ERROR_INVALID_VALUE;
+using cuda::CUDA_ERROR_OUT_OF_MEMORY;
+using cuda::CUDA_SUCCESS;
+
+template <class T>
+T payload_as(const wire::RequestSlot& request) {
+  T value{};
+  std::memcpy(&value, request.payload, sizeof(T));
+  return value;
+}
+
+template <class T>
+std::span<const std::byte> bytes_of(const T& value) {
+  return std::as_bytes(std::span<const T, 1>(&value, 1));
+}
+
+bool is_default_stream(std::uint64_t id) { return id <= 2; }
+
+// A completion written by a driver callback once the last of `remaining` streams is done.
+struct DeferredCompletion {
+  ipc::ServerSession* session;
+  wire::RequestHeader request;
+  std::atomic<std::uint32_t> remaining;
+  cuda::CUresult status;
+  std::atomic<std::uint32_t>* in_flight;
+};
+
+void finish_deferred(void* context) {
+  auto* deferred = static_cast<DeferredCompletion*>(context);
+  if (deferred->remaining.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  deferred->session->complete(deferred->request, deferred->status);
+  std::atomic<std::uint32_t>* in_flight = deferred->in_flight;
+  delete deferred;
+  // Pairs with the acquire load in DeviceSession::reclaim(): after this the session may go.
+  in_flight->fetch_sub(1, std::memory_order_release);
+}
+
+}  // namespace
+
+DeviceSession::DeviceSession(const DeviceLayer& device, const SessionLimits& limits, BrokerCounters& counters)
+    : device_(device), driver_(device.driver()), limits_(limits), counters_(counters) {
+  counters_.sessions.fetch_add(1, std::memory_order_relaxed);
+}
+
+DeviceSession::~DeviceSession() {
+  reclaim();
+  counters_.sessions.fetch_sub(1, std::memory_order_relaxed);
+}
+
+cuda::CUresult DeviceSession::take_pending_error(CUresult current) {
+  const CUresult pending = pending_error_;
+  pending_error_ = CUDA_SUCCESS;
+  return current != CUDA_SUCCESS ? current : pending;
+}
+
+bool DeviceSession::owns_range(std::uint64_t pointer, std::uint64_t bytes) const {
+  auto it = allocations_.upper_bound(pointer);
+  if (it == allocations_.begin()) return false;
+  --it;
+  const std::uint64_t offset = pointer - it->first;
+  return offset <= it->second.bytes && bytes <= it->second.bytes - offset;
+}
+
+cuda::CUresult DeviceSession::memory_alloc(const wire::MemAllocRequest& r, std::uint64_t& pointer) {
+  if (r.device >= device_.devices().count) return cuda::CUDA_ERROR_INVALID_DEVICE;
+  if (r.bytes == 0) {
+    pointer = 0;
+    return CUDA_SUCCESS;
+  }
+  if (limits_.device_memory_bytes != 0 &&
+      (r.bytes > limits_.device_memory_bytes || allocated_bytes_ > limits_.device_memory_bytes - r.bytes)) {
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  }
+  cuda::CUdeviceptr address = 0;
+  if (CUresult result = driver_.mem_alloc(&address, r.bytes); result != CUDA_SUCCESS) return result;
+  allocations_[address] = Allocation{r.bytes};
+  allocated_bytes_ += r.bytes;
+  counters_.device_bytes.fetch_add(r.bytes, std::memory_order_relaxed);
+  counters_.allocations.fetch_add(1, std::memory_order_relaxed);
+  pointer = address;
+  return CUDA_SUCCESS;
+}
+
+cuda::CUresult DeviceSession::memory_free(std::uint64_t pointer) {
+  if (pointer == 0) return CUDA_SUCCESS;  // cudaFree(nullptr)
+  auto it = allocations_.find(pointer);
+  if (it == allocations_.end()) return CUDA_ERROR_INVALID_VALUE;  // not this session's
+  // cuMemFree synchronizes with outstanding work on the memory, as cudaFree does.
+  const CUresult result = driver_.mem_free(pointer);
+  allocated_bytes_ -= it->second.bytes;
+  counters_.device_bytes.fetch_sub(it->second.bytes, std::memory_order_relaxed);
+  counters_.allocations.fetch_sub(1, std::memory_order_relaxed);
+  allocations_.erase(it);
+  return result;
+}
+
+cuda::CUresult DeviceSession::stream_for(std::uint64_t id, cuda::CUstream& stream) {
+  const std::uint64_t key = is_default_stream(id) ? 0 : id;
+  if (auto it = streams_.find(key); it != streams_.end()) {
+    stream = it->second;
+    return CUDA_SUCCESS;
+  }
+  if (key != 0) return CUDA_ERROR_INVALID_HANDLE;
+  // The session's own default stream: created on first use, so that one session's default
+  // stream never serializes another's.
+  if (CUresult r = driver_.stream_create_with_priority(&stream, cuda::CU_STREAM_NON_BLOCKING, 0); r != CUDA_SUCCESS) {
+    return r;
+  }
+  streams_[0] = stream;
+  counters_.streams.fetch_add(1, std::memory_order_relaxed);
+  return CUDA_SUCCESS;
+}
+
+cuda::CUresult DeviceSession::event_for(std::uint64_t id, cuda::CUevent& event) const {
+  auto it = events_.find(id);
+  if (it == events_.end()) return CUDA_ERROR_INVALID_HANDLE;
+  event = it->second;
+  return CUDA_SUCCESS;
+}
+
+void DeviceSession::complete_after(ipc::ServerSession& session, const wire::RequestHeader& request,
+                                   std::initializer_list<cuda::CUstream> streams) {
+  auto* deferred = new DeferredCompletion{&session, request, {static_cast<std::uint32_t>(streams.size())},
+                                          take_pending_error(), &callbacks_in_flight_};
+  callbacks_in_flight_.fetch_add(1, std::memory_order_relaxed);
+  for (cuda::CUstream stream : streams) {
+    if (CUresult r = driver_.launch_host_func(stream, finish_deferred, deferred); r != CUDA_SUCCESS) {
+      deferred->status = r;
+      finish_deferred(deferred);  // counts for this stream; the others still run theirs
+    }
+  }
+}
+
+void DeviceSession::complete_after_all_streams(ipc::ServerSession& session, const wire::RequestHeader& request) {
+  cuda::CUstream default_stream = nullptr;
+  (void)stream_for(0, default_stream);
+  std::vector<cuda::CUstream> all;
+  for (const auto& [id, stream] : streams_) all.push_back(stream);
+  auto* deferred = new DeferredCompletion{&session, request, {static_cast<std::uint32_t>(all.size())},
+                                          take_pending_error(), &callbacks_in_flight_};
+  callbacks_in_flight_.fetch_add(1, std::memory_order_relaxed);
+  for (cuda::CUstream stream : all) {
+    if (driver_.launch_host_func(stream, finish_deferred, deferred) != CUDA_SUCCESS) finish_deferred(deferred);
+  }
+}
+
+ipc::Result<void> DeviceSession::copy_staged(ipc::ServerSession& session, const wire::RequestSlot& request) {
+  const wire::RequestHeader& h = request.header;
+  const auto copy = payload_as<wire::CopyRequest>(request);
+  const bool to_device = static_cast<wire::RequestKind>(h.kind) == wire::RequestKind::kCopyHostToDevice;
+  const std::uint64_t device_pointer = to_device ? copy.destination : copy.source;
+  cuda::CUstream stream = nullptr;
+  CUresult status = copy.bytes != h.staged_bytes ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
+  if (status == CUDA_SUCCESS && !owns_range(device_pointer, copy.bytes)) status = CUDA_ERROR_INVALID_VALUE;
+  if (status == CUDA_SUCCESS) status = stream_for(copy.stream, stream);
+  // The staged bytes always flow, even for a request that fails, so that the pipe stays in step.
+  std::uint64_t done = 0;
+  ipc::Result<void> moved = boost::outcome_v2::success();
+  if (to_device) {
+    moved = session.receive_staged(h.staged_bytes, [&](std::span<const std::byte> piece) {
+      if (status == CUDA_SUCCESS) {
+        status = driver_.memcpy_htod_async(device_pointer + done, piece.data(), piece.size(), stream);
+        // The pipe chunk is handed back when this returns: the device must have read it.
+        if (status == CUDA_SUCCESS) status = driver_.stream_synchronize(stream);
+      }
+      done += piece.size();
+    });
+  } else {
+    moved = session.send_staged(h.staged_bytes, [&](std::span<std::byte> piece) {
+      if (status == CUDA_SUCCESS) {
+        status = driver_.memcpy_dtoh_async(piece.data(), device_pointer + done, piece.size(), stream);
+        if (status == CUDA_SUCCESS) status = driver_.stream_synchronize(stream);
+      }
+      if (status != CUDA_SUCCESS) std::memset(piece.data(), 0, piece.size());
+      done += piece.size();
+    });
+  }
+  if (!moved) {
+    if (moved.error().code == ipc::IpcErrc::kProtocol) {
+      return ipc::IpcError{ipc::IpcErrc::kProtocol, 0, static_cast<std::int64_t>(ipc::ViolationCode::kPipePosition)};
+    }
+    return moved.error();
+  }
+  counters_.staged_bytes.fetch_add(h.staged_bytes, std::memory_order_relaxed);
+  session.complete(h, take_pending_error(status));
+  return boost::outcome_v2::success();
+}
+
+cuda::CUresult DeviceSession::copy_arena(ipc::ServerSession& session, const wire::RequestSlot& request) {
+  const auto copy = payload_as<wire::CopyRequest>(request);
+  const bool to_device = static_cast<wire::RequestKind>(request.header.kind) == wire::RequestKind::kCopyArenaToDevice;
+  const std::uint64_t device_pointer = to_device ? copy.destination : copy.source;
+  const std::uint64_t arena_offset = to_device ? copy.source : copy.destination;
+  auto host = session.arena_range(arena_offset, copy.bytes);
+  if (!host || !owns_range(device_pointer, copy.bytes)) return CUDA_ERROR_INVALID_VALUE;
+  cuda::CUstream stream = nullptr;
+  if (CUresult r = stream_for(copy.stream, stream); r != CUDA_SUCCESS) return r;
+  // A direct transfer between the shared arena and the device: no CPU copy in any process.
+  const CUresult r = to_device ? driver_.memcpy_htod_async(device_pointer, host.value().data(), copy.bytes, stream)
+                               : driver_.memcpy_dtoh_async(host.value().data(), device_pointer, copy.bytes, stream);
+  if (r == CUDA_SUCCESS) counters_.zero_copy_bytes.fetch_add(copy.bytes, std::memory_order_relaxed);
+  return r;
+}
+
+cuda::CUresult DeviceSession::arena_register(ipc::ServerSession& session, const wire::ArenaRange& range) {
+  auto host = session.arena_range(range.offset, range.bytes);
+  if (!host || range.bytes == 0) return CUDA_ERROR_INVALID_VALUE;
+  if (arena_ranges_.count(range.offset) != 0) return cuda::CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED;
+  if (CUresult r = driver_.mem_host_register(host.value().data(), range.bytes, cuda::CU_MEMHOSTREGISTER_PORTABLE);
+      r != CUDA_SUCCESS) {
+    return r;
+  }
+  arena_ranges_[range.offset] = host.value().data();
+  counters_.arena_registrations.fetch_add(1, std::memory_order_relaxed);
+  return CUDA_SUCCESS;
+}
+
+ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire::RequestSlot& request) {
+  if (!thread_bound_) {
+    device_.bind_thread(0);
+    thread_bound_ = true;
+    auto staging = session.staging_memory();
+    staging_base_ = staging.data();
+    staging_registered_ = driver_.mem_host_register(staging.data(), staging.size(), 0) == CUDA_SUCCESS;
+  }
+  const wire::RequestHeader& h = request.header;
+  const bool synchronous = (h.flags & wire::kSynchronous) != 0;
+  // Completes a synchronous request now; an asynchronous failure waits for the next sync point.
+  auto finish = [&](CUresult status, std::span<const std::byte> result = {}) {
+    if (synchronous) {
+      session.complete(h, take_pending_error(status), result);
+    } else if (status != CUDA_SUCCESS && pending_error_ == CUDA_SUCCESS) {
+      pending_error_ = status;
+    }
+    return ipc::Result<void>(boost::outcome_v2::success());
+  };
+
+  switch (static_cast<wire::RequestKind>(h.kind)) {
+    case wire::RequestKind::kMemAlloc: {
+      wire::PointerResult result{0};
+      const CUresult r = memory_alloc(payload_as<wire::MemAllocRequest>(request), result.pointer);
+      return finish(r, bytes_of(result));
+    }
+    case wire::RequestKind::kMemFree:
+      return finish(memory_free(payload_as<wire::HandleRequest>(request).handle));
+    case wire::RequestKind::kMemGetInfo: {
+      const auto device = payload_as<wire::DeviceRequest>(request).device;
+      if (device >= device_.devices().count) return finish(cuda::CUDA_ERROR_INVALID_DEVICE);
+      std::size_t free = 0, total = 0;
+      const CUresult r = driver_.mem_get_info(&free, &total);
+      wire::MemInfoResult info{free, total};
+      if (limits_.device_memory_bytes != 0 && limits_.device_memory_bytes < total) {
+        // The session's view: its limit is its device.
+        info.total = limits_.device_memory_bytes;
+        info.free = std::min<std::uint64_t>(free, info.total - std::min(info.total, allocated_bytes_));
+      }
+      return finish(r, bytes_of(info));
+    }
+    case wire::RequestKind::kMemset: {
+      const auto m = payload_as<wire::MemsetRequest>(request);
+      if (!owns_range(m.pointer, m.bytes)) return finish(CUDA_ERROR_INVALID_VALUE);
+      cuda::CUstream stream = nullptr;
+      CUresult r = stream_for(m.stream, stream);
+      if (r == CUDA_SUCCESS) r = driver_.memset_d8_async(m.pointer, static_cast<unsigned char>(m.value), m.bytes, stream);
+      return finish(r);
+    }
+    case wire::RequestKind::kCopyHostToDevice:
+    case wire::RequestKind::kCopyDeviceToHost:
+      return copy_staged(session, request);
+    case wire::RequestKind::kCopyDeviceToDevice: {
+      const auto c = payload_as<wire::CopyRequest>(request);
+      if (!owns_range(c.destination, c.bytes) || !owns_range(c.source, c.bytes)) return finish(CUDA_ERROR_INVALID_VALUE);
+      cuda::CUstream stream = nullptr;
+      CUresult r = stream_for(c.stream, stream);
+      if (r == CUDA_SUCCESS) r = driver_.memcpy_dtod_async(c.destination, c.source, c.bytes, stream);
+      return finish(r);
+    }
+    case wire::RequestKind::kCopyArenaToDevice:
+    case wire::RequestKind::kCopyDeviceToArena: {
+      const CUresult r = copy_arena(session, request);
+      if (r != CUDA_SUCCESS || !synchronous) return finish(r);
+      // A synchronous copy with pinned memory returns once the transfer is done.
+      cuda::CUstream stream = nullptr;
+      (void)stream_for(payload_as<wire::CopyRequest>(request).stream, stream);
+      complete_after(session, h, {stream});
+      return boost::outcome_v2::success();
+    }
+    case wire::RequestKind::kArenaRegister:
+      return finish(arena_register(session, payload_as<wire::ArenaRange>(request)));
+    case wire::RequestKind::kArenaUnregister: {
+      const auto range = payload_as<wire::ArenaRange>(request);
+      auto it = arena_ranges_.find(range.offset);
+      if (it == arena_ranges_.end()) return finish(cuda::CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED);
+      const CUresult r = driver_.mem_host_unregister(it->second);
+      arena_ranges_.erase(it);
+      counters_.arena_registrations.fetch_sub(1, std::memory_order_relaxed);
+      return finish(r);
+    }
+    case wire::RequestKind::kStreamCreate: {
+      const auto c = payload_as<wire::StreamCreateRequest>(request);
+      if (is_default_stream(c.stream) || streams_.count(c.stream) != 0) return finish(CUDA_ERROR_INVALID_VALUE);
+      cuda::CUstream stream = nullptr;
+      const CUresult r = driver_.stream_create_with_priority(&stream, c.flags & cuda::CU_STREAM_NON_BLOCKING, c.priority);
+      if (r == CUDA_SUCCESS) {
+        streams_[c.stream] = stream;
+        counters_.streams.fetch_add(1, std::memory_order_relaxed);
+      }
+      return finish(r);
+    }
+    case wire::RequestKind::kStreamDestroy: {
+      const auto id = payload_as<wire::HandleRequest>(request).handle;
+      auto it = streams_.find(id);
+      if (is_default_stream(id) || it == streams_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
+      // Like cuStreamDestroy: work already queued still runs; the handle is gone at once.
+      const CUresult r = driver_.stream_destroy(it->second);
+      streams_.erase(it);
+      counters_.streams.fetch_sub(1, std::memory_order_relaxed);
+      return finish(r);
+    }
+    case wire::RequestKind::kStreamSynchronize: {
+      cuda::CUstream stream = nullptr;
+      if (CUresult r = stream_for(payload_as<wire::HandleRequest>(request).handle, stream); r != CUDA_SUCCESS) {
+        return finish(r);
+      }
+      complete_after(session, h, {stream});
+      return boost::outcome_v2::success();
+    }
+    case wire::RequestKind::kStreamQuery: {
+      cuda::CUstream stream = nullptr;
+      CUresult r = stream_for(payload_as<wire::HandleRequest>(request).handle, stream);
+      if (r == CUDA_SUCCESS) r = driver_.stream_query(stream);
+      return finish(r);
+    }
+    case wire::RequestKind::kStreamWaitEvent: {
+      const auto w = payload_as<wire::EventStreamRequest>(request);
+      cuda::CUstream stream = nullptr;
+      cuda::CUevent event = nullptr;
+      CUresult r = stream_for(w.stream, stream);
+      if (r == CUDA_SUCCESS) r = event_for(w.event, event);
+      if (r == CUDA_SUCCESS) r = driver_.stream_wait_event(stream, event, 0);
+      return finish(r);
+    }
+    case wire::RequestKind::kEventCreate: {
+      const auto c = payload_as<wire::EventCreateRequest>(request);
+      if (events_.count(c.event) != 0) return finish(CUDA_ERROR_INVALID_VALUE);
+      cuda::CUevent event = nullptr;
+      const CUresult r = driver_.event_create(&event, c.flags);
+      if (r == CUDA_SUCCESS) {
+        events_[c.event] = event;
+        counters_.events.fetch_add(1, std::memory_order_relaxed);
+      }
+      return finish(r);
+    }
+    case wire::RequestKind::kEventDestroy: {
+      auto it = events_.find(payload_as<wire::HandleRequest>(request).handle);
+      if (it == events_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
+      const CUresult r = driver_.event_destroy(it->second);
+      events_.erase(it);
+      counters_.events.fetch_sub(1, std::memory_order_relaxed);
+      return finish(r);
+    }
+    case wire::RequestKind::kEventRecord: {
+      const auto e = payload_as<wire::EventStreamRequest>(request);
+      cuda::CUstream stream = nullptr;
+      cuda::CUevent event = nullptr;
+      CUresult r = event_for(e.event, event);
+      if (r == CUDA_SUCCESS) r = stream_for(e.stream, stream);
+      if (r == CUDA_SUCCESS) r = driver_.event_record(event, stream);
+      return finish(r);
+    }
+    case wire::RequestKind::kEventSynchronize: {
+      cuda::CUevent event = nullptr;
+      if (CUresult r = event_for(payload_as<wire::HandleRequest>(request).handle, event); r != CUDA_SUCCESS) {
+        return finish(r);
+      }
+      if (sync_stream_ == nullptr) {
+        if (CUresult r = driver_.stream_create_with_priority(&sync_stream_, cuda::CU_STREAM_NON_BLOCKING, 0);
+            r != CUDA_SUCCESS) {
+          return finish(r);
+        }
+      }
+      // The wait happens on a private stream, and its end is a callback: nothing blocks here.
+      if (CUresult r = driver_.stream_wait_event(sync_stream_, event, 0); r != CUDA_SUCCESS) return finish(r);
+      complete_after(session, h, {sync_stream_});
+      return boost::outcome_v2::success();
+    }
+    case wire::RequestKind::kEventQuery: {
+      cuda::CUevent event = nullptr;
+      CUresult r = event_for(payload_as<wire::HandleRequest>(request).handle, event);
+      if (r == CUDA_SUCCESS) r = driver_.event_query(event);
+      return finish(r);
+    }
+    case wire::RequestKind::kEventElapsedTime: {
+      const auto p = payload_as<wire::EventPairRequest>(request);
+      cuda::CUevent start = nullptr, end = nullptr;
+      float milliseconds = 0;
+      CUresult r = event_for(p.start, start);
+      if (r == CUDA_SUCCESS) r = event_for(p.end, end);
+      if (r == CUDA_SUCCESS) r = driver_.event_elapsed_time(&milliseconds, start, end);
+      return finish(r, bytes_of(milliseconds));
+    }
+    case wire::RequestKind::kContextSynchronize:
+      complete_after_all_streams(session, h);
+      return boost::outcome_v2::success();
+    case wire::RequestKind::kBrokerTotals: {
+      const wire::BrokerTotals totals{counters_.sessions.load(), counters_.device_bytes.load(),
+                                      counters_.allocations.load(), counters_.streams.load(),
+                                      counters_.events.load(), counters_.arena_registrations.load(),
+                                      counters_.staged_bytes.load(), counters_.zero_copy_bytes.load()};
+      return finish(CUDA_SUCCESS, bytes_of(totals));
+    }
+    default:
+      return ipc::IpcError{ipc::IpcErrc::kProtocol, 0, static_cast<std::int64_t>(ipc::ViolationCode::kUnknownKind)};
+  }
+}
+
+void DeviceSession::reclaim() {
+  if (!thread_bound_) return;  // never touched the device
+  // Wait for the work the client left queued, and for the callbacks that will complete its
+  // synchronize requests: they point at this session.
+  for (const auto& [id, stream] : streams_) driver_.stream_synchronize(stream);
+  if (sync_stream_ != nullptr) driver_.stream_synchronize(sync_stream_);
+  // Pairs with the release decrement in finish_deferred().
+  while (callbacks_in_flight_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+  for (const auto& [id, event] : events_) driver_.event_destroy(event);
+  counters_.events.fetch_sub(events_.size(), std::memory_order_relaxed);
+  for (const auto& [id, stream] : streams_) driver_.stream_destroy(stream);
+  counters_.streams.fetch_sub(streams_.size(), std::memory_order_relaxed);
+  if (sync_stream_ != nullptr) driver_.stream_destroy(sync_stream_);
+  for (const auto& [pointer, allocation] : allocations_) driver_.mem_free(pointer);
+  counters_.device_bytes.fetch_sub(allocated_bytes_, std::memory_order_relaxed);
+  counters_.allocations.fetch_sub(allocations_.size(), std::memory_order_relaxed);
+  for (const auto& [offset, host] : arena_ranges_) driver_.mem_host_unregister(host);
+  counters_.arena_registrations.fetch_sub(arena_ranges_.size(), std::memory_order_relaxed);
+  arena_ranges_.clear();
+  // Host registrations die with the arena mapping; the driver is told first.
+  if (staging_registered_) driver_.mem_host_unregister(staging_base_);
+  events_.clear();
+  streams_.clear();
+  allocations_.clear();
+  allocated_bytes_ = 0;
+  ipc::log(ipc::LogLevel::kDebug, "session reclaimed");
+}
+
+}  // namespace gpubroker::broker

@@ -1,0 +1,91 @@
+// One client's device state in the broker: its allocations, streams, events and pinned host-arena
+// ranges, looked up only in this session's own tables, accounted against the session's memory
+// limit, and reclaimed when the session ends, whatever the client did.
+//
+// A DeviceSession serves the device request kinds of one ServerSession. handle() runs on that
+// session's dispatcher thread; completions of synchronizing requests (stream and event
+// synchronize) are written from the driver's callback thread, so the dispatcher never waits for
+// device work. The destructor waits for those callbacks, then frees everything.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+
+#include "broker/device_layer.h"
+#include "ipc/server_session.h"
+
+namespace gpubroker::broker {
+
+// What all sessions hold together, kept current by each session (relaxed atomics: read by the
+// BrokerTotals request and by the stats publisher, never used for decisions).
+struct BrokerCounters {
+  std::atomic<std::uint64_t> sessions{0};
+  std::atomic<std::uint64_t> device_bytes{0};
+  std::atomic<std::uint64_t> allocations{0};
+  std::atomic<std::uint64_t> streams{0};
+  std::atomic<std::uint64_t> events{0};
+  std::atomic<std::uint64_t> arena_registrations{0};
+  std::atomic<std::uint64_t> staged_bytes{0};
+  std::atomic<std::uint64_t> zero_copy_bytes{0};
+};
+
+struct SessionLimits {
+  std::uint64_t device_memory_bytes = 0;  // 0: no limit beyond the device's own
+};
+
+class DeviceSession {
+ public:
+  DeviceSession(const DeviceLayer& device, const SessionLimits& limits, BrokerCounters& counters);
+  DeviceSession(const DeviceSession&) = delete;
+  DeviceSession& operator=(const DeviceSession&) = delete;
+  ~DeviceSession();  // reclaims everything
+
+  // Serves one request of a device kind (see wire::RequestKind); the contract of RequestHandler.
+  ipc::Result<void> handle(ipc::ServerSession& session, const wire::RequestSlot& request);
+
+ private:
+  using CUresult = cuda::CUresult;
+
+  struct Allocation {
+    std::uint64_t bytes;
+  };
+
+  CUresult memory_alloc(const wire::MemAllocRequest& r, std::uint64_t& pointer);
+  CUresult memory_free(std::uint64_t pointer);
+  [[nodiscard]] bool owns_range(std::uint64_t pointer, std::uint64_t bytes) const;
+  CUresult stream_for(std::uint64_t id, cuda::CUstream& stream);
+  CUresult event_for(std::uint64_t id, cuda::CUevent& event) const;
+  ipc::Result<void> copy_staged(ipc::ServerSession& session, const wire::RequestSlot& request);
+  CUresult copy_arena(ipc::ServerSession& session, const wire::RequestSlot& request);
+  CUresult arena_register(ipc::ServerSession& session, const wire::ArenaRange& range);
+  // Completes `request` from a driver callback once `streams` have finished their current work.
+  void complete_after(ipc::ServerSession& session, const wire::RequestHeader& request,
+                      std::initializer_list<cuda::CUstream> streams);
+  void complete_after_all_streams(ipc::ServerSession& session, const wire::RequestHeader& request);
+  // Takes the asynchronous error recorded since the last synchronizing call.
+  CUresult take_pending_error(CUresult current = cuda::CUDA_SUCCESS);
+  void reclaim();
+
+  const DeviceLayer& device_;
+  const cuda::DriverTable& driver_;
+  SessionLimits limits_;
+  BrokerCounters& counters_;
+  bool thread_bound_ = false;
+  bool staging_registered_ = false;
+  void* staging_base_ = nullptr;
+
+  std::map<std::uint64_t, Allocation> allocations_;  // by device address
+  std::uint64_t allocated_bytes_ = 0;
+  std::unordered_map<std::uint64_t, cuda::CUstream> streams_;  // ids 0, 1, 2: the default stream
+  std::unordered_map<std::uint64_t, cuda::CUevent> events_;
+  std::map<std::uint64_t, void*> arena_ranges_;  // registered: arena offset -> host address
+  cuda::CUstream sync_stream_ = nullptr;  // where event waits are turned into callbacks
+
+  CUresult pending_error_ = cuda::CUDA_SUCCESS;  // dispatcher thread only
+  std::atomic<std::uint32_t> callbacks_in_flight_{0};  // pairs with the callbacks' decrement
+};
+
+}  // namespace gpubroker::broker

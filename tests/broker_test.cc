@@ -1,0 +1,403 @@
+// The gpu-broker daemon as a user runs it: a real broker process on the sim driver, real client
+// processes, through the transport. Device memory, copies of every kind, streams and events,
+// limits, isolation between sessions, reclaim after SIGKILL, sd_notify and SIGTERM.
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gpubroker/cuda/driver_api.h"
+#include "ipc/checksum.h"
+#include "ipc/client_session.h"
+#include "tests/support/forked_server.h"
+
+using namespace gpubroker;
+using namespace std::chrono_literals;
+using testing::TempDir;
+
+namespace {
+
+const char* env_or(const char* name, const char* fallback) {
+  const char* value = std::getenv(name);
+  return value != nullptr ? value : fallback;
+}
+
+// A gpu-broker process on the sim driver, stopped with SIGTERM on destruction.
+class BrokerProcess {
+ public:
+  explicit BrokerProcess(const TempDir& dir, std::vector<std::string> extra = {}, const std::string& notify = "")
+      : socket_path_(dir.path() + "/broker.sock") {
+    std::vector<std::string> args = {env_or("GPUBROKER_BROKER", "gpu-broker"), "--driver=sim",
+                                     "--socket=" + socket_path_, "--log-level=warning", "--arena-bytes=1G"};
+    if (const char* sim = std::getenv("GPUBROKER_SIM_LIBRARY")) args.push_back(std::string("--sim-library=") + sim);
+    args.insert(args.end(), extra.begin(), extra.end());
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      if (!notify.empty()) ::setenv("NOTIFY_SOCKET", notify.c_str(), 1);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    for (int i = 0; i < 500 && !::access(socket_path_.c_str(), F_OK) == 0; ++i) std::this_thread::sleep_for(5ms);
+  }
+  ~BrokerProcess() {
+    if (pid_ > 0) stop();
+  }
+  // SIGTERM; returns the exit status.
+  int stop() {
+    ::kill(pid_, SIGTERM);
+    const int status = testing::wait_for_child(pid_);
+    pid_ = -1;
+    return status;
+  }
+  [[nodiscard]] const std::string& socket_path() const { return socket_path_; }
+  [[nodiscard]] pid_t pid() const { return pid_; }
+
+ private:
+  std::string socket_path_;
+  pid_t pid_ = -1;
+};
+
+// A client speaking the device request kinds directly (the runtime shim's job in issue 4).
+class DeviceClient {
+ public:
+  explicit DeviceClient(const std::string& socket_path) {
+    auto session = ipc::ClientSession::connect(testing::client_options(socket_path));
+    if (!session) FAIL("connect failed: " << ipc::describe(session.error()));
+    session_ = std::move(session.value());
+  }
+
+  template <class Payload>
+  ipc::Completion call(wire::RequestKind kind, const Payload& payload) {
+    auto reply = session_->call(kind, std::as_bytes(std::span(&payload, 1)));
+    REQUIRE(reply);
+    return reply.value();
+  }
+  ipc::Completion call(wire::RequestKind kind) {
+    auto reply = session_->call(kind, {});
+    REQUIRE(reply);
+    return reply.value();
+  }
+  template <class Payload>
+  void post(wire::RequestKind kind, const Payload& payload) {
+    REQUIRE(session_->post(kind, std::as_bytes(std::span(&payload, 1))));
+  }
+
+  std::uint64_t alloc(std::uint64_t bytes, cuda::CUresult expected = cuda::CUDA_SUCCESS) {
+    auto c = call(wire::RequestKind::kMemAlloc, wire::MemAllocRequest{0, 0, bytes});
+    CHECK(c.status == expected);
+    return c.result_as<wire::PointerResult>().pointer;
+  }
+  cuda::CUresult free(std::uint64_t pointer) {
+    return call(wire::RequestKind::kMemFree, wire::HandleRequest{pointer}).status;
+  }
+  cuda::CUresult upload(std::uint64_t pointer, std::span<const std::byte> bytes, std::uint64_t stream = 0) {
+    const wire::CopyRequest copy{pointer, 0, bytes.size(), stream};
+    auto reply = session_->call(wire::RequestKind::kCopyHostToDevice, std::as_bytes(std::span(&copy, 1)),
+                                ipc::StagedOut{bytes});
+    REQUIRE(reply);
+    return reply.value().status;
+  }
+  cuda::CUresult download(std::span<std::byte> bytes, std::uint64_t pointer, std::uint64_t stream = 0) {
+    const wire::CopyRequest copy{0, pointer, bytes.size(), stream};
+    auto reply = session_->call(wire::RequestKind::kCopyDeviceToHost, std::as_bytes(std::span(&copy, 1)),
+                                ipc::StagedIn{bytes});
+    REQUIRE(reply);
+    return reply.value().status;
+  }
+  wire::BrokerTotals totals() { return call(wire::RequestKind::kBrokerTotals).result_as<wire::BrokerTotals>(); }
+  ipc::ClientSession& session() { return *session_; }
+
+ private:
+  std::unique_ptr<ipc::ClientSession> session_;
+};
+
+std::vector<std::byte> pattern(std::size_t bytes, std::uint64_t seed) {
+  std::vector<std::byte> data(bytes);
+  ipc::fill_pattern(data, seed, 0);
+  return data;
+}
+
+}  // namespace
+
+TEST_CASE("the broker hands every client the sim device's identity in its control segment", "[broker]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  DeviceClient client(broker.socket_path());
+  const auto* control = reinterpret_cast<const wire::ControlSegment*>(client.session().control_bytes().data());
+  REQUIRE(control->devices.count >= 1);
+  CHECK(control->devices.simulated == 1);
+  const wire::DeviceRecord& device = control->devices.devices[0];
+  CHECK(std::string(device.name) == "NVIDIA H100 80GB HBM3");
+  CHECK(device.attributes[cuda::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR] == 9);
+  CHECK(device.attributes[cuda::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT] == 132);
+  CHECK(device.attributes[cuda::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN] == 232448);
+  CHECK(device.total_bytes > 0);
+}
+
+TEST_CASE("device memory round-trips through pageable staging, pinned arena and device-to-device copies",
+          "[broker][copy]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  DeviceClient client(broker.socket_path());
+  for (std::size_t size : {std::size_t{1}, std::size_t{4096}, std::size_t{300'001}, std::size_t{20} << 20}) {
+    INFO("size " << size);
+    const auto data = pattern(size, size);
+    const std::uint64_t a = client.alloc(size), b = client.alloc(size);
+    REQUIRE(a != 0);
+    CHECK(client.upload(a, data) == cuda::CUDA_SUCCESS);
+    CHECK(client.call(wire::RequestKind::kCopyDeviceToDevice, wire::CopyRequest{b, a, size, 0}).status == 0);
+    std::vector<std::byte> back(size);
+    CHECK(client.download(back, b) == cuda::CUDA_SUCCESS);
+    CHECK(back == data);
+
+    // Pinned: the arena is the source and destination, and nothing is staged.
+    ipc::HostArena& arena = client.session().arena();
+    std::byte* pinned = arena.allocate(size).value();
+    const std::uint64_t offset = *arena.offset_of(pinned, size);
+    REQUIRE(client.call(wire::RequestKind::kArenaRegister, wire::ArenaRange{offset, size}).status == 0);
+    const auto staged_before = client.totals().staged_bytes;
+    std::memset(pinned, 0, size);
+    CHECK(client.call(wire::RequestKind::kCopyDeviceToArena, wire::CopyRequest{offset, b, size, 0}).status == 0);
+    CHECK(std::memcmp(pinned, data.data(), size) == 0);
+    ipc::fill_pattern(std::span(pinned, size), size + 1, 0);
+    CHECK(client.call(wire::RequestKind::kCopyArenaToDevice, wire::CopyRequest{a, offset, size, 0}).status == 0);
+    CHECK(client.download(back, a) == cuda::CUDA_SUCCESS);
+    CHECK(std::memcmp(back.data(), pinned, size) == 0);
+    const auto totals = client.totals();
+    CHECK(totals.staged_bytes - staged_before == size);  // only the one pageable download
+    CHECK(totals.zero_copy_bytes >= 2 * size);
+    CHECK(client.call(wire::RequestKind::kArenaUnregister, wire::ArenaRange{offset, 0}).status == 0);
+    arena.free(pinned);
+    CHECK(client.free(a) == 0);
+    CHECK(client.free(b) == 0);
+  }
+}
+
+TEST_CASE("memset fills exactly the bytes it is given", "[broker][copy]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  DeviceClient client(broker.socket_path());
+  const std::uint64_t p = client.alloc(1000);
+  REQUIRE(client.upload(p, std::vector<std::byte>(1000, std::byte{0})) == 0);
+  client.post(wire::RequestKind::kMemset, wire::MemsetRequest{p + 100, 50, 0, 0xab, 0});
+  std::vector<std::byte> back(1000);
+  REQUIRE(client.download(back, p) == 0);
+  for (std::size_t i = 0; i < back.size(); ++i) {
+    const std::byte expected = i >= 100 && i < 150 ? std::byte{0xab} : std::byte{0};
+    if (back[i] != expected) FAIL("byte " << i << " is " << int(back[i]));
+  }
+}
+
+TEST_CASE("the session memory limit makes allocations fail and memory queries report the session's view",
+          "[broker][limit]") {
+  TempDir dir;
+  BrokerProcess broker(dir, {"--session-memory-limit=64M"});
+  DeviceClient client(broker.socket_path());
+  auto info = client.call(wire::RequestKind::kMemGetInfo, wire::DeviceRequest{0, 0}).result_as<wire::MemInfoResult>();
+  CHECK(info.total == 64ull << 20);
+  CHECK(info.free == 64ull << 20);
+  const std::uint64_t a = client.alloc(40ull << 20);
+  client.alloc(40ull << 20, cuda::CUDA_ERROR_OUT_OF_MEMORY);
+  info = client.call(wire::RequestKind::kMemGetInfo, wire::DeviceRequest{0, 0}).result_as<wire::MemInfoResult>();
+  CHECK(info.free == 24ull << 20);
+  const std::uint64_t b = client.alloc(24ull << 20);
+  CHECK(b != 0);
+  CHECK(client.free(a) == 0);
+  CHECK(client.alloc(40ull << 20) != 0);
+  // Another session has a limit of its own.
+  DeviceClient other(broker.socket_path());
+  CHECK(other.alloc(64ull << 20) != 0);
+}
+
+TEST_CASE("one session can neither free nor copy another session's memory, and unknown handles are errors",
+          "[broker][isolation]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  DeviceClient owner(broker.socket_path()), intruder(broker.socket_path());
+  const std::uint64_t p = owner.alloc(4096);
+  REQUIRE(owner.upload(p, pattern(4096, 1)) == 0);
+  CHECK(intruder.free(p) == cuda::CUDA_ERROR_INVALID_VALUE);
+  std::vector<std::byte> stolen(4096);
+  CHECK(intruder.download(stolen, p) == cuda::CUDA_ERROR_INVALID_VALUE);
+  CHECK(stolen == std::vector<std::byte>(4096));  // zeros, not the owner's bytes
+  CHECK(intruder.upload(p, pattern(4096, 2)) == cuda::CUDA_ERROR_INVALID_VALUE);
+  const std::uint64_t mine = intruder.alloc(4096);
+  CHECK(intruder.call(wire::RequestKind::kCopyDeviceToDevice, wire::CopyRequest{mine, p, 4096, 0}).status ==
+        cuda::CUDA_ERROR_INVALID_VALUE);
+  std::vector<std::byte> back(4096);
+  REQUIRE(owner.download(back, p) == 0);
+  CHECK(back == pattern(4096, 1));
+  // Out of range, unknown handles.
+  CHECK(owner.download(back, p + 1) == cuda::CUDA_ERROR_INVALID_VALUE);  // one byte past the end
+  CHECK(owner.free(p + 8) == cuda::CUDA_ERROR_INVALID_VALUE);
+  CHECK(owner.call(wire::RequestKind::kStreamSynchronize, wire::HandleRequest{777}).status ==
+        cuda::CUDA_ERROR_INVALID_HANDLE);
+  CHECK(owner.call(wire::RequestKind::kEventQuery, wire::HandleRequest{5}).status == cuda::CUDA_ERROR_INVALID_HANDLE);
+  CHECK(owner.call(wire::RequestKind::kMemAlloc, wire::MemAllocRequest{9, 0, 16}).status ==
+        cuda::CUDA_ERROR_INVALID_DEVICE);
+  CHECK(owner.call(wire::RequestKind::kCopyArenaToDevice, wire::CopyRequest{p, 1ull << 40, 16, 0}).status ==
+        cuda::CUDA_ERROR_INVALID_VALUE);
+}
+
+TEST_CASE("streams keep order, events order streams, and asynchronous errors surface at the next sync",
+          "[broker][stream]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  DeviceClient client(broker.socket_path());
+  const std::uint64_t size = 8ull << 20;
+  const std::uint64_t a = client.alloc(size), b = client.alloc(size), c = client.alloc(size);
+  REQUIRE(client.upload(a, pattern(size, 3)) == 0);
+  client.post(wire::RequestKind::kStreamCreate, wire::StreamCreateRequest{10, cuda::CU_STREAM_NON_BLOCKING, 0});
+  client.post(wire::RequestKind::kStreamCreate, wire::StreamCreateRequest{11, cuda::CU_STREAM_NON_BLOCKING, 0});
+  client.post(wire::RequestKind::kEventCreate, wire::EventCreateRequest{20, 0, 0});
+  client.post(wire::RequestKind::kEventCreate, wire::EventCreateRequest{21, 0, 0});
+  // Stream 10: a -> b, then record; stream 11 waits for it, then b -> c.
+  client.post(wire::RequestKind::kEventRecord, wire::EventStreamRequest{21, 10});
+  client.post(wire::RequestKind::kCopyDeviceToDevice, wire::CopyRequest{b, a, size, 10});
+  client.post(wire::RequestKind::kEventRecord, wire::EventStreamRequest{20, 10});
+  client.post(wire::RequestKind::kStreamWaitEvent, wire::EventStreamRequest{20, 11});
+  client.post(wire::RequestKind::kCopyDeviceToDevice, wire::CopyRequest{c, b, size, 11});
+  CHECK(client.call(wire::RequestKind::kStreamSynchronize, wire::HandleRequest{11}).status == 0);
+  std::vector<std::byte> back(size);
+  REQUIRE(client.download(back, c, 11) == 0);
+  CHECK(back == pattern(size, 3));
+  CHECK(client.call(wire::RequestKind::kEventSynchronize, wire::HandleRequest{20}).status == 0);
+  CHECK(client.call(wire::RequestKind::kEventQuery, wire::HandleRequest{20}).status == 0);
+  auto elapsed = client.call(wire::RequestKind::kEventElapsedTime, wire::EventPairRequest{21, 20});
+  CHECK(elapsed.status == 0);
+  CHECK(elapsed.result_as<float>() >= 0.0f);
+  CHECK(client.call(wire::RequestKind::kStreamQuery, wire::HandleRequest{10}).status == 0);
+
+  // An asynchronous failure is reported by the next synchronizing call, once.
+  client.post(wire::RequestKind::kMemset, wire::MemsetRequest{0xdead0000, 16, 0, 0, 0});
+  CHECK(client.call(wire::RequestKind::kContextSynchronize).status == cuda::CUDA_ERROR_INVALID_VALUE);
+  CHECK(client.call(wire::RequestKind::kContextSynchronize).status == 0);
+  const auto totals = client.totals();
+  CHECK(totals.streams >= 2);
+  CHECK(totals.events == 2);
+}
+
+TEST_CASE("a synchronize on one session's stream does not stall another session", "[broker][stream]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  DeviceClient busy(broker.socket_path()), other(broker.socket_path());
+  const std::uint64_t size = 256ull << 20;
+  const std::uint64_t a = busy.alloc(size), b = busy.alloc(size);
+  // Queue a lot of device work on busy's default stream, then synchronize from a thread.
+  for (int i = 0; i < 8; ++i) busy.post(wire::RequestKind::kCopyDeviceToDevice, wire::CopyRequest{b, a, size, 0});
+  std::atomic<bool> synced{false};
+  std::thread waiter([&] {
+    CHECK(busy.call(wire::RequestKind::kStreamSynchronize, wire::HandleRequest{0}).status == 0);
+    synced = true;
+  });
+  // The other session answers while busy's work is still running.
+  int answered_while_busy = 0;
+  for (int i = 0; i < 50; ++i) {
+    CHECK(other.call(wire::RequestKind::kMemGetInfo, wire::DeviceRequest{0, 0}).status == 0);
+    if (!synced) ++answered_while_busy;
+  }
+  waiter.join();
+  CHECK(answered_while_busy > 0);
+}
+
+TEST_CASE("clients SIGKILLed at random points leave zero bytes and zero handles behind", "[broker][reclaim]") {
+  TempDir dir;
+  BrokerProcess broker(dir, {"--log-level=error"});
+  DeviceClient observer(broker.socket_path());
+  const int iterations = std::atoi(env_or("GPUBROKER_KILL_ITERATIONS", "200"));
+  std::mt19937 random(12345);
+  for (int i = 0; i < iterations; ++i) {
+    const auto delay = std::chrono::microseconds(random() % 3000);
+    const pid_t client = testing::run_in_child([&] {
+      auto session = ipc::ClientSession::connect(testing::client_options(broker.socket_path()));
+      if (!session) return 1;
+      ipc::ClientSession& s = *session.value();
+      std::vector<std::byte> data(1 << 20);
+      for (std::uint64_t n = 0;; ++n) {
+        const wire::MemAllocRequest alloc{0, 0, 1 << 20};
+        auto p = s.call(wire::RequestKind::kMemAlloc, std::as_bytes(std::span(&alloc, 1)));
+        if (!p) return 0;
+        const std::uint64_t pointer = p.value().result_as<wire::PointerResult>().pointer;
+        const wire::CopyRequest copy{pointer, 0, data.size(), n % 3};
+        (void)s.call(wire::RequestKind::kCopyHostToDevice, std::as_bytes(std::span(&copy, 1)), ipc::StagedOut{data});
+        const wire::StreamCreateRequest stream{100 + n, 1, 0};
+        (void)s.post(wire::RequestKind::kStreamCreate, std::as_bytes(std::span(&stream, 1)));
+        const wire::EventCreateRequest event{n, 0, 0};
+        (void)s.post(wire::RequestKind::kEventCreate, std::as_bytes(std::span(&event, 1)));
+        const wire::EventStreamRequest record{n, 100 + n};
+        (void)s.post(wire::RequestKind::kEventRecord, std::as_bytes(std::span(&record, 1)));
+      }
+    });
+    std::this_thread::sleep_for(delay);
+    ::kill(client, SIGKILL);
+    testing::wait_for_child(client);
+  }
+  // The broker reclaims each dead session as it notices it; give the last ones a moment.
+  wire::BrokerTotals totals{};
+  for (int i = 0; i < 100; ++i) {
+    totals = observer.totals();
+    if (totals.sessions == 1 && totals.device_bytes == 0) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  CHECK(totals.sessions == 1);  // the observer
+  CHECK(totals.device_bytes == 0);
+  CHECK(totals.allocations == 0);
+  CHECK(totals.streams == 0);
+  CHECK(totals.events == 0);
+  CHECK(totals.arena_registrations == 0);
+}
+
+TEST_CASE("the broker tells systemd it is ready and stopping, and exits 0 on SIGTERM", "[broker][notify]") {
+  TempDir dir;
+  const std::string notify_path = dir.path() + "/notify.sock";
+  const int notify = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, notify_path.c_str(), sizeof(address.sun_path) - 1);
+  REQUIRE(::bind(notify, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+  timeval timeout{5, 0};
+  ::setsockopt(notify, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  auto next_message = [&] {
+    char buffer[1024];
+    const ssize_t n = ::recv(notify, buffer, sizeof(buffer), 0);
+    return n > 0 ? std::string(buffer, static_cast<std::size_t>(n)) : std::string();
+  };
+
+  BrokerProcess broker(dir, {}, notify_path);
+  const std::string ready = next_message();
+  CHECK(ready.find("READY=1") != std::string::npos);
+  CHECK(ready.find("STATUS=serving 1 device(s) with the sim driver") != std::string::npos);
+  {
+    DeviceClient client(broker.socket_path());
+    CHECK(client.alloc(1 << 20) != 0);
+    CHECK(broker.stop() == 0);  // with a session still open
+    CHECK(client.session().state() == wire::SessionState::kShutdown);
+  }
+  CHECK(next_message().find("STOPPING=1") != std::string::npos);
+  ::close(notify);
+}
+
+TEST_CASE("gpu-broker answers --help and --version and rejects bad options", "[broker][cli]") {
+  auto run = [](const std::string& args) {
+    const std::string command = std::string(env_or("GPUBROKER_BROKER", "gpu-broker")) + " " + args + " >/dev/null 2>&1";
+    const int status = std::system(command.c_str());
+    return WEXITSTATUS(status);
+  };
+  CHECK(run("--help") == 0);
+  CHECK(run("--version") == 0);
+  CHECK(run("--driver=opencl") == 2);
+  CHECK(run("--session-memory-limit=lots") == 2);
+  CHECK(run("--no-such-option=1") == 2);
+}
