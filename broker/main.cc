@@ -9,10 +9,12 @@
 #include <atomic>
 #include <filesystem>
 #include <memory>
+#include <thread>
 
 #include "broker/device_layer.h"
 #include "broker/options.h"
 #include "broker/session.h"
+#include "broker/stats.h"
 #include "ipc/log.h"
 #include "ipc/server_session.h"
 #include "ipc/transport_service.h"
@@ -82,16 +84,36 @@ int main(int argc, char** argv) {
   ::sigaction(SIGINT, &action, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
 
+  auto stats = broker::StatsPublisher::create(broker::stats_path_for(options.socket_path), layer);
+  if (!stats) {
+    ipc::log(ipc::LogLevel::kError, "cannot publish stats beside {}: {}", options.socket_path, ipc::describe(stats.error()));
+    return 1;
+  }
+  broker::StatsPublisher& publisher = *stats.value();
+
   broker::BrokerCounters counters;
   const broker::SessionLimits limits{options.session_memory_limit};
-  auto make_handler = [&]() -> ipc::RequestHandler {
+  auto make_handler = [&](const ipc::ServerSession& accepted) -> ipc::RequestHandler {
     auto device_session = std::make_shared<broker::DeviceSession>(layer, limits, counters);
     auto transport = ipc::make_transport_handler();
-    return [device_session, transport](ipc::ServerSession& session, const wire::RequestSlot& request) {
-      return is_transport_kind(request.header.kind) ? transport(session, request)
-                                                    : device_session->handle(session, request);
+    auto writer = std::make_shared<broker::SessionStatsWriter>(publisher.open_session(
+        accepted.id(), accepted.hello().pid, accepted.hello().abi, accepted.hello().program));
+    return [device_session, transport, writer](ipc::ServerSession& session, const wire::RequestSlot& request) {
+      const std::int64_t start = ipc::monotonic_ns();
+      if (is_transport_kind(request.header.kind)) return transport(session, request);
+      auto handled = device_session->handle(session, request);
+      const auto traffic = device_session->take_traffic();
+      writer->record_call(ipc::monotonic_ns() - start, device_session->last_call_failed(), traffic.to_device,
+                          traffic.from_device, device_session->device_bytes(), device_session->pinned_bytes());
+      return handled;
     };
   };
+  std::thread heartbeat([&] {
+    while (!g_stop.load()) {
+      publisher.heartbeat(counters.device_bytes.load(std::memory_order_relaxed));
+      for (int i = 0; i < 10 && !g_stop.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
 
   ipc::log(ipc::LogLevel::kInfo, "listening on {} (wait policy {})", options.socket_path,
            options.wait == ipc::WaitMode::kSpin ? "spin" : options.wait == ipc::WaitMode::kSleep ? "sleep" : "adaptive");
@@ -99,7 +121,10 @@ int main(int argc, char** argv) {
              broker::to_string(layer.kind()), options.socket_path.c_str());
 
   ipc::run_sessions(listener.value(), make_handler, ipc::WaitPolicy::of(options.wait), g_stop,
-                    [](const ipc::SessionReport&) {});
+                    [&publisher](const ipc::SessionReport& report) {
+                      if (report.end == ipc::SessionEnd::kViolation) publisher.count_violation();
+                    });
+  heartbeat.join();
 
   sd_notify(0, "STOPPING=1\nSTATUS=stopped");
   ::unlink(options.socket_path.c_str());

@@ -195,6 +195,8 @@ ipc::Result<void> DeviceSession::copy_staged(ipc::ServerSession& session, const 
     return moved.error();
   }
   counters_.staged_bytes.fetch_add(h.staged_bytes, std::memory_order_relaxed);
+  (to_device ? traffic_.to_device : traffic_.from_device) += status == CUDA_SUCCESS ? h.staged_bytes : 0;
+  last_call_failed_ = status != CUDA_SUCCESS;
   session.complete(h, take_pending_error(status));
   return boost::outcome_v2::success();
 }
@@ -211,7 +213,10 @@ cuda::CUresult DeviceSession::copy_arena(ipc::ServerSession& session, const wire
   // A direct transfer between the shared arena and the device: no CPU copy in any process.
   const CUresult r = to_device ? driver_.memcpy_htod_async(device_pointer, host.value().data(), copy.bytes, stream)
                                : driver_.memcpy_dtoh_async(host.value().data(), device_pointer, copy.bytes, stream);
-  if (r == CUDA_SUCCESS) counters_.zero_copy_bytes.fetch_add(copy.bytes, std::memory_order_relaxed);
+  if (r == CUDA_SUCCESS) {
+    counters_.zero_copy_bytes.fetch_add(copy.bytes, std::memory_order_relaxed);
+    (to_device ? traffic_.to_device : traffic_.from_device) += copy.bytes;
+  }
   return r;
 }
 
@@ -223,9 +228,21 @@ cuda::CUresult DeviceSession::arena_register(ipc::ServerSession& session, const 
       r != CUDA_SUCCESS) {
     return r;
   }
-  arena_ranges_[range.offset] = host.value().data();
+  arena_ranges_[range.offset] = PinnedRange{host.value().data(), range.bytes};
+  pinned_bytes_ += range.bytes;
   counters_.arena_registrations.fetch_add(1, std::memory_order_relaxed);
   return CUDA_SUCCESS;
+}
+
+ipc::Result<void> DeviceSession::finish_request(ipc::ServerSession& session, const wire::RequestHeader& request,
+                                                CUresult status, std::span<const std::byte> result) {
+  last_call_failed_ = status != CUDA_SUCCESS;
+  if ((request.flags & wire::kSynchronous) != 0) {
+    session.complete(request, take_pending_error(status), result);
+  } else if (status != CUDA_SUCCESS && pending_error_ == CUDA_SUCCESS) {
+    pending_error_ = status;  // an asynchronous failure surfaces at the next synchronizing call
+  }
+  return boost::outcome_v2::success();
 }
 
 ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire::RequestSlot& request) {
@@ -238,14 +255,9 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
   }
   const wire::RequestHeader& h = request.header;
   const bool synchronous = (h.flags & wire::kSynchronous) != 0;
-  // Completes a synchronous request now; an asynchronous failure waits for the next sync point.
+  last_call_failed_ = false;
   auto finish = [&](CUresult status, std::span<const std::byte> result = {}) {
-    if (synchronous) {
-      session.complete(h, take_pending_error(status), result);
-    } else if (status != CUDA_SUCCESS && pending_error_ == CUDA_SUCCESS) {
-      pending_error_ = status;
-    }
-    return ipc::Result<void>(boost::outcome_v2::success());
+    return finish_request(session, h, status, result);
   };
 
   switch (static_cast<wire::RequestKind>(h.kind)) {
@@ -304,7 +316,8 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
       const auto range = payload_as<wire::ArenaRange>(request);
       auto it = arena_ranges_.find(range.offset);
       if (it == arena_ranges_.end()) return finish(cuda::CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED);
-      const CUresult r = driver_.mem_host_unregister(it->second);
+      const CUresult r = driver_.mem_host_unregister(it->second.host);
+      pinned_bytes_ -= it->second.bytes;
       arena_ranges_.erase(it);
       counters_.arena_registrations.fetch_sub(1, std::memory_order_relaxed);
       return finish(r);
@@ -416,11 +429,118 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
       complete_after_all_streams(session, h);
       return boost::outcome_v2::success();
     case wire::RequestKind::kBrokerTotals: {
-      const wire::BrokerTotals totals{counters_.sessions.load(), counters_.device_bytes.load(),
-                                      counters_.allocations.load(), counters_.streams.load(),
-                                      counters_.events.load(), counters_.arena_registrations.load(),
-                                      counters_.staged_bytes.load(), counters_.zero_copy_bytes.load()};
+      const wire::BrokerTotals totals{counters_.sessions.load(),        counters_.device_bytes.load(),
+                                      counters_.allocations.load(),     counters_.streams.load(),
+                                      counters_.events.load(),          counters_.arena_registrations.load(),
+                                      counters_.graphs.load(),          counters_.staged_bytes.load(),
+                                      counters_.zero_copy_bytes.load()};
       return finish(CUDA_SUCCESS, bytes_of(totals));
+    }
+    case wire::RequestKind::kStreamBeginCapture:
+    case wire::RequestKind::kStreamEndCapture:
+    case wire::RequestKind::kStreamIsCapturing:
+    case wire::RequestKind::kGraphInstantiate:
+    case wire::RequestKind::kGraphLaunch:
+    case wire::RequestKind::kGraphExecUpdate:
+    case wire::RequestKind::kGraphDestroy:
+    case wire::RequestKind::kGraphExecDestroy:
+      return handle_graph(session, request);
+    default:
+      return ipc::IpcError{ipc::IpcErrc::kProtocol, 0, static_cast<std::int64_t>(ipc::ViolationCode::kUnknownKind)};
+  }
+}
+
+ipc::Result<void> DeviceSession::handle_graph(ipc::ServerSession& session, const wire::RequestSlot& request) {
+  const wire::RequestHeader& h = request.header;
+  auto finish = [&](CUresult status, std::span<const std::byte> result = {}) {
+    return finish_request(session, h, status, result);
+  };
+  auto graph_for = [&](std::uint64_t id, cuda::CUgraph& graph) {
+    auto it = graphs_.find(id);
+    if (it == graphs_.end()) return CUDA_ERROR_INVALID_HANDLE;
+    graph = it->second;
+    return CUDA_SUCCESS;
+  };
+  auto exec_for = [&](std::uint64_t id, cuda::CUgraphExec& exec) {
+    auto it = graph_execs_.find(id);
+    if (it == graph_execs_.end()) return CUDA_ERROR_INVALID_HANDLE;
+    exec = it->second;
+    return CUDA_SUCCESS;
+  };
+  cuda::CUstream stream = nullptr;
+  switch (static_cast<wire::RequestKind>(h.kind)) {
+    case wire::RequestKind::kStreamBeginCapture: {
+      const auto c = payload_as<wire::CaptureRequest>(request);
+      CUresult r = stream_for(c.stream, stream);
+      if (r == CUDA_SUCCESS) r = driver_.stream_begin_capture(stream, static_cast<cuda::CUstreamCaptureMode>(c.graph_or_mode));
+      return finish(r);
+    }
+    case wire::RequestKind::kStreamEndCapture: {
+      const auto c = payload_as<wire::CaptureRequest>(request);
+      if (graphs_.count(c.graph_or_mode) != 0) return finish(CUDA_ERROR_INVALID_VALUE);
+      cuda::CUgraph graph = nullptr;
+      CUresult r = stream_for(c.stream, stream);
+      if (r == CUDA_SUCCESS) r = driver_.stream_end_capture(stream, &graph);
+      if (r == CUDA_SUCCESS && graph != nullptr) {
+        graphs_[c.graph_or_mode] = graph;
+        counters_.graphs.fetch_add(1, std::memory_order_relaxed);
+      }
+      return finish(r);
+    }
+    case wire::RequestKind::kStreamIsCapturing: {
+      cuda::CUstreamCaptureStatus status = cuda::CU_STREAM_CAPTURE_STATUS_NONE;
+      CUresult r = stream_for(payload_as<wire::HandleRequest>(request).handle, stream);
+      if (r == CUDA_SUCCESS) r = driver_.stream_is_capturing(stream, &status);
+      const std::int32_t value = status;
+      return finish(r, bytes_of(value));
+    }
+    case wire::RequestKind::kGraphInstantiate: {
+      const auto g = payload_as<wire::GraphRequest>(request);
+      cuda::CUgraph graph = nullptr;
+      cuda::CUgraphExec exec = nullptr;
+      if (graph_execs_.count(g.second) != 0) return finish(CUDA_ERROR_INVALID_VALUE);
+      CUresult r = graph_for(g.first, graph);
+      if (r == CUDA_SUCCESS) r = driver_.graph_instantiate(&exec, graph, 0);
+      if (r == CUDA_SUCCESS) {
+        graph_execs_[g.second] = exec;
+        counters_.graphs.fetch_add(1, std::memory_order_relaxed);
+      }
+      return finish(r);
+    }
+    case wire::RequestKind::kGraphLaunch: {
+      const auto g = payload_as<wire::GraphRequest>(request);
+      cuda::CUgraphExec exec = nullptr;
+      CUresult r = exec_for(g.first, exec);
+      if (r == CUDA_SUCCESS) r = stream_for(g.second, stream);
+      if (r == CUDA_SUCCESS) r = driver_.graph_launch(exec, stream);
+      return finish(r);
+    }
+    case wire::RequestKind::kGraphExecUpdate: {
+      const auto g = payload_as<wire::GraphRequest>(request);
+      cuda::CUgraphExec exec = nullptr;
+      cuda::CUgraph graph = nullptr;
+      cuda::CUgraphExecUpdateResultInfo info{};
+      CUresult r = exec_for(g.first, exec);
+      if (r == CUDA_SUCCESS) r = graph_for(g.second, graph);
+      if (r == CUDA_SUCCESS) r = driver_.graph_exec_update(exec, graph, &info);
+      const std::int32_t result = info.result;
+      return finish(r, bytes_of(result));
+    }
+    case wire::RequestKind::kGraphDestroy: {
+      auto it = graphs_.find(payload_as<wire::HandleRequest>(request).handle);
+      if (it == graphs_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
+      const CUresult r = driver_.graph_destroy(it->second);
+      graphs_.erase(it);
+      counters_.graphs.fetch_sub(1, std::memory_order_relaxed);
+      return finish(r);
+    }
+    case wire::RequestKind::kGraphExecDestroy: {
+      auto it = graph_execs_.find(payload_as<wire::HandleRequest>(request).handle);
+      if (it == graph_execs_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
+      const CUresult r = driver_.graph_exec_destroy(it->second);
+      graph_execs_.erase(it);
+      counters_.graphs.fetch_sub(1, std::memory_order_relaxed);
+      return finish(r);
     }
     default:
       return ipc::IpcError{ipc::IpcErrc::kProtocol, 0, static_cast<std::int64_t>(ipc::ViolationCode::kUnknownKind)};
@@ -435,6 +555,11 @@ void DeviceSession::reclaim() {
   if (sync_stream_ != nullptr) driver_.stream_synchronize(sync_stream_);
   // Pairs with the release decrement in finish_deferred().
   while (callbacks_in_flight_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+  for (const auto& [id, exec] : graph_execs_) driver_.graph_exec_destroy(exec);
+  for (const auto& [id, graph] : graphs_) driver_.graph_destroy(graph);
+  counters_.graphs.fetch_sub(graph_execs_.size() + graphs_.size(), std::memory_order_relaxed);
+  graph_execs_.clear();
+  graphs_.clear();
   for (const auto& [id, event] : events_) driver_.event_destroy(event);
   counters_.events.fetch_sub(events_.size(), std::memory_order_relaxed);
   for (const auto& [id, stream] : streams_) driver_.stream_destroy(stream);
@@ -443,9 +568,10 @@ void DeviceSession::reclaim() {
   for (const auto& [pointer, allocation] : allocations_) driver_.mem_free(pointer);
   counters_.device_bytes.fetch_sub(allocated_bytes_, std::memory_order_relaxed);
   counters_.allocations.fetch_sub(allocations_.size(), std::memory_order_relaxed);
-  for (const auto& [offset, host] : arena_ranges_) driver_.mem_host_unregister(host);
+  for (const auto& [offset, range] : arena_ranges_) driver_.mem_host_unregister(range.host);
   counters_.arena_registrations.fetch_sub(arena_ranges_.size(), std::memory_order_relaxed);
   arena_ranges_.clear();
+  pinned_bytes_ = 0;
   // Host registrations die with the arena mapping; the driver is told first.
   if (staging_registered_) driver_.mem_host_unregister(staging_base_);
   events_.clear();

@@ -13,6 +13,7 @@
 #include <map>
 #include <mutex>
 #include <unordered_map>
+#include <utility>
 
 #include "broker/device_layer.h"
 #include "ipc/server_session.h"
@@ -28,6 +29,7 @@ struct BrokerCounters {
   std::atomic<std::uint64_t> streams{0};
   std::atomic<std::uint64_t> events{0};
   std::atomic<std::uint64_t> arena_registrations{0};
+  std::atomic<std::uint64_t> graphs{0};
   std::atomic<std::uint64_t> staged_bytes{0};
   std::atomic<std::uint64_t> zero_copy_bytes{0};
 };
@@ -46,6 +48,16 @@ class DeviceSession {
   // Serves one request of a device kind (see wire::RequestKind); the contract of RequestHandler.
   ipc::Result<void> handle(ipc::ServerSession& session, const wire::RequestSlot& request);
 
+  // For the stats: what the session holds, and the bytes its last request moved.
+  [[nodiscard]] std::uint64_t device_bytes() const { return allocated_bytes_; }
+  [[nodiscard]] std::uint64_t pinned_bytes() const { return pinned_bytes_; }
+  struct Traffic {
+    std::uint64_t to_device = 0;
+    std::uint64_t from_device = 0;
+  };
+  Traffic take_traffic() { return std::exchange(traffic_, Traffic{}); }
+  [[nodiscard]] bool last_call_failed() const { return last_call_failed_; }
+
  private:
   using CUresult = cuda::CUresult;
 
@@ -58,6 +70,10 @@ class DeviceSession {
   [[nodiscard]] bool owns_range(std::uint64_t pointer, std::uint64_t bytes) const;
   CUresult stream_for(std::uint64_t id, cuda::CUstream& stream);
   CUresult event_for(std::uint64_t id, cuda::CUevent& event) const;
+  // Completes a synchronous request now; records an asynchronous failure for the next sync point.
+  ipc::Result<void> finish_request(ipc::ServerSession& session, const wire::RequestHeader& request,
+                                   CUresult status, std::span<const std::byte> result = {});
+  ipc::Result<void> handle_graph(ipc::ServerSession& session, const wire::RequestSlot& request);
   ipc::Result<void> copy_staged(ipc::ServerSession& session, const wire::RequestSlot& request);
   CUresult copy_arena(ipc::ServerSession& session, const wire::RequestSlot& request);
   CUresult arena_register(ipc::ServerSession& session, const wire::ArenaRange& range);
@@ -81,7 +97,16 @@ class DeviceSession {
   std::uint64_t allocated_bytes_ = 0;
   std::unordered_map<std::uint64_t, cuda::CUstream> streams_;  // ids 0, 1, 2: the default stream
   std::unordered_map<std::uint64_t, cuda::CUevent> events_;
-  std::map<std::uint64_t, void*> arena_ranges_;  // registered: arena offset -> host address
+  std::unordered_map<std::uint64_t, cuda::CUgraph> graphs_;
+  std::unordered_map<std::uint64_t, cuda::CUgraphExec> graph_execs_;
+  struct PinnedRange {
+    void* host;
+    std::uint64_t bytes;
+  };
+  std::map<std::uint64_t, PinnedRange> arena_ranges_;  // registered, by arena offset
+  std::uint64_t pinned_bytes_ = 0;
+  Traffic traffic_;
+  bool last_call_failed_ = false;
   cuda::CUstream sync_stream_ = nullptr;  // where event waits are turned into callbacks
 
   CUresult pending_error_ = cuda::CUDA_SUCCESS;  // dispatcher thread only

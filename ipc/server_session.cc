@@ -274,7 +274,8 @@ void run_sessions(Listener& listener, const HandlerFactory& make_handler, WaitPo
       }
       continue;
     }
-    threads.emplace_back([session = std::move(accepted.value()), handler = make_handler(), policy, &stop,
+    RequestHandler handler = make_handler(*accepted.value());
+    threads.emplace_back([session = std::move(accepted.value()), handler = std::move(handler), policy, &stop,
                           &on_session_end, &report_lock]() mutable {
       const SessionEnd end = serve_session(*session, handler, policy, stop);
       handler = nullptr;  // the handler's state (and its reclaim) goes before the session's memory

@@ -179,8 +179,8 @@ struct SessionReport {
   std::int64_t ended_ns;  // monotonic clock
 };
 
-// Creates the handler of each new session.
-using HandlerFactory = std::function<RequestHandler()>;
+// Creates the handler of each new session, once its handshake is done.
+using HandlerFactory = std::function<RequestHandler(const ServerSession&)>;
 
 // Accepts clients until `stop` is set, serving each on a thread of its own with a handler from
 // `make_handler`; calls `on_session_end` (serialized) as each ends. Returns once every session

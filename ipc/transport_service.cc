@@ -115,4 +115,8 @@ RequestHandler make_transport_handler() {
   };
 }
 
+HandlerFactory transport_handlers() {
+  return [](const ServerSession&) { return make_transport_handler(); };
+}
+
 }  // namespace gpubroker::ipc

@@ -11,4 +11,7 @@ namespace gpubroker::ipc {
 // memory for the scratch copies). Serves one session; create one per session.
 RequestHandler make_transport_handler();
 
+// A HandlerFactory that serves every session with the transport kinds alone.
+HandlerFactory transport_handlers();
+
 }  // namespace gpubroker::ipc

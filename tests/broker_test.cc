@@ -4,6 +4,8 @@
 #include <catch2/catch.hpp>
 
 #include <signal.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -17,7 +19,9 @@
 
 #include "gpubroker/cuda/driver_api.h"
 #include "ipc/checksum.h"
+#include "gpubroker/wire/stats.h"
 #include "ipc/client_session.h"
+#include "ipc/system.h"
 #include "tests/support/forked_server.h"
 
 using namespace gpubroker;
@@ -36,7 +40,9 @@ class BrokerProcess {
  public:
   explicit BrokerProcess(const TempDir& dir, std::vector<std::string> extra = {}, const std::string& notify = "")
       : socket_path_(dir.path() + "/broker.sock") {
-    std::vector<std::string> args = {env_or("GPUBROKER_BROKER", "gpu-broker"), "--driver=sim",
+    // tests/gpu/run.sh sets GPUBROKER_TEST_DRIVER=cuda to run these scenarios on a real GPU.
+    std::vector<std::string> args = {env_or("GPUBROKER_BROKER", "gpu-broker"),
+                                     std::string("--driver=") + env_or("GPUBROKER_TEST_DRIVER", "sim"),
                                      "--socket=" + socket_path_, "--log-level=warning", "--arena-bytes=1G"};
     if (const char* sim = std::getenv("GPUBROKER_SIM_LIBRARY")) args.push_back(std::string("--sim-library=") + sim);
     args.insert(args.end(), extra.begin(), extra.end());
@@ -137,9 +143,10 @@ TEST_CASE("the broker hands every client the sim device's identity in its contro
   DeviceClient client(broker.socket_path());
   const auto* control = reinterpret_cast<const wire::ControlSegment*>(client.session().control_bytes().data());
   REQUIRE(control->devices.count >= 1);
-  CHECK(control->devices.simulated == 1);
+  const bool simulated = std::string(env_or("GPUBROKER_TEST_DRIVER", "sim")) == "sim";
+  CHECK(control->devices.simulated == (simulated ? 1u : 0u));
   const wire::DeviceRecord& device = control->devices.devices[0];
-  CHECK(std::string(device.name) == "NVIDIA H100 80GB HBM3");
+  if (simulated) CHECK(std::string(device.name) == "NVIDIA H100 80GB HBM3");
   CHECK(device.attributes[cuda::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR] == 9);
   CHECK(device.attributes[cuda::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT] == 132);
   CHECK(device.attributes[cuda::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN] == 232448);
@@ -316,10 +323,13 @@ TEST_CASE("clients SIGKILLed at random points leave zero bytes and zero handles 
   TempDir dir;
   BrokerProcess broker(dir, {"--log-level=error"});
   DeviceClient observer(broker.socket_path());
-  const int iterations = std::atoi(env_or("GPUBROKER_KILL_ITERATIONS", "200"));
+  const int iterations = std::atoi(env_or("GPUBROKER_KILL_ITERATIONS", "1000"));
   std::mt19937 random(12345);
+  int ready[2];
+  REQUIRE(::pipe(ready) == 0);
+  int killed_holding_memory = 0;
   for (int i = 0; i < iterations; ++i) {
-    const auto delay = std::chrono::microseconds(random() % 3000);
+    const auto delay = std::chrono::microseconds(random() % 2000);
     const pid_t client = testing::run_in_child([&] {
       auto session = ipc::ClientSession::connect(testing::client_options(broker.socket_path()));
       if (!session) return 1;
@@ -338,12 +348,19 @@ TEST_CASE("clients SIGKILLed at random points leave zero bytes and zero handles 
         (void)s.post(wire::RequestKind::kEventCreate, std::as_bytes(std::span(&event, 1)));
         const wire::EventStreamRequest record{n, 100 + n};
         (void)s.post(wire::RequestKind::kEventRecord, std::as_bytes(std::span(&record, 1)));
+        if (n == 0) [[maybe_unused]] auto w = ::write(ready[1], "r", 1);  // it holds memory now
       }
     });
-    std::this_thread::sleep_for(delay);
+    char byte;
+    REQUIRE(::read(ready[0], &byte, 1) == 1);
+    std::this_thread::sleep_for(delay);  // then somewhere in its loop
+    if (observer.totals().device_bytes > 0) ++killed_holding_memory;
     ::kill(client, SIGKILL);
     testing::wait_for_child(client);
   }
+  ::close(ready[0]);
+  ::close(ready[1]);
+  CHECK(killed_holding_memory == iterations);
   // The broker reclaims each dead session as it notices it; give the last ones a moment.
   wire::BrokerTotals totals{};
   for (int i = 0; i < 100; ++i) {
@@ -378,7 +395,7 @@ TEST_CASE("the broker tells systemd it is ready and stopping, and exits 0 on SIG
   BrokerProcess broker(dir, {}, notify_path);
   const std::string ready = next_message();
   CHECK(ready.find("READY=1") != std::string::npos);
-  CHECK(ready.find("STATUS=serving 1 device(s) with the sim driver") != std::string::npos);
+  CHECK(ready.find("STATUS=serving ") != std::string::npos);
   {
     DeviceClient client(broker.socket_path());
     CHECK(client.alloc(1 << 20) != 0);
@@ -400,4 +417,87 @@ TEST_CASE("gpu-broker answers --help and --version and rejects bad options", "[b
   CHECK(run("--driver=opencl") == 2);
   CHECK(run("--session-memory-limit=lots") == 2);
   CHECK(run("--no-such-option=1") == 2);
+}
+
+TEST_CASE("stream capture records without executing, a launch of the graph executes, and an update takes effect",
+          "[broker][graph]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  DeviceClient client(broker.socket_path());
+  const std::uint64_t p = client.alloc(4096);
+  REQUIRE(client.upload(p, std::vector<std::byte>(4096, std::byte{0})) == 0);
+  client.post(wire::RequestKind::kStreamCreate, wire::StreamCreateRequest{5, cuda::CU_STREAM_NON_BLOCKING, 0});
+  auto capture_memset = [&](std::uint64_t graph, std::uint32_t value) {
+    CHECK(client.call(wire::RequestKind::kStreamBeginCapture,
+                      wire::CaptureRequest{5, static_cast<std::uint64_t>(cuda::CU_STREAM_CAPTURE_MODE_GLOBAL)})
+              .status == 0);
+    CHECK(client.call(wire::RequestKind::kStreamIsCapturing, wire::HandleRequest{5}).result_as<std::int32_t>() ==
+          cuda::CU_STREAM_CAPTURE_STATUS_ACTIVE);
+    client.post(wire::RequestKind::kMemset, wire::MemsetRequest{p, 4096, 5, value, 0});
+    CHECK(client.call(wire::RequestKind::kStreamEndCapture, wire::CaptureRequest{5, graph}).status == 0);
+  };
+  auto device_bytes = [&] {
+    std::vector<std::byte> back(4096);
+    REQUIRE(client.download(back, p) == 0);
+    return back;
+  };
+  capture_memset(40, 0x11);
+  CHECK(device_bytes() == std::vector<std::byte>(4096, std::byte{0}));  // recorded, not run
+  CHECK(client.call(wire::RequestKind::kGraphInstantiate, wire::GraphRequest{40, 41}).status == 0);
+  CHECK(client.call(wire::RequestKind::kGraphLaunch, wire::GraphRequest{41, 5}).status == 0);
+  CHECK(client.call(wire::RequestKind::kStreamSynchronize, wire::HandleRequest{5}).status == 0);
+  CHECK(device_bytes() == std::vector<std::byte>(4096, std::byte{0x11}));
+
+  capture_memset(42, 0x22);
+  auto update = client.call(wire::RequestKind::kGraphExecUpdate, wire::GraphRequest{41, 42});
+  CHECK(update.status == 0);
+  CHECK(update.result_as<std::int32_t>() == cuda::CU_GRAPH_EXEC_UPDATE_SUCCESS);
+  CHECK(client.call(wire::RequestKind::kGraphLaunch, wire::GraphRequest{41, 5}).status == 0);
+  CHECK(client.call(wire::RequestKind::kStreamSynchronize, wire::HandleRequest{5}).status == 0);
+  CHECK(device_bytes() == std::vector<std::byte>(4096, std::byte{0x22}));
+
+  CHECK(client.totals().graphs == 3);
+  CHECK(client.call(wire::RequestKind::kGraphExecDestroy, wire::HandleRequest{41}).status == 0);
+  CHECK(client.call(wire::RequestKind::kGraphDestroy, wire::HandleRequest{40}).status == 0);
+  CHECK(client.call(wire::RequestKind::kGraphDestroy, wire::HandleRequest{40}).status == cuda::CUDA_ERROR_INVALID_HANDLE);
+  CHECK(client.totals().graphs == 1);  // graph 42 is left for the reclaim
+}
+
+TEST_CASE("the stats file shows each session and the memory it holds, and disappears with the broker",
+          "[broker][stats]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  const std::string path = broker.socket_path() + ".stats";
+  {
+    DeviceClient client(broker.socket_path());
+    const std::uint64_t p = client.alloc(3 << 20);
+    REQUIRE(client.upload(p, pattern(3 << 20, 1)) == 0);
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    auto mapping = ipc::map_shared(fd, sizeof(wire::StatsSegment));
+    ::close(fd);
+    REQUIRE_FALSE(mapping);  // a read-only descriptor cannot be mapped for writing
+    const int ro = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    void* address = ::mmap(nullptr, sizeof(wire::StatsSegment), PROT_READ, MAP_SHARED, ro, 0);
+    ::close(ro);
+    REQUIRE(address != MAP_FAILED);
+    const auto* stats = static_cast<const wire::StatsSegment*>(address);
+    CHECK(stats->header.magic == wire::kStatsMagic);
+    CHECK(stats->header.broker_pid == static_cast<std::uint32_t>(broker.pid()));
+    bool found = false;
+    for (const wire::SessionStats& slot : stats->sessions) {
+      wire::SessionStats copy{};
+      if (!wire::read_consistent(slot, copy) || copy.in_use == 0) continue;
+      found = true;
+      CHECK(std::string(copy.program) == "ipc-test");
+      CHECK(copy.pid == static_cast<std::uint32_t>(::getpid()));
+      CHECK(copy.device_bytes == 3u << 20);
+      CHECK(copy.bytes_to_device == 3u << 20);
+      CHECK(copy.calls >= 2);
+    }
+    CHECK(found);
+    ::munmap(address, sizeof(wire::StatsSegment));
+  }
+  CHECK(broker.stop() == 0);
+  CHECK(::access(path.c_str(), F_OK) != 0);
 }

@@ -61,9 +61,9 @@ TEST_CASE("shared-memory layouts keep their pinned sizes and offsets", "[ipc][la
   CHECK(offsetof(wire::ControlSegment, slots) == 768);
   CHECK(offsetof(wire::ControlSegment, mailboxes) == 768 + 256 * wire::kRingSlots);
   CHECK(offsetof(wire::ControlSegment, devices) == 768 + 256 * (wire::kRingSlots + wire::kMailboxes));
-  CHECK(sizeof(wire::DeviceRecord) == 888);
+  CHECK(sizeof(wire::DeviceRecord) == 896);
   CHECK(offsetof(wire::DeviceRecord, attributes) == 296);
-  CHECK(sizeof(wire::DeviceTable) == 16 + 888 * wire::kMaxDevices);
+  CHECK(sizeof(wire::DeviceTable) == 16 + 896 * wire::kMaxDevices);
   CHECK(sizeof(wire::ControlSegment) % wire::kLineBytes == 0);
   CHECK(sizeof(wire::PipeControl) == 768);
   CHECK(offsetof(wire::PipeControl, head) == 128);

@@ -38,7 +38,7 @@ std::int64_t ms_since(std::int64_t start_ns, std::int64_t end_ns) { return (end_
 // A handler whose synchronous requests never complete (the session thread sleeps), so that a
 // client is left waiting.
 ipc::HandlerFactory stalling_handler() {
-  return [] {
+  return [](const ipc::ServerSession&) {
     return [](ipc::ServerSession&, const wire::RequestSlot&) -> ipc::Result<void> {
       std::this_thread::sleep_for(30s);
       return boost::outcome_v2::success();
@@ -183,7 +183,7 @@ namespace {
 // Checks that the (thread, sequence) pairs of each thread arrive in order; a synchronous request
 // with an empty payload answers {out-of-order count, pairs seen}.
 ipc::HandlerFactory order_checker() {
-  return [] {
+  return [](const ipc::ServerSession&) {
     auto last = std::make_shared<std::array<std::int64_t, 64>>();
     last->fill(-1);
     auto counts = std::make_shared<wire::ChecksumResult>(wire::ChecksumResult{0, 0});

@@ -46,7 +46,7 @@ ForkedServer::ForkedServer(ipc::ListenerOptions options, ipc::HandlerFactory mak
     ::close(pipe_fds[0]);
     ::signal(SIGTERM, [](int) { g_child_stop.store(true); });
     const int out = pipe_fds[1];
-    if (!make_handler) make_handler = ipc::make_transport_handler;
+    if (!make_handler) make_handler = ipc::transport_handlers();
     ipc::run_sessions(listener.value(), make_handler, policy, g_child_stop,
                       [out](const ipc::SessionReport& report) {
                         [[maybe_unused]] ssize_t n = ::write(out, &report, sizeof(report));

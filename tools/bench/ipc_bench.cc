@@ -228,7 +228,7 @@ int run_ipc_bench(int argc, char** argv) {
   listener_options.socket_path = socket_path;
   auto listener = ipc::Listener::bind(listener_options);
   if (!listener) die("cannot listen on " + socket_path + ": " + ipc::describe(listener.error()));
-  const pid_t server = fork_server([&] { ipc::run_sessions(listener.value(), ipc::make_transport_handler, policy, g_stop, nullptr); });
+  const pid_t server = fork_server([&] { ipc::run_sessions(listener.value(), ipc::transport_handlers(), policy, g_stop, nullptr); });
   {
     auto closed = std::move(listener.value());  // the parent keeps no copy of the listening socket
   }

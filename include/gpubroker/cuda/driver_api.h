@@ -211,7 +211,7 @@ inline constexpr CUdevice_attribute CU_DEVICE_ATTRIBUTE_HOST_NUMA_ID = 134;
 inline constexpr CUdevice_attribute CU_DEVICE_ATTRIBUTE_GPU_PCI_DEVICE_ID = 139;
 inline constexpr CUdevice_attribute CU_DEVICE_ATTRIBUTE_GPU_PCI_SUBSYSTEM_ID = 140;
 inline constexpr CUdevice_attribute CU_DEVICE_ATTRIBUTE_HOST_NUMA_MULTINODE_IPC_SUPPORTED = 143;
-inline constexpr CUdevice_attribute CU_DEVICE_ATTRIBUTE_MAX = 146;  // one past the last (13.0)
+inline constexpr CUdevice_attribute CU_DEVICE_ATTRIBUTE_MAX = 148;  // one past the last (13.0)
 
 // Function attributes (CUfunction_attribute values).
 inline constexpr CUfunction_attribute CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK = 0;

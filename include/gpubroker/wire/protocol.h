@@ -58,6 +58,14 @@ enum class RequestKind : std::uint16_t {
   kEventElapsedTime = 28,   // EventPairRequest -> float milliseconds
   kContextSynchronize = 29,  // no payload; completes when all of the session's streams are done
   kBrokerTotals = 30,        // no payload -> BrokerTotals: what every session together holds
+  kStreamBeginCapture = 31,  // CaptureRequest{stream, mode}
+  kStreamEndCapture = 32,    // CaptureRequest{stream, graph: the id the client chooses}
+  kStreamIsCapturing = 33,   // HandleRequest -> std::int32_t CUstreamCaptureStatus
+  kGraphInstantiate = 34,    // GraphRequest{graph, exec: the id the client chooses}
+  kGraphLaunch = 35,         // GraphRequest{exec, stream}
+  kGraphExecUpdate = 36,     // GraphRequest{exec, graph} -> std::int32_t CUgraphExecUpdateResult
+  kGraphDestroy = 37,        // HandleRequest
+  kGraphExecDestroy = 38,    // HandleRequest
   kCount,
 };
 
@@ -152,6 +160,14 @@ inline constexpr std::array<RequestShape, static_cast<std::size_t>(RequestKind::
         {RequestKind::kEventElapsedTime, "EventElapsedTime", 16, 16, Staging::kNone},
         {RequestKind::kContextSynchronize, "ContextSynchronize", 0, 0, Staging::kNone},
         {RequestKind::kBrokerTotals, "BrokerTotals", 0, 0, Staging::kNone},
+        {RequestKind::kStreamBeginCapture, "StreamBeginCapture", 16, 16, Staging::kNone},
+        {RequestKind::kStreamEndCapture, "StreamEndCapture", 16, 16, Staging::kNone},
+        {RequestKind::kStreamIsCapturing, "StreamIsCapturing", 8, 8, Staging::kNone},
+        {RequestKind::kGraphInstantiate, "GraphInstantiate", 16, 16, Staging::kNone},
+        {RequestKind::kGraphLaunch, "GraphLaunch", 16, 16, Staging::kNone},
+        {RequestKind::kGraphExecUpdate, "GraphExecUpdate", 16, 16, Staging::kNone},
+        {RequestKind::kGraphDestroy, "GraphDestroy", 8, 8, Staging::kNone},
+        {RequestKind::kGraphExecDestroy, "GraphExecDestroy", 8, 8, Staging::kNone},
     }};
 
 // The shape of a kind, or nullptr for a value outside the table.
@@ -216,6 +232,14 @@ struct EventPairRequest {
   std::uint64_t start;
   std::uint64_t end;
 };
+struct CaptureRequest {
+  std::uint64_t stream;
+  std::uint64_t graph_or_mode;  // the capture mode to begin, the graph id to end into
+};
+struct GraphRequest {
+  std::uint64_t first;   // graph (instantiate, update's graph is `second`) or exec
+  std::uint64_t second;  // exec id to create, stream to launch on, or graph to update from
+};
 struct PointerResult {
   std::uint64_t pointer;
 };
@@ -226,6 +250,7 @@ struct BrokerTotals {
   std::uint64_t streams;
   std::uint64_t events;
   std::uint64_t arena_registrations;
+  std::uint64_t graphs;  // graphs and executable graphs
   std::uint64_t staged_bytes;      // bytes that crossed the staging pipes (a CPU copy each side)
   std::uint64_t zero_copy_bytes;   // bytes moved between the host arena and the device directly
 };

@@ -54,7 +54,7 @@ struct SessionWords {
 };
 
 inline constexpr std::uint32_t kMaxDevices = 16;
-inline constexpr std::uint32_t kDeviceAttributeCount = 146;  // CUdevice_attribute values 0..145
+inline constexpr std::uint32_t kDeviceAttributeCount = 148;  // CUdevice_attribute values 0..147 (13.0)
 
 // What a client may know of a device without asking: everything cudaGetDeviceProperties,
 // cuDeviceGetAttribute and NVML's discovery calls report, snapshotted by the broker at start-up.

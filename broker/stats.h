@@ -1,0 +1,64 @@
+// Publishes the stats segment (wire/stats.h): a file beside the socket that the broker maps
+// read-write and monitors map read-only. Nothing here ever waits for a reader.
+//
+// StatsPublisher is created on the main thread; open_session() may be called from any thread;
+// each SessionStatsWriter is used by its session's dispatcher thread alone.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "broker/device_layer.h"
+#include "gpubroker/wire/stats.h"
+#include "ipc/result.h"
+#include "ipc/system.h"
+
+namespace gpubroker::broker {
+
+class SessionStatsWriter {
+ public:
+  SessionStatsWriter() = default;
+  explicit SessionStatsWriter(wire::SessionStats* slot) : slot_(slot) {}
+  SessionStatsWriter(SessionStatsWriter&& other) noexcept : slot_(std::exchange(other.slot_, nullptr)) {}
+  SessionStatsWriter& operator=(SessionStatsWriter&&) = delete;
+  ~SessionStatsWriter();  // marks the slot free
+
+  // One handled request: how long the broker spent on it and what it moved.
+  void record_call(std::int64_t handling_ns, bool failed, std::uint64_t bytes_to_device,
+                   std::uint64_t bytes_from_device, std::uint64_t device_bytes, std::uint64_t pinned_bytes);
+
+ private:
+  wire::SessionStats* slot_ = nullptr;  // nullptr: all slots were taken; nothing is published
+};
+
+class StatsPublisher {
+ public:
+  // Creates (or replaces) the stats file at `path`.
+  static ipc::Result<std::unique_ptr<StatsPublisher>> create(const std::string& path, const DeviceLayer& device);
+  ~StatsPublisher();  // removes the file
+
+  SessionStatsWriter open_session(std::uint64_t session_id, std::uint32_t pid, std::uint32_t abi, const char* program);
+  void count_violation();
+  // Rewrites the heartbeat and the device block; call about once a second.
+  void heartbeat(std::uint64_t device_bytes_used);
+
+  [[nodiscard]] const std::string& path() const { return path_; }
+
+ private:
+  StatsPublisher() = default;
+
+  std::string path_;
+  ipc::Mapping mapping_;
+  wire::StatsSegment* stats_ = nullptr;
+  std::mutex slots_lock_;  // guards claiming a free slot
+};
+
+// The stats file that belongs to a broker socket.
+inline std::string stats_path_for(const std::string& socket_path) { return socket_path + ".stats"; }
+
+// Seconds since the epoch in nanoseconds (CLOCK_REALTIME), for ages a person reads.
+std::int64_t realtime_ns();
+
+}  // namespace gpubroker::broker

@@ -1,0 +1,54 @@
+// Introspection of the sim driver (libgpubroker-sim.so) for tests and the broker's leak checks.
+//
+// The sim counts what is alive and what it has done; gpubroker_sim_counters copies a snapshot.
+// Each field is read on its own (relaxed atomics): a snapshot taken while other threads call the
+// driver is not one instant, but after the calls return and the streams are synchronized it is
+// exact. Resolve it with dlsym(handle, "gpubroker_sim_counters"); it is absent from libcuda.so.1,
+// which is how a caller tells the two drivers apart.
+//
+// Configuration, read once by the first cuInit:
+//   GPUBROKER_SIM_DEVICES=N          devices (default 1, at most 32; 0 makes cuInit fail with
+//                                    CUDA_ERROR_NO_DEVICE)
+//   GPUBROKER_SIM_MEMORY_BYTES=B     device memory per device (default 80 GiB)
+//   GPUBROKER_SIM_KERNELS=a.so:b.so  kernel plugins (gpubroker/sim/kernel_plugin.h)
+#pragma once
+
+#ifdef __cplusplus
+#include <cstdint>
+extern "C" {
+#else
+#include <stdint.h>
+#endif
+
+typedef struct GpubrokerSimCounters {
+  // Alive now. Allocations are cuMemAlloc blocks plus VMM physical allocations (cuMemCreate),
+  // the latter until released and unmapped everywhere.
+  uint64_t live_allocations;
+  uint64_t live_allocation_bytes;
+  uint64_t live_streams;  // created streams not yet destroyed; the NULL streams are not counted
+  uint64_t live_events;
+  uint64_t live_modules;
+  uint64_t live_graphs;
+  uint64_t live_graph_execs;
+  uint64_t live_host_registrations;
+  uint64_t live_vmm_reservations;
+  uint64_t live_vmm_mappings;
+  // Done so far, since the library was loaded: work executed (graphs_launched: graph launches
+  // accepted).
+  uint64_t bytes_host_to_device;
+  uint64_t bytes_device_to_host;
+  uint64_t bytes_device_to_device;
+  uint64_t bytes_host_to_host;  // 2D copies between two host buffers
+  uint64_t bytes_memset;
+  uint64_t kernels_launched;  // host implementations run
+  uint64_t host_functions_run;
+  uint64_t graphs_launched;
+} GpubrokerSimCounters;
+
+// Exported by libgpubroker-sim.so. Never fails; may be called before cuInit and from any thread.
+void gpubroker_sim_counters(GpubrokerSimCounters* counters);
+typedef void (*GpubrokerSimCountersFn)(GpubrokerSimCounters* counters);
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif

@@ -1,0 +1,34 @@
+#include "sim/counters.h"
+
+namespace gpubroker::sim {
+
+Counters& counters() {
+  static Counters instance;  // trivially destructible atomics: safe to touch during exit
+  return instance;
+}
+
+GpubrokerSimCounters Counters::snapshot() const {
+  auto read = [](const std::atomic<std::uint64_t>& counter) { return counter.load(std::memory_order_relaxed); };
+  GpubrokerSimCounters out{};
+  out.live_allocations = read(live_allocations);
+  out.live_allocation_bytes = read(live_allocation_bytes);
+  out.live_streams = read(live_streams);
+  out.live_events = read(live_events);
+  out.live_modules = read(live_modules);
+  out.live_graphs = read(live_graphs);
+  out.live_graph_execs = read(live_graph_execs);
+  out.live_host_registrations = read(live_host_registrations);
+  out.live_vmm_reservations = read(live_vmm_reservations);
+  out.live_vmm_mappings = read(live_vmm_mappings);
+  out.bytes_host_to_device = read(bytes_host_to_device);
+  out.bytes_device_to_host = read(bytes_device_to_host);
+  out.bytes_device_to_device = read(bytes_device_to_device);
+  out.bytes_host_to_host = read(bytes_host_to_host);
+  out.bytes_memset = read(bytes_memset);
+  out.kernels_launched = read(kernels_launched);
+  out.host_functions_run = read(host_functions_run);
+  out.graphs_launched = read(graphs_launched);
+  return out;
+}
+
+}  // namespace gpubroker::sim

@@ -1,0 +1,47 @@
+// The sim's counters behind gpubroker_sim_counters (gpubroker/sim/sim_driver.h).
+//
+// Relaxed atomics: each is a statistic that no other memory access is ordered against. Written
+// by API calls (live objects) and by stream workers (work done), from any thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "gpubroker/sim/sim_driver.h"
+
+namespace gpubroker::sim {
+
+struct Counters {
+  std::atomic<std::uint64_t> live_allocations{0};
+  std::atomic<std::uint64_t> live_allocation_bytes{0};
+  std::atomic<std::uint64_t> live_streams{0};
+  std::atomic<std::uint64_t> live_events{0};
+  std::atomic<std::uint64_t> live_modules{0};
+  std::atomic<std::uint64_t> live_graphs{0};
+  std::atomic<std::uint64_t> live_graph_execs{0};
+  std::atomic<std::uint64_t> live_host_registrations{0};
+  std::atomic<std::uint64_t> live_vmm_reservations{0};
+  std::atomic<std::uint64_t> live_vmm_mappings{0};
+  std::atomic<std::uint64_t> bytes_host_to_device{0};
+  std::atomic<std::uint64_t> bytes_device_to_host{0};
+  std::atomic<std::uint64_t> bytes_device_to_device{0};
+  std::atomic<std::uint64_t> bytes_host_to_host{0};
+  std::atomic<std::uint64_t> bytes_memset{0};
+  std::atomic<std::uint64_t> kernels_launched{0};
+  std::atomic<std::uint64_t> host_functions_run{0};
+  std::atomic<std::uint64_t> graphs_launched{0};
+
+  [[nodiscard]] GpubrokerSimCounters snapshot() const;
+};
+
+// The process's one set; constant-initialized, never destroyed before the workers stop using it.
+Counters& counters();
+
+inline void count(std::atomic<std::uint64_t>& counter, std::uint64_t amount = 1) {
+  counter.fetch_add(amount, std::memory_order_relaxed);
+}
+inline void uncount(std::atomic<std::uint64_t>& counter, std::uint64_t amount = 1) {
+  counter.fetch_sub(amount, std::memory_order_relaxed);
+}
+
+}  // namespace gpubroker::sim

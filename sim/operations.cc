@@ -1,0 +1,110 @@
+#include "sim/operations.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "sim/counters.h"
+
+namespace gpubroker::sim {
+
+std::uint64_t Event::begin_record() {
+  std::lock_guard lock(mutex_);
+  return ++state_.recorded;
+}
+
+std::uint64_t Event::latest_record() const {
+  std::lock_guard lock(mutex_);
+  return state_.recorded;
+}
+
+void Event::complete(std::uint64_t generation) {
+  {
+    std::lock_guard lock(mutex_);
+    if (generation > state_.completed) {
+      state_.completed = generation;
+      state_.completed_at = std::chrono::steady_clock::now();
+    }
+  }
+  completed_changed_.notify_all();
+}
+
+void Event::wait(std::uint64_t generation) {
+  std::unique_lock lock(mutex_);
+  completed_changed_.wait(lock, [&] { return state_.completed >= generation; });
+}
+
+Event::State Event::state() const {
+  std::lock_guard lock(mutex_);
+  return state_;
+}
+
+namespace {
+
+struct Executor {
+  bool faulted;
+
+  cuda::CUresult operator()(const CopyOp& copy) const {
+    if (faulted) return cuda::CUDA_SUCCESS;
+    for (std::size_t row = 0; row < copy.height; ++row)
+      std::memmove(copy.destination + row * copy.destination_pitch, copy.source + row * copy.source_pitch,
+                   copy.width);
+    Counters& c = counters();
+    std::uint64_t bytes = std::uint64_t{copy.width} * copy.height;
+    switch (copy.kind) {
+      case CopyKind::kHostToDevice: count(c.bytes_host_to_device, bytes); break;
+      case CopyKind::kDeviceToHost: count(c.bytes_device_to_host, bytes); break;
+      case CopyKind::kDeviceToDevice: count(c.bytes_device_to_device, bytes); break;
+      case CopyKind::kHostToHost: count(c.bytes_host_to_host, bytes); break;
+    }
+    return cuda::CUDA_SUCCESS;
+  }
+
+  cuda::CUresult operator()(const MemsetOp& memset) const {
+    if (faulted) return cuda::CUDA_SUCCESS;
+    std::memset(memset.destination, memset.value, memset.count);
+    count(counters().bytes_memset, memset.count);
+    return cuda::CUDA_SUCCESS;
+  }
+
+  cuda::CUresult operator()(const KernelOp& kernel) const {
+    if (faulted) return cuda::CUDA_SUCCESS;
+    GpubrokerSimLaunch launch{};
+    launch.struct_size = sizeof(GpubrokerSimLaunch);
+    launch.kernel_name = kernel.kernel->name.c_str();
+    launch.grid = kernel.grid;
+    launch.block = kernel.block;
+    launch.dynamic_shared_bytes = kernel.shared_bytes;
+    launch.params = kernel.params.data();
+    launch.param_bytes = static_cast<std::uint32_t>(kernel.params.size());
+    launch.param_layout = kernel.kernel->layout.data();
+    launch.param_count = static_cast<std::uint32_t>(kernel.kernel->layout.size());
+    int result = kernel.implementation(&launch);
+    count(counters().kernels_launched);
+    return result;
+  }
+
+  cuda::CUresult operator()(const HostFuncOp& host) const {
+    if (faulted) return cuda::CUDA_SUCCESS;
+    host.function(host.user_data);
+    count(counters().host_functions_run);
+    return cuda::CUDA_SUCCESS;
+  }
+
+  cuda::CUresult operator()(const EventRecordOp& record) const {
+    record.event->complete(record.generation);
+    return cuda::CUDA_SUCCESS;
+  }
+
+  cuda::CUresult operator()(const EventWaitOp& wait) const {
+    if (wait.generation != 0) wait.event->wait(wait.generation);
+    return cuda::CUDA_SUCCESS;
+  }
+};
+
+}  // namespace
+
+cuda::CUresult execute(const Operation& operation, bool faulted) {
+  return std::visit(Executor{faulted}, operation);
+}
+
+}  // namespace gpubroker::sim

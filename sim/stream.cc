@@ -1,0 +1,135 @@
+#include "sim/stream.h"
+
+#include <utility>
+
+namespace gpubroker::sim {
+namespace {
+constexpr cuda::CUresult kIllegalState = 401;  // CUDA_ERROR_ILLEGAL_STATE
+constexpr cuda::CUresult kCaptureWrongThread = 908;  // CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD
+}  // namespace
+
+std::shared_ptr<Stream> Stream::start(unsigned flags, int priority) {
+  auto stream = std::make_shared<Stream>(flags, priority);
+  std::thread([stream] { stream->run(); }).detach();
+  return stream;
+}
+
+void Stream::run() {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    work_available_.wait(lock, [&] { return !queue_.empty() || retired_; });
+    if (queue_.empty()) return;  // retired and drained
+    Operation operation = std::move(queue_.front());
+    queue_.pop_front();
+    const bool faulted = error_ != cuda::CUDA_SUCCESS;
+    lock.unlock();
+    cuda::CUresult result = execute(operation, faulted);
+    lock.lock();
+    if (result != cuda::CUDA_SUCCESS && error_ == cuda::CUDA_SUCCESS) error_ = result;
+    ++completed_;
+    work_done_.notify_all();
+  }
+}
+
+cuda::CUresult Stream::submit_locked(std::vector<Operation>& operations) {
+  if (capture_status_ == cuda::CU_STREAM_CAPTURE_STATUS_INVALIDATED)
+    return cuda::CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
+  if (capture_status_ == cuda::CU_STREAM_CAPTURE_STATUS_ACTIVE) {
+    for (Operation& operation : operations) capture_->nodes.push_back(std::move(operation));
+    return cuda::CUDA_SUCCESS;
+  }
+  if (error_ != cuda::CUDA_SUCCESS) return error_;
+  for (Operation& operation : operations) {
+    if (auto* record = std::get_if<EventRecordOp>(&operation)) record->generation = record->event->begin_record();
+    if (auto* wait = std::get_if<EventWaitOp>(&operation)) wait->generation = wait->event->latest_record();
+    queue_.push_back(std::move(operation));
+    ++enqueued_;
+  }
+  return cuda::CUDA_SUCCESS;
+}
+
+cuda::CUresult Stream::submit(std::vector<Operation> operations) {
+  cuda::CUresult result;
+  {
+    std::lock_guard lock(mutex_);
+    result = submit_locked(operations);
+  }
+  work_available_.notify_one();
+  return result;
+}
+
+cuda::CUresult Stream::submit(Operation operation) {
+  std::vector<Operation> one;
+  one.push_back(std::move(operation));
+  return submit(std::move(one));
+}
+
+cuda::CUresult Stream::query() {
+  std::lock_guard lock(mutex_);
+  if (capture_status_ != cuda::CU_STREAM_CAPTURE_STATUS_NONE) {
+    capture_status_ = cuda::CU_STREAM_CAPTURE_STATUS_INVALIDATED;
+    return cuda::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+  }
+  if (error_ != cuda::CUDA_SUCCESS) return error_;
+  return completed_ < enqueued_ ? cuda::CUDA_ERROR_NOT_READY : cuda::CUDA_SUCCESS;
+}
+
+cuda::CUresult Stream::synchronize() {
+  {
+    std::lock_guard lock(mutex_);
+    if (capture_status_ != cuda::CU_STREAM_CAPTURE_STATUS_NONE) {
+      capture_status_ = cuda::CU_STREAM_CAPTURE_STATUS_INVALIDATED;
+      return cuda::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
+    }
+  }
+  return wait_idle();
+}
+
+cuda::CUresult Stream::wait_idle() {
+  std::unique_lock lock(mutex_);
+  const std::uint64_t target = enqueued_;
+  work_done_.wait(lock, [&] { return completed_ >= target; });
+  return error_;
+}
+
+cuda::CUresult Stream::begin_capture(cuda::CUstreamCaptureMode mode) {
+  if (mode < cuda::CU_STREAM_CAPTURE_MODE_GLOBAL || mode > cuda::CU_STREAM_CAPTURE_MODE_RELAXED)
+    return cuda::CUDA_ERROR_INVALID_VALUE;
+  std::lock_guard lock(mutex_);
+  if (capture_status_ != cuda::CU_STREAM_CAPTURE_STATUS_NONE) return kIllegalState;
+  capture_status_ = cuda::CU_STREAM_CAPTURE_STATUS_ACTIVE;
+  capture_mode_ = mode;
+  capture_thread_ = std::this_thread::get_id();
+  capture_ = std::make_shared<Graph>();
+  return cuda::CUDA_SUCCESS;
+}
+
+cuda::CUresult Stream::end_capture(std::shared_ptr<Graph>* graph) {
+  std::lock_guard lock(mutex_);
+  if (capture_status_ == cuda::CU_STREAM_CAPTURE_STATUS_NONE) return kIllegalState;
+  if (capture_mode_ != cuda::CU_STREAM_CAPTURE_MODE_RELAXED && capture_thread_ != std::this_thread::get_id())
+    return kCaptureWrongThread;
+  const bool invalidated = capture_status_ == cuda::CU_STREAM_CAPTURE_STATUS_INVALIDATED;
+  capture_status_ = cuda::CU_STREAM_CAPTURE_STATUS_NONE;
+  std::shared_ptr<Graph> captured = std::exchange(capture_, nullptr);
+  if (invalidated) return cuda::CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
+  *graph = std::move(captured);
+  return cuda::CUDA_SUCCESS;
+}
+
+cuda::CUstreamCaptureStatus Stream::capture_status() {
+  std::lock_guard lock(mutex_);
+  return capture_status_;
+}
+
+void Stream::retire() {
+  {
+    std::lock_guard lock(mutex_);
+    retired_ = true;
+    capture_status_ = cuda::CU_STREAM_CAPTURE_STATUS_NONE;
+    capture_ = nullptr;
+  }
+  work_available_.notify_one();
+}
+
+}  // namespace gpubroker::sim
