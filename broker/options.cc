@@ -1,5 +1,7 @@
 #include "broker/options.h"
 
+#include "ipc/socket_path.h"
+
 #include <fmt/core.h>
 #include <unistd.h>
 
@@ -100,12 +102,6 @@ std::string apply_config_file(BrokerOptions& o, const std::string& path) {
 
 }  // namespace
 
-std::string default_socket_path() {
-  if (::geteuid() == 0) return "/run/gpu-broker/broker.sock";
-  const char* runtime = std::getenv("XDG_RUNTIME_DIR");
-  return fmt::format("{}/gpu-broker.sock", runtime != nullptr && *runtime != '\0' ? runtime : "/tmp");
-}
-
 const char* usage_text() {
   return "usage: gpu-broker [options]\n"
          "\n"
@@ -156,7 +152,7 @@ ParsedOptions parse_options(int argc, char** argv) {
     if (key == "config") continue;
     if (parsed.error = apply(parsed.options, key, value); !parsed.error.empty()) return parsed;
   }
-  if (parsed.options.socket_path.empty()) parsed.options.socket_path = default_socket_path();
+  if (parsed.options.socket_path.empty()) parsed.options.socket_path = ipc::default_socket_path();
   return parsed;
 }
 

@@ -16,7 +16,7 @@
 namespace gpubroker::broker {
 
 struct BrokerOptions {
-  std::string socket_path;  // default: default_socket_path()
+  std::string socket_path;  // default: ipc::default_socket_path()
   DriverChoice driver = DriverChoice::kAuto;
   std::string sim_library;  // empty: next to the binary
   std::vector<uid_t> allowed_uids;
@@ -27,10 +27,6 @@ struct BrokerOptions {
   ipc::WaitMode wait = ipc::WaitMode::kAdaptive;
   ipc::LogLevel log_level = ipc::LogLevel::kInfo;
 };
-
-// /run/gpu-broker/broker.sock for root, $XDG_RUNTIME_DIR/gpu-broker.sock otherwise; clients use
-// GPUBROKER_SOCKET first.
-std::string default_socket_path();
 
 struct ParsedOptions {
   BrokerOptions options;

@@ -22,58 +22,16 @@
 #include "gpubroker/wire/stats.h"
 #include "ipc/client_session.h"
 #include "ipc/system.h"
+#include "tests/support/broker_process.h"
 #include "tests/support/forked_server.h"
 
 using namespace gpubroker;
 using namespace std::chrono_literals;
+using testing::BrokerProcess;
 using testing::TempDir;
+using testing::env_or;
 
 namespace {
-
-const char* env_or(const char* name, const char* fallback) {
-  const char* value = std::getenv(name);
-  return value != nullptr ? value : fallback;
-}
-
-// A gpu-broker process on the sim driver, stopped with SIGTERM on destruction.
-class BrokerProcess {
- public:
-  explicit BrokerProcess(const TempDir& dir, std::vector<std::string> extra = {}, const std::string& notify = "")
-      : socket_path_(dir.path() + "/broker.sock") {
-    // tests/gpu/run.sh sets GPUBROKER_TEST_DRIVER=cuda to run these scenarios on a real GPU.
-    std::vector<std::string> args = {env_or("GPUBROKER_BROKER", "gpu-broker"),
-                                     std::string("--driver=") + env_or("GPUBROKER_TEST_DRIVER", "sim"),
-                                     "--socket=" + socket_path_, "--log-level=warning", "--arena-bytes=1G"};
-    if (const char* sim = std::getenv("GPUBROKER_SIM_LIBRARY")) args.push_back(std::string("--sim-library=") + sim);
-    args.insert(args.end(), extra.begin(), extra.end());
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      if (!notify.empty()) ::setenv("NOTIFY_SOCKET", notify.c_str(), 1);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-    for (int i = 0; i < 500 && !::access(socket_path_.c_str(), F_OK) == 0; ++i) std::this_thread::sleep_for(5ms);
-  }
-  ~BrokerProcess() {
-    if (pid_ > 0) stop();
-  }
-  // SIGTERM; returns the exit status.
-  int stop() {
-    ::kill(pid_, SIGTERM);
-    const int status = testing::wait_for_child(pid_);
-    pid_ = -1;
-    return status;
-  }
-  [[nodiscard]] const std::string& socket_path() const { return socket_path_; }
-  [[nodiscard]] pid_t pid() const { return pid_; }
-
- private:
-  std::string socket_path_;
-  pid_t pid_ = -1;
-};
 
 // A client speaking the device request kinds directly (the runtime shim's job in issue 4).
 class DeviceClient {
@@ -210,7 +168,7 @@ TEST_CASE("memset fills exactly the bytes it is given", "[broker][copy]") {
 TEST_CASE("the session memory limit makes allocations fail and memory queries report the session's view",
           "[broker][limit]") {
   TempDir dir;
-  BrokerProcess broker(dir, {"--session-memory-limit=64M"});
+  BrokerProcess broker(dir, {.arguments = {"--session-memory-limit=64M"}, .environment = {}});
   DeviceClient client(broker.socket_path());
   auto info = client.call(wire::RequestKind::kMemGetInfo, wire::DeviceRequest{0, 0}).result_as<wire::MemInfoResult>();
   CHECK(info.total == 64ull << 20);
@@ -321,7 +279,7 @@ TEST_CASE("a synchronize on one session's stream does not stall another session"
 
 TEST_CASE("clients SIGKILLed at random points leave zero bytes and zero handles behind", "[broker][reclaim]") {
   TempDir dir;
-  BrokerProcess broker(dir, {"--log-level=error"});
+  BrokerProcess broker(dir, {.arguments = {"--log-level=error"}, .environment = {}});
   DeviceClient observer(broker.socket_path());
   const int iterations = std::atoi(env_or("GPUBROKER_KILL_ITERATIONS", "1000"));
   std::mt19937 random(12345);
@@ -392,7 +350,7 @@ TEST_CASE("the broker tells systemd it is ready and stopping, and exits 0 on SIG
     return n > 0 ? std::string(buffer, static_cast<std::size_t>(n)) : std::string();
   };
 
-  BrokerProcess broker(dir, {}, notify_path);
+  BrokerProcess broker(dir, {.arguments = {}, .environment = {{"NOTIFY_SOCKET", notify_path}}});
   const std::string ready = next_message();
   CHECK(ready.find("READY=1") != std::string::npos);
   CHECK(ready.find("STATUS=serving ") != std::string::npos);

@@ -1,0 +1,84 @@
+#include "shim/client/connection.h"
+
+#include <pthread.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <mutex>
+
+#include "ipc/log.h"
+#include "ipc/socket_path.h"
+#include "shim/client/visible_devices.h"
+
+namespace gpubroker::shim {
+
+namespace {
+
+// The handshake is answered in microseconds by a live broker; a broker that does not answer in
+// this time counts as unreachable, so that discovery fails fast instead of hanging.
+constexpr std::chrono::milliseconds kHandshakeTimeout{90};
+
+std::atomic<Connection*> g_connection{nullptr};  // published with release after it is complete
+std::atomic<pid_t> g_owner{0};                   // the process g_connection belongs to
+std::mutex g_connect_lock;                       // serializes connecting
+bool g_unreachable = false;                      // guarded by g_connect_lock
+std::string g_failure;                           // guarded by g_connect_lock
+std::once_flag g_atfork_once;
+
+// In a forked child: forget the parent's connection without touching its shared memory (still the
+// parent's), and close the child's copy of the socket.
+void forget_after_fork() {
+  Connection* inherited = g_connection.exchange(nullptr, std::memory_order_relaxed);
+  if (inherited != nullptr) ::close(inherited->session().socket_fd());
+  g_owner.store(0, std::memory_order_relaxed);
+  new (&g_connect_lock) std::mutex();  // a lock held by another thread at fork time is not ours
+  g_unreachable = false;
+  g_failure.clear();
+  // `inherited` is deliberately leaked: destroying it would unmap memory the child never used
+  // and close a descriptor twice.
+}
+
+}  // namespace
+
+Connection* Connection::get() {
+  Connection* connection = g_connection.load(std::memory_order_acquire);
+  if (connection != nullptr && g_owner.load(std::memory_order_relaxed) == ::getpid()) return connection;
+
+  std::lock_guard guard(g_connect_lock);
+  connection = g_connection.load(std::memory_order_acquire);
+  if (connection != nullptr) return connection;
+  if (g_unreachable) return nullptr;
+  std::call_once(g_atfork_once, [] { ::pthread_atfork(nullptr, nullptr, forget_after_fork); });
+
+  ipc::ClientOptions options;
+  options.socket_path = ipc::client_socket_path();
+  options.handshake_timeout = kHandshakeTimeout;
+  if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES")) options.visible_devices = visible;
+  auto session = ipc::ClientSession::connect(options);
+  if (!session) {
+    g_unreachable = true;
+    g_failure = "gpu-broker at " + options.socket_path + " unreachable: " + ipc::describe(session.error());
+    ipc::log(ipc::LogLevel::kWarning, "{}", g_failure);
+    return nullptr;
+  }
+  auto* fresh = new Connection();
+  fresh->session_ = std::move(session.value());
+  fresh->table_ = &reinterpret_cast<const wire::ControlSegment*>(fresh->session_->control_bytes().data())->devices;
+  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+  fresh->visible_ = visible_devices(*fresh->table_, visible != nullptr ? std::optional<std::string_view>(visible) : std::nullopt);
+  g_owner.store(::getpid(), std::memory_order_relaxed);
+  g_connection.store(fresh, std::memory_order_release);  // pairs with the acquire load above
+  return fresh;
+}
+
+std::string Connection::last_failure() {
+  std::lock_guard guard(g_connect_lock);
+  return g_failure;
+}
+
+ConnectionState Connection::state() const {
+  return session_->alive() ? ConnectionState::kConnected : ConnectionState::kLost;
+}
+
+}  // namespace gpubroker::shim

@@ -1,0 +1,55 @@
+// The process's one connection to the broker, shared by every shim library in the process
+// (libcudart, libcuda, libcublas, libnvidia-ml all link libgpubroker-client.so).
+//
+// Nothing happens when the library is loaded: the first call that needs the broker connects
+// (thread-safe; concurrent first calls connect once). A process that never calls CUDA never
+// connects, starts no thread and pays nothing at exit. After fork() the child starts without a
+// connection and makes its own on first use; the parent's stays intact (the child closes its
+// copy of the socket so that the broker still sees the parent's hang-up when it dies).
+//
+// If the broker cannot be reached, the failure is remembered for the life of the process (as the
+// CUDA runtime remembers a failed initialization) and every later call fails at once.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gpubroker/wire/segments.h"
+#include "ipc/client_session.h"
+
+namespace gpubroker::shim {
+
+enum class ConnectionState : std::uint8_t {
+  kConnected,
+  kUnreachable,  // no broker answered (socket missing, refused, handshake failed or timed out)
+  kLost,         // the broker died or closed the session
+};
+
+class Connection {
+ public:
+  // The connection, connecting first if needed; nullptr when the broker is unreachable (see
+  // last_failure()). Fast after the first call: one atomic load and a pid comparison.
+  static Connection* get();
+
+  // Why get() returned nullptr, for a log line.
+  static std::string last_failure();
+
+  [[nodiscard]] ipc::ClientSession& session() { return *session_; }
+  [[nodiscard]] const wire::DeviceTable& device_table() const { return *table_; }
+  // Visible devices: index i of the process is broker ordinal visible()[i].
+  [[nodiscard]] const std::vector<std::uint32_t>& visible() const { return visible_; }
+  [[nodiscard]] const wire::DeviceRecord& device(std::uint32_t index) const {
+    return table_->devices[visible_.at(index)];
+  }
+  [[nodiscard]] ConnectionState state() const;
+
+ private:
+  Connection() = default;
+
+  std::unique_ptr<ipc::ClientSession> session_;
+  const wire::DeviceTable* table_ = nullptr;
+  std::vector<std::uint32_t> visible_;
+};
+
+}  // namespace gpubroker::shim
