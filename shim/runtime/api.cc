@@ -1,0 +1,299 @@
+// The CUDA runtime entry points the shim serves: devices, memory, copies, streams, events,
+// errors. Every function here is `extern "C"` and never lets an exception out. What the shim
+// does not serve yet is generated (shim/abi/) and returns cudaErrorNotSupported.
+#include <cstring>
+#include <new>
+
+#include "shim/runtime/runtime_state.h"
+
+using namespace gpubroker;
+using namespace gpubroker::shim::rt;
+using gpubroker::shim::Connection;
+
+namespace {
+
+using Stream = void*;  // cudaStream_t
+using Event = void*;   // cudaEvent_t
+
+std::uint64_t stream_id(Stream stream) { return reinterpret_cast<std::uint64_t>(stream); }
+
+// The visible device `device` as the broker numbers it, or nullopt.
+std::optional<std::uint32_t> broker_ordinal(int device) {
+  Connection* c = connection();
+  if (c == nullptr || device < 0 || static_cast<std::size_t>(device) >= c->visible().size()) return std::nullopt;
+  return c->visible()[static_cast<std::size_t>(device)];
+}
+
+Error check_device(int device) {
+  if (connection() == nullptr) return record(kErrorNoDevice);
+  return broker_ordinal(device) ? kSuccess : record(kErrorInvalidDevice);
+}
+
+// One copy, in whichever of the three ways DESIGN.md describes fits its memory: pinned memory
+// moves by direct transfer (asynchronous where the call is), pageable memory through staging,
+// device-to-device as one message.
+Error copy(void* destination, const void* source, std::size_t bytes, int kind, Stream stream, bool asynchronous) {
+  if (kind < kHostToHost || kind > kDefault) return record(kErrorInvalidMemcpyDirection);
+  if (bytes == 0) return kSuccess;
+  if (destination == nullptr || source == nullptr) return record(kErrorInvalidValue);
+  MemoryMap& map = memory();
+  if (kind == kDefault) {
+    const bool to_device = map.is_device(destination), from_device = map.is_device(source);
+    kind = to_device ? (from_device ? kDeviceToDevice : kHostToDevice) : (from_device ? kDeviceToHost : kHostToHost);
+  }
+  const std::uint64_t s = stream_id(stream);
+  const auto dst = reinterpret_cast<std::uint64_t>(destination);
+  const auto src = reinterpret_cast<std::uint64_t>(source);
+  switch (kind) {
+    case kHostToHost:
+      std::memmove(destination, source, bytes);
+      return kSuccess;
+    case kHostToDevice:
+      if (auto offset = map.pinned_offset(source, bytes)) {
+        const wire::CopyRequest r{dst, *offset, bytes, s};
+        return asynchronous ? post(wire::RequestKind::kCopyArenaToDevice, bytes_of(r))
+                            : call(wire::RequestKind::kCopyArenaToDevice, bytes_of(r));
+      }
+      return call_staged_out(wire::RequestKind::kCopyHostToDevice, bytes_of(wire::CopyRequest{dst, 0, bytes, s}),
+                             std::span(static_cast<const std::byte*>(source), bytes));
+    case kDeviceToHost:
+      if (auto offset = map.pinned_offset(destination, bytes)) {
+        const wire::CopyRequest r{*offset, src, bytes, s};
+        return asynchronous ? post(wire::RequestKind::kCopyDeviceToArena, bytes_of(r))
+                            : call(wire::RequestKind::kCopyDeviceToArena, bytes_of(r));
+      }
+      return call_staged_in(wire::RequestKind::kCopyDeviceToHost, bytes_of(wire::CopyRequest{0, src, bytes, s}),
+                            std::span(static_cast<std::byte*>(destination), bytes));
+    default:  // device to device: no host-side synchronization, as in CUDA
+      return post(wire::RequestKind::kCopyDeviceToDevice, bytes_of(wire::CopyRequest{dst, src, bytes, s}));
+  }
+}
+
+Error create_stream(Stream* stream, unsigned flags, int priority) {
+  if (stream == nullptr) return record(kErrorInvalidValue);
+  const std::uint64_t id = new_stream_id();
+  const Error e = post(wire::RequestKind::kStreamCreate, bytes_of(wire::StreamCreateRequest{id, flags, priority}));
+  if (e == kSuccess) *stream = reinterpret_cast<Stream>(id);
+  return e;
+}
+
+Error create_event(Event* event, unsigned flags) {
+  if (event == nullptr) return record(kErrorInvalidValue);
+  const std::uint64_t id = new_event_id();
+  const Error e = post(wire::RequestKind::kEventCreate, bytes_of(wire::EventCreateRequest{id, flags, 0}));
+  if (e == kSuccess) *event = reinterpret_cast<Event>(id);
+  return e;
+}
+
+Error allocate_pinned(void** pointer, std::size_t bytes) {
+  if (pointer == nullptr) return record(kErrorInvalidValue);
+  Connection* c = connection();
+  if (c == nullptr) return record(kErrorNoDevice);
+  auto block = c->session().arena().allocate(bytes);
+  if (!block) return record(kErrorMemoryAllocation);
+  const std::uint64_t offset = *c->session().arena().offset_of(block.value(), bytes);
+  // The broker registers the range with the driver, so that copies from it are direct transfers.
+  if (const Error e = call(wire::RequestKind::kArenaRegister, bytes_of(wire::ArenaRange{offset, bytes == 0 ? 1 : bytes}));
+      e != kSuccess) {
+    c->session().arena().free(block.value());
+    return e;
+  }
+  memory().add_pinned(block.value(), offset, bytes == 0 ? 1 : bytes);
+  *pointer = block.value();
+  return kSuccess;
+}
+
+}  // namespace
+
+extern "C" {
+
+// ---- devices --------------------------------------------------------------------------------
+
+int cudaGetDeviceCount(int* count) {
+  if (count == nullptr) return record(kErrorInvalidValue);
+  Connection* c = connection();
+  *count = c == nullptr ? 0 : static_cast<int>(c->visible().size());
+  return *count == 0 ? record(kErrorNoDevice) : kSuccess;
+}
+
+int cudaGetDevice(int* device) {
+  if (device == nullptr) return record(kErrorInvalidValue);
+  *device = current_device();
+  return kSuccess;
+}
+
+int cudaSetDevice(int device) {
+  if (const Error e = check_device(device); e != kSuccess) return e;
+  current_device() = device;
+  return kSuccess;
+}
+
+int cudaDeviceGetAttribute(int* value, int attribute, int device) {
+  if (value == nullptr) return record(kErrorInvalidValue);
+  if (const Error e = check_device(device); e != kSuccess) return e;
+  if (attribute <= 0 || attribute >= static_cast<int>(wire::kDeviceAttributeCount)) return record(kErrorInvalidValue);
+  // cudaDeviceAttr values are the driver's CUdevice_attribute values.
+  *value = connection()->device(static_cast<std::uint32_t>(device)).attributes[attribute];
+  return kSuccess;
+}
+
+int cudaDeviceGetPCIBusId(char* bus_id, int length, int device) {
+  if (bus_id == nullptr || length <= 0) return record(kErrorInvalidValue);
+  if (const Error e = check_device(device); e != kSuccess) return e;
+  const char* id = connection()->device(static_cast<std::uint32_t>(device)).pci_bus_id;
+  std::strncpy(bus_id, id, static_cast<std::size_t>(length));
+  bus_id[length - 1] = '\0';
+  return kSuccess;
+}
+
+int cudaDriverGetVersion(int* version) {
+  if (version == nullptr) return record(kErrorInvalidValue);
+  Connection* c = connection();
+  *version = c == nullptr ? 0 : c->device_table().driver_version;
+  return kSuccess;
+}
+
+int cudaRuntimeGetVersion(int* version) {
+  if (version == nullptr) return record(kErrorInvalidValue);
+  *version = GPUBROKER_CUDART_ABI == 12 ? 12090 : 13000;
+  return kSuccess;
+}
+
+int cudaDeviceSynchronize() { return call(wire::RequestKind::kContextSynchronize, {}); }
+
+int cudaMemGetInfo(std::size_t* free, std::size_t* total) {
+  if (free == nullptr || total == nullptr) return record(kErrorInvalidValue);
+  const auto ordinal = broker_ordinal(current_device());
+  if (!ordinal) return record(connection() == nullptr ? kErrorNoDevice : kErrorInvalidDevice);
+  ipc::Completion completion;
+  if (const Error e = call(wire::RequestKind::kMemGetInfo, bytes_of(wire::DeviceRequest{*ordinal, 0}), &completion); e != kSuccess) {
+    return e;
+  }
+  const auto info = completion.result_as<wire::MemInfoResult>();
+  *free = info.free;
+  *total = info.total;
+  return kSuccess;
+}
+
+int cudaGetLastError() { return last_error(true); }
+int cudaPeekAtLastError() { return last_error(false); }
+
+// ---- memory ---------------------------------------------------------------------------------
+
+int cudaMalloc(void** pointer, std::size_t bytes) {
+  if (pointer == nullptr) return record(kErrorInvalidValue);
+  const auto ordinal = broker_ordinal(current_device());
+  if (!ordinal) return record(connection() == nullptr ? kErrorNoDevice : kErrorInvalidDevice);
+  ipc::Completion completion;
+  const Error e = call(wire::RequestKind::kMemAlloc, bytes_of(wire::MemAllocRequest{*ordinal, 0, bytes}), &completion);
+  if (e != kSuccess) return e;  // CUDA_ERROR_OUT_OF_MEMORY is cudaErrorMemoryAllocation (2)
+  const std::uint64_t address = completion.result_as<wire::PointerResult>().pointer;
+  if (address != 0) memory().add_device(address, bytes);
+  *pointer = reinterpret_cast<void*>(address);
+  return kSuccess;
+}
+
+int cudaFree(void* pointer) {
+  if (pointer == nullptr) return kSuccess;
+  if (!memory().remove_device(reinterpret_cast<std::uint64_t>(pointer))) return record(kErrorInvalidValue);
+  return call(wire::RequestKind::kMemFree, bytes_of(wire::HandleRequest{reinterpret_cast<std::uint64_t>(pointer)}));
+}
+
+int cudaMallocHost(void** pointer, std::size_t bytes) { return allocate_pinned(pointer, bytes); }
+
+int cudaHostAlloc(void** pointer, std::size_t bytes, unsigned /*flags: every arena block is portable and mapped*/) {
+  return allocate_pinned(pointer, bytes);
+}
+
+int cudaFreeHost(void* pointer) {
+  if (pointer == nullptr) return kSuccess;
+  const auto offset = memory().remove_pinned(pointer);
+  if (!offset) return record(kErrorInvalidValue);
+  const Error e = call(wire::RequestKind::kArenaUnregister, bytes_of(wire::ArenaRange{*offset, 0}));
+  connection()->session().arena().free(pointer);
+  return e;
+}
+
+int cudaMemcpy(void* destination, const void* source, std::size_t bytes, int kind) {
+  return copy(destination, source, bytes, kind, nullptr, false);
+}
+
+int cudaMemcpyAsync(void* destination, const void* source, std::size_t bytes, int kind, Stream stream) {
+  return copy(destination, source, bytes, kind, stream, true);
+}
+
+int cudaMemset(void* pointer, int value, std::size_t bytes) {
+  if (bytes == 0) return kSuccess;
+  const wire::MemsetRequest r{reinterpret_cast<std::uint64_t>(pointer), bytes, 0, static_cast<std::uint32_t>(value & 0xff), 0};
+  return post(wire::RequestKind::kMemset, bytes_of(r));
+}
+
+int cudaMemsetAsync(void* pointer, int value, std::size_t bytes, Stream stream) {
+  if (bytes == 0) return kSuccess;
+  const wire::MemsetRequest r{reinterpret_cast<std::uint64_t>(pointer), bytes, stream_id(stream),
+                              static_cast<std::uint32_t>(value & 0xff), 0};
+  return post(wire::RequestKind::kMemset, bytes_of(r));
+}
+
+// ---- streams and events ---------------------------------------------------------------------
+
+int cudaStreamCreate(Stream* stream) { return create_stream(stream, 0, 0); }
+int cudaStreamCreateWithFlags(Stream* stream, unsigned flags) { return create_stream(stream, flags, 0); }
+int cudaStreamCreateWithPriority(Stream* stream, unsigned flags, int priority) {
+  return create_stream(stream, flags, priority);
+}
+
+int cudaStreamDestroy(Stream stream) {
+  return call(wire::RequestKind::kStreamDestroy, bytes_of(wire::HandleRequest{stream_id(stream)}));
+}
+
+int cudaStreamSynchronize(Stream stream) {
+  return call(wire::RequestKind::kStreamSynchronize, bytes_of(wire::HandleRequest{stream_id(stream)}));
+}
+
+int cudaStreamQuery(Stream stream) {
+  return call(wire::RequestKind::kStreamQuery, bytes_of(wire::HandleRequest{stream_id(stream)}));
+}
+
+int cudaStreamWaitEvent(Stream stream, Event event, unsigned /*flags*/) {
+  return post(wire::RequestKind::kStreamWaitEvent,
+              bytes_of(wire::EventStreamRequest{reinterpret_cast<std::uint64_t>(event), stream_id(stream)}));
+}
+
+int cudaDeviceGetStreamPriorityRange(int* least, int* greatest) {
+  if (least != nullptr) *least = 0;
+  if (greatest != nullptr) *greatest = -5;  // an H100's range
+  return kSuccess;
+}
+
+int cudaEventCreate(Event* event) { return create_event(event, 0); }
+int cudaEventCreateWithFlags(Event* event, unsigned flags) { return create_event(event, flags); }
+
+int cudaEventRecord(Event event, Stream stream) {
+  return post(wire::RequestKind::kEventRecord,
+              bytes_of(wire::EventStreamRequest{reinterpret_cast<std::uint64_t>(event), stream_id(stream)}));
+}
+
+int cudaEventSynchronize(Event event) {
+  return call(wire::RequestKind::kEventSynchronize, bytes_of(wire::HandleRequest{reinterpret_cast<std::uint64_t>(event)}));
+}
+
+int cudaEventQuery(Event event) {
+  return call(wire::RequestKind::kEventQuery, bytes_of(wire::HandleRequest{reinterpret_cast<std::uint64_t>(event)}));
+}
+
+int cudaEventElapsedTime(float* milliseconds, Event start, Event end) {
+  if (milliseconds == nullptr) return record(kErrorInvalidValue);
+  ipc::Completion completion;
+  const Error e = call(wire::RequestKind::kEventElapsedTime,
+                       bytes_of(wire::EventPairRequest{reinterpret_cast<std::uint64_t>(start), reinterpret_cast<std::uint64_t>(end)}),
+                       &completion);
+  if (e == kSuccess) *milliseconds = completion.result_as<float>();
+  return e;
+}
+
+int cudaEventDestroy(Event event) {
+  return call(wire::RequestKind::kEventDestroy, bytes_of(wire::HandleRequest{reinterpret_cast<std::uint64_t>(event)}));
+}
+
+}  // extern "C"

@@ -1,0 +1,132 @@
+#include "shim/runtime/runtime_state.h"
+
+#include <atomic>
+
+namespace gpubroker::shim::rt {
+
+namespace {
+
+struct ThreadState {
+  int device = 0;
+  Error last_error = kSuccess;
+};
+
+thread_local ThreadState t_state;
+
+Error from_transport(const ipc::IpcError&) {
+  // Whatever broke the transport (the broker died, or closed this session), CUDA's word for a
+  // device that is gone is cudaErrorDevicesUnavailable.
+  return kErrorDevicesUnavailable;
+}
+
+}  // namespace
+
+Error record(Error error) {
+  if (error != kSuccess) t_state.last_error = error;
+  return error;
+}
+
+Error last_error(bool reset) {
+  const Error error = t_state.last_error;
+  if (reset) t_state.last_error = kSuccess;
+  return error;
+}
+
+int& current_device() { return t_state.device; }
+
+Connection* connection() { return Connection::get(); }
+
+Error call(wire::RequestKind kind, std::span<const std::byte> payload, ipc::Completion* completion) {
+  Connection* c = connection();
+  if (c == nullptr) return record(kErrorNoDevice);
+  auto reply = c->session().call(kind, payload);
+  if (!reply) return record(from_transport(reply.error()));
+  if (completion != nullptr) *completion = reply.value();
+  return record(reply.value().status);
+}
+
+Error post(wire::RequestKind kind, std::span<const std::byte> payload) {
+  Connection* c = connection();
+  if (c == nullptr) return record(kErrorNoDevice);
+  auto posted = c->session().post(kind, payload);
+  return posted ? kSuccess : record(from_transport(posted.error()));
+}
+
+Error call_staged_out(wire::RequestKind kind, std::span<const std::byte> payload, std::span<const std::byte> staged) {
+  Connection* c = connection();
+  if (c == nullptr) return record(kErrorNoDevice);
+  auto reply = c->session().call(kind, payload, ipc::StagedOut{staged});
+  if (!reply) return record(from_transport(reply.error()));
+  return record(reply.value().status);
+}
+
+Error call_staged_in(wire::RequestKind kind, std::span<const std::byte> payload, std::span<std::byte> staged) {
+  Connection* c = connection();
+  if (c == nullptr) return record(kErrorNoDevice);
+  auto reply = c->session().call(kind, payload, ipc::StagedIn{staged});
+  if (!reply) return record(from_transport(reply.error()));
+  return record(reply.value().status);
+}
+
+void MemoryMap::add_device(std::uint64_t pointer, std::uint64_t bytes) {
+  std::lock_guard guard(lock_);
+  device_[pointer] = bytes;
+}
+
+std::optional<std::uint64_t> MemoryMap::remove_device(std::uint64_t pointer) {
+  std::lock_guard guard(lock_);
+  auto it = device_.find(pointer);
+  if (it == device_.end()) return std::nullopt;
+  const std::uint64_t bytes = it->second;
+  device_.erase(it);
+  return bytes;
+}
+
+bool MemoryMap::is_device(const void* pointer) const {
+  const auto address = reinterpret_cast<std::uint64_t>(pointer);
+  std::lock_guard guard(lock_);
+  auto it = device_.upper_bound(address);
+  if (it == device_.begin()) return false;
+  --it;
+  return address - it->first < it->second;
+}
+
+void MemoryMap::add_pinned(const void* pointer, std::uint64_t offset, std::uint64_t bytes) {
+  std::lock_guard guard(lock_);
+  pinned_[reinterpret_cast<std::uintptr_t>(pointer)] = Pinned{offset, bytes};
+}
+
+std::optional<std::uint64_t> MemoryMap::remove_pinned(const void* pointer) {
+  std::lock_guard guard(lock_);
+  auto it = pinned_.find(reinterpret_cast<std::uintptr_t>(pointer));
+  if (it == pinned_.end()) return std::nullopt;
+  const std::uint64_t offset = it->second.offset;
+  pinned_.erase(it);
+  return offset;
+}
+
+std::optional<std::uint64_t> MemoryMap::pinned_offset(const void* pointer, std::uint64_t bytes) const {
+  const auto address = reinterpret_cast<std::uintptr_t>(pointer);
+  std::lock_guard guard(lock_);
+  auto it = pinned_.upper_bound(address);
+  if (it == pinned_.begin()) return std::nullopt;
+  --it;
+  const std::uint64_t into = address - it->first;
+  if (into > it->second.bytes || bytes > it->second.bytes - into) return std::nullopt;
+  return it->second.offset + into;
+}
+
+MemoryMap& memory() {
+  static MemoryMap* map = new MemoryMap();  // never destroyed: calls may come during exit
+  return *map;
+}
+
+namespace {
+std::atomic<std::uint64_t> g_next_stream{0x100};
+std::atomic<std::uint64_t> g_next_event{0x100};
+}  // namespace
+
+std::uint64_t new_stream_id() { return g_next_stream.fetch_add(1, std::memory_order_relaxed); }
+std::uint64_t new_event_id() { return g_next_event.fetch_add(1, std::memory_order_relaxed); }
+
+}  // namespace gpubroker::shim::rt

@@ -1,0 +1,94 @@
+// The runtime shim's process state and the one path every call takes to the broker.
+//
+// Answered in the process, never crossing to the broker: the current device, the last error,
+// device properties and attributes (from the device table), which pointers are device or pinned
+// memory. Everything else is one request: synchronous (a mailbox wait) when CUDA's semantics
+// need an answer, asynchronous otherwise, with asynchronous failures surfacing at the next
+// synchronizing call as the broker reports them.
+//
+// Built twice, as libcudart.so.12 and libcudart.so.13 (GPUBROKER_CUDART_ABI = 12 or 13).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <optional>
+
+#include "gpubroker/wire/protocol.h"
+#include "ipc/client_session.h"
+#include "shim/client/connection.h"
+
+namespace gpubroker::shim::rt {
+
+using Error = int;  // cudaError_t
+
+// The runtime error codes this file produces (values of CUDA's cudaError_t, equal in 12 and 13).
+inline constexpr Error kSuccess = 0;
+inline constexpr Error kErrorInvalidValue = 1;
+inline constexpr Error kErrorMemoryAllocation = 2;
+inline constexpr Error kErrorInvalidDevicePointer = 17;
+inline constexpr Error kErrorInvalidMemcpyDirection = 21;
+inline constexpr Error kErrorDevicesUnavailable = 46;
+inline constexpr Error kErrorNoDevice = 100;
+inline constexpr Error kErrorInvalidDevice = 101;
+inline constexpr Error kErrorInvalidResourceHandle = 400;
+inline constexpr Error kErrorNotReady = 600;
+inline constexpr Error kErrorNotSupported = 801;
+
+// cudaMemcpyKind
+inline constexpr int kHostToHost = 0, kHostToDevice = 1, kDeviceToHost = 2, kDeviceToDevice = 3, kDefault = 4;
+
+// Records `error` as the calling thread's last error (if it is one) and returns it.
+Error record(Error error);
+Error last_error(bool reset);
+
+// The calling thread's current device (an index into the visible devices).
+int& current_device();
+
+// The connection, or nullptr when the broker is unreachable.
+Connection* connection();
+
+// Sends a synchronous request; the completion's status (a CUresult, whose common values equal
+// the runtime's) becomes the result. A lost broker is kErrorDevicesUnavailable.
+Error call(wire::RequestKind kind, std::span<const std::byte> payload, ipc::Completion* completion = nullptr);
+Error post(wire::RequestKind kind, std::span<const std::byte> payload);
+Error call_staged_out(wire::RequestKind kind, std::span<const std::byte> payload, std::span<const std::byte> staged);
+Error call_staged_in(wire::RequestKind kind, std::span<const std::byte> payload, std::span<std::byte> staged);
+
+template <class T>
+std::span<const std::byte> bytes_of(const T& value) {
+  return std::as_bytes(std::span<const T, 1>(&value, 1));
+}
+
+// What the process knows of its memory: device allocations (by address) and pinned host-arena
+// blocks. Thread-safe.
+class MemoryMap {
+ public:
+  void add_device(std::uint64_t pointer, std::uint64_t bytes);
+  std::optional<std::uint64_t> remove_device(std::uint64_t pointer);
+  [[nodiscard]] bool is_device(const void* pointer) const;
+
+  void add_pinned(const void* pointer, std::uint64_t offset, std::uint64_t bytes);
+  std::optional<std::uint64_t> remove_pinned(const void* pointer);
+  // The arena offset of [pointer, pointer + bytes) if all of it is pinned memory.
+  [[nodiscard]] std::optional<std::uint64_t> pinned_offset(const void* pointer, std::uint64_t bytes) const;
+
+ private:
+  struct Pinned {
+    std::uint64_t offset;
+    std::uint64_t bytes;
+  };
+  mutable std::mutex lock_;
+  std::map<std::uint64_t, std::uint64_t> device_;  // address -> bytes
+  std::map<std::uintptr_t, Pinned> pinned_;        // host address -> arena range
+};
+
+MemoryMap& memory();
+
+// Stream and event handles handed to the program: session-local ids, never broker pointers.
+// 0, cudaStreamLegacy (0x1) and cudaStreamPerThread (0x2) are the session's default stream.
+std::uint64_t new_stream_id();
+std::uint64_t new_event_id();
+
+}  // namespace gpubroker::shim::rt

@@ -1,0 +1,145 @@
+// A CUDA program built by nvcc with -cudart shared, run unmodified against the runtime shim and a
+// sim broker: a deviceQuery-style dump, copies of every kind through pageable and pinned memory
+// with checksums, stream and event ordering, and error paths. Prints what it checks; exits 0
+// only when everything held.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+static int failures = 0;
+
+#define CHECK(cond)                                                      \
+  do {                                                                   \
+    if (!(cond)) {                                                       \
+      std::printf("FAILED %s:%d: %s\n", __FILE__, __LINE__, #cond);     \
+      ++failures;                                                        \
+    }                                                                    \
+  } while (0)
+#define OK(call) CHECK((call) == cudaSuccess)
+
+static unsigned long long checksum(const unsigned char* p, size_t n) {
+  unsigned long long h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+static void fill(unsigned char* p, size_t n, unsigned seed) {
+  for (size_t i = 0; i < n; ++i) p[i] = static_cast<unsigned char>((i * 2654435761u + seed) >> 7);
+}
+
+int main() {
+  int count = -1;
+  OK(cudaGetDeviceCount(&count));
+  CHECK(count >= 1);
+  int driver = 0, runtime = 0;
+  OK(cudaDriverGetVersion(&driver));
+  OK(cudaRuntimeGetVersion(&runtime));
+  std::printf("devices: %d, driver %d, runtime %d\n", count, driver, runtime);
+  CHECK(runtime / 1000 == CUDART_VERSION / 1000);
+
+  cudaDeviceProp prop;
+  std::memset(&prop, 0xcd, sizeof(prop));
+  OK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device 0: %s, cc %d.%d, %d SMs, %zu MiB, smem/block optin %zu, warp %d, pci %04x:%02x:%02x\n",
+              prop.name, prop.major, prop.minor, prop.multiProcessorCount, prop.totalGlobalMem >> 20,
+              prop.sharedMemPerBlockOptin, prop.warpSize, prop.pciDomainID, prop.pciBusID, prop.pciDeviceID);
+  CHECK(prop.major == 9 && prop.minor == 0);
+  CHECK(prop.multiProcessorCount == 132);
+  CHECK(prop.sharedMemPerBlockOptin == 232448);
+  CHECK(prop.warpSize == 32);
+  CHECK(prop.integrated == 0);
+  int cooperative = 0;
+  OK(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, 0));
+  CHECK(cooperative == 1);
+  char bus[32];
+  OK(cudaDeviceGetPCIBusId(bus, sizeof(bus), 0));
+  std::printf("pci bus id: %s\n", bus);
+  OK(cudaSetDevice(0));
+  size_t free_bytes = 0, total_bytes = 0;
+  OK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  CHECK(total_bytes == prop.totalGlobalMem);
+
+  // Copies of every kind, pageable and pinned, with checksums.
+  for (size_t n : {size_t(1), size_t(4096), size_t(1000003), size_t(64) << 20}) {
+    std::vector<unsigned char> host(n), back(n);
+    fill(host.data(), n, static_cast<unsigned>(n));
+    const unsigned long long expected = checksum(host.data(), n);
+    unsigned char *d1 = nullptr, *d2 = nullptr, *pinned = nullptr;
+    OK(cudaMalloc(&d1, n));
+    OK(cudaMalloc(&d2, n));
+    OK(cudaMallocHost(&pinned, n));
+    CHECK(reinterpret_cast<uintptr_t>(pinned) % 256 == 0);
+    OK(cudaMemcpy(d1, host.data(), n, cudaMemcpyHostToDevice));      // pageable H2D
+    OK(cudaMemcpy(d2, d1, n, cudaMemcpyDeviceToDevice));             // D2D
+    OK(cudaMemcpy(pinned, d2, n, cudaMemcpyDeviceToHost));           // pinned D2H
+    CHECK(checksum(pinned, n) == expected);
+    fill(pinned, n, 99);
+    const unsigned long long expected2 = checksum(pinned, n);
+    OK(cudaMemcpy(d1, pinned, n, cudaMemcpyDefault));                // pinned H2D, inferred
+    OK(cudaMemcpy(back.data(), d1, n, cudaMemcpyDefault));           // pageable D2H, inferred
+    CHECK(checksum(back.data(), n) == expected2);
+    OK(cudaFreeHost(pinned));
+    OK(cudaFree(d1));
+    OK(cudaFree(d2));
+  }
+
+  // Streams and events: an async pipeline on two streams, ordered by an event.
+  const size_t n = 8 << 20;
+  unsigned char *a, *b, *h;
+  OK(cudaMalloc(&a, n));
+  OK(cudaMalloc(&b, n));
+  OK(cudaMallocHost(&h, n));
+  fill(h, n, 7);
+  const unsigned long long expected = checksum(h, n);
+  cudaStream_t s1, s2;
+  cudaEvent_t copied, start, stop;
+  OK(cudaStreamCreateWithFlags(&s1, cudaStreamNonBlocking));
+  OK(cudaStreamCreate(&s2));
+  OK(cudaEventCreateWithFlags(&copied, cudaEventDisableTiming));
+  OK(cudaEventCreate(&start));
+  OK(cudaEventCreate(&stop));
+  OK(cudaEventRecord(start, s1));
+  OK(cudaMemcpyAsync(a, h, n, cudaMemcpyHostToDevice, s1));
+  OK(cudaEventRecord(copied, s1));
+  OK(cudaStreamWaitEvent(s2, copied, 0));
+  OK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, s2));
+  OK(cudaMemsetAsync(a, 0, n, s2));
+  OK(cudaMemcpyAsync(h, b, n, cudaMemcpyDeviceToHost, s2));
+  OK(cudaEventRecord(stop, s2));
+  OK(cudaStreamSynchronize(s2));
+  CHECK(checksum(h, n) == expected);
+  OK(cudaEventSynchronize(stop));
+  float ms = -1;
+  OK(cudaEventElapsedTime(&ms, start, stop));
+  CHECK(ms >= 0);
+  OK(cudaStreamQuery(s1));
+  OK(cudaEventQuery(copied));
+  std::printf("stream pipeline: %.3f ms\n", ms);
+  OK(cudaEventDestroy(copied));
+  OK(cudaEventDestroy(start));
+  OK(cudaEventDestroy(stop));
+  OK(cudaStreamDestroy(s1));
+  OK(cudaStreamDestroy(s2));
+
+  // Error paths: clear errors, never a hang.
+  CHECK(cudaSetDevice(99) == cudaErrorInvalidDevice);
+  CHECK(cudaGetLastError() == cudaErrorInvalidDevice);
+  CHECK(cudaGetLastError() == cudaSuccess);
+  CHECK(cudaFree(reinterpret_cast<void*>(0x1234)) == cudaErrorInvalidValue);
+  CHECK(cudaPeekAtLastError() == cudaErrorInvalidValue);
+  CHECK(cudaMemcpy(a, h, n, static_cast<cudaMemcpyKind>(42)) == cudaErrorInvalidMemcpyDirection);
+  void* huge = nullptr;
+  CHECK(cudaMalloc(&huge, size_t(1) << 50) == cudaErrorMemoryAllocation);
+  std::printf("error string: %s\n", cudaGetErrorString(cudaErrorInvalidDevice));
+  CHECK(std::strcmp(cudaGetErrorName(cudaErrorInvalidValue), "cudaErrorInvalidValue") == 0);
+  OK(cudaFree(a));
+  OK(cudaFree(b));
+  OK(cudaFreeHost(h));
+  OK(cudaDeviceSynchronize());
+  std::printf("%s: %d failure(s)\n", failures == 0 ? "PASSED" : "FAILED", failures);
+  return failures == 0 ? 0 : 1;
+}
