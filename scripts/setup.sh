@@ -21,6 +21,13 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# CUDA 12.9 runtime headers and libcudart.so.12 from PyPI: for the ABI checks and the CUDA 12 test
+# programs (the shims themselves build without any toolkit). Missing PyPI is a warning: those
+# tests then say they are skipped.
+if [ -f scripts/setup-cuda12.sh ]; then
+  bash scripts/setup-cuda12.sh >/dev/null || echo "setup: warning: CUDA 12.9 packages from PyPI unavailable"
+fi
+
 werror=false; [ "${CI:-}" = "true" ] && werror=true
 [ -f build/build.ninja ] || meson setup build -Dwerror=$werror >/dev/null
 [ -f build-asan/build.ninja ] || meson setup build-asan -Dbuildtype=debug -Dwerror=$werror \

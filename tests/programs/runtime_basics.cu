@@ -41,9 +41,18 @@ int main() {
   std::printf("devices: %d, driver %d, runtime %d\n", count, driver, runtime);
   CHECK(runtime / 1000 == CUDART_VERSION / 1000);
 
-  cudaDeviceProp prop;
-  std::memset(&prop, 0xcd, sizeof(prop));
-  OK(cudaGetDeviceProperties(&prop, 0));
+  // The properties land in exactly sizeof(cudaDeviceProp) bytes of this ABI (1032 for 12.x, 1008
+  // for 13.0): a canary right behind the struct must survive.
+  struct {
+    cudaDeviceProp prop;
+    unsigned char canary[64];
+  } guarded;
+  std::memset(&guarded, 0xcd, sizeof(guarded));
+  OK(cudaGetDeviceProperties(&guarded.prop, 0));
+  for (unsigned char byte : guarded.canary) CHECK(byte == 0xcd);
+  const cudaDeviceProp& prop = guarded.prop;
+  std::printf("sizeof(cudaDeviceProp) = %zu\n", sizeof(cudaDeviceProp));
+  CHECK(sizeof(cudaDeviceProp) == (CUDART_VERSION >= 13000 ? 1008u : 1032u));
   std::printf("device 0: %s, cc %d.%d, %d SMs, %zu MiB, smem/block optin %zu, warp %d, pci %04x:%02x:%02x\n",
               prop.name, prop.major, prop.minor, prop.multiProcessorCount, prop.totalGlobalMem >> 20,
               prop.sharedMemPerBlockOptin, prop.warpSize, prop.pciDomainID, prop.pciBusID, prop.pciDeviceID);
