@@ -1,0 +1,532 @@
+// Every enumerator NVIDIA's header of one major version declares, for every enum the shims use,
+// exists in runtime_abi.h with the same value (a missing one fails to compile), and the error
+// table holds exactly one entry per cudaError_t value, in ascending order.
+#include <cstddef>
+#include <iterator>
+
+#include "gpubroker/cuda/runtime_abi.h"
+#include "tests/cuda_abi/check_support.h"
+
+// NVIDIA's headers after ours: their flag constants are macros that would rename ours.
+#include <cuda_runtime_api.h>
+
+namespace {
+
+namespace rt = gpubroker::cuda::rt;
+
+#if GPUBROKER_CHECK_CUDA_MAJOR == 12
+static_assert(CUDART_VERSION / 1000 == 12, "the include path holds no CUDA 12 runtime header");
+#else
+static_assert(CUDART_VERSION / 1000 == 13, "the include path holds no CUDA 13 runtime header");
+#endif
+
+constexpr bool error_table_is_ascending() {
+  for (std::size_t i = 1; i < std::size(rt::kErrorDescriptions); ++i) {
+    if (rt::kErrorDescriptions[i - 1].value >= rt::kErrorDescriptions[i].value) return false;
+  }
+  return true;
+}
+
+constexpr int kFirstCheck = __COUNTER__;
+
+// cudaError: every enumerator NVIDIA declares.
+GPUBROKER_ABI_SAME_SIZE(rt::cudaError, ::cudaError);
+GPUBROKER_ABI_SAME_VALUE(cudaSuccess);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInvalidValue);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorMemoryAllocation);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInitializationError);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorCudartUnloading);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorProfilerDisabled);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorProfilerNotInitialized);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorProfilerAlreadyStarted);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorProfilerAlreadyStopped);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInvalidConfiguration);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInvalidPitchValue);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInvalidSymbol);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInvalidHostPointer);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInvalidDevicePointer);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInvalidTexture);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInvalidTextureBinding);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInvalidChannelDescriptor);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInvalidMemcpyDirection);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorAddressOfConstant);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorTextureFetchFailed);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorTextureNotBound);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorSynchronizationError);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInvalidFilterSetting);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInvalidNormSetting);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorMixedDeviceExecution);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorNotYetImplemented);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorMemoryValueTooLarge);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorStubLibrary);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInsufficientDriver);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorCallRequiresNewerDriver);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInvalidSurface);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorDuplicateVariableName);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorDuplicateTextureName);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorDuplicateSurfaceName);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorDevicesUnavailable);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorIncompatibleDriverContext);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorMissingConfiguration);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorPriorLaunchFailure);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorLaunchMaxDepthExceeded);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorLaunchFileScopedTex);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorLaunchFileScopedSurf);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorSyncDepthExceeded);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorLaunchPendingCountExceeded);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInvalidDeviceFunction);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorNoDevice);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInvalidDevice);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorDeviceNotLicensed);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorSoftwareValidityNotEstablished);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorStartupFailure);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInvalidKernelImage);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorDeviceUninitialized);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorMapBufferObjectFailed);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorUnmapBufferObjectFailed);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorArrayIsMapped);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorAlreadyMapped);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorNoKernelImageForDevice);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorAlreadyAcquired);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorNotMapped);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorNotMappedAsArray);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorNotMappedAsPointer);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorECCUncorrectable);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorUnsupportedLimit);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorDeviceAlreadyInUse);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorPeerAccessUnsupported);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInvalidPtx);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInvalidGraphicsContext);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorNvlinkUncorrectable);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorJitCompilerNotFound);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorUnsupportedPtxVersion);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorJitCompilationDisabled);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorUnsupportedExecAffinity);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorUnsupportedDevSideSync);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorContained);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInvalidSource);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorFileNotFound);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorSharedObjectSymbolNotFound);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorSharedObjectInitFailed);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorOperatingSystem);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInvalidResourceHandle);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorIllegalState);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorLossyQuery);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorSymbolNotFound);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorNotReady);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorIllegalAddress);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorLaunchOutOfResources);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorLaunchTimeout);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorLaunchIncompatibleTexturing);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorPeerAccessAlreadyEnabled);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorPeerAccessNotEnabled);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorSetOnActiveProcess);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorContextIsDestroyed);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorAssert);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorTooManyPeers);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorHostMemoryAlreadyRegistered);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorHostMemoryNotRegistered);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorHardwareStackError);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorIllegalInstruction);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorMisalignedAddress);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInvalidAddressSpace);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInvalidPc);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorLaunchFailure);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorCooperativeLaunchTooLarge);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorTensorMemoryLeak);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorNotPermitted);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorNotSupported);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorSystemNotReady);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorSystemDriverMismatch);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorCompatNotSupportedOnDevice);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorMpsConnectionFailed);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorMpsRpcFailure);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorMpsServerNotReady);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorMpsMaxClientsReached);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorMpsMaxConnectionsReached);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorMpsClientTerminated);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorCdpNotSupported);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorCdpVersionMismatch);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorStreamCaptureUnsupported);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorStreamCaptureInvalidated);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorStreamCaptureMerge);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorStreamCaptureUnmatched);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorStreamCaptureUnjoined);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorStreamCaptureIsolation);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorStreamCaptureImplicit);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorCapturedEvent);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorStreamCaptureWrongThread);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorTimeout);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorGraphExecUpdateFailure);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorExternalDevice);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInvalidClusterSize);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorFunctionNotLoaded);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInvalidResourceType);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorInvalidResourceConfiguration);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorUnknown);
+GPUBROKER_ABI_SAME_VALUE(cudaErrorApiFailureBase);
+
+// cudaMemcpyKind: every enumerator NVIDIA declares.
+GPUBROKER_ABI_SAME_SIZE(rt::cudaMemcpyKind, ::cudaMemcpyKind);
+GPUBROKER_ABI_SAME_VALUE(cudaMemcpyHostToHost);
+GPUBROKER_ABI_SAME_VALUE(cudaMemcpyHostToDevice);
+GPUBROKER_ABI_SAME_VALUE(cudaMemcpyDeviceToHost);
+GPUBROKER_ABI_SAME_VALUE(cudaMemcpyDeviceToDevice);
+GPUBROKER_ABI_SAME_VALUE(cudaMemcpyDefault);
+
+// cudaMemoryType: every enumerator NVIDIA declares.
+GPUBROKER_ABI_SAME_SIZE(rt::cudaMemoryType, ::cudaMemoryType);
+GPUBROKER_ABI_SAME_VALUE(cudaMemoryTypeUnregistered);
+GPUBROKER_ABI_SAME_VALUE(cudaMemoryTypeHost);
+GPUBROKER_ABI_SAME_VALUE(cudaMemoryTypeDevice);
+GPUBROKER_ABI_SAME_VALUE(cudaMemoryTypeManaged);
+
+// cudaStreamCaptureStatus: every enumerator NVIDIA declares.
+GPUBROKER_ABI_SAME_SIZE(rt::cudaStreamCaptureStatus, ::cudaStreamCaptureStatus);
+GPUBROKER_ABI_SAME_VALUE(cudaStreamCaptureStatusNone);
+GPUBROKER_ABI_SAME_VALUE(cudaStreamCaptureStatusActive);
+GPUBROKER_ABI_SAME_VALUE(cudaStreamCaptureStatusInvalidated);
+
+// cudaStreamCaptureMode: every enumerator NVIDIA declares.
+GPUBROKER_ABI_SAME_SIZE(rt::cudaStreamCaptureMode, ::cudaStreamCaptureMode);
+GPUBROKER_ABI_SAME_VALUE(cudaStreamCaptureModeGlobal);
+GPUBROKER_ABI_SAME_VALUE(cudaStreamCaptureModeThreadLocal);
+GPUBROKER_ABI_SAME_VALUE(cudaStreamCaptureModeRelaxed);
+
+// cudaFuncAttribute: every enumerator NVIDIA declares.
+GPUBROKER_ABI_SAME_SIZE(rt::cudaFuncAttribute, ::cudaFuncAttribute);
+GPUBROKER_ABI_SAME_VALUE(cudaFuncAttributeMaxDynamicSharedMemorySize);
+GPUBROKER_ABI_SAME_VALUE(cudaFuncAttributePreferredSharedMemoryCarveout);
+GPUBROKER_ABI_SAME_VALUE(cudaFuncAttributeClusterDimMustBeSet);
+GPUBROKER_ABI_SAME_VALUE(cudaFuncAttributeRequiredClusterWidth);
+GPUBROKER_ABI_SAME_VALUE(cudaFuncAttributeRequiredClusterHeight);
+GPUBROKER_ABI_SAME_VALUE(cudaFuncAttributeRequiredClusterDepth);
+GPUBROKER_ABI_SAME_VALUE(cudaFuncAttributeNonPortableClusterSizeAllowed);
+GPUBROKER_ABI_SAME_VALUE(cudaFuncAttributeClusterSchedulingPolicyPreference);
+GPUBROKER_ABI_SAME_VALUE(cudaFuncAttributeMax);
+
+// cudaFuncCache: every enumerator NVIDIA declares.
+GPUBROKER_ABI_SAME_SIZE(rt::cudaFuncCache, ::cudaFuncCache);
+GPUBROKER_ABI_SAME_VALUE(cudaFuncCachePreferNone);
+GPUBROKER_ABI_SAME_VALUE(cudaFuncCachePreferShared);
+GPUBROKER_ABI_SAME_VALUE(cudaFuncCachePreferL1);
+GPUBROKER_ABI_SAME_VALUE(cudaFuncCachePreferEqual);
+
+// cudaLimit: every enumerator NVIDIA declares.
+GPUBROKER_ABI_SAME_SIZE(rt::cudaLimit, ::cudaLimit);
+GPUBROKER_ABI_SAME_VALUE(cudaLimitStackSize);
+GPUBROKER_ABI_SAME_VALUE(cudaLimitPrintfFifoSize);
+GPUBROKER_ABI_SAME_VALUE(cudaLimitMallocHeapSize);
+GPUBROKER_ABI_SAME_VALUE(cudaLimitDevRuntimeSyncDepth);
+GPUBROKER_ABI_SAME_VALUE(cudaLimitDevRuntimePendingLaunchCount);
+GPUBROKER_ABI_SAME_VALUE(cudaLimitMaxL2FetchGranularity);
+GPUBROKER_ABI_SAME_VALUE(cudaLimitPersistingL2CacheSize);
+
+// cudaDeviceAttr: every enumerator NVIDIA declares.
+GPUBROKER_ABI_SAME_SIZE(rt::cudaDeviceAttr, ::cudaDeviceAttr);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxThreadsPerBlock);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxBlockDimX);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxBlockDimY);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxBlockDimZ);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxGridDimX);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxGridDimY);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxGridDimZ);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxSharedMemoryPerBlock);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrTotalConstantMemory);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrWarpSize);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxPitch);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxRegistersPerBlock);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrClockRate);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrTextureAlignment);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrGpuOverlap);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMultiProcessorCount);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrKernelExecTimeout);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrIntegrated);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrCanMapHostMemory);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrComputeMode);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTexture1DWidth);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTexture2DWidth);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTexture2DHeight);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTexture3DWidth);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTexture3DHeight);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTexture3DDepth);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTexture2DLayeredWidth);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTexture2DLayeredHeight);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTexture2DLayeredLayers);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrSurfaceAlignment);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrConcurrentKernels);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrEccEnabled);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrPciBusId);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrPciDeviceId);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrTccDriver);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMemoryClockRate);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrGlobalMemoryBusWidth);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrL2CacheSize);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxThreadsPerMultiProcessor);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrAsyncEngineCount);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrUnifiedAddressing);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTexture1DLayeredWidth);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTexture1DLayeredLayers);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTexture2DGatherWidth);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTexture2DGatherHeight);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTexture3DWidthAlt);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTexture3DHeightAlt);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTexture3DDepthAlt);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrPciDomainId);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrTexturePitchAlignment);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTextureCubemapWidth);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTextureCubemapLayeredWidth);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTextureCubemapLayeredLayers);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxSurface1DWidth);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxSurface2DWidth);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxSurface2DHeight);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxSurface3DWidth);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxSurface3DHeight);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxSurface3DDepth);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxSurface1DLayeredWidth);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxSurface1DLayeredLayers);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxSurface2DLayeredWidth);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxSurface2DLayeredHeight);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxSurface2DLayeredLayers);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxSurfaceCubemapWidth);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxSurfaceCubemapLayeredWidth);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxSurfaceCubemapLayeredLayers);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTexture1DLinearWidth);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTexture2DLinearWidth);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTexture2DLinearHeight);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTexture2DLinearPitch);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTexture2DMipmappedWidth);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTexture2DMipmappedHeight);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrComputeCapabilityMajor);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrComputeCapabilityMinor);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTexture1DMipmappedWidth);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrStreamPrioritiesSupported);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrGlobalL1CacheSupported);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrLocalL1CacheSupported);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxSharedMemoryPerMultiprocessor);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxRegistersPerMultiprocessor);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrManagedMemory);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrIsMultiGpuBoard);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMultiGpuBoardGroupID);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrHostNativeAtomicSupported);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrSingleToDoublePrecisionPerfRatio);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrPageableMemoryAccess);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrConcurrentManagedAccess);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrComputePreemptionSupported);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrCanUseHostPointerForRegisteredMem);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrReserved92);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrReserved93);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrReserved94);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrCooperativeLaunch);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxSharedMemoryPerBlockOptin);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrCanFlushRemoteWrites);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrHostRegisterSupported);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrPageableMemoryAccessUsesHostPageTables);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrDirectManagedMemAccessFromHost);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxBlocksPerMultiprocessor);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxPersistingL2CacheSize);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxAccessPolicyWindowSize);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrReservedSharedMemoryPerBlock);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrSparseCudaArraySupported);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrHostRegisterReadOnlySupported);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrTimelineSemaphoreInteropSupported);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMemoryPoolsSupported);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrGPUDirectRDMASupported);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrGPUDirectRDMAFlushWritesOptions);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrGPUDirectRDMAWritesOrdering);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMemoryPoolSupportedHandleTypes);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrClusterLaunch);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrDeferredMappingCudaArraySupported);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrReserved122);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrReserved123);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrReserved124);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrIpcEventSupport);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMemSyncDomainCount);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrReserved127);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrReserved128);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrReserved129);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrNumaConfig);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrNumaId);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrReserved132);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMpsEnabled);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrHostNumaId);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrD3D12CigSupported);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrVulkanCigSupported);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrGpuPciDeviceId);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrGpuPciSubsystemId);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrReserved141);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrHostNumaMemoryPoolsSupported);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrHostNumaMultinodeIpcSupported);
+#if GPUBROKER_CHECK_CUDA_MAJOR == 12
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrCooperativeMultiDeviceLaunch);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrMaxTimelineSemaphoreInteropSupported);
+#endif
+#if GPUBROKER_CHECK_CUDA_MAJOR == 13
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrReserved96);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrHostMemoryPoolsSupported);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrReserved145);
+GPUBROKER_ABI_SAME_VALUE(cudaDevAttrOnlyPartialHostNativeAtomicSupported);
+#endif
+
+// cudaMemPoolAttr: every enumerator NVIDIA declares.
+GPUBROKER_ABI_SAME_SIZE(rt::cudaMemPoolAttr, ::cudaMemPoolAttr);
+GPUBROKER_ABI_SAME_VALUE(cudaMemPoolReuseFollowEventDependencies);
+GPUBROKER_ABI_SAME_VALUE(cudaMemPoolReuseAllowOpportunistic);
+GPUBROKER_ABI_SAME_VALUE(cudaMemPoolReuseAllowInternalDependencies);
+GPUBROKER_ABI_SAME_VALUE(cudaMemPoolAttrReleaseThreshold);
+GPUBROKER_ABI_SAME_VALUE(cudaMemPoolAttrReservedMemCurrent);
+GPUBROKER_ABI_SAME_VALUE(cudaMemPoolAttrReservedMemHigh);
+GPUBROKER_ABI_SAME_VALUE(cudaMemPoolAttrUsedMemCurrent);
+GPUBROKER_ABI_SAME_VALUE(cudaMemPoolAttrUsedMemHigh);
+
+// cudaAccessProperty: every enumerator NVIDIA declares.
+GPUBROKER_ABI_SAME_SIZE(rt::cudaAccessProperty, ::cudaAccessProperty);
+GPUBROKER_ABI_SAME_VALUE(cudaAccessPropertyNormal);
+GPUBROKER_ABI_SAME_VALUE(cudaAccessPropertyStreaming);
+GPUBROKER_ABI_SAME_VALUE(cudaAccessPropertyPersisting);
+
+// cudaSynchronizationPolicy: every enumerator NVIDIA declares.
+GPUBROKER_ABI_SAME_SIZE(rt::cudaSynchronizationPolicy, ::cudaSynchronizationPolicy);
+GPUBROKER_ABI_SAME_VALUE(cudaSyncPolicyAuto);
+GPUBROKER_ABI_SAME_VALUE(cudaSyncPolicySpin);
+GPUBROKER_ABI_SAME_VALUE(cudaSyncPolicyYield);
+GPUBROKER_ABI_SAME_VALUE(cudaSyncPolicyBlockingSync);
+
+// cudaClusterSchedulingPolicy: every enumerator NVIDIA declares.
+GPUBROKER_ABI_SAME_SIZE(rt::cudaClusterSchedulingPolicy, ::cudaClusterSchedulingPolicy);
+GPUBROKER_ABI_SAME_VALUE(cudaClusterSchedulingPolicyDefault);
+GPUBROKER_ABI_SAME_VALUE(cudaClusterSchedulingPolicySpread);
+GPUBROKER_ABI_SAME_VALUE(cudaClusterSchedulingPolicyLoadBalancing);
+
+// cudaLaunchMemSyncDomain: every enumerator NVIDIA declares.
+GPUBROKER_ABI_SAME_SIZE(rt::cudaLaunchMemSyncDomain, ::cudaLaunchMemSyncDomain);
+GPUBROKER_ABI_SAME_VALUE(cudaLaunchMemSyncDomainDefault);
+GPUBROKER_ABI_SAME_VALUE(cudaLaunchMemSyncDomainRemote);
+
+// cudaLaunchAttributeID: every enumerator NVIDIA declares.
+GPUBROKER_ABI_SAME_SIZE(rt::cudaLaunchAttributeID, ::cudaLaunchAttributeID);
+GPUBROKER_ABI_SAME_VALUE(cudaLaunchAttributeIgnore);
+GPUBROKER_ABI_SAME_VALUE(cudaLaunchAttributeAccessPolicyWindow);
+GPUBROKER_ABI_SAME_VALUE(cudaLaunchAttributeCooperative);
+GPUBROKER_ABI_SAME_VALUE(cudaLaunchAttributeSynchronizationPolicy);
+GPUBROKER_ABI_SAME_VALUE(cudaLaunchAttributeClusterDimension);
+GPUBROKER_ABI_SAME_VALUE(cudaLaunchAttributeClusterSchedulingPolicyPreference);
+GPUBROKER_ABI_SAME_VALUE(cudaLaunchAttributeProgrammaticStreamSerialization);
+GPUBROKER_ABI_SAME_VALUE(cudaLaunchAttributeProgrammaticEvent);
+GPUBROKER_ABI_SAME_VALUE(cudaLaunchAttributePriority);
+GPUBROKER_ABI_SAME_VALUE(cudaLaunchAttributeMemSyncDomainMap);
+GPUBROKER_ABI_SAME_VALUE(cudaLaunchAttributeMemSyncDomain);
+GPUBROKER_ABI_SAME_VALUE(cudaLaunchAttributePreferredClusterDimension);
+GPUBROKER_ABI_SAME_VALUE(cudaLaunchAttributeLaunchCompletionEvent);
+GPUBROKER_ABI_SAME_VALUE(cudaLaunchAttributeDeviceUpdatableKernelNode);
+GPUBROKER_ABI_SAME_VALUE(cudaLaunchAttributePreferredSharedMemoryCarveout);
+#if GPUBROKER_CHECK_CUDA_MAJOR == 13
+GPUBROKER_ABI_SAME_VALUE(cudaLaunchAttributeNvlinkUtilCentricScheduling);
+#endif
+
+// cudaGraphExecUpdateResult: every enumerator NVIDIA declares.
+GPUBROKER_ABI_SAME_SIZE(rt::cudaGraphExecUpdateResult, ::cudaGraphExecUpdateResult);
+GPUBROKER_ABI_SAME_VALUE(cudaGraphExecUpdateSuccess);
+GPUBROKER_ABI_SAME_VALUE(cudaGraphExecUpdateError);
+GPUBROKER_ABI_SAME_VALUE(cudaGraphExecUpdateErrorTopologyChanged);
+GPUBROKER_ABI_SAME_VALUE(cudaGraphExecUpdateErrorNodeTypeChanged);
+GPUBROKER_ABI_SAME_VALUE(cudaGraphExecUpdateErrorFunctionChanged);
+GPUBROKER_ABI_SAME_VALUE(cudaGraphExecUpdateErrorParametersChanged);
+GPUBROKER_ABI_SAME_VALUE(cudaGraphExecUpdateErrorNotSupported);
+GPUBROKER_ABI_SAME_VALUE(cudaGraphExecUpdateErrorUnsupportedFunctionChange);
+GPUBROKER_ABI_SAME_VALUE(cudaGraphExecUpdateErrorAttributesChanged);
+
+// cudaChannelFormatKind: every enumerator NVIDIA declares.
+GPUBROKER_ABI_SAME_SIZE(rt::cudaChannelFormatKind, ::cudaChannelFormatKind);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindSigned);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindUnsigned);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindFloat);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindNone);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindNV12);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindUnsignedNormalized8X1);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindUnsignedNormalized8X2);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindUnsignedNormalized8X4);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindUnsignedNormalized16X1);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindUnsignedNormalized16X2);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindUnsignedNormalized16X4);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindSignedNormalized8X1);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindSignedNormalized8X2);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindSignedNormalized8X4);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindSignedNormalized16X1);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindSignedNormalized16X2);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindSignedNormalized16X4);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindUnsignedBlockCompressed1);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindUnsignedBlockCompressed1SRGB);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindUnsignedBlockCompressed2);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindUnsignedBlockCompressed2SRGB);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindUnsignedBlockCompressed3);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindUnsignedBlockCompressed3SRGB);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindUnsignedBlockCompressed4);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindSignedBlockCompressed4);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindUnsignedBlockCompressed5);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindSignedBlockCompressed5);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindUnsignedBlockCompressed6H);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindSignedBlockCompressed6H);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindUnsignedBlockCompressed7);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindUnsignedBlockCompressed7SRGB);
+GPUBROKER_ABI_SAME_VALUE(cudaChannelFormatKindUnsignedNormalized1010102);
+
+// cudaMemLocationType: every enumerator NVIDIA declares.
+GPUBROKER_ABI_SAME_SIZE(rt::cudaMemLocationType, ::cudaMemLocationType);
+GPUBROKER_ABI_SAME_VALUE(cudaMemLocationTypeInvalid);
+GPUBROKER_ABI_SAME_VALUE(cudaMemLocationTypeDevice);
+GPUBROKER_ABI_SAME_VALUE(cudaMemLocationTypeHost);
+GPUBROKER_ABI_SAME_VALUE(cudaMemLocationTypeHostNuma);
+GPUBROKER_ABI_SAME_VALUE(cudaMemLocationTypeHostNumaCurrent);
+#if GPUBROKER_CHECK_CUDA_MAJOR == 13
+GPUBROKER_ABI_SAME_VALUE(cudaMemLocationTypeNone);
+#endif
+
+// cudaMemAllocationType: every enumerator NVIDIA declares.
+GPUBROKER_ABI_SAME_SIZE(rt::cudaMemAllocationType, ::cudaMemAllocationType);
+GPUBROKER_ABI_SAME_VALUE(cudaMemAllocationTypeInvalid);
+GPUBROKER_ABI_SAME_VALUE(cudaMemAllocationTypePinned);
+GPUBROKER_ABI_SAME_VALUE(cudaMemAllocationTypeMax);
+#if GPUBROKER_CHECK_CUDA_MAJOR == 13
+GPUBROKER_ABI_SAME_VALUE(cudaMemAllocationTypeManaged);
+#endif
+
+// cudaMemAllocationHandleType: every enumerator NVIDIA declares.
+GPUBROKER_ABI_SAME_SIZE(rt::cudaMemAllocationHandleType, ::cudaMemAllocationHandleType);
+GPUBROKER_ABI_SAME_VALUE(cudaMemHandleTypeNone);
+GPUBROKER_ABI_SAME_VALUE(cudaMemHandleTypePosixFileDescriptor);
+GPUBROKER_ABI_SAME_VALUE(cudaMemHandleTypeWin32);
+GPUBROKER_ABI_SAME_VALUE(cudaMemHandleTypeWin32Kmt);
+GPUBROKER_ABI_SAME_VALUE(cudaMemHandleTypeFabric);
+
+// cudaMemAccessFlags: every enumerator NVIDIA declares.
+GPUBROKER_ABI_SAME_SIZE(rt::cudaMemAccessFlags, ::cudaMemAccessFlags);
+GPUBROKER_ABI_SAME_VALUE(cudaMemAccessFlagsProtNone);
+GPUBROKER_ABI_SAME_VALUE(cudaMemAccessFlagsProtRead);
+GPUBROKER_ABI_SAME_VALUE(cudaMemAccessFlagsProtReadWrite);
+
+// cudaDevAttrMax is one past the last attribute, so it differs by major version.
+#if GPUBROKER_CHECK_CUDA_MAJOR == 12
+GPUBROKER_ABI_ASSERT(rt::v12::cudaDevAttrMax == static_cast<int>(::cudaDevAttrMax), "12 max");
+#else
+GPUBROKER_ABI_ASSERT(rt::v13::cudaDevAttrMax == static_cast<int>(::cudaDevAttrMax), "13 max");
+#endif
+
+// The error table: one entry per enumerator of NVIDIA's cudaError (134 in 12.9 and 13.0).
+GPUBROKER_ABI_ASSERT(std::size(rt::kErrorDescriptions) == 134, "error table size");
+GPUBROKER_ABI_ASSERT(error_table_is_ascending(), "error table order");
+GPUBROKER_ABI_ASSERT(rt::error_string(1) == rt::kErrorDescriptions[1].description,
+                     "error_string finds by value");
+
+constexpr int kChecks = __COUNTER__ - kFirstCheck - 1;
+
+}  // namespace
+
+namespace gpubroker::cuda_abi_test {
+
+CheckSummary GPUBROKER_ABI_CHECK_NAME(enums)() {
+  return {"every enumerator of 21 enums (cudaError_t, cudaDeviceAttr, ...) and the error table",
+          kChecks, true};
+}
+
+}  // namespace gpubroker::cuda_abi_test
