@@ -1,7 +1,9 @@
 // The CUDA runtime entry points the shim serves: devices, memory, copies, streams, events,
 // errors. Every function here is `extern "C"` and never lets an exception out. What the shim
 // does not serve yet is generated (shim/abi/) and returns cudaErrorNotSupported.
+#include <cstdio>
 #include <cstring>
+#include <mutex>
 #include <new>
 
 #include "shim/runtime/runtime_state.h"
@@ -294,6 +296,103 @@ int cudaEventElapsedTime(float* milliseconds, Event start, Event end) {
 
 int cudaEventDestroy(Event event) {
   return call(wire::RequestKind::kEventDestroy, bytes_of(wire::HandleRequest{reinterpret_cast<std::uint64_t>(event)}));
+}
+
+// ---- more memory ----------------------------------------------------------------------------
+
+int cudaMallocPitch(void** pointer, std::size_t* pitch, std::size_t width, std::size_t height) {
+  if (pitch == nullptr) return record(kErrorInvalidValue);
+  // The real driver pads rows to its texture pitch alignment; 512 bytes on an H100.
+  constexpr std::size_t kPitchAlignment = 512;
+  *pitch = (width + kPitchAlignment - 1) / kPitchAlignment * kPitchAlignment;
+  return cudaMalloc(pointer, *pitch * height);
+}
+
+int cudaMemcpy2DAsync(void* destination, std::size_t destination_pitch, const void* source, std::size_t source_pitch,
+                      std::size_t width, std::size_t height, int kind, Stream stream) {
+  if (width > destination_pitch || width > source_pitch) return record(kErrorInvalidValue);
+  if (destination_pitch == width && source_pitch == width) {
+    return copy(destination, source, width * height, kind, stream, true);
+  }
+  // Row by row: correct for every kind of memory; a 2D request kind would save round trips.
+  for (std::size_t row = 0; row < height; ++row) {
+    const Error e = copy(static_cast<std::byte*>(destination) + row * destination_pitch,
+                         static_cast<const std::byte*>(source) + row * source_pitch, width, kind, stream, true);
+    if (e != kSuccess) return e;
+  }
+  return kSuccess;
+}
+
+int cudaMemcpy2D(void* destination, std::size_t destination_pitch, const void* source, std::size_t source_pitch,
+                 std::size_t width, std::size_t height, int kind) {
+  const Error e = cudaMemcpy2DAsync(destination, destination_pitch, source, source_pitch, width, height, kind, nullptr);
+  return e != kSuccess ? e : cudaStreamSynchronize(nullptr);
+}
+
+int cudaMemset2DAsync(void* pointer, std::size_t pitch, int value, std::size_t width, std::size_t height, Stream stream) {
+  if (width > pitch) return record(kErrorInvalidValue);
+  if (pitch == width) return cudaMemsetAsync(pointer, value, width * height, stream);
+  for (std::size_t row = 0; row < height; ++row) {
+    if (const Error e = cudaMemsetAsync(static_cast<std::byte*>(pointer) + row * pitch, value, width, stream); e != kSuccess) {
+      return e;
+    }
+  }
+  return kSuccess;
+}
+
+int cudaMemset2D(void* pointer, std::size_t pitch, int value, std::size_t width, std::size_t height) {
+  return cudaMemset2DAsync(pointer, pitch, value, width, height, nullptr);
+}
+
+// Stream-ordered allocation, served by the device allocator: the allocation is usable at once
+// (which satisfies stream order), and the free waits for the stream's earlier work.
+int cudaMallocAsync(void** pointer, std::size_t bytes, Stream /*stream*/) { return cudaMalloc(pointer, bytes); }
+
+int cudaFreeAsync(void* pointer, Stream stream) {
+  if (const Error e = cudaStreamSynchronize(stream); e != kSuccess) return e;
+  return cudaFree(pointer);
+}
+
+int cudaMallocManaged(void** /*pointer*/, std::size_t /*bytes*/, unsigned /*flags*/) {
+  // Managed memory would need the broker's device to fault on client pages; not offered.
+  static std::once_flag logged;
+  std::call_once(logged, [] {
+    std::fputs("gpubroker: cudaMallocManaged is not supported through the broker (use cudaMalloc)\n", stderr);
+  });
+  return record(kErrorNotSupported);
+}
+
+// Registered pageable memory stays in the client's address space, where the broker cannot reach
+// it: copies from it work (through staging), but a device pointer for it does not exist.
+int cudaHostRegister(void* pointer, std::size_t bytes, unsigned /*flags*/) {
+  if (pointer == nullptr || bytes == 0) return record(kErrorInvalidValue);
+  return connection() == nullptr ? record(kErrorNoDevice) : kSuccess;
+}
+
+int cudaHostUnregister(void* pointer) { return pointer == nullptr ? record(kErrorInvalidValue) : kSuccess; }
+
+int cudaHostGetDevicePointer(void** /*device_pointer*/, void* /*host_pointer*/, unsigned /*flags*/) {
+  static std::once_flag logged;
+  std::call_once(logged, [] {
+    std::fputs("gpubroker: cudaHostGetDevicePointer (mapped host memory) is not supported through the broker\n", stderr);
+  });
+  return record(kErrorNotSupported);
+}
+
+int cudaSetDeviceFlags(unsigned /*flags*/) { return connection() == nullptr ? record(kErrorNoDevice) : kSuccess; }
+
+int cudaGetDeviceFlags(unsigned* flags) {
+  if (flags == nullptr) return record(kErrorInvalidValue);
+  *flags = 0x08;  // cudaDeviceMapHost: the runtime's default on a 64-bit host
+  return kSuccess;
+}
+
+int cudaDeviceCanAccessPeer(int* can_access, int device, int peer) {
+  if (can_access == nullptr) return record(kErrorInvalidValue);
+  if (const Error e = check_device(device); e != kSuccess) return e;
+  if (const Error e = check_device(peer); e != kSuccess) return e;
+  *can_access = 0;  // peer copies go through the broker, which owns every device
+  return kSuccess;
 }
 
 }  // extern "C"

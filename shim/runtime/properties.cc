@@ -135,3 +135,40 @@ const char* cudaGetErrorString(int error) { return rt::error_string(error); }
 const char* cudaGetErrorName(int error) { return rt::error_name(error); }
 
 }  // extern "C"
+
+namespace {
+
+// Answered from what the process knows: its device allocations and its pinned arena blocks.
+template <class Attributes>
+int pointer_attributes(Attributes* attributes, const void* pointer) {
+  if (attributes == nullptr) return record(kErrorInvalidValue);
+  std::memset(attributes, 0, sizeof(*attributes));
+  if (memory().is_device(pointer)) {
+    attributes->type = rt::cudaMemoryTypeDevice;
+    attributes->device = current_device();
+    attributes->devicePointer = const_cast<void*>(pointer);
+  } else if (memory().pinned_offset(pointer, 1)) {
+    attributes->type = rt::cudaMemoryTypeHost;
+    attributes->device = current_device();
+    attributes->hostPointer = const_cast<void*>(pointer);
+  } else {
+    attributes->type = rt::cudaMemoryTypeUnregistered;
+    attributes->device = -2;  // what the runtime reports for memory it does not know
+    attributes->hostPointer = const_cast<void*>(pointer);
+  }
+  return kSuccess;
+}
+
+}  // namespace
+
+extern "C" {
+#if GPUBROKER_CUDART_ABI == 12
+int cudaPointerGetAttributes(rt::PointerAttributes12* attributes, const void* pointer) {
+  return pointer_attributes(attributes, pointer);
+}
+#else
+int cudaPointerGetAttributes(rt::PointerAttributes13* attributes, const void* pointer) {
+  return pointer_attributes(attributes, pointer);
+}
+#endif
+}  // extern "C"

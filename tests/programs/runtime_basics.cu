@@ -134,6 +134,34 @@ int main() {
   OK(cudaStreamDestroy(s1));
   OK(cudaStreamDestroy(s2));
 
+  // Pitched memory, 2D copies and memsets, pointer attributes, stream-ordered allocation.
+  {
+    const size_t width = 100, height = 37;
+    unsigned char* pitched = nullptr;
+    size_t pitch = 0;
+    OK(cudaMallocPitch(reinterpret_cast<void**>(&pitched), &pitch, width, height));
+    CHECK(pitch >= width && pitch % 256 == 0);
+    std::vector<unsigned char> image(width * height), out(width * height, 0);
+    fill(image.data(), image.size(), 5);
+    OK(cudaMemset2D(pitched, pitch, 0xff, width, height));
+    OK(cudaMemcpy2D(pitched, pitch, image.data(), width, width, height, cudaMemcpyHostToDevice));
+    OK(cudaMemcpy2D(out.data(), width, pitched, pitch, width, height, cudaMemcpyDeviceToHost));
+    CHECK(out == image);
+    cudaPointerAttributes attributes;
+    OK(cudaPointerGetAttributes(&attributes, pitched + 5));
+    CHECK(attributes.type == cudaMemoryTypeDevice);
+    OK(cudaPointerGetAttributes(&attributes, image.data()));
+    CHECK(attributes.type == cudaMemoryTypeUnregistered);
+    OK(cudaFree(pitched));
+    void* pooled = nullptr;
+    OK(cudaMallocAsync(&pooled, 1 << 20, 0));
+    OK(cudaMemsetAsync(pooled, 1, 1 << 20, 0));
+    OK(cudaFreeAsync(pooled, 0));
+    void* managed = nullptr;
+    CHECK(cudaMallocManaged(&managed, 4096) == cudaErrorNotSupported);
+    CHECK(cudaGetLastError() == cudaErrorNotSupported);
+  }
+
   // Error paths: clear errors, never a hang.
   CHECK(cudaSetDevice(99) == cudaErrorInvalidDevice);
   CHECK(cudaGetLastError() == cudaErrorInvalidDevice);

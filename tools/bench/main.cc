@@ -7,6 +7,7 @@
 
 namespace gpubroker::bench {
 int run_ipc_bench(int argc, char** argv);
+int run_runtime_bench(int argc, char** argv);
 }
 
 namespace {
@@ -17,6 +18,8 @@ void usage() {
       "\n"
       "scenarios:\n"
       "  ipc       the shared-memory transport against Unix and TCP sockets and memcpy\n"
+      "  runtime   CUDA runtime calls and copies through the libcudart shim and a broker\n"
+      "            (--socket=PATH to use a running broker; else a sim broker is started)\n"
       "\n"
       "options (every scenario):\n"
       "  --json    print one JSON object on one line instead of a table\n"
@@ -32,6 +35,7 @@ int main(int argc, char** argv) {
   }
   const std::string_view scenario = argv[1];
   if (scenario == "ipc") return gpubroker::bench::run_ipc_bench(argc - 2, argv + 2);
+  if (scenario == "runtime") return gpubroker::bench::run_runtime_bench(argc - 2, argv + 2);
   fmt::print(stderr, "gpubroker-bench: unknown scenario '{}'\n", scenario);
   usage();
   return 2;

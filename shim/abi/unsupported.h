@@ -1,0 +1,26 @@
+// What a libcudart shim answers for a runtime function it does not implement: the export exists
+// (so that a program linked against NVIDIA's runtime loads), logs its name once per process on
+// stderr, and returns cudaErrorNotSupported (801).
+//
+// The stubs are generated (shim/abi/gen_exports.py writes one GPUBROKER_UNSUPPORTED_CUDA_FUNCTION
+// per missing export). Each is declared `int name()` whatever NVIDIA's signature: on x86-64
+// System V the caller owns and cleans up the argument registers and stack, and a cudaError_t
+// comes back in eax, so ignoring the arguments and returning 801 is what the caller expects from
+// a failing call. That does not hold for functions returning a pointer, a struct or a
+// non-error integer; gen_exports.py refuses to stub those (its MUST_IMPLEMENT table).
+//
+// Limits: a stub does not set the shim's sticky "last error" (cudaGetLastError reports nothing
+// after it); a caller that ignores the 801 continues as if the call happened.
+#pragma once
+
+// Writes one line naming `name` to stderr the first time each name is passed in this process, and
+// nothing afterwards. Any thread may call it, concurrently; it does not allocate, take a lock or
+// block, so it is safe in static constructors and after fork. `name` must outlive the process
+// (a string literal): the helper remembers the pointer.
+extern "C" void gpubroker_log_unsupported_once(const char* name) noexcept;
+
+#define GPUBROKER_UNSUPPORTED_CUDA_FUNCTION(name)                       \
+  extern "C" __attribute__((visibility("default"))) int name() noexcept { \
+    gpubroker_log_unsupported_once(#name);                              \
+    return 801; /* cudaErrorNotSupported */                             \
+  }

@@ -1,0 +1,194 @@
+// gpubroker-bench runtime: the CUDA runtime as a runner sees it, through the libcudart shim and a
+// broker, against the baselines of the same run.
+//
+// Without --socket it starts a sim broker of its own (the gpu-broker binary next to this one).
+// The shim is loaded with dlopen, exactly as ggml's loader would find it, so every figure includes
+// the shim's own work. Measured: a synchronous null call (cudaStreamQuery on the default stream);
+// cudaMemcpy of 64 MiB host-to-device and device-to-host from pageable and from pinned memory,
+// against a single-thread memcpy of the same size; and the CPU bytes copied on the pinned path,
+// read from the broker's counters (bytes that crossed the staging pipes).
+#include <dlfcn.h>
+#include <fmt/core.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ipc/client_session.h"
+#include "ipc/socket_path.h"
+#include "tools/bench/report.h"
+
+namespace gpubroker::bench {
+
+namespace {
+
+using ipc::monotonic_ns;
+
+[[noreturn]] void die(const std::string& what) {
+  fmt::print(stderr, "gpubroker-bench runtime: {}\n", what);
+  std::exit(1);
+}
+
+std::filesystem::path own_directory() { return std::filesystem::read_symlink("/proc/self/exe").parent_path(); }
+
+// The first existing path among the build tree's and the installed layout's.
+std::string find_beside(std::initializer_list<const char*> candidates) {
+  for (const char* relative : candidates) {
+    const auto path = own_directory() / relative;
+    if (std::filesystem::exists(path)) return std::filesystem::weakly_canonical(path).string();
+  }
+  return "";
+}
+
+struct Runtime {
+  int (*stream_query)(void*);
+  int (*malloc_)(void**, std::size_t);
+  int (*free_)(void*);
+  int (*malloc_host)(void**, std::size_t);
+  int (*free_host)(void*);
+  int (*memcpy_)(void*, const void*, std::size_t, int);
+
+  static Runtime load(const std::string& path) {
+    void* library = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (library == nullptr) die(fmt::format("cannot load the runtime shim {}: {}", path, ::dlerror()));
+    auto symbol = [&](const char* name) {
+      void* p = ::dlsym(library, name);
+      if (p == nullptr) die(fmt::format("the shim lacks {}", name));
+      return p;
+    };
+    return Runtime{reinterpret_cast<int (*)(void*)>(symbol("cudaStreamQuery")),
+                   reinterpret_cast<int (*)(void**, std::size_t)>(symbol("cudaMalloc")),
+                   reinterpret_cast<int (*)(void*)>(symbol("cudaFree")),
+                   reinterpret_cast<int (*)(void**, std::size_t)>(symbol("cudaMallocHost")),
+                   reinterpret_cast<int (*)(void*)>(symbol("cudaFreeHost")),
+                   reinterpret_cast<int (*)(void*, const void*, std::size_t, int)>(symbol("cudaMemcpy"))};
+  }
+};
+
+std::uint64_t staged_bytes(const std::string& socket) {
+  ipc::ClientOptions options;
+  options.socket_path = socket;
+  options.program = "gpubroker-bench";
+  auto session = ipc::ClientSession::connect(options);
+  if (!session) die("cannot read the broker's counters: " + ipc::describe(session.error()));
+  auto totals = session.value()->call(wire::RequestKind::kBrokerTotals, {});
+  if (!totals) die("kBrokerTotals failed");
+  return totals.value().result_as<wire::BrokerTotals>().staged_bytes;
+}
+
+double copy_gbps(const Runtime& rt, void* destination, const void* source, std::size_t bytes, int kind, int repeats) {
+  if (rt.memcpy_(destination, source, bytes, kind) != 0) die("cudaMemcpy failed");  // warm-up
+  const std::int64_t t0 = monotonic_ns();
+  for (int i = 0; i < repeats; ++i) {
+    if (rt.memcpy_(destination, source, bytes, kind) != 0) die("cudaMemcpy failed");
+  }
+  return static_cast<double>(bytes) * repeats / static_cast<double>(monotonic_ns() - t0);
+}
+
+}  // namespace
+
+int run_runtime_bench(int argc, char** argv) {
+  bool json = false;
+  std::string socket;
+  std::size_t calls = 200'000;
+  int repeats = 8;
+  for (int i = 0; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--json") json = true;
+    else if (arg == "--quick") calls = 20'000, repeats = 2;
+    else if (arg.rfind("--socket=", 0) == 0) socket = std::string(arg.substr(9));
+    else die(fmt::format("unknown option '{}'", arg));
+  }
+
+  pid_t broker = 0;
+  std::string directory;
+  if (socket.empty()) {
+    const std::string binary = find_beside({"../../broker/gpu-broker", "gpu-broker"});
+    if (binary.empty()) die("no gpu-broker beside this binary; pass --socket=PATH of a running broker");
+    directory = fmt::format("/tmp/gpubroker-bench-{}", ::getpid());
+    std::filesystem::create_directories(directory);
+    socket = directory + "/broker.sock";
+    broker = ::fork();
+    if (broker == 0) {
+      const std::string socket_option = "--socket=" + socket;
+      ::execl(binary.c_str(), binary.c_str(), "--driver=sim", socket_option.c_str(), "--log-level=warning",
+              static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    for (int i = 0; i < 1000 && !std::filesystem::exists(socket); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ::setenv("GPUBROKER_SOCKET", socket.c_str(), 1);
+  const std::string shim = find_beside({"../../shim/runtime/13/libcudart.so.13", "../lib/gpubroker/libcudart.so.13"});
+  if (shim.empty()) die("no libcudart.so.13 shim found beside this binary");
+  const Runtime rt = Runtime::load(shim);
+
+  // Synchronous null calls.
+  if (rt.stream_query(nullptr) != 0) die("cudaStreamQuery failed: is the broker up?");
+  std::vector<double> samples;
+  samples.reserve(calls);
+  for (std::size_t i = 0; i < calls + calls / 10; ++i) {
+    const std::int64_t t0 = monotonic_ns();
+    rt.stream_query(nullptr);
+    if (i >= calls / 10) samples.push_back(static_cast<double>(monotonic_ns() - t0));
+  }
+  const Percentiles sync = percentiles(samples);
+
+  // 64 MiB copies, pageable and pinned, and the memcpy baseline.
+  constexpr std::size_t kBytes = 64ull << 20;
+  std::vector<std::byte> pageable(kBytes, std::byte{1}), baseline_destination(kBytes, std::byte{2});
+  void* device = nullptr;
+  void* pinned = nullptr;
+  if (rt.malloc_(&device, kBytes) != 0 || rt.malloc_host(&pinned, kBytes) != 0) die("allocation failed");
+  std::memset(pinned, 3, kBytes);
+  const double h2d_pageable = copy_gbps(rt, device, pageable.data(), kBytes, 1, repeats);
+  const double d2h_pageable = copy_gbps(rt, pageable.data(), device, kBytes, 2, repeats);
+  const std::uint64_t staged_before = staged_bytes(socket);
+  const double h2d_pinned = copy_gbps(rt, device, pinned, kBytes, 1, repeats);
+  const double d2h_pinned = copy_gbps(rt, pinned, device, kBytes, 2, repeats);
+  const std::uint64_t pinned_cpu_bytes = staged_bytes(socket) - staged_before;
+  std::memcpy(baseline_destination.data(), pageable.data(), kBytes);
+  const std::int64_t t0 = monotonic_ns();
+  for (int i = 0; i < repeats; ++i) std::memcpy(baseline_destination.data(), pageable.data(), kBytes);
+  const double memcpy_gbps = static_cast<double>(kBytes) * repeats / static_cast<double>(monotonic_ns() - t0);
+  rt.free_(device);
+  rt.free_host(pinned);
+
+  if (broker > 0) {
+    ::kill(broker, SIGTERM);
+    ::waitpid(broker, nullptr, 0);
+    std::filesystem::remove_all(directory);
+  }
+
+  Report report;
+  report.latency("sync_call_ns", sync);
+  report.number("h2d_pageable_gbps", h2d_pageable);
+  report.number("d2h_pageable_gbps", d2h_pageable);
+  report.number("h2d_pinned_gbps", h2d_pinned);
+  report.number("d2h_pinned_gbps", d2h_pinned);
+  report.number("memcpy_gbps", memcpy_gbps);
+  report.number("pinned_cpu_bytes_copied", static_cast<double>(pinned_cpu_bytes));
+  report.number("h2d_pageable_over_memcpy", h2d_pageable / memcpy_gbps);
+  report.number("d2h_pageable_over_memcpy", d2h_pageable / memcpy_gbps);
+  if (json) {
+    fmt::print("{}\n", report.json());
+    return 0;
+  }
+  fmt::print("gpubroker-bench runtime on {} (broker: {})\n", machine_name(), broker > 0 ? "sim, started by the bench" : socket);
+  fmt::print("synchronous runtime call (cudaStreamQuery): p50 {:.0f} ns, p99 {:.0f} ns, p99.9 {:.0f} ns\n", sync.p50,
+             sync.p99, sync.p999);
+  fmt::print("cudaMemcpy 64 MiB x {}:\n", repeats);
+  fmt::print("  pageable  H2D {:6.2f} GB/s ({:.2f}x memcpy)   D2H {:6.2f} GB/s ({:.2f}x memcpy)\n", h2d_pageable,
+             h2d_pageable / memcpy_gbps, d2h_pageable, d2h_pageable / memcpy_gbps);
+  fmt::print("  pinned    H2D {:6.2f} GB/s ({:.2f}x memcpy)   D2H {:6.2f} GB/s ({:.2f}x memcpy)\n", h2d_pinned,
+             h2d_pinned / memcpy_gbps, d2h_pinned, d2h_pinned / memcpy_gbps);
+  fmt::print("  memcpy baseline, one thread: {:.2f} GB/s\n", memcpy_gbps);
+  fmt::print("CPU bytes copied on the pinned path: {}\n", pinned_cpu_bytes);
+  return 0;
+}
+
+}  // namespace gpubroker::bench
