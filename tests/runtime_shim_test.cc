@@ -8,7 +8,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <string>
 #include <thread>
+#include <tuple>
+#include <vector>
 
 #include "ipc/system.h"
 #include "tests/support/broker_process.h"
@@ -124,4 +128,68 @@ TEST_CASE("a process that loads the runtime shim and never calls it opens no ses
   REQUIRE(::pread(fd, header, sizeof(header), 0) == sizeof(header));
   ::close(fd);
   CHECK(header[6] == 1);  // StatsHeader::sessions_total
+}
+
+namespace {
+
+std::vector<std::string> read_symbols(const char* path) {
+  std::vector<std::string> names;
+  FILE* file = std::fopen(path, "r");
+  if (file == nullptr) return names;
+  char line[256];
+  while (std::fgets(line, sizeof(line), file) != nullptr) {
+    std::string name(line);
+    while (!name.empty() && (name.back() == '\n' || name.back() == '\r')) name.pop_back();
+    if (!name.empty() && name[0] != '#') names.push_back(name);
+  }
+  std::fclose(file);
+  return names;
+}
+
+}  // namespace
+
+TEST_CASE("both runtime shims export every function of the real runtime in its version node", "[runtime][exports]") {
+  for (const auto& [library, symbols, node] :
+       {std::tuple{"GPUBROKER_CUDART13", "GPUBROKER_CUDART13_SYMBOLS", "libcudart.so.13"},
+        std::tuple{"GPUBROKER_CUDART12", "GPUBROKER_CUDART12_SYMBOLS", "libcudart.so.12"}}) {
+    INFO(node);
+    void* handle = ::dlopen(testing::env_or(library, ""), RTLD_NOW | RTLD_LOCAL);
+    REQUIRE(handle != nullptr);
+    const auto names = read_symbols(testing::env_or(symbols, ""));
+    REQUIRE(names.size() > 400);
+    int missing = 0;
+    for (const std::string& name : names) {
+      if (::dlvsym(handle, name.c_str(), node) == nullptr) {
+        ++missing;
+        UNSCOPED_INFO("missing: " << name);
+      }
+    }
+    CHECK(missing == 0);
+  }
+}
+
+TEST_CASE("a function the shim does not serve returns cudaErrorNotSupported and says so once", "[runtime][exports]") {
+  TempDir dir;
+  const std::string log = dir.path() + "/stderr.txt";
+  CHECK(in_child([&] {
+          if (std::freopen(log.c_str(), "w", stderr) == nullptr) return 10;
+          void* handle = ::dlopen(testing::env_or("GPUBROKER_CUDART13", ""), RTLD_NOW | RTLD_LOCAL);
+          if (handle == nullptr) return 11;
+          // cudaGraphicsMapResources (graphics interop) is one the broker will never serve.
+          auto unsupported = reinterpret_cast<int (*)(int, void*, void*)>(::dlsym(handle, "cudaGraphicsMapResources"));
+          if (unsupported == nullptr) return 12;
+          const int first = unsupported(0, nullptr, nullptr);
+          const int second = unsupported(0, nullptr, nullptr);
+          std::fflush(stderr);
+          return first == 801 && second == 801 ? 0 : 1;
+        }) == 0);
+  FILE* file = std::fopen(log.c_str(), "r");
+  REQUIRE(file != nullptr);
+  char text[4096] = {};
+  const std::size_t n = std::fread(text, 1, sizeof(text) - 1, file);
+  std::fclose(file);
+  const std::string output(text, n);
+  const auto first = output.find("cudaGraphicsMapResources");
+  CHECK(first != std::string::npos);
+  CHECK(output.find("cudaGraphicsMapResources", first + 1) == std::string::npos);  // once
 }

@@ -107,6 +107,12 @@ Error allocate_pinned(void** pointer, std::size_t bytes) {
 
 }  // namespace
 
+// cudaChannelFormatDesc, returned by value (20 bytes: in memory, through a hidden pointer).
+struct cudaChannelFormatDescForShim {
+  int x, y, z, w;
+  int f;
+};
+
 extern "C" {
 
 // ---- devices --------------------------------------------------------------------------------
@@ -385,6 +391,10 @@ int cudaGetDeviceFlags(unsigned* flags) {
   if (flags == nullptr) return record(kErrorInvalidValue);
   *flags = 0x08;  // cudaDeviceMapHost: the runtime's default on a 64-bit host
   return kSuccess;
+}
+
+cudaChannelFormatDescForShim cudaCreateChannelDesc(int x, int y, int z, int w, int kind) {
+  return cudaChannelFormatDescForShim{x, y, z, w, kind};
 }
 
 int cudaDeviceCanAccessPeer(int* can_access, int device, int peer) {

@@ -8,7 +8,22 @@
 #include <unordered_map>
 #include <vector>
 
+#include "gpubroker/cuda/runtime_abi.h"
+
+namespace rt = gpubroker::cuda::rt;
+
 namespace {
+
+// A kernel<<<grid, block, shared, stream>>> configuration between nvcc's push (before the
+// arguments are evaluated) and the stub's pop. A stack per host thread: an argument expression
+// may itself launch a kernel.
+struct CallConfiguration {
+  rt::dim3 grid;
+  rt::dim3 block;
+  std::size_t shared_bytes;
+  void* stream;
+};
+thread_local std::vector<CallConfiguration> t_configurations;
 
 // __fatBinC_Wrapper_t: what __cudaRegisterFatBinary receives.
 struct FatbinWrapper {
@@ -85,6 +100,22 @@ void __cudaRegisterVar(void** handle, char* host_variable, char* /*device_addres
   Registry& r = registry();
   std::lock_guard guard(r.lock);
   r.variables[host_variable] = VariableRecord{reinterpret_cast<FatbinRecord*>(handle), device_name, size, constant != 0};
+}
+
+unsigned __cudaPushCallConfiguration(rt::dim3 grid, rt::dim3 block, std::size_t shared_bytes, void* stream) {
+  t_configurations.push_back(CallConfiguration{grid, block, shared_bytes, stream});
+  return 0;  // nonzero would make the launch stub skip the kernel
+}
+
+int __cudaPopCallConfiguration(rt::dim3* grid, rt::dim3* block, std::size_t* shared_bytes, void* stream) {
+  if (t_configurations.empty()) return rt::cudaErrorMissingConfiguration;
+  const CallConfiguration c = t_configurations.back();
+  t_configurations.pop_back();
+  *grid = c.grid;
+  *block = c.block;
+  *shared_bytes = c.shared_bytes;
+  *static_cast<void**>(stream) = c.stream;
+  return 0;
 }
 
 }  // extern "C"

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "gpubroker/cuda/runtime_abi.h"
+#define GPUBROKER_ABI_REPORT
 #include "tests/cuda_abi/check_support.h"
 
 namespace rt = gpubroker::cuda::rt;
@@ -16,7 +17,7 @@ namespace abi = gpubroker::cuda_abi_test;
 
 namespace {
 
-void report(const abi::CheckSummary& summary, const char* version) {
+[[maybe_unused]] void report(const abi::CheckSummary& summary, const char* version) {
   INFO(version << ": " << summary.what << ": " << summary.compile_time_checks
                << " compile-time assertions");
   CHECK(summary.compile_time_checks > 0);

@@ -11,7 +11,8 @@
 // Names mirror CUDA's, inside namespace gpubroker::cuda::rt, so that NVIDIA's own header can sit
 // beside this one in a translation unit: tests/cuda_abi/ does exactly that and checks every size,
 // offset and enumerator here against NVIDIA's 12.9 and 13.0 headers at compile time, and every
-// error string against the real libcudart at run time.
+// error string against the real libcudart at run time. In such a translation unit include this
+// header first: NVIDIA's flag constants are macros, which would rename the constants here.
 //
 // Example (inside a shim):
 //
