@@ -166,27 +166,39 @@ ipc::Result<void> DeviceSession::copy_staged(ipc::ServerSession& session, const 
   CUresult status = copy.bytes != h.staged_bytes ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
   if (status == CUDA_SUCCESS && !owns_range(device_pointer, copy.bytes)) status = CUDA_ERROR_INVALID_VALUE;
   if (status == CUDA_SUCCESS) status = stream_for(copy.stream, stream);
+  if (status == CUDA_SUCCESS && staging_events_.empty()) {
+    for (unsigned i = 0; i <= kStagingWindow && status == CUDA_SUCCESS; ++i) {
+      cuda::CUevent event = nullptr;
+      status = driver_.event_create(&event, cuda::CU_EVENT_DISABLE_TIMING);
+      if (status == CUDA_SUCCESS) staging_events_.push_back(event);
+    }
+  }
+  // Each chunk is one asynchronous transfer between the pipe and the device, marked by an event;
+  // a chunk goes back to the pipe once its event has passed, with up to kStagingWindow in flight.
   // The staged bytes always flow, even for a request that fails, so that the pipe stays in step.
+  auto event_of = [&](std::uint64_t index) { return staging_events_[index % staging_events_.size()]; };
+  auto settle = [&](std::uint64_t index) {
+    if (status == CUDA_SUCCESS) status = driver_.event_synchronize(event_of(index));
+  };
   std::uint64_t done = 0;
   ipc::Result<void> moved = boost::outcome_v2::success();
   if (to_device) {
-    moved = session.receive_staged(h.staged_bytes, [&](std::span<const std::byte> piece) {
-      if (status == CUDA_SUCCESS) {
-        status = driver_.memcpy_htod_async(device_pointer + done, piece.data(), piece.size(), stream);
-        // The pipe chunk is handed back when this returns: the device must have read it.
-        if (status == CUDA_SUCCESS) status = driver_.stream_synchronize(stream);
-      }
-      done += piece.size();
-    });
+    moved = session.receive_staged_windowed(h.staged_bytes, kStagingWindow,
+        [&](std::span<const std::byte> piece, std::uint64_t index) {
+          if (status == CUDA_SUCCESS) status = driver_.memcpy_htod_async(device_pointer + done, piece.data(), piece.size(), stream);
+          if (status == CUDA_SUCCESS) status = driver_.event_record(event_of(index), stream);
+          done += piece.size();
+        },
+        settle);
   } else {
-    moved = session.send_staged(h.staged_bytes, [&](std::span<std::byte> piece) {
-      if (status == CUDA_SUCCESS) {
-        status = driver_.memcpy_dtoh_async(piece.data(), device_pointer + done, piece.size(), stream);
-        if (status == CUDA_SUCCESS) status = driver_.stream_synchronize(stream);
-      }
-      if (status != CUDA_SUCCESS) std::memset(piece.data(), 0, piece.size());
-      done += piece.size();
-    });
+    moved = session.send_staged_windowed(h.staged_bytes, kStagingWindow,
+        [&](std::span<std::byte> piece, std::uint64_t index) {
+          if (status == CUDA_SUCCESS) status = driver_.memcpy_dtoh_async(piece.data(), device_pointer + done, piece.size(), stream);
+          if (status == CUDA_SUCCESS) status = driver_.event_record(event_of(index), stream);
+          if (status != CUDA_SUCCESS) std::memset(piece.data(), 0, piece.size());
+          done += piece.size();
+        },
+        settle);
   }
   if (!moved) {
     if (moved.error().code == ipc::IpcErrc::kProtocol) {
@@ -560,6 +572,8 @@ void DeviceSession::reclaim() {
   counters_.graphs.fetch_sub(graph_execs_.size() + graphs_.size(), std::memory_order_relaxed);
   graph_execs_.clear();
   graphs_.clear();
+  for (cuda::CUevent event : staging_events_) driver_.event_destroy(event);
+  staging_events_.clear();
   for (const auto& [id, event] : events_) driver_.event_destroy(event);
   counters_.events.fetch_sub(events_.size(), std::memory_order_relaxed);
   for (const auto& [id, stream] : streams_) driver_.stream_destroy(stream);

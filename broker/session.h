@@ -14,6 +14,7 @@
 #include <mutex>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "broker/device_layer.h"
 #include "ipc/server_session.h"
@@ -108,6 +109,9 @@ class DeviceSession {
   Traffic traffic_;
   bool last_call_failed_ = false;
   cuda::CUstream sync_stream_ = nullptr;  // where event waits are turned into callbacks
+  // Staged copies keep this many pipe chunks in flight, each followed by an event of its own.
+  static constexpr unsigned kStagingWindow = 8;
+  std::vector<cuda::CUevent> staging_events_;  // kStagingWindow + 1, created on first use
 
   CUresult pending_error_ = cuda::CUDA_SUCCESS;  // dispatcher thread only
   std::atomic<std::uint32_t> callbacks_in_flight_{0};  // pairs with the callbacks' decrement

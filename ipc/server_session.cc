@@ -116,6 +116,22 @@ Result<void> ServerSession::send_staged(std::uint64_t bytes,
   return from_broker_->write(bytes, fill, PeerCheck{peer_and_broker_alive, &context}, staging_policy_);
 }
 
+Result<void> ServerSession::receive_staged_windowed(
+    std::uint64_t bytes, unsigned window, const std::function<void(std::span<const std::byte>, std::uint64_t)>& drain,
+    const std::function<void(std::uint64_t)>& settle) {
+  PeerContext context{socket_.get(), stop_};
+  return to_broker_->read_windowed(bytes, window, drain, settle, PeerCheck{peer_and_broker_alive, &context},
+                                   staging_policy_);
+}
+
+Result<void> ServerSession::send_staged_windowed(
+    std::uint64_t bytes, unsigned window, const std::function<void(std::span<std::byte>, std::uint64_t)>& fill,
+    const std::function<void(std::uint64_t)>& settle) {
+  PeerContext context{socket_.get(), stop_};
+  return from_broker_->write_windowed(bytes, window, fill, settle, PeerCheck{peer_and_broker_alive, &context},
+                                      staging_policy_);
+}
+
 Result<std::span<std::byte>> ServerSession::arena_range(std::uint64_t offset, std::uint64_t bytes) const {
   if (offset > arena_map_.size() || bytes > arena_map_.size() - offset) {
     return IpcError{IpcErrc::kInvalidArgument};

@@ -100,6 +100,15 @@ class ServerSession {
   Result<void> send_staged(std::uint64_t bytes,
                            const std::function<void(std::span<std::byte>)>& fill);
 
+  // The same, for a consumer that finishes with each piece asynchronously (a DMA): up to `window`
+  // pieces stay in use; settle(index) must return once piece `index` may be reused.
+  Result<void> receive_staged_windowed(std::uint64_t bytes, unsigned window,
+                                       const std::function<void(std::span<const std::byte>, std::uint64_t)>& drain,
+                                       const std::function<void(std::uint64_t)>& settle);
+  Result<void> send_staged_windowed(std::uint64_t bytes, unsigned window,
+                                    const std::function<void(std::span<std::byte>, std::uint64_t)>& fill,
+                                    const std::function<void(std::uint64_t)>& settle);
+
   // The host-arena range [offset, offset + bytes), or kViolation-worthy kInvalidArgument.
   [[nodiscard]] Result<std::span<std::byte>> arena_range(std::uint64_t offset, std::uint64_t bytes) const;
 
