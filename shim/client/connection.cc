@@ -25,6 +25,7 @@ std::mutex g_connect_lock;                       // serializes connecting
 bool g_unreachable = false;                      // guarded by g_connect_lock
 std::string g_failure;                           // guarded by g_connect_lock
 std::once_flag g_atfork_once;
+std::atomic<std::uint32_t> g_abi{0};
 
 // In a forked child: forget the parent's connection without touching its shared memory (still the
 // parent's), and close the child's copy of the socket.
@@ -54,6 +55,7 @@ Connection* Connection::get() {
   ipc::ClientOptions options;
   options.socket_path = ipc::client_socket_path();
   options.handshake_timeout = kHandshakeTimeout;
+  options.abi = g_abi.load(std::memory_order_relaxed);
   if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES")) options.visible_devices = visible;
   auto session = ipc::ClientSession::connect(options);
   if (!session) {
@@ -71,6 +73,8 @@ Connection* Connection::get() {
   g_connection.store(fresh, std::memory_order_release);  // pairs with the acquire load above
   return fresh;
 }
+
+void Connection::declare_abi(std::uint32_t abi) { g_abi.store(abi, std::memory_order_relaxed); }
 
 std::string Connection::last_failure() {
   std::lock_guard guard(g_connect_lock);

@@ -35,6 +35,10 @@ class Connection {
   // Why get() returned nullptr, for a log line.
   static std::string last_failure();
 
+  // The CUDA ABI (12 or 13) the process speaks, told to the broker at the handshake. Called by
+  // the runtime shim's static constructor; records only.
+  static void declare_abi(std::uint32_t abi);
+
   [[nodiscard]] ipc::ClientSession& session() { return *session_; }
   [[nodiscard]] const wire::DeviceTable& device_table() const { return *table_; }
   // Visible devices: index i of the process is broker ordinal visible()[i].

@@ -13,6 +13,12 @@ struct ThreadState {
 
 thread_local ThreadState t_state;
 
+// Tells the client library which ABI this process speaks, before anything connects.
+[[maybe_unused]] const bool g_abi_declared = [] {
+  Connection::declare_abi(GPUBROKER_CUDART_ABI);
+  return true;
+}();
+
 Error from_transport(const ipc::IpcError&) {
   // Whatever broke the transport (the broker died, or closed this session), CUDA's word for a
   // device that is gone is cudaErrorDevicesUnavailable.
