@@ -4,6 +4,7 @@
 #include <thread>
 #include <vector>
 
+#include "fatbin/fatbin.h"
 #include "ipc/log.h"
 
 namespace gpubroker::broker {
@@ -448,6 +449,12 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
                                       counters_.zero_copy_bytes.load()};
       return finish(CUDA_SUCCESS, bytes_of(totals));
     }
+    case wire::RequestKind::kModuleLoad:
+    case wire::RequestKind::kModuleGetFunction:
+    case wire::RequestKind::kLaunchKernel:
+    case wire::RequestKind::kLaunchKernelStaged:
+    case wire::RequestKind::kModuleUnload:
+      return handle_module(session, request);
     case wire::RequestKind::kStreamBeginCapture:
     case wire::RequestKind::kStreamEndCapture:
     case wire::RequestKind::kStreamIsCapturing:
@@ -457,6 +464,105 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
     case wire::RequestKind::kGraphDestroy:
     case wire::RequestKind::kGraphExecDestroy:
       return handle_graph(session, request);
+    default:
+      return ipc::IpcError{ipc::IpcErrc::kProtocol, 0, static_cast<std::int64_t>(ipc::ViolationCode::kUnknownKind)};
+  }
+}
+
+ipc::Result<void> DeviceSession::handle_module(ipc::ServerSession& session, const wire::RequestSlot& request) {
+  const wire::RequestHeader& h = request.header;
+  auto finish = [&](CUresult status, std::span<const std::byte> result = {}) {
+    return finish_request(session, h, status, result);
+  };
+  // Staged bytes are taken whole (an image, a name, a parameter block), then checked.
+  auto receive_all = [&](std::vector<std::byte>& bytes) -> ipc::Result<void> {
+    if (h.staged_bytes > kMaxStagedObjectBytes) {
+      return ipc::IpcError{ipc::IpcErrc::kProtocol, 0, static_cast<std::int64_t>(ipc::ViolationCode::kRequest)};
+    }
+    bytes.resize(h.staged_bytes);
+    std::size_t at = 0;
+    auto received = session.receive_staged(h.staged_bytes, [&](std::span<const std::byte> piece) {
+      std::memcpy(bytes.data() + at, piece.data(), piece.size());
+      at += piece.size();
+    });
+    if (!received && received.error().code == ipc::IpcErrc::kProtocol) {
+      return ipc::IpcError{ipc::IpcErrc::kProtocol, 0, static_cast<std::int64_t>(ipc::ViolationCode::kPipePosition)};
+    }
+    return received;
+  };
+  switch (static_cast<wire::RequestKind>(h.kind)) {
+    case wire::RequestKind::kModuleLoad: {
+      const std::uint64_t id = payload_as<wire::HandleRequest>(request).handle;
+      std::vector<std::byte> image;
+      if (auto received = receive_all(image); !received) return received.error();
+      if (modules_.count(id) != 0) return finish(CUDA_ERROR_INVALID_VALUE);
+      // The driver reads an image without being told its length. So the broker's own parser
+      // first proves that the image is whole and well-formed within the bytes received (a
+      // malformed one never reaches the driver), and PTX text gets its terminator.
+      const wire::DeviceRecord& d = device_.devices().devices[0];
+      const auto arch = static_cast<std::uint32_t>(d.attributes[cuda::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR] * 10 +
+                                                   d.attributes[cuda::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR]);
+      if (auto parsed = fatbin::parse_module(image, arch); !parsed) {
+        ipc::log(ipc::LogLevel::kWarning, "session {}: module image refused: {}", session.id(),
+                 fatbin::describe(parsed.error()));
+        return finish(parsed.error().code == fatbin::FatbinErrc::kNoCompatibleImage ? cuda::CUDA_ERROR_NO_BINARY_FOR_GPU
+                                                                                     : cuda::CUDA_ERROR_INVALID_IMAGE);
+      }
+      image.push_back(std::byte{0});
+      cuda::CUmodule module = nullptr;
+      const CUresult r = driver_.module_load_data(&module, image.data());
+      if (r == CUDA_SUCCESS) {
+        modules_[id] = module;
+        counters_.modules.fetch_add(1, std::memory_order_relaxed);
+      }
+      return finish(r);
+    }
+    case wire::RequestKind::kModuleGetFunction: {
+      const auto f = payload_as<wire::FunctionRequest>(request);
+      std::vector<std::byte> name;
+      if (auto received = receive_all(name); !received) return received.error();
+      name.push_back(std::byte{0});
+      auto module = modules_.find(f.module);
+      if (module == modules_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
+      if (functions_.count(f.function) != 0) return finish(CUDA_ERROR_INVALID_VALUE);
+      cuda::CUfunction function = nullptr;
+      const CUresult r = driver_.module_get_function(&function, module->second, reinterpret_cast<const char*>(name.data()));
+      if (r == CUDA_SUCCESS) functions_[f.function] = function;
+      return finish(r);
+    }
+    case wire::RequestKind::kLaunchKernel:
+    case wire::RequestKind::kLaunchKernelStaged: {
+      const auto launch = payload_as<wire::LaunchRequest>(request);
+      std::vector<std::byte> staged;
+      std::span<const std::byte> params;
+      if (static_cast<wire::RequestKind>(h.kind) == wire::RequestKind::kLaunchKernelStaged) {
+        if (auto received = receive_all(staged); !received) return received.error();
+        params = staged;
+      } else {
+        params = std::span<const std::byte>(request.payload + sizeof(wire::LaunchRequest),
+                                            h.payload_bytes - sizeof(wire::LaunchRequest));
+      }
+      if (launch.param_bytes != params.size()) return finish(CUDA_ERROR_INVALID_VALUE);
+      auto function = functions_.find(launch.function);
+      if (function == functions_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
+      cuda::CUstream stream = nullptr;
+      if (CUresult r = stream_for(launch.stream, stream); r != CUDA_SUCCESS) return finish(r);
+      std::size_t size = params.size();
+      void* buffer = const_cast<std::byte*>(params.data());
+      void* extra[] = {cuda::CU_LAUNCH_PARAM_BUFFER_POINTER, buffer, cuda::CU_LAUNCH_PARAM_BUFFER_SIZE, &size,
+                       cuda::CU_LAUNCH_PARAM_END};
+      return finish(driver_.launch_kernel(function->second, launch.grid[0], launch.grid[1], launch.grid[2],
+                                          launch.block[0], launch.block[1], launch.block[2], launch.shared_bytes,
+                                          stream, nullptr, extra));
+    }
+    case wire::RequestKind::kModuleUnload: {
+      auto it = modules_.find(payload_as<wire::HandleRequest>(request).handle);
+      if (it == modules_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
+      const CUresult r = driver_.module_unload(it->second);
+      modules_.erase(it);
+      counters_.modules.fetch_sub(1, std::memory_order_relaxed);
+      return finish(r);
+    }
     default:
       return ipc::IpcError{ipc::IpcErrc::kProtocol, 0, static_cast<std::int64_t>(ipc::ViolationCode::kUnknownKind)};
   }
@@ -572,6 +678,10 @@ void DeviceSession::reclaim() {
   counters_.graphs.fetch_sub(graph_execs_.size() + graphs_.size(), std::memory_order_relaxed);
   graph_execs_.clear();
   graphs_.clear();
+  for (const auto& [id, module] : modules_) driver_.module_unload(module);
+  counters_.modules.fetch_sub(modules_.size(), std::memory_order_relaxed);
+  modules_.clear();
+  functions_.clear();
   for (cuda::CUevent event : staging_events_) driver_.event_destroy(event);
   staging_events_.clear();
   for (const auto& [id, event] : events_) driver_.event_destroy(event);

@@ -31,6 +31,7 @@ struct BrokerCounters {
   std::atomic<std::uint64_t> events{0};
   std::atomic<std::uint64_t> arena_registrations{0};
   std::atomic<std::uint64_t> graphs{0};
+  std::atomic<std::uint64_t> modules{0};
   std::atomic<std::uint64_t> staged_bytes{0};
   std::atomic<std::uint64_t> zero_copy_bytes{0};
 };
@@ -74,6 +75,7 @@ class DeviceSession {
   // Completes a synchronous request now; records an asynchronous failure for the next sync point.
   ipc::Result<void> finish_request(ipc::ServerSession& session, const wire::RequestHeader& request,
                                    CUresult status, std::span<const std::byte> result = {});
+  ipc::Result<void> handle_module(ipc::ServerSession& session, const wire::RequestSlot& request);
   ipc::Result<void> handle_graph(ipc::ServerSession& session, const wire::RequestSlot& request);
   ipc::Result<void> copy_staged(ipc::ServerSession& session, const wire::RequestSlot& request);
   CUresult copy_arena(ipc::ServerSession& session, const wire::RequestSlot& request);
@@ -100,6 +102,8 @@ class DeviceSession {
   std::unordered_map<std::uint64_t, cuda::CUevent> events_;
   std::unordered_map<std::uint64_t, cuda::CUgraph> graphs_;
   std::unordered_map<std::uint64_t, cuda::CUgraphExec> graph_execs_;
+  std::unordered_map<std::uint64_t, cuda::CUmodule> modules_;
+  std::unordered_map<std::uint64_t, cuda::CUfunction> functions_;
   struct PinnedRange {
     void* host;
     std::uint64_t bytes;
@@ -111,6 +115,8 @@ class DeviceSession {
   cuda::CUstream sync_stream_ = nullptr;  // where event waits are turned into callbacks
   // Staged copies keep this many pipe chunks in flight, each followed by an event of its own.
   static constexpr unsigned kStagingWindow = 8;
+  // The largest image, name or parameter block a session may stage in one request.
+  static constexpr std::uint64_t kMaxStagedObjectBytes = 1ull << 30;
   std::vector<cuda::CUevent> staging_events_;  // kStagingWindow + 1, created on first use
 
   CUresult pending_error_ = cuda::CUDA_SUCCESS;  // dispatcher thread only

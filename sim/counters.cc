@@ -28,6 +28,9 @@ GpubrokerSimCounters Counters::snapshot() const {
   out.kernels_launched = read(kernels_launched);
   out.host_functions_run = read(host_functions_run);
   out.graphs_launched = read(graphs_launched);
+  out.live_cublas_handles = read(live_cublas_handles);
+  out.gemms_run = read(gemms_run);
+  out.trsms_run = read(trsms_run);
   return out;
 }
 

@@ -22,6 +22,7 @@ struct Counters {
   std::atomic<std::uint64_t> live_host_registrations{0};
   std::atomic<std::uint64_t> live_vmm_reservations{0};
   std::atomic<std::uint64_t> live_vmm_mappings{0};
+  std::atomic<std::uint64_t> live_cublas_handles{0};
   std::atomic<std::uint64_t> bytes_host_to_device{0};
   std::atomic<std::uint64_t> bytes_device_to_host{0};
   std::atomic<std::uint64_t> bytes_device_to_device{0};
@@ -30,6 +31,8 @@ struct Counters {
   std::atomic<std::uint64_t> kernels_launched{0};
   std::atomic<std::uint64_t> host_functions_run{0};
   std::atomic<std::uint64_t> graphs_launched{0};
+  std::atomic<std::uint64_t> gemms_run{0};
+  std::atomic<std::uint64_t> trsms_run{0};
 
   [[nodiscard]] GpubrokerSimCounters snapshot() const;
 };

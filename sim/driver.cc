@@ -51,6 +51,7 @@
 #include "gpubroker/sim/sim_driver.h"
 #include "sim/counters.h"
 #include "sim/device_profile.h"
+#include "sim/driver_access.h"
 #include "sim/error_text.h"
 #include "sim/kernel_registry.h"
 #include "sim/module_image.h"
@@ -278,11 +279,6 @@ bool device_range_valid_locked(std::uintptr_t begin, std::size_t bytes, bool wri
   return true;
 }
 
-bool device_range_valid(std::uintptr_t begin, std::size_t bytes, bool write) {
-  std::lock_guard lock(driver().mutex);
-  return device_range_valid_locked(begin, bytes, write);
-}
-
 // Waits for the work queued so far on every stream of every context (cuMemFree and friends).
 void wait_for_all_streams() {
   Driver& d = driver();
@@ -450,6 +446,20 @@ void copy_truncated(const std::string& text, char* out, int length) {
 }
 
 }  // namespace
+
+// ---- sim/driver_access.h: the driver state the sim's cuBLAS uses -------------------------------------
+
+bool driver_initialized() { return initialized(); }
+
+bool context_current() { return current_context != nullptr; }
+
+CUresult find_stream(CUstream handle, std::shared_ptr<Stream>* stream) { return resolve_stream(handle, stream); }
+
+bool device_range_valid(std::uintptr_t begin, std::size_t bytes, bool write) {
+  std::lock_guard lock(driver().mutex);
+  return device_range_valid_locked(begin, bytes, write);
+}
+
 }  // namespace gpubroker::sim
 
 using namespace gpubroker::sim;  // NOLINT

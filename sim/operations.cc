@@ -90,6 +90,20 @@ struct Executor {
     return cuda::CUDA_SUCCESS;
   }
 
+  cuda::CUresult operator()(const GemmOp& gemm) const {
+    if (faulted) return cuda::CUDA_SUCCESS;
+    cuda::CUresult result = execute_gemm(gemm);
+    if (result == cuda::CUDA_SUCCESS) count(counters().gemms_run);
+    return result;
+  }
+
+  cuda::CUresult operator()(const TrsmOp& trsm) const {
+    if (faulted) return cuda::CUDA_SUCCESS;
+    cuda::CUresult result = execute_trsm(trsm);
+    if (result == cuda::CUDA_SUCCESS) count(counters().trsms_run);
+    return result;
+  }
+
   cuda::CUresult operator()(const EventRecordOp& record) const {
     record.event->complete(record.generation);
     return cuda::CUDA_SUCCESS;

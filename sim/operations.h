@@ -18,6 +18,7 @@
 
 #include "gpubroker/cuda/driver_api.h"
 #include "gpubroker/sim/kernel_plugin.h"
+#include "sim/blas.h"
 
 namespace gpubroker::sim {
 
@@ -110,7 +111,8 @@ struct EventWaitOp {
   std::uint64_t generation = 0;  // assigned when enqueued
 };
 
-using Operation = std::variant<CopyOp, MemsetOp, KernelOp, HostFuncOp, EventRecordOp, EventWaitOp>;
+// GemmOp and TrsmOp (sim/blas.h) check their device ranges when they run, not when they are built.
+using Operation = std::variant<CopyOp, MemsetOp, KernelOp, HostFuncOp, EventRecordOp, EventWaitOp, GemmOp, TrsmOp>;
 
 // Runs one operation on the calling (worker) thread; returns the error it raises, if any. With
 // `faulted` (an earlier operation of the stream failed) only event records and waits run, so that

@@ -442,10 +442,19 @@ TEST_CASE("the stats file shows each session and the memory it holds, and disapp
     const auto* stats = static_cast<const wire::StatsSegment*>(address);
     CHECK(stats->header.magic == wire::kStatsMagic);
     CHECK(stats->header.broker_pid == static_cast<std::uint32_t>(broker.pid()));
+    // The broker records a call just after completing it: give the last one a moment to land.
+    auto session_slot = [&](wire::SessionStats& copy) {
+      for (const wire::SessionStats& slot : stats->sessions) {
+        if (wire::read_consistent(slot, copy) && copy.in_use != 0) return true;
+      }
+      return false;
+    };
+    wire::SessionStats copy{};
+    for (int i = 0; i < 100 && !(session_slot(copy) && copy.calls >= 2); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
     bool found = false;
-    for (const wire::SessionStats& slot : stats->sessions) {
-      wire::SessionStats copy{};
-      if (!wire::read_consistent(slot, copy) || copy.in_use == 0) continue;
+    if (session_slot(copy)) {
       found = true;
       CHECK(std::string(copy.program) == "ipc-test");
       CHECK(copy.pid == static_cast<std::uint32_t>(::getpid()));

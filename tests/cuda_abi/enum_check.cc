@@ -515,8 +515,8 @@ GPUBROKER_ABI_ASSERT(rt::v13::cudaDevAttrMax == static_cast<int>(::cudaDevAttrMa
 // The error table: one entry per enumerator of NVIDIA's cudaError (134 in 12.9 and 13.0).
 GPUBROKER_ABI_ASSERT(std::size(rt::kErrorDescriptions) == 134, "error table size");
 GPUBROKER_ABI_ASSERT(error_table_is_ascending(), "error table order");
-GPUBROKER_ABI_ASSERT(rt::error_string(1) == rt::kErrorDescriptions[1].description,
-                     "error_string finds by value");
+// (The lookups by value are checked at run time, against both real runtimes: a constexpr
+// pointer comparison is not a constant expression under the sanitizers.)
 
 constexpr int kChecks = __COUNTER__ - kFirstCheck - 1;
 

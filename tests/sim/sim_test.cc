@@ -1,5 +1,6 @@
 // Tests of the sim driver (libgpubroker-sim.so), loaded as the broker loads a driver: dlopen, then
-// dlsym of every entry of GPUBROKER_DRIVER_API into a DriverTable.
+// dlsym of every entry of GPUBROKER_DRIVER_API into a DriverTable (sim_fixture.h). The sim's
+// cuBLAS is tested in cublas_test.cc.
 //
 // One sim is loaded per process and shared by the tests; each test frees what it creates and
 // checks that the live counters are back where they were. Configuration read at cuInit
@@ -26,76 +27,13 @@
 #include "gpubroker/cuda/driver_api.h"
 #include "gpubroker/sim/kernel_plugin.h"
 #include "gpubroker/sim/sim_driver.h"
+#include "sim_fixture.h"
 #include "sim_test_paths.h"
 
 using namespace gpubroker::cuda;
+using namespace sim_fixture;
 
 namespace {
-
-struct LoadedSim {
-  void* library = nullptr;
-  DriverTable cu;
-  std::vector<std::string> missing;
-  GpubrokerSimCountersFn counters = nullptr;
-  void (*register_kernel)(const char*, GpubrokerSimKernel) = nullptr;
-};
-
-// dlopen + dlsym of every table entry, exactly as the broker resolves a driver.
-LoadedSim load_sim() {
-  LoadedSim sim;
-  sim.library = dlopen(SIM_LIBRARY_PATH, RTLD_NOW | RTLD_LOCAL);
-  if (sim.library == nullptr) FAIL("dlopen " << SIM_LIBRARY_PATH << ": " << dlerror());
-#define RESOLVE(member, symbol, type)                                          \
-  sim.cu.member = reinterpret_cast<std::add_pointer_t<type>>(dlsym(sim.library, #symbol)); \
-  if (sim.cu.member == nullptr) sim.missing.push_back(#symbol);
-  GPUBROKER_DRIVER_API(RESOLVE)
-#undef RESOLVE
-  sim.counters = reinterpret_cast<GpubrokerSimCountersFn>(dlsym(sim.library, "gpubroker_sim_counters"));
-  sim.register_kernel = reinterpret_cast<void (*)(const char*, GpubrokerSimKernel)>(
-      dlsym(sim.library, "gpubroker_sim_register_kernel"));
-  return sim;
-}
-
-struct Sim {
-  LoadedSim loaded;
-  DriverTable& cu = loaded.cu;
-  CUcontext context = nullptr;
-};
-
-// The process's sim, initialized with the test plugin, its primary context current on the caller.
-Sim& sim() {
-  static Sim* instance = [] {
-    setenv("GPUBROKER_SIM_KERNELS", SIM_TEST_PLUGIN_PATH, 0);
-    auto* created = new Sim{load_sim()};
-    REQUIRE(created->loaded.missing.empty());
-    REQUIRE(created->cu.init(0) == CUDA_SUCCESS);
-    REQUIRE(created->cu.primary_ctx_retain(&created->context, 0) == CUDA_SUCCESS);
-    return created;
-  }();
-  REQUIRE(instance->cu.ctx_set_current(instance->context) == CUDA_SUCCESS);
-  return *instance;
-}
-
-GpubrokerSimCounters counters() {
-  GpubrokerSimCounters snapshot{};
-  sim().loaded.counters(&snapshot);
-  return snapshot;
-}
-
-// Every live count is what it was in `before`.
-void require_nothing_left(const GpubrokerSimCounters& before) {
-  const GpubrokerSimCounters now = counters();
-  CHECK(now.live_allocations == before.live_allocations);
-  CHECK(now.live_allocation_bytes == before.live_allocation_bytes);
-  CHECK(now.live_streams == before.live_streams);
-  CHECK(now.live_events == before.live_events);
-  CHECK(now.live_modules == before.live_modules);
-  CHECK(now.live_graphs == before.live_graphs);
-  CHECK(now.live_graph_execs == before.live_graph_execs);
-  CHECK(now.live_host_registrations == before.live_host_registrations);
-  CHECK(now.live_vmm_reservations == before.live_vmm_reservations);
-  CHECK(now.live_vmm_mappings == before.live_vmm_mappings);
-}
 
 std::uint64_t checksum(const std::vector<unsigned char>& bytes) {
   std::uint64_t sum = 1469598103934665603ull;
@@ -109,26 +47,6 @@ std::vector<unsigned char> pattern(std::size_t bytes, unsigned seed) {
   return out;
 }
 
-CUstream make_stream(unsigned flags = CU_STREAM_NON_BLOCKING) {
-  CUstream stream = nullptr;
-  REQUIRE(sim().cu.stream_create_with_priority(&stream, flags, 0) == CUDA_SUCCESS);
-  return stream;
-}
-
-CUevent make_event(unsigned flags = CU_EVENT_DEFAULT) {
-  CUevent event = nullptr;
-  REQUIRE(sim().cu.event_create(&event, flags) == CUDA_SUCCESS);
-  return event;
-}
-
-// A host function that holds its stream until released: deterministic "work still pending".
-struct Gate {
-  std::atomic<bool> open{false};
-  static void wait(void* gate) {
-    while (!static_cast<Gate*>(gate)->open.load(std::memory_order_acquire))
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-};
 
 std::vector<unsigned char> read_file(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
@@ -150,14 +68,14 @@ int run_child(const char* tag, const std::vector<std::string>& environment) {
 
 }  // namespace
 
-TEST_CASE("the sim exports every driver function the broker resolves", "[sim][abi]") {
+TEST_CASE("the sim exports every driver and cuBLAS function the broker resolves", "[sim][abi]") {
   LoadedSim loaded = load_sim();
   INFO("missing: " << loaded.missing.size());
   for (const std::string& symbol : loaded.missing) UNSCOPED_INFO(symbol);
   CHECK(loaded.missing.empty());
   CHECK(loaded.counters != nullptr);
   CHECK(loaded.register_kernel != nullptr);
-  // Nothing but the driver API and the sim's own functions: the fatbin parser stays inside.
+  // Nothing but the driver and cuBLAS APIs and the sim's own functions: the fatbin parser stays inside.
   CHECK(dlsym(loaded.library, "_ZN9gpubroker6fatbin12parse_moduleESt4spanIKSt4byteLm18446744073709551615EEj") ==
         nullptr);
 }
@@ -1181,4 +1099,5 @@ TEST_CASE("after everything is freed the sim holds nothing", "[sim][counters]") 
   CHECK(now.live_host_registrations == 0);
   CHECK(now.live_vmm_reservations == 0);
   CHECK(now.live_vmm_mappings == 0);
+  CHECK(now.live_cublas_handles == 0);
 }

@@ -1,4 +1,5 @@
 // Introspection of the sim driver (libgpubroker-sim.so) for tests and the broker's leak checks.
+// The sim also implements the cuBLAS subset of gpubroker/cuda/cublas_api.h (sim/cublas.cc).
 //
 // The sim counts what is alive and what it has done; gpubroker_sim_counters copies a snapshot.
 // Each field is read on its own (relaxed atomics): a snapshot taken while other threads call the
@@ -43,6 +44,11 @@ typedef struct GpubrokerSimCounters {
   uint64_t kernels_launched;  // host implementations run
   uint64_t host_functions_run;
   uint64_t graphs_launched;
+  // cuBLAS (appended, so that the fields above keep their offsets): handles created and not yet
+  // destroyed; GEMM calls (one per call, batched or not) and cublasStrsmBatched calls executed.
+  uint64_t live_cublas_handles;
+  uint64_t gemms_run;
+  uint64_t trsms_run;
 } GpubrokerSimCounters;
 
 // Exported by libgpubroker-sim.so. Never fails; may be called before cuInit and from any thread.

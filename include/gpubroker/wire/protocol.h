@@ -66,6 +66,11 @@ enum class RequestKind : std::uint16_t {
   kGraphExecUpdate = 36,     // GraphRequest{exec, graph} -> std::int32_t CUgraphExecUpdateResult
   kGraphDestroy = 37,        // HandleRequest
   kGraphExecDestroy = 38,    // HandleRequest
+  kModuleLoad = 39,          // HandleRequest{module id the client chooses}; staged: the image
+  kModuleGetFunction = 40,   // FunctionRequest; staged: the kernel's mangled name
+  kLaunchKernel = 41,        // LaunchRequest, then the packed parameter block, inline
+  kLaunchKernelStaged = 42,  // LaunchRequest; staged: a parameter block too large to go inline
+  kModuleUnload = 43,        // HandleRequest
   kCount,
 };
 
@@ -168,6 +173,11 @@ inline constexpr std::array<RequestShape, static_cast<std::size_t>(RequestKind::
         {RequestKind::kGraphExecUpdate, "GraphExecUpdate", 16, 16, Staging::kNone},
         {RequestKind::kGraphDestroy, "GraphDestroy", 8, 8, Staging::kNone},
         {RequestKind::kGraphExecDestroy, "GraphExecDestroy", 8, 8, Staging::kNone},
+        {RequestKind::kModuleLoad, "ModuleLoad", 8, 8, Staging::kToBroker},
+        {RequestKind::kModuleGetFunction, "ModuleGetFunction", 16, 16, Staging::kToBroker},
+        {RequestKind::kLaunchKernel, "LaunchKernel", 48, kInlinePayloadBytes, Staging::kNone},
+        {RequestKind::kLaunchKernelStaged, "LaunchKernelStaged", 48, 48, Staging::kToBroker},
+        {RequestKind::kModuleUnload, "ModuleUnload", 8, 8, Staging::kNone},
     }};
 
 // The shape of a kind, or nullptr for a value outside the table.
@@ -240,6 +250,21 @@ struct GraphRequest {
   std::uint64_t first;   // graph (instantiate, update's graph is `second`) or exec
   std::uint64_t second;  // exec id to create, stream to launch on, or graph to update from
 };
+struct FunctionRequest {
+  std::uint64_t module;
+  std::uint64_t function;  // the id the client chooses
+};
+// A kernel launch; the packed parameter block follows it in the payload (kLaunchKernel) or in
+// the staging pipe (kLaunchKernelStaged).
+struct LaunchRequest {
+  std::uint64_t function;
+  std::uint32_t grid[3];
+  std::uint32_t block[3];
+  std::uint32_t shared_bytes;
+  std::uint32_t param_bytes;
+  std::uint64_t stream;
+};
+inline constexpr std::size_t kInlineParamBytes = kInlinePayloadBytes - sizeof(LaunchRequest);
 struct PointerResult {
   std::uint64_t pointer;
 };

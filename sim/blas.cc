@@ -1,0 +1,287 @@
+#include "sim/blas.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "sim/driver_access.h"
+#include "sim/float16.h"
+
+namespace gpubroker::sim {
+
+float load_element(ElementType type, std::uintptr_t address) {
+  const void* source = reinterpret_cast<const void*>(address);
+  if (type == ElementType::kFloat32) {
+    float value;
+    std::memcpy(&value, source, sizeof value);
+    return value;
+  }
+  std::uint16_t bits;
+  std::memcpy(&bits, source, sizeof bits);
+  return type == ElementType::kFloat16 ? half_to_float(bits) : bfloat16_to_float(bits);
+}
+
+namespace {
+
+void store(ElementType type, std::uintptr_t address, float value) {
+  void* destination = reinterpret_cast<void*>(address);
+  if (type == ElementType::kFloat32) {
+    std::memcpy(destination, &value, sizeof value);
+    return;
+  }
+  const std::uint16_t bits = type == ElementType::kFloat16 ? float_to_half(value) : float_to_bfloat16(value);
+  std::memcpy(destination, &bits, sizeof bits);
+}
+
+// alpha and, unless `beta` is null, beta as floats; false when device-mode scalars are not in
+// device memory.
+bool read_scalars(const BlasScalars& scalars, float* alpha, float* beta) {
+  if (!scalars.on_device) {
+    *alpha = scalars.alpha;
+    if (beta != nullptr) *beta = scalars.beta;
+    return true;
+  }
+  const std::size_t bytes = element_bytes(scalars.type);
+  if (!device_range_valid(scalars.alpha_address, bytes, false)) return false;
+  if (beta != nullptr && !device_range_valid(scalars.beta_address, bytes, false)) return false;
+  *alpha = load_element(scalars.type, scalars.alpha_address);
+  if (beta != nullptr) *beta = load_element(scalars.type, scalars.beta_address);
+  return true;
+}
+
+// The device address of batch member `index`'s matrix; false when it cannot be read or formed.
+bool member_address(const BlasOperand& operand, int index, std::uintptr_t* address) {
+  if (operand.pointer_array) {
+    // The array's range was checked as a whole before the first member.
+    std::memcpy(address, reinterpret_cast<const void*>(operand.address + std::size_t(index) * sizeof(void*)),
+                sizeof *address);
+    return true;
+  }
+  long long offset = 0;
+  if (__builtin_mul_overflow(operand.stride, static_cast<long long>(index), &offset) ||
+      __builtin_mul_overflow(offset, static_cast<long long>(element_bytes(operand.type)), &offset))
+    return false;
+  *address = operand.address + static_cast<std::uintptr_t>(offset);  // wraps like the GPU's address arithmetic
+  return true;
+}
+
+// Whether every matrix of the operand (rows x columns each) is live device memory: for strided
+// operands the whole batch span at once, for pointer arrays the array itself (members are checked
+// one at a time as they are read).
+bool operand_valid(const BlasOperand& operand, int rows, int columns, int batch, bool write) {
+  const std::uint64_t span = matrix_span_bytes(rows, columns, operand.ld, operand.type);
+  if (span == 0) return true;
+  if (operand.pointer_array) return device_range_valid(operand.address, std::size_t(batch) * sizeof(void*), false);
+  long long last = 0;
+  if (__builtin_mul_overflow(operand.stride, static_cast<long long>(batch - 1), &last) ||
+      __builtin_mul_overflow(last, static_cast<long long>(element_bytes(operand.type)), &last))
+    return false;
+  // The batch covers [first member + min(0, last offset), first member + max(0, last offset) + span).
+  const std::uint64_t distance = last < 0 ? std::uint64_t{0} - static_cast<std::uint64_t>(last) : std::uint64_t(last);
+  if (last < 0 && distance > operand.address) return false;  // would wrap below address 0
+  const std::uintptr_t first = last < 0 ? operand.address - distance : operand.address;
+  std::uint64_t extent = 0;
+  if (__builtin_add_overflow(distance, span, &extent)) return false;
+  return device_range_valid(first, extent, write);
+}
+
+// op(X) (rows x columns), from a column-major matrix with leading dimension ld, as a dense
+// column-major float matrix.
+void pack(ElementType type, std::uintptr_t address, int ld, bool transpose, int rows, int columns,
+          std::vector<float>& out) {
+  out.resize(std::size_t(rows) * std::size_t(columns));
+  const std::size_t element = element_bytes(type);
+  for (int column = 0; column < columns; ++column) {
+    float* destination = out.data() + std::size_t(column) * std::size_t(rows);
+    if (!transpose) {  // op(X)(r, c) = X(r, c): one contiguous column
+      const std::uintptr_t source = address + std::size_t(column) * std::size_t(ld) * element;
+      if (type == ElementType::kFloat32) {
+        std::memcpy(destination, reinterpret_cast<const void*>(source), std::size_t(rows) * sizeof(float));
+      } else {
+        for (int row = 0; row < rows; ++row) destination[row] = load_element(type, source + std::size_t(row) * element);
+      }
+    } else {  // op(X)(r, c) = X(c, r): a row of X
+      const std::uintptr_t source = address + std::size_t(column) * element;
+      for (int row = 0; row < rows; ++row)
+        destination[row] = load_element(type, source + std::size_t(row) * std::size_t(ld) * element);
+    }
+  }
+}
+
+// C = alpha * A * B + beta * C for packed A (m x k) and B (k x n), C in device memory.
+// Blocked: a tile of kTileRows x kTileColumns accumulators stays in registers and L1 while k
+// streams through.
+void multiply(const std::vector<float>& a, const std::vector<float>& b, int m, int n, int k, float alpha,
+              float beta, const BlasOperand& c, std::uintptr_t c_address) {
+  constexpr int kTileRows = 64;
+  constexpr int kTileColumns = 4;
+  const std::size_t element = element_bytes(c.type);
+  for (int row0 = 0; row0 < m; row0 += kTileRows) {
+    const int rows = std::min(kTileRows, m - row0);
+    for (int column0 = 0; column0 < n; column0 += kTileColumns) {
+      const int columns = std::min(kTileColumns, n - column0);
+      float sums[kTileColumns][kTileRows] = {};
+      for (int p = 0; p < k; ++p) {
+        const float* a_column = a.data() + std::size_t(p) * std::size_t(m) + std::size_t(row0);
+        for (int j = 0; j < columns; ++j) {
+          const float b_value = b[std::size_t(column0 + j) * std::size_t(k) + std::size_t(p)];
+          float* sum = sums[j];
+          for (int i = 0; i < rows; ++i) sum[i] += a_column[i] * b_value;
+        }
+      }
+      for (int j = 0; j < columns; ++j) {
+        const std::uintptr_t column_address =
+            c_address + (std::size_t(column0 + j) * std::size_t(c.ld) + std::size_t(row0)) * element;
+        for (int i = 0; i < rows; ++i) {
+          const std::uintptr_t address = column_address + std::size_t(i) * element;
+          float value = alpha * sums[j][i];
+          if (beta != 0.0f) value += beta * load_element(c.type, address);
+          store(c.type, address, value);
+        }
+      }
+    }
+  }
+}
+
+cuda::CUresult illegal_address(const char* what) {
+  fmt::print(stderr, "sim: cuBLAS {}: an operand is outside live device memory (CUDA_ERROR_ILLEGAL_ADDRESS)\n",
+             what);
+  return cuda::CUDA_ERROR_ILLEGAL_ADDRESS;
+}
+
+}  // namespace
+
+bool gemm_ranges_valid_at_call(const GemmOp& gemm) {
+  const BlasScalars& scalars = gemm.scalars;
+  if (scalars.on_device && (!device_range_valid(scalars.alpha_address, element_bytes(scalars.type), false) ||
+                            !device_range_valid(scalars.beta_address, element_bytes(scalars.type), false)))
+    return false;
+  const bool reads_ab = gemm.k > 0 && (scalars.on_device || scalars.alpha != 0.0f);
+  if (reads_ab && (!operand_valid(gemm.a, gemm.transpose_a ? gemm.k : gemm.m, gemm.transpose_a ? gemm.m : gemm.k,
+                                  gemm.batch, false) ||
+                   !operand_valid(gemm.b, gemm.transpose_b ? gemm.n : gemm.k, gemm.transpose_b ? gemm.k : gemm.n,
+                                  gemm.batch, false)))
+    return false;
+  return operand_valid(gemm.c, gemm.m, gemm.n, gemm.batch, true);
+}
+
+bool trsm_ranges_valid_at_call(const TrsmOp& trsm) {
+  const std::size_t array_bytes = std::size_t(trsm.batch) * sizeof(void*);
+  if (trsm.scalars.on_device && !device_range_valid(trsm.scalars.alpha_address, sizeof(float), false)) return false;
+  return device_range_valid(trsm.a_array, array_bytes, false) && device_range_valid(trsm.b_array, array_bytes, false);
+}
+
+cuda::CUresult execute_gemm(const GemmOp& gemm) {
+  float alpha = 0.0f;
+  float beta = 0.0f;
+  if (!read_scalars(gemm.scalars, &alpha, &beta)) return illegal_address("GEMM alpha/beta");
+  // With alpha == 0 or k == 0, A and B are not read (as in cuBLAS): C = beta * C.
+  const bool reads_ab = gemm.k > 0 && alpha != 0.0f;
+  const int a_rows = gemm.transpose_a ? gemm.k : gemm.m;
+  const int a_columns = gemm.transpose_a ? gemm.m : gemm.k;
+  const int b_rows = gemm.transpose_b ? gemm.n : gemm.k;
+  const int b_columns = gemm.transpose_b ? gemm.k : gemm.n;
+  if ((reads_ab && (!operand_valid(gemm.a, a_rows, a_columns, gemm.batch, false) ||
+                    !operand_valid(gemm.b, b_rows, b_columns, gemm.batch, false))) ||
+      !operand_valid(gemm.c, gemm.m, gemm.n, gemm.batch, true))
+    return illegal_address("GEMM");
+
+  std::vector<float> packed_a;
+  std::vector<float> packed_b;
+  const int k = reads_ab ? gemm.k : 0;
+  for (int index = 0; index < gemm.batch; ++index) {
+    std::uintptr_t a = 0;
+    std::uintptr_t b = 0;
+    std::uintptr_t c = 0;
+    if (!member_address(gemm.c, index, &c)) return illegal_address("GEMM");
+    if (gemm.c.pointer_array && !device_range_valid(c, matrix_span_bytes(gemm.m, gemm.n, gemm.c.ld, gemm.c.type), true))
+      return illegal_address("batched GEMM (C array)");
+    if (reads_ab) {
+      if (!member_address(gemm.a, index, &a) || !member_address(gemm.b, index, &b)) return illegal_address("GEMM");
+      if (gemm.a.pointer_array &&
+          !device_range_valid(a, matrix_span_bytes(a_rows, a_columns, gemm.a.ld, gemm.a.type), false))
+        return illegal_address("batched GEMM (A array)");
+      if (gemm.b.pointer_array &&
+          !device_range_valid(b, matrix_span_bytes(b_rows, b_columns, gemm.b.ld, gemm.b.type), false))
+        return illegal_address("batched GEMM (B array)");
+      pack(gemm.a.type, a, gemm.a.ld, gemm.transpose_a, gemm.m, k, packed_a);
+      pack(gemm.b.type, b, gemm.b.ld, gemm.transpose_b, k, gemm.n, packed_b);
+    }
+    multiply(packed_a, packed_b, gemm.m, gemm.n, k, alpha, beta, gemm.c, c);
+  }
+  return cuda::CUDA_SUCCESS;
+}
+
+cuda::CUresult execute_trsm(const TrsmOp& trsm) {
+  float alpha = 0.0f;
+  if (!read_scalars(trsm.scalars, &alpha, nullptr)) return illegal_address("TRSM alpha");
+  const std::size_t array_bytes = std::size_t(trsm.batch) * sizeof(void*);
+  if (!device_range_valid(trsm.a_array, array_bytes, false) || !device_range_valid(trsm.b_array, array_bytes, false))
+    return illegal_address("batched TRSM (pointer arrays)");
+
+  const int size = trsm.left ? trsm.m : trsm.n;  // op(A) is size x size
+  // op(A) is lower triangular when A's lower triangle is read untransposed, or its upper transposed.
+  const bool op_lower = trsm.lower != trsm.transpose;
+  std::vector<double> op_a(std::size_t(size) * std::size_t(size));  // row-major, the triangle only
+  std::vector<double> x(std::size_t(std::max(trsm.m, trsm.n)));
+  for (int index = 0; index < trsm.batch; ++index) {
+    std::uintptr_t a = 0;
+    std::uintptr_t b = 0;
+    std::memcpy(&a, reinterpret_cast<const void*>(trsm.a_array + std::size_t(index) * sizeof(void*)), sizeof a);
+    std::memcpy(&b, reinterpret_cast<const void*>(trsm.b_array + std::size_t(index) * sizeof(void*)), sizeof b);
+    if (!device_range_valid(b, matrix_span_bytes(trsm.m, trsm.n, trsm.ldb, ElementType::kFloat32), true))
+      return illegal_address("batched TRSM (B array)");
+    auto b_at = [&](int row, int column) {
+      return b + (std::size_t(column) * std::size_t(trsm.ldb) + std::size_t(row)) * sizeof(float);
+    };
+    if (alpha == 0.0f) {  // B = 0, A not read (as in cuBLAS)
+      for (int column = 0; column < trsm.n; ++column)
+        for (int row = 0; row < trsm.m; ++row) store(ElementType::kFloat32, b_at(row, column), 0.0f);
+      continue;
+    }
+    if (!device_range_valid(a, matrix_span_bytes(size, size, trsm.lda, ElementType::kFloat32), false))
+      return illegal_address("batched TRSM (A array)");
+    for (int row = 0; row < size; ++row) {
+      for (int column = 0; column < size; ++column) {
+        double value = 0.0;
+        if (row == column && trsm.unit_diagonal) {
+          value = 1.0;
+        } else if (op_lower ? row >= column : row <= column) {
+          const int a_row = trsm.transpose ? column : row;
+          const int a_column = trsm.transpose ? row : column;
+          value = load_element(ElementType::kFloat32,
+                       a + (std::size_t(a_column) * std::size_t(trsm.lda) + std::size_t(a_row)) * sizeof(float));
+        }
+        op_a[std::size_t(row) * std::size_t(size) + std::size_t(column)] = value;
+      }
+    }
+    // Left: op(A) x = alpha b for each column b of B. Right: x^T op(A) = alpha b^T for each row b,
+    // that is op(A)^T x = alpha b, whose matrix is triangular the other way.
+    const bool system_lower = trsm.left ? op_lower : !op_lower;
+    auto coefficient = [&](int row, int column) {
+      return trsm.left ? op_a[std::size_t(row) * std::size_t(size) + std::size_t(column)]
+                       : op_a[std::size_t(column) * std::size_t(size) + std::size_t(row)];
+    };
+    const int systems = trsm.left ? trsm.n : trsm.m;
+    for (int system = 0; system < systems; ++system) {
+      auto element = [&](int i) { return trsm.left ? b_at(i, system) : b_at(system, i); };
+      for (int i = 0; i < size; ++i) x[std::size_t(i)] = double(alpha) * load_element(ElementType::kFloat32, element(i));
+      for (int step = 0; step < size; ++step) {
+        const int i = system_lower ? step : size - 1 - step;
+        double value = x[std::size_t(i)];
+        if (system_lower) {
+          for (int j = 0; j < i; ++j) value -= coefficient(i, j) * x[std::size_t(j)];
+        } else {
+          for (int j = i + 1; j < size; ++j) value -= coefficient(i, j) * x[std::size_t(j)];
+        }
+        x[std::size_t(i)] = value / coefficient(i, i);
+      }
+      for (int i = 0; i < size; ++i) store(ElementType::kFloat32, element(i), static_cast<float>(x[std::size_t(i)]));
+    }
+  }
+  return cuda::CUDA_SUCCESS;
+}
+
+}  // namespace gpubroker::sim

@@ -1,0 +1,113 @@
+// The BLAS work a sim stream executes for the sim's cuBLAS (sim/cublas.cc): GEMMs and batched
+// triangular solves, computed on the CPU, column-major as cuBLAS defines them.
+//
+// Like every Operation (sim/operations.h) these are data, so that stream capture records them
+// into a graph and each graph launch replays them. The API call checks arguments and, outside a
+// capture, the device ranges it can see; the worker checks every device range again when the
+// operation runs (the pointer arrays of the batched calls, and device-mode alpha/beta, are only
+// read then, as the GPU reads them), and an operation touching memory outside the live
+// allocations fails with CUDA_ERROR_ILLEGAL_ADDRESS instead of touching it: the stream's sticky
+// error, like a GPU fault.
+//
+// Arithmetic: every element is widened to float, products are accumulated in float, and
+// C = alpha * sum + beta * C is rounded once to C's type (for CUBLAS_COMPUTE_16F too). With
+// beta == 0, C is not read (a NaN there does not propagate).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "gpubroker/cuda/driver_api.h"
+
+namespace gpubroker::sim {
+
+enum class ElementType : std::uint8_t { kFloat32, kFloat16, kBfloat16 };
+
+[[nodiscard]] constexpr std::size_t element_bytes(ElementType type) {
+  return type == ElementType::kFloat32 ? 4 : 2;
+}
+
+// One element at a host address (device memory is host memory at the CUdeviceptr address), widened
+// to float. The address may be unaligned (a client's choice): the access goes through memcpy.
+[[nodiscard]] float load_element(ElementType type, std::uintptr_t address);
+
+// alpha and beta: values read at the call (host pointer mode), or device addresses read when the
+// operation runs (device pointer mode). `type` is kFloat32 or kFloat16.
+struct BlasScalars {
+  ElementType type = ElementType::kFloat32;
+  bool on_device = false;
+  float alpha = 1.0f;
+  float beta = 0.0f;
+  std::uintptr_t alpha_address = 0;
+  std::uintptr_t beta_address = 0;
+};
+
+// One operand of a batched call: the first matrix and the stride between matrices (in elements),
+// or the device address of an array of `batch` pointers to the matrices.
+struct BlasOperand {
+  std::uintptr_t address = 0;
+  ElementType type = ElementType::kFloat32;
+  int ld = 0;
+  long long stride = 0;
+  bool pointer_array = false;
+};
+
+// C(i) = alpha * op(A(i)) * op(B(i)) + beta * C(i) for i < batch; op(A) is m x k, op(B) k x n.
+// Checked by the API call: m, n and batch > 0 (empty calls are not queued), k >= 0, every ld large
+// enough for its matrix.
+struct GemmOp {
+  bool transpose_a = false;
+  bool transpose_b = false;
+  int m = 0;
+  int n = 0;
+  int k = 0;
+  int batch = 1;
+  BlasOperand a;
+  BlasOperand b;
+  BlasOperand c;
+  BlasScalars scalars;
+};
+
+// cublasStrsmBatched: solves op(A(i)) X = alpha B(i) (left) or X op(A(i)) = alpha B(i) (right) for
+// each i < batch, X overwriting B(i) (m x n); A(i) is triangular, m x m (left) or n x n (right),
+// and only its `lower` or upper triangle is read. FP32, pointer arrays in device memory.
+struct TrsmOp {
+  bool left = true;
+  bool lower = true;
+  bool transpose = false;
+  bool unit_diagonal = false;
+  int m = 0;
+  int n = 0;
+  int batch = 1;
+  std::uintptr_t a_array = 0;
+  int lda = 0;
+  std::uintptr_t b_array = 0;
+  int ldb = 0;
+  BlasScalars scalars;
+};
+
+// Run on a stream's worker thread. CUDA_ERROR_ILLEGAL_ADDRESS when a range the operation would
+// read or write is not live device memory (nothing is written then for that matrix; earlier batch
+// members may have been).
+[[nodiscard]] cuda::CUresult execute_gemm(const GemmOp& gemm);
+[[nodiscard]] cuda::CUresult execute_trsm(const TrsmOp& trsm);
+
+// The checks an API call can make before the operation runs (outside a capture, whose pointers
+// may be placeholders): device-mode scalars, strided operands over the whole batch, and the
+// pointer arrays themselves, not what they point to (an earlier kernel may still be writing them).
+[[nodiscard]] bool gemm_ranges_valid_at_call(const GemmOp& gemm);
+[[nodiscard]] bool trsm_ranges_valid_at_call(const TrsmOp& trsm);
+
+// Bytes from the first element of a column-major rows x columns matrix with leading dimension ld
+// to one past its last: 0 for an empty matrix, UINT64_MAX when that does not fit in 64 bits.
+[[nodiscard]] constexpr std::uint64_t matrix_span_bytes(int rows, int columns, int ld, ElementType type) {
+  if (rows <= 0 || columns <= 0) return 0;
+  std::uint64_t elements = 0;
+  if (__builtin_mul_overflow(std::uint64_t(columns - 1), std::uint64_t(ld < 0 ? 0 : ld), &elements) ||
+      __builtin_add_overflow(elements, std::uint64_t(rows), &elements) ||
+      __builtin_mul_overflow(elements, std::uint64_t(element_bytes(type)), &elements))
+    return UINT64_MAX;
+  return elements;
+}
+
+}  // namespace gpubroker::sim
