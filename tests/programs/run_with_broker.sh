@@ -10,7 +10,11 @@ trap 'kill $broker_pid 2>/dev/null; wait $broker_pid 2>/dev/null; rm -rf "$dir"'
 "$broker" --driver=sim --sim-library="$sim" --socket="$dir/broker.sock" --arena-bytes=1G --log-level=warning &
 broker_pid=$!
 for _ in $(seq 200); do [ -S "$dir/broker.sock" ] && break; sleep 0.01; done
-GPUBROKER_SOCKET="$dir/broker.sock" LD_LIBRARY_PATH="$shim_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$@"
+# In a sanitizer build the shim needs the sanitizer runtimes loaded first, and the program
+# (built by nvcc) has none of its own: preload them.
+preload=$(ldd "$shim_dir"/libcudart.so.* 2>/dev/null | awk '/lib(asan|ubsan)\.so/ {print $3}' | sort -u | tr '\n' ':')
+GPUBROKER_SOCKET="$dir/broker.sock" LD_LIBRARY_PATH="$shim_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+  LD_PRELOAD="${preload%:}" "$@"
 status=$?
 kill -TERM $broker_pid && wait $broker_pid
 broker_status=$?
