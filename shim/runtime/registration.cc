@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gpubroker/cuda/runtime_abi.h"
+#include "shim/runtime/registry.h"
 
 namespace rt = gpubroker::cuda::rt;
 
@@ -25,53 +26,30 @@ struct CallConfiguration {
 };
 thread_local std::vector<CallConfiguration> t_configurations;
 
-// __fatBinC_Wrapper_t: what __cudaRegisterFatBinary receives.
-struct FatbinWrapper {
-  int magic;  // 0x466243B1
-  int version;
-  const unsigned long long* data;
-  void* filename_or_fatbins;
-};
+}  // namespace
 
-struct FatbinRecord {
-  const FatbinWrapper* wrapper;
-  bool ended = false;
-};
-
-struct FunctionRecord {
-  FatbinRecord* fatbin;
-  std::string device_name;
-};
-
-struct VariableRecord {
-  FatbinRecord* fatbin;
-  std::string device_name;
-  std::size_t size;
-  bool constant;
-};
-
-// Process-wide and never destroyed: __cudaUnregisterFatBinary runs from atexit handlers, after
-// static destructors may have run.
-struct Registry {
-  std::mutex lock;
-  std::vector<std::unique_ptr<FatbinRecord>> fatbins;
-  std::unordered_map<const void*, FunctionRecord> functions;  // by host stub
-  std::unordered_map<const void*, VariableRecord> variables;  // by host shadow
-};
-
+namespace gpubroker::shim::rt {
 Registry& registry() {
   static Registry* r = new Registry();
   return *r;
 }
+}  // namespace gpubroker::shim::rt
 
-}  // namespace
+using gpubroker::shim::rt::FatbinRecord;
+using gpubroker::shim::rt::FatbinWrapper;
+using gpubroker::shim::rt::FunctionRecord;
+using gpubroker::shim::rt::Registry;
+using gpubroker::shim::rt::VariableRecord;
+using gpubroker::shim::rt::registry;
 
 extern "C" {
 
 void** __cudaRegisterFatBinary(void* wrapper) {
   Registry& r = registry();
   std::lock_guard guard(r.lock);
-  r.fatbins.push_back(std::make_unique<FatbinRecord>(FatbinRecord{static_cast<const FatbinWrapper*>(wrapper)}));
+  auto record = std::make_unique<FatbinRecord>();
+  record->wrapper = static_cast<const FatbinWrapper*>(wrapper);
+  r.fatbins.push_back(std::move(record));
   // The handle the program passes back is the record itself.
   return reinterpret_cast<void**>(r.fatbins.back().get());
 }
@@ -92,7 +70,9 @@ void __cudaRegisterFunction(void** handle, const char* host_stub, char* /*device
                             int* /*warp_size*/) {
   Registry& r = registry();
   std::lock_guard guard(r.lock);
-  r.functions[host_stub] = FunctionRecord{reinterpret_cast<FatbinRecord*>(handle), device_name};
+  FunctionRecord& f = r.functions[host_stub];
+  f.fatbin = reinterpret_cast<FatbinRecord*>(handle);
+  f.device_name = device_name;
 }
 
 void __cudaRegisterVar(void** handle, char* host_variable, char* /*device_address*/, const char* device_name,

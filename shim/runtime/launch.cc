@@ -1,0 +1,161 @@
+// Kernel launches: cudaLaunchKernel (CUDA 12's stubs, and any program), __cudaGetKernel and
+// __cudaLaunchKernel (CUDA 13's stubs). A launch is one asynchronous ring message carrying the
+// function id, the configuration and the packed parameter block; a block too large for the slot
+// goes through staging. The first launch of a kernel resolves it (registry.h).
+#include <cstring>
+#include <vector>
+
+#include "gpubroker/cuda/runtime_abi.h"
+#include "shim/runtime/registry.h"
+#include "shim/runtime/runtime_state.h"
+
+using namespace gpubroker;
+using namespace gpubroker::shim::rt;
+using gpubroker::shim::Connection;
+namespace cudart = gpubroker::cuda::rt;
+
+namespace {
+
+constexpr Error kErrorInvalidDeviceFunction = 98;
+constexpr Error kErrorInvalidKernelImage = 200;
+
+std::atomic<std::uint64_t> g_next_module{1};
+std::atomic<std::uint64_t> g_next_function{1};
+
+// The bytes of a registered fatbin: its container, whose header gives its length.
+std::span<const std::byte> fatbin_bytes(const FatbinWrapper& wrapper) {
+  const auto* data = reinterpret_cast<const std::byte*>(wrapper.data);
+  std::uint32_t magic = 0;
+  std::uint64_t fat_size = 0;
+  std::memcpy(&magic, data, sizeof(magic));
+  if (magic != fatbin::kContainerMagic) return {};
+  std::memcpy(&fat_size, data + 8, sizeof(fat_size));
+  return {data, fatbin::kContainerHeaderSize + fat_size};
+}
+
+// The device's architecture as the fatbin parser numbers it (90 for compute capability 9.0).
+std::uint32_t device_arch(Connection& c) {
+  const wire::DeviceRecord& d = c.device(static_cast<std::uint32_t>(current_device()));
+  return static_cast<std::uint32_t>(d.attributes[75] * 10 + d.attributes[76]);
+}
+
+// Ships the fatbin to the broker and learns its kernels' layouts, once per connection.
+Error load_module(Connection& c, FatbinRecord& fatbin) {
+  if (fatbin.loaded_for == &c) return kSuccess;
+  const auto image = fatbin_bytes(*fatbin.wrapper);
+  if (image.empty()) return record(kErrorInvalidKernelImage);
+  if (fatbin.kernels.empty()) {
+    auto module = fatbin::parse_module(image, device_arch(c));
+    if (!module) return record(module.error().code == fatbin::FatbinErrc::kNoCompatibleImage ? 209 : kErrorInvalidKernelImage);
+    fatbin.kernels = std::move(module.value().kernels);
+  }
+  const std::uint64_t id = g_next_module.fetch_add(1, std::memory_order_relaxed);
+  if (const Error e = call_staged_out(wire::RequestKind::kModuleLoad, bytes_of(wire::HandleRequest{id}), image); e != kSuccess) {
+    return e;
+  }
+  fatbin.module_id = id;
+  fatbin.loaded_for = &c;
+  return kSuccess;
+}
+
+// The function's broker id and layout, resolved on first use (per connection).
+Error resolve(FunctionRecord& function) {
+  Connection* c = connection();
+  if (c == nullptr) return record(kErrorNoDevice);
+  if (function.resolved_for == c) return kSuccess;
+  std::lock_guard guard(registry().lock);
+  if (function.resolved_for == c) return kSuccess;
+  if (const Error e = load_module(*c, *function.fatbin); e != kSuccess) return e;
+  const fatbin::KernelInfo* layout = nullptr;
+  for (const fatbin::KernelInfo& kernel : function.fatbin->kernels) {
+    if (kernel.name == function.device_name) layout = &kernel;
+  }
+  if (layout == nullptr) return record(kErrorInvalidDeviceFunction);
+  const std::uint64_t id = g_next_function.fetch_add(1, std::memory_order_relaxed);
+  const std::span<const std::byte> name(reinterpret_cast<const std::byte*>(function.device_name.data()),
+                                        function.device_name.size());
+  if (const Error e = call_staged_out(wire::RequestKind::kModuleGetFunction,
+                                      bytes_of(wire::FunctionRequest{function.fatbin->module_id, id}), name);
+      e != kSuccess) {
+    return e;
+  }
+  function.function_id = id;
+  function.layout = layout;
+  function.resolved_for = c;
+  return kSuccess;
+}
+
+// A host stub (the key the program launches with) or a cudaKernel_t (a FunctionRecord's address).
+FunctionRecord* find_function(const void* key) {
+  Registry& r = registry();
+  std::lock_guard guard(r.lock);
+  if (auto it = r.functions.find(key); it != r.functions.end()) return &it->second;
+  for (auto& [stub, function] : r.functions) {
+    if (&function == key) return &function;
+  }
+  return nullptr;
+}
+
+Error launch(FunctionRecord* function, cudart::dim3 grid, cudart::dim3 block, void** args, std::size_t shared_bytes,
+             void* stream) {
+  if (function == nullptr) return record(kErrorInvalidDeviceFunction);
+  if (const Error e = resolve(*function); e != kSuccess) return e;
+  const fatbin::KernelInfo& layout = *function->layout;
+  if (!layout.params.empty() && args == nullptr) return record(kErrorInvalidValue);
+  wire::LaunchRequest header{function->function_id,
+                             {grid.x, grid.y, grid.z},
+                             {block.x, block.y, block.z},
+                             static_cast<std::uint32_t>(shared_bytes),
+                             layout.param_bytes,
+                             reinterpret_cast<std::uint64_t>(stream)};
+  // Packed exactly as the device reads it: each argument at its offset, padding zeroed.
+  if (layout.param_bytes <= wire::kInlineParamBytes) {
+    std::byte payload[wire::kInlinePayloadBytes] = {};
+    std::memcpy(payload, &header, sizeof(header));
+    for (std::size_t i = 0; i < layout.params.size(); ++i) {
+      std::memcpy(payload + sizeof(header) + layout.params[i].offset, args[i], layout.params[i].size);
+    }
+    return post(wire::RequestKind::kLaunchKernel, std::span(payload, sizeof(header) + layout.param_bytes));
+  }
+  std::vector<std::byte> params(layout.param_bytes);
+  for (std::size_t i = 0; i < layout.params.size(); ++i) {
+    std::memcpy(params.data() + layout.params[i].offset, args[i], layout.params[i].size);
+  }
+  return call_staged_out(wire::RequestKind::kLaunchKernelStaged, bytes_of(header), params);
+}
+
+}  // namespace
+
+extern "C" {
+
+int cudaLaunchKernel(const void* function, cudart::dim3 grid, cudart::dim3 block, void** args, std::size_t shared_bytes,
+                     void* stream) {
+  return launch(find_function(function), grid, block, args, shared_bytes, stream);
+}
+
+int cudaLaunchKernel_ptsz(const void* function, cudart::dim3 grid, cudart::dim3 block, void** args,
+                          std::size_t shared_bytes, void* stream) {
+  return cudaLaunchKernel(function, grid, block, args, shared_bytes, stream);
+}
+
+#if GPUBROKER_CUDART_ABI >= 13
+int __cudaGetKernel(void** kernel, const void* host_stub) {
+  if (kernel == nullptr) return record(kErrorInvalidValue);
+  FunctionRecord* function = find_function(host_stub);
+  if (function == nullptr) return record(kErrorInvalidDeviceFunction);
+  *kernel = function;  // a cudaKernel_t is the record itself, which cudaLaunchKernel also accepts
+  return kSuccess;
+}
+
+int __cudaLaunchKernel(void* kernel, cudart::dim3 grid, cudart::dim3 block, void** args, std::size_t shared_bytes,
+                       void* stream) {
+  return launch(find_function(kernel), grid, block, args, shared_bytes, stream);
+}
+
+int __cudaLaunchKernel_ptsz(void* kernel, cudart::dim3 grid, cudart::dim3 block, void** args, std::size_t shared_bytes,
+                            void* stream) {
+  return __cudaLaunchKernel(kernel, grid, block, args, shared_bytes, stream);
+}
+#endif
+
+}  // extern "C"

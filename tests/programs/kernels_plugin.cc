@@ -1,0 +1,59 @@
+// Host implementations of tests/programs/kernels.cu's kernels for the sim driver: the same
+// arithmetic, one iteration per device thread of the launch.
+#include <cstring>
+
+#include "gpubroker/sim/kernel_plugin.h"
+
+namespace {
+
+struct Affine {
+  double scale;
+  double offset;
+  int repeat;
+};
+
+template <class T>
+T argument(const GpubrokerSimLaunch* launch, unsigned index) {
+  T value;
+  std::memcpy(&value, launch->params + launch->param_layout[index].offset, sizeof(T));
+  return value;
+}
+
+long threads(const GpubrokerSimLaunch* l) {
+  return static_cast<long>(l->grid.x) * l->grid.y * l->grid.z * l->block.x * l->block.y * l->block.z;
+}
+
+int vector_add(const GpubrokerSimLaunch* l) {
+  const auto* a = argument<const float*>(l, 0);
+  const auto* b = argument<const float*>(l, 1);
+  auto* c = argument<float*>(l, 2);
+  const int n = argument<int>(l, 3);
+  for (long i = 0; i < threads(l) && i < n; ++i) c[i] = a[i] + b[i];
+  return 0;
+}
+
+int affine(const GpubrokerSimLaunch* l) {
+  const auto f = argument<Affine>(l, 0);
+  auto* data = argument<float*>(l, 1);
+  const int n = argument<int>(l, 2);
+  const float bias = argument<float>(l, 3);
+  for (long i = 0; i < threads(l) && i < n; ++i) data[i] = static_cast<float>(data[i] * f.scale + f.offset * f.repeat) + bias;
+  return 0;
+}
+
+int lookup(const GpubrokerSimLaunch* l) {
+  const auto* table = reinterpret_cast<const float*>(l->params + l->param_layout[0].offset);
+  const auto* indices = argument<const int*>(l, 1);
+  auto* out = argument<float*>(l, 2);
+  const int n = argument<int>(l, 3);
+  for (long i = 0; i < threads(l) && i < n; ++i) out[i] = table[indices[i] % 1200];
+  return 0;
+}
+
+}  // namespace
+
+extern "C" void gpubroker_sim_plugin_init(GpubrokerSimRegisterKernel register_kernel) {
+  register_kernel("vector_add", vector_add);
+  register_kernel("affine", affine);
+  register_kernel("lookup", lookup);
+}
