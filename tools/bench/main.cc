@@ -8,6 +8,7 @@
 namespace gpubroker::bench {
 int run_ipc_bench(int argc, char** argv);
 int run_runtime_bench(int argc, char** argv);
+int run_launch_bench(int argc, char** argv);
 }
 
 namespace {
@@ -36,6 +37,7 @@ int main(int argc, char** argv) {
   const std::string_view scenario = argv[1];
   if (scenario == "ipc") return gpubroker::bench::run_ipc_bench(argc - 2, argv + 2);
   if (scenario == "runtime") return gpubroker::bench::run_runtime_bench(argc - 2, argv + 2);
+  if (scenario == "launch") return gpubroker::bench::run_launch_bench(argc - 2, argv + 2);
   fmt::print(stderr, "gpubroker-bench: unknown scenario '{}'\n", scenario);
   usage();
   return 2;
