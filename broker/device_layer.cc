@@ -6,6 +6,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <vector>
 
 namespace gpubroker::broker {
 
@@ -59,6 +60,7 @@ DeviceResult<std::unique_ptr<DeviceLayer>> DeviceLayer::load(const std::string& 
   GPUBROKER_DRIVER_API(GPUBROKER_RESOLVE)
 #undef GPUBROKER_RESOLVE
   if (auto enumerated = layer->enumerate(); !enumerated) return enumerated.error();
+  layer->load_blas();
   return layer;
 }
 
@@ -104,6 +106,32 @@ DeviceResult<void> DeviceLayer::enumerate() {
   }
   bind_thread(0);
   return boost::outcome_v2::success();
+}
+
+void DeviceLayer::load_blas() {
+  // The sim serves cuBLAS from the same library; a GPU host from NVIDIA's, newest first.
+  std::vector<void*> candidates;
+  if (kind_ == DriverKind::kSim) {
+    candidates.push_back(handle_);
+  } else {
+    for (const char* name : {"libcublas.so.13", "libcublas.so.12"}) {
+      if (void* h = ::dlopen(name, RTLD_NOW | RTLD_LOCAL)) candidates.push_back(h);
+    }
+  }
+  for (void* library : candidates) {
+    bool complete = true;
+    cuda::CublasTable& b = blas_;
+#define GPUBROKER_RESOLVE_BLAS(member, symbol, type)                                   \
+    b.member = reinterpret_cast<decltype(b.member)>(::dlsym(library, #symbol));       \
+    complete = complete && b.member != nullptr;
+    GPUBROKER_CUBLAS_API(GPUBROKER_RESOLVE_BLAS)
+#undef GPUBROKER_RESOLVE_BLAS
+    if (complete) {
+      blas_loaded_ = true;
+      return;
+    }
+  }
+  blas_ = cuda::CublasTable{};
 }
 
 void DeviceLayer::bind_thread(std::uint32_t ordinal) const { driver_.ctx_set_current(contexts_.at(ordinal)); }

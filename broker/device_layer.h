@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "gpubroker/cuda/cublas_api.h"
 #include "gpubroker/cuda/driver_api.h"
 #include "gpubroker/wire/segments.h"
 
@@ -49,6 +50,9 @@ class DeviceLayer {
   ~DeviceLayer();
 
   [[nodiscard]] const cuda::DriverTable& driver() const { return driver_; }
+  // The cuBLAS table: the sim driver's own, or the system's libcublas.so.13 (else .12); nullptr
+  // when no cuBLAS library is usable (cuBLAS requests then fail with NOT_INITIALIZED).
+  [[nodiscard]] const cuda::CublasTable* blas() const { return blas_loaded_ ? &blas_ : nullptr; }
   [[nodiscard]] DriverKind kind() const { return kind_; }
   [[nodiscard]] const std::string& library() const { return library_; }
   [[nodiscard]] const wire::DeviceTable& devices() const { return devices_; }
@@ -62,11 +66,14 @@ class DeviceLayer {
   DeviceLayer() = default;
   static DeviceResult<std::unique_ptr<DeviceLayer>> load(const std::string& library, DriverKind kind);
   DeviceResult<void> enumerate();
+  void load_blas();
 
   void* handle_ = nullptr;
   std::string library_;
   DriverKind kind_ = DriverKind::kSim;
   cuda::DriverTable driver_{};
+  cuda::CublasTable blas_{};
+  bool blas_loaded_ = false;
   wire::DeviceTable devices_{};
   std::vector<cuda::CUcontext> contexts_;
 };

@@ -446,9 +446,17 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
                                       counters_.allocations.load(),     counters_.streams.load(),
                                       counters_.events.load(),          counters_.arena_registrations.load(),
                                       counters_.graphs.load(),          counters_.staged_bytes.load(),
-                                      counters_.zero_copy_bytes.load()};
+                                      counters_.zero_copy_bytes.load(), counters_.modules.load(),
+                                      counters_.blas_handles.load()};
       return finish(CUDA_SUCCESS, bytes_of(totals));
     }
+    case wire::RequestKind::kBlasCreate:
+    case wire::RequestKind::kBlasDestroy:
+    case wire::RequestKind::kBlasSetStream:
+    case wire::RequestKind::kBlasSetMathMode:
+    case wire::RequestKind::kBlasSetWorkspace:
+    case wire::RequestKind::kBlasGemm:
+      return handle_blas(session, request);
     case wire::RequestKind::kModuleLoad:
     case wire::RequestKind::kModuleGetFunction:
     case wire::RequestKind::kLaunchKernel:
@@ -464,6 +472,150 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
     case wire::RequestKind::kGraphDestroy:
     case wire::RequestKind::kGraphExecDestroy:
       return handle_graph(session, request);
+    default:
+      return ipc::IpcError{ipc::IpcErrc::kProtocol, 0, static_cast<std::int64_t>(ipc::ViolationCode::kUnknownKind)};
+  }
+}
+
+namespace {
+
+std::uint64_t element_bytes(int type) {
+  switch (type) {
+    case cuda::CUDA_R_32F: return 4;
+    case cuda::CUDA_R_64F: return 8;
+    case cuda::CUDA_R_16F:
+    case cuda::CUDA_R_16BF: return 2;
+    default: return 0;
+  }
+}
+
+// Bytes a column-major rows x cols matrix with leading dimension `ld` spans.
+std::uint64_t matrix_bytes(std::int64_t ld, std::int64_t rows, std::int64_t cols, std::uint64_t element) {
+  if (rows <= 0 || cols <= 0) return 0;
+  return static_cast<std::uint64_t>(ld * (cols - 1) + rows) * element;
+}
+
+}  // namespace
+
+// Checks every matrix the GEMM touches against this session's allocations before cuBLAS sees
+// it: a session never makes cuBLAS read or write memory that is not its own.
+int DeviceSession::gemm(const wire::BlasGemmRequest& r, cuda::cublasHandle_t handle) {
+  const cuda::CublasTable& blas = *device_.blas();
+  const std::uint64_t ea = element_bytes(r.a_type), eb = element_bytes(r.b_type), ec = element_bytes(r.c_type);
+  if (ea == 0 || eb == 0 || ec == 0 || r.m < 0 || r.n < 0 || r.k < 0 || r.batch_count < 1 || r.lda < 1 || r.ldb < 1 ||
+      r.ldc < 1) {
+    return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  }
+  const bool ta = r.transa != cuda::CUBLAS_OP_N, tb = r.transb != cuda::CUBLAS_OP_N;
+  const std::uint64_t a_bytes = matrix_bytes(r.lda, ta ? r.k : r.m, ta ? r.m : r.k, ea);
+  const std::uint64_t b_bytes = matrix_bytes(r.ldb, tb ? r.n : r.k, tb ? r.k : r.n, eb);
+  const std::uint64_t c_bytes = matrix_bytes(r.ldc, r.m, r.n, ec);
+  auto extent = [&](std::int64_t stride, std::uint64_t one, std::uint64_t element) {
+    return static_cast<std::uint64_t>(stride) * element * static_cast<std::uint64_t>(r.batch_count - 1) + one;
+  };
+  const auto opa = static_cast<cuda::cublasOperation_t>(r.transa), opb = static_cast<cuda::cublasOperation_t>(r.transb);
+  const auto at = static_cast<cuda::cudaDataType_t>(r.a_type), bt = static_cast<cuda::cudaDataType_t>(r.b_type),
+             ct = static_cast<cuda::cudaDataType_t>(r.c_type);
+  const auto compute = static_cast<cuda::cublasComputeType_t>(r.compute_type);
+  const auto algo = static_cast<cuda::cublasGemmAlgo_t>(r.algo);
+  switch (static_cast<wire::GemmVariant>(r.variant)) {
+    case wire::GemmVariant::kSingle:
+      if ((a_bytes && !owns_range(r.a, a_bytes)) || (b_bytes && !owns_range(r.b, b_bytes)) || !owns_range(r.c, c_bytes)) {
+        return cuda::CUBLAS_STATUS_INVALID_VALUE;
+      }
+      return blas.gemm_ex(handle, opa, opb, r.m, r.n, r.k, r.alpha, reinterpret_cast<const void*>(r.a), at, r.lda,
+                          reinterpret_cast<const void*>(r.b), bt, r.ldb, r.beta, reinterpret_cast<void*>(r.c), ct,
+                          r.ldc, compute, algo);
+    case wire::GemmVariant::kStridedBatched:
+      if (r.stride_a < 0 || r.stride_b < 0 || r.stride_c < 0 ||
+          (a_bytes && !owns_range(r.a, extent(r.stride_a, a_bytes, ea))) ||
+          (b_bytes && !owns_range(r.b, extent(r.stride_b, b_bytes, eb))) ||
+          !owns_range(r.c, extent(r.stride_c, c_bytes, ec))) {
+        return cuda::CUBLAS_STATUS_INVALID_VALUE;
+      }
+      return blas.gemm_strided_batched_ex(handle, opa, opb, r.m, r.n, r.k, r.alpha, reinterpret_cast<const void*>(r.a),
+                                          at, r.lda, r.stride_a, reinterpret_cast<const void*>(r.b), bt, r.ldb,
+                                          r.stride_b, r.beta, reinterpret_cast<void*>(r.c), ct, r.ldc, r.stride_c,
+                                          r.batch_count, compute, algo);
+    case wire::GemmVariant::kPointerArrays: {
+      // The arrays live in device memory and may have just been written by the stream's work:
+      // wait for it, read them, and check every matrix they point to.
+      const auto arrays = static_cast<std::uint64_t>(r.batch_count) * sizeof(std::uint64_t);
+      if (!owns_range(r.a, arrays) || !owns_range(r.b, arrays) || !owns_range(r.c, arrays)) {
+        return cuda::CUBLAS_STATUS_INVALID_VALUE;
+      }
+      cuda::cudaStream_t stream = nullptr;
+      blas.get_stream(handle, &stream);
+      std::vector<std::uint64_t> pointers(3 * static_cast<std::size_t>(r.batch_count));
+      const std::uint64_t sources[3] = {r.a, r.b, r.c};
+      for (int array = 0; array < 3; ++array) {
+        if (driver_.memcpy_dtoh_async(pointers.data() + array * r.batch_count, sources[array], arrays, stream) !=
+            CUDA_SUCCESS) {
+          return cuda::CUBLAS_STATUS_EXECUTION_FAILED;
+        }
+      }
+      if (driver_.stream_synchronize(stream) != CUDA_SUCCESS) return cuda::CUBLAS_STATUS_EXECUTION_FAILED;
+      for (int i = 0; i < r.batch_count; ++i) {
+        if ((a_bytes && !owns_range(pointers[i], a_bytes)) || (b_bytes && !owns_range(pointers[r.batch_count + i], b_bytes)) ||
+            !owns_range(pointers[2 * r.batch_count + i], c_bytes)) {
+          return cuda::CUBLAS_STATUS_INVALID_VALUE;
+        }
+      }
+      return blas.gemm_batched_ex(handle, opa, opb, r.m, r.n, r.k, r.alpha,
+                                  reinterpret_cast<const void* const*>(r.a), at, r.lda,
+                                  reinterpret_cast<const void* const*>(r.b), bt, r.ldb, r.beta,
+                                  reinterpret_cast<void* const*>(r.c), ct, r.ldc, r.batch_count, compute, algo);
+    }
+  }
+  return cuda::CUBLAS_STATUS_INVALID_VALUE;
+}
+
+ipc::Result<void> DeviceSession::handle_blas(ipc::ServerSession& session, const wire::RequestSlot& request) {
+  const wire::RequestHeader& h = request.header;
+  auto finish = [&](int status) { return finish_request(session, h, status); };
+  const cuda::CublasTable* blas = device_.blas();
+  if (blas == nullptr) return finish(cuda::CUBLAS_STATUS_NOT_INITIALIZED);
+  const std::uint64_t id = payload_as<wire::HandleRequest>(request).handle;  // every kind starts with it
+  if (static_cast<wire::RequestKind>(h.kind) == wire::RequestKind::kBlasCreate) {
+    if (blas_handles_.count(id) != 0) return finish(cuda::CUBLAS_STATUS_INVALID_VALUE);
+    cuda::cublasHandle_t handle = nullptr;
+    const int status = blas->create(&handle);
+    if (status == cuda::CUBLAS_STATUS_SUCCESS) {
+      blas_handles_[id] = handle;
+      counters_.blas_handles.fetch_add(1, std::memory_order_relaxed);
+      // Scalars arrive by value in the request: the handle reads them from host memory.
+      blas->set_pointer_mode(handle, cuda::CUBLAS_POINTER_MODE_HOST);
+      cuda::CUstream stream = nullptr;
+      if (stream_for(0, stream) == CUDA_SUCCESS) blas->set_stream(handle, stream);
+    }
+    return finish(status);
+  }
+  auto it = blas_handles_.find(id);
+  if (it == blas_handles_.end()) return finish(cuda::CUBLAS_STATUS_NOT_INITIALIZED);
+  cuda::cublasHandle_t handle = it->second;
+  switch (static_cast<wire::RequestKind>(h.kind)) {
+    case wire::RequestKind::kBlasDestroy: {
+      const int status = blas->destroy(handle);
+      blas_handles_.erase(it);
+      counters_.blas_handles.fetch_sub(1, std::memory_order_relaxed);
+      return finish(status);
+    }
+    case wire::RequestKind::kBlasSetStream: {
+      cuda::CUstream stream = nullptr;
+      if (stream_for(payload_as<wire::BlasSettingRequest>(request).value, stream) != CUDA_SUCCESS) {
+        return finish(cuda::CUBLAS_STATUS_INVALID_VALUE);
+      }
+      return finish(blas->set_stream(handle, stream));
+    }
+    case wire::RequestKind::kBlasSetMathMode:
+      return finish(blas->set_math_mode(handle, static_cast<cuda::cublasMath_t>(payload_as<wire::BlasSettingRequest>(request).value)));
+    case wire::RequestKind::kBlasSetWorkspace: {
+      const auto w = payload_as<wire::BlasWorkspaceRequest>(request);
+      if (w.bytes != 0 && !owns_range(w.pointer, w.bytes)) return finish(cuda::CUBLAS_STATUS_INVALID_VALUE);
+      return finish(blas->set_workspace(handle, reinterpret_cast<void*>(w.pointer), w.bytes));
+    }
+    case wire::RequestKind::kBlasGemm:
+      return finish(gemm(payload_as<wire::BlasGemmRequest>(request), handle));
     default:
       return ipc::IpcError{ipc::IpcErrc::kProtocol, 0, static_cast<std::int64_t>(ipc::ViolationCode::kUnknownKind)};
   }
@@ -678,6 +830,11 @@ void DeviceSession::reclaim() {
   counters_.graphs.fetch_sub(graph_execs_.size() + graphs_.size(), std::memory_order_relaxed);
   graph_execs_.clear();
   graphs_.clear();
+  if (const cuda::CublasTable* blas = device_.blas()) {
+    for (const auto& [id, handle] : blas_handles_) blas->destroy(handle);
+  }
+  counters_.blas_handles.fetch_sub(blas_handles_.size(), std::memory_order_relaxed);
+  blas_handles_.clear();
   for (const auto& [id, module] : modules_) driver_.module_unload(module);
   counters_.modules.fetch_sub(modules_.size(), std::memory_order_relaxed);
   modules_.clear();

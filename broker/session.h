@@ -32,6 +32,7 @@ struct BrokerCounters {
   std::atomic<std::uint64_t> arena_registrations{0};
   std::atomic<std::uint64_t> graphs{0};
   std::atomic<std::uint64_t> modules{0};
+  std::atomic<std::uint64_t> blas_handles{0};
   std::atomic<std::uint64_t> staged_bytes{0};
   std::atomic<std::uint64_t> zero_copy_bytes{0};
 };
@@ -75,6 +76,8 @@ class DeviceSession {
   // Completes a synchronous request now; records an asynchronous failure for the next sync point.
   ipc::Result<void> finish_request(ipc::ServerSession& session, const wire::RequestHeader& request,
                                    CUresult status, std::span<const std::byte> result = {});
+  ipc::Result<void> handle_blas(ipc::ServerSession& session, const wire::RequestSlot& request);
+  int gemm(const wire::BlasGemmRequest& r, cuda::cublasHandle_t handle);
   ipc::Result<void> handle_module(ipc::ServerSession& session, const wire::RequestSlot& request);
   ipc::Result<void> handle_graph(ipc::ServerSession& session, const wire::RequestSlot& request);
   ipc::Result<void> copy_staged(ipc::ServerSession& session, const wire::RequestSlot& request);
@@ -104,6 +107,7 @@ class DeviceSession {
   std::unordered_map<std::uint64_t, cuda::CUgraphExec> graph_execs_;
   std::unordered_map<std::uint64_t, cuda::CUmodule> modules_;
   std::unordered_map<std::uint64_t, cuda::CUfunction> functions_;
+  std::unordered_map<std::uint64_t, cuda::cublasHandle_t> blas_handles_;
   struct PinnedRange {
     void* host;
     std::uint64_t bytes;

@@ -71,6 +71,12 @@ enum class RequestKind : std::uint16_t {
   kLaunchKernel = 41,        // LaunchRequest, then the packed parameter block, inline
   kLaunchKernelStaged = 42,  // LaunchRequest; staged: a parameter block too large to go inline
   kModuleUnload = 43,        // HandleRequest
+  kBlasCreate = 44,          // HandleRequest{the cuBLAS handle id the client chooses}
+  kBlasDestroy = 45,         // HandleRequest
+  kBlasSetStream = 46,       // BlasSettingRequest{handle, stream}
+  kBlasSetMathMode = 47,     // BlasSettingRequest{handle, mode}
+  kBlasSetWorkspace = 48,    // BlasWorkspaceRequest
+  kBlasGemm = 49,            // BlasGemmRequest -> the cublasStatus_t in Completion::status
   kCount,
 };
 
@@ -178,6 +184,12 @@ inline constexpr std::array<RequestShape, static_cast<std::size_t>(RequestKind::
         {RequestKind::kLaunchKernel, "LaunchKernel", 48, kInlinePayloadBytes, Staging::kNone},
         {RequestKind::kLaunchKernelStaged, "LaunchKernelStaged", 48, 48, Staging::kToBroker},
         {RequestKind::kModuleUnload, "ModuleUnload", 8, 8, Staging::kNone},
+        {RequestKind::kBlasCreate, "BlasCreate", 8, 8, Staging::kNone},
+        {RequestKind::kBlasDestroy, "BlasDestroy", 8, 8, Staging::kNone},
+        {RequestKind::kBlasSetStream, "BlasSetStream", 16, 16, Staging::kNone},
+        {RequestKind::kBlasSetMathMode, "BlasSetMathMode", 16, 16, Staging::kNone},
+        {RequestKind::kBlasSetWorkspace, "BlasSetWorkspace", 24, 24, Staging::kNone},
+        {RequestKind::kBlasGemm, "BlasGemm", 136, 136, Staging::kNone},
     }};
 
 // The shape of a kind, or nullptr for a value outside the table.
@@ -265,6 +277,34 @@ struct LaunchRequest {
   std::uint64_t stream;
 };
 inline constexpr std::size_t kInlineParamBytes = kInlinePayloadBytes - sizeof(LaunchRequest);
+struct BlasSettingRequest {
+  std::uint64_t handle;
+  std::uint64_t value;  // a stream id, or a cublasMath_t
+};
+struct BlasWorkspaceRequest {
+  std::uint64_t handle;
+  std::uint64_t pointer;
+  std::uint64_t bytes;
+};
+enum class GemmVariant : std::uint32_t {
+  kSingle = 0,         // cublasGemmEx
+  kStridedBatched = 1,  // cublasGemmStridedBatchedEx
+  kPointerArrays = 2,   // cublasGemmBatchedEx: a, b, c are device arrays of device pointers
+};
+// One GEMM of the cublasGemmEx family. Scalars travel by value (host pointer mode), in the
+// compute type's representation.
+struct BlasGemmRequest {
+  std::uint64_t handle;
+  std::int32_t transa, transb, m, n, k;
+  std::int32_t a_type, b_type, c_type, compute_type, algo;
+  std::int32_t lda, ldb, ldc, batch_count;
+  std::uint32_t variant;  // GemmVariant
+  std::uint32_t reserved;
+  std::uint64_t a, b, c;
+  std::int64_t stride_a, stride_b, stride_c;
+  std::uint8_t alpha[8];
+  std::uint8_t beta[8];
+};
 struct PointerResult {
   std::uint64_t pointer;
 };
@@ -278,6 +318,8 @@ struct BrokerTotals {
   std::uint64_t graphs;  // graphs and executable graphs
   std::uint64_t staged_bytes;      // bytes that crossed the staging pipes (a CPU copy each side)
   std::uint64_t zero_copy_bytes;   // bytes moved between the host arena and the device directly
+  std::uint64_t modules;
+  std::uint64_t blas_handles;
 };
 struct MemInfoResult {
   std::uint64_t free;
