@@ -73,6 +73,7 @@ void __cudaRegisterFunction(void** handle, const char* host_stub, char* /*device
   FunctionRecord& f = r.functions[host_stub];
   f.fatbin = reinterpret_cast<FatbinRecord*>(handle);
   f.device_name = device_name;
+  r.kernel_handles.insert(&f);
 }
 
 void __cudaRegisterVar(void** handle, char* host_variable, char* /*device_address*/, const char* device_name,

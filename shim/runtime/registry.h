@@ -12,6 +12,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "fatbin/fatbin.h"
@@ -57,6 +58,7 @@ struct Registry {
   std::mutex lock;
   std::vector<std::unique_ptr<FatbinRecord>> fatbins;
   std::unordered_map<const void*, FunctionRecord> functions;  // by host stub; nodes never move
+  std::unordered_set<const void*> kernel_handles;  // the records' addresses: CUDA 13's cudaKernel_t
   std::unordered_map<const void*, VariableRecord> variables;  // by host shadow
 };
 
