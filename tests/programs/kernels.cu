@@ -82,6 +82,45 @@ int main() {
   for (int i = 0; i < n; ++i) wrong += d[i] != table.values[indices[i] % 1200];
   CHECK(wrong == 0);
 
+  // CUDA graphs, as ggml uses them per token: capture records without running, a launch of the
+  // instantiated graph runs, and an exec update with new parameters takes effect.
+  {
+    float* out;
+    CHECK(cudaMalloc(&out, n * sizeof(float)) == cudaSuccess);
+    CHECK(cudaMemset(out, 0, n * sizeof(float)) == cudaSuccess);
+    cudaStream_t s;
+    cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+    cudaGraph_t graph, graph2;
+    cudaGraphExec_t exec;
+    CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    cudaStreamCaptureStatus status;
+    CHECK(cudaStreamIsCapturing(s, &status) == cudaSuccess && status == cudaStreamCaptureStatusActive);
+    vector_add<<<(n + 255) / 256, 256, 0, s>>>(da, db, out, n);
+    CHECK(cudaStreamEndCapture(s, &graph) == cudaSuccess);
+    std::vector<float> seen(n);
+    cudaMemcpy(seen.data(), out, n * sizeof(float), cudaMemcpyDeviceToHost);
+    CHECK(seen[5] == 0.0f);  // recorded, not run
+    CHECK(cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess);
+    CHECK(cudaGraphLaunch(exec, s) == cudaSuccess);
+    CHECK(cudaStreamSynchronize(s) == cudaSuccess);
+    cudaMemcpy(seen.data(), out, n * sizeof(float), cudaMemcpyDeviceToHost);
+    CHECK(seen[5] == a[5] + b[5] && seen[n - 1] == a[n - 1] + b[n - 1]);
+    // The same kernel with other arguments: b + b.
+    CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    vector_add<<<(n + 255) / 256, 256, 0, s>>>(db, db, out, n);
+    CHECK(cudaStreamEndCapture(s, &graph2) == cudaSuccess);
+    cudaGraphExecUpdateResultInfo info;
+    CHECK(cudaGraphExecUpdate(exec, graph2, &info) == cudaSuccess && info.result == cudaGraphExecUpdateSuccess);
+    CHECK(cudaGraphLaunch(exec, s) == cudaSuccess);
+    CHECK(cudaStreamSynchronize(s) == cudaSuccess);
+    cudaMemcpy(seen.data(), out, n * sizeof(float), cudaMemcpyDeviceToHost);
+    CHECK(seen[7] == b[7] + b[7]);
+    CHECK(cudaGraphExecDestroy(exec) == cudaSuccess);
+    CHECK(cudaGraphDestroy(graph) == cudaSuccess);
+    CHECK(cudaGraphDestroy(graph2) == cudaSuccess);
+    CHECK(cudaGraphDestroy(graph2) == cudaErrorInvalidResourceHandle);
+  }
+
   std::printf("%s: %d failure(s)\n", failures == 0 ? "PASSED" : "FAILED", failures);
   return failures == 0 ? 0 : 1;
 }
