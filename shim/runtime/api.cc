@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <iterator>
 #include <new>
 
 #include "shim/runtime/runtime_state.h"
@@ -395,6 +396,30 @@ int cudaGetDeviceFlags(unsigned* flags) {
 
 cudaChannelFormatDescForShim cudaCreateChannelDesc(int x, int y, int z, int w, int kind) {
   return cudaChannelFormatDescForShim{x, y, z, w, kind};
+}
+
+// Every device's memory is in the broker's one address space (unified addressing), so a peer copy
+// is a device-to-device copy once both devices are checked.
+int cudaMemcpyPeerAsync(void* destination, int destination_device, const void* source, int source_device,
+                        std::size_t bytes, Stream stream) {
+  if (const Error e = check_device(destination_device); e != kSuccess) return e;
+  if (const Error e = check_device(source_device); e != kSuccess) return e;
+  return copy(destination, source, bytes, kDeviceToDevice, stream, true);
+}
+
+int cudaMemcpyPeer(void* destination, int destination_device, const void* source, int source_device, std::size_t bytes) {
+  const Error e = cudaMemcpyPeerAsync(destination, destination_device, source, source_device, bytes, nullptr);
+  return e != kSuccess ? e : cudaStreamSynchronize(nullptr);
+}
+
+// The device's limits as the runtime reports them before any cudaDeviceSetLimit (which the
+// broker does not offer: it would change the shared context for every session).
+int cudaDeviceGetLimit(std::size_t* value, int limit) {
+  if (value == nullptr) return record(kErrorInvalidValue);
+  constexpr std::size_t kDefaults[] = {1024, 1 << 20, 8 << 20, 2, 2048, 64, 0};
+  if (limit < 0 || limit >= static_cast<int>(std::size(kDefaults))) return record(kErrorUnsupportedLimit);
+  *value = kDefaults[limit];
+  return kSuccess;
 }
 
 int cudaDeviceCanAccessPeer(int* can_access, int device, int peer) {

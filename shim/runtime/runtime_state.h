@@ -29,6 +29,7 @@ inline constexpr Error kErrorInvalidValue = 1;
 inline constexpr Error kErrorMemoryAllocation = 2;
 inline constexpr Error kErrorInvalidDevicePointer = 17;
 inline constexpr Error kErrorInvalidMemcpyDirection = 21;
+inline constexpr Error kErrorUnsupportedLimit = 215;
 inline constexpr Error kErrorDevicesUnavailable = 46;
 inline constexpr Error kErrorNoDevice = 100;
 inline constexpr Error kErrorInvalidDevice = 101;

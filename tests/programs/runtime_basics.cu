@@ -157,6 +157,21 @@ int main() {
     OK(cudaMallocAsync(&pooled, 1 << 20, 0));
     OK(cudaMemsetAsync(pooled, 1, 1 << 20, 0));
     OK(cudaFreeAsync(pooled, 0));
+    // Peer copies between (the one) device and itself, and the device's limits.
+    unsigned char *p1 = nullptr, *p2 = nullptr;
+    OK(cudaMalloc(&p1, 4096));
+    OK(cudaMalloc(&p2, 4096));
+    OK(cudaMemset(p1, 0x5a, 4096));
+    OK(cudaMemcpyPeer(p2, 0, p1, 0, 4096));
+    std::vector<unsigned char> peer(4096);
+    OK(cudaMemcpy(peer.data(), p2, 4096, cudaMemcpyDeviceToHost));
+    CHECK(peer[0] == 0x5a && peer[4095] == 0x5a);
+    CHECK(cudaMemcpyPeer(p2, 7, p1, 0, 4096) == cudaErrorInvalidDevice);
+    OK(cudaFree(p1));
+    OK(cudaFree(p2));
+    size_t stack = 0;
+    OK(cudaDeviceGetLimit(&stack, cudaLimitStackSize));
+    CHECK(stack == 1024);
     void* managed = nullptr;
     CHECK(cudaMallocManaged(&managed, 4096) == cudaErrorNotSupported);
     CHECK(cudaGetLastError() == cudaErrorNotSupported);
