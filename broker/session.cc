@@ -11,22 +11,13 @@ namespace gpubroker::broker {
 
 namespace {
 
+using wire::bytes_of;
+using wire::payload_as;
+
 using cuda::CUDA_ERROR_INVALID_HANDLE;
 using cuda::CUDA_ERROR_INVALID_VALUE;
 using cuda::CUDA_ERROR_OUT_OF_MEMORY;
 using cuda::CUDA_SUCCESS;
-
-template <class T>
-T payload_as(const wire::RequestSlot& request) {
-  T value{};
-  std::memcpy(&value, request.payload, sizeof(T));
-  return value;
-}
-
-template <class T>
-std::span<const std::byte> bytes_of(const T& value) {
-  return std::as_bytes(std::span<const T, 1>(&value, 1));
-}
 
 bool is_default_stream(std::uint64_t id) { return id <= 2; }
 

@@ -13,10 +13,8 @@ namespace gpubroker::ipc {
 
 namespace {
 
-template <class T>
-std::span<const std::byte> bytes_of(const T& value) {
-  return std::as_bytes(std::span<const T, 1>(&value, 1));
-}
+using wire::bytes_of;
+using wire::payload_as;
 
 wire::SegmentHeader segment_header(wire::SegmentKind kind, std::uint64_t bytes, std::uint64_t pipe_bytes) {
   wire::SegmentHeader h{};

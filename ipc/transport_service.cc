@@ -12,17 +12,8 @@ namespace gpubroker::ipc {
 
 namespace {
 
-template <class T>
-T payload_as(const wire::RequestSlot& request) {
-  T value{};
-  std::memcpy(&value, request.payload, sizeof(T));
-  return value;
-}
-
-template <class T>
-std::span<const std::byte> bytes_of(const T& value) {
-  return std::as_bytes(std::span<const T, 1>(&value, 1));
-}
+using wire::bytes_of;
+using wire::payload_as;
 
 IpcError as_session_error(const IpcError& error) {
   if (error.code == IpcErrc::kProtocol) {

@@ -57,10 +57,7 @@ Error post(wire::RequestKind kind, std::span<const std::byte> payload);
 Error call_staged_out(wire::RequestKind kind, std::span<const std::byte> payload, std::span<const std::byte> staged);
 Error call_staged_in(wire::RequestKind kind, std::span<const std::byte> payload, std::span<std::byte> staged);
 
-template <class T>
-std::span<const std::byte> bytes_of(const T& value) {
-  return std::as_bytes(std::span<const T, 1>(&value, 1));
-}
+using wire::bytes_of;
 
 // What the process knows of its memory: device allocations (by address) and pinned host-arena
 // blocks. Thread-safe.

@@ -14,6 +14,8 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <span>
 #include <string_view>
 
 namespace gpubroker::wire {
@@ -325,5 +327,21 @@ struct MemInfoResult {
   std::uint64_t free;
   std::uint64_t total;
 };
+
+// The bytes of a payload or result struct, as they go into a slot or a mailbox.
+template <class T>
+std::span<const std::byte> bytes_of(const T& value) {
+  return std::as_bytes(std::span<const T, 1>(&value, 1));
+}
+
+// A request's payload read as T, from the broker's private copy of the slot (bytes past the
+// payload's length are the slot's, so a short payload reads as zeros, never out of bounds).
+template <class T>
+T payload_as(const RequestSlot& request) {
+  static_assert(sizeof(T) <= kInlinePayloadBytes);
+  T value{};
+  std::memcpy(&value, request.payload, sizeof(T));
+  return value;
+}
 
 }  // namespace gpubroker::wire
