@@ -22,6 +22,7 @@
 
 #include "gpubroker/cuda/runtime_abi.h"
 #include "ipc/client_session.h"
+#include "tools/bench/bench_broker.h"
 #include "tools/bench/report.h"
 
 namespace gpubroker::bench {
@@ -34,15 +35,6 @@ namespace cudart = gpubroker::cuda::rt;
 [[noreturn]] void die(const std::string& what) {
   fmt::print(stderr, "gpubroker-bench launch: {}\n", what);
   std::exit(1);
-}
-
-std::filesystem::path own_directory() { return std::filesystem::read_symlink("/proc/self/exe").parent_path(); }
-
-std::string existing(std::initializer_list<std::filesystem::path> candidates) {
-  for (const auto& path : candidates) {
-    if (std::filesystem::exists(path)) return std::filesystem::weakly_canonical(path).string();
-  }
-  return "";
 }
 
 struct Shim {
@@ -111,29 +103,13 @@ int run_launch_bench(int argc, char** argv) {
   std::vector<unsigned long long> image((std::filesystem::file_size(fatbin_path) + 7) / 8);
   file.read(reinterpret_cast<char*>(image.data()), static_cast<std::streamsize>(std::filesystem::file_size(fatbin_path)));
 
-  pid_t broker = 0;
-  std::string directory;
-  if (socket.empty()) {
-    const std::string binary = existing({own_directory() / "../../broker/gpu-broker", own_directory() / "gpu-broker"});
-    const std::string plugin = existing({own_directory() / "libbench_kernels_plugin.so",
-                                         own_directory() / "../lib/gpubroker/libbench_kernels_plugin.so"});
-    if (binary.empty() || plugin.empty()) die("no gpu-broker or bench kernel plugin beside this binary; pass --socket");
-    directory = fmt::format("/tmp/gpubroker-bench-{}", ::getpid());
-    std::filesystem::create_directories(directory);
-    socket = directory + "/broker.sock";
-    broker = ::fork();
-    if (broker == 0) {
-      ::setenv("GPUBROKER_SIM_KERNELS", plugin.c_str(), 1);
-      const std::string socket_option = "--socket=" + socket;
-      ::execl(binary.c_str(), binary.c_str(), "--driver=sim", socket_option.c_str(), "--log-level=warning",
-              static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    for (int i = 0; i < 1000 && !std::filesystem::exists(socket); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  const std::string plugin =
+      socket.empty() ? find_beside({"libbench_kernels_plugin.so", "../lib/gpubroker/libbench_kernels_plugin.so"}) : "";
+  if (socket.empty() && plugin.empty()) die("no bench kernel plugin beside this binary; pass --socket");
+  const BenchBroker broker(socket, plugin, "launch");
+  socket = broker.socket();
   ::setenv("GPUBROKER_SOCKET", socket.c_str(), 1);
-  const std::string shim_path = existing({own_directory() / "../../shim/runtime/13/libcudart.so.13",
-                                          own_directory() / "../lib/gpubroker/libcudart.so.13"});
+  const std::string shim_path = runtime_shim_path();
   if (shim_path.empty()) die("no libcudart.so.13 shim beside this binary");
   const Shim shim = load_shim(shim_path);
 
@@ -193,12 +169,6 @@ int run_launch_bench(int argc, char** argv) {
     }
     null_rate = median(rates);
   }
-  if (broker > 0) {
-    ::kill(broker, SIGTERM);
-    ::waitpid(broker, nullptr, 0);
-    std::filesystem::remove_all(directory);
-  }
-
   Report report;
   report.number("launches_per_s", median(kern_submit));
   report.number("launches_executed_per_s", median(kern_done));

@@ -21,6 +21,7 @@
 
 #include "ipc/client_session.h"
 #include "ipc/socket_path.h"
+#include "tools/bench/bench_broker.h"
 #include "tools/bench/report.h"
 
 namespace gpubroker::bench {
@@ -32,17 +33,6 @@ using ipc::monotonic_ns;
 [[noreturn]] void die(const std::string& what) {
   fmt::print(stderr, "gpubroker-bench runtime: {}\n", what);
   std::exit(1);
-}
-
-std::filesystem::path own_directory() { return std::filesystem::read_symlink("/proc/self/exe").parent_path(); }
-
-// The first existing path among the build tree's and the installed layout's.
-std::string find_beside(std::initializer_list<const char*> candidates) {
-  for (const char* relative : candidates) {
-    const auto path = own_directory() / relative;
-    if (std::filesystem::exists(path)) return std::filesystem::weakly_canonical(path).string();
-  }
-  return "";
 }
 
 struct Runtime {
@@ -105,25 +95,10 @@ int run_runtime_bench(int argc, char** argv) {
     else die(fmt::format("unknown option '{}'", arg));
   }
 
-  pid_t broker = 0;
-  std::string directory;
-  if (socket.empty()) {
-    const std::string binary = find_beside({"../../broker/gpu-broker", "gpu-broker"});
-    if (binary.empty()) die("no gpu-broker beside this binary; pass --socket=PATH of a running broker");
-    directory = fmt::format("/tmp/gpubroker-bench-{}", ::getpid());
-    std::filesystem::create_directories(directory);
-    socket = directory + "/broker.sock";
-    broker = ::fork();
-    if (broker == 0) {
-      const std::string socket_option = "--socket=" + socket;
-      ::execl(binary.c_str(), binary.c_str(), "--driver=sim", socket_option.c_str(), "--log-level=warning",
-              static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    for (int i = 0; i < 1000 && !std::filesystem::exists(socket); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  const BenchBroker broker(socket, "", "runtime");
+  socket = broker.socket();
   ::setenv("GPUBROKER_SOCKET", socket.c_str(), 1);
-  const std::string shim = find_beside({"../../shim/runtime/13/libcudart.so.13", "../lib/gpubroker/libcudart.so.13"});
+  const std::string shim = runtime_shim_path();
   if (shim.empty()) die("no libcudart.so.13 shim found beside this binary");
   const Runtime rt = Runtime::load(shim);
 
@@ -158,12 +133,6 @@ int run_runtime_bench(int argc, char** argv) {
   rt.free_(device);
   rt.free_host(pinned);
 
-  if (broker > 0) {
-    ::kill(broker, SIGTERM);
-    ::waitpid(broker, nullptr, 0);
-    std::filesystem::remove_all(directory);
-  }
-
   Report report;
   report.latency("sync_call_ns", sync);
   report.number("h2d_pageable_gbps", h2d_pageable);
@@ -178,7 +147,7 @@ int run_runtime_bench(int argc, char** argv) {
     fmt::print("{}\n", report.json());
     return 0;
   }
-  fmt::print("gpubroker-bench runtime on {} (broker: {})\n", machine_name(), broker > 0 ? "sim, started by the bench" : socket);
+  fmt::print("gpubroker-bench runtime on {} (broker: {})\n", machine_name(), broker.started() ? "sim, started by the bench" : socket);
   fmt::print("synchronous runtime call (cudaStreamQuery): p50 {:.0f} ns, p99 {:.0f} ns, p99.9 {:.0f} ns\n", sync.p50,
              sync.p99, sync.p999);
   fmt::print("cudaMemcpy 64 MiB x {}:\n", repeats);

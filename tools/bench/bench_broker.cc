@@ -1,0 +1,60 @@
+#include "tools/bench/bench_broker.h"
+
+#include <fmt/core.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <thread>
+
+namespace gpubroker::bench {
+
+std::string find_beside(std::initializer_list<const char*> relative) {
+  const std::filesystem::path directory = std::filesystem::read_symlink("/proc/self/exe").parent_path();
+  for (const char* candidate : relative) {
+    const auto path = directory / candidate;
+    if (std::filesystem::exists(path)) return std::filesystem::weakly_canonical(path).string();
+  }
+  return "";
+}
+
+std::string runtime_shim_path() {
+  return find_beside({"../../shim/runtime/13/libcudart.so.13", "../lib/gpubroker/libcudart.so.13"});
+}
+
+BenchBroker::BenchBroker(const std::string& socket, const std::string& kernel_plugin, const char* scenario)
+    : socket_(socket) {
+  if (!socket_.empty()) return;
+  const std::string binary = find_beside({"../../broker/gpu-broker", "gpu-broker"});
+  if (binary.empty()) {
+    fmt::print(stderr, "gpubroker-bench {}: no gpu-broker beside this binary; pass --socket=PATH\n", scenario);
+    std::exit(1);
+  }
+  directory_ = fmt::format("/tmp/gpubroker-bench-{}", ::getpid());
+  std::filesystem::create_directories(directory_);
+  socket_ = directory_ + "/broker.sock";
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    if (!kernel_plugin.empty()) ::setenv("GPUBROKER_SIM_KERNELS", kernel_plugin.c_str(), 1);
+    const std::string socket_option = "--socket=" + socket_;
+    ::execl(binary.c_str(), binary.c_str(), "--driver=sim", socket_option.c_str(), "--log-level=warning",
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  for (int i = 0; i < 1000 && !std::filesystem::exists(socket_); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+BenchBroker::~BenchBroker() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGTERM);
+  ::waitpid(pid_, nullptr, 0);
+  std::error_code ignored;
+  std::filesystem::remove_all(directory_, ignored);
+}
+
+}  // namespace gpubroker::bench
