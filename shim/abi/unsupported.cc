@@ -46,16 +46,29 @@ bool claim(const char* name) {
 
 }  // namespace
 
-extern "C" void gpubroker_log_unsupported_once(const char* name) noexcept {
-  if (name == nullptr || !claim(name)) return;
+namespace {
+
+void write_line(const char* name, const char* library, const char* result) {
   char line[256];
   int length = std::snprintf(line, sizeof line,
-                             "gpubroker: pid %d: %s is not supported by the gpubroker CUDA runtime "
-                             "shim; it returns cudaErrorNotSupported (logged once)\n",
-                             static_cast<int>(getpid()), name);
+                             "gpubroker: pid %d: %s is not supported by the gpubroker %s shim; it "
+                             "returns %s (logged once)\n",
+                             static_cast<int>(getpid()), name, library, result);
   if (length <= 0) return;
   std::size_t size = std::min(static_cast<std::size_t>(length), sizeof line - 1);
   line[size - 1] = '\n';  // already there unless truncated: the line stays one whole line
   // A failed or short write to stderr is not worth reporting from here.
   [[maybe_unused]] ssize_t written = write(STDERR_FILENO, line, size);
+}
+
+}  // namespace
+
+extern "C" void gpubroker_log_unsupported_once(const char* name) noexcept {
+  if (name == nullptr || !claim(name)) return;
+  write_line(name, "CUDA runtime", "cudaErrorNotSupported");
+}
+
+extern "C" void gpubroker_log_unsupported_in(const char* name, const char* library, const char* result) noexcept {
+  if (name == nullptr || library == nullptr || result == nullptr || !claim(name)) return;
+  write_line(name, library, result);
 }

@@ -19,6 +19,17 @@
 // (a string literal): the helper remembers the pointer.
 extern "C" void gpubroker_log_unsupported_once(const char* name) noexcept;
 
+// The same for any shim library (libcublas, libcuda, libnvidia-ml): the line names the library
+// and the error the stub returns. `library` and `result` must be string literals.
+extern "C" void gpubroker_log_unsupported_in(const char* name, const char* library, const char* result) noexcept;
+
+// A stub of a library whose status type is an int-sized enum: logs once, returns `value`.
+#define GPUBROKER_UNSUPPORTED_FUNCTION(name, value, library, result)      \
+  extern "C" __attribute__((visibility("default"))) int name() noexcept { \
+    gpubroker_log_unsupported_in(#name, library, result);               \
+    return value;                                                       \
+  }
+
 #define GPUBROKER_UNSUPPORTED_CUDA_FUNCTION(name)                       \
   extern "C" __attribute__((visibility("default"))) int name() noexcept { \
     gpubroker_log_unsupported_once(#name);                              \
