@@ -463,6 +463,9 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
     case wire::RequestKind::kGraphDestroy:
     case wire::RequestKind::kGraphExecDestroy:
       return handle_graph(session, request);
+    case wire::RequestKind::kHostFuncEnqueue:
+    case wire::RequestKind::kHostFuncWait:
+      return handle_host_func(session, request);
     default:
       return ipc::IpcError{ipc::IpcErrc::kProtocol, 0, static_cast<std::int64_t>(ipc::ViolationCode::kUnknownKind)};
   }
@@ -711,6 +714,73 @@ ipc::Result<void> DeviceSession::handle_module(ipc::ServerSession& session, cons
   }
 }
 
+namespace {
+
+struct HostFuncNotice {
+  void* session;  // the DeviceSession
+  std::uint64_t id;
+};
+
+}  // namespace
+
+ipc::Result<void> DeviceSession::handle_host_func(ipc::ServerSession& session, const wire::RequestSlot& request) {
+  const wire::RequestHeader& h = request.header;
+  HostFuncs& hf = host_funcs_;
+  if (static_cast<wire::RequestKind>(h.kind) == wire::RequestKind::kHostFuncEnqueue) {
+    const auto r = payload_as<wire::HostFuncRequest>(request);
+    cuda::CUstream stream = nullptr;
+    if (CUresult e = stream_for(r.stream, stream); e != CUDA_SUCCESS) return finish_request(session, h, e);
+    cuda::CUstreamCaptureStatus capturing = cuda::CU_STREAM_CAPTURE_STATUS_NONE;
+    if (driver_.stream_is_capturing(stream, &capturing) != CUDA_SUCCESS || capturing != cuda::CU_STREAM_CAPTURE_STATUS_NONE) {
+      return finish_request(session, h, cuda::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+    }
+    {
+      std::lock_guard lock(hf.lock);
+      hf.session = &session;
+    }
+    auto* notice = new HostFuncNotice{this, r.id};
+    callbacks_in_flight_.fetch_add(1, std::memory_order_relaxed);
+    const CUresult e = driver_.launch_host_func(stream, host_func_ready, notice);
+    if (e != CUDA_SUCCESS) {
+      delete notice;
+      callbacks_in_flight_.fetch_sub(1, std::memory_order_relaxed);
+    }
+    return finish_request(session, h, e);
+  }
+  // kHostFuncWait: the next function whose turn has come, now or when its notice runs.
+  std::lock_guard lock(hf.lock);
+  if (hf.waiter.has_value()) return finish_request(session, h, CUDA_ERROR_INVALID_VALUE);  // one waiter per session
+  if (!hf.ready.empty()) {
+    const std::uint64_t id = hf.ready.front();
+    hf.ready.pop_front();
+    return finish_request(session, h, CUDA_SUCCESS, bytes_of(id));
+  }
+  hf.waiter = h;
+  hf.session = &session;
+  return boost::outcome_v2::success();
+}
+
+void DeviceSession::host_func_ready(void* context) {
+  auto* notice = static_cast<HostFuncNotice*>(context);
+  auto* self = static_cast<DeviceSession*>(notice->session);
+  const std::uint64_t id = notice->id;
+  delete notice;
+  {
+    HostFuncs& hf = self->host_funcs_;
+    std::lock_guard lock(hf.lock);
+    if (hf.closed) {
+      // The session is going: nobody will run it.
+    } else if (hf.waiter.has_value()) {
+      hf.session->complete(*hf.waiter, CUDA_SUCCESS, bytes_of(id));
+      hf.waiter.reset();
+    } else {
+      hf.ready.push_back(id);
+    }
+  }
+  // Pairs with the acquire load in reclaim(): after this the session may go.
+  self->callbacks_in_flight_.fetch_sub(1, std::memory_order_release);
+}
+
 ipc::Result<void> DeviceSession::handle_graph(ipc::ServerSession& session, const wire::RequestSlot& request) {
   const wire::RequestHeader& h = request.header;
   auto finish = [&](CUresult status, std::span<const std::byte> result = {}) {
@@ -809,6 +879,10 @@ ipc::Result<void> DeviceSession::handle_graph(ipc::ServerSession& session, const
 }
 
 void DeviceSession::reclaim() {
+  {
+    std::lock_guard lock(host_funcs_.lock);
+    host_funcs_.closed = true;
+  }
   if (!thread_bound_) return;  // never touched the device
   // Wait for the work the client left queued, and for the callbacks that will complete its
   // synchronize requests: they point at this session.

@@ -10,8 +10,10 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -89,6 +91,8 @@ class DeviceSession {
   void complete_after_all_streams(ipc::ServerSession& session, const wire::RequestHeader& request);
   // Takes the asynchronous error recorded since the last synchronizing call.
   CUresult take_pending_error(CUresult current = cuda::CUDA_SUCCESS);
+  ipc::Result<void> handle_host_func(ipc::ServerSession& session, const wire::RequestSlot& request);
+  static void host_func_ready(void* context);  // a driver callback: see HostFuncs
   void reclaim();
 
   const DeviceLayer& device_;
@@ -122,6 +126,18 @@ class DeviceSession {
   // The largest image, name or parameter block a session may stage in one request.
   static constexpr std::uint64_t kMaxStagedObjectBytes = 1ull << 30;
   std::vector<cuda::CUevent> staging_events_;  // kStagingWindow + 1, created on first use
+
+  // Host functions run in the client (wire::HostFuncRequest): a driver host function hands each
+  // id, in stream order, to the client's waiting kHostFuncWait (or queues it until one comes).
+  // Nothing in the driver ever waits for the client, so no client can stall the shared context.
+  struct HostFuncs {
+    std::mutex lock;  // the dispatcher and the driver's callback thread
+    std::deque<std::uint64_t> ready;
+    std::optional<wire::RequestHeader> waiter;  // the client's kHostFuncWait, until one is ready
+    ipc::ServerSession* session = nullptr;
+    bool closed = false;  // the session is being reclaimed
+  };
+  HostFuncs host_funcs_;
 
   CUresult pending_error_ = cuda::CUDA_SUCCESS;  // dispatcher thread only
   std::atomic<std::uint32_t> callbacks_in_flight_{0};  // pairs with the callbacks' decrement

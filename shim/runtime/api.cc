@@ -3,22 +3,31 @@
 // does not serve yet is generated (shim/abi/) and returns cudaErrorNotSupported.
 #include <cstdio>
 #include <cstring>
-#include <mutex>
 #include <iterator>
+#include <mutex>
 #include <new>
 
+#include "gpubroker/cuda/runtime_abi.h"
+#include "shim/abi/unsupported.h"
 #include "shim/runtime/runtime_state.h"
 
 using namespace gpubroker;
 using namespace gpubroker::shim::rt;
 using gpubroker::shim::Connection;
+namespace cudart = gpubroker::cuda::rt;
 
 namespace {
 
 using Stream = void*;  // cudaStream_t
 using Event = void*;   // cudaEvent_t
 
-std::uint64_t stream_id(Stream stream) { return reinterpret_cast<std::uint64_t>(stream); }
+// The wire id of a stream that work is about to be submitted to, once the host functions enqueued
+// on it before have returned (host_funcs.cc).
+std::uint64_t stream_id(Stream stream) {
+  const auto id = reinterpret_cast<std::uint64_t>(stream);
+  hold_for_host_funcs(id);
+  return id;
+}
 
 // The visible device `device` as the broker numbers it, or nullopt.
 std::optional<std::uint32_t> broker_ordinal(int device) {
@@ -168,7 +177,10 @@ int cudaRuntimeGetVersion(int* version) {
   return kSuccess;
 }
 
-int cudaDeviceSynchronize() { return call(wire::RequestKind::kContextSynchronize, {}); }
+int cudaDeviceSynchronize() {
+  hold_for_all_host_funcs();
+  return call(wire::RequestKind::kContextSynchronize, {});
+}
 
 int cudaMemGetInfo(std::size_t* free, std::size_t* total) {
   if (free == nullptr || total == nullptr) return record(kErrorInvalidValue);
@@ -261,6 +273,7 @@ int cudaStreamSynchronize(Stream stream) {
 }
 
 int cudaStreamQuery(Stream stream) {
+  if (host_funcs_pending(reinterpret_cast<std::uint64_t>(stream))) return kErrorNotReady;
   return call(wire::RequestKind::kStreamQuery, bytes_of(wire::HandleRequest{stream_id(stream)}));
 }
 
@@ -350,6 +363,75 @@ int cudaMemset2DAsync(void* pointer, std::size_t pitch, int value, std::size_t w
 int cudaMemset2D(void* pointer, std::size_t pitch, int value, std::size_t width, std::size_t height) {
   return cudaMemset2DAsync(pointer, pitch, value, width, height, nullptr);
 }
+
+// 3D copies and sets of linear (pitched) memory, slice by slice as 2D operations; CUDA arrays
+// (textures) are not served.
+namespace {
+
+std::byte* slice_base(const cudart::cudaPitchedPtr& p, const cudart::cudaPos& pos, std::size_t z) {
+  return static_cast<std::byte*>(p.ptr) + ((pos.z + z) * p.ysize + pos.y) * p.pitch + pos.x;
+}
+
+bool fits(const cudart::cudaPitchedPtr& p, const cudart::cudaPos& pos, const cudart::cudaExtent& e) {
+  return p.ptr != nullptr && pos.x <= p.pitch && e.width <= p.pitch - pos.x && (e.depth <= 1 || pos.y + e.height <= p.ysize);
+}
+
+}  // namespace
+
+int cudaMemcpy3DAsync(const cudart::cudaMemcpy3DParms* p, Stream stream) {
+  if (p == nullptr) return record(kErrorInvalidValue);
+  if (p->srcArray != nullptr || p->dstArray != nullptr) {
+    gpubroker_log_unsupported_once("cudaMemcpy3D with a CUDA array");
+    return record(kErrorNotSupported);
+  }
+  const cudart::cudaExtent& e = p->extent;
+  if (e.width == 0 || e.height == 0 || e.depth == 0) return kSuccess;
+  if (!fits(p->srcPtr, p->srcPos, e) || !fits(p->dstPtr, p->dstPos, e)) return record(kErrorInvalidValue);
+  for (std::size_t z = 0; z < e.depth; ++z) {
+    const Error error = cudaMemcpy2DAsync(slice_base(p->dstPtr, p->dstPos, z), p->dstPtr.pitch,
+                                          slice_base(p->srcPtr, p->srcPos, z), p->srcPtr.pitch, e.width, e.height,
+                                          static_cast<int>(p->kind), stream);
+    if (error != kSuccess) return error;
+  }
+  return kSuccess;
+}
+
+int cudaMemcpy3D(const cudart::cudaMemcpy3DParms* p) {
+  const Error e = cudaMemcpy3DAsync(p, nullptr);
+  return e != kSuccess ? e : cudaStreamSynchronize(nullptr);
+}
+
+int cudaMalloc3D(cudart::cudaPitchedPtr* p, cudart::cudaExtent e) {
+  if (p == nullptr) return record(kErrorInvalidValue);
+  std::size_t pitch = 0;
+  void* pointer = nullptr;
+  if (const Error error = cudaMallocPitch(&pointer, &pitch, e.width, e.height * e.depth); error != kSuccess) return error;
+  *p = cudart::cudaPitchedPtr{pointer, pitch, e.width, e.height};
+  return kSuccess;
+}
+
+int cudaMemset3DAsync(cudart::cudaPitchedPtr p, int value, cudart::cudaExtent e, Stream stream) {
+  if (e.width == 0 || e.height == 0 || e.depth == 0) return kSuccess;
+  if (!fits(p, cudart::cudaPos{}, e)) return record(kErrorInvalidValue);
+  for (std::size_t z = 0; z < e.depth; ++z) {
+    if (const Error error = cudaMemset2DAsync(slice_base(p, cudart::cudaPos{}, z), p.pitch, value, e.width, e.height, stream);
+        error != kSuccess) {
+      return error;
+    }
+  }
+  return kSuccess;
+}
+
+int cudaMemset3D(cudart::cudaPitchedPtr p, int value, cudart::cudaExtent e) {
+  return cudaMemset3DAsync(p, value, e, nullptr);
+}
+
+int cudaMemcpy3DAsync_ptsz(const cudart::cudaMemcpy3DParms* p, Stream stream) { return cudaMemcpy3DAsync(p, stream); }
+int cudaMemcpy3D_ptds(const cudart::cudaMemcpy3DParms* p) { return cudaMemcpy3D(p); }
+int cudaMemset3DAsync_ptsz(cudart::cudaPitchedPtr p, int value, cudart::cudaExtent e, Stream stream) {
+  return cudaMemset3DAsync(p, value, e, stream);
+}
+int cudaMemset3D_ptds(cudart::cudaPitchedPtr p, int value, cudart::cudaExtent e) { return cudaMemset3D(p, value, e); }
 
 // Stream-ordered allocation, served by the device allocator: the allocation is usable at once
 // (which satisfies stream order), and the free waits for the stream's earlier work.

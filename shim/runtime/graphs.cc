@@ -54,6 +54,7 @@ int cudaGraphInstantiateWithFlags(void** exec, void* graph, unsigned long long f
 }
 
 int cudaGraphLaunch(void* exec, void* stream) {
+  hold_for_host_funcs(id_of(stream));
   return post(wire::RequestKind::kGraphLaunch, bytes_of(wire::GraphRequest{id_of(exec), id_of(stream)}));
 }
 

@@ -100,6 +100,7 @@ Error launch(FunctionRecord* function, cudart::dim3 grid, cudart::dim3 block, vo
   if (const Error e = resolve(*function); e != kSuccess) return e;
   const fatbin::KernelInfo& layout = *function->layout;
   if (!layout.params.empty() && args == nullptr) return record(kErrorInvalidValue);
+  hold_for_host_funcs(reinterpret_cast<std::uint64_t>(stream));
   wire::LaunchRequest header{function->function_id,
                              {grid.x, grid.y, grid.z},
                              {block.x, block.y, block.z},

@@ -89,4 +89,10 @@ MemoryMap& memory();
 std::uint64_t new_stream_id();
 std::uint64_t new_event_id();
 
+// Host functions (host_funcs.cc): work submitted to a stream after a host function waits, in
+// the submitting thread, until the function has returned. One relaxed load while none is pending.
+void hold_for_host_funcs(std::uint64_t stream);
+void hold_for_all_host_funcs();
+[[nodiscard]] bool host_funcs_pending(std::uint64_t stream);
+
 }  // namespace gpubroker::shim::rt

@@ -1,13 +1,15 @@
 // A CUDA program built by nvcc with -cudart shared, run unmodified against the runtime shim and a
 // sim broker: a deviceQuery-style dump, copies of every kind through pageable and pinned memory
-// with checksums, stream and event ordering, and error paths. Prints what it checks; exits 0
+// with checksums, stream and event ordering, host functions, and error paths. Prints what it checks; exits 0
 // only when everything held.
 #include <cuda_runtime.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 static int failures = 0;
@@ -29,6 +31,30 @@ static unsigned long long checksum(const unsigned char* p, size_t n) {
 
 static void fill(unsigned char* p, size_t n, unsigned seed) {
   for (size_t i = 0; i < n; ++i) p[i] = static_cast<unsigned char>((i * 2654435761u + seed) >> 7);
+}
+
+struct HostFuncLog {
+  unsigned char* seen;
+  unsigned char* later;
+  int first_byte_seen = -1;
+  int order = 0;
+  cudaError_t callback_status = cudaErrorUnknown;
+  cudaStream_t callback_stream = nullptr;
+};
+
+static void on_copied(void* data) {
+  auto* log = static_cast<HostFuncLog*>(data);
+  log->first_byte_seen = log->seen[0];
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));  // the next copy must still wait
+  std::memset(log->later, 0x77, 4096);
+  log->order = log->order == 0 ? 1 : -1;
+}
+
+static void CUDART_CB on_stream_done(cudaStream_t stream, cudaError_t status, void* data) {
+  auto* log = static_cast<HostFuncLog*>(data);
+  log->callback_status = status;
+  log->callback_stream = stream;
+  log->order = log->order == 1 ? 2 : -1;
 }
 
 int main() {
@@ -128,6 +154,34 @@ int main() {
   OK(cudaStreamQuery(s1));
   OK(cudaEventQuery(copied));
   std::printf("stream pipeline: %.3f ms\n", ms);
+
+  {
+    // Host functions run in stream order: after the work before them, and before the work after
+    // them (the copy from `later` must wait until on_copied has written it).
+    unsigned char *d = nullptr, *seen = nullptr, *later = nullptr, *result = nullptr;
+    OK(cudaMalloc(&d, 4096));
+    OK(cudaMallocHost(&seen, 4096));
+    OK(cudaMallocHost(&later, 4096));
+    OK(cudaMallocHost(&result, 4096));
+    std::memset(later, 0x11, 4096);
+    HostFuncLog log{seen, later};
+    OK(cudaMemsetAsync(d, 0x33, 4096, s1));
+    OK(cudaMemcpyAsync(seen, d, 4096, cudaMemcpyDeviceToHost, s1));
+    OK(cudaLaunchHostFunc(s1, on_copied, &log));
+    OK(cudaMemcpyAsync(d, later, 4096, cudaMemcpyHostToDevice, s1));
+    OK(cudaMemcpyAsync(result, d, 4096, cudaMemcpyDeviceToHost, s1));
+    OK(cudaStreamAddCallback(s1, on_stream_done, &log, 0));
+    OK(cudaStreamSynchronize(s1));
+    CHECK(log.first_byte_seen == 0x33);
+    CHECK(result[0] == 0x77 && result[4095] == 0x77);
+    CHECK(log.order == 2 && log.callback_status == cudaSuccess && log.callback_stream == s1);
+    CHECK(cudaStreamAddCallback(s1, on_stream_done, &log, 1) == cudaErrorInvalidValue);
+    CHECK(cudaGetLastError() == cudaErrorInvalidValue);
+    OK(cudaFree(d));
+    OK(cudaFreeHost(seen));
+    OK(cudaFreeHost(later));
+    OK(cudaFreeHost(result));
+  }
   OK(cudaEventDestroy(copied));
   OK(cudaEventDestroy(start));
   OK(cudaEventDestroy(stop));
@@ -153,6 +207,38 @@ int main() {
     OK(cudaPointerGetAttributes(&attributes, image.data()));
     CHECK(attributes.type == cudaMemoryTypeUnregistered);
     OK(cudaFree(pitched));
+
+    // A 3D box out of a pitched volume: copied in, set in part, copied back out.
+    const cudaExtent volume = make_cudaExtent(width, 6, 5);
+    cudaPitchedPtr device_volume;
+    OK(cudaMalloc3D(&device_volume, volume));
+    CHECK(device_volume.pitch >= width && device_volume.ysize == 6);
+    std::vector<unsigned char> box(width * 6 * 5), box_out(box.size(), 0);
+    fill(box.data(), box.size(), 9);
+    cudaMemcpy3DParms in = {};
+    in.srcPtr = make_cudaPitchedPtr(box.data(), width, width, 6);
+    in.dstPtr = device_volume;
+    in.extent = volume;
+    in.kind = cudaMemcpyHostToDevice;
+    OK(cudaMemcpy3D(&in));
+    // Zero a 10 x 2 x 3 block at x 0, y 0 of slices 0..2 (cudaMemset3D starts at the pointer).
+    OK(cudaMemset3D(device_volume, 0, make_cudaExtent(10, 2, 3)));
+    cudaMemcpy3DParms out3 = {};
+    out3.srcPtr = device_volume;
+    out3.dstPtr = make_cudaPitchedPtr(box_out.data(), width, width, 6);
+    out3.extent = volume;
+    out3.kind = cudaMemcpyDeviceToHost;
+    OK(cudaMemcpy3D(&out3));
+    bool box_ok = true;
+    for (size_t z = 0; z < 5; ++z)
+      for (size_t y = 0; y < 6; ++y)
+        for (size_t x = 0; x < width; ++x) {
+          const size_t i = (z * 6 + y) * width + x;
+          const bool zeroed = x < 10 && y < 2 && z < 3;
+          box_ok = box_ok && box_out[i] == (zeroed ? 0 : box[i]);
+        }
+    CHECK(box_ok);
+    OK(cudaFree(device_volume.ptr));
     void* pooled = nullptr;
     OK(cudaMallocAsync(&pooled, 1 << 20, 0));
     OK(cudaMemsetAsync(pooled, 1, 1 << 20, 0));

@@ -79,6 +79,19 @@ enum class RequestKind : std::uint16_t {
   kBlasSetMathMode = 47,     // BlasSettingRequest{handle, mode}
   kBlasSetWorkspace = 48,    // BlasWorkspaceRequest
   kBlasGemm = 49,            // BlasGemmRequest -> the cublasStatus_t in Completion::status
+  kHostFuncEnqueue = 50,     // HostFuncRequest: the client's host function `id` runs in stream order
+  kHostFuncWait = 51,        // no payload -> std::uint64_t: the id of the next host function to run
+  kBlasTrsmBatched = 52,     // BlasTrsmRequest -> the cublasStatus_t in Completion::status
+  // The driver API's virtual memory management (libcuda.so.1 shim). Physical allocations are
+  // session-local ids chosen by the broker; addresses are real device addresses.
+  kVmmGranularity = 53,      // VmmGranularityRequest -> std::uint64_t bytes
+  kVmmAddressReserve = 54,   // VmmReserveRequest -> PointerResult
+  kVmmAddressFree = 55,      // VmmRangeRequest
+  kVmmCreate = 56,           // VmmCreateRequest -> std::uint64_t: the allocation's session id
+  kVmmRelease = 57,          // HandleRequest{the allocation's id}
+  kVmmMap = 58,              // VmmMapRequest
+  kVmmUnmap = 59,            // VmmRangeRequest
+  kVmmSetAccess = 60,        // VmmAccessRequest
   kCount,
 };
 
@@ -192,6 +205,17 @@ inline constexpr std::array<RequestShape, static_cast<std::size_t>(RequestKind::
         {RequestKind::kBlasSetMathMode, "BlasSetMathMode", 16, 16, Staging::kNone},
         {RequestKind::kBlasSetWorkspace, "BlasSetWorkspace", 24, 24, Staging::kNone},
         {RequestKind::kBlasGemm, "BlasGemm", 136, 136, Staging::kNone},
+        {RequestKind::kHostFuncEnqueue, "HostFuncEnqueue", 16, 16, Staging::kNone},
+        {RequestKind::kHostFuncWait, "HostFuncWait", 0, 0, Staging::kNone},
+        {RequestKind::kBlasTrsmBatched, "BlasTrsmBatched", 72, 72, Staging::kNone},
+        {RequestKind::kVmmGranularity, "VmmGranularity", 8, 8, Staging::kNone},
+        {RequestKind::kVmmAddressReserve, "VmmAddressReserve", 32, 32, Staging::kNone},
+        {RequestKind::kVmmAddressFree, "VmmAddressFree", 16, 16, Staging::kNone},
+        {RequestKind::kVmmCreate, "VmmCreate", 24, 24, Staging::kNone},
+        {RequestKind::kVmmRelease, "VmmRelease", 8, 8, Staging::kNone},
+        {RequestKind::kVmmMap, "VmmMap", 40, 40, Staging::kNone},
+        {RequestKind::kVmmUnmap, "VmmUnmap", 16, 16, Staging::kNone},
+        {RequestKind::kVmmSetAccess, "VmmSetAccess", 72, 72, Staging::kNone},
     }};
 
 // The shape of a kind, or nullptr for a value outside the table.
@@ -251,6 +275,14 @@ struct EventCreateRequest {
 struct EventStreamRequest {
   std::uint64_t event;
   std::uint64_t stream;
+};
+// A host function (cudaLaunchHostFunc, cudaStreamAddCallback) runs in the client. The broker
+// enqueues a notice on the stream; when the stream reaches it, the client's callback thread (in a
+// kHostFuncWait) gets the id and runs the function. The client itself holds back later work on
+// that stream until the function has returned, so the device never waits for a client.
+struct HostFuncRequest {
+  std::uint64_t stream;
+  std::uint64_t id;  // chosen by the client; the broker only hands it back
 };
 struct EventPairRequest {
   std::uint64_t start;
