@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "broker/device_layer.h"
+#include "broker/metrics.h"
 #include "broker/options.h"
 #include "broker/session.h"
 #include "broker/stats.h"
@@ -90,6 +91,17 @@ int main(int argc, char** argv) {
     return 1;
   }
   broker::StatsPublisher& publisher = *stats.value();
+  std::unique_ptr<broker::MetricsServer> metrics;
+  if (!options.metrics_listen.empty()) {
+    auto started = broker::MetricsServer::start(*broker::parse_listen_address(options.metrics_listen), publisher.path(),
+                                                GPUBROKER_VERSION);
+    if (!started) {
+      ipc::log(ipc::LogLevel::kError, "cannot serve metrics on {}: {}", options.metrics_listen, ipc::describe(started.error()));
+      return 1;
+    }
+    metrics = std::move(started.value());
+    ipc::log(ipc::LogLevel::kInfo, "metrics at http://{}/metrics (port {})", options.metrics_listen, metrics->port());
+  }
 
   broker::BrokerCounters counters;
   const broker::SessionLimits limits{options.session_memory_limit};

@@ -1,5 +1,6 @@
 #include "broker/options.h"
 
+#include "broker/metrics.h"
 #include "ipc/socket_path.h"
 
 #include <fmt/core.h>
@@ -77,6 +78,9 @@ std::string apply(BrokerOptions& o, const std::string& key, const std::string& v
     else if (value == "info") o.log_level = ipc::LogLevel::kInfo;
     else if (value == "debug") o.log_level = ipc::LogLevel::kDebug;
     else return fmt::format("--log-level must be error, warning, info or debug, not '{}'", value);
+  } else if (key == "metrics-listen") {
+    if (!parse_listen_address(value)) return fmt::format("--metrics-listen takes HOST:PORT (e.g. 127.0.0.1:9400), not '{}'", value);
+    o.metrics_listen = value;
   } else {
     return fmt::format("unknown option '{}'", key);
   }
@@ -119,6 +123,7 @@ const char* usage_text() {
          "  --arena-bytes=SIZE          host arena (pinned memory) per session, sparse (default 16G)\n"
          "  --wait-policy=spin|adaptive|sleep  how dispatchers wait for requests (default adaptive)\n"
          "  --log-level=error|warning|info|debug (default info)\n"
+         "  --metrics-listen=HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics (default: off)\n"
          "  --config=FILE               read 'key = value' options (the same names) from FILE first\n"
          "  --help, --version\n";
 }

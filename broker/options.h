@@ -26,6 +26,7 @@ struct BrokerOptions {
   std::uint64_t arena_bytes = 16ull << 30;
   ipc::WaitMode wait = ipc::WaitMode::kAdaptive;
   ipc::LogLevel log_level = ipc::LogLevel::kInfo;
+  std::string metrics_listen;  // "HOST:PORT" of the Prometheus endpoint; empty: none
 };
 
 struct ParsedOptions {

@@ -8,6 +8,7 @@ packages=(
   g++ meson ninja-build pkg-config git
   libboost-dev libfmt-dev catch2
   libsystemd-dev liblz4-dev libzstd-dev libncurses-dev
+  tmux systemd  # the operation tests: broker-top in a terminal, systemd-analyze verify
   clang llvm libclang-rt-14-dev
 )
 missing=()
