@@ -58,12 +58,25 @@ cuda::CUresult DeviceSession::take_pending_error(CUresult current) {
   return current != CUDA_SUCCESS ? current : pending;
 }
 
-bool DeviceSession::owns_range(std::uint64_t pointer, std::uint64_t bytes) const {
-  auto it = allocations_.upper_bound(pointer);
-  if (it == allocations_.begin()) return false;
+namespace {
+
+// Whether [pointer, pointer + bytes) lies inside one of `ranges` (start address -> an entry with
+// a `bytes` member).
+template <class Map>
+bool inside_one(const Map& ranges, std::uint64_t pointer, std::uint64_t bytes) {
+  auto it = ranges.upper_bound(pointer);
+  if (it == ranges.begin()) return false;
   --it;
   const std::uint64_t offset = pointer - it->first;
   return offset <= it->second.bytes && bytes <= it->second.bytes - offset;
+}
+
+}  // namespace
+
+// The session's memory: its allocations, its modules' global variables and its VMM mappings.
+bool DeviceSession::owns_range(std::uint64_t pointer, std::uint64_t bytes) const {
+  return inside_one(allocations_, pointer, bytes) || inside_one(globals_, pointer, bytes) ||
+         vmm_covers(pointer, bytes, true);
 }
 
 cuda::CUresult DeviceSession::memory_alloc(const wire::MemAllocRequest& r, std::uint64_t& pointer) {
@@ -103,6 +116,7 @@ cuda::CUresult DeviceSession::stream_for(std::uint64_t id, cuda::CUstream& strea
   const std::uint64_t key = is_default_stream(id) ? 0 : id;
   if (auto it = streams_.find(key); it != streams_.end()) {
     stream = it->second;
+    if (!blocking_.streams.empty()) return join_legacy(key, stream);
     return CUDA_SUCCESS;
   }
   if (key != 0) return CUDA_ERROR_INVALID_HANDLE;
@@ -114,6 +128,46 @@ cuda::CUresult DeviceSession::stream_for(std::uint64_t id, cuda::CUstream& strea
   streams_[0] = stream;
   counters_.streams.fetch_add(1, std::memory_order_relaxed);
   return CUDA_SUCCESS;
+}
+
+// The legacy default stream's contract, within the session: work on the default stream waits for
+// the work already on every blocking stream (created without cudaStreamNonBlocking), and work on a
+// blocking stream waits for the work already on the default stream. Each join is an event record
+// and a wait, made only when the other side has had work since the last join; a session without
+// blocking streams never comes here.
+cuda::CUresult DeviceSession::join_legacy(std::uint64_t key, cuda::CUstream stream) {
+  auto join = [&](std::uint64_t from_key, cuda::CUstream from, cuda::CUstream to) -> CUresult {
+    cuda::CUevent& event = blocking_.events[from_key];
+    if (event == nullptr) {
+      if (CUresult r = driver_.event_create(&event, cuda::CU_EVENT_DISABLE_TIMING); r != CUDA_SUCCESS) return r;
+    }
+    if (CUresult r = driver_.event_record(event, from); r != CUDA_SUCCESS) return r;
+    return driver_.stream_wait_event(to, event, 0);
+  };
+  if (key == 0) {
+    for (std::uint64_t b : blocking_.ahead_of_default) {
+      if (CUresult r = join(b, streams_.at(b), stream); r != CUDA_SUCCESS) return r;
+    }
+    blocking_.ahead_of_default.clear();
+    blocking_.behind_default = blocking_.streams;
+    return CUDA_SUCCESS;
+  }
+  if (!blocking_.streams.contains(key)) return CUDA_SUCCESS;
+  if (blocking_.behind_default.erase(key) != 0) {
+    if (CUresult r = join(0, streams_.at(0), stream); r != CUDA_SUCCESS) return r;
+  }
+  blocking_.ahead_of_default.insert(key);
+  return CUDA_SUCCESS;
+}
+
+void DeviceSession::forget_blocking(std::uint64_t key) {
+  blocking_.streams.erase(key);
+  blocking_.ahead_of_default.erase(key);
+  blocking_.behind_default.erase(key);
+  if (auto it = blocking_.events.find(key); it != blocking_.events.end()) {
+    driver_.event_destroy(it->second);
+    blocking_.events.erase(it);
+  }
 }
 
 cuda::CUresult DeviceSession::event_for(std::uint64_t id, cuda::CUevent& event) const {
@@ -330,10 +384,18 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
       const auto c = payload_as<wire::StreamCreateRequest>(request);
       if (is_default_stream(c.stream) || streams_.count(c.stream) != 0) return finish(CUDA_ERROR_INVALID_VALUE);
       cuda::CUstream stream = nullptr;
-      const CUresult r = driver_.stream_create_with_priority(&stream, c.flags & cuda::CU_STREAM_NON_BLOCKING, c.priority);
+      // Every driver stream is non-blocking: the legacy default stream's contract is kept per
+      // session (join_legacy), never through the context's own NULL stream, which every session shares.
+      const CUresult r = driver_.stream_create_with_priority(&stream, cuda::CU_STREAM_NON_BLOCKING, c.priority);
       if (r == CUDA_SUCCESS) {
         streams_[c.stream] = stream;
         counters_.streams.fetch_add(1, std::memory_order_relaxed);
+        if ((c.flags & cuda::CU_STREAM_NON_BLOCKING) == 0) {
+          cuda::CUstream default_stream = nullptr;
+          (void)stream_for(0, default_stream);  // exists before anything joins it
+          blocking_.streams.insert(c.stream);
+          blocking_.behind_default.insert(c.stream);
+        }
       }
       return finish(r);
     }
@@ -343,6 +405,7 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
       if (is_default_stream(id) || it == streams_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
       // Like cuStreamDestroy: work already queued still runs; the handle is gone at once.
       const CUresult r = driver_.stream_destroy(it->second);
+      forget_blocking(id);
       streams_.erase(it);
       counters_.streams.fetch_sub(1, std::memory_order_relaxed);
       return finish(r);
@@ -447,12 +510,27 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
     case wire::RequestKind::kBlasSetMathMode:
     case wire::RequestKind::kBlasSetWorkspace:
     case wire::RequestKind::kBlasGemm:
+    case wire::RequestKind::kBlasTrsmBatched:
       return handle_blas(session, request);
+    case wire::RequestKind::kVmmGranularity:
+    case wire::RequestKind::kVmmAddressReserve:
+    case wire::RequestKind::kVmmAddressFree:
+    case wire::RequestKind::kVmmCreate:
+    case wire::RequestKind::kVmmRelease:
+    case wire::RequestKind::kVmmMap:
+    case wire::RequestKind::kVmmUnmap:
+    case wire::RequestKind::kVmmSetAccess:
+      return handle_vmm(session, request);
     case wire::RequestKind::kModuleLoad:
     case wire::RequestKind::kModuleGetFunction:
     case wire::RequestKind::kLaunchKernel:
     case wire::RequestKind::kLaunchKernelStaged:
     case wire::RequestKind::kModuleUnload:
+    case wire::RequestKind::kModuleGetGlobal:
+    case wire::RequestKind::kFuncGetAttributes:
+    case wire::RequestKind::kFuncSetAttribute:
+    case wire::RequestKind::kFuncSetCacheConfig:
+    case wire::RequestKind::kOccupancy:
       return handle_module(session, request);
     case wire::RequestKind::kStreamBeginCapture:
     case wire::RequestKind::kStreamEndCapture:
@@ -610,9 +688,38 @@ ipc::Result<void> DeviceSession::handle_blas(ipc::ServerSession& session, const 
     }
     case wire::RequestKind::kBlasGemm:
       return finish(gemm(payload_as<wire::BlasGemmRequest>(request), handle));
+    case wire::RequestKind::kBlasTrsmBatched:
+      return finish(trsm_batched(payload_as<wire::BlasTrsmRequest>(request), handle));
     default:
       return ipc::IpcError{ipc::IpcErrc::kProtocol, 0, static_cast<std::int64_t>(ipc::ViolationCode::kUnknownKind)};
   }
+}
+
+// A launch with attributes (wire::LaunchFlags) goes through cuLaunchKernelEx. A driver without
+// it can still serve programmatic serialization, which only permits an overlap, as a plain launch.
+cuda::CUresult DeviceSession::launch_with_attributes(const wire::LaunchRequest& launch, cuda::CUfunction function,
+                                                     cuda::CUstream stream, void** extra) {
+  if ((launch.flags & ~(wire::kLaunchCooperative | wire::kLaunchProgrammaticSerialization)) != 0) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  if (driver_.launch_kernel_ex == nullptr) {
+    if ((launch.flags & wire::kLaunchCooperative) != 0) return cuda::CUDA_ERROR_NOT_SUPPORTED;
+    return driver_.launch_kernel(function, launch.grid[0], launch.grid[1], launch.grid[2], launch.block[0],
+                                 launch.block[1], launch.block[2], launch.shared_bytes, stream, nullptr, extra);
+  }
+  cuda::CUlaunchAttribute attributes[2] = {};
+  unsigned count = 0;
+  if ((launch.flags & wire::kLaunchCooperative) != 0) {
+    attributes[count].id = cuda::CU_LAUNCH_ATTRIBUTE_COOPERATIVE;
+    attributes[count++].value.cooperative = 1;
+  }
+  if ((launch.flags & wire::kLaunchProgrammaticSerialization) != 0) {
+    attributes[count].id = cuda::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attributes[count++].value.programmaticStreamSerializationAllowed = 1;
+  }
+  const cuda::CUlaunchConfig config{launch.grid[0], launch.grid[1], launch.grid[2], launch.block[0], launch.block[1],
+                                    launch.block[2], launch.shared_bytes, stream, attributes, count};
+  return driver_.launch_kernel_ex(&config, function, nullptr, extra);
 }
 
 ipc::Result<void> DeviceSession::handle_module(ipc::ServerSession& session, const wire::RequestSlot& request) {
@@ -673,8 +780,55 @@ ipc::Result<void> DeviceSession::handle_module(ipc::ServerSession& session, cons
       if (functions_.count(f.function) != 0) return finish(CUDA_ERROR_INVALID_VALUE);
       cuda::CUfunction function = nullptr;
       const CUresult r = driver_.module_get_function(&function, module->second, reinterpret_cast<const char*>(name.data()));
-      if (r == CUDA_SUCCESS) functions_[f.function] = function;
+      if (r == CUDA_SUCCESS) functions_[f.function] = Function{function, f.module};
       return finish(r);
+    }
+    case wire::RequestKind::kModuleGetGlobal: {
+      const std::uint64_t module_id = payload_as<wire::HandleRequest>(request).handle;
+      std::vector<std::byte> name;
+      if (auto received = receive_all(name); !received) return received.error();
+      name.push_back(std::byte{0});
+      auto module = modules_.find(module_id);
+      if (module == modules_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
+      cuda::CUdeviceptr pointer = 0;
+      std::size_t bytes = 0;
+      const CUresult r = driver_.module_get_global(&pointer, &bytes, module->second, reinterpret_cast<const char*>(name.data()));
+      if (r != CUDA_SUCCESS) return finish(r);
+      globals_[pointer] = Global{bytes, module_id};
+      return finish(r, bytes_of(wire::GlobalResult{pointer, bytes}));
+    }
+    case wire::RequestKind::kFuncGetAttributes:
+    case wire::RequestKind::kFuncSetAttribute:
+    case wire::RequestKind::kFuncSetCacheConfig: {
+      const auto a = payload_as<wire::FuncAttributeRequest>(request);
+      auto function = functions_.find(a.function);
+      if (function == functions_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
+      const cuda::CUfunction f = function->second.handle;
+      switch (static_cast<wire::RequestKind>(h.kind)) {
+        case wire::RequestKind::kFuncSetAttribute:
+          return finish(driver_.func_set_attribute(f, static_cast<cuda::CUfunction_attribute>(a.attribute), a.value));
+        case wire::RequestKind::kFuncSetCacheConfig:
+          return finish(driver_.func_set_cache_config(f, static_cast<cuda::CUfunc_cache>(a.value)));
+        default: {
+          // Attributes a driver does not know (newer than it) read as 0, as the runtime reports them.
+          wire::FuncAttributesResult result{};
+          for (int i = 0; i < static_cast<int>(std::size(result.values)); ++i) {
+            if (driver_.func_get_attribute(&result.values[i], static_cast<cuda::CUfunction_attribute>(i), f) != CUDA_SUCCESS) {
+              result.values[i] = 0;
+            }
+          }
+          return finish(CUDA_SUCCESS, bytes_of(result));
+        }
+      }
+    }
+    case wire::RequestKind::kOccupancy: {
+      const auto o = payload_as<wire::OccupancyRequest>(request);
+      auto function = functions_.find(o.function);
+      if (function == functions_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
+      int blocks = 0;
+      const CUresult r = driver_.occupancy_max_active_blocks(&blocks, function->second.handle, o.block_size,
+                                                            o.dynamic_shared_bytes, o.flags);
+      return finish(r, bytes_of(static_cast<std::int32_t>(blocks)));
     }
     case wire::RequestKind::kLaunchKernel:
     case wire::RequestKind::kLaunchKernelStaged: {
@@ -697,14 +851,19 @@ ipc::Result<void> DeviceSession::handle_module(ipc::ServerSession& session, cons
       void* buffer = const_cast<std::byte*>(params.data());
       void* extra[] = {cuda::CU_LAUNCH_PARAM_BUFFER_POINTER, buffer, cuda::CU_LAUNCH_PARAM_BUFFER_SIZE, &size,
                        cuda::CU_LAUNCH_PARAM_END};
-      return finish(driver_.launch_kernel(function->second, launch.grid[0], launch.grid[1], launch.grid[2],
-                                          launch.block[0], launch.block[1], launch.block[2], launch.shared_bytes,
-                                          stream, nullptr, extra));
+      if (launch.flags == 0) {
+        return finish(driver_.launch_kernel(function->second.handle, launch.grid[0], launch.grid[1], launch.grid[2],
+                                            launch.block[0], launch.block[1], launch.block[2], launch.shared_bytes,
+                                            stream, nullptr, extra));
+      }
+      return finish(launch_with_attributes(launch, function->second.handle, stream, extra));
     }
     case wire::RequestKind::kModuleUnload: {
       auto it = modules_.find(payload_as<wire::HandleRequest>(request).handle);
       if (it == modules_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
       const CUresult r = driver_.module_unload(it->second);
+      std::erase_if(functions_, [&](const auto& entry) { return entry.second.module == it->first; });
+      std::erase_if(globals_, [&](const auto& entry) { return entry.second.module == it->first; });
       modules_.erase(it);
       counters_.modules.fetch_sub(1, std::memory_order_relaxed);
       return finish(r);
@@ -904,13 +1063,17 @@ void DeviceSession::reclaim() {
   counters_.modules.fetch_sub(modules_.size(), std::memory_order_relaxed);
   modules_.clear();
   functions_.clear();
+  globals_.clear();
   for (cuda::CUevent event : staging_events_) driver_.event_destroy(event);
   staging_events_.clear();
+  for (const auto& [id, event] : blocking_.events) driver_.event_destroy(event);
+  blocking_ = {};
   for (const auto& [id, event] : events_) driver_.event_destroy(event);
   counters_.events.fetch_sub(events_.size(), std::memory_order_relaxed);
   for (const auto& [id, stream] : streams_) driver_.stream_destroy(stream);
   counters_.streams.fetch_sub(streams_.size(), std::memory_order_relaxed);
   if (sync_stream_ != nullptr) driver_.stream_destroy(sync_stream_);
+  reclaim_vmm();
   for (const auto& [pointer, allocation] : allocations_) driver_.mem_free(pointer);
   counters_.device_bytes.fetch_sub(allocated_bytes_, std::memory_order_relaxed);
   counters_.allocations.fetch_sub(allocations_.size(), std::memory_order_relaxed);
@@ -925,6 +1088,266 @@ void DeviceSession::reclaim() {
   allocations_.clear();
   allocated_bytes_ = 0;
   ipc::log(ipc::LogLevel::kDebug, "session reclaimed");
+}
+
+// ---- cublasStrsmBatched --------------------------------------------------------------------
+
+bool DeviceSession::read_pointer_array(std::uint64_t array, int count, cuda::CUstream stream,
+                                       std::vector<std::uint64_t>& out) {
+  const auto bytes = static_cast<std::uint64_t>(count) * sizeof(std::uint64_t);
+  if (!owns_range(array, bytes)) return false;
+  out.resize(static_cast<std::size_t>(count));
+  return driver_.memcpy_dtoh_async(out.data(), array, bytes, stream) == CUDA_SUCCESS &&
+         driver_.stream_synchronize(stream) == CUDA_SUCCESS;
+}
+
+// Like the pointer-array GEMM: the arrays live in device memory, are read in the handle's stream
+// order, and every triangular matrix and right-hand side they name is checked against the
+// session's memory before cuBLAS sees it.
+int DeviceSession::trsm_batched(const wire::BlasTrsmRequest& r, cuda::cublasHandle_t handle) {
+  static_assert(sizeof(wire::BlasTrsmRequest) == 72);
+  const cuda::CublasTable& blas = *device_.blas();
+  const bool left = r.side == cuda::CUBLAS_SIDE_LEFT;
+  const std::int64_t k = left ? r.m : r.n;
+  if ((r.side != cuda::CUBLAS_SIDE_LEFT && r.side != cuda::CUBLAS_SIDE_RIGHT) ||
+      (r.uplo != cuda::CUBLAS_FILL_MODE_LOWER && r.uplo != cuda::CUBLAS_FILL_MODE_UPPER) ||
+      (r.trans != cuda::CUBLAS_OP_N && r.trans != cuda::CUBLAS_OP_T && r.trans != cuda::CUBLAS_OP_C) ||
+      (r.diag != cuda::CUBLAS_DIAG_NON_UNIT && r.diag != cuda::CUBLAS_DIAG_UNIT) || r.m < 0 || r.n < 0 ||
+      r.batch_count < 0 || r.lda < std::max<std::int64_t>(1, k) || r.ldb < std::max(1, r.m)) {
+    return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  }
+  if (r.m == 0 || r.n == 0 || r.batch_count == 0) return cuda::CUBLAS_STATUS_SUCCESS;
+  const std::uint64_t a_bytes = static_cast<std::uint64_t>(r.lda * (k - 1) + k) * sizeof(float);
+  const std::uint64_t b_bytes = static_cast<std::uint64_t>(static_cast<std::int64_t>(r.ldb) * (r.n - 1) + r.m) * sizeof(float);
+  cuda::cudaStream_t stream = nullptr;
+  blas.get_stream(handle, &stream);
+  std::vector<std::uint64_t> a, b;
+  if (!owns_range(r.a, static_cast<std::uint64_t>(r.batch_count) * 8) ||
+      !owns_range(r.b, static_cast<std::uint64_t>(r.batch_count) * 8)) {
+    return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  }
+  if (!read_pointer_array(r.a, r.batch_count, stream, a) || !read_pointer_array(r.b, r.batch_count, stream, b)) {
+    return cuda::CUBLAS_STATUS_EXECUTION_FAILED;
+  }
+  for (int i = 0; i < r.batch_count; ++i) {
+    if (!owns_range(a[i], a_bytes) || !owns_range(b[i], b_bytes)) return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  }
+  const float alpha = r.alpha;
+  return blas.strsm_batched(handle, static_cast<cuda::cublasSideMode_t>(r.side), static_cast<cuda::cublasFillMode_t>(r.uplo),
+                            static_cast<cuda::cublasOperation_t>(r.trans), static_cast<cuda::cublasDiagType_t>(r.diag),
+                            r.m, r.n, &alpha, reinterpret_cast<const float* const*>(r.a), r.lda,
+                            reinterpret_cast<float* const*>(r.b), r.ldb, r.batch_count);
+}
+
+// ---- VMM: the libcuda.so.1 shim's memory pool -------------------------------------------------
+
+bool DeviceSession::vmm_covers(std::uint64_t pointer, std::uint64_t bytes, bool accessible_only) const {
+  auto it = vmm_mappings_.upper_bound(pointer);
+  if (it == vmm_mappings_.begin()) return false;
+  --it;
+  if (pointer - it->first >= it->second.bytes || pointer + bytes < pointer) return false;
+  const std::uint64_t end = pointer + bytes;
+  for (;;) {
+    if (accessible_only && !it->second.accessible) return false;
+    const std::uint64_t mapped_end = it->first + it->second.bytes;
+    if (end <= mapped_end) return true;
+    auto next = std::next(it);
+    if (next == vmm_mappings_.end() || next->first != mapped_end) return false;
+    it = next;
+  }
+}
+
+void DeviceSession::vmm_forget_allocation(std::uint64_t id) {
+  auto it = vmm_allocations_.find(id);
+  if (it == vmm_allocations_.end() || !it->second.released || it->second.mappings != 0) return;
+  allocated_bytes_ -= it->second.bytes;
+  counters_.device_bytes.fetch_sub(it->second.bytes, std::memory_order_relaxed);
+  counters_.allocations.fetch_sub(1, std::memory_order_relaxed);
+  vmm_allocations_.erase(it);
+}
+
+ipc::Result<void> DeviceSession::handle_vmm(ipc::ServerSession& session, const wire::RequestSlot& request) {
+  static_assert(sizeof(wire::VmmReserveRequest) == 32 && sizeof(wire::VmmCreateRequest) == 24 &&
+                sizeof(wire::VmmMapRequest) == 40 && sizeof(wire::VmmAccessRequest) == 72 &&
+                sizeof(wire::VmmGranularityRequest) == 8 && sizeof(wire::VmmRangeRequest) == 16);
+  const wire::RequestHeader& h = request.header;
+  auto finish = [&](CUresult status, std::span<const std::byte> result = {}) {
+    return finish_request(session, h, status, result);
+  };
+  const wire::DeviceTable& devices = device_.devices();
+  auto device_prop = [&](std::uint32_t device) {
+    cuda::CUmemAllocationProp prop{};
+    prop.type = cuda::CU_MEM_ALLOCATION_TYPE_PINNED;
+    prop.location.type = cuda::CU_MEM_LOCATION_TYPE_DEVICE;
+    prop.location.id = devices.devices[device].ordinal;
+    return prop;
+  };
+  // The session reservation that holds all of [pointer, pointer + size), if any.
+  auto reservation_holding = [&](std::uint64_t pointer, std::uint64_t size) {
+    auto it = vmm_reservations_.upper_bound(pointer);
+    if (it == vmm_reservations_.begin() || pointer + size < pointer) return false;
+    --it;
+    return pointer - it->first <= it->second && size <= it->second - (pointer - it->first);
+  };
+  // The session's mappings that make up exactly [pointer, pointer + size), back to back.
+  auto whole_mappings = [&](std::uint64_t pointer, std::uint64_t size, std::vector<std::uint64_t>& found) {
+    if (size == 0 || pointer + size < pointer) return false;
+    std::uint64_t position = pointer;
+    for (auto it = vmm_mappings_.find(pointer); it != vmm_mappings_.end() && it->first == position; ++it) {
+      found.push_back(it->first);
+      position += it->second.bytes;
+      if (position >= pointer + size) break;
+    }
+    return position == pointer + size;
+  };
+
+  switch (static_cast<wire::RequestKind>(h.kind)) {
+    case wire::RequestKind::kVmmGranularity: {
+      const auto g = payload_as<wire::VmmGranularityRequest>(request);
+      if (g.device >= devices.count) return finish(cuda::CUDA_ERROR_INVALID_DEVICE);
+      const cuda::CUmemAllocationProp prop = device_prop(g.device);
+      std::size_t granularity = 0;
+      const CUresult r = driver_.mem_get_allocation_granularity(&granularity, &prop, g.option);
+      const std::uint64_t value = granularity;
+      return finish(r, bytes_of(value));
+    }
+    case wire::RequestKind::kVmmAddressReserve: {
+      const auto v = payload_as<wire::VmmReserveRequest>(request);
+      wire::PointerResult result{0};
+      if (v.size == 0) return finish(CUDA_ERROR_INVALID_VALUE, bytes_of(result));
+      cuda::CUdeviceptr address = 0;
+      const CUresult r = driver_.mem_address_reserve(&address, v.size, v.alignment, v.hint, v.flags);
+      if (r == CUDA_SUCCESS) {
+        vmm_reservations_[address] = v.size;
+        result.pointer = address;
+      }
+      return finish(r, bytes_of(result));
+    }
+    case wire::RequestKind::kVmmAddressFree: {
+      const auto v = payload_as<wire::VmmRangeRequest>(request);
+      auto it = vmm_reservations_.find(v.pointer);
+      if (it == vmm_reservations_.end() || it->second != v.size) return finish(CUDA_ERROR_INVALID_VALUE);
+      auto mapped = vmm_mappings_.lower_bound(v.pointer);
+      if (mapped != vmm_mappings_.end() && mapped->first - v.pointer < v.size) return finish(CUDA_ERROR_INVALID_VALUE);
+      const CUresult r = driver_.mem_address_free(v.pointer, v.size);
+      if (r == CUDA_SUCCESS) vmm_reservations_.erase(it);
+      return finish(r);
+    }
+    case wire::RequestKind::kVmmCreate: {
+      const auto v = payload_as<wire::VmmCreateRequest>(request);
+      std::uint64_t id = 0;
+      if (v.device >= devices.count) return finish(cuda::CUDA_ERROR_INVALID_DEVICE, bytes_of(id));
+      if (v.size == 0) return finish(CUDA_ERROR_INVALID_VALUE, bytes_of(id));
+      // An exportable handle would name broker memory in the client's process: not offered.
+      if (v.handle_types != 0) return finish(cuda::CUDA_ERROR_NOT_SUPPORTED, bytes_of(id));
+      if (limits_.device_memory_bytes != 0 &&
+          (v.size > limits_.device_memory_bytes || allocated_bytes_ > limits_.device_memory_bytes - v.size)) {
+        return finish(CUDA_ERROR_OUT_OF_MEMORY, bytes_of(id));
+      }
+      const cuda::CUmemAllocationProp prop = device_prop(v.device);
+      cuda::CUmemGenericAllocationHandle handle = 0;
+      const CUresult r = driver_.mem_create(&handle, v.size, &prop, v.flags);
+      if (r == CUDA_SUCCESS) {
+        id = next_vmm_allocation_++;
+        vmm_allocations_[id] = VmmAllocation{handle, v.size};
+        allocated_bytes_ += v.size;
+        counters_.device_bytes.fetch_add(v.size, std::memory_order_relaxed);
+        counters_.allocations.fetch_add(1, std::memory_order_relaxed);
+      }
+      return finish(r, bytes_of(id));
+    }
+    case wire::RequestKind::kVmmRelease: {
+      const auto id = payload_as<wire::HandleRequest>(request).handle;
+      auto it = vmm_allocations_.find(id);
+      if (it == vmm_allocations_.end() || it->second.released) return finish(CUDA_ERROR_INVALID_VALUE);
+      // Like cuMemRelease: the id is gone at once, the memory once it is unmapped everywhere.
+      const CUresult r = driver_.mem_release(it->second.handle);
+      it->second.released = true;
+      vmm_forget_allocation(id);
+      return finish(r);
+    }
+    case wire::RequestKind::kVmmMap: {
+      const auto v = payload_as<wire::VmmMapRequest>(request);
+      auto allocation = vmm_allocations_.find(v.allocation);
+      if (allocation == vmm_allocations_.end() || allocation->second.released) return finish(CUDA_ERROR_INVALID_HANDLE);
+      if (v.size == 0 || v.offset > allocation->second.bytes || v.size > allocation->second.bytes - v.offset ||
+          !reservation_holding(v.pointer, v.size)) {
+        return finish(CUDA_ERROR_INVALID_VALUE);
+      }
+      auto next = vmm_mappings_.lower_bound(v.pointer);
+      if ((next != vmm_mappings_.end() && next->first - v.pointer < v.size) ||
+          (next != vmm_mappings_.begin() && std::prev(next)->first + std::prev(next)->second.bytes > v.pointer)) {
+        return finish(CUDA_ERROR_INVALID_VALUE);  // overlaps a mapping
+      }
+      const CUresult r = driver_.mem_map(v.pointer, v.size, v.offset, allocation->second.handle, v.flags);
+      if (r == CUDA_SUCCESS) {
+        vmm_mappings_[v.pointer] = VmmMapping{v.size, v.allocation};
+        ++allocation->second.mappings;
+      }
+      return finish(r);
+    }
+    case wire::RequestKind::kVmmUnmap: {
+      const auto v = payload_as<wire::VmmRangeRequest>(request);
+      std::vector<std::uint64_t> mappings;
+      if (!whole_mappings(v.pointer, v.size, mappings)) return finish(CUDA_ERROR_INVALID_VALUE);
+      CUresult status = CUDA_SUCCESS;
+      for (std::uint64_t address : mappings) {
+        auto it = vmm_mappings_.find(address);
+        const CUresult r = driver_.mem_unmap(address, it->second.bytes);
+        if (r != CUDA_SUCCESS) {
+          status = r;
+          continue;
+        }
+        const std::uint64_t allocation = it->second.allocation;
+        vmm_mappings_.erase(it);
+        --vmm_allocations_[allocation].mappings;
+        vmm_forget_allocation(allocation);
+      }
+      return finish(status);
+    }
+    case wire::RequestKind::kVmmSetAccess: {
+      const auto v = payload_as<wire::VmmAccessRequest>(request);
+      if (v.count == 0 || v.count > wire::kMaxVmmAccessDescriptors) return finish(CUDA_ERROR_INVALID_VALUE);
+      cuda::CUmemAccessDesc descriptors[wire::kMaxVmmAccessDescriptors]{};
+      bool accessible = false;
+      for (std::uint32_t i = 0; i < v.count; ++i) {
+        const auto& d = v.descriptors[i];
+        if (d.location_type != cuda::CU_MEM_LOCATION_TYPE_DEVICE) return finish(CUDA_ERROR_INVALID_VALUE);
+        if (d.device >= devices.count) return finish(cuda::CUDA_ERROR_INVALID_DEVICE);
+        if (d.flags != cuda::CU_MEM_ACCESS_FLAGS_PROT_NONE && d.flags != cuda::CU_MEM_ACCESS_FLAGS_PROT_READ &&
+            d.flags != cuda::CU_MEM_ACCESS_FLAGS_PROT_READWRITE) {
+          return finish(CUDA_ERROR_INVALID_VALUE);
+        }
+        descriptors[i].location.type = cuda::CU_MEM_LOCATION_TYPE_DEVICE;
+        descriptors[i].location.id = devices.devices[d.device].ordinal;
+        descriptors[i].flags = d.flags;
+        accessible = accessible || d.flags == cuda::CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+      }
+      std::vector<std::uint64_t> mappings;
+      if (!whole_mappings(v.pointer, v.size, mappings)) return finish(CUDA_ERROR_INVALID_VALUE);
+      const CUresult r = driver_.mem_set_access(v.pointer, v.size, descriptors, v.count);
+      if (r == CUDA_SUCCESS) {
+        for (std::uint64_t address : mappings) vmm_mappings_[address].accessible = accessible;
+      }
+      return finish(r);
+    }
+    default:
+      return ipc::IpcError{ipc::IpcErrc::kProtocol, 0, static_cast<std::int64_t>(ipc::ViolationCode::kUnknownKind)};
+  }
+}
+
+// After the session's streams are done: unmap, release, then give the address ranges back.
+void DeviceSession::reclaim_vmm() {
+  for (const auto& [address, mapping] : vmm_mappings_) driver_.mem_unmap(address, mapping.bytes);
+  vmm_mappings_.clear();
+  for (auto& [id, allocation] : vmm_allocations_) {
+    if (!allocation.released) driver_.mem_release(allocation.handle);
+    allocation.released = true;
+    allocation.mappings = 0;
+  }
+  while (!vmm_allocations_.empty()) vmm_forget_allocation(vmm_allocations_.begin()->first);
+  for (const auto& [address, bytes] : vmm_reservations_) driver_.mem_address_free(address, bytes);
+  vmm_reservations_.clear();
 }
 
 }  // namespace gpubroker::broker

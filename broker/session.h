@@ -15,6 +15,7 @@
 #include <mutex>
 #include <optional>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -73,14 +74,29 @@ class DeviceSession {
   CUresult memory_alloc(const wire::MemAllocRequest& r, std::uint64_t& pointer);
   CUresult memory_free(std::uint64_t pointer);
   [[nodiscard]] bool owns_range(std::uint64_t pointer, std::uint64_t bytes) const;
+  // The driver stream of a session stream id (0, 1 and 2: the session's default stream, created
+  // on first use), joined to the others as the legacy default stream requires (join_legacy).
   CUresult stream_for(std::uint64_t id, cuda::CUstream& stream);
+  CUresult join_legacy(std::uint64_t key, cuda::CUstream stream);
+  void forget_blocking(std::uint64_t key);
   CUresult event_for(std::uint64_t id, cuda::CUevent& event) const;
   // Completes a synchronous request now; records an asynchronous failure for the next sync point.
   ipc::Result<void> finish_request(ipc::ServerSession& session, const wire::RequestHeader& request,
                                    CUresult status, std::span<const std::byte> result = {});
   ipc::Result<void> handle_blas(ipc::ServerSession& session, const wire::RequestSlot& request);
   int gemm(const wire::BlasGemmRequest& r, cuda::cublasHandle_t handle);
+  int trsm_batched(const wire::BlasTrsmRequest& r, cuda::cublasHandle_t handle);
+  // Reads `count` device pointers from the session's memory at `array`, in `stream` order.
+  bool read_pointer_array(std::uint64_t array, int count, cuda::CUstream stream, std::vector<std::uint64_t>& out);
+  ipc::Result<void> handle_vmm(ipc::ServerSession& session, const wire::RequestSlot& request);
+  // True when [pointer, pointer + bytes) lies in the session's VMM mappings, back to back, and
+  // (when `accessible_only`) every one of them has had access granted.
+  [[nodiscard]] bool vmm_covers(std::uint64_t pointer, std::uint64_t bytes, bool accessible_only) const;
+  void vmm_forget_allocation(std::uint64_t id);  // once released and unmapped everywhere
+  void reclaim_vmm();
   ipc::Result<void> handle_module(ipc::ServerSession& session, const wire::RequestSlot& request);
+  CUresult launch_with_attributes(const wire::LaunchRequest& launch, cuda::CUfunction function, cuda::CUstream stream,
+                                  void** extra);
   ipc::Result<void> handle_graph(ipc::ServerSession& session, const wire::RequestSlot& request);
   ipc::Result<void> copy_staged(ipc::ServerSession& session, const wire::RequestSlot& request);
   CUresult copy_arena(ipc::ServerSession& session, const wire::RequestSlot& request);
@@ -107,11 +123,45 @@ class DeviceSession {
   std::uint64_t allocated_bytes_ = 0;
   std::unordered_map<std::uint64_t, cuda::CUstream> streams_;  // ids 0, 1, 2: the default stream
   std::unordered_map<std::uint64_t, cuda::CUevent> events_;
+  struct BlockingStreams {
+    std::unordered_set<std::uint64_t> streams;           // created without cudaStreamNonBlocking
+    std::unordered_set<std::uint64_t> ahead_of_default;  // with work the default stream has not joined
+    std::unordered_set<std::uint64_t> behind_default;    // not yet joined to the default stream's work
+    std::unordered_map<std::uint64_t, cuda::CUevent> events;  // one per stream that joins another
+  };
+  BlockingStreams blocking_;
   std::unordered_map<std::uint64_t, cuda::CUgraph> graphs_;
   std::unordered_map<std::uint64_t, cuda::CUgraphExec> graph_execs_;
   std::unordered_map<std::uint64_t, cuda::CUmodule> modules_;
-  std::unordered_map<std::uint64_t, cuda::CUfunction> functions_;
+  struct Function {
+    cuda::CUfunction handle;
+    std::uint64_t module;  // the id in modules_
+  };
+  std::unordered_map<std::uint64_t, Function> functions_;
+  struct Global {  // a module's global variable: the session's memory while the module lives
+    std::uint64_t bytes;
+    std::uint64_t module;
+  };
+  std::map<std::uint64_t, Global> globals_;  // by device address
   std::unordered_map<std::uint64_t, cuda::cublasHandle_t> blas_handles_;
+  // VMM (the libcuda.so.1 shim's pool): the session's reserved address ranges, its physical
+  // allocations (by the session-local id the client holds) and its mappings. Mapped ranges with
+  // access granted count as the session's memory for copies, memsets, launches and GEMMs.
+  struct VmmAllocation {
+    cuda::CUmemGenericAllocationHandle handle;
+    std::uint64_t bytes;
+    std::uint32_t mappings = 0;
+    bool released = false;  // the client's id is gone; the memory lives while mapped
+  };
+  struct VmmMapping {
+    std::uint64_t bytes;
+    std::uint64_t allocation;  // id in vmm_allocations_
+    bool accessible = false;
+  };
+  std::map<std::uint64_t, std::uint64_t> vmm_reservations_;  // address -> bytes
+  std::map<std::uint64_t, VmmAllocation> vmm_allocations_;   // by id
+  std::map<std::uint64_t, VmmMapping> vmm_mappings_;         // by address
+  std::uint64_t next_vmm_allocation_ = 1;
   struct PinnedRange {
     void* host;
     std::uint64_t bytes;

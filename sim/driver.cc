@@ -445,6 +445,37 @@ void copy_truncated(const std::string& text, char* out, int length) {
   out[n] = '\0';
 }
 
+// cuLaunchKernel and cuLaunchKernelEx: checks the launch and queues it on its stream.
+CUresult launch_kernel(CUfunction function, GpubrokerSimDim3 grid, GpubrokerSimDim3 block, unsigned shared_bytes,
+                       CUstream handle, void** params, void** extra) {
+  if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
+  KernelOp launch;
+  int max_shared = 0;
+  {
+    Driver& d = driver();
+    std::lock_guard lock(d.mutex);
+    auto found = d.functions.find(handle_id(function, Tag::kFunction));
+    if (found == d.functions.end()) return CUDA_ERROR_INVALID_HANDLE;
+    launch.kernel = found->second.kernel;
+    max_shared = found->second.attributes[CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES];
+  }
+  launch.grid = grid;
+  launch.block = block;
+  launch.shared_bytes = shared_bytes;
+  if (!launch_dimensions_valid(launch.grid, launch.block)) return CUDA_ERROR_INVALID_VALUE;
+  if (shared_bytes > static_cast<unsigned>(max_shared)) return CUDA_ERROR_INVALID_VALUE;
+  if (CUresult result = pack_parameters(*launch.kernel, params, extra, launch.params); result != CUDA_SUCCESS)
+    return result;
+  std::shared_ptr<Stream> stream;
+  if (CUresult result = resolve_stream(handle, &stream); result != CUDA_SUCCESS) return result;
+  launch.implementation = find_kernel(launch.kernel->name);
+  if (launch.implementation == nullptr) {
+    fmt::print(stderr, "sim: no host implementation for kernel '{}'\n", launch.kernel->name);
+    return CUDA_ERROR_LAUNCH_FAILED;
+  }
+  return stream->submit(Operation{std::move(launch)});
+}
+
 }  // namespace
 
 // ---- sim/driver_access.h: the driver state the sim's cuBLAS uses -------------------------------------
@@ -1424,32 +1455,32 @@ GPUBROKER_SIM_API CUresult cuLaunchKernel(CUfunction function, unsigned grid_x, 
                                           unsigned block_x, unsigned block_y, unsigned block_z, unsigned shared_bytes,
                                           CUstream handle, void** params, void** extra) {
   return guarded([&] {
-    if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
-    KernelOp launch;
-    int max_shared = 0;
-    {
-      Driver& d = driver();
-      std::lock_guard lock(d.mutex);
-      auto found = d.functions.find(handle_id(function, Tag::kFunction));
-      if (found == d.functions.end()) return CUDA_ERROR_INVALID_HANDLE;
-      launch.kernel = found->second.kernel;
-      max_shared = found->second.attributes[CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES];
+    return launch_kernel(function, {grid_x, grid_y, grid_z}, {block_x, block_y, block_z}, shared_bytes, handle,
+                         params, extra);
+  });
+}
+
+// The attributes change how a GPU schedules the grid (cooperative residency, overlap with the
+// previous kernel, priority), never what it computes: the sim runs the grid as cuLaunchKernel
+// does. Attributes it does not know are refused rather than ignored.
+GPUBROKER_SIM_API CUresult cuLaunchKernelEx(const CUlaunchConfig* config, CUfunction function, void** params,
+                                            void** extra) {
+  return guarded([&] {
+    if (config == nullptr || (config->numAttrs != 0 && config->attrs == nullptr)) return CUDA_ERROR_INVALID_VALUE;
+    for (unsigned i = 0; i < config->numAttrs; ++i) {
+      switch (config->attrs[i].id) {
+        case CU_LAUNCH_ATTRIBUTE_IGNORE:
+        case CU_LAUNCH_ATTRIBUTE_COOPERATIVE:
+        case CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION:
+        case CU_LAUNCH_ATTRIBUTE_PRIORITY:
+          break;
+        default:
+          return CUDA_ERROR_NOT_SUPPORTED;
+      }
     }
-    launch.grid = {grid_x, grid_y, grid_z};
-    launch.block = {block_x, block_y, block_z};
-    launch.shared_bytes = shared_bytes;
-    if (!launch_dimensions_valid(launch.grid, launch.block)) return CUDA_ERROR_INVALID_VALUE;
-    if (shared_bytes > static_cast<unsigned>(max_shared)) return CUDA_ERROR_INVALID_VALUE;
-    if (CUresult result = pack_parameters(*launch.kernel, params, extra, launch.params); result != CUDA_SUCCESS)
-      return result;
-    std::shared_ptr<Stream> stream;
-    if (CUresult result = resolve_stream(handle, &stream); result != CUDA_SUCCESS) return result;
-    launch.implementation = find_kernel(launch.kernel->name);
-    if (launch.implementation == nullptr) {
-      fmt::print(stderr, "sim: no host implementation for kernel '{}'\n", launch.kernel->name);
-      return CUDA_ERROR_LAUNCH_FAILED;
-    }
-    return stream->submit(Operation{std::move(launch)});
+    return launch_kernel(function, {config->gridDimX, config->gridDimY, config->gridDimZ},
+                         {config->blockDimX, config->blockDimY, config->blockDimZ}, config->sharedMemBytes,
+                         config->hStream, params, extra);
   });
 }
 

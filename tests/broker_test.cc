@@ -594,3 +594,29 @@ TEST_CASE("host functions are handed to the client's waiting thread in stream or
   CHECK(totals.device_bytes == 1 << 20);  // this client's allocation only
   CHECK(totals.streams == 2);             // its stream 7 and its default stream
 }
+
+TEST_CASE("the default stream and blocking streams order each other as CUDA's legacy stream does",
+          "[broker][stream]") {
+  TempDir dir;
+  BrokerProcess broker(dir, {.arguments = {"--log-level=error"}, .environment = {}});
+  DeviceClient client(broker.socket_path());
+  using wire::RequestKind;
+  constexpr std::uint64_t kBytes = 64 << 20;  // long enough for a race to show
+  const std::uint64_t a = client.alloc(kBytes), b = client.alloc(kBytes);
+  client.post(RequestKind::kStreamCreate, wire::StreamCreateRequest{5, 0, 0});  // blocking
+  for (int round = 0; round < 3; ++round) {
+    const std::uint32_t value = 0x20 + round;
+    // Default stream, then a blocking stream: the copy must see the whole memset.
+    client.post(RequestKind::kMemset, wire::MemsetRequest{a, kBytes, 0, value, 0});
+    client.post(RequestKind::kCopyDeviceToDevice, wire::CopyRequest{b, a, kBytes, 5});
+    // Blocking stream, then the default stream: the memset of b must come after the copy.
+    client.post(RequestKind::kMemset, wire::MemsetRequest{a, kBytes, 5, 0, 0});
+    client.post(RequestKind::kCopyDeviceToDevice, wire::CopyRequest{a, b, 4096, 1});
+    CHECK(client.call(RequestKind::kStreamSynchronize, wire::HandleRequest{0}).status == cuda::CUDA_SUCCESS);
+    std::vector<std::byte> head(4096), tail(4096);
+    REQUIRE(client.download(head, a) == cuda::CUDA_SUCCESS);
+    REQUIRE(client.download(tail, b + kBytes - 4096) == cuda::CUDA_SUCCESS);
+    CHECK(head == std::vector<std::byte>(4096, std::byte(value)));
+    CHECK(tail == std::vector<std::byte>(4096, std::byte(value)));
+  }
+}

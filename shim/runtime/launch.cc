@@ -1,11 +1,13 @@
-// Kernel launches: cudaLaunchKernel (CUDA 12's stubs, and any program), __cudaGetKernel and
-// __cudaLaunchKernel (CUDA 13's stubs). A launch is one asynchronous ring message carrying the
-// function id, the configuration and the packed parameter block; a block too large for the slot
-// goes through staging. The first launch of a kernel resolves it (registry.h).
+// Kernel launches: cudaLaunchKernel (the stubs of nvcc before 12.8, with __NV_LEGACY_LAUNCH, and
+// any program), __cudaGetKernel and __cudaLaunchKernel (the stubs of nvcc 12.8+ and 13: both
+// libraries export them), cudaLaunchKernelExC and cudaLaunchCooperativeKernel. A launch is one
+// asynchronous ring message carrying the function id, the configuration and the packed parameter
+// block; a block too large for the slot goes through staging. The first launch of a kernel resolves it (registry.h).
 #include <cstring>
 #include <vector>
 
 #include "gpubroker/cuda/runtime_abi.h"
+#include "shim/abi/unsupported.h"
 #include "shim/runtime/registry.h"
 #include "shim/runtime/runtime_state.h"
 
@@ -58,7 +60,10 @@ Error load_module(Connection& c, FatbinRecord& fatbin) {
   return kSuccess;
 }
 
-// The function's broker id and layout, resolved on first use (per connection).
+}  // namespace
+
+namespace gpubroker::shim::rt {
+
 Error resolve(FunctionRecord& function) {
   Connection* c = connection();
   if (c == nullptr) return record(kErrorNoDevice);
@@ -85,7 +90,23 @@ Error resolve(FunctionRecord& function) {
   return kSuccess;
 }
 
-// A host stub (the key the program launches with) or a cudaKernel_t (a FunctionRecord's address).
+Error resolve(VariableRecord& variable) {
+  Connection* c = connection();
+  if (c == nullptr) return record(kErrorNoDevice);
+  std::lock_guard guard(registry().lock);
+  if (variable.resolved_for == c) return kSuccess;
+  if (const Error e = load_module(*c, *variable.fatbin); e != kSuccess) return e;
+  const std::span<const std::byte> name(reinterpret_cast<const std::byte*>(variable.device_name.data()),
+                                        variable.device_name.size());
+  auto reply = c->session().call(wire::RequestKind::kModuleGetGlobal,
+                                 bytes_of(wire::HandleRequest{variable.fatbin->module_id}), ipc::StagedOut{name});
+  if (!reply) return record(kErrorDevicesUnavailable);
+  if (reply.value().status != kSuccess) return record(reply.value().status);
+  variable.pointer = reply.value().result_as<wire::GlobalResult>().pointer;
+  variable.resolved_for = c;
+  return kSuccess;
+}
+
 FunctionRecord* find_function(const void* key) {
   Registry& r = registry();
   std::lock_guard guard(r.lock);
@@ -94,17 +115,23 @@ FunctionRecord* find_function(const void* key) {
   return nullptr;
 }
 
+}  // namespace gpubroker::shim::rt
+
+namespace {
+
 Error launch(FunctionRecord* function, cudart::dim3 grid, cudart::dim3 block, void** args, std::size_t shared_bytes,
-             void* stream) {
+             void* stream, std::uint8_t flags = 0) {
   if (function == nullptr) return record(kErrorInvalidDeviceFunction);
   if (const Error e = resolve(*function); e != kSuccess) return e;
   const fatbin::KernelInfo& layout = *function->layout;
   if (!layout.params.empty() && args == nullptr) return record(kErrorInvalidValue);
+  if (shared_bytes >= (1u << 24)) return record(kErrorInvalidValue);  // beyond any GPU's shared memory
   hold_for_host_funcs(reinterpret_cast<std::uint64_t>(stream));
   wire::LaunchRequest header{function->function_id,
                              {grid.x, grid.y, grid.z},
                              {block.x, block.y, block.z},
                              static_cast<std::uint32_t>(shared_bytes),
+                             flags,
                              layout.param_bytes,
                              reinterpret_cast<std::uint64_t>(stream)};
   // Packed exactly as the device reads it: each argument at its offset, padding zeroed.
@@ -123,9 +150,57 @@ Error launch(FunctionRecord* function, cudart::dim3 grid, cudart::dim3 block, vo
   return call_staged_out(wire::RequestKind::kLaunchKernelStaged, bytes_of(header), params);
 }
 
+// cudaLaunchKernelExC's attributes as launch flags. What changes only scheduling and has no
+// flag (priority, a hint) is accepted; what the broker cannot carry is refused, by name, once.
+Error launch_flags(const cudart::cudaLaunchConfig_t& config, std::uint8_t& flags) {
+  if (config.numAttrs != 0 && config.attrs == nullptr) return record(kErrorInvalidValue);
+  flags = 0;
+  for (unsigned i = 0; i < config.numAttrs; ++i) {
+    const cudart::cudaLaunchAttribute& a = config.attrs[i];
+    switch (a.id) {
+      case cudart::cudaLaunchAttributeIgnore:
+      case cudart::cudaLaunchAttributePriority:
+        break;
+      case cudart::cudaLaunchAttributeCooperative:
+        if (a.val.cooperative != 0) flags |= wire::kLaunchCooperative;
+        break;
+      case cudart::cudaLaunchAttributeProgrammaticStreamSerialization:
+        if (a.val.programmaticStreamSerializationAllowed != 0) flags |= wire::kLaunchProgrammaticSerialization;
+        break;
+      default:
+        gpubroker_log_unsupported_once("cudaLaunchKernelExC with a launch attribute other than cooperative, "
+                                       "programmatic stream serialization or priority");
+        return record(kErrorNotSupported);
+    }
+  }
+  return kSuccess;
+}
+
 }  // namespace
 
 extern "C" {
+
+int cudaLaunchKernelExC(const cudart::cudaLaunchConfig_t* config, const void* function, void** args) {
+  if (config == nullptr) return record(kErrorInvalidValue);
+  std::uint8_t flags = 0;
+  if (const Error e = launch_flags(*config, flags); e != kSuccess) return e;
+  return launch(find_function(function), config->gridDim, config->blockDim, args, config->dynamicSmemBytes,
+                config->stream, flags);
+}
+
+int cudaLaunchKernelExC_ptsz(const cudart::cudaLaunchConfig_t* config, const void* function, void** args) {
+  return cudaLaunchKernelExC(config, function, args);
+}
+
+int cudaLaunchCooperativeKernel(const void* function, cudart::dim3 grid, cudart::dim3 block, void** args,
+                                std::size_t shared_bytes, void* stream) {
+  return launch(find_function(function), grid, block, args, shared_bytes, stream, wire::kLaunchCooperative);
+}
+
+int cudaLaunchCooperativeKernel_ptsz(const void* function, cudart::dim3 grid, cudart::dim3 block, void** args,
+                                     std::size_t shared_bytes, void* stream) {
+  return cudaLaunchCooperativeKernel(function, grid, block, args, shared_bytes, stream);
+}
 
 int cudaLaunchKernel(const void* function, cudart::dim3 grid, cudart::dim3 block, void** args, std::size_t shared_bytes,
                      void* stream) {
@@ -137,7 +212,6 @@ int cudaLaunchKernel_ptsz(const void* function, cudart::dim3 grid, cudart::dim3 
   return cudaLaunchKernel(function, grid, block, args, shared_bytes, stream);
 }
 
-#if GPUBROKER_CUDART_ABI >= 13
 int __cudaGetKernel(void** kernel, const void* host_stub) {
   if (kernel == nullptr) return record(kErrorInvalidValue);
   FunctionRecord* function = find_function(host_stub);
@@ -155,6 +229,5 @@ int __cudaLaunchKernel_ptsz(void* kernel, cudart::dim3 grid, cudart::dim3 block,
                             void* stream) {
   return __cudaLaunchKernel(kernel, grid, block, args, shared_bytes, stream);
 }
-#endif
 
 }  // extern "C"

@@ -8,14 +8,18 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
 #include "fatbin/fatbin.h"
+#include "gpubroker/wire/protocol.h"
 #include "shim/client/connection.h"
 
 namespace gpubroker::shim::rt {
@@ -43,6 +47,9 @@ struct FunctionRecord {
   const Connection* resolved_for = nullptr;
   std::uint64_t function_id = 0;
   const fatbin::KernelInfo* layout = nullptr;  // points into fatbin->kernels
+  // Answers of the broker, cached until an attribute is set (guarded by Registry::lock).
+  std::optional<wire::FuncAttributesResult> attributes;
+  std::map<std::tuple<int, std::size_t, unsigned>, int> occupancy;  // (block, shared, flags) -> blocks
 };
 
 struct VariableRecord {
@@ -50,6 +57,8 @@ struct VariableRecord {
   std::string device_name;
   std::size_t size;
   bool constant;
+  const Connection* resolved_for = nullptr;  // where pointer is valid
+  std::uint64_t pointer = 0;
 };
 
 // Process-wide and never destroyed: __cudaUnregisterFatBinary runs from atexit handlers, after
@@ -63,5 +72,13 @@ struct Registry {
 };
 
 Registry& registry();
+
+// A host stub (the key the program launches with) or a cudaKernel_t; nullptr if neither.
+FunctionRecord* find_function(const void* key);
+// The function's broker id and layout, resolved on first use (per connection): ships its fatbin
+// and asks for the function. Returns a cudaError_t.
+int resolve(FunctionRecord& function);
+// The variable's device address in this connection's module, resolved on first use.
+int resolve(VariableRecord& variable);
 
 }  // namespace gpubroker::shim::rt

@@ -31,6 +31,15 @@ extern "C" __global__ void lookup(Table table, const int* indices, float* out, i
   if (i < n) out[i] = table.values[indices[i] % 1200];
 }
 
+__device__ float scale_factor = 2.5f;                         // initialized device data
+__constant__ float coefficients[4] = {1.0f, 2.0f, 3.0f, 4.0f};  // constant memory
+__device__ int scratch[64];                                    // zero-initialized
+
+// kernels_templates.cu, another translation unit.
+void launch_scale(float* data, float factor, int n, cudaStream_t stream);
+void launch_scale(int* data, int factor, int n, cudaStream_t stream);
+void launch_fill(int* out, int value, int n, cudaStream_t stream);
+
 static int failures = 0;
 #define CHECK(cond)                                                  \
   do {                                                               \
@@ -119,6 +128,115 @@ int main() {
     CHECK(cudaGraphDestroy(graph) == cudaSuccess);
     CHECK(cudaGraphDestroy(graph2) == cudaSuccess);
     CHECK(cudaGraphDestroy(graph2) == cudaErrorInvalidResourceHandle);
+  }
+
+  // Templates and a namespaced kernel from another translation unit (its own fatbin).
+  {
+    std::vector<int> ints(n);
+    launch_fill(di, 7, n, stream);
+    launch_scale(di, 3, n, stream);
+    CHECK(cudaStreamSynchronize(stream) == cudaSuccess);
+    cudaMemcpy(ints.data(), di, n * sizeof(int), cudaMemcpyDeviceToHost);
+    CHECK(ints[0] == 21 && ints[100] == 3 * 107 && ints[n - 1] == 3 * (7 + n - 1));
+    cudaMemcpy(dc, a.data(), n * sizeof(float), cudaMemcpyHostToDevice);
+    launch_scale(dc, 0.5f, n, nullptr);
+    cudaMemcpy(d.data(), dc, n * sizeof(float), cudaMemcpyDeviceToHost);
+    CHECK(d[10] == a[10] * 0.5f && d[n - 1] == a[n - 1] * 0.5f);
+  }
+
+  // Device variables: sizes, initial values, copies to and from them (with offsets), their
+  // addresses as plain device memory, and clear errors for what is not one or out of range.
+  {
+    size_t size = 0;
+    CHECK(cudaGetSymbolSize(&size, scale_factor) == cudaSuccess && size == sizeof(float));
+    CHECK(cudaGetSymbolSize(&size, coefficients) == cudaSuccess && size == 4 * sizeof(float));
+    CHECK(cudaGetSymbolSize(&size, scratch) == cudaSuccess && size == 64 * sizeof(int));
+    float value = 0;
+    CHECK(cudaMemcpyFromSymbol(&value, scale_factor, sizeof(value)) == cudaSuccess && value == 2.5f);
+    float coefficients_seen[4] = {};
+    CHECK(cudaMemcpyFromSymbol(coefficients_seen, coefficients, sizeof(coefficients_seen)) == cudaSuccess);
+    CHECK(coefficients_seen[0] == 1.0f && coefficients_seen[3] == 4.0f);
+    const float nine = 9.0f;
+    CHECK(cudaMemcpyToSymbol(coefficients, &nine, sizeof(nine), 2 * sizeof(float)) == cudaSuccess);
+    CHECK(cudaMemcpyFromSymbol(coefficients_seen, coefficients, sizeof(coefficients_seen)) == cudaSuccess);
+    CHECK(coefficients_seen[1] == 2.0f && coefficients_seen[2] == 9.0f && coefficients_seen[3] == 4.0f);
+    std::vector<int> ints(64);
+    for (int i = 0; i < 64; ++i) ints[i] = i * i;
+    CHECK(cudaMemcpyToSymbolAsync(scratch, ints.data(), 64 * sizeof(int), 0, cudaMemcpyHostToDevice, stream) ==
+          cudaSuccess);
+    CHECK(cudaStreamSynchronize(stream) == cudaSuccess);
+    int* scratch_address = nullptr;
+    CHECK(cudaGetSymbolAddress(reinterpret_cast<void**>(&scratch_address), scratch) == cudaSuccess);
+    std::vector<int> ints_seen(64);
+    CHECK(cudaMemcpy(ints_seen.data(), scratch_address, 64 * sizeof(int), cudaMemcpyDeviceToHost) == cudaSuccess);
+    CHECK(ints_seen == ints);
+    CHECK(cudaMemcpy(ints_seen.data(), scratch_address + 60, 8 * sizeof(int), cudaMemcpyDeviceToHost) ==
+          cudaErrorInvalidValue);  // past the variable's end: not the program's memory
+    CHECK(cudaMemcpyFromSymbol(coefficients_seen, coefficients, 5 * sizeof(float)) == cudaErrorInvalidValue);
+    static float not_a_symbol;
+    CHECK(cudaGetSymbolSize(&size, &not_a_symbol) == cudaErrorInvalidSymbol);
+    cudaGetLastError();
+  }
+
+  // Function attributes, the dynamic shared memory limit, occupancy.
+  {
+    cudaFuncAttributes attributes;
+    CHECK(cudaFuncGetAttributes(&attributes, vector_add) == cudaSuccess);
+    std::printf("vector_add: %d threads/block max, %d registers, binary %d, ptx %d, %zu B shared\n",
+                attributes.maxThreadsPerBlock, attributes.numRegs, attributes.binaryVersion, attributes.ptxVersion,
+                attributes.sharedSizeBytes);
+    CHECK(attributes.maxThreadsPerBlock == 1024);
+    CHECK(attributes.binaryVersion == 90);
+    CHECK(attributes.maxDynamicSharedSizeBytes == 48 * 1024);
+    CHECK(cudaFuncSetAttribute(affine, cudaFuncAttributeMaxDynamicSharedMemorySize, 100 * 1024) == cudaSuccess);
+    CHECK(cudaFuncGetAttributes(&attributes, affine) == cudaSuccess);
+    CHECK(attributes.maxDynamicSharedSizeBytes == 100 * 1024);
+    CHECK(cudaFuncSetAttribute(affine, cudaFuncAttributeMaxDynamicSharedMemorySize, 1 << 20) == cudaErrorInvalidValue);
+    cudaGetLastError();
+    CHECK(cudaFuncSetCacheConfig(vector_add, cudaFuncCachePreferShared) == cudaSuccess);
+    // With the raised limit, a launch with 100 KiB of dynamic shared memory runs.
+    cudaMemcpy(dc, c.data(), n * sizeof(float), cudaMemcpyHostToDevice);
+    affine<<<(n + 127) / 128, 128, 100 * 1024, stream>>>(Affine{1.0, 1.0, 1}, dc, n, 0.0f);
+    CHECK(cudaStreamSynchronize(stream) == cudaSuccess);
+    cudaMemcpy(d.data(), dc, n * sizeof(float), cudaMemcpyDeviceToHost);
+    CHECK(d[3] == static_cast<float>(c[3] + 1.0));
+    int blocks = 0, again = 0;
+    CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, vector_add, 256, 0) == cudaSuccess);
+    CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(&again, vector_add, 256, 0, 0) == cudaSuccess);
+    std::printf("occupancy of vector_add at 256 threads: %d blocks per multiprocessor\n", blocks);
+    CHECK(blocks >= 1 && blocks <= 8 && again == blocks);
+    CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, vector_add, 4096, 0) == cudaSuccess && blocks == 0);
+  }
+
+  // cudaLaunchKernelExC with programmatic stream serialization (ggml on Hopper), and a
+  // cooperative launch: the same results as a plain launch.
+  {
+    cudaMemset(dc, 0, n * sizeof(float));
+    cudaLaunchAttribute attribute[1];
+    attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3((n + 255) / 256);
+    config.blockDim = dim3(256);
+    config.stream = stream;
+    config.attrs = attribute;
+    config.numAttrs = 1;
+    CHECK(cudaLaunchKernelEx(&config, vector_add, static_cast<const float*>(da), static_cast<const float*>(db), dc, n) ==
+          cudaSuccess);
+    CHECK(cudaStreamSynchronize(stream) == cudaSuccess);
+    cudaMemcpy(d.data(), dc, n * sizeof(float), cudaMemcpyDeviceToHost);
+    CHECK(d[11] == a[11] + b[11] && d[n - 1] == a[n - 1] + b[n - 1]);
+    cudaMemset(dc, 0, n * sizeof(float));
+    void* args[] = {&da, &db, &dc, const_cast<int*>(&n)};
+    CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(vector_add), dim3((n + 255) / 256), dim3(256), args, 0,
+                                      stream) == cudaSuccess);
+    CHECK(cudaStreamSynchronize(stream) == cudaSuccess);
+    cudaMemcpy(d.data(), dc, n * sizeof(float), cudaMemcpyDeviceToHost);
+    CHECK(d[12] == a[12] + b[12]);
+    attribute[0].id = cudaLaunchAttributeAccessPolicyWindow;
+    CHECK(cudaLaunchKernelEx(&config, vector_add, static_cast<const float*>(da), static_cast<const float*>(db), dc, n) ==
+          cudaErrorNotSupported);
+    cudaGetLastError();
   }
 
   std::printf("%s: %d failure(s)\n", failures == 0 ? "PASSED" : "FAILED", failures);

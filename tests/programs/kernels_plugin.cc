@@ -1,5 +1,6 @@
-// Host implementations of tests/programs/kernels.cu's kernels for the sim driver: the same
-// arithmetic, one iteration per device thread of the launch.
+// Host implementations of the kernels of tests/programs/kernels.cu and kernels_templates.cu for
+// the sim driver: the same arithmetic, one iteration per device thread of the launch, registered
+// under the names the fatbins give them (mangled where the source is C++).
 #include <cstring>
 
 #include "gpubroker/sim/kernel_plugin.h"
@@ -50,10 +51,30 @@ int lookup(const GpubrokerSimLaunch* l) {
   return 0;
 }
 
+template <class T>
+int scale(const GpubrokerSimLaunch* l) {
+  auto* data = argument<T*>(l, 0);
+  const T factor = argument<T>(l, 1);
+  const int n = argument<int>(l, 2);
+  for (long i = 0; i < threads(l) && i < n; ++i) data[i] *= factor;
+  return 0;
+}
+
+int fill(const GpubrokerSimLaunch* l) {
+  auto* out = argument<int*>(l, 0);
+  const int value = argument<int>(l, 1);
+  const int n = argument<int>(l, 2);
+  for (long i = 0; i < threads(l) && i < n; ++i) out[i] = value + static_cast<int>(i);
+  return 0;
+}
+
 }  // namespace
 
 extern "C" void gpubroker_sim_plugin_init(GpubrokerSimRegisterKernel register_kernel) {
   register_kernel("vector_add", vector_add);
   register_kernel("affine", affine);
   register_kernel("lookup", lookup);
+  register_kernel("_Z5scaleIfEvPT_S0_i", scale<float>);  // scale<float>
+  register_kernel("_Z5scaleIiEvPT_S0_i", scale<int>);    // scale<int>
+  register_kernel("_ZN3ops4fillEPiii", fill);            // ops::fill
 }

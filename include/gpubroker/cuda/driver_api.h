@@ -84,6 +84,37 @@ struct CUmemAllocationProp {
   } allocFlags;
 };
 
+// cuLaunchKernelEx. The value is a 64-byte union in cuda.h; the members the broker sets are ints.
+enum CUlaunchAttributeID : int {
+  CU_LAUNCH_ATTRIBUTE_IGNORE = 0,
+  CU_LAUNCH_ATTRIBUTE_COOPERATIVE = 2,
+  CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION = 6,
+  CU_LAUNCH_ATTRIBUTE_PRIORITY = 8,
+};
+
+union CUlaunchAttributeValue {
+  char pad[64];
+  int cooperative;
+  int programmaticStreamSerializationAllowed;
+  int priority;
+};
+
+struct CUlaunchAttribute {
+  CUlaunchAttributeID id;
+  char pad[8 - sizeof(CUlaunchAttributeID)];
+  CUlaunchAttributeValue value;
+};
+
+struct CUlaunchConfig {
+  unsigned gridDimX, gridDimY, gridDimZ;
+  unsigned blockDimX, blockDimY, blockDimZ;
+  unsigned sharedMemBytes;
+  CUstream hStream;
+  CUlaunchAttribute* attrs;
+  unsigned numAttrs;
+};
+static_assert(sizeof(CUlaunchAttribute) == 72 && sizeof(CUlaunchConfig) == 56);
+
 struct CUmemAccessDesc {
   CUmemLocation location;
   int flags;  // CU_MEM_ACCESS_FLAGS_PROT_*
@@ -336,6 +367,8 @@ inline constexpr CUmemorytype CU_MEMORYTYPE_DEVICE = 2;
     CUresult(CUfunction function, unsigned grid_x, unsigned grid_y, unsigned grid_z, unsigned block_x,      \
              unsigned block_y, unsigned block_z, unsigned shared_bytes, CUstream stream, void** params,     \
              void** extra))                                                                                 \
+  X(launch_kernel_ex, cuLaunchKernelEx,                                                                      \
+    CUresult(const CUlaunchConfig* config, CUfunction function, void** params, void** extra))                \
   X(occupancy_max_active_blocks, cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags,                      \
     CUresult(int* blocks, CUfunction function, int block_size, std::size_t dynamic_shared, unsigned flags)) \
   X(get_error_name, cuGetErrorName, CUresult(CUresult error, const char** name))                            \

@@ -92,6 +92,11 @@ enum class RequestKind : std::uint16_t {
   kVmmMap = 58,              // VmmMapRequest
   kVmmUnmap = 59,            // VmmRangeRequest
   kVmmSetAccess = 60,        // VmmAccessRequest
+  kFuncGetAttributes = 61,   // FuncAttributeRequest{function} -> FuncAttributesResult
+  kFuncSetAttribute = 62,    // FuncAttributeRequest{function, attribute, value}
+  kFuncSetCacheConfig = 63,  // FuncAttributeRequest{function, value: the CUfunc_cache}
+  kOccupancy = 64,           // OccupancyRequest -> std::int32_t blocks per multiprocessor
+  kModuleGetGlobal = 65,     // HandleRequest{module}; staged: the variable's name -> GlobalResult
   kCount,
 };
 
@@ -216,6 +221,11 @@ inline constexpr std::array<RequestShape, static_cast<std::size_t>(RequestKind::
         {RequestKind::kVmmMap, "VmmMap", 40, 40, Staging::kNone},
         {RequestKind::kVmmUnmap, "VmmUnmap", 16, 16, Staging::kNone},
         {RequestKind::kVmmSetAccess, "VmmSetAccess", 72, 72, Staging::kNone},
+        {RequestKind::kFuncGetAttributes, "FuncGetAttributes", 16, 16, Staging::kNone},
+        {RequestKind::kFuncSetAttribute, "FuncSetAttribute", 16, 16, Staging::kNone},
+        {RequestKind::kFuncSetCacheConfig, "FuncSetCacheConfig", 16, 16, Staging::kNone},
+        {RequestKind::kOccupancy, "Occupancy", 24, 24, Staging::kNone},
+        {RequestKind::kModuleGetGlobal, "ModuleGetGlobal", 8, 8, Staging::kToBroker},
     }};
 
 // The shape of a kind, or nullptr for a value outside the table.
@@ -306,10 +316,36 @@ struct LaunchRequest {
   std::uint64_t function;
   std::uint32_t grid[3];
   std::uint32_t block[3];
-  std::uint32_t shared_bytes;
+  std::uint32_t shared_bytes : 24;  // dynamic shared memory (a GPU allows at most a few hundred KiB)
+  std::uint32_t flags : 8;          // LaunchFlags
   std::uint32_t param_bytes;
   std::uint64_t stream;
 };
+// Launch attributes a launch can carry (cudaLaunchKernelExC, cudaLaunchCooperativeKernel).
+enum LaunchFlags : std::uint8_t {
+  kLaunchCooperative = 1u << 0,
+  kLaunchProgrammaticSerialization = 1u << 1,  // may overlap the previous kernel's tail (Hopper PDL)
+};
+struct FuncAttributeRequest {
+  std::uint64_t function;
+  std::int32_t attribute;  // CUfunction_attribute
+  std::int32_t value;
+};
+// Every CUfunction_attribute from 0 (MAX_THREADS_PER_BLOCK) to 15 (CLUSTER_SCHEDULING_POLICY_PREFERENCE).
+struct FuncAttributesResult {
+  std::int32_t values[16];
+};
+struct OccupancyRequest {
+  std::uint64_t function;
+  std::int32_t block_size;
+  std::uint32_t flags;
+  std::uint64_t dynamic_shared_bytes;
+};
+struct GlobalResult {
+  std::uint64_t pointer;
+  std::uint64_t bytes;
+};
+static_assert(sizeof(LaunchRequest) == 48);
 inline constexpr std::size_t kInlineParamBytes = kInlinePayloadBytes - sizeof(LaunchRequest);
 struct BlasSettingRequest {
   std::uint64_t handle;
@@ -358,6 +394,55 @@ struct BrokerTotals {
 struct MemInfoResult {
   std::uint64_t free;
   std::uint64_t total;
+};
+// cublasStrsmBatched: a and b are device arrays of batch_count device pointers; alpha by value.
+struct BlasTrsmRequest {
+  std::uint64_t handle;
+  std::int32_t side, uplo, trans, diag, m, n, lda, ldb, batch_count;
+  std::int32_t reserved;
+  std::uint64_t a, b;
+  float alpha;
+  std::uint32_t reserved2;
+};
+// Payloads of the VMM kinds. Devices are broker ordinals.
+struct VmmGranularityRequest {
+  std::uint32_t device;
+  std::int32_t option;  // CUmemAllocationGranularity_flags
+};
+struct VmmReserveRequest {
+  std::uint64_t size;
+  std::uint64_t alignment;
+  std::uint64_t hint;
+  std::uint64_t flags;
+};
+struct VmmRangeRequest {
+  std::uint64_t pointer;
+  std::uint64_t size;
+};
+struct VmmCreateRequest {
+  std::uint64_t size;
+  std::uint32_t device;
+  std::int32_t handle_types;  // CUmemAllocationProp::requestedHandleTypes
+  std::uint64_t flags;
+};
+struct VmmMapRequest {
+  std::uint64_t pointer;
+  std::uint64_t size;
+  std::uint64_t offset;
+  std::uint64_t allocation;  // the id kVmmCreate returned
+  std::uint64_t flags;
+};
+inline constexpr std::size_t kMaxVmmAccessDescriptors = 4;
+struct VmmAccessRequest {
+  std::uint64_t pointer;
+  std::uint64_t size;
+  std::uint32_t count;  // descriptors used, 1 to kMaxVmmAccessDescriptors
+  std::uint32_t reserved;
+  struct {
+    std::int32_t location_type;
+    std::uint32_t device;  // a broker ordinal
+    std::int32_t flags;    // CU_MEM_ACCESS_FLAGS_PROT_*
+  } descriptors[kMaxVmmAccessDescriptors];
 };
 
 // The bytes of a payload or result struct, as they go into a slot or a mailbox.
