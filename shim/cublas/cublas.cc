@@ -1,0 +1,359 @@
+// The cuBLAS entry points the shim serves, remoted at the cuBLAS API (DESIGN.md, "Libraries above
+// the runtime"): the broker owns the real handles and calls the real library (or the sim's).
+//
+// A cublasHandle_t given to the program is a session-local id, never a broker pointer; the
+// settings a program can read back (stream, pointer and math mode, workspace) are kept here as
+// well, so that the getters never leave the process. Streams are the runtime shim's session-local
+// ids (0, cudaStreamLegacy and cudaStreamPerThread are the session's default stream), passed on
+// verbatim.
+//
+// Scalars: in host pointer mode (the default, and what ggml uses) alpha and beta travel by value
+// inside the request; in device pointer mode the shim reads them from device memory first, in the
+// handle's stream order. Every GEMM of the family becomes one wire::BlasGemmRequest: cublasSgemm_v2
+// and cublasHgemm are cublasGemmEx with fixed types, cublasSgemmBatched the pointer-array form
+// (the arrays live in device memory, and the broker checks every entry against the session's
+// allocations), cublasSgemmStridedBatched the strided form.
+//
+// Built twice, as libcublas.so.12 and libcublas.so.13 (GPUBROKER_CUBLAS_ABI = 12 or 13).
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+
+#include "gpubroker/cuda/cublas_api.h"
+#include "gpubroker/wire/protocol.h"
+#include "shim/client/connection.h"
+
+using namespace gpubroker;
+using cuda::cublasStatus_t;
+
+namespace {
+
+using Status = int;  // cublasStatus_t at the C ABI
+using Handle = void*;  // cublasHandle_t
+using Stream = void*;  // cudaStream_t
+
+constexpr Status kSuccess = cuda::CUBLAS_STATUS_SUCCESS;
+constexpr Status kNotInitialized = cuda::CUBLAS_STATUS_NOT_INITIALIZED;
+constexpr Status kInvalidValue = cuda::CUBLAS_STATUS_INVALID_VALUE;
+constexpr Status kExecutionFailed = cuda::CUBLAS_STATUS_EXECUTION_FAILED;
+
+struct HandleState {
+  std::uint64_t stream = 0;
+  int pointer_mode = cuda::CUBLAS_POINTER_MODE_HOST;
+  int math_mode = cuda::CUBLAS_DEFAULT_MATH;
+  std::uint64_t workspace = 0;
+  std::uint64_t workspace_bytes = 0;
+};
+
+// The process's handles. Any thread; each call holds the lock only to read or update a copy.
+class Handles {
+ public:
+  std::uint64_t add() {
+    const std::uint64_t id = next_.fetch_add(1, std::memory_order_relaxed);
+    std::lock_guard guard(lock_);
+    states_[id] = HandleState{};
+    return id;
+  }
+  void remove(std::uint64_t id) {
+    std::lock_guard guard(lock_);
+    states_.erase(id);
+  }
+  bool get(std::uint64_t id, HandleState& state) const {
+    std::lock_guard guard(lock_);
+    auto it = states_.find(id);
+    if (it == states_.end()) return false;
+    state = it->second;
+    return true;
+  }
+  template <class F>
+  bool update(std::uint64_t id, F&& change) {
+    std::lock_guard guard(lock_);
+    auto it = states_.find(id);
+    if (it == states_.end()) return false;
+    change(it->second);
+    return true;
+  }
+
+ private:
+  mutable std::mutex lock_;
+  std::unordered_map<std::uint64_t, HandleState> states_;
+  std::atomic<std::uint64_t> next_{1};
+};
+
+Handles& handles() {
+  static Handles* h = new Handles();  // never destroyed: calls may come during exit
+  return *h;
+}
+
+std::uint64_t id_of(Handle handle) { return reinterpret_cast<std::uint64_t>(handle); }
+
+// One synchronous request; the completion's status is the cublasStatus_t.
+Status request(wire::RequestKind kind, std::span<const std::byte> payload) {
+  shim::Connection* c = shim::Connection::get();
+  if (c == nullptr) return kNotInitialized;
+  auto reply = c->session().call(kind, payload);
+  if (!reply) return kExecutionFailed;  // the broker is gone
+  return reply.value().status;
+}
+
+// Bytes of one alpha or beta in a compute type's representation.
+std::size_t scalar_bytes(int compute_type) {
+  switch (compute_type) {
+    case cuda::CUBLAS_COMPUTE_16F:
+    case cuda::CUBLAS_COMPUTE_16F_PEDANTIC:
+      return 2;
+    case cuda::CUBLAS_COMPUTE_64F:
+    case cuda::CUBLAS_COMPUTE_64F_PEDANTIC:
+    case cuda::CUBLAS_COMPUTE_64F_EMULATED_FIXEDPOINT:
+      return 8;
+    default:
+      return 4;
+  }
+}
+
+// Reads a scalar as the handle's pointer mode says: from host memory, or from device memory in the
+// handle's stream order.
+Status read_scalar(const HandleState& state, const void* scalar, std::size_t bytes, std::uint8_t (&out)[8]) {
+  std::memset(out, 0, sizeof out);
+  if (scalar == nullptr) return kInvalidValue;
+  if (state.pointer_mode == cuda::CUBLAS_POINTER_MODE_HOST) {
+    std::memcpy(out, scalar, bytes);
+    return kSuccess;
+  }
+  shim::Connection* c = shim::Connection::get();
+  if (c == nullptr) return kNotInitialized;
+  const wire::CopyRequest copy{0, reinterpret_cast<std::uint64_t>(scalar), bytes, state.stream};
+  auto reply = c->session().call(wire::RequestKind::kCopyDeviceToHost, wire::bytes_of(copy),
+                                 ipc::StagedIn{std::span(reinterpret_cast<std::byte*>(out), bytes)});
+  if (!reply) return kExecutionFailed;
+  return reply.value().status == 0 ? kSuccess : kInvalidValue;
+}
+
+bool valid_operation(int op) { return op == cuda::CUBLAS_OP_N || op == cuda::CUBLAS_OP_T || op == cuda::CUBLAS_OP_C; }
+
+struct Gemm {
+  int transa, transb, m, n, k;
+  const void* alpha;
+  const void* a;
+  int a_type, lda;
+  const void* b;
+  int b_type, ldb;
+  const void* beta;
+  const void* c;
+  int c_type, ldc;
+  int compute_type, algo;
+  wire::GemmVariant variant = wire::GemmVariant::kSingle;
+  long long stride_a = 0, stride_b = 0, stride_c = 0;
+  int batch_count = 1;
+};
+
+Status gemm(Handle handle, const Gemm& g) {
+  HandleState state;
+  if (!handles().get(id_of(handle), state)) return kNotInitialized;
+  if (!valid_operation(g.transa) || !valid_operation(g.transb) || g.m < 0 || g.n < 0 || g.k < 0 || g.batch_count < 0) {
+    return kInvalidValue;
+  }
+  if (g.m == 0 || g.n == 0 || g.batch_count == 0) return kSuccess;  // nothing to compute, as cuBLAS does
+  wire::BlasGemmRequest r{};
+  r.handle = id_of(handle);
+  r.transa = g.transa;
+  r.transb = g.transb;
+  r.m = g.m;
+  r.n = g.n;
+  r.k = g.k;
+  r.a_type = g.a_type;
+  r.b_type = g.b_type;
+  r.c_type = g.c_type;
+  r.compute_type = g.compute_type;
+  r.algo = g.algo;
+  r.lda = g.lda;
+  r.ldb = g.ldb;
+  r.ldc = g.ldc;
+  r.batch_count = g.batch_count;
+  r.variant = static_cast<std::uint32_t>(g.variant);
+  r.a = reinterpret_cast<std::uint64_t>(g.a);
+  r.b = reinterpret_cast<std::uint64_t>(g.b);
+  r.c = reinterpret_cast<std::uint64_t>(g.c);
+  r.stride_a = g.stride_a;
+  r.stride_b = g.stride_b;
+  r.stride_c = g.stride_c;
+  const std::size_t bytes = scalar_bytes(g.compute_type);
+  if (Status s = read_scalar(state, g.alpha, bytes, r.alpha); s != kSuccess) return s;
+  if (Status s = read_scalar(state, g.beta, bytes, r.beta); s != kSuccess) return s;
+  return request(wire::RequestKind::kBlasGemm, wire::bytes_of(r));
+}
+
+}  // namespace
+
+extern "C" {
+
+// ---- handles and settings -------------------------------------------------------------------
+
+int cublasCreate_v2(Handle* handle) {
+  if (handle == nullptr) return kInvalidValue;
+  const std::uint64_t id = handles().add();
+  const Status s = request(wire::RequestKind::kBlasCreate, wire::bytes_of(wire::HandleRequest{id}));
+  if (s != kSuccess) {
+    handles().remove(id);
+    return s;
+  }
+  *handle = reinterpret_cast<Handle>(id);
+  return kSuccess;
+}
+
+int cublasDestroy_v2(Handle handle) {
+  HandleState state;
+  if (!handles().get(id_of(handle), state)) return kNotInitialized;
+  handles().remove(id_of(handle));
+  return request(wire::RequestKind::kBlasDestroy, wire::bytes_of(wire::HandleRequest{id_of(handle)}));
+}
+
+int cublasSetStream_v2(Handle handle, Stream stream) {
+  HandleState state;
+  if (!handles().get(id_of(handle), state)) return kNotInitialized;
+  const auto id = reinterpret_cast<std::uint64_t>(stream);
+  const Status s = request(wire::RequestKind::kBlasSetStream, wire::bytes_of(wire::BlasSettingRequest{id_of(handle), id}));
+  if (s == kSuccess) handles().update(id_of(handle), [&](HandleState& h) { h.stream = id; });
+  return s;
+}
+
+int cublasGetStream_v2(Handle handle, Stream* stream) {
+  HandleState state;
+  if (!handles().get(id_of(handle), state)) return kNotInitialized;
+  if (stream == nullptr) return kInvalidValue;
+  *stream = reinterpret_cast<Stream>(state.stream);
+  return kSuccess;
+}
+
+int cublasSetMathMode(Handle handle, int mode) {
+  HandleState state;
+  if (!handles().get(id_of(handle), state)) return kNotInitialized;
+  const Status s = request(wire::RequestKind::kBlasSetMathMode,
+                           wire::bytes_of(wire::BlasSettingRequest{id_of(handle), static_cast<std::uint64_t>(static_cast<std::uint32_t>(mode))}));
+  if (s == kSuccess) handles().update(id_of(handle), [&](HandleState& h) { h.math_mode = mode; });
+  return s;
+}
+
+int cublasGetMathMode(Handle handle, int* mode) {
+  HandleState state;
+  if (!handles().get(id_of(handle), state)) return kNotInitialized;
+  if (mode == nullptr) return kInvalidValue;
+  *mode = state.math_mode;
+  return kSuccess;
+}
+
+int cublasSetWorkspace_v2(Handle handle, void* workspace, std::size_t bytes) {
+  HandleState state;
+  if (!handles().get(id_of(handle), state)) return kNotInitialized;
+  if (workspace == nullptr && bytes != 0) return kInvalidValue;
+  const auto pointer = reinterpret_cast<std::uint64_t>(workspace);
+  const Status s = request(wire::RequestKind::kBlasSetWorkspace, wire::bytes_of(wire::BlasWorkspaceRequest{id_of(handle), pointer, bytes}));
+  if (s == kSuccess) {
+    handles().update(id_of(handle), [&](HandleState& h) {
+      h.workspace = pointer;
+      h.workspace_bytes = bytes;
+    });
+  }
+  return s;
+}
+
+// The broker always runs its handles in host pointer mode (scalars arrive by value); the mode the
+// program chose decides where the shim reads them.
+int cublasSetPointerMode_v2(Handle handle, int mode) {
+  if (mode != cuda::CUBLAS_POINTER_MODE_HOST && mode != cuda::CUBLAS_POINTER_MODE_DEVICE) {
+    return handles().update(id_of(handle), [](HandleState&) {}) ? kInvalidValue : kNotInitialized;
+  }
+  return handles().update(id_of(handle), [&](HandleState& h) { h.pointer_mode = mode; }) ? kSuccess : kNotInitialized;
+}
+
+int cublasGetPointerMode_v2(Handle handle, int* mode) {
+  HandleState state;
+  if (!handles().get(id_of(handle), state)) return kNotInitialized;
+  if (mode == nullptr) return kInvalidValue;
+  *mode = state.pointer_mode;
+  return kSuccess;
+}
+
+// ---- GEMMs ----------------------------------------------------------------------------------
+
+int cublasGemmEx(Handle handle, int transa, int transb, int m, int n, int k, const void* alpha, const void* a,
+                 int a_type, int lda, const void* b, int b_type, int ldb, const void* beta, void* c, int c_type,
+                 int ldc, int compute_type, int algo) {
+  return gemm(handle, Gemm{transa, transb, m, n, k, alpha, a, a_type, lda, b, b_type, ldb, beta, c, c_type, ldc,
+                           compute_type, algo});
+}
+
+int cublasGemmStridedBatchedEx(Handle handle, int transa, int transb, int m, int n, int k, const void* alpha,
+                               const void* a, int a_type, int lda, long long stride_a, const void* b, int b_type,
+                               int ldb, long long stride_b, const void* beta, void* c, int c_type, int ldc,
+                               long long stride_c, int batch_count, int compute_type, int algo) {
+  return gemm(handle, Gemm{transa, transb, m, n, k, alpha, a, a_type, lda, b, b_type, ldb, beta, c, c_type, ldc,
+                           compute_type, algo, wire::GemmVariant::kStridedBatched, stride_a, stride_b, stride_c,
+                           batch_count});
+}
+
+int cublasGemmBatchedEx(Handle handle, int transa, int transb, int m, int n, int k, const void* alpha,
+                        const void* const* a_array, int a_type, int lda, const void* const* b_array, int b_type,
+                        int ldb, const void* beta, void* const* c_array, int c_type, int ldc, int batch_count,
+                        int compute_type, int algo) {
+  return gemm(handle, Gemm{transa, transb, m, n, k, alpha, a_array, a_type, lda, b_array, b_type, ldb, beta, c_array,
+                           c_type, ldc, compute_type, algo, wire::GemmVariant::kPointerArrays, 0, 0, 0, batch_count});
+}
+
+int cublasSgemm_v2(Handle handle, int transa, int transb, int m, int n, int k, const float* alpha, const float* a,
+                   int lda, const float* b, int ldb, const float* beta, float* c, int ldc) {
+  return gemm(handle, Gemm{transa, transb, m, n, k, alpha, a, cuda::CUDA_R_32F, lda, b, cuda::CUDA_R_32F, ldb, beta,
+                           c, cuda::CUDA_R_32F, ldc, cuda::CUBLAS_COMPUTE_32F, cuda::CUBLAS_GEMM_DEFAULT});
+}
+
+int cublasHgemm(Handle handle, int transa, int transb, int m, int n, int k, const cuda::HalfBits* alpha,
+                const cuda::HalfBits* a, int lda, const cuda::HalfBits* b, int ldb, const cuda::HalfBits* beta,
+                cuda::HalfBits* c, int ldc) {
+  return gemm(handle, Gemm{transa, transb, m, n, k, alpha, a, cuda::CUDA_R_16F, lda, b, cuda::CUDA_R_16F, ldb, beta,
+                           c, cuda::CUDA_R_16F, ldc, cuda::CUBLAS_COMPUTE_16F, cuda::CUBLAS_GEMM_DEFAULT});
+}
+
+int cublasSgemmBatched(Handle handle, int transa, int transb, int m, int n, int k, const float* alpha,
+                       const float* const* a_array, int lda, const float* const* b_array, int ldb, const float* beta,
+                       float* const* c_array, int ldc, int batch_count) {
+  return gemm(handle, Gemm{transa, transb, m, n, k, alpha, a_array, cuda::CUDA_R_32F, lda, b_array, cuda::CUDA_R_32F,
+                           ldb, beta, c_array, cuda::CUDA_R_32F, ldc, cuda::CUBLAS_COMPUTE_32F,
+                           cuda::CUBLAS_GEMM_DEFAULT, wire::GemmVariant::kPointerArrays, 0, 0, 0, batch_count});
+}
+
+int cublasSgemmStridedBatched(Handle handle, int transa, int transb, int m, int n, int k, const float* alpha,
+                              const float* a, int lda, long long stride_a, const float* b, int ldb, long long stride_b,
+                              const float* beta, float* c, int ldc, long long stride_c, int batch_count) {
+  return gemm(handle, Gemm{transa, transb, m, n, k, alpha, a, cuda::CUDA_R_32F, lda, b, cuda::CUDA_R_32F, ldb, beta,
+                           c, cuda::CUDA_R_32F, ldc, cuda::CUBLAS_COMPUTE_32F, cuda::CUBLAS_GEMM_DEFAULT,
+                           wire::GemmVariant::kStridedBatched, stride_a, stride_b, stride_c, batch_count});
+}
+
+// The arrays of A and B pointers live in device memory; the broker reads and checks them.
+int cublasStrsmBatched(Handle handle, int side, int uplo, int trans, int diag, int m, int n, const float* alpha,
+                       const float* const* a_array, int lda, float* const* b_array, int ldb, int batch_count) {
+  HandleState state;
+  if (!handles().get(id_of(handle), state)) return kNotInitialized;
+  if (!valid_operation(trans) || m < 0 || n < 0 || batch_count < 0) return kInvalidValue;
+  wire::BlasTrsmRequest r{};
+  r.handle = id_of(handle);
+  r.side = side;
+  r.uplo = uplo;
+  r.trans = trans;
+  r.diag = diag;
+  r.m = m;
+  r.n = n;
+  r.lda = lda;
+  r.ldb = ldb;
+  r.batch_count = batch_count;
+  r.a = reinterpret_cast<std::uint64_t>(a_array);
+  r.b = reinterpret_cast<std::uint64_t>(b_array);
+  std::uint8_t scalar[8];
+  if (Status s = read_scalar(state, alpha, sizeof(float), scalar); s != kSuccess) return s;
+  std::memcpy(&r.alpha, scalar, sizeof(float));
+  return request(wire::RequestKind::kBlasTrsmBatched, wire::bytes_of(r));
+}
+
+}  // extern "C"

@@ -1,0 +1,424 @@
+// libcuda.so.1: the driver API calls runners make directly (runner-api-surface.md): discovery,
+// the VMM pool of ggml's allocator, memory figures, error strings, and cuGetProcAddress for those.
+//
+// Discovery is answered in the process from the device table the broker sent at the handshake,
+// with CUDA_VISIBLE_DEVICES applied by the client library exactly as libcudart and NVML apply it:
+// a CUdevice is the index of a visible device. Nothing here needs cuInit first (the runtime shim
+// never calls it, and ggml calls cuDeviceGet after cudaGetDeviceCount): the process's one session
+// is made on first use. The VMM calls are requests to the broker, which keeps the session's
+// reservations, allocations and mappings, checks every one of them, and reclaims them when the
+// session ends.
+//
+// Everything else the real library exports is a generated stub that logs its name once and
+// returns CUDA_ERROR_NOT_SUPPORTED (every libcuda export returns CUresult).
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string_view>
+
+#include "gpubroker/cuda/driver_api.h"
+#include "gpubroker/wire/protocol.h"
+#include "shim/client/connection.h"
+
+using namespace gpubroker;
+using cuda::CUresult;
+
+namespace {
+
+constexpr CUresult kSuccess = cuda::CUDA_SUCCESS;
+constexpr CUresult kInvalidValue = cuda::CUDA_ERROR_INVALID_VALUE;
+constexpr CUresult kNotInitialized = cuda::CUDA_ERROR_NOT_INITIALIZED;
+constexpr CUresult kInvalidDevice = cuda::CUDA_ERROR_INVALID_DEVICE;
+constexpr CUresult kDeviceUnavailable = 46;  // CUDA_ERROR_DEVICE_UNAVAILABLE: the broker is gone
+
+shim::Connection* connection() { return shim::Connection::get(); }
+
+// The visible device `device`, or nullptr.
+const wire::DeviceRecord* device_record(int device) {
+  shim::Connection* c = connection();
+  if (c == nullptr || device < 0 || static_cast<std::size_t>(device) >= c->visible().size()) return nullptr;
+  return &c->device(static_cast<std::uint32_t>(device));
+}
+
+// The broker's ordinal of visible device `device`, or -1.
+std::int64_t broker_ordinal(int device) {
+  shim::Connection* c = connection();
+  if (c == nullptr || device < 0 || static_cast<std::size_t>(device) >= c->visible().size()) return -1;
+  return c->visible()[static_cast<std::size_t>(device)];
+}
+
+// The status a lookup failure means: no session at all, or a device that is not visible.
+CUresult device_error() { return connection() == nullptr ? kNotInitialized : kInvalidDevice; }
+
+CUresult request(wire::RequestKind kind, std::span<const std::byte> payload, ipc::Completion* completion = nullptr) {
+  shim::Connection* c = connection();
+  if (c == nullptr) return kNotInitialized;
+  auto reply = c->session().call(kind, payload);
+  if (!reply) return kDeviceUnavailable;
+  if (completion != nullptr) *completion = reply.value();
+  return reply.value().status;
+}
+
+void copy_string(char* destination, int length, const char* source) {
+  std::strncpy(destination, source, static_cast<std::size_t>(length));
+  destination[length - 1] = '\0';
+}
+
+CUresult memory_info(std::uint64_t& free, std::uint64_t& total) {
+  // The broker answers for its one context, whichever visible device is named; the first is
+  // always valid.
+  const std::int64_t ordinal = broker_ordinal(0);
+  if (ordinal < 0) return device_error();
+  ipc::Completion completion;
+  const CUresult r = request(wire::RequestKind::kMemGetInfo,
+                             wire::bytes_of(wire::DeviceRequest{static_cast<std::uint32_t>(ordinal), 0}), &completion);
+  if (r != kSuccess) return r;
+  const auto info = completion.result_as<wire::MemInfoResult>();
+  free = info.free;
+  total = info.total;
+  return kSuccess;
+}
+
+struct ErrorText {
+  CUresult code;
+  const char* name;
+  const char* text;
+};
+
+constexpr ErrorText kErrors[] = {
+    {0, "CUDA_SUCCESS", "no error"},
+    {1, "CUDA_ERROR_INVALID_VALUE", "invalid argument"},
+    {2, "CUDA_ERROR_OUT_OF_MEMORY", "out of memory"},
+    {3, "CUDA_ERROR_NOT_INITIALIZED", "initialization error"},
+    {4, "CUDA_ERROR_DEINITIALIZED", "driver shutting down"},
+    {5, "CUDA_ERROR_PROFILER_DISABLED", "profiler disabled while using external profiling tool"},
+    {34, "CUDA_ERROR_STUB_LIBRARY", "CUDA driver is a stub library"},
+    {46, "CUDA_ERROR_DEVICE_UNAVAILABLE", "CUDA-capable device(s) is/are busy or unavailable"},
+    {100, "CUDA_ERROR_NO_DEVICE", "no CUDA-capable device is detected"},
+    {101, "CUDA_ERROR_INVALID_DEVICE", "invalid device ordinal"},
+    {200, "CUDA_ERROR_INVALID_IMAGE", "device kernel image is invalid"},
+    {201, "CUDA_ERROR_INVALID_CONTEXT", "invalid device context"},
+    {209, "CUDA_ERROR_NO_BINARY_FOR_GPU", "no kernel image is available for execution on the device"},
+    {218, "CUDA_ERROR_INVALID_PTX", "a PTX JIT compilation failed"},
+    {301, "CUDA_ERROR_FILE_NOT_FOUND", "file not found"},
+    {400, "CUDA_ERROR_INVALID_HANDLE", "invalid resource handle"},
+    {401, "CUDA_ERROR_ILLEGAL_STATE", "the operation cannot be performed in the present state"},
+    {500, "CUDA_ERROR_NOT_FOUND", "named symbol not found"},
+    {600, "CUDA_ERROR_NOT_READY", "device not ready"},
+    {700, "CUDA_ERROR_ILLEGAL_ADDRESS", "an illegal memory access was encountered"},
+    {701, "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES", "too many resources requested for launch"},
+    {702, "CUDA_ERROR_LAUNCH_TIMEOUT", "the launch timed out and was terminated"},
+    {712, "CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED", "part or all of the requested memory range is already mapped"},
+    {713, "CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED", "pointer does not correspond to a registered memory region"},
+    {719, "CUDA_ERROR_LAUNCH_FAILED", "unspecified launch failure"},
+    {800, "CUDA_ERROR_NOT_PERMITTED", "operation not permitted"},
+    {801, "CUDA_ERROR_NOT_SUPPORTED", "operation not supported"},
+    {900, "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED", "operation not permitted when stream is capturing"},
+    {901, "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED", "operation failed due to a previous error during capture"},
+    {999, "CUDA_ERROR_UNKNOWN", "unknown error"},
+};
+
+const ErrorText* error_text(CUresult error) {
+  for (const ErrorText& e : kErrors) {
+    if (e.code == error) return &e;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+extern "C" {
+
+// ---- initialization and discovery -----------------------------------------------------------
+
+CUresult cuInit(unsigned flags) {
+  if (flags != 0) return kInvalidValue;
+  shim::Connection* c = connection();
+  return c == nullptr || c->visible().empty() ? cuda::CUDA_ERROR_NO_DEVICE : kSuccess;
+}
+
+// Like cudaDriverGetVersion: 0 when there is no driver (here: no broker).
+CUresult cuDriverGetVersion(int* version) {
+  if (version == nullptr) return kInvalidValue;
+  shim::Connection* c = connection();
+  *version = c == nullptr ? 0 : c->device_table().driver_version;
+  return kSuccess;
+}
+
+CUresult cuDeviceGetCount(int* count) {
+  if (count == nullptr) return kInvalidValue;
+  shim::Connection* c = connection();
+  if (c == nullptr) return kNotInitialized;
+  *count = static_cast<int>(c->visible().size());
+  return kSuccess;
+}
+
+CUresult cuDeviceGet(int* device, int ordinal) {
+  if (device == nullptr) return kInvalidValue;
+  if (device_record(ordinal) == nullptr) return device_error();
+  *device = ordinal;
+  return kSuccess;
+}
+
+CUresult cuDeviceGetAttribute(int* value, int attribute, int device) {
+  if (value == nullptr) return kInvalidValue;
+  const wire::DeviceRecord* d = device_record(device);
+  if (d == nullptr) return device_error();
+  if (attribute <= 0 || attribute >= static_cast<int>(wire::kDeviceAttributeCount)) return kInvalidValue;
+  *value = d->attributes[attribute];
+  return kSuccess;
+}
+
+CUresult cuDeviceGetName(char* name, int length, int device) {
+  if (name == nullptr || length <= 0) return kInvalidValue;
+  const wire::DeviceRecord* d = device_record(device);
+  if (d == nullptr) return device_error();
+  copy_string(name, length, d->name);
+  return kSuccess;
+}
+
+CUresult cuDeviceGetUuid_v2(cuda::CUuuid* uuid, int device) {
+  if (uuid == nullptr) return kInvalidValue;
+  const wire::DeviceRecord* d = device_record(device);
+  if (d == nullptr) return device_error();
+  std::memcpy(uuid->bytes, d->uuid, sizeof uuid->bytes);
+  return kSuccess;
+}
+
+CUresult cuDeviceGetUuid(cuda::CUuuid* uuid, int device) { return cuDeviceGetUuid_v2(uuid, device); }
+
+CUresult cuDeviceTotalMem_v2(std::size_t* bytes, int device) {
+  if (bytes == nullptr) return kInvalidValue;
+  const wire::DeviceRecord* d = device_record(device);
+  if (d == nullptr) return device_error();
+  *bytes = d->total_bytes;
+  return kSuccess;
+}
+
+// The CUDA 3.0 form: a 32-bit count, saturated.
+CUresult cuDeviceTotalMem(unsigned* bytes, int device) {
+  if (bytes == nullptr) return kInvalidValue;
+  std::size_t total = 0;
+  if (const CUresult r = cuDeviceTotalMem_v2(&total, device); r != kSuccess) return r;
+  *bytes = static_cast<unsigned>(std::min<std::size_t>(total, UINT_MAX));
+  return kSuccess;
+}
+
+CUresult cuDeviceGetPCIBusId(char* bus_id, int length, int device) {
+  if (bus_id == nullptr || length <= 0) return kInvalidValue;
+  const wire::DeviceRecord* d = device_record(device);
+  if (d == nullptr) return device_error();
+  copy_string(bus_id, length, d->pci_bus_id);
+  return kSuccess;
+}
+
+// "domain:bus:device.function" or "bus:device.function", hexadecimal, any case.
+CUresult cuDeviceGetByPCIBusId(int* device, const char* bus_id) {
+  if (device == nullptr || bus_id == nullptr) return kInvalidValue;
+  unsigned domain = 0, bus = 0, slot = 0, function = 0;
+  if (std::sscanf(bus_id, "%x:%x:%x.%x", &domain, &bus, &slot, &function) != 4) {
+    domain = 0;
+    if (std::sscanf(bus_id, "%x:%x.%x", &bus, &slot, &function) != 3) return kInvalidValue;
+  }
+  shim::Connection* c = connection();
+  if (c == nullptr) return kNotInitialized;
+  for (std::size_t i = 0; i < c->visible().size(); ++i) {
+    const wire::DeviceRecord& d = c->device(static_cast<std::uint32_t>(i));
+    if (static_cast<unsigned>(d.attributes[cuda::CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID]) == domain &&
+        static_cast<unsigned>(d.attributes[cuda::CU_DEVICE_ATTRIBUTE_PCI_BUS_ID]) == bus &&
+        static_cast<unsigned>(d.attributes[cuda::CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID]) == slot && function == 0) {
+      *device = static_cast<int>(i);
+      return kSuccess;
+    }
+  }
+  return kInvalidDevice;
+}
+
+// ---- memory figures -------------------------------------------------------------------------
+
+// The session's view, the same request (and so the same figures) as cudaMemGetInfo.
+CUresult cuMemGetInfo_v2(std::size_t* free, std::size_t* total) {
+  if (free == nullptr || total == nullptr) return kInvalidValue;
+  std::uint64_t f = 0, t = 0;
+  if (const CUresult r = memory_info(f, t); r != kSuccess) return r;
+  *free = f;
+  *total = t;
+  return kSuccess;
+}
+
+// The CUDA 3.0 form: 32-bit counts, saturated.
+CUresult cuMemGetInfo(unsigned* free, unsigned* total) {
+  if (free == nullptr || total == nullptr) return kInvalidValue;
+  std::uint64_t f = 0, t = 0;
+  if (const CUresult r = memory_info(f, t); r != kSuccess) return r;
+  *free = static_cast<unsigned>(std::min<std::uint64_t>(f, UINT_MAX));
+  *total = static_cast<unsigned>(std::min<std::uint64_t>(t, UINT_MAX));
+  return kSuccess;
+}
+
+// ---- error strings --------------------------------------------------------------------------
+
+CUresult cuGetErrorName(CUresult error, const char** name) {
+  if (name == nullptr) return kInvalidValue;
+  const ErrorText* e = error_text(error);
+  *name = e == nullptr ? nullptr : e->name;
+  return e == nullptr ? kInvalidValue : kSuccess;
+}
+
+CUresult cuGetErrorString(CUresult error, const char** text) {
+  if (text == nullptr) return kInvalidValue;
+  const ErrorText* e = error_text(error);
+  *text = e == nullptr ? nullptr : e->text;
+  return e == nullptr ? kInvalidValue : kSuccess;
+}
+
+// ---- virtual memory management (ggml's pool) ------------------------------------------------
+
+CUresult cuMemGetAllocationGranularity(std::size_t* granularity, const cuda::CUmemAllocationProp* prop, int option) {
+  if (granularity == nullptr || prop == nullptr) return kInvalidValue;
+  if (prop->type != cuda::CU_MEM_ALLOCATION_TYPE_PINNED || prop->location.type != cuda::CU_MEM_LOCATION_TYPE_DEVICE) {
+    return kInvalidValue;
+  }
+  const std::int64_t ordinal = broker_ordinal(prop->location.id);
+  if (ordinal < 0) return device_error();
+  ipc::Completion completion;
+  const CUresult r = request(wire::RequestKind::kVmmGranularity,
+                             wire::bytes_of(wire::VmmGranularityRequest{static_cast<std::uint32_t>(ordinal), option}),
+                             &completion);
+  if (r == kSuccess) *granularity = completion.result_as<std::uint64_t>();
+  return r;
+}
+
+CUresult cuMemAddressReserve(cuda::CUdeviceptr* pointer, std::size_t size, std::size_t alignment,
+                             cuda::CUdeviceptr hint, unsigned long long flags) {
+  if (pointer == nullptr) return kInvalidValue;
+  ipc::Completion completion;
+  const CUresult r = request(wire::RequestKind::kVmmAddressReserve,
+                             wire::bytes_of(wire::VmmReserveRequest{size, alignment, hint, flags}), &completion);
+  if (r == kSuccess) *pointer = completion.result_as<wire::PointerResult>().pointer;
+  return r;
+}
+
+CUresult cuMemAddressFree(cuda::CUdeviceptr pointer, std::size_t size) {
+  return request(wire::RequestKind::kVmmAddressFree, wire::bytes_of(wire::VmmRangeRequest{pointer, size}));
+}
+
+// The handle the program holds is the session-local id the broker chose.
+CUresult cuMemCreate(cuda::CUmemGenericAllocationHandle* handle, std::size_t size, const cuda::CUmemAllocationProp* prop,
+                     unsigned long long flags) {
+  if (handle == nullptr || prop == nullptr) return kInvalidValue;
+  if (prop->type != cuda::CU_MEM_ALLOCATION_TYPE_PINNED || prop->location.type != cuda::CU_MEM_LOCATION_TYPE_DEVICE) {
+    return kInvalidValue;
+  }
+  const std::int64_t ordinal = broker_ordinal(prop->location.id);
+  if (ordinal < 0) return device_error();
+  ipc::Completion completion;
+  const wire::VmmCreateRequest r{size, static_cast<std::uint32_t>(ordinal), prop->requestedHandleTypes, flags};
+  const CUresult status = request(wire::RequestKind::kVmmCreate, wire::bytes_of(r), &completion);
+  if (status == kSuccess) *handle = completion.result_as<std::uint64_t>();
+  return status;
+}
+
+CUresult cuMemRelease(cuda::CUmemGenericAllocationHandle handle) {
+  return request(wire::RequestKind::kVmmRelease, wire::bytes_of(wire::HandleRequest{handle}));
+}
+
+CUresult cuMemMap(cuda::CUdeviceptr pointer, std::size_t size, std::size_t offset,
+                  cuda::CUmemGenericAllocationHandle handle, unsigned long long flags) {
+  return request(wire::RequestKind::kVmmMap, wire::bytes_of(wire::VmmMapRequest{pointer, size, offset, handle, flags}));
+}
+
+CUresult cuMemUnmap(cuda::CUdeviceptr pointer, std::size_t size) {
+  return request(wire::RequestKind::kVmmUnmap, wire::bytes_of(wire::VmmRangeRequest{pointer, size}));
+}
+
+CUresult cuMemSetAccess(cuda::CUdeviceptr pointer, std::size_t size, const cuda::CUmemAccessDesc* descriptors,
+                        std::size_t count) {
+  if (descriptors == nullptr || count == 0) return kInvalidValue;
+  if (count > wire::kMaxVmmAccessDescriptors) return cuda::CUDA_ERROR_NOT_SUPPORTED;
+  wire::VmmAccessRequest r{};
+  r.pointer = pointer;
+  r.size = size;
+  r.count = static_cast<std::uint32_t>(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    if (descriptors[i].location.type != cuda::CU_MEM_LOCATION_TYPE_DEVICE) return kInvalidValue;
+    const std::int64_t ordinal = broker_ordinal(descriptors[i].location.id);
+    if (ordinal < 0) return device_error();
+    r.descriptors[i].location_type = descriptors[i].location.type;
+    r.descriptors[i].device = static_cast<std::uint32_t>(ordinal);
+    r.descriptors[i].flags = descriptors[i].flags;
+  }
+  return request(wire::RequestKind::kVmmSetAccess, wire::bytes_of(r));
+}
+
+// ---- cuGetProcAddress -----------------------------------------------------------------------
+
+CUresult cuGetProcAddress_v2(const char* symbol, void** function, int cuda_version, unsigned long long flags,
+                             int* symbol_status);
+
+CUresult cuGetProcAddress(const char* symbol, void** function, int cuda_version, unsigned long long flags) {
+  return cuGetProcAddress_v2(symbol, function, cuda_version, flags, nullptr);
+}
+
+}  // extern "C"
+
+namespace {
+
+// What cuGetProcAddress serves: a driver API name (without the _v2 suffix, as the runtime asks)
+// and the function; `versioned` is the _v2 form callers get from `since` on.
+struct ProcEntry {
+  std::string_view name;
+  void* function;
+  void* versioned = nullptr;
+  int since = 0;
+};
+
+template <class F>
+void* address(F* f) {
+  return reinterpret_cast<void*>(f);
+}
+
+const ProcEntry kProcs[] = {
+    {"cuInit", address(cuInit)},
+    {"cuDriverGetVersion", address(cuDriverGetVersion)},
+    {"cuDeviceGetCount", address(cuDeviceGetCount)},
+    {"cuDeviceGet", address(cuDeviceGet)},
+    {"cuDeviceGetAttribute", address(cuDeviceGetAttribute)},
+    {"cuDeviceGetName", address(cuDeviceGetName)},
+    {"cuDeviceGetUuid", address(cuDeviceGetUuid), address(cuDeviceGetUuid_v2), 11040},
+    {"cuDeviceTotalMem", address(cuDeviceTotalMem), address(cuDeviceTotalMem_v2), 3020},
+    {"cuDeviceGetPCIBusId", address(cuDeviceGetPCIBusId)},
+    {"cuDeviceGetByPCIBusId", address(cuDeviceGetByPCIBusId)},
+    {"cuMemGetInfo", address(cuMemGetInfo), address(cuMemGetInfo_v2), 3020},
+    {"cuGetErrorName", address(cuGetErrorName)},
+    {"cuGetErrorString", address(cuGetErrorString)},
+    {"cuGetProcAddress", address(cuGetProcAddress), address(cuGetProcAddress_v2), 12000},
+    {"cuMemGetAllocationGranularity", address(cuMemGetAllocationGranularity)},
+    {"cuMemAddressReserve", address(cuMemAddressReserve)},
+    {"cuMemAddressFree", address(cuMemAddressFree)},
+    {"cuMemCreate", address(cuMemCreate)},
+    {"cuMemRelease", address(cuMemRelease)},
+    {"cuMemMap", address(cuMemMap)},
+    {"cuMemUnmap", address(cuMemUnmap)},
+    {"cuMemSetAccess", address(cuMemSetAccess)},
+};
+
+constexpr int kProcFound = 0, kProcNotFound = 1;  // CUdriverProcAddressQueryResult
+
+}  // namespace
+
+extern "C" CUresult cuGetProcAddress_v2(const char* symbol, void** function, int cuda_version, unsigned long long flags,
+                                        int* symbol_status) {
+  if (symbol == nullptr || function == nullptr || flags > 2) return kInvalidValue;
+  *function = nullptr;
+  if (symbol_status != nullptr) *symbol_status = kProcNotFound;
+  for (const ProcEntry& entry : kProcs) {
+    if (entry.name != symbol) continue;
+    *function = entry.versioned != nullptr && cuda_version >= entry.since ? entry.versioned : entry.function;
+    if (symbol_status != nullptr) *symbol_status = kProcFound;
+    return kSuccess;
+  }
+  return cuda::CUDA_ERROR_NOT_FOUND;
+}

@@ -1,0 +1,467 @@
+// The cuBLAS shim (libcublas.so.13) against a sim broker: every GEMM form and type/transpose
+// combination a runner uses (runner-api-surface.md) checked against a reference computed here in
+// double precision, the pointer-array forms with their arrays in device memory, cublasStrsmBatched,
+// device pointer mode, the checks the broker makes on every matrix, and the strings and versions.
+//
+// Each case runs in a child process (the shims keep one session per process), which prints what
+// differs and exits non-zero.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "sim/float16.h"
+#include "tests/support/broker_process.h"
+#include "tests/support/child_expect.h"
+
+using namespace gpubroker;
+using testing::BrokerProcess;
+using testing::TempDir;
+
+extern "C" {
+int cudaMalloc(void**, std::size_t);
+int cudaFree(void*);
+int cudaMemcpy(void*, const void*, std::size_t, int);
+int cudaDeviceSynchronize();
+int cudaStreamCreateWithFlags(void**, unsigned);
+int cudaStreamSynchronize(void*);
+int cublasCreate_v2(void**);
+int cublasDestroy_v2(void*);
+int cublasSetStream_v2(void*, void*);
+int cublasGetStream_v2(void*, void**);
+int cublasSetMathMode(void*, int);
+int cublasGetMathMode(void*, int*);
+int cublasSetWorkspace_v2(void*, void*, std::size_t);
+int cublasSetPointerMode_v2(void*, int);
+int cublasGetVersion_v2(void*, int*);
+int cublasGetProperty(int, int*);
+const char* cublasGetStatusString(int);
+const char* cublasGetStatusName(int);
+int cublasGemmEx(void*, int, int, int, int, int, const void*, const void*, int, int, const void*, int, int, const void*,
+                 void*, int, int, int, int);
+int cublasGemmStridedBatchedEx(void*, int, int, int, int, int, const void*, const void*, int, int, long long,
+                               const void*, int, int, long long, const void*, void*, int, int, long long, int, int, int);
+int cublasGemmBatchedEx(void*, int, int, int, int, int, const void*, const void* const*, int, int, const void* const*,
+                        int, int, const void*, void* const*, int, int, int, int, int);
+int cublasSgemm_v2(void*, int, int, int, int, int, const float*, const float*, int, const float*, int, const float*,
+                   float*, int);
+int cublasHgemm(void*, int, int, int, int, int, const std::uint16_t*, const std::uint16_t*, int, const std::uint16_t*,
+                int, const std::uint16_t*, std::uint16_t*, int);
+int cublasSgemmBatched(void*, int, int, int, int, int, const float*, const float* const*, int, const float* const*, int,
+                       const float*, float* const*, int, int);
+int cublasSgemmStridedBatched(void*, int, int, int, int, int, const float*, const float*, int, long long, const float*,
+                              int, long long, const float*, float*, int, long long, int);
+int cublasStrsmBatched(void*, int, int, int, int, int, int, const float*, const float* const*, int, float* const*, int,
+                       int);
+}
+
+namespace {
+
+constexpr int kHostToDevice = 1, kDeviceToHost = 2;
+constexpr int kOpN = 0, kOpT = 1;
+constexpr int kR32F = 0, kR16F = 2, kR16BF = 14;
+constexpr int kCompute16F = 64, kCompute32F = 68;
+constexpr int kTensorOp = 99;  // CUBLAS_GEMM_DEFAULT_TENSOR_OP
+constexpr int kInvalidValue = 7, kNotInitialized = 1;
+
+
+// Values stored as one of the GEMM element types.
+struct Typed {
+  int type;
+  std::vector<std::uint8_t> bytes;
+  std::size_t count() const { return bytes.size() / element(type); }
+  static std::size_t element(int type) { return type == kR32F ? 4 : 2; }
+  double at(std::size_t i) const {
+    if (type == kR32F) {
+      float f;
+      std::memcpy(&f, bytes.data() + 4 * i, 4);
+      return f;
+    }
+    std::uint16_t h;
+    std::memcpy(&h, bytes.data() + 2 * i, 2);
+    return type == kR16F ? sim::half_to_float(h) : sim::bfloat16_to_float(h);
+  }
+  void set(std::size_t i, double value) {
+    if (type == kR32F) {
+      const float f = static_cast<float>(value);
+      std::memcpy(bytes.data() + 4 * i, &f, 4);
+      return;
+    }
+    const std::uint16_t h = type == kR16F ? sim::float_to_half(static_cast<float>(value))
+                                          : sim::float_to_bfloat16(static_cast<float>(value));
+    std::memcpy(bytes.data() + 2 * i, &h, 2);
+  }
+};
+
+Typed random_matrix(int type, std::size_t count, std::mt19937& rng) {
+  std::uniform_real_distribution<double> value(-1.0, 1.0);
+  Typed t{type, std::vector<std::uint8_t>(count * Typed::element(type))};
+  for (std::size_t i = 0; i < count; ++i) t.set(i, value(rng));
+  return t;
+}
+
+// C = alpha op(A) op(B) + beta C, column-major, in double from the stored values.
+std::vector<double> reference(int ta, int tb, int m, int n, int k, double alpha, const Typed& a, int lda, const Typed& b,
+                              int ldb, double beta, const Typed& c, int ldc, std::size_t a0 = 0, std::size_t b0 = 0,
+                              std::size_t c0 = 0) {
+  std::vector<double> out(static_cast<std::size_t>(ldc) * n);
+  for (int j = 0; j < n; ++j) {
+    for (int i = 0; i < m; ++i) {
+      double sum = 0;
+      for (int p = 0; p < k; ++p) {
+        const double av = ta == kOpN ? a.at(a0 + i + static_cast<std::size_t>(p) * lda) : a.at(a0 + p + static_cast<std::size_t>(i) * lda);
+        const double bv = tb == kOpN ? b.at(b0 + p + static_cast<std::size_t>(j) * ldb) : b.at(b0 + j + static_cast<std::size_t>(p) * ldb);
+        sum += av * bv;
+      }
+      out[i + static_cast<std::size_t>(j) * ldc] = alpha * sum + beta * c.at(c0 + i + static_cast<std::size_t>(j) * ldc);
+    }
+  }
+  return out;
+}
+
+double tolerance(int c_type, int compute, int k) {
+  if (c_type == kR16F || compute == kCompute16F) return 2e-3 * k + 1e-2;
+  if (c_type == kR16BF) return 1e-2 * k;
+  return 1e-5 * k + 1e-5;
+}
+
+// Device memory holding `t`.
+void* upload(const Typed& t) {
+  void* p = nullptr;
+  EXPECT(cudaMalloc(&p, t.bytes.size()) == 0, "cudaMalloc");
+  EXPECT(cudaMemcpy(p, t.bytes.data(), t.bytes.size(), kHostToDevice) == 0, "upload");
+  return p;
+}
+
+// Waits for the GEMMs first: a handle's stream may be a non-blocking one, which the copy's
+// default stream does not wait for.
+Typed download(const void* p, int type, std::size_t count) {
+  Typed t{type, std::vector<std::uint8_t>(count * Typed::element(type))};
+  EXPECT(cudaDeviceSynchronize() == 0, "synchronize");
+  EXPECT(cudaMemcpy(t.bytes.data(), p, t.bytes.size(), kDeviceToHost) == 0, "download");
+  return t;
+}
+
+void compare(const char* what, const Typed& got, const std::vector<double>& want, int m, int n, int ldc, double tol,
+             std::size_t c0 = 0) {
+  double worst = 0;
+  for (int j = 0; j < n; ++j) {
+    for (int i = 0; i < m; ++i) {
+      const std::size_t at = i + static_cast<std::size_t>(j) * ldc;
+      worst = std::max(worst, std::fabs(got.at(c0 + at) - want[at]));
+    }
+  }
+  EXPECT(worst <= tol, "%s: largest error %g, tolerance %g", what, worst, tol);
+}
+
+// Scalars in the compute type's representation.
+struct Scalars {
+  std::uint8_t alpha[8] = {}, beta[8] = {};
+  Scalars(int compute, double a, double b) {
+    if (compute == kCompute16F) {
+      const std::uint16_t ha = sim::float_to_half(static_cast<float>(a)), hb = sim::float_to_half(static_cast<float>(b));
+      std::memcpy(alpha, &ha, 2);
+      std::memcpy(beta, &hb, 2);
+    } else {
+      const float fa = static_cast<float>(a), fb = static_cast<float>(b);
+      std::memcpy(alpha, &fa, 4);
+      std::memcpy(beta, &fb, 4);
+    }
+  }
+};
+
+int in_broker_child(const BrokerProcess& broker, const std::function<void()>& body) {
+  return testing::wait_for_child(testing::run_in_child([&] {
+    ::setenv("GPUBROKER_SOCKET", broker.socket_path().c_str(), 1);
+    body();
+    return testing::child_status();
+  }));
+}
+
+// One cublasGemmEx of every transpose combination for the given types.
+void gemm_ex_all_transposes(void* handle, int ab_type, int c_type, int compute, std::mt19937& rng) {
+  const int m = 13, n = 7, k = 19, ld = 24;
+  for (int ta : {kOpN, kOpT}) {
+    for (int tb : {kOpN, kOpT}) {
+      const Typed a = random_matrix(ab_type, static_cast<std::size_t>(ld) * ld, rng);
+      const Typed b = random_matrix(ab_type, static_cast<std::size_t>(ld) * ld, rng);
+      const Typed c = random_matrix(c_type, static_cast<std::size_t>(ld) * n, rng);
+      void *da = upload(a), *db = upload(b), *dc = upload(c);
+      const Scalars s(compute, 0.75, -0.5);
+      EXPECT(cublasGemmEx(handle, ta, tb, m, n, k, s.alpha, da, ab_type, ld, db, ab_type, ld, s.beta, dc, c_type, ld,
+                          compute, kTensorOp) == 0,
+             "GemmEx types %d/%d compute %d ops %d,%d", ab_type, c_type, compute, ta, tb);
+      const std::string what = "GemmEx types " + std::to_string(ab_type) + "/" + std::to_string(c_type) + " compute " +
+                               std::to_string(compute) + " ops " + std::to_string(ta) + "," + std::to_string(tb);
+      compare(what.c_str(), download(dc, c_type, c.count()), reference(ta, tb, m, n, k, 0.75, a, ld, b, ld, -0.5, c, ld), m,
+              n, ld, tolerance(c_type, compute, k));
+      cudaFree(da);
+      cudaFree(db);
+      cudaFree(dc);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("cublasGemmEx, cublasSgemm_v2 and cublasHgemm match a reference for every type and transpose runners use",
+          "[cublas]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  CHECK(in_broker_child(broker, [] {
+          std::mt19937 rng(7);
+          void* handle = nullptr;
+          void* stream = nullptr;
+          EXPECT(cublasCreate_v2(&handle) == 0 && handle != nullptr, "cublasCreate_v2");
+          // ggml's model-load sequence: a non-blocking stream, math mode, the stream, a workspace.
+          EXPECT(cudaStreamCreateWithFlags(&stream, 1) == 0, "stream");
+          EXPECT(cublasSetMathMode(handle, 1) == 0, "cublasSetMathMode");
+          int mode = -1;
+          EXPECT(cublasGetMathMode(handle, &mode) == 0 && mode == 1, "math mode %d", mode);
+          EXPECT(cublasSetStream_v2(handle, stream) == 0, "cublasSetStream_v2");
+          void* got_stream = nullptr;
+          EXPECT(cublasGetStream_v2(handle, &got_stream) == 0 && got_stream == stream, "cublasGetStream_v2");
+          void* workspace = nullptr;
+          EXPECT(cudaMalloc(&workspace, 4 << 20) == 0 && cublasSetWorkspace_v2(handle, workspace, 4 << 20) == 0, "workspace");
+
+          gemm_ex_all_transposes(handle, kR16BF, kR32F, kCompute32F, rng);  // BF16 in, compute 32F
+          gemm_ex_all_transposes(handle, kR16F, kR16F, kCompute16F, rng);   // F16 in and out, compute 16F
+          gemm_ex_all_transposes(handle, kR16F, kR32F, kCompute32F, rng);   // F16 in, F32 out
+          gemm_ex_all_transposes(handle, kR32F, kR32F, kCompute32F, rng);
+
+          const int m = 9, n = 11, k = 5, ld = 16;
+          for (int ta : {kOpN, kOpT}) {
+            for (int tb : {kOpN, kOpT}) {
+              const Typed a = random_matrix(kR32F, ld * ld, rng), b = random_matrix(kR32F, ld * ld, rng),
+                          c = random_matrix(kR32F, ld * n, rng);
+              void *da = upload(a), *db = upload(b), *dc = upload(c);
+              const float alpha = 1.5f, beta = 0.25f;
+              EXPECT(cublasSgemm_v2(handle, ta, tb, m, n, k, &alpha, static_cast<float*>(da), ld, static_cast<float*>(db), ld,
+                                    &beta, static_cast<float*>(dc), ld) == 0,
+                     "Sgemm ops %d,%d", ta, tb);
+              compare("Sgemm", download(dc, kR32F, c.count()), reference(ta, tb, m, n, k, 1.5, a, ld, b, ld, 0.25, c, ld), m,
+                      n, ld, tolerance(kR32F, kCompute32F, k));
+              const Typed ha = random_matrix(kR16F, ld * ld, rng), hb = random_matrix(kR16F, ld * ld, rng),
+                          hc = random_matrix(kR16F, ld * n, rng);
+              void *dha = upload(ha), *dhb = upload(hb), *dhc = upload(hc);
+              const std::uint16_t half_alpha = sim::float_to_half(1.0f), half_beta = sim::float_to_half(0.0f);
+              EXPECT(cublasHgemm(handle, ta, tb, m, n, k, &half_alpha, static_cast<std::uint16_t*>(dha), ld,
+                                 static_cast<std::uint16_t*>(dhb), ld, &half_beta, static_cast<std::uint16_t*>(dhc), ld) == 0,
+                     "Hgemm ops %d,%d", ta, tb);
+              compare("Hgemm", download(dhc, kR16F, hc.count()), reference(ta, tb, m, n, k, 1.0, ha, ld, hb, ld, 0.0, hc, ld),
+                      m, n, ld, tolerance(kR16F, kCompute16F, k));
+              for (void* p : {da, db, dc, dha, dhb, dhc}) cudaFree(p);
+            }
+          }
+          EXPECT(cublasDestroy_v2(handle) == 0, "cublasDestroy_v2");
+          EXPECT(cublasDestroy_v2(handle) == kNotInitialized, "a destroyed handle is refused");
+        }) == 0);
+}
+
+TEST_CASE("batched GEMMs match a reference; the pointer arrays are read from device memory", "[cublas]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  CHECK(in_broker_child(broker, [] {
+          std::mt19937 rng(11);
+          void* handle = nullptr;
+          EXPECT(cublasCreate_v2(&handle) == 0, "cublasCreate_v2");
+          const int m = 8, n = 6, k = 10, ld = 12, batch = 3;
+          const long long stride = static_cast<long long>(ld) * ld;
+          for (int type : {kR16F, kR32F}) {
+            const int compute = type == kR16F ? kCompute16F : kCompute32F;
+            for (int ta : {kOpN, kOpT}) {
+              const int tb = kOpN;
+              const Typed a = random_matrix(type, stride * batch, rng), b = random_matrix(type, stride * batch, rng),
+                          c = random_matrix(type, stride * batch, rng);
+              const Scalars s(compute, 1.0, 0.5);
+              // Strided.
+              void *da = upload(a), *db = upload(b), *dc = upload(c);
+              EXPECT(cublasGemmStridedBatchedEx(handle, ta, tb, m, n, k, s.alpha, da, type, ld, stride, db, type, ld, stride,
+                                                s.beta, dc, type, ld, stride, batch, compute, kTensorOp) == 0,
+                     "GemmStridedBatchedEx type %d", type);
+              Typed got = download(dc, type, c.count());
+              for (int i = 0; i < batch; ++i) {
+                compare("GemmStridedBatchedEx", got,
+                        reference(ta, tb, m, n, k, 1.0, a, ld, b, ld, 0.5, c, ld, i * stride, i * stride, i * stride), m, n, ld,
+                        tolerance(type, compute, k), i * stride);
+              }
+              // Pointer arrays in device memory, the matrices in reverse order.
+              EXPECT(cudaMemcpy(dc, c.bytes.data(), c.bytes.size(), kHostToDevice) == 0, "reset C");
+              const std::size_t element = Typed::element(type);
+              std::vector<std::uint64_t> pa(batch), pb(batch), pc(batch);
+              for (int i = 0; i < batch; ++i) {
+                pa[i] = reinterpret_cast<std::uint64_t>(da) + (batch - 1 - i) * stride * element;
+                pb[i] = reinterpret_cast<std::uint64_t>(db) + (batch - 1 - i) * stride * element;
+                pc[i] = reinterpret_cast<std::uint64_t>(dc) + i * stride * element;
+              }
+              void *dpa = nullptr, *dpb = nullptr, *dpc = nullptr;
+              for (auto [device, host] : {std::pair{&dpa, &pa}, std::pair{&dpb, &pb}, std::pair{&dpc, &pc}}) {
+                EXPECT(cudaMalloc(device, batch * 8) == 0 && cudaMemcpy(*device, host->data(), batch * 8, kHostToDevice) == 0,
+                       "pointer array");
+              }
+              if (type == kR32F) {
+                const float alpha = 1.0f, beta = 0.5f;
+                EXPECT(cublasSgemmBatched(handle, ta, tb, m, n, k, &alpha, static_cast<const float* const*>(dpa), ld,
+                                          static_cast<const float* const*>(dpb), ld, &beta, static_cast<float* const*>(dpc), ld,
+                                          batch) == 0,
+                       "SgemmBatched");
+              } else {
+                EXPECT(cublasGemmBatchedEx(handle, ta, tb, m, n, k, s.alpha, static_cast<const void* const*>(dpa), type, ld,
+                                           static_cast<const void* const*>(dpb), type, ld, s.beta,
+                                           static_cast<void* const*>(dpc), type, ld, batch, compute, kTensorOp) == 0,
+                       "GemmBatchedEx");
+              }
+              got = download(dc, type, c.count());
+              for (int i = 0; i < batch; ++i) {
+                const std::size_t from = (batch - 1 - i) * stride;
+                compare("pointer-array GEMM", got, reference(ta, tb, m, n, k, 1.0, a, ld, b, ld, 0.5, c, ld, from, from, i * stride),
+                        m, n, ld, tolerance(type, compute, k), i * stride);
+              }
+              if (type == kR32F) {
+                EXPECT(cudaMemcpy(dc, c.bytes.data(), c.bytes.size(), kHostToDevice) == 0, "reset C");
+                const float alpha = 1.0f, beta = 0.5f;
+                EXPECT(cublasSgemmStridedBatched(handle, ta, tb, m, n, k, &alpha, static_cast<float*>(da), ld, stride,
+                                                 static_cast<float*>(db), ld, stride, &beta, static_cast<float*>(dc), ld, stride,
+                                                 batch) == 0,
+                       "SgemmStridedBatched");
+                got = download(dc, type, c.count());
+                for (int i = 0; i < batch; ++i) {
+                  compare("SgemmStridedBatched", got,
+                          reference(ta, tb, m, n, k, 1.0, a, ld, b, ld, 0.5, c, ld, i * stride, i * stride, i * stride), m, n,
+                          ld, tolerance(type, compute, k), i * stride);
+                }
+              }
+              for (void* p : {da, db, dc, dpa, dpb, dpc}) cudaFree(p);
+            }
+          }
+          cublasDestroy_v2(handle);
+        }) == 0);
+}
+
+TEST_CASE("cublasStrsmBatched solves each triangular system of its device pointer arrays", "[cublas]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  CHECK(in_broker_child(broker, [] {
+          std::mt19937 rng(3);
+          void* handle = nullptr;
+          EXPECT(cublasCreate_v2(&handle) == 0, "cublasCreate_v2");
+          const int m = 6, n = 4, batch = 2;
+          // Lower triangular A (well conditioned), side left, no transpose: A X = alpha B.
+          std::vector<float> a(m * m * batch, 0.0f), x(m * n * batch), b(m * n * batch);
+          std::uniform_real_distribution<float> value(-1.0f, 1.0f);
+          for (int s = 0; s < batch; ++s) {
+            for (int j = 0; j < m; ++j) {
+              for (int i = j; i < m; ++i) a[s * m * m + i + j * m] = i == j ? 2.0f + value(rng) * 0.5f : value(rng) * 0.5f;
+            }
+            for (int i = 0; i < m * n; ++i) x[s * m * n + i] = value(rng);
+            for (int j = 0; j < n; ++j) {  // B = A X / alpha, alpha = 2
+              for (int i = 0; i < m; ++i) {
+                double sum = 0;
+                for (int p = 0; p <= i; ++p) sum += static_cast<double>(a[s * m * m + i + p * m]) * x[s * m * n + p + j * m];
+                b[s * m * n + i + j * m] = static_cast<float>(sum / 2.0);
+              }
+            }
+          }
+          void *da = nullptr, *db = nullptr, *dpa = nullptr, *dpb = nullptr;
+          EXPECT(cudaMalloc(&da, a.size() * 4) == 0 && cudaMemcpy(da, a.data(), a.size() * 4, kHostToDevice) == 0, "A");
+          EXPECT(cudaMalloc(&db, b.size() * 4) == 0 && cudaMemcpy(db, b.data(), b.size() * 4, kHostToDevice) == 0, "B");
+          std::uint64_t pa[batch], pb[batch];
+          for (int s = 0; s < batch; ++s) {
+            pa[s] = reinterpret_cast<std::uint64_t>(da) + s * m * m * 4;
+            pb[s] = reinterpret_cast<std::uint64_t>(db) + s * m * n * 4;
+          }
+          EXPECT(cudaMalloc(&dpa, sizeof pa) == 0 && cudaMemcpy(dpa, pa, sizeof pa, kHostToDevice) == 0, "A array");
+          EXPECT(cudaMalloc(&dpb, sizeof pb) == 0 && cudaMemcpy(dpb, pb, sizeof pb, kHostToDevice) == 0, "B array");
+          const float alpha = 2.0f;
+          EXPECT(cublasStrsmBatched(handle, 0, 0, kOpN, 0, m, n, &alpha, static_cast<const float* const*>(dpa), m,
+                                    static_cast<float* const*>(dpb), m, batch) == 0,
+                 "StrsmBatched");
+          std::vector<float> solved(b.size());
+          EXPECT(cudaMemcpy(solved.data(), db, solved.size() * 4, kDeviceToHost) == 0, "download");
+          double worst = 0;
+          for (std::size_t i = 0; i < solved.size(); ++i) worst = std::max(worst, std::fabs(static_cast<double>(solved[i]) - x[i]));
+          EXPECT(worst < 1e-4, "largest error %g", worst);
+          // An array entry that is not the session's memory is refused before cuBLAS sees it.
+          pb[1] = 0x1000;
+          EXPECT(cudaMemcpy(dpb, pb, sizeof pb, kHostToDevice) == 0, "B array");
+          EXPECT(cublasStrsmBatched(handle, 0, 0, kOpN, 0, m, n, &alpha, static_cast<const float* const*>(dpa), m,
+                                    static_cast<float* const*>(dpb), m, batch) == kInvalidValue,
+                 "a foreign pointer in the array");
+          cublasDestroy_v2(handle);
+        }) == 0);
+}
+
+TEST_CASE("the broker refuses GEMMs that touch memory that is not the session's", "[cublas][security]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  CHECK(in_broker_child(broker, [] {
+          void* handle = nullptr;
+          EXPECT(cublasCreate_v2(&handle) == 0, "cublasCreate_v2");
+          void* d = nullptr;
+          EXPECT(cudaMalloc(&d, 64 * 64 * 4) == 0, "cudaMalloc");
+          const float alpha = 1.0f, beta = 0.0f;
+          float* f = static_cast<float*>(d);
+          // B runs past the end of the allocation.
+          EXPECT(cublasSgemm_v2(handle, kOpN, kOpN, 64, 64, 64, &alpha, f, 64, f + 1, 64, &beta, f, 64) == kInvalidValue,
+                 "B past the end");
+          // A host address in a device pointer array.
+          std::uint64_t arrays[3] = {reinterpret_cast<std::uint64_t>(d), reinterpret_cast<std::uint64_t>(&alpha),
+                                     reinterpret_cast<std::uint64_t>(d)};
+          void* da = nullptr;
+          EXPECT(cudaMalloc(&da, sizeof arrays) == 0 && cudaMemcpy(da, arrays, sizeof arrays, kHostToDevice) == 0, "arrays");
+          auto* p = static_cast<std::uint64_t*>(da);
+          EXPECT(cublasGemmBatchedEx(handle, kOpN, kOpN, 4, 4, 4, &alpha, reinterpret_cast<const void* const*>(p), kR32F, 4,
+                                     reinterpret_cast<const void* const*>(p + 1), kR32F, 4, &beta,
+                                     reinterpret_cast<void* const*>(p + 2), kR32F, 4, 1, kCompute32F, kTensorOp) == kInvalidValue,
+                 "a host pointer in the B array");
+          // Pointer arrays that are host memory, as a program that forgot to upload them would pass.
+          void* host_array[1] = {d};
+          EXPECT(cublasGemmBatchedEx(handle, kOpN, kOpN, 4, 4, 4, &alpha, host_array, kR32F, 4, host_array, kR32F, 4, &beta,
+                                     host_array, kR32F, 4, 1, kCompute32F, kTensorOp) == kInvalidValue,
+                 "host pointer arrays");
+          EXPECT(cublasSgemm_v2(reinterpret_cast<void*>(0x12345), kOpN, kOpN, 1, 1, 1, &alpha, f, 1, f, 1, &beta, f, 1) ==
+                     kNotInitialized,
+                 "an unknown handle");
+          cublasDestroy_v2(handle);
+        }) == 0);
+}
+
+TEST_CASE("device pointer mode reads alpha and beta from device memory", "[cublas]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  CHECK(in_broker_child(broker, [] {
+          std::mt19937 rng(5);
+          void* handle = nullptr;
+          EXPECT(cublasCreate_v2(&handle) == 0, "cublasCreate_v2");
+          EXPECT(cublasSetPointerMode_v2(handle, 1) == 0, "device pointer mode");
+          const int m = 5, n = 5, k = 5;
+          const Typed a = random_matrix(kR32F, 25, rng), b = random_matrix(kR32F, 25, rng), c = random_matrix(kR32F, 25, rng);
+          void *da = upload(a), *db = upload(b), *dc = upload(c), *scalars = nullptr;
+          const float values[2] = {-2.0f, 3.0f};
+          EXPECT(cudaMalloc(&scalars, 8) == 0 && cudaMemcpy(scalars, values, 8, kHostToDevice) == 0, "scalars");
+          const float* ds = static_cast<const float*>(scalars);
+          EXPECT(cublasSgemm_v2(handle, kOpT, kOpN, m, n, k, ds, static_cast<float*>(da), 5, static_cast<float*>(db), 5, ds + 1,
+                                static_cast<float*>(dc), 5) == 0,
+                 "Sgemm");
+          compare("device pointer mode", download(dc, kR32F, 25), reference(kOpT, kOpN, m, n, k, -2.0, a, 5, b, 5, 3.0, c, 5), m,
+                  n, 5, 1e-4);
+          cublasDestroy_v2(handle);
+        }) == 0);
+}
+
+TEST_CASE("status strings and versions are answered in the process", "[cublas]") {
+  CHECK(std::string(cublasGetStatusName(0)) == "CUBLAS_STATUS_SUCCESS");
+  CHECK(std::string(cublasGetStatusName(15)) == "CUBLAS_STATUS_NOT_SUPPORTED");
+  CHECK(std::string(cublasGetStatusString(7)) == "an invalid numeric value was used as an argument");
+  CHECK(std::string(cublasGetStatusString(12345)) == "unknown error");
+  int major = 0, version = 0;
+  CHECK(cublasGetProperty(0, &major) == 0);
+  CHECK(major == 13);
+  CHECK(cublasGetVersion_v2(nullptr, &version) == 0);
+  CHECK(version / 10000 == 13);
+}
