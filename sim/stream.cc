@@ -17,7 +17,8 @@ std::shared_ptr<Stream> Stream::start(unsigned flags, int priority) {
 void Stream::run() {
   std::unique_lock lock(mutex_);
   for (;;) {
-    work_available_.wait(lock, [&] { return !queue_.empty() || retired_; });
+    // A kernel running in a submitting thread (submit_kernel) counts as the one in progress.
+    work_available_.wait(lock, [&] { return !inline_running_ && (!queue_.empty() || retired_); });
     if (queue_.empty()) return;  // retired and drained
     Operation operation = std::move(queue_.front());
     queue_.pop_front();
@@ -59,9 +60,47 @@ cuda::CUresult Stream::submit(std::vector<Operation> operations) {
 }
 
 cuda::CUresult Stream::submit(Operation operation) {
+  if (std::holds_alternative<KernelOp>(operation)) return submit_kernel(std::move(operation));
   std::vector<Operation> one;
   one.push_back(std::move(operation));
   return submit(std::move(one));
+}
+
+// A GPU takes a launch from the host in a doorbell write; handing each one to the worker thread
+// instead costs a wake-up and a context switch, which would make the sim's launch rate a measure
+// of the scheduler. So a kernel launched on an idle stream (nothing queued or running, not
+// capturing, not faulted) runs at once in the launching thread, which is as ordered as the queue:
+// whatever comes next waits for it. Copies always go to the worker, so that they stay
+// asynchronous to the broker, which overlaps them with its staging.
+cuda::CUresult Stream::submit_kernel(Operation operation) {
+  {
+    std::unique_lock lock(mutex_);
+    const bool idle = queue_.empty() && completed_ == enqueued_ && !inline_running_;
+    if (!idle || capture_status_ != cuda::CU_STREAM_CAPTURE_STATUS_NONE || error_ != cuda::CUDA_SUCCESS || retired_) {
+      std::vector<Operation> one;
+      one.push_back(std::move(operation));
+      const cuda::CUresult result = submit_locked(one);
+      lock.unlock();
+      work_available_.notify_one();
+      return result;
+    }
+    inline_running_ = true;
+    ++enqueued_;
+  }
+  const cuda::CUresult result = execute(operation, false);
+  bool queued_behind = false;
+  {
+    std::lock_guard lock(mutex_);
+    if (result != cuda::CUDA_SUCCESS && error_ == cuda::CUDA_SUCCESS) error_ = result;
+    ++completed_;
+    inline_running_ = false;
+    queued_behind = !queue_.empty() || retired_;
+  }
+  // Only a worker with something to do is woken: waking it for nothing would cost the context
+  // switch this path exists to save.
+  if (queued_behind) work_available_.notify_one();
+  work_done_.notify_all();  // no system call unless someone waits
+  return cuda::CUDA_SUCCESS;
 }
 
 cuda::CUresult Stream::query() {

@@ -1,4 +1,5 @@
 // A sim stream: operations executed in order by one worker thread per stream, and stream capture.
+// A kernel launched on an idle stream runs in the launching thread instead (see submit_kernel).
 //
 // Each Stream owns a detached worker thread that pops operations from its queue and executes
 // them one at a time; the thread holds a reference to the Stream, so a destroyed stream finishes
@@ -66,6 +67,7 @@ class Stream : public std::enable_shared_from_this<Stream> {
  private:
   void run();
   cuda::CUresult submit_locked(std::vector<Operation>& operations);
+  cuda::CUresult submit_kernel(Operation operation);
 
   const unsigned flags_;
   const int priority_;
@@ -78,6 +80,7 @@ class Stream : public std::enable_shared_from_this<Stream> {
   std::uint64_t completed_ = 0;
   cuda::CUresult error_ = cuda::CUDA_SUCCESS;
   bool retired_ = false;
+  bool inline_running_ = false;  // a kernel runs in a submitting thread (submit_kernel)
 
   cuda::CUstreamCaptureStatus capture_status_ = cuda::CU_STREAM_CAPTURE_STATUS_NONE;
   cuda::CUstreamCaptureMode capture_mode_ = cuda::CU_STREAM_CAPTURE_MODE_GLOBAL;

@@ -976,6 +976,58 @@ TEST_CASE("a launch of a kernel without a host implementation fails and names th
   require_nothing_left(before);
 }
 
+TEST_CASE("kernels keep stream order whether the stream is idle (run in the launching thread) or busy (queued)",
+          "[sim][module][launch]") {
+  if (!have_images()) return;
+  const GpubrokerSimCounters before = counters();
+  DriverTable& cu = sim().cu;
+  std::vector<unsigned char> image = read_file(image_path("sim_kernels_sm90.fatbin"));
+  CUmodule module = nullptr;
+  REQUIRE(cu.module_load_data(&module, image.data()) == CUDA_SUCCESS);
+  CUfunction fill = get_function(module, "_Z4fillPffi");
+  CUstream stream = make_stream();
+  constexpr int n = 256;
+  CUdeviceptr data = 0;
+  REQUIRE(cu.mem_alloc(&data, n * sizeof(float)) == CUDA_SUCCESS);
+  auto launch_fill = [&](float value) {
+    int count = n;
+    void* params[] = {&data, &value, &count};
+    return cu.launch_kernel(fill, 1, 1, 1, n, 1, 1, 0, stream, params, nullptr);
+  };
+  std::vector<float> seen(n, 0.0f);
+  // Idle stream: the fill is done when the launch returns; the copy queued after it sees it.
+  REQUIRE(launch_fill(1.0f) == CUDA_SUCCESS);
+  REQUIRE(cu.memcpy_dtoh_async(seen.data(), data, n * sizeof(float), stream) == CUDA_SUCCESS);
+  REQUIRE(cu.stream_synchronize(stream) == CUDA_SUCCESS);
+  CHECK((seen.front() == 1.0f && seen.back() == 1.0f));
+  // Busy stream: fills queued behind a sleeping host function run after it, in their order.
+  int host = 0;
+  SlowWrite write{&host, 7};
+  REQUIRE(cu.launch_host_func(stream, &SlowWrite::run, &write) == CUDA_SUCCESS);
+  REQUIRE(launch_fill(2.0f) == CUDA_SUCCESS);
+  REQUIRE(launch_fill(3.0f) == CUDA_SUCCESS);
+  CHECK(cu.stream_query(stream) == CUDA_ERROR_NOT_READY);
+  REQUIRE(cu.memcpy_dtoh_async(seen.data(), data, n * sizeof(float), stream) == CUDA_SUCCESS);
+  REQUIRE(cu.stream_synchronize(stream) == CUDA_SUCCESS);
+  CHECK(host == 7);
+  CHECK((seen.front() == 3.0f && seen.back() == 3.0f));
+  // Many threads launching on one stream at once: every launch runs exactly once.
+  const std::uint64_t launched = counters().kernels_launched;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 500; ++i) (void)launch_fill(4.0f);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  REQUIRE(cu.stream_synchronize(stream) == CUDA_SUCCESS);
+  CHECK(counters().kernels_launched == launched + 2000);
+  REQUIRE(cu.mem_free(data) == CUDA_SUCCESS);
+  REQUIRE(cu.stream_destroy(stream) == CUDA_SUCCESS);
+  REQUIRE(cu.module_unload(module) == CUDA_SUCCESS);
+  require_nothing_left(before);
+}
+
 TEST_CASE("an error returned by a kernel implementation is reported by the stream from then on",
           "[sim][module][launch]") {
   if (!have_images()) return;
