@@ -544,6 +544,24 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
     case wire::RequestKind::kHostFuncEnqueue:
     case wire::RequestKind::kHostFuncWait:
       return handle_host_func(session, request);
+    case wire::RequestKind::kDeviceLimit: {
+      // Raise-only, and one session at a time, so that a raise is never undone by another's.
+      static std::mutex limits_lock;
+      const auto l = payload_as<wire::LimitRequest>(request);
+      if (l.raise > 1) return finish(CUDA_ERROR_INVALID_VALUE);
+      std::lock_guard lock(limits_lock);
+      std::size_t value = 0;
+      CUresult r = driver_.ctx_get_limit(&value, l.limit);
+      // The L2 limits shape how every session's kernels use the cache: not the session's to change.
+      const bool shared_cache_limit = l.limit == 5 || l.limit == 6;
+      if (r == CUDA_SUCCESS && l.raise == 1 && shared_cache_limit && l.value != value) {
+        r = cuda::CUDA_ERROR_NOT_SUPPORTED;
+      } else if (r == CUDA_SUCCESS && l.raise == 1 && l.value > value) {
+        r = driver_.ctx_set_limit(l.limit, l.value);
+        if (r == CUDA_SUCCESS) r = driver_.ctx_get_limit(&value, l.limit);
+      }
+      return finish(r, bytes_of(static_cast<std::uint64_t>(value)));
+    }
     default:
       return ipc::IpcError{ipc::IpcErrc::kProtocol, 0, static_cast<std::int64_t>(ipc::ViolationCode::kUnknownKind)};
   }

@@ -84,6 +84,8 @@ struct Context {
   int device = 0;
   int retains = 0;                     // guarded by Driver::mutex
   std::shared_ptr<Stream> null_stream;  // set by cuInit
+  // cuCtxGetLimit/cuCtxSetLimit, an H100's defaults; guarded by Driver::mutex.
+  std::size_t limits[CU_LIMIT_MAX] = {1024, 1 << 20, 8 << 20, 2, 2048, 64, 0};
 };
 
 struct Device {
@@ -640,6 +642,29 @@ GPUBROKER_SIM_API CUresult cuCtxSynchronize() {
     }
     return first;
   });
+}
+
+GPUBROKER_SIM_API CUresult cuCtxGetLimit(std::size_t* value, CUlimit limit) {
+  if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
+  if (current_context == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
+  if (value == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  if (limit < 0 || limit >= CU_LIMIT_MAX) return CUDA_ERROR_UNSUPPORTED_LIMIT;
+  std::lock_guard lock(driver().mutex);
+  *value = current_context->limits[limit];
+  return CUDA_SUCCESS;
+}
+
+// The ranges an H100 accepts: stack up to 512 KiB per thread, L2 fetch granularity 0..128, the
+// persisting L2 size up to 75% of the 50 MiB L2; the others any value.
+GPUBROKER_SIM_API CUresult cuCtxSetLimit(CUlimit limit, std::size_t value) {
+  if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
+  if (current_context == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
+  if (limit < 0 || limit >= CU_LIMIT_MAX) return CUDA_ERROR_UNSUPPORTED_LIMIT;
+  if ((limit == 0 && value > (512u << 10)) || (limit == 5 && value > 128) || (limit == 6 && value > (50u << 20) / 4 * 3))
+    return CUDA_ERROR_INVALID_VALUE;
+  std::lock_guard lock(driver().mutex);
+  current_context->limits[limit] = value;
+  return CUDA_SUCCESS;
 }
 
 // ---- Memory --------------------------------------------------------------------------------------

@@ -494,14 +494,22 @@ int cudaMemcpyPeer(void* destination, int destination_device, const void* source
   return e != kSuccess ? e : cudaStreamSynchronize(nullptr);
 }
 
-// The device's limits as the runtime reports them before any cudaDeviceSetLimit (which the
-// broker does not offer: it would change the shared context for every session).
+// The context's limits are every session's: a session may raise one (the broker keeps the larger
+// value, which is what the session asked for at least) but never lower it; the L2 cache limits it
+// may not change. cudaDeviceGetLimit reads the context's value.
 int cudaDeviceGetLimit(std::size_t* value, int limit) {
   if (value == nullptr) return record(kErrorInvalidValue);
-  constexpr std::size_t kDefaults[] = {1024, 1 << 20, 8 << 20, 2, 2048, 64, 0};
-  if (limit < 0 || limit >= static_cast<int>(std::size(kDefaults))) return record(kErrorUnsupportedLimit);
-  *value = kDefaults[limit];
-  return kSuccess;
+  ipc::Completion completion;
+  const Error e = call(wire::RequestKind::kDeviceLimit, bytes_of(wire::LimitRequest{limit, 0, 0}), &completion);
+  if (e == kSuccess) *value = completion.result_as<std::uint64_t>();
+  return e;
+}
+
+int cudaDeviceSetLimit(int limit, std::size_t value) {
+  ipc::Completion completion;
+  const Error e = call(wire::RequestKind::kDeviceLimit, bytes_of(wire::LimitRequest{limit, 1, value}), &completion);
+  if (e == kSuccess && completion.result_as<std::uint64_t>() < value) return record(kErrorInvalidValue);
+  return e;
 }
 
 int cudaDeviceCanAccessPeer(int* can_access, int device, int peer) {

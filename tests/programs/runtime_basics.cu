@@ -258,6 +258,21 @@ int main() {
     size_t stack = 0;
     OK(cudaDeviceGetLimit(&stack, cudaLimitStackSize));
     CHECK(stack == 1024);
+    // Limits belong to the context every session shares: raised, never lowered.
+    OK(cudaDeviceSetLimit(cudaLimitStackSize, 4096));
+    OK(cudaDeviceGetLimit(&stack, cudaLimitStackSize));
+    CHECK(stack == 4096);
+    OK(cudaDeviceSetLimit(cudaLimitStackSize, 2048));
+    OK(cudaDeviceGetLimit(&stack, cudaLimitStackSize));
+    CHECK(stack == 4096);
+    OK(cudaDeviceSetLimit(cudaLimitMallocHeapSize, 64 << 20));
+    size_t heap = 0;
+    OK(cudaDeviceGetLimit(&heap, cudaLimitMallocHeapSize));
+    CHECK(heap == (64 << 20));
+    CHECK(cudaDeviceSetLimit(cudaLimitStackSize, 1 << 30) == cudaErrorInvalidValue);  // beyond the device
+    CHECK(cudaDeviceSetLimit(cudaLimitMaxL2FetchGranularity, 32) == cudaErrorNotSupported);
+    CHECK(cudaDeviceGetLimit(&stack, static_cast<cudaLimit>(99)) == cudaErrorUnsupportedLimit);
+    cudaGetLastError();
     void* managed = nullptr;
     CHECK(cudaMallocManaged(&managed, 4096) == cudaErrorNotSupported);
     CHECK(cudaGetLastError() == cudaErrorNotSupported);

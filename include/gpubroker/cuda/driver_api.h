@@ -33,6 +33,11 @@ using CUcontext = struct CUctx_st*;
 using CUmodule = struct CUmod_st*;
 using CUfunction = struct CUfunc_st*;
 using CUstream = struct CUstream_st*;
+// CUlimit: CU_LIMIT_STACK_SIZE 0, PRINTF_FIFO_SIZE 1, MALLOC_HEAP_SIZE 2,
+// DEV_RUNTIME_SYNC_DEPTH 3, DEV_RUNTIME_PENDING_LAUNCH_COUNT 4, MAX_L2_FETCH_GRANULARITY 5,
+// PERSISTING_L2_CACHE_SIZE 6 (the runtime's cudaLimit has the same values).
+using CUlimit = int;
+inline constexpr CUlimit CU_LIMIT_MAX = 7;
 using CUevent = struct CUevent_st*;
 using CUgraph = struct CUgraph_st*;
 using CUgraphExec = struct CUgraphExec_st*;
@@ -160,6 +165,7 @@ inline constexpr CUresult CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED = 712;
 inline constexpr CUresult CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED = 713;
 inline constexpr CUresult CUDA_ERROR_LAUNCH_FAILED = 719;
 inline constexpr CUresult CUDA_ERROR_NOT_PERMITTED = 800;
+inline constexpr CUresult CUDA_ERROR_UNSUPPORTED_LIMIT = 215;
 inline constexpr CUresult CUDA_ERROR_NOT_SUPPORTED = 801;
 inline constexpr CUresult CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED = 900;
 inline constexpr CUresult CUDA_ERROR_STREAM_CAPTURE_INVALIDATED = 901;
@@ -299,6 +305,8 @@ inline constexpr CUmemorytype CU_MEMORYTYPE_DEVICE = 2;
   X(primary_ctx_release, cuDevicePrimaryCtxRelease_v2, CUresult(CUdevice device))                           \
   X(ctx_set_current, cuCtxSetCurrent, CUresult(CUcontext context))                                          \
   X(ctx_synchronize, cuCtxSynchronize, CUresult())                                                          \
+  X(ctx_get_limit, cuCtxGetLimit, CUresult(std::size_t* value, CUlimit limit))                               \
+  X(ctx_set_limit, cuCtxSetLimit, CUresult(CUlimit limit, std::size_t value))                                \
   X(mem_alloc, cuMemAlloc_v2, CUresult(CUdeviceptr* pointer, std::size_t bytes))                            \
   X(mem_free, cuMemFree_v2, CUresult(CUdeviceptr pointer))                                                  \
   X(mem_get_info, cuMemGetInfo_v2, CUresult(std::size_t* free, std::size_t* total))                         \

@@ -97,6 +97,7 @@ enum class RequestKind : std::uint16_t {
   kFuncSetCacheConfig = 63,  // FuncAttributeRequest{function, value: the CUfunc_cache}
   kOccupancy = 64,           // OccupancyRequest -> std::int32_t blocks per multiprocessor
   kModuleGetGlobal = 65,     // HandleRequest{module}; staged: the variable's name -> GlobalResult
+  kDeviceLimit = 66,         // LimitRequest -> std::uint64_t: the limit's value afterwards
   kCount,
 };
 
@@ -226,6 +227,7 @@ inline constexpr std::array<RequestShape, static_cast<std::size_t>(RequestKind::
         {RequestKind::kFuncSetCacheConfig, "FuncSetCacheConfig", 16, 16, Staging::kNone},
         {RequestKind::kOccupancy, "Occupancy", 24, 24, Staging::kNone},
         {RequestKind::kModuleGetGlobal, "ModuleGetGlobal", 8, 8, Staging::kToBroker},
+        {RequestKind::kDeviceLimit, "DeviceLimit", 16, 16, Staging::kNone},
     }};
 
 // The shape of a kind, or nullptr for a value outside the table.
@@ -340,6 +342,13 @@ struct OccupancyRequest {
   std::int32_t block_size;
   std::uint32_t flags;
   std::uint64_t dynamic_shared_bytes;
+};
+// cudaDeviceGetLimit/SetLimit. The context is every session's, so a session can raise a limit
+// (a larger stack or heap costs the others nothing they rely on) but never lower it.
+struct LimitRequest {
+  std::int32_t limit;  // cudaLimit = CUlimit
+  std::uint32_t raise;  // 0: read it; 1: raise it to at least `value`
+  std::uint64_t value;
 };
 struct GlobalResult {
   std::uint64_t pointer;
