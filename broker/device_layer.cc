@@ -60,6 +60,7 @@ DeviceResult<std::unique_ptr<DeviceLayer>> DeviceLayer::load(const std::string& 
   GPUBROKER_DRIVER_API(GPUBROKER_RESOLVE)
 #undef GPUBROKER_RESOLVE
   if (auto enumerated = layer->enumerate(); !enumerated) return enumerated.error();
+  layer->modules_ = std::make_unique<ModuleCache>(layer->driver_);
   layer->load_blas();
   return layer;
 }

@@ -14,6 +14,7 @@
 
 #include "gpubroker/cuda/cublas_api.h"
 #include "gpubroker/cuda/driver_api.h"
+#include "broker/module_cache.h"
 #include "gpubroker/wire/segments.h"
 
 namespace gpubroker::broker {
@@ -58,6 +59,9 @@ class DeviceLayer {
   [[nodiscard]] const wire::DeviceTable& devices() const { return devices_; }
   [[nodiscard]] cuda::CUcontext context(std::uint32_t ordinal) const { return contexts_.at(ordinal); }
 
+  // Modules shared between sessions (module_cache.h); the driver does the locking it needs.
+  [[nodiscard]] ModuleCache& modules() const { return *modules_; }
+
   // Makes device `ordinal`'s primary context current on the calling thread. Cheap; call it at the
   // start of every thread that calls the driver.
   void bind_thread(std::uint32_t ordinal) const;
@@ -76,6 +80,7 @@ class DeviceLayer {
   bool blas_loaded_ = false;
   wire::DeviceTable devices_{};
   std::vector<cuda::CUcontext> contexts_;
+  std::unique_ptr<ModuleCache> modules_;
 };
 
 // The default path of the sim driver for a broker binary at `broker_path`: the build tree's

@@ -773,15 +773,16 @@ ipc::Result<void> DeviceSession::handle_module(ipc::ServerSession& session, cons
       const wire::DeviceRecord& d = device_.devices().devices[0];
       const auto arch = static_cast<std::uint32_t>(d.attributes[cuda::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR] * 10 +
                                                    d.attributes[cuda::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR]);
-      if (auto parsed = fatbin::parse_module(image, arch); !parsed) {
+      auto parsed = fatbin::parse_module(image, arch);
+      if (!parsed) {
         ipc::log(ipc::LogLevel::kWarning, "session {}: module image refused: {}", session.id(),
                  fatbin::describe(parsed.error()));
         return finish(parsed.error().code == fatbin::FatbinErrc::kNoCompatibleImage ? cuda::CUDA_ERROR_NO_BINARY_FOR_GPU
                                                                                      : cuda::CUDA_ERROR_INVALID_IMAGE);
       }
       image.push_back(std::byte{0});
-      cuda::CUmodule module = nullptr;
-      const CUresult r = driver_.module_load_data(&module, image.data());
+      std::shared_ptr<const ModuleCache::Module> module;
+      const CUresult r = device_.modules().load(image, !parsed.value().has_writable_globals, module);
       if (r == CUDA_SUCCESS) {
         modules_[id] = module;
         counters_.modules.fetch_add(1, std::memory_order_relaxed);
@@ -797,7 +798,7 @@ ipc::Result<void> DeviceSession::handle_module(ipc::ServerSession& session, cons
       if (module == modules_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
       if (functions_.count(f.function) != 0) return finish(CUDA_ERROR_INVALID_VALUE);
       cuda::CUfunction function = nullptr;
-      const CUresult r = driver_.module_get_function(&function, module->second, reinterpret_cast<const char*>(name.data()));
+      const CUresult r = driver_.module_get_function(&function, module->second->handle, reinterpret_cast<const char*>(name.data()));
       if (r == CUDA_SUCCESS) functions_[f.function] = Function{function, f.module};
       return finish(r);
     }
@@ -810,7 +811,7 @@ ipc::Result<void> DeviceSession::handle_module(ipc::ServerSession& session, cons
       if (module == modules_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
       cuda::CUdeviceptr pointer = 0;
       std::size_t bytes = 0;
-      const CUresult r = driver_.module_get_global(&pointer, &bytes, module->second, reinterpret_cast<const char*>(name.data()));
+      const CUresult r = driver_.module_get_global(&pointer, &bytes, module->second->handle, reinterpret_cast<const char*>(name.data()));
       if (r != CUDA_SUCCESS) return finish(r);
       globals_[pointer] = Global{bytes, module_id};
       return finish(r, bytes_of(wire::GlobalResult{pointer, bytes}));
@@ -823,8 +824,18 @@ ipc::Result<void> DeviceSession::handle_module(ipc::ServerSession& session, cons
       if (function == functions_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
       const cuda::CUfunction f = function->second.handle;
       switch (static_cast<wire::RequestKind>(h.kind)) {
-        case wire::RequestKind::kFuncSetAttribute:
-          return finish(driver_.func_set_attribute(f, static_cast<cuda::CUfunction_attribute>(a.attribute), a.value));
+        case wire::RequestKind::kFuncSetAttribute: {
+          // A shared module's functions are every holder's: the dynamic shared memory limit, which
+          // decides whether their launches are valid, is only ever raised for them.
+          constexpr auto kMaxDynamicShared = cuda::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+          const auto attribute = static_cast<cuda::CUfunction_attribute>(a.attribute);
+          int current = 0;
+          if (attribute == kMaxDynamicShared && modules_.at(function->second.module)->shared &&
+              driver_.func_get_attribute(&current, attribute, f) == CUDA_SUCCESS && a.value <= current) {
+            return finish(CUDA_SUCCESS);
+          }
+          return finish(driver_.func_set_attribute(f, attribute, a.value));
+        }
         case wire::RequestKind::kFuncSetCacheConfig:
           return finish(driver_.func_set_cache_config(f, static_cast<cuda::CUfunc_cache>(a.value)));
         default: {
@@ -879,7 +890,7 @@ ipc::Result<void> DeviceSession::handle_module(ipc::ServerSession& session, cons
     case wire::RequestKind::kModuleUnload: {
       auto it = modules_.find(payload_as<wire::HandleRequest>(request).handle);
       if (it == modules_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
-      const CUresult r = driver_.module_unload(it->second);
+      const CUresult r = CUDA_SUCCESS;  // the driver unloads it when its last session lets go
       std::erase_if(functions_, [&](const auto& entry) { return entry.second.module == it->first; });
       std::erase_if(globals_, [&](const auto& entry) { return entry.second.module == it->first; });
       modules_.erase(it);
@@ -1077,7 +1088,6 @@ void DeviceSession::reclaim() {
   }
   counters_.blas_handles.fetch_sub(blas_handles_.size(), std::memory_order_relaxed);
   blas_handles_.clear();
-  for (const auto& [id, module] : modules_) driver_.module_unload(module);
   counters_.modules.fetch_sub(modules_.size(), std::memory_order_relaxed);
   modules_.clear();
   functions_.clear();

@@ -132,7 +132,7 @@ class DeviceSession {
   BlockingStreams blocking_;
   std::unordered_map<std::uint64_t, cuda::CUgraph> graphs_;
   std::unordered_map<std::uint64_t, cuda::CUgraphExec> graph_execs_;
-  std::unordered_map<std::uint64_t, cuda::CUmodule> modules_;
+  std::unordered_map<std::uint64_t, std::shared_ptr<const ModuleCache::Module>> modules_;
   struct Function {
     cuda::CUfunction handle;
     std::uint64_t module;  // the id in modules_

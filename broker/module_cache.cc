@@ -1,0 +1,69 @@
+#include "broker/module_cache.h"
+
+#include <algorithm>
+
+namespace gpubroker::broker {
+
+namespace {
+
+// FNV-1a: a bucket index, never an identity (entries are compared in full).
+std::uint64_t hash_of(std::span<const std::byte> bytes) {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (std::byte b : bytes) h = (h ^ static_cast<std::uint8_t>(b)) * 0x100000001b3ull;
+  return h ^ bytes.size();
+}
+
+}  // namespace
+
+cuda::CUresult ModuleCache::load(std::span<const std::byte> image, bool shareable, std::shared_ptr<const Module>& out) {
+  const std::uint64_t hash = shareable ? hash_of(image) : 0;
+  // Held across the driver's load so that two sessions shipping the same image at once load it once.
+  std::unique_lock guard(lock_, std::defer_lock);
+  if (shareable) {
+    guard.lock();
+    auto [first, last] = shared_.equal_range(hash);
+    for (auto it = first; it != last; ++it) {
+      if (!std::ranges::equal(it->second.image, image)) continue;
+      if (std::shared_ptr<const Module> alive = it->second.module.lock()) {
+        out = std::move(alive);
+        return cuda::CUDA_SUCCESS;
+      }
+    }
+  }
+  cuda::CUmodule handle = nullptr;
+  if (cuda::CUresult r = driver_.module_load_data(&handle, image.data()); r != cuda::CUDA_SUCCESS) return r;
+  const cuda::DriverTable* driver = &driver_;
+  if (!shareable) {
+    out = std::shared_ptr<const Module>(new Module{handle, false}, [driver](const Module* m) {
+      driver->module_unload(m->handle);
+      delete m;
+    });
+    return cuda::CUDA_SUCCESS;
+  }
+  auto module = std::shared_ptr<const Module>(new Module{handle, true}, [this, driver, hash](const Module* m) {
+    forget(hash, m);
+    driver->module_unload(m->handle);
+    delete m;
+  });
+  shared_.emplace(hash, Entry{std::vector<std::byte>(image.begin(), image.end()), module, module.get()});
+  out = std::move(module);
+  return cuda::CUDA_SUCCESS;
+}
+
+void ModuleCache::forget(std::uint64_t hash, const Module* module) {
+  std::lock_guard guard(lock_);
+  auto [first, last] = shared_.equal_range(hash);
+  for (auto it = first; it != last; ++it) {
+    if (it->second.raw == module) {
+      shared_.erase(it);
+      return;
+    }
+  }
+}
+
+std::size_t ModuleCache::shared_count() const {
+  std::lock_guard guard(lock_);
+  return static_cast<std::size_t>(std::ranges::count_if(shared_, [](const auto& e) { return !e.second.module.expired(); }));
+}
+
+}  // namespace gpubroker::broker
