@@ -2,8 +2,11 @@
 // (the real driver captures; the sim records), so a captured graph never leaves it. The program
 // holds session-local ids for graphs and executable graphs.
 #include <atomic>
+#include <mutex>
+#include <unordered_map>
 
 #include "gpubroker/cuda/runtime_abi.h"
+#include "shim/abi/unsupported.h"
 #include "shim/runtime/runtime_state.h"
 
 using namespace gpubroker;
@@ -16,17 +19,61 @@ std::atomic<std::uint64_t> g_next_graph{0x100};
 
 std::uint64_t id_of(const void* handle) { return reinterpret_cast<std::uint64_t>(handle); }
 
+// The id of each capture in progress (cudaStreamGetCaptureInfo's id_out), by stream; the default
+// stream's handles are one stream.
+struct Captures {
+  std::mutex lock;
+  std::unordered_map<std::uint64_t, unsigned long long> ids;
+  unsigned long long next = 1;
+};
+Captures& captures() {
+  static auto* c = new Captures;
+  return *c;
+}
+std::uint64_t capture_key(const void* stream) { return id_of(stream) <= 2 ? 0 : id_of(stream); }
+
+// Every form of cudaStreamGetCaptureInfo. The graph being captured lives in the broker, so the
+// outputs that would hand it (or its nodes) to the program are refused while a capture is active.
+Error capture_info(void* stream, int* status, unsigned long long* id, void** graph, const void*** dependencies,
+                   const void** edges, std::size_t* count) {
+  if (status == nullptr) return record(kErrorInvalidValue);
+  ipc::Completion completion;
+  const Error e = call(wire::RequestKind::kStreamIsCapturing, bytes_of(wire::HandleRequest{id_of(stream)}), &completion);
+  if (e != kSuccess) return e;
+  *status = completion.result_as<std::int32_t>();
+  if (*status != cudart::cudaStreamCaptureStatusActive) return kSuccess;
+  if (graph != nullptr || dependencies != nullptr || edges != nullptr || count != nullptr) {
+    gpubroker_log_unsupported_once("cudaStreamGetCaptureInfo asking for the capturing graph or its nodes");
+    return record(kErrorNotSupported);
+  }
+  if (id != nullptr) {
+    std::lock_guard guard(captures().lock);
+    auto it = captures().ids.find(capture_key(stream));
+    *id = it == captures().ids.end() ? 0 : it->second;
+  }
+  return kSuccess;
+}
+
 }  // namespace
 
 extern "C" {
 
 int cudaStreamBeginCapture(void* stream, int mode) {
-  return call(wire::RequestKind::kStreamBeginCapture,
-              bytes_of(wire::CaptureRequest{id_of(stream), static_cast<std::uint64_t>(mode)}));
+  const Error e = call(wire::RequestKind::kStreamBeginCapture,
+                       bytes_of(wire::CaptureRequest{id_of(stream), static_cast<std::uint64_t>(mode)}));
+  if (e == kSuccess) {
+    std::lock_guard guard(captures().lock);
+    captures().ids[capture_key(stream)] = captures().next++;
+  }
+  return e;
 }
 
 int cudaStreamEndCapture(void* stream, void** graph) {
   if (graph == nullptr) return record(kErrorInvalidValue);
+  {
+    std::lock_guard guard(captures().lock);
+    captures().ids.erase(capture_key(stream));
+  }
   const std::uint64_t id = g_next_graph.fetch_add(1, std::memory_order_relaxed);
   const Error e = call(wire::RequestKind::kStreamEndCapture, bytes_of(wire::CaptureRequest{id_of(stream), id}));
   *graph = e == kSuccess ? reinterpret_cast<void*>(id) : nullptr;
@@ -83,5 +130,41 @@ int cudaStreamBeginCapture_ptsz(void* stream, int mode) { return cudaStreamBegin
 int cudaStreamEndCapture_ptsz(void* stream, void** graph) { return cudaStreamEndCapture(stream, graph); }
 int cudaStreamIsCapturing_ptsz(void* stream, int* status) { return cudaStreamIsCapturing(stream, status); }
 int cudaGraphLaunch_ptsz(void* exec, void* stream) { return cudaGraphLaunch(exec, stream); }
+
+#if GPUBROKER_CUDART_ABI >= 13
+int cudaStreamGetCaptureInfo(void* stream, int* status, unsigned long long* id, void** graph,
+                             const void*** dependencies, const void** edges, std::size_t* count) {
+  return capture_info(stream, status, id, graph, dependencies, edges, count);
+}
+int cudaStreamGetCaptureInfo_ptsz(void* stream, int* status, unsigned long long* id, void** graph,
+                                  const void*** dependencies, const void** edges, std::size_t* count) {
+  return capture_info(stream, status, id, graph, dependencies, edges, count);
+}
+#else
+// 12 keeps every generation: the 11.x three-argument form, _v2 (what the 12 headers call
+// cudaStreamGetCaptureInfo) and _v3 (with edge data).
+int cudaStreamGetCaptureInfo(void* stream, int* status, unsigned long long* id) {
+  return capture_info(stream, status, id, nullptr, nullptr, nullptr, nullptr);
+}
+int cudaStreamGetCaptureInfo_ptsz(void* stream, int* status, unsigned long long* id) {
+  return capture_info(stream, status, id, nullptr, nullptr, nullptr, nullptr);
+}
+int cudaStreamGetCaptureInfo_v2(void* stream, int* status, unsigned long long* id, void** graph,
+                                const void*** dependencies, std::size_t* count) {
+  return capture_info(stream, status, id, graph, dependencies, nullptr, count);
+}
+int cudaStreamGetCaptureInfo_v2_ptsz(void* stream, int* status, unsigned long long* id, void** graph,
+                                     const void*** dependencies, std::size_t* count) {
+  return capture_info(stream, status, id, graph, dependencies, nullptr, count);
+}
+int cudaStreamGetCaptureInfo_v3(void* stream, int* status, unsigned long long* id, void** graph,
+                                const void*** dependencies, const void** edges, std::size_t* count) {
+  return capture_info(stream, status, id, graph, dependencies, edges, count);
+}
+int cudaStreamGetCaptureInfo_v3_ptsz(void* stream, int* status, unsigned long long* id, void** graph,
+                                     const void*** dependencies, const void** edges, std::size_t* count) {
+  return capture_info(stream, status, id, graph, dependencies, edges, count);
+}
+#endif
 
 }  // extern "C"

@@ -104,8 +104,12 @@ int main() {
     CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess);
     cudaStreamCaptureStatus status;
     CHECK(cudaStreamIsCapturing(s, &status) == cudaSuccess && status == cudaStreamCaptureStatusActive);
+    unsigned long long capture_id = 0;
+    CHECK(cudaStreamGetCaptureInfo(s, &status, &capture_id) == cudaSuccess);
+    CHECK(status == cudaStreamCaptureStatusActive && capture_id != 0);
     vector_add<<<(n + 255) / 256, 256, 0, s>>>(da, db, out, n);
     CHECK(cudaStreamEndCapture(s, &graph) == cudaSuccess);
+    CHECK(cudaStreamGetCaptureInfo(s, &status) == cudaSuccess && status == cudaStreamCaptureStatusNone);
     std::vector<float> seen(n);
     cudaMemcpy(seen.data(), out, n * sizeof(float), cudaMemcpyDeviceToHost);
     CHECK(seen[5] == 0.0f);  // recorded, not run
@@ -116,6 +120,8 @@ int main() {
     CHECK(seen[5] == a[5] + b[5] && seen[n - 1] == a[n - 1] + b[n - 1]);
     // The same kernel with other arguments: b + b.
     CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    unsigned long long second_id = 0;
+    CHECK(cudaStreamGetCaptureInfo(s, &status, &second_id) == cudaSuccess && second_id != capture_id);
     vector_add<<<(n + 255) / 256, 256, 0, s>>>(db, db, out, n);
     CHECK(cudaStreamEndCapture(s, &graph2) == cudaSuccess);
     cudaGraphExecUpdateResultInfo info;
