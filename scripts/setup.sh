@@ -10,6 +10,7 @@ packages=(
   libsystemd-dev liblz4-dev libzstd-dev libncurses-dev
   tmux systemd  # the operation tests: broker-top in a terminal, systemd-analyze verify
   clang llvm libclang-rt-14-dev
+  gnuplot-nox  # the benchmark plots (tools/bench/plot.py)
 )
 missing=()
 for p in "${packages[@]}"; do

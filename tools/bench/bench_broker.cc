@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <thread>
+#include <vector>
 
 namespace gpubroker::bench {
 
@@ -25,7 +26,8 @@ std::string runtime_shim_path() {
   return find_beside({"../../shim/runtime/13/libcudart.so.13", "../lib/gpubroker/libcudart.so.13"});
 }
 
-BenchBroker::BenchBroker(const std::string& socket, const std::string& kernel_plugin, const char* scenario)
+BenchBroker::BenchBroker(const std::string& socket, const std::string& kernel_plugin, const char* scenario,
+                         const std::vector<std::string>& broker_arguments)
     : socket_(socket) {
   if (!socket_.empty()) return;
   const std::string binary = find_beside({"../../broker/gpu-broker", "gpu-broker"});
@@ -39,9 +41,12 @@ BenchBroker::BenchBroker(const std::string& socket, const std::string& kernel_pl
   pid_ = ::fork();
   if (pid_ == 0) {
     if (!kernel_plugin.empty()) ::setenv("GPUBROKER_SIM_KERNELS", kernel_plugin.c_str(), 1);
-    const std::string socket_option = "--socket=" + socket_;
-    ::execl(binary.c_str(), binary.c_str(), "--driver=sim", socket_option.c_str(), "--log-level=warning",
-            static_cast<char*>(nullptr));
+    std::vector<std::string> arguments{binary, "--driver=sim", "--socket=" + socket_, "--log-level=warning"};
+    arguments.insert(arguments.end(), broker_arguments.begin(), broker_arguments.end());
+    std::vector<char*> argv;
+    for (auto& argument : arguments) argv.push_back(argument.data());
+    argv.push_back(nullptr);
+    ::execv(binary.c_str(), argv.data());
     ::_exit(127);
   }
   for (int i = 0; i < 1000 && !std::filesystem::exists(socket_); ++i) {

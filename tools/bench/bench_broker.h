@@ -7,6 +7,7 @@
 
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 namespace gpubroker::bench {
 
@@ -21,14 +22,18 @@ class BenchBroker {
  public:
   // Uses `socket` when it is not empty; otherwise starts gpu-broker --driver=sim from beside
   // this binary, with GPUBROKER_SIM_KERNELS=`kernel_plugin` when that is not empty, and waits for
-  // its socket. Exits the process with a message when there is no broker to start.
-  BenchBroker(const std::string& socket, const std::string& kernel_plugin, const char* scenario);
+  // its socket, passing `broker_arguments` after its own (e.g. --wait-policy=sleep). Exits the
+  // process with a message when there is no broker to start.
+  BenchBroker(const std::string& socket, const std::string& kernel_plugin, const char* scenario,
+              const std::vector<std::string>& broker_arguments = {});
   BenchBroker(const BenchBroker&) = delete;
   BenchBroker& operator=(const BenchBroker&) = delete;
   ~BenchBroker();  // stops a broker it started
 
   [[nodiscard]] const std::string& socket() const { return socket_; }
   [[nodiscard]] bool started() const { return pid_ > 0; }
+  // The broker's process id when this object started it, else 0.
+  [[nodiscard]] pid_t pid() const { return pid_; }
 
  private:
   std::string socket_;

@@ -22,6 +22,7 @@
 #include "ipc/client_session.h"
 #include "ipc/socket_path.h"
 #include "tools/bench/bench_broker.h"
+#include "tools/bench/client_processes.h"
 #include "tools/bench/report.h"
 
 namespace gpubroker::bench {
@@ -133,6 +134,11 @@ int run_runtime_bench(int argc, char** argv) {
   rt.free_(device);
   rt.free_host(pinned);
 
+  // Fresh processes: the first call (process start to the first successful cudaMalloc) and 16
+  // client processes of synchronous calls at once (client_processes.h).
+  const double first_call_ms = median(fresh_process_ms(socket, "first-call", calls > 20'000 ? 10 : 3));
+  const ClientsRun clients16 = run_sync_clients(socket, broker.pid(), 16, calls > 20'000 ? 1.0 : 0.2);
+
   Report report;
   report.latency("sync_call_ns", sync);
   report.number("h2d_pageable_gbps", h2d_pageable);
@@ -143,6 +149,8 @@ int run_runtime_bench(int argc, char** argv) {
   report.number("pinned_cpu_bytes_copied", static_cast<double>(pinned_cpu_bytes));
   report.number("h2d_pageable_over_memcpy", h2d_pageable / memcpy_gbps);
   report.number("d2h_pageable_over_memcpy", d2h_pageable / memcpy_gbps);
+  report.number("first_call_ms", first_call_ms);
+  report.number("clients16_sync_p99_ns", clients16.sync_ns.p99);
   if (json) {
     fmt::print("{}\n", report.json());
     return 0;
@@ -157,6 +165,9 @@ int run_runtime_bench(int argc, char** argv) {
              h2d_pinned / memcpy_gbps, d2h_pinned, d2h_pinned / memcpy_gbps);
   fmt::print("  memcpy baseline, one thread: {:.2f} GB/s\n", memcpy_gbps);
   fmt::print("CPU bytes copied on the pinned path: {}\n", pinned_cpu_bytes);
+  fmt::print("first call (fresh process start to first cudaMalloc), median: {:.3f} ms\n", first_call_ms);
+  fmt::print("16 client processes, synchronous call: p50 {:.0f} ns, p99 {:.0f} ns\n", clients16.sync_ns.p50,
+             clients16.sync_ns.p99);
   return 0;
 }
 

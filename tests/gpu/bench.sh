@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Native against brokered on a GPU host (issue 9): one nvcc-built program (bench_native.cu),
+# run once against the real libcudart from /usr/local/cuda and once against the libcudart shim
+# and a gpu-broker on the real driver, printed side by side with ratios and the issue's targets
+# (brokered launch rate >= 0.9x native, pinned bandwidth >= 0.95x native).
+# Skips (exit 0, saying so) where there is no GPU or no nvcc; exits 1 when a run fails.
+# Usage: tests/gpu/bench.sh [build-dir]
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+build=${1:-build}
+cuda=${CUDA_HOME:-/usr/local/cuda}
+
+if ! ldconfig -p 2>/dev/null | grep -q 'libcuda.so.1' && [ ! -e /usr/lib/x86_64-linux-gnu/libcuda.so.1 ]; then
+  echo "tests/gpu/bench: SKIPPED: no NVIDIA driver (libcuda.so.1) on this host"
+  exit 0
+fi
+if command -v nvidia-smi >/dev/null && ! nvidia-smi -L >/dev/null 2>&1; then
+  echo "tests/gpu/bench: SKIPPED: nvidia-smi sees no usable GPU"
+  exit 0
+fi
+if [ ! -x "$cuda/bin/nvcc" ] || [ ! -e "$cuda/lib64/libcudart.so.13" ]; then
+  echo "tests/gpu/bench: SKIPPED: no CUDA 13 toolkit at $cuda (nvcc and lib64/libcudart.so.13)"
+  exit 0
+fi
+nvidia-smi -L 2>/dev/null || true
+
+[ -f "$build/build.ninja" ] || meson setup "$build" >/dev/null || exit 1
+ninja -C "$build" broker/gpu-broker shim/runtime/13/libcudart.so.13 >/dev/null || exit 1
+work=$(mktemp -d /tmp/gpubroker-gpu-bench-XXXXXX)
+broker_pid=
+trap '[ -n "$broker_pid" ] && kill $broker_pid 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+# Native SASS for the H100/H200 (sm_90) plus PTX, so that a newer GPU still runs it.
+"$cuda/bin/nvcc" -O2 -cudart shared -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90 \
+  -o "$work/bench_native" tests/gpu/bench_native.cu || exit 1
+
+echo "tests/gpu/bench: native (the real libcudart from $cuda/lib64)"
+native=$(LD_LIBRARY_PATH="$cuda/lib64" "$work/bench_native") || { echo "tests/gpu/bench: FAILED: the native run"; exit 1; }
+echo "  $native"
+
+"$build/broker/gpu-broker" --driver=cuda --socket="$work/broker.sock" --log-level=warning &
+broker_pid=$!
+for _ in $(seq 500); do [ -S "$work/broker.sock" ] && break; sleep 0.01; done
+[ -S "$work/broker.sock" ] || { echo "tests/gpu/bench: FAILED: the broker did not start"; exit 1; }
+echo "tests/gpu/bench: brokered (the libcudart shim and gpu-broker --driver=cuda)"
+brokered=$(GPUBROKER_SOCKET="$work/broker.sock" LD_LIBRARY_PATH="$PWD/$build/shim/runtime/13" "$work/bench_native") ||
+  { echo "tests/gpu/bench: FAILED: the brokered run"; exit 1; }
+echo "  $brokered"
+kill -TERM $broker_pid && wait $broker_pid
+broker_status=$?
+broker_pid=
+[ $broker_status -eq 0 ] || { echo "tests/gpu/bench: FAILED: the broker exited with $broker_status"; exit 1; }
+
+python3 - "$native" "$brokered" <<'PY'
+import json, sys
+native, brokered = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+rows = [("launches_per_s", "kernel launches/s", 0.9), ("pinned_h2d_gbps", "pinned H2D GB/s", 0.95),
+        ("pinned_d2h_gbps", "pinned D2H GB/s", 0.95), ("pipeline_per_s", "copy-kernel-copy steps/s", None)]
+print(f"{'figure':<26} {'native':>12} {'brokered':>12} {'ratio':>7}  target")
+for key, label, target in rows:
+    ratio = brokered[key] / native[key]
+    verdict = "" if target is None else f">= {target}x: {'met' if ratio >= target else 'MISSED'}"
+    print(f"{label:<26} {native[key]:>12.4g} {brokered[key]:>12.4g} {ratio:>6.3f}x  {verdict}")
+PY
