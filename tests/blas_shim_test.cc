@@ -261,6 +261,7 @@ TEST_CASE("cublasGemmEx, cublasSgemm_v2 and cublasHgemm match a reference for ev
           EXPECT(cublasDestroy_v2(handle) == 0, "cublasDestroy_v2");
           EXPECT(cublasDestroy_v2(handle) == kNotInitialized, "a destroyed handle is refused");
         }) == 0);
+  CHECK(broker.stop() == 0);  // a clean exit: nothing left behind, no sanitizer report
 }
 
 TEST_CASE("batched GEMMs match a reference; the pointer arrays are read from device memory", "[cublas]") {
@@ -341,6 +342,7 @@ TEST_CASE("batched GEMMs match a reference; the pointer arrays are read from dev
           }
           cublasDestroy_v2(handle);
         }) == 0);
+  CHECK(broker.stop() == 0);  // a clean exit: nothing left behind, no sanitizer report
 }
 
 TEST_CASE("cublasStrsmBatched solves each triangular system of its device pointer arrays", "[cublas]") {
@@ -394,6 +396,7 @@ TEST_CASE("cublasStrsmBatched solves each triangular system of its device pointe
                  "a foreign pointer in the array");
           cublasDestroy_v2(handle);
         }) == 0);
+  CHECK(broker.stop() == 0);  // a clean exit: nothing left behind, no sanitizer report
 }
 
 TEST_CASE("the broker refuses GEMMs that touch memory that is not the session's", "[cublas][security]") {
@@ -429,6 +432,7 @@ TEST_CASE("the broker refuses GEMMs that touch memory that is not the session's"
                  "an unknown handle");
           cublasDestroy_v2(handle);
         }) == 0);
+  CHECK(broker.stop() == 0);  // a clean exit: nothing left behind, no sanitizer report
 }
 
 TEST_CASE("device pointer mode reads alpha and beta from device memory", "[cublas]") {
@@ -452,6 +456,7 @@ TEST_CASE("device pointer mode reads alpha and beta from device memory", "[cubla
                   n, 5, 1e-4);
           cublasDestroy_v2(handle);
         }) == 0);
+  CHECK(broker.stop() == 0);  // a clean exit: nothing left behind, no sanitizer report
 }
 
 TEST_CASE("status strings and versions are answered in the process", "[cublas]") {

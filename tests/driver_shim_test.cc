@@ -181,6 +181,7 @@ TEST_CASE("ggml's VMM pool: reserve, create, map, set access, copy through cudaM
           EXPECT(cudaMemGetInfo(&free_after, &total) == 0 && free_after == free_before, "free %zu, before %zu", free_after,
                  free_before);
         }) == 0);
+  CHECK(broker.stop() == 0);  // a clean exit: nothing left behind, no sanitizer report
 }
 
 TEST_CASE("a session killed while it holds VMM mappings leaves the broker at its baseline", "[driver][vmm][fault]") {
@@ -233,6 +234,7 @@ TEST_CASE("a session killed while it holds VMM mappings leaves the broker at its
           EXPECT(cudaMemGetInfo(&free_after, &total) == 0 && free_after == free_before, "free %zu, before %zu", free_after,
                  free_before);
         }) == 0);
+  CHECK(broker.stop() == 0);  // a clean exit: nothing left behind, no sanitizer report
 }
 
 TEST_CASE("one session cannot map, unmap or free another session's VMM objects", "[driver][vmm][security]") {
@@ -278,6 +280,7 @@ TEST_CASE("one session cannot map, unmap or free another session's VMM objects",
         }) == 0);
   REQUIRE(::write(done[1], "x", 1) == 1);
   CHECK(testing::wait_for_child(owner) == 0);
+  CHECK(broker.stop() == 0);  // a clean exit: nothing left behind, no sanitizer report
 }
 
 TEST_CASE("cuGetProcAddress serves what the driver shim implements and nothing else", "[driver]") {
@@ -303,6 +306,7 @@ TEST_CASE("cuGetProcAddress serves what the driver shim implements and nothing e
           void* module = nullptr;
           EXPECT(cuModuleLoad(&module, "x.cubin") == kNotSupported, "a stub returns CUDA_ERROR_NOT_SUPPORTED");
         }) == 0);
+  CHECK(broker.stop() == 0);  // a clean exit: nothing left behind, no sanitizer report
 }
 
 TEST_CASE("libcuda and NVML apply CUDA_VISIBLE_DEVICES as the runtime does", "[driver][nvml]") {
@@ -345,6 +349,7 @@ TEST_CASE("libcuda and NVML apply CUDA_VISIBLE_DEVICES as the runtime does", "[d
           EXPECT(nvmlDeviceGetHandleByIndex_v2(2, &device) == kNvmlInvalidArgument, "an invisible index");
           nvmlShutdown();
         }, "2,1") == 0);
+  CHECK(broker.stop() == 0);  // a clean exit: nothing left behind, no sanitizer report
 }
 
 TEST_CASE("NVML answers discovery from the device table and invents no figures", "[nvml]") {
@@ -379,6 +384,7 @@ TEST_CASE("NVML answers discovery from the device table and invents no figures",
                  "a handle that is not one");
           nvmlShutdown();
         }) == 0);
+  CHECK(broker.stop() == 0);  // a clean exit: nothing left behind, no sanitizer report
 }
 
 TEST_CASE("malformed VMM and cublasStrsmBatched requests get errors; the broker and the session go on", "[driver][vmm][hostile]") {
@@ -419,4 +425,5 @@ TEST_CASE("malformed VMM and cublasStrsmBatched requests get errors; the broker 
           int count = 0;
           EXPECT(cudaGetDeviceCount(&count) == 0 && count == 1, "count %d", count);
         }) == 0);
+  CHECK(broker.stop() == 0);  // a clean exit: nothing left behind, no sanitizer report
 }
