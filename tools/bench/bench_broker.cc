@@ -2,6 +2,7 @@
 
 #include <fmt/core.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -40,6 +41,8 @@ BenchBroker::BenchBroker(const std::string& socket, const std::string& kernel_pl
   socket_ = directory_ + "/broker.sock";
   pid_ = ::fork();
   if (pid_ == 0) {
+    // A bench that exits without unwinding (a failed scenario calls std::exit) still stops it.
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (!kernel_plugin.empty()) ::setenv("GPUBROKER_SIM_KERNELS", kernel_plugin.c_str(), 1);
     std::vector<std::string> arguments{binary, "--driver=sim", "--socket=" + socket_, "--log-level=warning"};
     arguments.insert(arguments.end(), broker_arguments.begin(), broker_arguments.end());
