@@ -15,7 +15,8 @@ std::uint64_t hash_of(std::span<const std::byte> bytes) {
 
 }  // namespace
 
-cuda::CUresult ModuleCache::load(std::span<const std::byte> image, bool shareable, std::shared_ptr<const Module>& out) {
+cuda::CUresult ModuleCache::load(std::span<const std::byte> image, bool shareable, std::vector<fatbin::KernelInfo> kernels,
+                                 std::shared_ptr<const Module>& out) {
   const std::uint64_t hash = shareable ? hash_of(image) : 0;
   // Held across the driver's load so that two sessions shipping the same image at once load it once.
   std::unique_lock guard(lock_, std::defer_lock);
@@ -34,13 +35,13 @@ cuda::CUresult ModuleCache::load(std::span<const std::byte> image, bool shareabl
   if (cuda::CUresult r = driver_.module_load_data(&handle, image.data()); r != cuda::CUDA_SUCCESS) return r;
   const cuda::DriverTable* driver = &driver_;
   if (!shareable) {
-    out = std::shared_ptr<const Module>(new Module{handle, false}, [driver](const Module* m) {
+    out = std::shared_ptr<const Module>(new Module{handle, false, std::move(kernels)}, [driver](const Module* m) {
       driver->module_unload(m->handle);
       delete m;
     });
     return cuda::CUDA_SUCCESS;
   }
-  auto module = std::shared_ptr<const Module>(new Module{handle, true}, [this, driver, hash](const Module* m) {
+  auto module = std::shared_ptr<const Module>(new Module{handle, true, std::move(kernels)}, [this, driver, hash](const Module* m) {
     forget(hash, m);
     driver->module_unload(m->handle);
     delete m;

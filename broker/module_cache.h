@@ -17,6 +17,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "fatbin/fatbin.h"
 #include "gpubroker/cuda/driver_api.h"
 
 namespace gpubroker::broker {
@@ -26,6 +27,7 @@ class ModuleCache {
   struct Module {
     cuda::CUmodule handle = nullptr;
     bool shared = false;  // other sessions may hold it too
+    std::vector<fatbin::KernelInfo> kernels;  // the parser's layouts, which clients pack by
   };
 
   explicit ModuleCache(const cuda::DriverTable& driver) : driver_(driver) {}
@@ -35,7 +37,8 @@ class ModuleCache {
   // The module of `image` (its bytes, NUL-terminated for the driver): the one already loaded from
   // the same bytes when `shareable`, else a new one. The driver unloads it when the last holder
   // drops it. The calling thread must have the context current.
-  cuda::CUresult load(std::span<const std::byte> image, bool shareable, std::shared_ptr<const Module>& out);
+  cuda::CUresult load(std::span<const std::byte> image, bool shareable, std::vector<fatbin::KernelInfo> kernels,
+                      std::shared_ptr<const Module>& out);
 
   // Shared modules loaded now (for tests and stats).
   [[nodiscard]] std::size_t shared_count() const;

@@ -1,5 +1,6 @@
 #include "broker/session.h"
 
+#include <algorithm>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -713,6 +714,32 @@ ipc::Result<void> DeviceSession::handle_blas(ipc::ServerSession& session, const 
   }
 }
 
+// Clients pack parameters by the layout the project's fatbin parser reads; where the driver can
+// tell (cuFuncGetParamInfo, CUDA 12.4+), the two must agree, or every launch of the kernel would
+// hand it misplaced bytes. A disagreement refuses the function and says why.
+cuda::CUresult DeviceSession::check_layout(const ipc::ServerSession& session, const ModuleCache::Module& module,
+                                           const char* name, cuda::CUfunction function) const {
+  if (driver_.func_get_param_info == nullptr) return CUDA_SUCCESS;
+  const auto kernel = std::ranges::find(module.kernels, std::string_view(name), &fatbin::KernelInfo::name);
+  if (kernel == module.kernels.end()) return CUDA_SUCCESS;  // the driver found it; the parser did not look
+  std::size_t index = 0;
+  for (;; ++index) {
+    std::size_t offset = 0, size = 0;
+    if (driver_.func_get_param_info(function, index, &offset, &size) != CUDA_SUCCESS) break;
+    if (index >= kernel->params.size() || kernel->params[index].offset != offset || kernel->params[index].size != size) {
+      ipc::log(ipc::LogLevel::kError, "session {}: kernel {}: parameter {} is at {} ({} bytes) for the driver, not "
+               "where the fatbin parser put it", session.id(), name, index, offset, size);
+      return cuda::CUDA_ERROR_INVALID_IMAGE;
+    }
+  }
+  if (index != kernel->params.size()) {
+    ipc::log(ipc::LogLevel::kError, "session {}: kernel {}: the driver knows {} parameters, the fatbin parser {}",
+             session.id(), name, index, kernel->params.size());
+    return cuda::CUDA_ERROR_INVALID_IMAGE;
+  }
+  return CUDA_SUCCESS;
+}
+
 // A launch with attributes (wire::LaunchFlags) goes through cuLaunchKernelEx. A driver without
 // it can still serve programmatic serialization, which only permits an overlap, as a plain launch.
 cuda::CUresult DeviceSession::launch_with_attributes(const wire::LaunchRequest& launch, cuda::CUfunction function,
@@ -782,7 +809,8 @@ ipc::Result<void> DeviceSession::handle_module(ipc::ServerSession& session, cons
       }
       image.push_back(std::byte{0});
       std::shared_ptr<const ModuleCache::Module> module;
-      const CUresult r = device_.modules().load(image, !parsed.value().has_writable_globals, module);
+      const CUresult r =
+          device_.modules().load(image, !parsed.value().has_writable_globals, std::move(parsed.value().kernels), module);
       if (r == CUDA_SUCCESS) {
         modules_[id] = module;
         counters_.modules.fetch_add(1, std::memory_order_relaxed);
@@ -798,7 +826,8 @@ ipc::Result<void> DeviceSession::handle_module(ipc::ServerSession& session, cons
       if (module == modules_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
       if (functions_.count(f.function) != 0) return finish(CUDA_ERROR_INVALID_VALUE);
       cuda::CUfunction function = nullptr;
-      const CUresult r = driver_.module_get_function(&function, module->second->handle, reinterpret_cast<const char*>(name.data()));
+      CUresult r = driver_.module_get_function(&function, module->second->handle, reinterpret_cast<const char*>(name.data()));
+      if (r == CUDA_SUCCESS) r = check_layout(session, *module->second, reinterpret_cast<const char*>(name.data()), function);
       if (r == CUDA_SUCCESS) functions_[f.function] = Function{function, f.module};
       return finish(r);
     }

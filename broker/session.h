@@ -95,6 +95,8 @@ class DeviceSession {
   void vmm_forget_allocation(std::uint64_t id);  // once released and unmapped everywhere
   void reclaim_vmm();
   ipc::Result<void> handle_module(ipc::ServerSession& session, const wire::RequestSlot& request);
+  CUresult check_layout(const ipc::ServerSession& session, const ModuleCache::Module& module, const char* name,
+                        cuda::CUfunction function) const;
   CUresult launch_with_attributes(const wire::LaunchRequest& launch, cuda::CUfunction function, cuda::CUstream stream,
                                   void** extra);
   ipc::Result<void> handle_graph(ipc::ServerSession& session, const wire::RequestSlot& request);

@@ -23,6 +23,14 @@ void Stream::run() {
     Operation operation = std::move(queue_.front());
     queue_.pop_front();
     const bool faulted = error_ != cuda::CUDA_SUCCESS;
+    if (std::holds_alternative<EventRecordOp>(operation)) {
+      // Completed together with the stream's count, under its lock: once the event reports the
+      // stream's work done, a query of the stream agrees (and the other way round).
+      (void)execute(operation, faulted);
+      ++completed_;
+      work_done_.notify_all();
+      continue;
+    }
     lock.unlock();
     cuda::CUresult result = execute(operation, faulted);
     lock.lock();
