@@ -1,6 +1,7 @@
 #include "tools/bench/client_processes.h"
 
 #include <fmt/core.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -96,29 +97,29 @@ void wait_for_close(int fd) {
   }
 }
 
-pid_t spawn_child(const std::vector<std::string>& arguments, const std::vector<int>& keep_fds) {
-  const pid_t pid = ::fork();
-  if (pid < 0) fail(kScenario, "fork failed");
-  if (pid == 0) {
-    // Close every inherited descriptor except stdio and the ones the child is told about: a few
-    // close_range calls, not one close per possible descriptor (this runs inside the timed
-    // window of first-call and discovery).
-    std::vector<int> keep = keep_fds;
-    std::sort(keep.begin(), keep.end());
-    unsigned first = 3;
-    for (int fd : keep) {
-      if (static_cast<unsigned>(fd) > first) ::close_range(first, static_cast<unsigned>(fd) - 1, 0);
-      first = std::max(first, static_cast<unsigned>(fd) + 1);
-    }
-    ::close_range(first, ~0u, 0);
-    std::vector<std::string> copy = arguments;
-    std::vector<char*> argv;
-    argv.push_back(const_cast<char*>("/proc/self/exe"));
-    for (auto& argument : copy) argv.push_back(argument.data());
-    argv.push_back(nullptr);
-    ::execv("/proc/self/exe", argv.data());
-    ::_exit(127);
+// Starts `/proc/self/exe ARGUMENTS... FD...` where the child finds `fds` as descriptors 3, 4, ...
+// (their numbers are appended to its arguments) and no other inherited descriptor. posix_spawn
+// (a vfork-style clone) rather than fork: the parent may map gigabytes (the runtime scenario's
+// buffers and arena), and copying its page tables would land in first-call's timed window.
+pid_t spawn_child(std::vector<std::string> arguments, const std::vector<int>& fds) {
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  constexpr int kParked = 200;  // above anything the child is given, so that no dup2 clobbers a source
+  for (std::size_t i = 0; i < fds.size(); ++i) {
+    posix_spawn_file_actions_adddup2(&actions, fds[i], kParked + static_cast<int>(i));
   }
+  for (std::size_t i = 0; i < fds.size(); ++i) {
+    posix_spawn_file_actions_adddup2(&actions, kParked + static_cast<int>(i), 3 + static_cast<int>(i));
+    arguments.push_back(fmt::format("{}", 3 + i));
+  }
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3 + static_cast<int>(fds.size()));
+  std::vector<char*> argv{const_cast<char*>("/proc/self/exe")};
+  for (auto& argument : arguments) argv.push_back(argument.data());
+  argv.push_back(nullptr);
+  pid_t pid = 0;
+  const int error = ::posix_spawn(&pid, "/proc/self/exe", &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (error != 0) fail(kScenario, fmt::format("posix_spawn failed: {}", std::strerror(error)));
   return pid;
 }
 
@@ -246,8 +247,7 @@ ClientsRun run_sync_clients(const std::string& socket, pid_t broker_pid, int cli
   for (int i = 0; i < clients; ++i) {
     int result[2];
     if (::pipe(result) != 0) fail(kScenario, "pipe failed");
-    pids.push_back(spawn_child({"--child", "sync-client", socket, fmt::format("{}", seconds), fmt::format("{}", result[1]),
-                                fmt::format("{}", go[0]), fmt::format("{}", release[0])},
+    pids.push_back(spawn_child({"--child", "sync-client", socket, fmt::format("{}", seconds)},
                                {result[1], go[0], release[0]}));
     ::close(result[1]);
     results.push_back(result[0]);
@@ -296,7 +296,7 @@ std::vector<double> fresh_process_ms(const std::string& socket, const char* mode
     int result[2];
     if (::pipe(result) != 0) fail(kScenario, "pipe failed");
     const std::int64_t t0 = monotonic_ns();
-    const pid_t pid = spawn_child({"--child", mode, socket, fmt::format("{}", result[1])}, {result[1]});
+    const pid_t pid = spawn_child({"--child", mode, socket}, {result[1]});
     ::close(result[1]);
     std::int64_t done = 0;
     const bool reported = read_all(result[0], &done, sizeof done);

@@ -35,7 +35,7 @@ void usage() {
       "  first-call  process start to the first successful cudaMalloc, fresh processes (--runs=N)\n"
       "  discovery   process start to the end of an Ollama-style discovery pass (libcudart, libcuda, NVML)\n"
       "  scaling   1..16 client processes: sync call p50/p99, calls/s, broker CPU per call\n"
-      "            (--seconds=S per client count, --max-clients=N); raw ring and Unix socket baselines\n"
+      "            (--seconds=S per client count, --max-clients=N, --wait-policy=P); ring and socket baselines\n"
       "  wait-policies  spin, adaptive and sleep brokers at 1 and 16 clients: latency against broker CPU\n"
       "  broker-cpu     broker CPU time per synchronous call, and while a client idles\n"
       "  (every scenario but ipc, wait-policies and broker-cpu takes --socket=PATH to use a running broker)\n"

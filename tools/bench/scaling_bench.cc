@@ -4,7 +4,8 @@
 //
 //   scaling        1, 2, 4, 8, 16 clients against one broker: p50/p99/p99.9 of every call,
 //                  aggregate calls/s, broker CPU per call; baselines in the same run: the raw
-//                  ring round trip (a kNull call, no shim) and a Unix-socket round trip
+//                  ring round trip (a kNull call, no shim) and a Unix-socket round trip;
+//                  --wait-policy=spin|adaptive|sleep starts the broker with that policy
 //   wait-policies  the same at 1 and 16 clients for each broker --wait-policy (spin, adaptive,
 //                  sleep), each with a broker of its own, plus the broker's CPU use while the
 //                  clients are connected and idle
@@ -32,6 +33,7 @@ struct Options {
   std::string socket;
   double seconds = 1.0;
   int max_clients = 16;
+  std::vector<std::string> broker_arguments;  // --wait-policy=... for a broker the bench starts
 };
 
 Options parse(int argc, char** argv, std::string_view scenario) {
@@ -43,9 +45,11 @@ Options parse(int argc, char** argv, std::string_view scenario) {
     else if (arg.rfind("--socket=", 0) == 0) o.socket = std::string(arg.substr(9));
     else if (arg.rfind("--seconds=", 0) == 0) o.seconds = std::stod(std::string(arg.substr(10)));
     else if (arg.rfind("--max-clients=", 0) == 0) o.max_clients = std::stoi(std::string(arg.substr(14)));
+    else if (arg.rfind("--wait-policy=", 0) == 0) o.broker_arguments.emplace_back(arg);
     else fail(scenario, fmt::format("unknown option '{}'", arg));
   }
   if (o.seconds <= 0 || o.max_clients < 1) fail(scenario, "--seconds and --max-clients must be positive");
+  if (!o.socket.empty() && !o.broker_arguments.empty()) fail(scenario, "--wait-policy is for a broker the bench starts");
   return o;
 }
 
@@ -59,7 +63,7 @@ void print_row(const std::string& label, const ClientsRun& run) {
 
 int run_scaling_bench(int argc, char** argv) {
   const Options o = parse(argc, argv, "scaling");
-  const BenchBroker broker(o.socket, "", "scaling");
+  const BenchBroker broker(o.socket, "", "scaling", o.broker_arguments);
   const std::size_t baseline_calls = o.quick ? 5'000 : 50'000;
   const Percentiles ring = ring_round_trip_ns(broker.socket(), baseline_calls);
   const Percentiles unix_socket = unix_socket_round_trip_ns(baseline_calls / 5);
@@ -78,8 +82,9 @@ int run_scaling_bench(int argc, char** argv) {
     fmt::print("{}\n", report.json());
     return 0;
   }
-  fmt::print("gpubroker-bench scaling on {} ({:.1f} s per client count, broker: {})\n", machine_name(), o.seconds,
-             broker.started() ? "sim, started by the bench" : broker.socket());
+  fmt::print("gpubroker-bench scaling on {} ({:.1f} s per client count, broker: {}{})\n", machine_name(), o.seconds,
+             broker.started() ? "sim, started by the bench" : broker.socket(),
+             o.broker_arguments.empty() ? "" : ", " + o.broker_arguments.front());
   fmt::print("synchronous runtime call (cudaStreamQuery), every call of every client process:\n");
   for (const auto& [clients, run] : runs) print_row(fmt::format("{} client(s)", clients), run);
   fmt::print("baselines: raw ring round trip p50 {:.0f} ns p99 {:.0f} ns; Unix socket round trip p50 {:.0f} ns p99 {:.0f} ns\n",
