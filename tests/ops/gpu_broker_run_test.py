@@ -128,9 +128,33 @@ def ollama_like_parent_cannot_shadow_the_shim():
         broker.stop()
 
 
+def ollama_like_parent_with_a_cuda12_runner():
+    """The same for a CUDA 12 runner, Ollama's cuda_v12 layout: the parent prepends a directory
+    holding the real libcudart.so.12 and execs a program built against CUDA 12.9. The broker's log
+    names a session of that very pid, speaking ABI 12, and the program passes on the sim device."""
+    real = os.environ.get("GPUBROKER_REAL_CUDART12", "")
+    program = os.environ.get("GPUBROKER_CUDA12_PROGRAM", "")
+    if not (os.path.exists(real) and os.path.exists(program)):
+        print("no CUDA 12 runtime or program")
+        return SKIP
+    parent = os.path.join(HERE, "ollama_like_parent.sh")
+    quiet = dict(os.environ, ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":detect_leaks=0")
+    with Broker() as broker:
+        runner = subprocess.Popen([RUN, "--socket=" + broker.socket, parent, real, program], stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, env=quiet)
+        output, _ = runner.communicate(timeout=60)
+        print(output[-2000:])
+        check(runner.returncode == 0 and "PASSED: 0 failure(s)" in output, "the CUDA 12 program failed")
+        log = broker.log_text()
+        check(re.search(r"session \d+ opened: pid %d uid \d+ program 'runtime_basics_' abi 1[23]" % runner.pid, log),
+              "the broker has no session of the runner's pid %d:\n%s" % (runner.pid, log))
+        broker.stop()
+
+
 run_cases({
     "program": runs_an_nvcc_built_program,
     "no-broker": fails_fast_without_a_broker,
     "discovery": preloads_every_shim_it_finds,
     "ollama": ollama_like_parent_cannot_shadow_the_shim,
+    "ollama-cuda12": ollama_like_parent_with_a_cuda12_runner,
 })
