@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <charconv>
+#include <clocale>
 #include <chrono>
 #include <cstdio>
 #include <fmt/core.h>
@@ -167,6 +168,7 @@ int run_live(Options options, const std::string& stats_path) {
   ::sigaction(SIGTERM, &action, nullptr);
   ::sigaction(SIGHUP, &action, nullptr);
 
+  std::setlocale(LC_ALL, "");  // program names may be UTF-8
   initscr();
   cbreak();
   noecho();

@@ -35,7 +35,12 @@ constexpr std::array<ColumnSpec, static_cast<std::size_t>(Column::kCount)> kColu
 const ColumnSpec& spec(Column c) { return kColumns[static_cast<std::size_t>(c)]; }
 
 std::string fit(std::string text, std::size_t width, bool left) {
-  if (text.size() > width) text.resize(width);
+  if (text.size() > width) {
+    // Cut at a character boundary: never inside a UTF-8 sequence.
+    std::size_t cut = width;
+    while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xc0) == 0x80) --cut;
+    text.resize(cut);
+  }
   return left ? fmt::format("{:<{}}", text, width) : fmt::format("{:>{}}", text, width);
 }
 
