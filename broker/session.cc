@@ -1272,10 +1272,14 @@ ipc::Result<void> DeviceSession::handle_vmm(ipc::ServerSession& session, const w
       const auto v = payload_as<wire::VmmReserveRequest>(request);
       wire::PointerResult result{0};
       if (v.size == 0) return finish(CUDA_ERROR_INVALID_VALUE, bytes_of(result));
+      if (v.size > kMaxVmmReservedBytes - vmm_reserved_bytes_ || vmm_reservations_.size() >= kMaxVmmReservations) {
+        return finish(CUDA_ERROR_OUT_OF_MEMORY, bytes_of(result));
+      }
       cuda::CUdeviceptr address = 0;
       const CUresult r = driver_.mem_address_reserve(&address, v.size, v.alignment, v.hint, v.flags);
       if (r == CUDA_SUCCESS) {
         vmm_reservations_[address] = v.size;
+        vmm_reserved_bytes_ += v.size;
         result.pointer = address;
       }
       return finish(r, bytes_of(result));
@@ -1287,7 +1291,10 @@ ipc::Result<void> DeviceSession::handle_vmm(ipc::ServerSession& session, const w
       auto mapped = vmm_mappings_.lower_bound(v.pointer);
       if (mapped != vmm_mappings_.end() && mapped->first - v.pointer < v.size) return finish(CUDA_ERROR_INVALID_VALUE);
       const CUresult r = driver_.mem_address_free(v.pointer, v.size);
-      if (r == CUDA_SUCCESS) vmm_reservations_.erase(it);
+      if (r == CUDA_SUCCESS) {
+        vmm_reserved_bytes_ -= it->second;
+        vmm_reservations_.erase(it);
+      }
       return finish(r);
     }
     case wire::RequestKind::kVmmCreate: {
@@ -1331,6 +1338,7 @@ ipc::Result<void> DeviceSession::handle_vmm(ipc::ServerSession& session, const w
           !reservation_holding(v.pointer, v.size)) {
         return finish(CUDA_ERROR_INVALID_VALUE);
       }
+      if (vmm_mappings_.size() >= kMaxVmmMappings) return finish(CUDA_ERROR_OUT_OF_MEMORY);
       auto next = vmm_mappings_.lower_bound(v.pointer);
       if ((next != vmm_mappings_.end() && next->first - v.pointer < v.size) ||
           (next != vmm_mappings_.begin() && std::prev(next)->first + std::prev(next)->second.bytes > v.pointer)) {
@@ -1405,6 +1413,7 @@ void DeviceSession::reclaim_vmm() {
   while (!vmm_allocations_.empty()) vmm_forget_allocation(vmm_allocations_.begin()->first);
   for (const auto& [address, bytes] : vmm_reservations_) driver_.mem_address_free(address, bytes);
   vmm_reservations_.clear();
+  vmm_reserved_bytes_ = 0;
 }
 
 }  // namespace gpubroker::broker

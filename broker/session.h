@@ -164,6 +164,13 @@ class DeviceSession {
   std::map<std::uint64_t, VmmAllocation> vmm_allocations_;   // by id
   std::map<std::uint64_t, VmmMapping> vmm_mappings_;         // by address
   std::uint64_t next_vmm_allocation_ = 1;
+  std::uint64_t vmm_reserved_bytes_ = 0;
+  // What one session may hold, so that no client can exhaust the broker's address space or its
+  // kernel mapping count (vm.max_map_count) for the others. ggml reserves 32 GiB per device and
+  // maps it in granules of at least 2 MiB.
+  static constexpr std::uint64_t kMaxVmmReservedBytes = 1ull << 42;  // 4 TiB
+  static constexpr std::size_t kMaxVmmReservations = 1024;
+  static constexpr std::size_t kMaxVmmMappings = 16384;
   struct PinnedRange {
     void* host;
     std::uint64_t bytes;

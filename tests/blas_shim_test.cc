@@ -17,6 +17,7 @@
 
 #include "sim/float16.h"
 #include "tests/support/broker_process.h"
+#include "tests/support/broker_ready.h"
 #include "tests/support/child_expect.h"
 
 using namespace gpubroker;
@@ -176,6 +177,7 @@ struct Scalars {
 };
 
 int in_broker_child(const BrokerProcess& broker, const std::function<void()>& body) {
+  if (!testing::wait_until_listening(broker.socket_path())) return -1;
   return testing::wait_for_child(testing::run_in_child([&] {
     ::setenv("GPUBROKER_SOCKET", broker.socket_path().c_str(), 1);
     body();

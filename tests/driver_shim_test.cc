@@ -22,6 +22,7 @@
 #include "gpubroker/wire/protocol.h"
 #include "shim/client/connection.h"
 #include "tests/support/broker_process.h"
+#include "tests/support/broker_ready.h"
 #include "tests/support/child_expect.h"
 
 using namespace gpubroker;
@@ -85,6 +86,7 @@ constexpr int kNvmlUninitialized = 1, kNvmlInvalidArgument = 2, kNvmlNotSupporte
 
 pid_t start_child(const BrokerProcess& broker, const std::function<void()>& body,
                   const char* visible_devices = nullptr) {
+  if (!testing::wait_until_listening(broker.socket_path())) return -1;
   return testing::run_in_child([&] {
     ::setenv("GPUBROKER_SOCKET", broker.socket_path().c_str(), 1);
     if (visible_devices != nullptr) ::setenv("CUDA_VISIBLE_DEVICES", visible_devices, 1);
@@ -94,7 +96,8 @@ pid_t start_child(const BrokerProcess& broker, const std::function<void()>& body
 }
 
 int in_child(const BrokerProcess& broker, const std::function<void()>& body, const char* visible_devices = nullptr) {
-  return testing::wait_for_child(start_child(broker, body, visible_devices));
+  const pid_t child = start_child(broker, body, visible_devices);
+  return child > 0 ? testing::wait_for_child(child) : -1;
 }
 
 AllocationProp device_prop(int device) {
@@ -265,6 +268,7 @@ TEST_CASE("one session cannot map, unmap or free another session's VMM objects",
                cudaMemcpy(back.data(), reinterpret_cast<void*>(objects[0]), 64, kDeviceToHost) == 0 && back == data,
            "the owner's mapping works");
   });
+  REQUIRE(owner > 0);
   std::uint64_t objects[3] = {};
   REQUIRE(::read(to_other[0], objects, sizeof objects) == sizeof objects);
   CHECK(in_child(broker, [&] {
@@ -391,7 +395,10 @@ TEST_CASE("malformed VMM and cublasStrsmBatched requests get errors; the broker 
   TempDir dir;
   BrokerProcess broker(dir);
   CHECK(in_child(broker, [] {
-          ipc::ClientSession& session = shim::Connection::get()->session();
+          shim::Connection* connection = shim::Connection::get();
+          EXPECT(connection != nullptr, "connected");
+          if (connection == nullptr) return;
+          ipc::ClientSession& session = connection->session();
           std::uint64_t base = 0;
           EXPECT(cuMemAddressReserve(&base, 64ull << 20, 0, 0, 0) == 0, "reserve");
           const std::uint64_t edges[] = {0, 1, base, base + 1, base + (2 << 20), ~0ull, ~0ull - (2 << 20) + 1, 1ull << 63};
@@ -426,4 +433,26 @@ TEST_CASE("malformed VMM and cublasStrsmBatched requests get errors; the broker 
           EXPECT(cudaGetDeviceCount(&count) == 0 && count == 1, "count %d", count);
         }) == 0);
   CHECK(broker.stop() == 0);  // a clean exit: nothing left behind, no sanitizer report
+}
+
+TEST_CASE("a session's VMM reservations and mappings are bounded", "[driver][vmm][hostile]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  CHECK(in_child(broker, [] {
+          constexpr int kOutOfMemory = 2;
+          const AllocationProp prop = device_prop(0);
+          std::size_t granularity = 0;
+          EXPECT(cuMemGetAllocationGranularity(&granularity, &prop, 0) == 0, "granularity");
+          std::uint64_t base = 0;
+          EXPECT(cuMemAddressReserve(&base, (1ull << 42) + granularity, 0, 0, 0) == kOutOfMemory, "more than 4 TiB");
+          std::vector<std::uint64_t> reserved;
+          int result = 0;
+          while (reserved.size() < 2000 && (result = cuMemAddressReserve(&base, granularity, 0, 0, 0)) == 0) {
+            reserved.push_back(base);
+          }
+          EXPECT(result == kOutOfMemory && reserved.size() == 1024, "%zu reservations, then %d", reserved.size(), result);
+          for (std::uint64_t address : reserved) EXPECT(cuMemAddressFree(address, granularity) == 0, "free");
+          EXPECT(cuMemAddressReserve(&base, granularity, 0, 0, 0) == 0, "room again once freed");
+        }) == 0);
+  CHECK(broker.stop() == 0);
 }
