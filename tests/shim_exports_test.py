@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Checks that the shim libraries together export every symbol a real client imports.
 
-  shim_exports_test.py IMPORTS LIBRARY...
+  shim_exports_test.py [--node NODE] IMPORTS LIBRARY...
 
 IMPORTS is the undefined-symbol list of a real client (tests/data/ggml-cuda13-imports.txt: ggml's
 libggml-cuda.so built with CUDA 13), one `name@node` or bare `name` a line. Each must be a defined
 function of one of the LIBRARIES, in that version node (`name@@node`, the default version, which
 is what the dynamic linker binds an import of `name@node` to), or unversioned for a bare name.
 Read with `nm -D --defined-only`, as the dynamic linker sees the libraries.
+
+With --node, every bare name in IMPORTS must be in that node: the check that a shim exports every
+name of its library's symbols file (shim/abi/*.symbols, '#' comments allowed) where it belongs.
 """
 import subprocess
 import sys
@@ -28,6 +31,10 @@ def exports(library):
 
 
 def main(argv):
+    default_node = ""
+    if len(argv) > 2 and argv[1] == "--node":
+        default_node = argv[2]
+        argv = argv[:1] + argv[3:]
     if len(argv) < 3:
         print(__doc__)
         return 2
@@ -37,10 +44,10 @@ def main(argv):
             defined.setdefault(name, []).append((node, library))
     wanted = []
     for line in open(argv[1]):
-        line = line.strip()
-        if line and not line.startswith("#"):
+        line = line.split("#", 1)[0].strip()
+        if line:
             name, _, node = line.partition("@")
-            wanted.append((name, node))
+            wanted.append((name, node or default_node))
     missing = []
     for name, node in wanted:
         if not any(have == node for have, _ in defined.get(name, [])):
