@@ -178,8 +178,25 @@ cuda::CUresult DeviceSession::event_for(std::uint64_t id, cuda::CUevent& event) 
   return CUDA_SUCCESS;
 }
 
+// A host function launched into a capturing stream is captured, not run: a synchronize completed
+// that way would never complete, and the session could never be reclaimed. CUDA refuses to
+// synchronize a capturing stream, and so does the broker.
+bool DeviceSession::any_capturing(std::span<const cuda::CUstream> streams) const {
+  for (cuda::CUstream stream : streams) {
+    cuda::CUstreamCaptureStatus capturing = cuda::CU_STREAM_CAPTURE_STATUS_NONE;
+    if (driver_.stream_is_capturing(stream, &capturing) == CUDA_SUCCESS && capturing != cuda::CU_STREAM_CAPTURE_STATUS_NONE) {
+      return true;
+    }
+  }
+  return false;
+}
+
 void DeviceSession::complete_after(ipc::ServerSession& session, const wire::RequestHeader& request,
                                    std::initializer_list<cuda::CUstream> streams) {
+  if (any_capturing(std::span(streams.begin(), streams.size()))) {
+    (void)finish_request(session, request, cuda::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+    return;
+  }
   auto* deferred = new DeferredCompletion{&session, request, {static_cast<std::uint32_t>(streams.size())},
                                           take_pending_error(), &callbacks_in_flight_};
   callbacks_in_flight_.fetch_add(1, std::memory_order_relaxed);
@@ -196,6 +213,10 @@ void DeviceSession::complete_after_all_streams(ipc::ServerSession& session, cons
   (void)stream_for(0, default_stream);
   std::vector<cuda::CUstream> all;
   for (const auto& [id, stream] : streams_) all.push_back(stream);
+  if (any_capturing(all)) {
+    (void)finish_request(session, request, cuda::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+    return;
+  }
   auto* deferred = new DeferredCompletion{&session, request, {static_cast<std::uint32_t>(all.size())},
                                           take_pending_error(), &callbacks_in_flight_};
   callbacks_in_flight_.fetch_add(1, std::memory_order_relaxed);

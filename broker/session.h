@@ -107,6 +107,7 @@ class DeviceSession {
   void complete_after(ipc::ServerSession& session, const wire::RequestHeader& request,
                       std::initializer_list<cuda::CUstream> streams);
   void complete_after_all_streams(ipc::ServerSession& session, const wire::RequestHeader& request);
+  [[nodiscard]] bool any_capturing(std::span<const cuda::CUstream> streams) const;
   // Takes the asynchronous error recorded since the last synchronizing call.
   CUresult take_pending_error(CUresult current = cuda::CUDA_SUCCESS);
   ipc::Result<void> handle_host_func(ipc::ServerSession& session, const wire::RequestSlot& request);

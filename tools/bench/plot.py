@@ -2,12 +2,14 @@
 """Draws BENCHMARKS.md's plots with gnuplot (Debian's gnuplot-nox; scripts/setup.sh installs it)
 from what gpubroker-bench printed with --json:
 
-    gpubroker-bench scaling --json > scaling.json
     gpubroker-bench copies --json --max-size=1G > copies.json
-    tools/bench/plot.py scaling.json copies.json docs/plots
+    gpubroker-bench scaling --json --wait-policy=sleep > sleep.json
+    gpubroker-bench scaling --json --wait-policy=adaptive > adaptive.json
+    tools/bench/plot.py copies.json docs/plots sleep.json=sleep adaptive.json=adaptive
 
-writes OUTDIR/latency_vs_clients.png (sync call p50/p99 and aggregate calls/s against the number
-of client processes, with the raw ring round trip as the baseline) and OUTDIR/bandwidth_vs_size.png
+writes OUTDIR/latency_vs_clients.png (sync call p50/p99 against the number
+of client processes, one pair of lines per scaling run given as FILE[=LABEL], with the first
+run's raw ring round trip as the baseline) and OUTDIR/bandwidth_vs_size.png
 (cudaMemcpy GB/s by size, pageable and pinned, both directions, against memcpy of the same size).
 """
 import json
@@ -28,29 +30,30 @@ def gnuplot(script):
     subprocess.run(["gnuplot"], input=script, text=True, check=True)
 
 
-def latency_plot(machine, results, out, data):
-    clients = sorted(int(m.group(1)) for k in results if (m := re.fullmatch(r"clients(\d+)_sync_ns", k)))
-    with open(data, "w") as f:
-        for n in clients:
-            sync = results[f"clients{n}_sync_ns"]
-            f.write(f"{n} {sync['p50'] / 1e3} {sync['p99'] / 1e3} {results[f'clients{n}_calls_per_s'] / 1e6}\n")
-    ring = results["ring_round_trip_ns"]["p50"] / 1e3
-    gnuplot(f"""set terminal png size 900,560
+def latency_plot(runs, out, tmp):
+    """runs: [(label, machine, results)], one line pair (p50, p99) per scaling run."""
+    plots = []
+    for i, (label, machine, results) in enumerate(runs):
+        clients = sorted(int(m.group(1)) for k in results if (m := re.fullmatch(r"clients(\d+)_sync_ns", k)))
+        data = os.path.join(tmp, f"latency{i}.dat")
+        with open(data, "w") as f:
+            for n in clients:
+                sync = results[f"clients{n}_sync_ns"]
+                f.write(f"{n} {sync['p50'] / 1e3} {sync['p99'] / 1e3} {results[f'clients{n}_calls_per_s'] / 1e6}\n")
+        plots += [f"'{data}' using 1:2 with linespoints title '{label}: p50'",
+                  f"'{data}' using 1:3 with linespoints title '{label}: p99'"]
+    ring = runs[0][2]["ring_round_trip_ns"]["p50"] / 1e3
+    plots.append(f"{ring} with lines dashtype 2 title 'raw ring round trip p50, 1 client ({runs[0][0]} run)'")
+    gnuplot(f"""set terminal png size 1000,600
 set output '{out}'
-set title "Synchronous runtime call (cudaStreamQuery) through the shim, sim broker\\n{machine}" noenhanced
+set title "Synchronous runtime call (cudaStreamQuery) through the shim, sim broker\\n{runs[0][1]}" noenhanced
 set xlabel 'client processes'
 set ylabel 'latency (µs)'
-set y2label 'all clients together (M calls/s)'
 set logscale x 2
 set logscale y
-set ytics nomirror
-set y2tics
-set key top left
+set key top left noenhanced
 set grid
-plot '{data}' using 1:2 with linespoints title 'p50', \\
-     '{data}' using 1:3 with linespoints title 'p99', \\
-     {ring} with lines dashtype 2 title 'raw ring round trip p50 (1 client, baseline)', \\
-     '{data}' using 1:4 axes x1y2 with linespoints title 'aggregate M calls/s (right axis)'
+plot {", ".join(plots)}
 """)
 
 
@@ -70,7 +73,8 @@ set title "cudaMemcpy through the shim by size, sim broker (device memory is hos
 set xlabel 'copy size'
 set ylabel 'GB/s'
 set logscale x 4
-set key top left
+set xrange [3000:1.5e9]
+set key top right
 set grid
 plot '{data}' using 1:2:xtic(7) with linespoints title 'pageable H2D', \\
      '{data}' using 1:3 with linespoints title 'pageable D2H', \\
@@ -81,13 +85,17 @@ plot '{data}' using 1:2:xtic(7) with linespoints title 'pageable H2D', \\
 
 
 def main():
-    if len(sys.argv) != 4:
+    if len(sys.argv) < 4:
         print(__doc__)
         return 2
-    scaling, copies, outdir = sys.argv[1:]
+    copies, outdir, scalings = sys.argv[1], sys.argv[2], sys.argv[3:]
     os.makedirs(outdir, exist_ok=True)
+    runs = []
+    for spec in scalings:
+        path, _, label = spec.partition("=")
+        runs.append((label or os.path.basename(path), *load(path)))
     with tempfile.TemporaryDirectory() as tmp:
-        latency_plot(*load(scaling), os.path.join(outdir, "latency_vs_clients.png"), os.path.join(tmp, "latency.dat"))
+        latency_plot(runs, os.path.join(outdir, "latency_vs_clients.png"), tmp)
         bandwidth_plot(*load(copies), os.path.join(outdir, "bandwidth_vs_size.png"), os.path.join(tmp, "bandwidth.dat"))
     return 0
 
