@@ -1,0 +1,100 @@
+// Regression tests for the failures the reliability scenarios (stress_driver.cc) found, each
+// reduced to the smallest client that shows it, against a real broker process on the sim driver.
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "gpubroker/cuda/driver_api.h"
+#include "ipc/client_session.h"
+#include "tests/support/broker_process.h"
+#include "tests/support/forked_server.h"
+
+using namespace gpubroker;
+using namespace std::chrono_literals;
+using testing::BrokerProcess;
+using testing::TempDir;
+
+namespace {
+
+template <class Payload>
+std::int32_t call(ipc::ClientSession& s, wire::RequestKind kind, const Payload& payload) {
+  auto reply = s.call(kind, wire::bytes_of(payload));
+  return reply ? reply.value().status : -1;
+}
+std::int32_t call(ipc::ClientSession& s, wire::RequestKind kind) {
+  auto reply = s.call(kind, {});
+  return reply ? reply.value().status : -1;
+}
+
+std::unique_ptr<ipc::ClientSession> connect(const BrokerProcess& broker) {
+  auto session = ipc::ClientSession::connect(testing::client_options(broker.socket_path()));
+  REQUIRE(session);
+  return std::move(session.value());
+}
+
+// Waits up to `timeout` for a child; its exit status, or -1 after killing it.
+int finish_within(pid_t child, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  int status = 0;
+  while (::waitpid(child, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(child, SIGKILL);
+      ::waitpid(child, &status, 0);
+      return -1;
+    }
+    std::this_thread::sleep_for(1ms);
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::uint64_t sessions(ipc::ClientSession& observer) {
+  auto reply = observer.call(wire::RequestKind::kBrokerTotals, {});
+  return reply ? reply.value().result_as<wire::BrokerTotals>().sessions : ~0ull;
+}
+
+}  // namespace
+
+// Found by the hostile-client scenario: the broker completed a synchronize with a host function
+// on the stream, which a capturing stream captures instead of running. The call never returned,
+// and the session's reclaim (and with it the broker's SIGTERM) waited for it forever.
+TEST_CASE("synchronizing a capturing stream fails at once, and the session is still reclaimed",
+          "[stress][regression][capture]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  auto observer = connect(broker);
+  const pid_t client = testing::run_in_child([&] {
+    auto session = ipc::ClientSession::connect(testing::client_options(broker.socket_path()));
+    if (!session) return 10;
+    ipc::ClientSession& s = *session.value();
+    if (call(s, wire::RequestKind::kStreamCreate, wire::StreamCreateRequest{5, 1, 0}) != 0) return 11;
+    if (call(s, wire::RequestKind::kStreamBeginCapture, wire::CaptureRequest{5, 0}) != 0) return 12;
+    if (call(s, wire::RequestKind::kStreamSynchronize, wire::HandleRequest{5}) != cuda::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED) {
+      return 13;
+    }
+    if (call(s, wire::RequestKind::kContextSynchronize) != cuda::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED) return 14;
+    // A synchronous pinned copy completes the same way.
+    const wire::MemAllocRequest alloc{0, 0, 4096};
+    auto pointer = s.call(wire::RequestKind::kMemAlloc, wire::bytes_of(alloc));
+    if (!pointer || pointer.value().status != 0) return 15;
+    std::byte* pinned = s.arena().allocate(4096).value();
+    const std::uint64_t offset = *s.arena().offset_of(pinned, 4096);
+    if (call(s, wire::RequestKind::kArenaRegister, wire::ArenaRange{offset, 4096}) != 0) return 16;
+    const wire::CopyRequest copy{pointer.value().result_as<wire::PointerResult>().pointer, offset, 4096, 5};
+    if (call(s, wire::RequestKind::kCopyArenaToDevice, copy) != cuda::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED) return 17;
+    // Ends with the stream still capturing: the broker must reclaim it anyway.
+    return 0;
+  });
+  CHECK(finish_within(client, 5000ms) == 0);
+  std::uint64_t open = 0;
+  for (int i = 0; i < 200 && (open = sessions(*observer)) != 1; ++i) std::this_thread::sleep_for(10ms);
+  CHECK(open == 1);
+  observer.reset();
+  const auto stop_started = std::chrono::steady_clock::now();
+  CHECK(broker.stop() == 0);
+  CHECK(std::chrono::steady_clock::now() - stop_started < 5s);
+}
