@@ -122,11 +122,28 @@ Result<UniqueFd> listen_seqpacket(const std::string& path) {
   if (!fd.valid()) return system_error(errno);
   // A socket file left by a broker that died is replaced; a live broker keeps answering on it.
   if (connect_seqpacket(path)) return IpcError{IpcErrc::kSystem, EADDRINUSE};
-  ::unlink(path.c_str());
-  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address.value()), sizeof(sockaddr_un)) != 0) {
+  // The socket is bound and listening under a temporary name first, then renamed into place, so
+  // that whoever sees the file can connect: a client that connected between bind() and listen()
+  // would be refused, and a shim remembers an unreachable broker for the life of its process.
+  const std::string temporary = path + "." + std::to_string(::getpid());
+  auto bound_address = unix_address(temporary);
+  const bool via_temporary = bound_address.has_value();
+  if (!via_temporary) bound_address = address;  // too long a name for the detour: bind in place
+  const std::string& bound_path = via_temporary ? temporary : path;
+  ::unlink(bound_path.c_str());
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&bound_address.value()), sizeof(sockaddr_un)) != 0) {
     return system_error(errno);
   }
-  if (::listen(fd.get(), 128) != 0) return system_error(errno);
+  if (::listen(fd.get(), 128) != 0) {
+    const int error = errno;
+    ::unlink(bound_path.c_str());
+    return system_error(error);
+  }
+  if (via_temporary && ::rename(temporary.c_str(), path.c_str()) != 0) {
+    const int error = errno;
+    ::unlink(temporary.c_str());
+    return system_error(error);
+  }
   return fd;
 }
 
