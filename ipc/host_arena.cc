@@ -1,12 +1,16 @@
 #include "ipc/host_arena.h"
 
 #include <boost/interprocess/managed_external_buffer.hpp>
+#include <mutex>
 #include <new>
 
 namespace gpubroker::ipc {
 
+// managed_external_buffer has no lock of its own (null_mutex_family): every thread of a client
+// allocates pinned memory here, so the heap is serialized by `lock`.
 struct HostArena::Heap {
   boost::interprocess::managed_external_buffer buffer;
+  std::mutex lock;
 };
 
 HostArena::HostArena(Mapping mapping, std::unique_ptr<Heap> heap)
@@ -17,8 +21,9 @@ HostArena::~HostArena() = default;
 
 Result<HostArena> HostArena::create(Mapping mapping) {
   try {
-    auto heap = std::make_unique<Heap>(Heap{boost::interprocess::managed_external_buffer(
-        boost::interprocess::create_only, mapping.data(), mapping.size())});
+    auto heap = std::make_unique<Heap>();
+    heap->buffer = boost::interprocess::managed_external_buffer(boost::interprocess::create_only, mapping.data(),
+                                                                mapping.size());
     return HostArena(std::move(mapping), std::move(heap));
   } catch (const std::exception&) {
     return IpcError{IpcErrc::kBadSegment};
@@ -26,6 +31,7 @@ Result<HostArena> HostArena::create(Mapping mapping) {
 }
 
 Result<std::byte*> HostArena::allocate(std::size_t bytes) {
+  std::lock_guard guard(heap_->lock);
   void* p = heap_->buffer.allocate_aligned(bytes == 0 ? 1 : bytes, kHostArenaAlignment, std::nothrow);
   if (p == nullptr) return IpcError{IpcErrc::kOutOfMemory};
   return static_cast<std::byte*>(p);
@@ -33,6 +39,7 @@ Result<std::byte*> HostArena::allocate(std::size_t bytes) {
 
 bool HostArena::free(void* pointer) {
   if (!heap_->buffer.belongs_to_segment(pointer)) return false;
+  std::lock_guard guard(heap_->lock);
   heap_->buffer.deallocate(pointer);
   return true;
 }
@@ -45,6 +52,9 @@ std::optional<std::uint64_t> HostArena::offset_of(const void* pointer, std::size
   return offset;
 }
 
-std::size_t HostArena::free_bytes() const { return heap_->buffer.get_free_memory(); }
+std::size_t HostArena::free_bytes() const {
+  std::lock_guard guard(heap_->lock);
+  return heap_->buffer.get_free_memory();
+}
 
 }  // namespace gpubroker::ipc
