@@ -13,11 +13,6 @@ struct ThreadState {
 
 thread_local ThreadState t_state;
 
-// Tells the client library which ABI this process speaks, before anything connects.
-[[maybe_unused]] const bool g_abi_declared = [] {
-  Connection::declare_abi(GPUBROKER_CUDART_ABI);
-  return true;
-}();
 
 Error from_transport(const ipc::IpcError&) {
   // Whatever broke the transport (the broker died, or closed this session), CUDA's word for a
@@ -40,7 +35,14 @@ Error last_error(bool reset) {
 
 int& current_device() { return t_state.device; }
 
-Connection* connection() { return Connection::get(); }
+// The ABI is declared by the runtime the program actually calls, on its first call: gpu-broker-run
+// preloads both libcudart.so.12 and .13, and a declaration from a static constructor would make
+// whichever loaded last speak for the process.
+Connection* connection() {
+  static const bool declared = (Connection::declare_abi(GPUBROKER_CUDART_ABI), true);
+  (void)declared;
+  return Connection::get();
+}
 
 Error call(wire::RequestKind kind, std::span<const std::byte> payload, ipc::Completion* completion) {
   Connection* c = connection();

@@ -74,9 +74,10 @@ check(all(os.path.dirname(p) == inside(shim_dir) for p in preload), "preloads fr
 
 # Installed broker + installed gpu-broker-run + installed shims serve an nvcc-built program.
 if BUSY:
-    sim = inside(os.path.join(LIBDIR, "libgpubroker-sim.so"))
+    # The broker finds the installed sim by itself (lib/gpubroker beside its bin/).
+    check(os.path.exists(inside(os.path.join(shim_dir, "libgpubroker-sim.so"))), "the sim is not in the shim directory")
     socket_path = os.path.join(destdir, "broker.sock")
-    process = subprocess.Popen([broker, "--driver=sim", "--sim-library=" + sim, "--socket=" + socket_path,
+    process = subprocess.Popen([broker, "--driver=sim", "--socket=" + socket_path,
                                 "--arena-bytes=1G", "--log-level=warning"])
     try:
         wait_for(lambda: os.path.exists(socket_path), 10, "the installed broker")
