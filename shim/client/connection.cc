@@ -15,9 +15,11 @@ namespace gpubroker::shim {
 
 namespace {
 
-// The handshake is answered in microseconds by a live broker; a broker that does not answer in
-// this time counts as unreachable, so that discovery fails fast instead of hanging.
-constexpr std::chrono::milliseconds kHandshakeTimeout{90};
+// A dead broker fails the handshake at once (the connection is refused or hung up), so this
+// bound only matters for a live broker that is slow to answer: one accepting thread works through
+// a burst of clients (16 runners starting together on a busy machine took over a second). A
+// broker that does not answer in this time counts as unreachable.
+constexpr std::chrono::milliseconds kHandshakeTimeout{5000};
 
 std::atomic<Connection*> g_connection{nullptr};  // published with release after it is complete
 std::atomic<pid_t> g_owner{0};                   // the process g_connection belongs to

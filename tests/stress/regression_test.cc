@@ -2,6 +2,7 @@
 // reduced to the smallest client that shows it, against a real broker process on the sim driver.
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -36,8 +37,13 @@ std::int32_t call(ipc::ClientSession& s, wire::RequestKind kind) {
   return reply ? reply.value().status : -1;
 }
 
+// The first session of a broker just started: its socket file exists from bind(), before listen().
 std::unique_ptr<ipc::ClientSession> connect(const BrokerProcess& broker) {
   auto session = ipc::ClientSession::connect(testing::client_options(broker.socket_path()));
+  for (int i = 0; i < 400 && !session; ++i) {
+    std::this_thread::sleep_for(5ms);
+    session = ipc::ClientSession::connect(testing::client_options(broker.socket_path()));
+  }
   REQUIRE(session);
   return std::move(session.value());
 }
@@ -153,4 +159,43 @@ TEST_CASE("the host arena serves allocations from many threads at once without c
   CHECK(overlaps == 0);
   CHECK(failures == 0);
   CHECK(arena.free_bytes() == free_at_start);
+}
+
+// Found by the load scenario: of 16 CUDA clients started together on a busy machine, some gave up
+// on the handshake after the runtime shim's 90 ms and reported no device, although the broker was
+// alive and answered them a little later. A dead broker fails the handshake at once; only a live
+// one can be slow, so the shim now waits for it (up to 5 s).
+TEST_CASE("a CUDA client that connects while the broker is briefly stalled is served once it answers",
+          "[stress][regression][handshake]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  auto probe = connect(broker);  // it listens
+  probe.reset();
+  const char* client = std::getenv("GPUBROKER_STRESS_CLIENT");
+  REQUIRE(client != nullptr);
+  ::kill(broker.pid(), SIGSTOP);  // the accepting thread makes no progress for 400 ms
+  const pid_t child = testing::run_in_child([&] {
+    ::setenv("GPUBROKER_SOCKET", broker.socket_path().c_str(), 1);
+    const int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 1);
+    ::execl(client, client, "load", "1", "0.2", "1", static_cast<char*>(nullptr));
+    return 127;
+  });
+  std::this_thread::sleep_for(400ms);
+  ::kill(broker.pid(), SIGCONT);
+  CHECK(finish_within(child, 30000ms) == 0);
+
+  // A broker that is gone still fails the handshake at once.
+  CHECK(broker.stop() == 0);
+  const auto started = std::chrono::steady_clock::now();
+  const pid_t late = testing::run_in_child([&] {
+    ::setenv("GPUBROKER_SOCKET", broker.socket_path().c_str(), 1);
+    const int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 1);
+    ::dup2(null, 2);
+    ::execl(client, client, "load", "1", "0.2", "1", static_cast<char*>(nullptr));
+    return 127;
+  });
+  CHECK(finish_within(late, 10000ms) == 1);  // every call failed: no device
+  CHECK(std::chrono::steady_clock::now() - started < 1s);
 }
