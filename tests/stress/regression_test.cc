@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -17,6 +18,7 @@
 #include "gpubroker/cuda/driver_api.h"
 #include "ipc/client_session.h"
 #include "ipc/host_arena.h"
+#include "ipc/log.h"
 #include "tests/support/broker_process.h"
 #include "tests/support/forked_server.h"
 
@@ -198,4 +200,31 @@ TEST_CASE("a CUDA client that connects while the broker is briefly stalled is se
   });
   CHECK(finish_within(late, 10000ms) == 1);  // every call failed: no device
   CHECK(std::chrono::steady_clock::now() - started < 1s);
+}
+
+// Found in the hostile scenario's broker log: a corrupted image's kernel name, quoted in the
+// parser's error, reached the log with its control characters, so a client could end a log line
+// early, forge the next one, or send escape sequences to whoever reads the log.
+TEST_CASE("a log line quoting a client's bytes stays one line, with its control characters escaped",
+          "[stress][regression][log]") {
+  int out[2];
+  REQUIRE(::pipe(out) == 0);
+  const pid_t child = testing::run_in_child([&] {
+    ::dup2(out[1], 2);
+    ipc::log(ipc::LogLevel::kError, "session 7: kernel {}: no .nv.info section",
+             std::string("evil\ngpubroker[1] error: forged\x1b[2J\r\x7f\tend"));
+    return 0;
+  });
+  ::close(out[1]);
+  REQUIRE(testing::wait_for_child(child) == 0);
+  std::string text;
+  char buffer[512];
+  ssize_t n;
+  while ((n = ::read(out[0], buffer, sizeof buffer)) > 0) text.append(buffer, static_cast<std::size_t>(n));
+  ::close(out[0]);
+  CHECK(std::count(text.begin(), text.end(), '\n') == 1);
+  CHECK(text.back() == '\n');
+  CHECK(text.find('\x1b') == std::string::npos);
+  CHECK(text.find('\r') == std::string::npos);
+  CHECK(text.find("evil\\x0agpubroker[1] error: forged\\x1b[2J\\x0d\\x7f\tend") != std::string::npos);
 }
