@@ -278,9 +278,24 @@ SessionEnd serve_session(ServerSession& session, const RequestHandler& handler, 
 void run_sessions(Listener& listener, const HandlerFactory& make_handler, WaitPolicy policy,
                   const std::atomic<bool>& stop,
                   const std::function<void(const SessionReport&)>& on_session_end) {
-  std::vector<std::thread> threads;
+  // A finished thread keeps its stack until it is joined: each is joined as soon as it is seen
+  // to have finished, so that a broker serving clients for months holds no memory per past session.
+  struct SessionThread {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> finished;
+  };
+  std::vector<SessionThread> threads;
+  auto join_finished = [&threads] {
+    std::erase_if(threads, [](SessionThread& t) {
+      // Pairs with the release store that ends each session thread.
+      if (!t.finished->load(std::memory_order_acquire)) return false;
+      t.thread.join();
+      return true;
+    });
+  };
   std::mutex report_lock;
   while (!stop.load(std::memory_order_relaxed)) {
+    join_finished();
     auto accepted = listener.accept(std::chrono::milliseconds(20));
     if (!accepted) {
       if (accepted.error().code != IpcErrc::kTimedOut && accepted.error().code != IpcErrc::kRefused) {
@@ -289,16 +304,22 @@ void run_sessions(Listener& listener, const HandlerFactory& make_handler, WaitPo
       continue;
     }
     RequestHandler handler = make_handler(*accepted.value());
-    threads.emplace_back([session = std::move(accepted.value()), handler = std::move(handler), policy, &stop,
-                          &on_session_end, &report_lock]() mutable {
+    auto finished = std::make_shared<std::atomic<bool>>(false);
+    std::thread thread([session = std::move(accepted.value()), handler = std::move(handler), policy, &stop,
+                        &on_session_end, &report_lock, finished]() mutable {
       const SessionEnd end = serve_session(*session, handler, policy, stop);
       handler = nullptr;  // the handler's state (and its reclaim) goes before the session's memory
       const SessionReport report{session->id(), session->peer().pid, end, session->violation(), monotonic_ns()};
-      std::lock_guard guard(report_lock);
-      if (on_session_end) on_session_end(report);
+      {
+        std::lock_guard guard(report_lock);
+        if (on_session_end) on_session_end(report);
+      }
+      session.reset();
+      finished->store(true, std::memory_order_release);
     });
+    threads.push_back({std::move(thread), std::move(finished)});
   }
-  for (std::thread& t : threads) t.join();
+  for (SessionThread& t : threads) t.thread.join();
 }
 
 void initialize_submission_ring(wire::ControlSegment& control) {
