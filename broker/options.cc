@@ -121,7 +121,7 @@ const char* usage_text() {
          "  --session-memory-limit=SIZE device memory one session may hold (e.g. 8G; default: no limit)\n"
          "  --pipe-bytes=SIZE           staging pipe size per direction per session (default 8M)\n"
          "  --arena-bytes=SIZE          host arena (pinned memory) per session, sparse (default 16G)\n"
-         "  --wait-policy=spin|adaptive|sleep  how dispatchers wait for requests (default sleep)\n"
+         "  --wait-policy=spin|adaptive|sleep  how dispatchers wait for requests (default adaptive)\n"
          "  --log-level=error|warning|info|debug (default info)\n"
          "  --metrics-listen=HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics (default: off)\n"
          "  --config=FILE               read 'key = value' options (the same names) from FILE first\n"

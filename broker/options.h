@@ -24,7 +24,7 @@ struct BrokerOptions {
   std::uint64_t session_memory_limit = 0;  // bytes; 0: none
   std::uint64_t pipe_bytes = 8ull << 20;
   std::uint64_t arena_bytes = 16ull << 30;
-  ipc::WaitMode wait = ipc::WaitMode::kSleep;  // BENCHMARKS.md, "Wait policies": why not adaptive
+  ipc::WaitMode wait = ipc::WaitMode::kAdaptive;  // BENCHMARKS.md, "Wait policies": why not sleep
   ipc::LogLevel log_level = ipc::LogLevel::kInfo;
   std::string metrics_listen;  // "HOST:PORT" of the Prometheus endpoint; empty: none
 };
