@@ -18,6 +18,12 @@ trap 'kill -TERM $broker 2>/dev/null; wait $broker 2>/dev/null; rm -rf "$dir"' E
 for _ in $(seq 500); do [ -S "$socket" ] && break; sleep 0.01; done
 
 run=(./build/tools/gpu-broker-run/gpu-broker-run --socket="$socket" --)
+# First, while no other session changes the device's free memory (it compares what each library
+# reports).
+if [ -x build/tests/programs/discovery ]; then
+  echo "== Ollama's bootstrap discovery through libcudart, libcuda and NVML"
+  "${run[@]}" build/tests/programs/discovery
+fi
 for program in runtime_basics_13 kernels_13; do
   if [ -x "build/tests/programs/$program" ]; then
     echo "== gpu-broker-run build/tests/programs/$program (nvcc -cudart shared)"
@@ -26,10 +32,6 @@ for program in runtime_basics_13 kernels_13; do
     echo "== nvcc not found: build/tests/programs/$program was not built"
   fi
 done
-if [ -x build/tests/programs/discovery ]; then
-  echo "== Ollama's bootstrap discovery through libcudart, libcuda and NVML"
-  "${run[@]}" build/tests/programs/discovery
-fi
 
 echo "== broker-top --once while gpubroker-bench runtime works against the same broker"
 ./build/tools/bench/gpubroker-bench runtime --socket="$socket" "$@" > "$dir/bench.txt" &
