@@ -226,13 +226,18 @@ int cudaHostAlloc(void** pointer, std::size_t bytes, unsigned /*flags: every are
   return allocate_pinned(pointer, bytes);
 }
 
+// Like CUDA's, the free first waits for the device's work (and reports an earlier asynchronous
+// error): a copy still in flight into the block must not land in memory the arena's heap has
+// already handed out again, or in the heap's own bookkeeping.
 int cudaFreeHost(void* pointer) {
   if (pointer == nullptr) return kSuccess;
   const auto offset = memory().remove_pinned(pointer);
   if (!offset) return record(kErrorInvalidValue);
+  hold_for_all_host_funcs();
+  const Error synchronized = call(wire::RequestKind::kContextSynchronize, {});
   const Error e = call(wire::RequestKind::kArenaUnregister, bytes_of(wire::ArenaRange{*offset, 0}));
   connection()->session().arena().free(pointer);
-  return e;
+  return synchronized != kSuccess ? synchronized : e;
 }
 
 int cudaMemcpy(void* destination, const void* source, std::size_t bytes, int kind) {

@@ -278,6 +278,27 @@ int main() {
     CHECK(cudaGetLastError() == cudaErrorNotSupported);
   }
 
+  {
+    // cudaFreeHost waits for the copy still in flight into the block: the next cudaMallocHost
+    // (which gets the same memory back) must not see it land.
+    const size_t big = 64 << 20;
+    unsigned char *device = nullptr, *pinned = nullptr, *again = nullptr;
+    OK(cudaMalloc(&device, big));
+    OK(cudaMemset(device, 0xab, big));
+    OK(cudaMallocHost(&pinned, big));
+    cudaStream_t s;
+    OK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    OK(cudaMemcpyAsync(pinned, device, big, cudaMemcpyDeviceToHost, s));
+    OK(cudaFreeHost(pinned));
+    OK(cudaMallocHost(&again, big));
+    std::memset(again, 0x11, big);
+    OK(cudaStreamSynchronize(s));
+    CHECK(again[0] == 0x11 && again[big / 2] == 0x11 && again[big - 1] == 0x11);
+    OK(cudaFreeHost(again));
+    OK(cudaStreamDestroy(s));
+    OK(cudaFree(device));
+  }
+
   // Error paths: clear errors, never a hang.
   CHECK(cudaSetDevice(99) == cudaErrorInvalidDevice);
   CHECK(cudaGetLastError() == cudaErrorInvalidDevice);

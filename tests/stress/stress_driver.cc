@@ -949,7 +949,14 @@ void scenario_load(const Profile& profile, const std::string& dir) {
   check(corrupted == 0, "0 corrupted bytes of " + std::to_string(checked) + " checked");
   check(lost == 0, "0 lost completions");
   check(reclaim >= 0, "afterwards the broker holds nothing: " + describe(last));
+#if defined(__SANITIZE_ADDRESS__)
+  // AddressSanitizer's quarantine holds freed memory back (up to 256 MiB) before reusing it, so a
+  // short run's RSS climbs until the quarantine is full: flatness says nothing there. Leaks are
+  // the sanitizer's own check at the broker's exit; the release build checks flatness.
+  std::printf("  [skip] broker RSS flat: not measurable under AddressSanitizer (its quarantine)\n");
+#else
   check(second_peak <= first_peak + first_peak / 10, "broker RSS flat: second-half peak within 10% of the first half's");
+#endif
   figure("load.operations", std::to_string(ops) + " in " + std::to_string(static_cast<int>(seconds)) + " s (" +
                                 std::to_string(processes) + " x " + std::to_string(threads) + ")");
   figure("load.bytes_checked", std::to_string(checked));
