@@ -2,15 +2,18 @@
 
 #include <algorithm>
 
+#include "ipc/checksum.h"
+
 namespace gpubroker::broker {
 
 namespace {
 
-// FNV-1a: a bucket index, never an identity (entries are compared in full).
+// A bucket index, never an identity (entries are compared in full). The transport's streaming
+// checksum reads a word at a time: images reach hundreds of MB.
 std::uint64_t hash_of(std::span<const std::byte> bytes) {
-  std::uint64_t h = 0xcbf29ce484222325ull;
-  for (std::byte b : bytes) h = (h ^ static_cast<std::uint8_t>(b)) * 0x100000001b3ull;
-  return h ^ bytes.size();
+  ipc::Checksum checksum;
+  checksum.update(bytes);
+  return checksum.value();
 }
 
 }  // namespace
