@@ -571,6 +571,8 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
       static std::mutex limits_lock;
       const auto l = payload_as<wire::LimitRequest>(request);
       if (l.raise > 1) return finish(CUDA_ERROR_INVALID_VALUE);
+      // The runtime's limits; the driver's newer ones (shared memory, CIG) are not the runtime's.
+      if (l.limit < 0 || l.limit >= cuda::CU_LIMIT_MAX) return finish(cuda::CUDA_ERROR_UNSUPPORTED_LIMIT);
       std::lock_guard lock(limits_lock);
       std::size_t value = 0;
       CUresult r = driver_.ctx_get_limit(&value, l.limit);
