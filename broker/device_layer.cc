@@ -61,6 +61,7 @@ DeviceResult<std::unique_ptr<DeviceLayer>> DeviceLayer::load(const std::string& 
 #undef GPUBROKER_RESOLVE
   if (auto enumerated = layer->enumerate(); !enumerated) return enumerated.error();
   layer->modules_ = std::make_unique<ModuleCache>(layer->driver_);
+  layer->completions_ = std::make_unique<CompletionPoller>(layer->driver_, layer->contexts_.at(0));
   layer->load_blas();
   return layer;
 }
@@ -138,6 +139,7 @@ void DeviceLayer::load_blas() {
 void DeviceLayer::bind_thread(std::uint32_t ordinal) const { driver_.ctx_set_current(contexts_.at(ordinal)); }
 
 DeviceLayer::~DeviceLayer() {
+  completions_.reset();  // its thread uses the contexts
   for (std::size_t i = 0; i < contexts_.size(); ++i) driver_.primary_ctx_release(static_cast<cuda::CUdevice>(i));
   // The driver library stays loaded: its worker threads may outlive this object at exit.
 }

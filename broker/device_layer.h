@@ -14,6 +14,7 @@
 
 #include "gpubroker/cuda/cublas_api.h"
 #include "gpubroker/cuda/driver_api.h"
+#include "broker/completion_poller.h"
 #include "broker/module_cache.h"
 #include "gpubroker/wire/segments.h"
 
@@ -62,6 +63,9 @@ class DeviceLayer {
   // Modules shared between sessions (module_cache.h); the driver does the locking it needs.
   [[nodiscard]] ModuleCache& modules() const { return *modules_; }
 
+  // Completes the requests that wait for device 0's work (completion_poller.h).
+  [[nodiscard]] CompletionPoller& completions() const { return *completions_; }
+
   // Makes device `ordinal`'s primary context current on the calling thread. Cheap; call it at the
   // start of every thread that calls the driver.
   void bind_thread(std::uint32_t ordinal) const;
@@ -81,6 +85,7 @@ class DeviceLayer {
   wire::DeviceTable devices_{};
   std::vector<cuda::CUcontext> contexts_;
   std::unique_ptr<ModuleCache> modules_;
+  std::unique_ptr<CompletionPoller> completions_;
 };
 
 // The default path of the sim driver for a broker binary at `broker_path`: the build tree's

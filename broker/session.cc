@@ -1,6 +1,7 @@
 #include "broker/session.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -22,19 +23,22 @@ using cuda::CUDA_SUCCESS;
 
 bool is_default_stream(std::uint64_t id) { return id <= 2; }
 
-// A completion written by a driver callback once the last of `remaining` streams is done.
+// A completion written by the completion poller once the last of `remaining` streams is done.
 struct DeferredCompletion {
   ipc::ServerSession* session;
   wire::RequestHeader request;
   std::atomic<std::uint32_t> remaining;
-  cuda::CUresult status;
+  std::atomic<cuda::CUresult> status;  // the first failure wins
   std::atomic<std::uint32_t>* in_flight;
 };
 
-void finish_deferred(void* context) {
+// One stream of a DeferredCompletion is done, with `status`.
+void finish_deferred(void* context, cuda::CUresult status) {
   auto* deferred = static_cast<DeferredCompletion*>(context);
+  cuda::CUresult none = CUDA_SUCCESS;
+  if (status != CUDA_SUCCESS) deferred->status.compare_exchange_strong(none, status, std::memory_order_relaxed);
   if (deferred->remaining.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-  deferred->session->complete(deferred->request, deferred->status);
+  deferred->session->complete(deferred->request, deferred->status.load(std::memory_order_relaxed));
   std::atomic<std::uint32_t>* in_flight = deferred->in_flight;
   delete deferred;
   // Pairs with the acquire load in DeviceSession::reclaim(): after this the session may go.
@@ -192,20 +196,30 @@ bool DeviceSession::any_capturing(std::span<const cuda::CUstream> streams) const
 }
 
 void DeviceSession::complete_after(ipc::ServerSession& session, const wire::RequestHeader& request,
-                                   std::initializer_list<cuda::CUstream> streams) {
-  if (any_capturing(std::span(streams.begin(), streams.size()))) {
+                                   std::span<const cuda::CUstream> streams) {
+  if (any_capturing(streams)) {
     (void)finish_request(session, request, cuda::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
     return;
   }
   auto* deferred = new DeferredCompletion{&session, request, {static_cast<std::uint32_t>(streams.size())},
-                                          take_pending_error(), &callbacks_in_flight_};
+                                          {take_pending_error()}, &callbacks_in_flight_};
   callbacks_in_flight_.fetch_add(1, std::memory_order_relaxed);
   for (cuda::CUstream stream : streams) {
-    if (CUresult r = driver_.launch_host_func(stream, finish_deferred, deferred); r != CUDA_SUCCESS) {
-      deferred->status = r;
-      finish_deferred(deferred);  // counts for this stream; the others still run theirs
+    // A stream with nothing left to do answers at once; the others when the poller sees them done.
+    const CUresult idle = driver_.stream_query(stream);
+    if (idle == cuda::CUDA_ERROR_NOT_READY) {
+      if (CUresult r = device_.completions().watch(stream, finish_deferred, deferred); r != CUDA_SUCCESS) {
+        finish_deferred(deferred, r);  // counts for this stream; the others still finish theirs
+      }
+    } else {
+      finish_deferred(deferred, idle);
     }
   }
+}
+
+void DeviceSession::complete_after(ipc::ServerSession& session, const wire::RequestHeader& request,
+                                   cuda::CUstream stream) {
+  complete_after(session, request, std::span(&stream, 1));
 }
 
 void DeviceSession::complete_after_all_streams(ipc::ServerSession& session, const wire::RequestHeader& request) {
@@ -213,16 +227,21 @@ void DeviceSession::complete_after_all_streams(ipc::ServerSession& session, cons
   (void)stream_for(0, default_stream);
   std::vector<cuda::CUstream> all;
   for (const auto& [id, stream] : streams_) all.push_back(stream);
-  if (any_capturing(all)) {
-    (void)finish_request(session, request, cuda::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
-    return;
-  }
-  auto* deferred = new DeferredCompletion{&session, request, {static_cast<std::uint32_t>(all.size())},
-                                          take_pending_error(), &callbacks_in_flight_};
-  callbacks_in_flight_.fetch_add(1, std::memory_order_relaxed);
-  for (cuda::CUstream stream : all) {
-    if (driver_.launch_host_func(stream, finish_deferred, deferred) != CUDA_SUCCESS) finish_deferred(deferred);
-  }
+  complete_after(session, request, all);
+}
+
+void DeviceSession::pin_staging(ipc::ServerSession& session) {
+  if (staging_base_ != nullptr) return;
+  // At the first pageable copy rather than the session's first call: pinning the pipes takes
+  // milliseconds on a GPU, and a discovery pass never copies. Unpinned, copies still work (the
+  // driver stages them itself), only slower.
+  auto staging = session.staging_memory();
+  staging_base_ = staging.data();
+  const auto start = std::chrono::steady_clock::now();
+  staging_registered_ = driver_.mem_host_register(staging.data(), staging.size(), 0) == CUDA_SUCCESS;
+  ipc::log(ipc::LogLevel::kDebug, "staging pipes ({} bytes) {} in {} us", staging.size(),
+           staging_registered_ ? "pinned" : "not pinned",
+           std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count());
 }
 
 ipc::Result<void> DeviceSession::copy_staged(ipc::ServerSession& session, const wire::RequestSlot& request) {
@@ -234,6 +253,7 @@ ipc::Result<void> DeviceSession::copy_staged(ipc::ServerSession& session, const 
   CUresult status = copy.bytes != h.staged_bytes ? CUDA_ERROR_INVALID_VALUE : CUDA_SUCCESS;
   if (status == CUDA_SUCCESS && !owns_range(device_pointer, copy.bytes)) status = CUDA_ERROR_INVALID_VALUE;
   if (status == CUDA_SUCCESS) status = stream_for(copy.stream, stream);
+  if (status == CUDA_SUCCESS) pin_staging(session);
   if (status == CUDA_SUCCESS && staging_events_.empty()) {
     for (unsigned i = 0; i <= kStagingWindow && status == CUDA_SUCCESS; ++i) {
       cuda::CUevent event = nullptr;
@@ -329,9 +349,6 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
   if (!thread_bound_) {
     device_.bind_thread(0);
     thread_bound_ = true;
-    auto staging = session.staging_memory();
-    staging_base_ = staging.data();
-    staging_registered_ = driver_.mem_host_register(staging.data(), staging.size(), 0) == CUDA_SUCCESS;
   }
   const wire::RequestHeader& h = request.header;
   const bool synchronous = (h.flags & wire::kSynchronous) != 0;
@@ -387,7 +404,7 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
       // A synchronous copy with pinned memory returns once the transfer is done.
       cuda::CUstream stream = nullptr;
       (void)stream_for(payload_as<wire::CopyRequest>(request).stream, stream);
-      complete_after(session, h, {stream});
+      complete_after(session, h, stream);
       return boost::outcome_v2::success();
     }
     case wire::RequestKind::kArenaRegister:
@@ -437,7 +454,7 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
       if (CUresult r = stream_for(payload_as<wire::HandleRequest>(request).handle, stream); r != CUDA_SUCCESS) {
         return finish(r);
       }
-      complete_after(session, h, {stream});
+      complete_after(session, h, stream);
       return boost::outcome_v2::success();
     }
     case wire::RequestKind::kStreamQuery: {
@@ -496,7 +513,7 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
       }
       // The wait happens on a private stream, and its end is a callback: nothing blocks here.
       if (CUresult r = driver_.stream_wait_event(sync_stream_, event, 0); r != CUDA_SUCCESS) return finish(r);
-      complete_after(session, h, {sync_stream_});
+      complete_after(session, h, sync_stream_);
       return boost::outcome_v2::success();
     }
     case wire::RequestKind::kEventQuery: {

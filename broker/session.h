@@ -101,11 +101,14 @@ class DeviceSession {
                                   void** extra);
   ipc::Result<void> handle_graph(ipc::ServerSession& session, const wire::RequestSlot& request);
   ipc::Result<void> copy_staged(ipc::ServerSession& session, const wire::RequestSlot& request);
+  void pin_staging(ipc::ServerSession& session);
   CUresult copy_arena(ipc::ServerSession& session, const wire::RequestSlot& request);
   CUresult arena_register(ipc::ServerSession& session, const wire::ArenaRange& range);
-  // Completes `request` from a driver callback once `streams` have finished their current work.
+  // Completes `request` once `streams` have finished their current work: at once where they have,
+  // else from the device's completion poller.
   void complete_after(ipc::ServerSession& session, const wire::RequestHeader& request,
-                      std::initializer_list<cuda::CUstream> streams);
+                      std::span<const cuda::CUstream> streams);
+  void complete_after(ipc::ServerSession& session, const wire::RequestHeader& request, cuda::CUstream stream);
   void complete_after_all_streams(ipc::ServerSession& session, const wire::RequestHeader& request);
   [[nodiscard]] bool any_capturing(std::span<const cuda::CUstream> streams) const;
   // Takes the asynchronous error recorded since the last synchronizing call.
