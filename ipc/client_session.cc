@@ -251,7 +251,8 @@ Result<Completion> ClientSession::wait_for(const MailboxLease& lease) {
   std::atomic_ref sequence(mailbox.sequence);
   // Pairs with the broker's release store in ServerSession::complete().
   auto done = [&] { return sequence.load(std::memory_order_acquire) == lease.sequence(); };
-  if (wait_until({&mailbox.sequence, &mailbox.sleepers}, done, peer_check(), wait_) != WaitResult::kReady) {
+  if (wait_until({&mailbox.sequence, &mailbox.sleepers}, done, peer_check(), wait_.for_replies()) !=
+      WaitResult::kReady) {
     return gone_error();
   }
   Completion completion;

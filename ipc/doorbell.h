@@ -48,6 +48,14 @@ struct WaitPolicy {
     }
     return {50'000};
   }
+
+  // For a client waiting for a call's reply. A reply may wait for the device (a synchronize, a
+  // synchronous copy), and CUDA's own default (cudaDeviceScheduleAuto) spins through such waits:
+  // adaptive spins up to 1 ms here, yielding, so that a sync on a short kernel is not answered
+  // through a futex wake-up. Spin and sleep stay as they are.
+  [[nodiscard]] constexpr WaitPolicy for_replies() const {
+    return spin_ns == of(WaitMode::kAdaptive).spin_ns ? WaitPolicy{1'000'000} : *this;
+  }
 };
 
 enum class WaitResult : std::uint8_t { kReady, kPeerGone, kTimedOut };
