@@ -1,8 +1,10 @@
 #include "tools/bench/baselines.h"
 
+
 #include <fmt/core.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -89,14 +91,12 @@ std::uint64_t broker_staged_bytes(const std::string& socket) {
 }
 
 std::uint64_t process_cpu_ns(pid_t pid) {
-  std::uint64_t total = 0;
-  std::error_code error;
-  for (const auto& task : std::filesystem::directory_iterator(fmt::format("/proc/{}/task", pid), error)) {
-    std::ifstream schedstat(task.path() / "schedstat");
-    std::uint64_t on_cpu = 0;
-    if (schedstat >> on_cpu) total += on_cpu;
-  }
-  return total;
+  // The process's CPU clock counts the threads that have ended too (a session's dispatcher ends
+  // with its client); summing /proc/PID/task/*/schedstat did not, and went backwards.
+  clockid_t clock = 0;
+  timespec now{};
+  if (::clock_getcpuclockid(pid, &clock) != 0 || ::clock_gettime(clock, &now) != 0) return 0;
+  return static_cast<std::uint64_t>(now.tv_sec) * 1'000'000'000ull + static_cast<std::uint64_t>(now.tv_nsec);
 }
 
 }  // namespace gpubroker::bench
