@@ -10,7 +10,17 @@ cd "$(dirname "$0")/../.."
 build=${1:-build}
 cuda=${CUDA_HOME:-/usr/local/cuda}
 
-if ! ldconfig -p 2>/dev/null | grep -q 'libcuda.so.1' && [ ! -e /usr/lib/x86_64-linux-gnu/libcuda.so.1 ]; then
+# The driver is found through the loader's cache, or on LD_LIBRARY_PATH (tests/gpu/all.sh).
+has_driver() {
+  ldconfig -p 2>/dev/null | grep -q 'libcuda.so.1' && return 0
+  local dir
+  local IFS=": "
+  for dir in ${LD_LIBRARY_PATH:-} /usr/lib/x86_64-linux-gnu /usr/local/nvidia/lib64; do
+    [ -e "$dir/libcuda.so.1" ] && [ "$dir" != "${PWD}/${build}/shim/driver" ] && return 0
+  done
+  return 1
+}
+if ! has_driver; then
   echo "tests/gpu/bench: SKIPPED: no NVIDIA driver (libcuda.so.1) on this host"
   exit 0
 fi
@@ -18,14 +28,12 @@ if command -v nvidia-smi >/dev/null && ! nvidia-smi -L >/dev/null 2>&1; then
   echo "tests/gpu/bench: SKIPPED: nvidia-smi sees no usable GPU"
   exit 0
 fi
-if [ ! -x "$cuda/bin/nvcc" ] || [ ! -e "$cuda/lib64/libcudart.so.13" ]; then
-  echo "tests/gpu/bench: SKIPPED: no CUDA 13 toolkit at $cuda (nvcc and lib64/libcudart.so.13)"
-  exit 0
-fi
 nvidia-smi -L 2>/dev/null || true
 
-[ -f "$build/build.ninja" ] || meson setup "$build" >/dev/null || exit 1
-ninja -C "$build" broker/gpu-broker shim/runtime/13/libcudart.so.13 >/dev/null || exit 1
+if [ -z "${GPUBROKER_PREBUILT:-}" ]; then
+  [ -f "$build/build.ninja" ] || meson setup "$build" >/dev/null || exit 1
+  ninja -C "$build" broker/gpu-broker shim/runtime/13/libcudart.so.13 >/dev/null || exit 1
+fi
 work=$(mktemp -d /tmp/gpubroker-gpu-bench-XXXXXX)
 broker_pid=
 trap '[ -n "$broker_pid" ] && kill $broker_pid 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
@@ -34,7 +42,7 @@ trap '[ -n "$broker_pid" ] && kill $broker_pid 2>/dev/null; wait 2>/dev/null; rm
   -o "$work/bench_native" tests/gpu/bench_native.cu || exit 1
 
 echo "tests/gpu/bench: native (the real libcudart from $cuda/lib64)"
-native=$(LD_LIBRARY_PATH="$cuda/lib64" "$work/bench_native") || { echo "tests/gpu/bench: FAILED: the native run"; exit 1; }
+native=$(LD_LIBRARY_PATH="$cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$work/bench_native") || { echo "tests/gpu/bench: FAILED: the native run"; exit 1; }
 echo "  $native"
 
 "$build/broker/gpu-broker" --driver=cuda --socket="$work/broker.sock" --log-level=warning &
@@ -42,7 +50,7 @@ broker_pid=$!
 for _ in $(seq 500); do [ -S "$work/broker.sock" ] && break; sleep 0.01; done
 [ -S "$work/broker.sock" ] || { echo "tests/gpu/bench: FAILED: the broker did not start"; exit 1; }
 echo "tests/gpu/bench: brokered (the libcudart shim and gpu-broker --driver=cuda)"
-brokered=$(GPUBROKER_SOCKET="$work/broker.sock" LD_LIBRARY_PATH="$PWD/$build/shim/runtime/13" "$work/bench_native") ||
+brokered=$(GPUBROKER_SOCKET="$work/broker.sock" LD_LIBRARY_PATH="$PWD/$build/shim/runtime/13${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$work/bench_native") ||
   { echo "tests/gpu/bench: FAILED: the brokered run"; exit 1; }
 echo "  $brokered"
 kill -TERM $broker_pid && wait $broker_pid
