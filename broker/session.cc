@@ -269,6 +269,7 @@ ipc::Result<void> DeviceSession::copy_staged(ipc::ServerSession& session, const 
     if (status == CUDA_SUCCESS) status = driver_.event_synchronize(event_of(index));
   };
   std::uint64_t done = 0;
+  bool completed = false;
   ipc::Result<void> moved = boost::outcome_v2::success();
   if (to_device) {
     moved = session.receive_staged_windowed(h.staged_bytes, kStagingWindow,
@@ -276,6 +277,13 @@ ipc::Result<void> DeviceSession::copy_staged(ipc::ServerSession& session, const 
           if (status == CUDA_SUCCESS) status = driver_.memcpy_htod_async(device_pointer + done, piece.data(), piece.size(), stream);
           if (status == CUDA_SUCCESS) status = driver_.event_record(event_of(index), stream);
           done += piece.size();
+          // As CUDA's copy from pageable memory does, the call returns once the last bytes are
+          // staged and queued, not transferred: the pipe keeps them until their event passes, and
+          // a later failure surfaces at the next synchronizing call.
+          if (done == h.staged_bytes && status == CUDA_SUCCESS) {
+            session.complete(h, take_pending_error());
+            completed = true;
+          }
         },
         settle);
   } else {
@@ -297,7 +305,11 @@ ipc::Result<void> DeviceSession::copy_staged(ipc::ServerSession& session, const 
   counters_.staged_bytes.fetch_add(h.staged_bytes, std::memory_order_relaxed);
   (to_device ? traffic_.to_device : traffic_.from_device) += status == CUDA_SUCCESS ? h.staged_bytes : 0;
   last_call_failed_ = status != CUDA_SUCCESS;
-  session.complete(h, take_pending_error(status));
+  if (!completed) {
+    session.complete(h, take_pending_error(status));
+  } else if (status != CUDA_SUCCESS && pending_error_ == CUDA_SUCCESS) {
+    pending_error_ = status;
+  }
   return boost::outcome_v2::success();
 }
 
