@@ -9,6 +9,9 @@
 //   pipeline_per_s     a small end-to-end step, as an inference runner does per token: copy
 //                      1 MiB in, a kernel (y = a*x + 1), copy 1 MiB out, stream sync; every
 //                      output is checked, and a wrong value fails the program (exit 1)
+//   pageable_h2d_4k_us, pageable_d2h_4k_us, pageable_d2h_512k_us
+//                      one synchronous cudaMemcpy from or to pageable (malloc) memory, median of
+//                      2000: what a runner pays per token for its inputs and its logits
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -101,6 +104,19 @@ int main() {
   for (int i = 0; i < kElements; ++i) {
     if (y_host[i] != static_cast<float>((kSteps - 1) % 7) * static_cast<float>(i % 1024) + 1.0f) ++wrong;
   }
+  std::vector<char> pageable(512 << 10, 1);
+  auto copy_us = [&](void* to, const void* from, size_t bytes, cudaMemcpyKind kind) {
+    std::vector<double> us;
+    for (int i = 0; i < 2000; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      OK(cudaMemcpy(to, from, bytes, kind));
+      us.push_back(seconds_since(t0) * 1e6);
+    }
+    return median(us);
+  };
+  const double h2d_4k = copy_us(device, pageable.data(), 4096, cudaMemcpyHostToDevice);
+  const double d2h_4k = copy_us(pageable.data(), device, 4096, cudaMemcpyDeviceToHost);
+  const double d2h_512k = copy_us(pageable.data(), device, pageable.size(), cudaMemcpyDeviceToHost);
   OK(cudaFree(device));
   OK(cudaFreeHost(host));
   OK(cudaStreamDestroy(stream));
@@ -108,7 +124,8 @@ int main() {
     std::fprintf(stderr, "bench_native: %d wrong results in the pipeline\n", wrong);
     return 1;
   }
-  std::printf("{\"launches_per_s\": %.6g, \"pinned_h2d_gbps\": %.6g, \"pinned_d2h_gbps\": %.6g, \"pipeline_per_s\": %.6g}\n",
-              median(launches), median(h2d), median(d2h), median(pipeline));
+  std::printf("{\"launches_per_s\": %.6g, \"pinned_h2d_gbps\": %.6g, \"pinned_d2h_gbps\": %.6g, \"pipeline_per_s\": %.6g, "
+              "\"pageable_h2d_4k_us\": %.4g, \"pageable_d2h_4k_us\": %.4g, \"pageable_d2h_512k_us\": %.4g}\n",
+              median(launches), median(h2d), median(d2h), median(pipeline), h2d_4k, d2h_4k, d2h_512k);
   return 0;
 }
