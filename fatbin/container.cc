@@ -2,6 +2,7 @@
 //
 // Layouts (cuda-runtime-abi.md section 4): a 16-byte container header, then entries, each an
 // entry header of its own `header_size` (at least 64 bytes) followed by its payload.
+#include <dlfcn.h>
 #include <fmt/core.h>
 #include <lz4.h>
 #include <zstd.h>
@@ -196,7 +197,56 @@ std::string describe_entry(const Entry& entry) {
                      static_cast<unsigned>(entry.kind), entry.arch);
 }
 
+// The decompressors are loaded on first use rather than linked: a runner that never launches a
+// kernel from a compressed image (Ollama's discovery pass, say) does not load them at start, where
+// every library costs the first call its search and relocation.
+struct Lz4 {
+  decltype(&LZ4_decompress_safe) decompress_safe = nullptr;
+};
+struct Zstd {
+  decltype(&ZSTD_createDCtx) create = nullptr;
+  decltype(&ZSTD_freeDCtx) free = nullptr;
+  decltype(&ZSTD_decompressStream) decompress_stream = nullptr;
+  decltype(&ZSTD_isError) is_error = nullptr;
+  decltype(&ZSTD_getErrorName) error_name = nullptr;
+};
+
+template <class F>
+bool resolve(void* library, const char* name, F& function) {
+  function = library != nullptr ? reinterpret_cast<F>(::dlsym(library, name)) : nullptr;
+  return function != nullptr;
+}
+
+// Null when the library or one of its functions is missing.
+const Lz4* lz4() {
+  static const Lz4* loaded = [] () -> const Lz4* {
+    static Lz4 table;
+    void* library = ::dlopen("liblz4.so.1", RTLD_NOW | RTLD_LOCAL);
+    return resolve(library, "LZ4_decompress_safe", table.decompress_safe) ? &table : nullptr;
+  }();
+  return loaded;
+}
+
+const Zstd* zstd() {
+  static const Zstd* loaded = [] () -> const Zstd* {
+    static Zstd table;
+    void* library = ::dlopen("libzstd.so.1", RTLD_NOW | RTLD_LOCAL);
+    const bool complete = resolve(library, "ZSTD_createDCtx", table.create) &&
+                          resolve(library, "ZSTD_freeDCtx", table.free) &&
+                          resolve(library, "ZSTD_decompressStream", table.decompress_stream) &&
+                          resolve(library, "ZSTD_isError", table.is_error) &&
+                          resolve(library, "ZSTD_getErrorName", table.error_name);
+    return complete ? &table : nullptr;
+  }();
+  return loaded;
+}
+
 Result<std::vector<std::byte>> decompress_lz4(const Entry& entry) {
+  const Lz4* lz4_library = lz4();
+  if (lz4_library == nullptr) {
+    return make_error(FatbinErrc::kUnsupportedCompression,
+                      fmt::format("{}: LZ4-compressed, and liblz4.so.1 cannot be loaded", describe_entry(entry)));
+  }
   const std::uint64_t in_size = entry.stored.size();
   const std::uint64_t out_size = entry.uncompressed_size;
   if (in_size > INT_MAX || out_size > in_size * kLz4MaxExpansion + 1024) {
@@ -205,7 +255,7 @@ Result<std::vector<std::byte>> decompress_lz4(const Entry& entry) {
         fmt::format("{}: {} LZ4 bytes cannot give {}", describe_entry(entry), in_size, out_size));
   }
   std::vector<std::byte> out(out_size);
-  const int produced = LZ4_decompress_safe(reinterpret_cast<const char*>(entry.stored.data()),
+  const int produced = lz4_library->decompress_safe(reinterpret_cast<const char*>(entry.stored.data()),
                                            reinterpret_cast<char*>(out.data()),
                                            static_cast<int>(in_size), static_cast<int>(out_size));
   if (produced < 0 || static_cast<std::uint64_t>(produced) != out_size) {
@@ -217,14 +267,19 @@ Result<std::vector<std::byte>> decompress_lz4(const Entry& entry) {
 }
 
 struct FreeZstdContext {
-  void operator()(ZSTD_DCtx* context) const { ZSTD_freeDCtx(context); }
+  void operator()(ZSTD_DCtx* context) const { zstd()->free(context); }
 };
 
 // Streams the frame(s) into a buffer that grows with what the data really produces, so a frame
 // that merely claims a huge size costs no more memory than it decodes to.
 Result<std::vector<std::byte>> decompress_zstd(const Entry& entry) {
   const std::uint64_t out_size = entry.uncompressed_size;
-  std::unique_ptr<ZSTD_DCtx, FreeZstdContext> context(ZSTD_createDCtx());
+  const Zstd* z = zstd();
+  if (z == nullptr) {
+    return make_error(FatbinErrc::kUnsupportedCompression,
+                      fmt::format("{}: zstd-compressed, and libzstd.so.1 cannot be loaded", describe_entry(entry)));
+  }
+  std::unique_ptr<ZSTD_DCtx, FreeZstdContext> context(z->create());
   if (!context) return make_error(FatbinErrc::kOutOfMemory, "ZSTD_createDCtx");
 
   constexpr std::uint64_t kFirstChunk = std::uint64_t{1} << 20;
@@ -237,11 +292,11 @@ Result<std::vector<std::byte>> decompress_zstd(const Entry& entry) {
     }
     ZSTD_outBuffer sink{out.data(), out.size(), produced};
     const std::size_t consumed_before = in.pos;
-    const std::size_t status = ZSTD_decompressStream(context.get(), &sink, &in);
-    if (ZSTD_isError(status)) {
+    const std::size_t status = z->decompress_stream(context.get(), &sink, &in);
+    if (z->is_error(status)) {
       return make_error(
           FatbinErrc::kBadCompressedData,
-          fmt::format("{}: zstd: {}", describe_entry(entry), ZSTD_getErrorName(status)));
+          fmt::format("{}: zstd: {}", describe_entry(entry), z->error_name(status)));
     }
     const bool progressed = sink.pos != produced || in.pos != consumed_before;
     produced = sink.pos;

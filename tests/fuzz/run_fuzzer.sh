@@ -7,10 +7,6 @@ set -uo pipefail
 fuzzer=$1 seconds=$2; shift 2
 work=$(mktemp -d /tmp/gpubroker-fuzz-corpus-XXXXXX)
 trap 'rm -rf "$work"' EXIT
-# LeakSanitizer does not scan thread-local storage: clang 14's scan of the dynamic TLS of a thread
-# that used the dlopen'ed sim driver's thread_locals (the broker's completion poller) reads an
-# unmapped address and aborts the check. Leaks held only from TLS would show as reports, not hide.
-LSAN_OPTIONS=${LSAN_OPTIONS:-use_tls=0} \
 "$fuzzer" -max_total_time="$seconds" -max_len=65536 -timeout=20 -rss_limit_mb=4096 -print_final_stats=1 \
   "$work" "$@" 2>&1 | grep -v '^#[0-9]*.*\(NEW\|REDUCE\|pulse\)'
 exit "${PIPESTATUS[0]}"
