@@ -154,7 +154,9 @@ Result<Listener> Listener::bind(ListenerOptions options) {
   if (options.arena_bytes < (1u << 20)) return IpcError{IpcErrc::kInvalidArgument};
   auto socket = listen_seqpacket(options.socket_path);
   if (!socket) return socket.error();
-  return Listener(std::move(options), std::move(socket.value()));
+  Listener listener(std::move(options), std::move(socket.value()));
+  if (auto first = listener.make_segments()) listener.spare_.emplace(std::move(first.value()));
+  return listener;
 }
 
 Result<std::unique_ptr<ServerSession>> Listener::accept(std::chrono::milliseconds timeout) {
@@ -199,32 +201,24 @@ Result<std::unique_ptr<ServerSession>> Listener::handshake(UniqueFd connection) 
 
   const std::uint64_t control_bytes = sizeof(wire::ControlSegment);
   const std::uint64_t staging_bytes = wire::staging_segment_bytes(options_.pipe_bytes);
-  auto control_fd = create_sealed_memfd("gpubroker-control", control_bytes);
-  auto staging_fd = create_sealed_memfd("gpubroker-staging", staging_bytes);
-  auto arena_fd = create_sealed_memfd("gpubroker-arena", options_.arena_bytes);
-  if (!control_fd || !staging_fd || !arena_fd) return refuse(wire::HandshakeStatus::kBrokerError);
-  auto control_map = map_shared(control_fd.value().get(), control_bytes);
-  auto staging_map = map_shared(staging_fd.value().get(), staging_bytes);
-  auto arena_map = map_shared(arena_fd.value().get(), options_.arena_bytes);
-  if (!control_map || !staging_map || !arena_map) return refuse(wire::HandshakeStatus::kBrokerError);
+  auto segments = take_segments();
+  if (!segments) return refuse(wire::HandshakeStatus::kBrokerError);
+  Segments& s = segments.value();
 
   auto session = std::unique_ptr<ServerSession>(new ServerSession());
   session->id_ = next_session_id_++;
   session->peer_ = peer.value();
   session->hello_ = hello;
   session->pipe_bytes_ = options_.pipe_bytes;
-  session->control_ = control_map.value().as<wire::ControlSegment>();
-  session->control_->header = segment_header(wire::SegmentKind::kControl, control_bytes, 0);
-  initialize_submission_ring(*session->control_);
+  session->control_ = s.control_map.as<wire::ControlSegment>();
   if (options_.prepare_control) options_.prepare_control(*session->control_, hello, peer.value());
   session->consumer_.emplace(*session->control_);
-  auto* staging = staging_map.value().as<wire::StagingSegment>();
-  staging->header = segment_header(wire::SegmentKind::kStaging, staging_bytes, options_.pipe_bytes);
+  auto* staging = s.staging_map.as<wire::StagingSegment>();
   session->to_broker_ = std::make_unique<PipeReader>(to_broker_pipe(staging, options_.pipe_bytes));
   session->from_broker_ = std::make_unique<PipeWriter>(from_broker_pipe(staging, options_.pipe_bytes));
-  session->control_map_ = std::move(control_map.value());
-  session->staging_map_ = std::move(staging_map.value());
-  session->arena_map_ = std::move(arena_map.value());
+  session->control_map_ = std::move(s.control_map);
+  session->staging_map_ = std::move(s.staging_map);
+  session->arena_map_ = std::move(s.arena_map);
 
   welcome.status = static_cast<std::int32_t>(wire::HandshakeStatus::kAccepted);
   welcome.session_id = session->id_;
@@ -232,12 +226,46 @@ Result<std::unique_ptr<ServerSession>> Listener::handshake(UniqueFd connection) 
   welcome.staging_bytes = staging_bytes;
   welcome.arena_bytes = options_.arena_bytes;
   welcome.pipe_bytes = options_.pipe_bytes;
-  const int fds[] = {control_fd.value().get(), staging_fd.value().get(), arena_fd.value().get()};
-  if (auto sent = send_message(connection.get(), bytes_of(welcome), fds); !sent) return sent.error();
+  const int fds[] = {s.control_fd.get(), s.staging_fd.get(), s.arena_fd.get()};
+  auto sent = send_message(connection.get(), bytes_of(welcome), fds);
+  // The next client's segments, made while this one maps its own.
+  if (auto next = make_segments()) spare_.emplace(std::move(next.value()));
+  if (!sent) return sent.error();
   session->socket_ = std::move(connection);
   log(LogLevel::kInfo, "session {} opened: pid {} uid {} program '{}' abi {}", session->id_,
       session->peer_.pid, session->peer_.uid, hello.program, hello.abi);
   return session;
+}
+
+Result<Listener::Segments> Listener::make_segments() const {
+  const std::uint64_t control_bytes = sizeof(wire::ControlSegment);
+  const std::uint64_t staging_bytes = wire::staging_segment_bytes(options_.pipe_bytes);
+  auto control_fd = create_sealed_memfd("gpubroker-control", control_bytes);
+  auto staging_fd = create_sealed_memfd("gpubroker-staging", staging_bytes);
+  auto arena_fd = create_sealed_memfd("gpubroker-arena", options_.arena_bytes);
+  if (!control_fd) return control_fd.error();
+  if (!staging_fd) return staging_fd.error();
+  if (!arena_fd) return arena_fd.error();
+  auto control_map = map_shared(control_fd.value().get(), control_bytes);
+  auto staging_map = map_shared(staging_fd.value().get(), staging_bytes);
+  auto arena_map = map_shared(arena_fd.value().get(), options_.arena_bytes);
+  if (!control_map) return control_map.error();
+  if (!staging_map) return staging_map.error();
+  if (!arena_map) return arena_map.error();
+  auto* control = control_map.value().as<wire::ControlSegment>();
+  control->header = segment_header(wire::SegmentKind::kControl, control_bytes, 0);
+  initialize_submission_ring(*control);
+  staging_map.value().as<wire::StagingSegment>()->header =
+      segment_header(wire::SegmentKind::kStaging, staging_bytes, options_.pipe_bytes);
+  return Segments{std::move(control_fd.value()), std::move(staging_fd.value()), std::move(arena_fd.value()),
+                  std::move(control_map.value()), std::move(staging_map.value()), std::move(arena_map.value())};
+}
+
+Result<Listener::Segments> Listener::take_segments() {
+  if (!spare_) return make_segments();
+  Segments segments = std::move(*spare_);
+  spare_.reset();
+  return segments;
 }
 
 SessionEnd serve_session(ServerSession& session, const RequestHandler& handler, WaitPolicy policy,

@@ -161,9 +161,19 @@ class Listener {
       : options_(std::move(options)), socket_(std::move(socket)) {}
   Result<std::unique_ptr<ServerSession>> handshake(UniqueFd connection);
 
+  // A new session's three segments, created, mapped and initialized. Each set serves one session
+  // only; the next one is made ready after a handshake, off the following client's path.
+  struct Segments {
+    UniqueFd control_fd, staging_fd, arena_fd;
+    Mapping control_map, staging_map, arena_map;
+  };
+  Result<Segments> make_segments() const;
+  Result<Segments> take_segments();
+
   ListenerOptions options_;
   UniqueFd socket_;
   std::uint64_t next_session_id_ = 1;
+  std::optional<Segments> spare_;
 };
 
 // How a served session ended.

@@ -6,8 +6,10 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cerrno>
@@ -111,6 +113,36 @@ TEST_CASE("the broker hands over sealed segments that the client can neither shr
     CHECK(errno == EPERM);
     CHECK(::fallocate(fd, 0, static_cast<off_t>(sizes[i]), 4096) == -1);
   }
+}
+
+TEST_CASE("each session gets segments of its own, never another session's", "[ipc][session][isolation]") {
+  // The broker makes the next session's segments ahead of time; what one client wrote must not
+  // reach the next, whether the first is still connected or gone.
+  TempDir dir;
+  ForkedServer server(listener_options(dir));
+  std::vector<HandshakeReply> replies;
+  std::vector<ino_t> inodes;
+  for (int round = 0; round < 3; ++round) {
+    HandshakeReply reply = raw_handshake(server.socket_path());
+    REQUIRE(reply.welcome.status == static_cast<std::int32_t>(wire::HandshakeStatus::kAccepted));
+    REQUIRE(reply.fds.size() == 3);
+    const std::uint64_t sizes[] = {reply.welcome.control_bytes, reply.welcome.staging_bytes, 4096};
+    for (std::size_t i = 0; i < 3; ++i) {
+      struct stat st {};
+      REQUIRE(::fstat(reply.fds[i].get(), &st) == 0);
+      inodes.push_back(st.st_ino);
+      void* map = ::mmap(nullptr, sizes[i], PROT_READ | PROT_WRITE, MAP_SHARED, reply.fds[i].get(), 0);
+      REQUIRE(map != MAP_FAILED);
+      auto* last = static_cast<unsigned char*>(map) + sizes[i] - 1;  // past every header
+      CHECK(*last == 0);  // untouched by any earlier session
+      *last = 0xa5;
+      ::munmap(map, sizes[i]);
+    }
+    if (round == 1) replies.clear();  // the first two sessions end; the third comes after
+    replies.push_back(std::move(reply));
+  }
+  std::sort(inodes.begin(), inodes.end());
+  CHECK(std::adjacent_find(inodes.begin(), inodes.end()) == inodes.end());
 }
 
 TEST_CASE("a client refuses a segment that is not sealed", "[ipc][seal]") {
