@@ -5,7 +5,7 @@
 // a GPU (the driver wakes its callback thread after the stream has drained), about as long as the
 // small copy-kernel-copy step a runner does per token. Polling an event answers within a few
 // microseconds of the device finishing: the poller spins while a wait is young, then sleeps in
-// proportion to how long the youngest wait has taken (at most 50 us), so that a long kernel costs
+// proportion to how long the youngest wait has taken (at most 20 us), so that a long kernel costs
 // little CPU and a short one little latency. A new wait wakes a sleeping poller at once.
 //
 //   CompletionPoller poller(driver, context);

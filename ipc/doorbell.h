@@ -51,10 +51,10 @@ struct WaitPolicy {
 
   // For a client waiting for a call's reply. A reply may wait for the device (a synchronize, a
   // synchronous copy), and CUDA's own default (cudaDeviceScheduleAuto) spins through such waits:
-  // adaptive spins up to 1 ms here, yielding, so that a sync on a short kernel is not answered
-  // through a futex wake-up. Spin and sleep stay as they are.
+  // adaptive spins up to 10 ms here, yielding, so that a sync on a kernel or a copy of a few
+  // milliseconds is not answered through a futex wake-up. Spin and sleep stay as they are.
   [[nodiscard]] constexpr WaitPolicy for_replies() const {
-    return spin_ns == of(WaitMode::kAdaptive).spin_ns ? WaitPolicy{1'000'000} : *this;
+    return spin_ns == of(WaitMode::kAdaptive).spin_ns ? WaitPolicy{10'000'000} : *this;
   }
 };
 
