@@ -14,14 +14,8 @@
 #include <cstring>
 #include <vector>
 
-#define OK(call)                                                                                  \
-  do {                                                                                            \
-    const cudaError_t e = (call);                                                                 \
-    if (e != cudaSuccess) {                                                                       \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e)); \
-      std::exit(1);                                                                               \
-    }                                                                                             \
-  } while (0)
+#include "check.h"
+
 
 constexpr size_t kBytes = 256ull << 20;
 
