@@ -22,5 +22,17 @@ run_suite build release
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   run_suite build-asan "address+undefined sanitizers"
 
+# The checks that need a GPU: they say SKIPPED and count for nothing where there is none.
+echo "== GPU checks (tests/gpu/all.sh)"
+gpu_log=$(mktemp)
+bash tests/gpu/all.sh build 2>&1 | tee "$gpu_log"
+gpu_status=${PIPESTATUS[0]}
+if [ "$gpu_status" -ne 0 ]; then
+  failed=$((failed + 1))
+elif ! grep -q SKIPPED "$gpu_log"; then
+  passed=$((passed + 1))
+fi
+rm -f "$gpu_log"
+
 echo "tests: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
