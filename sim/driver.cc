@@ -168,6 +168,9 @@ struct Driver {
   std::unordered_map<std::uint64_t, std::shared_ptr<Physical>> physical;
   std::map<std::uintptr_t, std::size_t> host_registrations;
   std::unordered_map<std::uint64_t, StreamEntry> streams;
+  // Destroyed streams whose queued work still runs (as on a GPU): a context-wide wait, and so a
+  // cuMemFree, waits for them too. Each expires when its worker has drained it.
+  std::vector<std::weak_ptr<Stream>> retired_streams;
   std::unordered_map<std::uint64_t, std::shared_ptr<Event>> events;
   std::unordered_map<std::uint64_t, std::shared_ptr<Graph>> graphs;
   std::unordered_map<std::uint64_t, std::shared_ptr<Graph>> execs;
@@ -289,6 +292,11 @@ void wait_for_all_streams() {
     std::lock_guard lock(d.mutex);
     for (const auto& device : d.devices) all.push_back(device->context.null_stream);
     for (const auto& [id, entry] : d.streams) all.push_back(entry.stream);
+    std::erase_if(d.retired_streams, [&](const std::weak_ptr<Stream>& retired) {
+      auto stream = retired.lock();
+      if (stream) all.push_back(std::move(stream));
+      return !stream;
+    });
   }
   for (const auto& stream : all) (void)stream->wait_idle();
 }
@@ -1048,6 +1056,7 @@ GPUBROKER_SIM_API CUresult cuStreamDestroy_v2(CUstream stream) {
       if (found == d.streams.end()) return CUDA_ERROR_INVALID_HANDLE;
       retired = std::move(found->second.stream);
       d.streams.erase(found);
+      d.retired_streams.push_back(retired);
       uncount(counters().live_streams);
     }
     retired->retire();

@@ -370,6 +370,28 @@ TEST_CASE("a stream runs its work in order: a copy queued after a sleeping host 
   require_nothing_left(before);
 }
 
+TEST_CASE("freeing memory waits for the work a destroyed stream still has queued on it", "[sim][stream]") {
+  // Found by the request fuzzer: a memset queued behind a slow host function on a stream that was
+  // then destroyed ran after cuMemFree had unmapped its memory. On a GPU the destroyed stream's
+  // work still runs, and freeing waits for it.
+  const GpubrokerSimCounters before = counters();
+  DriverTable& cu = sim().cu;
+  CUstream stream = make_stream();
+  CUdeviceptr device = 0;
+  REQUIRE(cu.mem_alloc(&device, sizeof(int)) == CUDA_SUCCESS);
+  int host = 0, back = 0;
+  SlowWrite write{&host, 42};
+  REQUIRE(cu.launch_host_func(stream, &SlowWrite::run, &write) == CUDA_SUCCESS);
+  REQUIRE(cu.memcpy_htod_async(device, &host, sizeof host, stream) == CUDA_SUCCESS);
+  REQUIRE(cu.memcpy_dtoh_async(&back, device, sizeof back, stream) == CUDA_SUCCESS);
+  REQUIRE(cu.stream_destroy(stream) == CUDA_SUCCESS);
+  CHECK(back == 0);  // still queued behind the host function
+  REQUIRE(cu.mem_free(device) == CUDA_SUCCESS);
+  CHECK(back == 42);  // the free came after the destroyed stream's copies
+  CHECK(counters().host_functions_run == before.host_functions_run + 1);
+  require_nothing_left(before);
+}
+
 TEST_CASE("an event recorded on one stream orders work waiting for it on another", "[sim][event]") {
   const GpubrokerSimCounters before = counters();
   DriverTable& cu = sim().cu;
