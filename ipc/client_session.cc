@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 namespace gpubroker::ipc {
@@ -199,6 +200,7 @@ Result<std::unique_ptr<ClientSession>> ClientSession::connect(const ClientOption
   session->arena_ = std::make_unique<HostArena>(std::move(arena.value()));
   session->mailboxes_ = std::make_shared<MailboxPool>();
   session->wait_ = options.wait;
+  session->reply_wait_ = options.wait.for_replies(std::thread::hardware_concurrency());
   session->session_id_ = welcome.session_id;
   session->broker_pid_ = static_cast<pid_t>(welcome.broker_pid);
   return session;
@@ -260,7 +262,7 @@ Result<Completion> ClientSession::wait_for(const MailboxLease& lease) {
   std::atomic_ref sequence(mailbox.sequence);
   // Pairs with the broker's release store in ServerSession::complete().
   auto done = [&] { return sequence.load(std::memory_order_acquire) == lease.sequence(); };
-  if (wait_until({&mailbox.sequence, &mailbox.sleepers}, done, peer_check(), wait_.for_replies()) !=
+  if (wait_until({&mailbox.sequence, &mailbox.sleepers}, done, peer_check(), reply_wait_) !=
       WaitResult::kReady) {
     return gone_error();
   }

@@ -122,6 +122,7 @@ class ClientSession {
   std::unique_ptr<PipeReader> from_broker_;
   std::shared_ptr<MailboxPool> mailboxes_;
   WaitPolicy wait_;
+  WaitPolicy reply_wait_{};  // for a call's reply: WaitPolicy::for_replies
   std::uint64_t session_id_ = 0;
   pid_t broker_pid_ = 0;
 };
