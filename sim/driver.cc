@@ -1056,6 +1056,7 @@ GPUBROKER_SIM_API CUresult cuStreamDestroy_v2(CUstream stream) {
       if (found == d.streams.end()) return CUDA_ERROR_INVALID_HANDLE;
       retired = std::move(found->second.stream);
       d.streams.erase(found);
+      std::erase_if(d.retired_streams, [](const std::weak_ptr<Stream>& r) { return r.expired(); });
       d.retired_streams.push_back(retired);
       uncount(counters().live_streams);
     }

@@ -346,27 +346,39 @@ struct SlowWrite {
     *self->target = self->value;
   }
 };
+
+// A stream whose work waits 50 ms behind a host function that writes 42 to `host`; then `host`
+// is copied to the device and back into `back`.
+struct SlowRoundTrip {
+  CUstream stream = make_stream();
+  CUdeviceptr device = 0;
+  int host = 0, back = 0;
+  SlowWrite write{&host, 42};
+
+  SlowRoundTrip() {
+    DriverTable& cu = sim().cu;
+    REQUIRE(cu.mem_alloc(&device, sizeof(int)) == CUDA_SUCCESS);
+    REQUIRE(cu.launch_host_func(stream, &SlowWrite::run, &write) == CUDA_SUCCESS);
+    REQUIRE(cu.memcpy_htod_async(device, &host, sizeof host, stream) == CUDA_SUCCESS);
+    REQUIRE(cu.memcpy_dtoh_async(&back, device, sizeof back, stream) == CUDA_SUCCESS);
+  }
+  SlowRoundTrip(const SlowRoundTrip&) = delete;
+  SlowRoundTrip& operator=(const SlowRoundTrip&) = delete;
+};
 }  // namespace
 
 TEST_CASE("a stream runs its work in order: a copy queued after a sleeping host function sees its write",
           "[sim][stream]") {
   const GpubrokerSimCounters before = counters();
   DriverTable& cu = sim().cu;
-  CUstream stream = make_stream();
-  CUdeviceptr device = 0;
-  REQUIRE(cu.mem_alloc(&device, sizeof(int)) == CUDA_SUCCESS);
-  int host = 0, back = 0;
-  SlowWrite write{&host, 42};
-  REQUIRE(cu.launch_host_func(stream, &SlowWrite::run, &write) == CUDA_SUCCESS);
-  REQUIRE(cu.memcpy_htod_async(device, &host, sizeof host, stream) == CUDA_SUCCESS);
-  REQUIRE(cu.memcpy_dtoh_async(&back, device, sizeof back, stream) == CUDA_SUCCESS);
-  CHECK(cu.stream_query(stream) == CUDA_ERROR_NOT_READY);
-  REQUIRE(cu.stream_synchronize(stream) == CUDA_SUCCESS);
-  CHECK(back == 42);
-  CHECK(cu.stream_query(stream) == CUDA_SUCCESS);
+  SlowRoundTrip work;
+  CHECK(cu.stream_query(work.stream) == CUDA_ERROR_NOT_READY);
+  REQUIRE(cu.stream_synchronize(work.stream) == CUDA_SUCCESS);
+  CHECK(work.back == 42);
+  CHECK(cu.stream_query(work.stream) == CUDA_SUCCESS);
   CHECK(counters().host_functions_run == before.host_functions_run + 1);
-  REQUIRE(cu.mem_free(device) == CUDA_SUCCESS);
-  REQUIRE(cu.stream_destroy(stream) == CUDA_SUCCESS);
+  REQUIRE(cu.mem_free(work.device) == CUDA_SUCCESS);
+  REQUIRE(cu.stream_destroy(work.stream) == CUDA_SUCCESS);
   require_nothing_left(before);
 }
 
@@ -376,18 +388,11 @@ TEST_CASE("freeing memory waits for the work a destroyed stream still has queued
   // work still runs, and freeing waits for it.
   const GpubrokerSimCounters before = counters();
   DriverTable& cu = sim().cu;
-  CUstream stream = make_stream();
-  CUdeviceptr device = 0;
-  REQUIRE(cu.mem_alloc(&device, sizeof(int)) == CUDA_SUCCESS);
-  int host = 0, back = 0;
-  SlowWrite write{&host, 42};
-  REQUIRE(cu.launch_host_func(stream, &SlowWrite::run, &write) == CUDA_SUCCESS);
-  REQUIRE(cu.memcpy_htod_async(device, &host, sizeof host, stream) == CUDA_SUCCESS);
-  REQUIRE(cu.memcpy_dtoh_async(&back, device, sizeof back, stream) == CUDA_SUCCESS);
-  REQUIRE(cu.stream_destroy(stream) == CUDA_SUCCESS);
-  CHECK(back == 0);  // still queued behind the host function
-  REQUIRE(cu.mem_free(device) == CUDA_SUCCESS);
-  CHECK(back == 42);  // the free came after the destroyed stream's copies
+  SlowRoundTrip work;
+  REQUIRE(cu.stream_destroy(work.stream) == CUDA_SUCCESS);
+  CHECK(work.back == 0);  // still queued behind the host function
+  REQUIRE(cu.mem_free(work.device) == CUDA_SUCCESS);
+  CHECK(work.back == 42);  // the free came after the destroyed stream's copies
   CHECK(counters().host_functions_run == before.host_functions_run + 1);
   require_nothing_left(before);
 }
