@@ -67,6 +67,16 @@ LD_LIBRARY_PATH="$broker_library_path" step "native against brokered (tests/gpu/
 bench=("$build/tools/bench/gpubroker-bench")
 step "bench runtime" 60 "${bench[@]}" runtime --socket="$socket"
 step "bench first-call" 30 "${bench[@]}" first-call --socket="$socket"
+# The first call by part, the shim against NVIDIA's runtime, three fresh processes each.
+if cc -O2 -o "$work/first_call_probe" tests/gpu/first_call_probe.c -ldl; then
+  step "first call by part, shim" 30 env GPUBROKER_SOCKET="$socket" \
+    LD_LIBRARY_PATH="$PWD/$build/shim/runtime/13${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+    bash -c 'for _ in 1 2 3; do "$0" || exit 1; done' "$work/first_call_probe"
+  step "first call by part, native" 60 env LD_LIBRARY_PATH="$cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+    bash -c 'for _ in 1 2 3; do "$0" || exit 1; done' "$work/first_call_probe"
+else
+  failed+=("first_call_probe build")
+fi
 step "bench discovery" 30 "${bench[@]}" discovery --socket="$socket"
 step "bench copies" 60 "${bench[@]}" copies --socket="$socket" --max-size=256M
 step "bench scaling" 60 "${bench[@]}" scaling --socket="$socket" --seconds=1
