@@ -59,6 +59,27 @@ int cublasSgemmStridedBatched(void*, int, int, int, int, int, const float*, cons
                               int, long long, const float*, float*, int, long long, int);
 int cublasStrsmBatched(void*, int, int, int, int, int, int, const float*, const float* const*, int, float* const*, int,
                        int);
+// libcublasLt.so.13: descriptors are pointers to the library's own objects.
+int cublasLtCreate(void**);
+int cublasLtDestroy(void*);
+std::size_t cublasLtGetVersion();
+const char* cublasLtGetStatusName(int);
+int cublasLtMatmulDescCreate(void**, int, int);
+int cublasLtMatmulDescInit_internal(void*, std::size_t, int, int);
+int cublasLtMatmulDescDestroy(void*);
+int cublasLtMatmulDescSetAttribute(void*, int, const void*, std::size_t);
+int cublasLtMatmulDescGetAttribute(const void*, int, void*, std::size_t, std::size_t*);
+int cublasLtMatrixLayoutCreate(void**, int, std::uint64_t, std::uint64_t, std::int64_t);
+int cublasLtMatrixLayoutDestroy(void*);
+int cublasLtMatrixLayoutSetAttribute(void*, int, const void*, std::size_t);
+int cublasLtMatmulPreferenceCreate(void**);
+int cublasLtMatmulPreferenceDestroy(void*);
+int cublasLtMatmulPreferenceSetAttribute(void*, int, const void*, std::size_t);
+int cublasLtMatmulAlgoGetHeuristic(void*, void*, void*, void*, void*, void*, void*, int, void*, int*);
+int cublasLtMatmul(void*, void*, const void*, const void*, void*, const void*, void*, const void*, const void*, void*,
+                   void*, void*, const void*, void*, std::size_t, void*);
+int cublasLtMatrixTransform(void*, void*, const void*, const void*, void*, const void*, const void*, void*, void*,
+                            void*, void*);
 }
 
 namespace {
@@ -471,4 +492,195 @@ TEST_CASE("status strings and versions are answered in the process", "[cublas]")
   CHECK(major == 13);
   CHECK(cublasGetVersion_v2(nullptr, &version) == 0);
   CHECK(version / 10000 == 13);
+}
+
+// ---- cuBLASLt ------------------------------------------------------------------------------------
+
+namespace {
+
+// cublasLt.h's attribute numbers, as a program passes them.
+constexpr int kDescTransA = 3, kDescTransB = 4, kDescEpilogue = 7, kDescPointerMode = 2;
+constexpr int kLayoutBatchCount = 5, kLayoutStride = 6, kLayoutOrder = 1;
+constexpr int kPrefMaxWorkspace = 1;
+constexpr unsigned kEpilogueRelu = 2;
+constexpr int kNotSupported = 15;
+
+struct HeuristicResult {  // cublasLtMatmulHeuristicResult_t
+  std::uint64_t algo[8];
+  std::size_t workspace_bytes;
+  int state;
+  float waves;
+  int reserved[4];
+};
+
+void* layout(int type, std::uint64_t rows, std::uint64_t cols, std::int64_t ld, int batch = 1, std::int64_t stride = 0) {
+  void* l = nullptr;
+  EXPECT(cublasLtMatrixLayoutCreate(&l, type, rows, cols, ld) == 0, "cublasLtMatrixLayoutCreate");
+  if (batch != 1) {
+    EXPECT(cublasLtMatrixLayoutSetAttribute(l, kLayoutBatchCount, &batch, sizeof batch) == 0, "batch count");
+    EXPECT(cublasLtMatrixLayoutSetAttribute(l, kLayoutStride, &stride, sizeof stride) == 0, "batch stride");
+  }
+  return l;
+}
+
+// One D = alpha op(A) op(B) + beta C through heuristic and matmul, D a different matrix from C, in
+// `batch` strided batches; checked against the reference.
+void lt_matmul(void* handle, void* stream, int ab_type, int cd_type, int ta, int tb, int batch, std::mt19937& rng) {
+  const int m = 12, n = 10, k = 17, ld = 20;
+  const std::int64_t stride = static_cast<std::int64_t>(ld) * ld;
+  const Typed a = random_matrix(ab_type, stride * batch, rng), b = random_matrix(ab_type, stride * batch, rng),
+              c = random_matrix(cd_type, stride * batch, rng);
+  const Typed d0 = random_matrix(cd_type, stride * batch, rng);
+  void *da = upload(a), *db = upload(b), *dc = upload(c), *dd = upload(d0);
+  void* desc = nullptr;
+  EXPECT(cublasLtMatmulDescCreate(&desc, kCompute32F, kR32F) == 0, "cublasLtMatmulDescCreate");
+  EXPECT(cublasLtMatmulDescSetAttribute(desc, kDescTransA, &ta, sizeof ta) == 0, "TRANSA");
+  EXPECT(cublasLtMatmulDescSetAttribute(desc, kDescTransB, &tb, sizeof tb) == 0, "TRANSB");
+  void* la = ta == kOpN ? layout(ab_type, m, k, ld, batch, stride) : layout(ab_type, k, m, ld, batch, stride);
+  void* lb = tb == kOpN ? layout(ab_type, k, n, ld, batch, stride) : layout(ab_type, n, k, ld, batch, stride);
+  void* lc = layout(cd_type, m, n, ld, batch, stride);
+  void* preference = nullptr;
+  EXPECT(cublasLtMatmulPreferenceCreate(&preference) == 0, "cublasLtMatmulPreferenceCreate");
+  const std::uint64_t workspace = 1 << 20;
+  EXPECT(cublasLtMatmulPreferenceSetAttribute(preference, kPrefMaxWorkspace, &workspace, sizeof workspace) == 0,
+         "MAX_WORKSPACE_BYTES");
+  HeuristicResult result{};
+  int returned = 0;
+  EXPECT(cublasLtMatmulAlgoGetHeuristic(handle, desc, la, lb, lc, lc, preference, 1, &result, &returned) == 0 &&
+             returned == 1 && result.state == 0,
+         "heuristic: %d results", returned);
+  const float alpha = 0.75f, beta = -0.5f;
+  EXPECT(cublasLtMatmul(handle, desc, &alpha, da, la, db, lb, &beta, dc, lc, dd, lc, result.algo, nullptr, 0, stream) == 0,
+         "cublasLtMatmul types %d/%d ops %d,%d batch %d", ab_type, cd_type, ta, tb, batch);
+  EXPECT(cudaStreamSynchronize(stream) == 0, "stream");
+  const Typed got = download(dd, cd_type, d0.count()), c_after = download(dc, cd_type, c.count());
+  for (int i = 0; i < batch; ++i) {
+    const std::size_t at = static_cast<std::size_t>(i) * stride;
+    Typed c_batch{cd_type, std::vector<std::uint8_t>(c.bytes.begin() + at * Typed::element(cd_type), c.bytes.end())};
+    const std::string what = "cublasLtMatmul types " + std::to_string(ab_type) + "/" + std::to_string(cd_type) + " ops " +
+                             std::to_string(ta) + "," + std::to_string(tb) + " batch " + std::to_string(i);
+    compare(what.c_str(), got, reference(ta, tb, m, n, k, 0.75, a, ld, b, ld, -0.5, c_batch, ld, at, at, 0), m, n, ld,
+            tolerance(cd_type, kCompute32F, k), at);
+  }
+  EXPECT(c_after.bytes == c.bytes, "C is left as it was when D is another matrix");
+  for (void* l : {la, lb, lc}) EXPECT(cublasLtMatrixLayoutDestroy(l) == 0, "layout destroy");
+  EXPECT(cublasLtMatmulDescDestroy(desc) == 0 && cublasLtMatmulPreferenceDestroy(preference) == 0, "destroy");
+  for (void* p : {da, db, dc, dd}) cudaFree(p);
+}
+
+}  // namespace
+
+TEST_CASE("cublasLtMatmul matches a reference for FP32, FP16 and BF16 inputs, transposes and strided batches",
+          "[cublaslt]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  CHECK(in_broker_child(broker, [] {
+          std::mt19937 rng(11);
+          void* handle = nullptr;
+          void* stream = nullptr;
+          EXPECT(cublasLtCreate(&handle) == 0 && handle != nullptr, "cublasLtCreate");
+          EXPECT(cudaStreamCreateWithFlags(&stream, 1) == 0, "stream");
+          for (int ta : {kOpN, kOpT}) {
+            for (int tb : {kOpN, kOpT}) {
+              lt_matmul(handle, stream, kR32F, kR32F, ta, tb, 1, rng);
+              lt_matmul(handle, stream, kR16F, kR16F, ta, tb, 1, rng);
+              lt_matmul(handle, stream, kR16BF, kR16BF, ta, tb, 1, rng);
+            }
+          }
+          lt_matmul(handle, stream, kR16F, kR32F, kOpT, kOpN, 3, rng);
+          lt_matmul(handle, nullptr, kR16BF, kR16BF, kOpN, kOpT, 2, rng);  // the default stream
+          EXPECT(cublasLtDestroy(handle) == 0, "cublasLtDestroy");
+        }) == 0);
+}
+
+TEST_CASE("cuBLASLt says what it does not serve: epilogues, row-major layouts, unknown attributes, stub exports",
+          "[cublaslt]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  CHECK(in_broker_child(broker, [] {
+          void* handle = nullptr;
+          EXPECT(cublasLtCreate(&handle) == 0, "cublasLtCreate");
+          void* desc = nullptr;
+          EXPECT(cublasLtMatmulDescCreate(&desc, kCompute32F, kR32F) == 0, "desc");
+          void* l = layout(kR32F, 8, 8, 8);
+          void* preference = nullptr;
+          EXPECT(cublasLtMatmulPreferenceCreate(&preference) == 0, "preference");
+          HeuristicResult result{};
+          int returned = -1;
+          EXPECT(cublasLtMatmulDescSetAttribute(desc, kDescEpilogue, &kEpilogueRelu, sizeof kEpilogueRelu) == 0,
+                 "setting an epilogue is accepted, as cuBLASLt does");
+          EXPECT(cublasLtMatmulAlgoGetHeuristic(handle, desc, l, l, l, l, preference, 1, &result, &returned) ==
+                         kNotSupported && returned == 0,
+                 "a ReLU epilogue: no algorithm (%d)", returned);
+          const float one = 1.0f;
+          void* d = nullptr;
+          EXPECT(cudaMalloc(&d, 8 * 8 * 4) == 0, "cudaMalloc");
+          EXPECT(cublasLtMatmul(handle, desc, &one, d, l, d, l, &one, d, l, d, l, nullptr, nullptr, 0, nullptr) ==
+                     kNotSupported,
+                 "a ReLU epilogue is refused by cublasLtMatmul too");
+          const unsigned plain = 1;
+          EXPECT(cublasLtMatmulDescSetAttribute(desc, kDescEpilogue, &plain, sizeof plain) == 0, "default epilogue");
+          const int row = 1;
+          EXPECT(cublasLtMatrixLayoutSetAttribute(l, kLayoutOrder, &row, sizeof row) == 0, "row order");
+          EXPECT(cublasLtMatmulAlgoGetHeuristic(handle, desc, l, l, l, l, preference, 1, &result, &returned) ==
+                     kNotSupported,
+                 "a row-major layout: no algorithm");
+          // Attribute sizes are exact, and a size query answers without a buffer.
+          EXPECT(cublasLtMatmulDescSetAttribute(desc, kDescTransA, &plain, 8) == kInvalidValue, "a wrong size");
+          std::size_t written = 0;
+          EXPECT(cublasLtMatmulDescGetAttribute(desc, kDescPointerMode, nullptr, 0, &written) == 0 && written == 4,
+                 "size query: %zu", written);
+          EXPECT(cublasLtMatmulDescSetAttribute(desc, 9999, &plain, 4) == kNotSupported, "an unknown attribute");
+          // Storage a program allocates itself (NVIDIA's inline cublasLtMatmulDescInit) works like a created one;
+          // storage never initialized is refused.
+          std::uint64_t storage[32] = {};
+          EXPECT(cublasLtMatmulDescSetAttribute(storage, kDescTransA, &plain, 4) == kNotInitialized, "garbage desc");
+          EXPECT(cublasLtMatmulDescInit_internal(storage, sizeof storage, kCompute32F, kR32F) == 0, "Init_internal");
+          int ta = -1;
+          EXPECT(cublasLtMatmulDescGetAttribute(storage, kDescTransA, &ta, sizeof ta, &written) == 0 && ta == kOpN,
+                 "initialized desc: TRANSA %d", ta);
+          // An export the shim does not serve is a stub that says so.
+          EXPECT(cublasLtMatrixTransform(handle, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                                         nullptr, nullptr) == kNotSupported,
+                 "cublasLtMatrixTransform");
+          EXPECT(cublasLtGetVersion() == 130100, "version %zu", cublasLtGetVersion());
+          EXPECT(std::string(cublasLtGetStatusName(kNotSupported)) == "CUBLAS_STATUS_NOT_SUPPORTED", "status name");
+          cudaFree(d);
+          EXPECT(cublasLtMatrixLayoutDestroy(l) == 0 && cublasLtMatmulDescDestroy(desc) == 0 &&
+                     cublasLtMatmulPreferenceDestroy(preference) == 0 && cublasLtDestroy(handle) == 0,
+                 "destroy");
+        }) == 0);
+}
+
+TEST_CASE("cublasLtMatmul cannot reach memory that is not the session's", "[cublaslt][security]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  CHECK(in_broker_child(broker, [] {
+          void* handle = nullptr;
+          EXPECT(cublasLtCreate(&handle) == 0, "cublasLtCreate");
+          void* desc = nullptr;
+          EXPECT(cublasLtMatmulDescCreate(&desc, kCompute32F, kR32F) == 0, "desc");
+          void* small = layout(kR32F, 8, 8, 8);
+          void* large = layout(kR32F, 64, 64, 64);
+          void* d = nullptr;
+          EXPECT(cudaMalloc(&d, 8 * 8 * 4) == 0, "cudaMalloc");
+          const float one = 1.0f, zero = 0.0f;
+          EXPECT(cublasLtMatmul(handle, desc, &one, d, small, d, small, &zero, d, small, d, small, nullptr, nullptr, 0,
+                                nullptr) == 0,
+                 "in bounds");
+          EXPECT(cublasLtMatmul(handle, desc, &one, d, large, d, large, &zero, d, large, d, large, nullptr, nullptr, 0,
+                                nullptr) != 0,
+                 "a 64x64 product on an 8x8 allocation is refused");
+          void* foreign = reinterpret_cast<void*>(0x7f0000000000ull);
+          EXPECT(cublasLtMatmul(handle, desc, &one, foreign, small, d, small, &zero, d, small, d, small, nullptr, nullptr,
+                                0, nullptr) != 0,
+                 "an address the session does not own is refused");
+          EXPECT(cublasLtMatmul(handle, desc, &one, d, small, d, small, &one, foreign, small, d, small, nullptr, nullptr,
+                                0, nullptr) != 0,
+                 "a C the session does not own is refused (the copy into D)");
+          cudaFree(d);
+          EXPECT(cublasLtMatrixLayoutDestroy(small) == 0 && cublasLtMatrixLayoutDestroy(large) == 0 &&
+                     cublasLtMatmulDescDestroy(desc) == 0 && cublasLtDestroy(handle) == 0,
+                 "destroy");
+        }) == 0);
 }

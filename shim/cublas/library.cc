@@ -10,21 +10,13 @@
 
 #include "gpubroker/cuda/cublas_api.h"
 #include "shim/abi/unsupported.h"
+#include "shim/cublas/version.h"
 
 namespace {
 
 constexpr int kSuccess = gpubroker::cuda::CUBLAS_STATUS_SUCCESS;
 constexpr int kInvalidValue = gpubroker::cuda::CUBLAS_STATUS_INVALID_VALUE;
 constexpr int kNotSupported = gpubroker::cuda::CUBLAS_STATUS_NOT_SUPPORTED;
-
-// The version of the cuBLAS whose ABI this library presents (its symbols file's source).
-#if GPUBROKER_CUBLAS_ABI == 12
-constexpr int kMajor = 12, kMinor = 9, kPatch = 3;
-constexpr std::size_t kCudartVersion = 12090;
-#else
-constexpr int kMajor = 13, kMinor = 1, kPatch = 0;
-constexpr std::size_t kCudartVersion = 13000;
-#endif
 
 // The legacy API's one error word (cublasGetError reads and clears it), process-wide as in
 // cuBLAS. Relaxed: a status report, ordered against nothing else.
@@ -77,57 +69,20 @@ GPUBROKER_LEGACY(int, cublasIzamin)
 
 int cublasGetError() { return g_legacy_error.exchange(kSuccess, std::memory_order_relaxed); }
 
-std::size_t cublasGetCudartVersion() { return kCudartVersion; }
+std::size_t cublasGetCudartVersion() { return gpubroker::shim::kCublasCudartVersion; }
 
 int cublasGetVersion_v2(void* /*handle*/, int* version) {
   if (version == nullptr) return kInvalidValue;
-  *version = kMajor * 10000 + kMinor * 100 + kPatch;
+  *version = gpubroker::shim::kCublasVersion;
   return kSuccess;
 }
 
 int cublasGetVersion(int* version) { return cublasGetVersion_v2(nullptr, version); }
 
-// libraryPropertyType: MAJOR_VERSION, MINOR_VERSION, PATCH_LEVEL.
-int cublasGetProperty(int type, int* value) {
-  if (value == nullptr) return kInvalidValue;
-  switch (type) {
-    case 0: *value = kMajor; return kSuccess;
-    case 1: *value = kMinor; return kSuccess;
-    case 2: *value = kPatch; return kSuccess;
-    default: return kInvalidValue;
-  }
-}
+int cublasGetProperty(int type, int* value) { return gpubroker::shim::cublas_property(type, value); }
 
-const char* cublasGetStatusName(int status) {
-  switch (status) {
-    case 0: return "CUBLAS_STATUS_SUCCESS";
-    case 1: return "CUBLAS_STATUS_NOT_INITIALIZED";
-    case 3: return "CUBLAS_STATUS_ALLOC_FAILED";
-    case 7: return "CUBLAS_STATUS_INVALID_VALUE";
-    case 8: return "CUBLAS_STATUS_ARCH_MISMATCH";
-    case 11: return "CUBLAS_STATUS_MAPPING_ERROR";
-    case 13: return "CUBLAS_STATUS_EXECUTION_FAILED";
-    case 14: return "CUBLAS_STATUS_INTERNAL_ERROR";
-    case 15: return "CUBLAS_STATUS_NOT_SUPPORTED";
-    case 16: return "CUBLAS_STATUS_LICENSE_ERROR";
-    default: return "CUBLAS_STATUS_UNKNOWN";
-  }
-}
+const char* cublasGetStatusName(int status) { return gpubroker::shim::cublas_status_name(status); }
 
-const char* cublasGetStatusString(int status) {
-  switch (status) {
-    case 0: return "the operation completed successfully";
-    case 1: return "the library was not initialized";
-    case 3: return "the resource allocation failed";
-    case 7: return "an invalid numeric value was used as an argument";
-    case 8: return "an absent device architectural feature is required";
-    case 11: return "an access to GPU memory space failed";
-    case 13: return "the GPU program failed to execute";
-    case 14: return "an internal operation failed";
-    case 15: return "the functionality requested is not supported";
-    case 16: return "error detected trying to check the license";
-    default: return "unknown error";
-  }
-}
+const char* cublasGetStatusString(int status) { return gpubroker::shim::cublas_status_string(status); }
 
 }  // extern "C"

@@ -1,0 +1,585 @@
+// The cuBLASLt entry points the shim serves (libcublasLt.so.12 and .13, GPUBROKER_CUBLAS_ABI).
+//
+// A runner host has no CUDA libraries of its own, and ggml's CUDA backend lists libcublasLt as
+// NEEDED whether or not it calls it, so the library must exist; programs built on PyTorch-style
+// stacks also call its core. That core is served here:
+//
+// - Descriptors (matmul, matrix layout, preference) are host objects in cuBLASLt and stay in the
+//   process: plain structs that fit NVIDIA's opaque storage, so the same code serves
+//   cublasLt*Create and the *_Init_internal entry points behind NVIDIA's inline cublasLt*Init
+//   helpers. Attributes are read and written through one table per descriptor kind.
+// - A cublasLtHandle_t owns a broker-side cuBLAS handle, and cublasLtMatmul is the GEMM it
+//   describes, sent as one wire::BlasGemmRequest (cublasGemmStridedBatchedEx): column-major
+//   layouts, any type combination cublasGemmEx accepts, transposes, strided batches, C distinct
+//   from D (a device-to-device copy of C into D first, in stream order), scalars from host or
+//   device memory. cublasLtMatmulAlgoGetHeuristic answers with one algorithm exactly when
+//   cublasLtMatmul would accept the problem, so a caller learns "not supported" before it runs.
+// - What is not served answers CUBLAS_STATUS_NOT_SUPPORTED and logs once, naming what: the
+//   epilogues (bias, ReLU, GELU), scale and amax pointers, orders other than column-major. The
+//   exports this file does not define are generated stubs that do the same (../abi).
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+
+#include "gpubroker/cuda/cublas_api.h"
+#include "gpubroker/cuda/cublaslt_abi.h"
+#include "gpubroker/wire/protocol.h"
+#include "shim/abi/unsupported.h"
+#include "shim/cublas/version.h"
+#include "shim/client/connection.h"
+
+using namespace gpubroker;
+namespace lt = gpubroker::cuda::lt;
+
+namespace {
+
+constexpr int kSuccess = cuda::CUBLAS_STATUS_SUCCESS;
+constexpr int kNotInitialized = cuda::CUBLAS_STATUS_NOT_INITIALIZED;
+constexpr int kAllocFailed = cuda::CUBLAS_STATUS_ALLOC_FAILED;
+constexpr int kInvalidValue = cuda::CUBLAS_STATUS_INVALID_VALUE;
+constexpr int kExecutionFailed = cuda::CUBLAS_STATUS_EXECUTION_FAILED;
+constexpr int kNotSupported = cuda::CUBLAS_STATUS_NOT_SUPPORTED;
+
+// Descriptors start with a word that says which kind they are, so that a pointer to something
+// else (or to storage never initialized) is refused instead of read as a descriptor.
+constexpr std::uint32_t kLayoutMagic = 0x4c544c59;      // "LTLY"
+constexpr std::uint32_t kMatmulDescMagic = 0x4c544d44;  // "LTMD"
+constexpr std::uint32_t kPreferenceMagic = 0x4c545052;  // "LTPR"
+constexpr std::uint64_t kAlgoMagic = 0x6770756272616c67;  // the one algorithm the heuristic returns
+
+struct Layout {
+  std::uint32_t magic;
+  std::uint32_t type;  // cudaDataType
+  std::int32_t order;
+  std::int32_t batch_count;
+  std::uint64_t rows, cols;
+  std::int64_t ld;
+  std::int64_t batch_stride;  // elements
+  std::int64_t plane_offset;
+};
+static_assert(sizeof(Layout) <= lt::kMatrixLayoutBytes);
+
+struct MatmulDesc {
+  std::uint32_t magic;
+  std::int32_t compute_type, scale_type, pointer_mode;
+  std::int32_t transa, transb, transc, fill_mode;
+  std::uint32_t epilogue;
+  std::int32_t bias_type;
+  std::int32_t sm_count_target;
+  std::int8_t fast_accum;
+  std::int64_t bias_batch_stride;
+  std::uint64_t bias, aux, a_scale, b_scale, c_scale, d_scale, amax_d;
+};
+static_assert(sizeof(MatmulDesc) <= lt::kMatmulDescBytes);
+
+struct Preference {
+  std::uint32_t magic;
+  std::uint32_t search_mode;
+  std::uint64_t max_workspace_bytes;
+  std::uint32_t reduction_scheme_mask;
+  std::uint32_t min_alignment[4];  // A, B, C, D
+  float max_waves_count;
+  std::uint64_t impl_mask;
+};
+static_assert(sizeof(Preference) <= lt::kPreferenceBytes);
+
+// One settable attribute: where it lives in the descriptor and its exact size (cuBLASLt refuses
+// a buffer of any other size).
+struct Attribute {
+  int id;
+  std::size_t offset, bytes;
+};
+#define GPUBROKER_LT_ATTRIBUTE(id, type, field) \
+  Attribute { lt::id, offsetof(type, field), sizeof(type::field) }
+
+constexpr Attribute kLayoutAttributes[] = {
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATRIX_LAYOUT_TYPE, Layout, type),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATRIX_LAYOUT_ORDER, Layout, order),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATRIX_LAYOUT_ROWS, Layout, rows),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATRIX_LAYOUT_COLS, Layout, cols),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATRIX_LAYOUT_LD, Layout, ld),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, Layout, batch_count),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, Layout, batch_stride),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATRIX_LAYOUT_PLANE_OFFSET, Layout, plane_offset),
+};
+constexpr Attribute kMatmulDescAttributes[] = {
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATMUL_DESC_COMPUTE_TYPE, MatmulDesc, compute_type),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATMUL_DESC_SCALE_TYPE, MatmulDesc, scale_type),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATMUL_DESC_POINTER_MODE, MatmulDesc, pointer_mode),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATMUL_DESC_TRANSA, MatmulDesc, transa),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATMUL_DESC_TRANSB, MatmulDesc, transb),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATMUL_DESC_TRANSC, MatmulDesc, transc),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATMUL_DESC_FILL_MODE, MatmulDesc, fill_mode),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATMUL_DESC_EPILOGUE, MatmulDesc, epilogue),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATMUL_DESC_BIAS_POINTER, MatmulDesc, bias),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, MatmulDesc, bias_batch_stride),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, MatmulDesc, aux),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATMUL_DESC_SM_COUNT_TARGET, MatmulDesc, sm_count_target),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, MatmulDesc, a_scale),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, MatmulDesc, b_scale),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATMUL_DESC_C_SCALE_POINTER, MatmulDesc, c_scale),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATMUL_DESC_D_SCALE_POINTER, MatmulDesc, d_scale),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATMUL_DESC_AMAX_D_POINTER, MatmulDesc, amax_d),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATMUL_DESC_FAST_ACCUM, MatmulDesc, fast_accum),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, MatmulDesc, bias_type),
+};
+constexpr Attribute kPreferenceAttributes[] = {
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATMUL_PREF_SEARCH_MODE, Preference, search_mode),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, Preference, max_workspace_bytes),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, Preference, reduction_scheme_mask),
+    Attribute{lt::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, offsetof(Preference, min_alignment) + 0, 4},
+    Attribute{lt::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, offsetof(Preference, min_alignment) + 4, 4},
+    Attribute{lt::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, offsetof(Preference, min_alignment) + 8, 4},
+    Attribute{lt::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, offsetof(Preference, min_alignment) + 12, 4},
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATMUL_PREF_MAX_WAVES_COUNT, Preference, max_waves_count),
+    GPUBROKER_LT_ATTRIBUTE(CUBLASLT_MATMUL_PREF_IMPL_MASK, Preference, impl_mask),
+};
+#undef GPUBROKER_LT_ATTRIBUTE
+
+template <std::size_t N>
+const Attribute* find_attribute(const Attribute (&table)[N], int id) {
+  for (const Attribute& a : table) {
+    if (a.id == id) return &a;
+  }
+  return nullptr;
+}
+
+template <class Descriptor, std::size_t N>
+int set_attribute(Descriptor* d, std::uint32_t magic, const Attribute (&table)[N], int id, const void* buffer,
+                  std::size_t bytes) {
+  if (d == nullptr || d->magic != magic) return kNotInitialized;
+  const Attribute* a = find_attribute(table, id);
+  if (a == nullptr) {
+    gpubroker_log_unsupported_in("cublasLt*SetAttribute with an attribute this shim does not know", "cuBLASLt",
+                                 "CUBLAS_STATUS_NOT_SUPPORTED");
+    return kNotSupported;
+  }
+  if (buffer == nullptr || bytes != a->bytes) return kInvalidValue;
+  std::memcpy(reinterpret_cast<std::byte*>(d) + a->offset, buffer, bytes);
+  return kSuccess;
+}
+
+// cuBLASLt's contract: with bytes == 0 and written != nullptr, only the size is reported.
+template <class Descriptor, std::size_t N>
+int get_attribute(const Descriptor* d, std::uint32_t magic, const Attribute (&table)[N], int id, void* buffer,
+                  std::size_t bytes, std::size_t* written) {
+  if (d == nullptr || d->magic != magic) return kNotInitialized;
+  const Attribute* a = find_attribute(table, id);
+  if (a == nullptr) return kNotSupported;
+  if (bytes == 0 && written != nullptr) {
+    *written = a->bytes;
+    return kSuccess;
+  }
+  if (buffer == nullptr || bytes < a->bytes) return kInvalidValue;
+  std::memcpy(buffer, reinterpret_cast<const std::byte*>(d) + a->offset, a->bytes);
+  if (written != nullptr) *written = a->bytes;
+  return kSuccess;
+}
+
+// A cublasLtHandle_t: the broker-side cuBLAS handle it owns and the stream that handle was last
+// set to (a matmul on another stream sets it first).
+struct LtHandle {
+  std::uint64_t blas_id;
+  std::mutex lock;  // orders stream changes against the matmuls of other threads
+  std::uint64_t stream = 0;
+};
+
+// Broker-side cuBLAS handle ids of this library: the high bit keeps them apart from the ids the
+// libcublas shim chooses for the same session.
+std::uint64_t new_blas_id() {
+  static std::atomic<std::uint64_t> next{1};  // relaxed: only uniqueness matters
+  return (1ull << 63) | next.fetch_add(1, std::memory_order_relaxed);
+}
+
+int request(wire::RequestKind kind, std::span<const std::byte> payload) {
+  shim::Connection* c = shim::Connection::get();
+  if (c == nullptr) return kNotInitialized;
+  auto reply = c->session().call(kind, payload);
+  if (!reply) return kExecutionFailed;  // the broker is gone
+  return reply.value().status;
+}
+
+std::size_t element_bytes(std::uint32_t type) {
+  switch (type) {
+    case cuda::CUDA_R_16F:
+    case cuda::CUDA_R_16BF:
+      return 2;
+    case cuda::CUDA_R_32F:
+    case cuda::CUDA_R_32I:
+      return 4;
+    case cuda::CUDA_R_64F:
+      return 8;
+    case cuda::CUDA_R_8I:
+    case cuda::CUDA_R_8U:
+      return 1;
+    default:
+      return 0;  // not served
+  }
+}
+
+// Bytes of alpha and beta as cublasGemmEx reads them: the compute type's representation.
+std::size_t scalar_bytes(int compute_type) {
+  switch (compute_type) {
+    case cuda::CUBLAS_COMPUTE_16F:
+    case cuda::CUBLAS_COMPUTE_16F_PEDANTIC:
+      return 2;
+    case cuda::CUBLAS_COMPUTE_64F:
+    case cuda::CUBLAS_COMPUTE_64F_PEDANTIC:
+      return 8;
+    default:
+      return 4;
+  }
+}
+
+bool is_zero(const std::uint8_t (&scalar)[8], std::size_t bytes) {
+  switch (bytes) {
+    case 2: {
+      std::uint16_t h;
+      std::memcpy(&h, scalar, 2);
+      return (h & 0x7fffu) == 0;
+    }
+    case 4: {
+      float f;
+      std::memcpy(&f, scalar, 4);
+      return f == 0.0f;
+    }
+    default: {
+      double d;
+      std::memcpy(&d, scalar, 8);
+      return d == 0.0;
+    }
+  }
+}
+
+bool fits_int(std::uint64_t v) { return v <= 0x7fffffffu; }
+
+// The GEMM a matmul description asks for, or why it cannot be served.
+struct Plan {
+  int status = kSuccess;
+  const char* unsupported = nullptr;  // what, for the log, when status is kNotSupported
+  wire::BlasGemmRequest gemm{};
+  std::size_t scalar_bytes = 0;
+};
+
+Plan refuse(const char* what) {
+  Plan p;
+  p.status = kNotSupported;
+  p.unsupported = what;
+  return p;
+}
+Plan invalid() {
+  Plan p;
+  p.status = kInvalidValue;
+  return p;
+}
+
+bool valid_layout(const Layout* l) { return l != nullptr && l->magic == kLayoutMagic; }
+
+Plan plan_matmul(const MatmulDesc* d, const Layout* a, const Layout* b, const Layout* c, const Layout* out) {
+  if (d == nullptr || d->magic != kMatmulDescMagic || !valid_layout(a) || !valid_layout(b) || !valid_layout(c) ||
+      !valid_layout(out)) {
+    return invalid();
+  }
+  if (d->epilogue != lt::CUBLASLT_EPILOGUE_DEFAULT) return refuse("cublasLtMatmul with an epilogue (bias, ReLU, GELU)");
+  if (d->a_scale || d->b_scale || d->c_scale || d->d_scale || d->amax_d) {
+    return refuse("cublasLtMatmul with scale or amax pointers");
+  }
+  if (d->transc != cuda::CUBLAS_OP_N) return refuse("cublasLtMatmul with a transposed C");
+  if (d->pointer_mode != lt::CUBLASLT_POINTER_MODE_HOST && d->pointer_mode != lt::CUBLASLT_POINTER_MODE_DEVICE) {
+    return refuse("cublasLtMatmul with vector alpha (CUBLASLT_POINTER_MODE_*VECTOR*)");
+  }
+  for (const Layout* l : {a, b, c, out}) {
+    if (l->order != lt::CUBLASLT_ORDER_COL) return refuse("cublasLtMatmul with a layout other than CUBLASLT_ORDER_COL");
+    if (l->plane_offset != 0) return refuse("cublasLtMatmul with a planar complex layout");
+    if (element_bytes(l->type) == 0) return refuse("cublasLtMatmul with this data type");
+    if (!fits_int(l->rows) || !fits_int(l->cols) || l->ld < 0 || !fits_int(static_cast<std::uint64_t>(l->ld))) {
+      return refuse("cublasLtMatmul with a dimension past 2^31");
+    }
+    if (l->rows != 0 && l->ld < static_cast<std::int64_t>(l->rows)) return invalid();
+    if (l->batch_count != out->batch_count) return invalid();
+  }
+  if (c->type != out->type) return refuse("cublasLtMatmul with C and D of different types");
+  if (c->rows != out->rows || c->cols != out->cols) return invalid();
+  const bool ta = d->transa != cuda::CUBLAS_OP_N, tb = d->transb != cuda::CUBLAS_OP_N;
+  const std::uint64_t m = out->rows, n = out->cols, k = ta ? a->rows : a->cols;
+  if ((ta ? a->cols : a->rows) != m || (tb ? b->cols : b->rows) != k || (tb ? b->rows : b->cols) != n) {
+    return invalid();
+  }
+  if (out->batch_count < 1) return invalid();
+  const std::size_t bytes = scalar_bytes(d->compute_type);
+  const std::size_t scale = element_bytes(static_cast<std::uint32_t>(d->scale_type));
+  if (scale != bytes) return refuse("cublasLtMatmul with a scale type other than the compute type's");
+
+  Plan p;
+  p.scalar_bytes = bytes;
+  wire::BlasGemmRequest& g = p.gemm;
+  g.transa = d->transa;
+  g.transb = d->transb;
+  g.m = static_cast<std::int32_t>(m);
+  g.n = static_cast<std::int32_t>(n);
+  g.k = static_cast<std::int32_t>(k);
+  g.a_type = static_cast<std::int32_t>(a->type);
+  g.b_type = static_cast<std::int32_t>(b->type);
+  g.c_type = static_cast<std::int32_t>(out->type);
+  g.compute_type = d->compute_type;
+  g.algo = -1;  // CUBLAS_GEMM_DEFAULT
+  g.lda = static_cast<std::int32_t>(a->ld);
+  g.ldb = static_cast<std::int32_t>(b->ld);
+  g.ldc = static_cast<std::int32_t>(out->ld);
+  g.batch_count = out->batch_count;
+  g.variant = static_cast<std::uint32_t>(wire::GemmVariant::kStridedBatched);
+  g.stride_a = a->batch_stride;
+  g.stride_b = b->batch_stride;
+  g.stride_c = out->batch_stride;
+  return p;
+}
+
+// Reads alpha or beta: from host memory, or from device memory in the matmul's stream order.
+int read_scalar(const void* scalar, std::size_t bytes, bool device, std::uint64_t stream, std::uint8_t (&out)[8]) {
+  std::memset(out, 0, sizeof out);
+  if (scalar == nullptr) return kInvalidValue;
+  if (!device) {
+    std::memcpy(out, scalar, bytes);
+    return kSuccess;
+  }
+  shim::Connection* c = shim::Connection::get();
+  if (c == nullptr) return kNotInitialized;
+  const wire::CopyRequest copy{0, reinterpret_cast<std::uint64_t>(scalar), bytes, stream};
+  auto reply = c->session().call(wire::RequestKind::kCopyDeviceToHost, wire::bytes_of(copy),
+                                 ipc::StagedIn{std::span(reinterpret_cast<std::byte*>(out), bytes)});
+  if (!reply) return kExecutionFailed;
+  return reply.value().status == 0 ? kSuccess : kInvalidValue;
+}
+
+// The span of a column-major batch in bytes, first element to one past the last.
+std::uint64_t extent_bytes(const Layout& l) {
+  if (l.rows == 0 || l.cols == 0) return 0;
+  const std::uint64_t last = static_cast<std::uint64_t>(l.batch_count - 1) * static_cast<std::uint64_t>(l.batch_stride) +
+                             (l.cols - 1) * static_cast<std::uint64_t>(l.ld) + l.rows;
+  return last * element_bytes(l.type);
+}
+
+template <class T, std::uint32_t Magic>
+int create(T** out) {
+  if (out == nullptr) return kInvalidValue;
+  auto* d = new (std::nothrow) T{};
+  if (d == nullptr) return kAllocFailed;
+  d->magic = Magic;
+  *out = d;
+  return kSuccess;
+}
+
+template <class T, std::uint32_t Magic>
+int destroy(T* d) {
+  if (d == nullptr) return kSuccess;
+  if (d->magic != Magic) return kInvalidValue;
+  d->magic = 0;
+  delete d;
+  return kSuccess;
+}
+
+void init_layout(Layout* l, std::uint32_t type, std::uint64_t rows, std::uint64_t cols, std::int64_t ld) {
+  *l = Layout{};
+  l->magic = kLayoutMagic;
+  l->type = type;
+  l->order = lt::CUBLASLT_ORDER_COL;
+  l->batch_count = 1;
+  l->rows = rows;
+  l->cols = cols;
+  l->ld = ld;
+}
+
+void init_matmul_desc(MatmulDesc* d, int compute_type, int scale_type) {
+  *d = MatmulDesc{};
+  d->magic = kMatmulDescMagic;
+  d->compute_type = compute_type;
+  d->scale_type = scale_type;
+  d->pointer_mode = lt::CUBLASLT_POINTER_MODE_HOST;
+  d->transa = d->transb = d->transc = cuda::CUBLAS_OP_N;
+  d->fill_mode = cuda::CUBLAS_FILL_MODE_FULL;
+  d->epilogue = lt::CUBLASLT_EPILOGUE_DEFAULT;
+  d->bias_type = -1;  // "the same as D", as cuBLASLt says
+}
+
+void init_preference(Preference* p) {
+  *p = Preference{};
+  p->magic = kPreferenceMagic;
+  p->reduction_scheme_mask = 0xff;
+  p->impl_mask = ~0ull;
+}
+
+}  // namespace
+
+extern "C" {
+
+// ---- the library -------------------------------------------------------------------------------
+
+std::size_t cublasLtGetVersion() { return shim::kCublasVersion; }
+std::size_t cublasLtGetCudartVersion() { return shim::kCublasCudartVersion; }
+
+int cublasLtGetProperty(int type, int* value) { return shim::cublas_property(type, value); }
+
+const char* cublasLtGetStatusName(int status) { return shim::cublas_status_name(status); }
+const char* cublasLtGetStatusString(int status) { return shim::cublas_status_string(status); }
+
+int cublasLtCreate(LtHandle** handle) {
+  if (handle == nullptr) return kInvalidValue;
+  auto* h = new (std::nothrow) LtHandle{};
+  if (h == nullptr) return kAllocFailed;
+  h->blas_id = new_blas_id();
+  const int s = request(wire::RequestKind::kBlasCreate, wire::bytes_of(wire::HandleRequest{h->blas_id}));
+  if (s != kSuccess) {
+    delete h;
+    return s;
+  }
+  *handle = h;
+  return kSuccess;
+}
+
+int cublasLtDestroy(LtHandle* handle) {
+  if (handle == nullptr) return kNotInitialized;
+  const int s = request(wire::RequestKind::kBlasDestroy, wire::bytes_of(wire::HandleRequest{handle->blas_id}));
+  delete handle;
+  return s;
+}
+
+// ---- descriptors -------------------------------------------------------------------------------
+
+int cublasLtMatrixLayoutInit_internal(Layout* layout, std::size_t size, std::uint32_t type, std::uint64_t rows,
+                                      std::uint64_t cols, std::int64_t ld) {
+  if (layout == nullptr || size < sizeof(Layout)) return kInvalidValue;
+  init_layout(layout, type, rows, cols, ld);
+  return kSuccess;
+}
+int cublasLtMatrixLayoutCreate(Layout** layout, std::uint32_t type, std::uint64_t rows, std::uint64_t cols,
+                               std::int64_t ld) {
+  const int s = create<Layout, kLayoutMagic>(layout);
+  if (s == kSuccess) init_layout(*layout, type, rows, cols, ld);
+  return s;
+}
+int cublasLtMatrixLayoutDestroy(Layout* layout) { return destroy<Layout, kLayoutMagic>(layout); }
+int cublasLtMatrixLayoutSetAttribute(Layout* layout, int attribute, const void* buffer, std::size_t bytes) {
+  return set_attribute(layout, kLayoutMagic, kLayoutAttributes, attribute, buffer, bytes);
+}
+int cublasLtMatrixLayoutGetAttribute(const Layout* layout, int attribute, void* buffer, std::size_t bytes,
+                                     std::size_t* written) {
+  return get_attribute(layout, kLayoutMagic, kLayoutAttributes, attribute, buffer, bytes, written);
+}
+
+int cublasLtMatmulDescInit_internal(MatmulDesc* desc, std::size_t size, int compute_type, int scale_type) {
+  if (desc == nullptr || size < sizeof(MatmulDesc)) return kInvalidValue;
+  init_matmul_desc(desc, compute_type, scale_type);
+  return kSuccess;
+}
+int cublasLtMatmulDescCreate(MatmulDesc** desc, int compute_type, int scale_type) {
+  const int s = create<MatmulDesc, kMatmulDescMagic>(desc);
+  if (s == kSuccess) init_matmul_desc(*desc, compute_type, scale_type);
+  return s;
+}
+int cublasLtMatmulDescDestroy(MatmulDesc* desc) { return destroy<MatmulDesc, kMatmulDescMagic>(desc); }
+int cublasLtMatmulDescSetAttribute(MatmulDesc* desc, int attribute, const void* buffer, std::size_t bytes) {
+  return set_attribute(desc, kMatmulDescMagic, kMatmulDescAttributes, attribute, buffer, bytes);
+}
+int cublasLtMatmulDescGetAttribute(const MatmulDesc* desc, int attribute, void* buffer, std::size_t bytes,
+                                   std::size_t* written) {
+  return get_attribute(desc, kMatmulDescMagic, kMatmulDescAttributes, attribute, buffer, bytes, written);
+}
+
+int cublasLtMatmulPreferenceInit_internal(Preference* preference, std::size_t size) {
+  if (preference == nullptr || size < sizeof(Preference)) return kInvalidValue;
+  init_preference(preference);
+  return kSuccess;
+}
+int cublasLtMatmulPreferenceCreate(Preference** preference) {
+  const int s = create<Preference, kPreferenceMagic>(preference);
+  if (s == kSuccess) init_preference(*preference);
+  return s;
+}
+int cublasLtMatmulPreferenceDestroy(Preference* preference) {
+  return destroy<Preference, kPreferenceMagic>(preference);
+}
+int cublasLtMatmulPreferenceSetAttribute(Preference* preference, int attribute, const void* buffer,
+                                         std::size_t bytes) {
+  return set_attribute(preference, kPreferenceMagic, kPreferenceAttributes, attribute, buffer, bytes);
+}
+int cublasLtMatmulPreferenceGetAttribute(const Preference* preference, int attribute, void* buffer,
+                                         std::size_t bytes, std::size_t* written) {
+  return get_attribute(preference, kPreferenceMagic, kPreferenceAttributes, attribute, buffer, bytes, written);
+}
+
+// ---- matmul ------------------------------------------------------------------------------------
+
+int cublasLtMatmulAlgoGetHeuristic(LtHandle* handle, const MatmulDesc* desc, const Layout* a, const Layout* b,
+                                   const Layout* c, const Layout* d, const Preference* preference, int requested,
+                                   lt::cublasLtMatmulHeuristicResult_t* results, int* returned) {
+  if (handle == nullptr) return kNotInitialized;
+  if (preference == nullptr || preference->magic != kPreferenceMagic || requested <= 0 || results == nullptr ||
+      returned == nullptr) {
+    return kInvalidValue;
+  }
+  *returned = 0;
+  const Plan plan = plan_matmul(desc, a, b, c, d);
+  if (plan.status != kSuccess) {
+    if (plan.unsupported != nullptr) gpubroker_log_unsupported_in(plan.unsupported, "cuBLASLt", "CUBLAS_STATUS_NOT_SUPPORTED");
+    return plan.status;
+  }
+  results[0] = lt::cublasLtMatmulHeuristicResult_t{};
+  results[0].algo.data[0] = kAlgoMagic;
+  results[0].workspaceSize = 0;
+  results[0].state = kSuccess;
+  results[0].wavesCount = 1.0f;
+  *returned = 1;
+  return kSuccess;
+}
+
+int cublasLtMatmul(LtHandle* handle, const MatmulDesc* desc, const void* alpha, const void* a_data,
+                   const Layout* a, const void* b_data, const Layout* b, const void* beta, const void* c_data,
+                   const Layout* c, void* d_data, const Layout* d, const lt::cublasLtMatmulAlgo_t* /*algo*/,
+                   void* /*workspace*/, std::size_t /*workspace_bytes*/, void* stream) {
+  if (handle == nullptr) return kNotInitialized;
+  Plan plan = plan_matmul(desc, a, b, c, d);
+  if (plan.status != kSuccess) {
+    if (plan.unsupported != nullptr) gpubroker_log_unsupported_in(plan.unsupported, "cuBLASLt", "CUBLAS_STATUS_NOT_SUPPORTED");
+    return plan.status;
+  }
+  if (d->rows == 0 || d->cols == 0) return kSuccess;  // nothing to compute
+  const auto stream_id = reinterpret_cast<std::uint64_t>(stream);
+  const bool device_scalars = desc->pointer_mode == lt::CUBLASLT_POINTER_MODE_DEVICE;
+  wire::BlasGemmRequest& g = plan.gemm;
+  if (int s = read_scalar(alpha, plan.scalar_bytes, device_scalars, stream_id, g.alpha); s != kSuccess) return s;
+  if (int s = read_scalar(beta, plan.scalar_bytes, device_scalars, stream_id, g.beta); s != kSuccess) return s;
+  g.handle = handle->blas_id;
+  g.a = reinterpret_cast<std::uint64_t>(a_data);
+  g.b = reinterpret_cast<std::uint64_t>(b_data);
+  g.c = reinterpret_cast<std::uint64_t>(d_data);
+
+  std::lock_guard guard(handle->lock);
+  if (handle->stream != stream_id) {
+    const int s = request(wire::RequestKind::kBlasSetStream,
+                          wire::bytes_of(wire::BlasSettingRequest{handle->blas_id, stream_id}));
+    if (s != kSuccess) return s;
+    handle->stream = stream_id;
+  }
+  // D = alpha op(A) op(B) + beta C: cublasGemmEx computes in place, so C is first copied into D
+  // (in the same stream) when it is a different matrix that beta does not cancel.
+  if (c_data != d_data && !is_zero(g.beta, plan.scalar_bytes)) {
+    if (c->ld != d->ld || c->batch_stride != d->batch_stride) {
+      gpubroker_log_unsupported_in("cublasLtMatmul with C and D of different layouts", "cuBLASLt",
+                                   "CUBLAS_STATUS_NOT_SUPPORTED");
+      return kNotSupported;
+    }
+    shim::Connection* connection = shim::Connection::get();
+    if (connection == nullptr) return kNotInitialized;
+    const wire::CopyRequest copy{reinterpret_cast<std::uint64_t>(d_data), reinterpret_cast<std::uint64_t>(c_data),
+                                 extent_bytes(*d), stream_id};
+    auto reply = connection->session().call(wire::RequestKind::kCopyDeviceToDevice, wire::bytes_of(copy));
+    if (!reply) return kExecutionFailed;
+    if (reply.value().status != 0) return kInvalidValue;
+  }
+  return request(wire::RequestKind::kBlasGemm, wire::bytes_of(g));
+}
+
+}  // extern "C"
