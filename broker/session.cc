@@ -30,13 +30,38 @@ struct DeferredCompletion {
   std::atomic<std::uint32_t> remaining;
   std::atomic<cuda::CUresult> status;  // the first failure wins
   std::atomic<std::uint32_t>* in_flight;
+  std::atomic<int>* sticky;  // the session's sticky error (DeviceSession::sticky_error_)
 };
+
+// The errors that poison a CUDA context: after one, every call in it fails the same way until the
+// context is gone. The broker keeps them per session (the session is the runner's context).
+bool is_sticky(cuda::CUresult status) {
+  switch (static_cast<int>(status)) {
+    case 214:  // CUDA_ERROR_ECC_UNCORRECTABLE
+    case 700:  // CUDA_ERROR_ILLEGAL_ADDRESS
+    case 702:  // CUDA_ERROR_LAUNCH_TIMEOUT
+    case 710:  // CUDA_ERROR_ASSERT
+    case 714:  // CUDA_ERROR_HARDWARE_STACK_ERROR
+    case 715:  // CUDA_ERROR_ILLEGAL_INSTRUCTION
+    case 716:  // CUDA_ERROR_MISALIGNED_ADDRESS
+    case 717:  // CUDA_ERROR_INVALID_ADDRESS_SPACE
+    case 718:  // CUDA_ERROR_INVALID_PC
+    case 719:  // CUDA_ERROR_LAUNCH_FAILED
+      return true;
+    default:
+      return false;
+  }
+}
 
 // One stream of a DeferredCompletion is done, with `status`.
 void finish_deferred(void* context, cuda::CUresult status) {
   auto* deferred = static_cast<DeferredCompletion*>(context);
   cuda::CUresult none = CUDA_SUCCESS;
   if (status != CUDA_SUCCESS) deferred->status.compare_exchange_strong(none, status, std::memory_order_relaxed);
+  if (is_sticky(status)) {
+    int clean = 0;
+    deferred->sticky->compare_exchange_strong(clean, static_cast<int>(status), std::memory_order_relaxed);
+  }
   if (deferred->remaining.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
   deferred->session->complete(deferred->request, deferred->status.load(std::memory_order_relaxed));
   std::atomic<std::uint32_t>* in_flight = deferred->in_flight;
@@ -61,6 +86,65 @@ cuda::CUresult DeviceSession::take_pending_error(CUresult current) {
   const CUresult pending = pending_error_;
   pending_error_ = CUDA_SUCCESS;
   return current != CUDA_SUCCESS ? current : pending;
+}
+
+void DeviceSession::note_sticky(const ipc::ServerSession& session, CUresult status, const Function* launched) {
+  if (!is_sticky(status) || sticky_error_.load(std::memory_order_relaxed) != 0) return;
+  if (launched != nullptr) failed_kernel_ = launched->name;
+  sticky_error_.store(static_cast<int>(status), std::memory_order_relaxed);
+  ipc::log(ipc::LogLevel::kWarning, "session {}: CUDA error {}{}{}; sticky: the session's later device calls fail with it",
+           session.id(), static_cast<int>(status), launched != nullptr ? " launching " : "",
+           launched != nullptr ? launched->name : std::string());
+}
+
+// A request of a poisoned session: its staged bytes are drained (or zeros sent) to keep the pipe in
+// step, and it fails with the sticky error (cuBLAS calls: CUBLAS_STATUS_EXECUTION_FAILED, as a
+// cuBLAS call in a faulted context answers).
+ipc::Result<void> DeviceSession::refuse_poisoned(ipc::ServerSession& session, const wire::RequestSlot& request,
+                                                 CUresult sticky) {
+  const wire::RequestHeader& h = request.header;
+  const wire::RequestShape* shape = wire::shape_of(h.kind);
+  ipc::Result<void> moved = boost::outcome_v2::success();
+  if (shape != nullptr && h.staged_bytes != 0 && shape->staging == wire::Staging::kToBroker) {
+    moved = session.receive_staged(h.staged_bytes, [](std::span<const std::byte>) {});
+  } else if (shape != nullptr && h.staged_bytes != 0 && shape->staging == wire::Staging::kFromBroker) {
+    moved = session.send_staged(h.staged_bytes, [](std::span<std::byte> piece) { std::ranges::fill(piece, std::byte{0}); });
+  }
+  if (!moved) {
+    if (moved.error().code == ipc::IpcErrc::kProtocol) {
+      return ipc::IpcError{ipc::IpcErrc::kProtocol, 0, static_cast<std::int64_t>(ipc::ViolationCode::kPipePosition)};
+    }
+    return moved.error();
+  }
+  const auto kind = static_cast<wire::RequestKind>(h.kind);
+  const bool blas = kind == wire::RequestKind::kBlasCreate || kind == wire::RequestKind::kBlasDestroy ||
+                    kind == wire::RequestKind::kBlasSetStream || kind == wire::RequestKind::kBlasSetMathMode ||
+                    kind == wire::RequestKind::kBlasSetWorkspace || kind == wire::RequestKind::kBlasGemm ||
+                    kind == wire::RequestKind::kBlasTrsmBatched;
+  return finish_request(session, h, blas ? static_cast<CUresult>(cuda::CUBLAS_STATUS_EXECUTION_FAILED) : sticky);
+}
+
+// Sent whole, zeros where there is nothing to say; a request for any other size is refused after
+// its bytes are sent, so that the pipe stays in step.
+ipc::Result<void> DeviceSession::report_session_error(ipc::ServerSession& session, const wire::RequestHeader& h) {
+  wire::SessionErrorReport report{};
+  report.status = sticky_error_.load(std::memory_order_relaxed);
+  if (device_.kind() == DriverKind::kSim) report.flags |= wire::kSessionErrorSimDriver;
+  if (report.status != 0) {
+    const std::size_t n = std::min(failed_kernel_.size(), sizeof report.kernel - 1);
+    std::memcpy(report.kernel, failed_kernel_.data(), n);
+  }
+  const bool whole = h.staged_bytes == sizeof report;
+  std::uint64_t at = 0;
+  auto sent = session.send_staged(h.staged_bytes, [&](std::span<std::byte> piece) {
+    for (std::byte& b : piece) {
+      b = whole && at < sizeof report ? reinterpret_cast<const std::byte*>(&report)[at] : std::byte{0};
+      ++at;
+    }
+  });
+  if (!sent) return sent.error();
+  session.complete(h, whole ? report.status : static_cast<int>(CUDA_ERROR_INVALID_VALUE));
+  return boost::outcome_v2::success();
 }
 
 namespace {
@@ -202,7 +286,7 @@ void DeviceSession::complete_after(ipc::ServerSession& session, const wire::Requ
     return;
   }
   auto* deferred = new DeferredCompletion{&session, request, {static_cast<std::uint32_t>(streams.size())},
-                                          {take_pending_error()}, &callbacks_in_flight_};
+                                          {take_pending_error()}, &callbacks_in_flight_, &sticky_error_};
   callbacks_in_flight_.fetch_add(1, std::memory_order_relaxed);
   for (cuda::CUstream stream : streams) {
     // A stream with nothing left to do answers at once; the others when the poller sees them done.
@@ -349,6 +433,7 @@ cuda::CUresult DeviceSession::arena_register(ipc::ServerSession& session, const 
 ipc::Result<void> DeviceSession::finish_request(ipc::ServerSession& session, const wire::RequestHeader& request,
                                                 CUresult status, std::span<const std::byte> result) {
   last_call_failed_ = status != CUDA_SUCCESS;
+  note_sticky(session, status);
   if ((request.flags & wire::kSynchronous) != 0) {
     session.complete(request, take_pending_error(status), result);
   } else if (status != CUDA_SUCCESS && pending_error_ == CUDA_SUCCESS) {
@@ -368,8 +453,13 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
   auto finish = [&](CUresult status, std::span<const std::byte> result = {}) {
     return finish_request(session, h, status, result);
   };
+  const auto kind = static_cast<wire::RequestKind>(h.kind);
+  if (kind == wire::RequestKind::kSessionError) return report_session_error(session, h);
+  if (const int sticky = sticky_error_.load(std::memory_order_relaxed); sticky != 0 && kind != wire::RequestKind::kBrokerTotals) {
+    return refuse_poisoned(session, request, static_cast<CUresult>(sticky));
+  }
 
-  switch (static_cast<wire::RequestKind>(h.kind)) {
+  switch (kind) {
     case wire::RequestKind::kMemAlloc: {
       wire::PointerResult result{0};
       const CUresult r = memory_alloc(payload_as<wire::MemAllocRequest>(request), result.pointer);
@@ -880,7 +970,7 @@ ipc::Result<void> DeviceSession::handle_module(ipc::ServerSession& session, cons
       cuda::CUfunction function = nullptr;
       CUresult r = driver_.module_get_function(&function, module->second->handle, reinterpret_cast<const char*>(name.data()));
       if (r == CUDA_SUCCESS) r = check_layout(session, *module->second, reinterpret_cast<const char*>(name.data()), function);
-      if (r == CUDA_SUCCESS) functions_[f.function] = Function{function, f.module};
+      if (r == CUDA_SUCCESS) functions_[f.function] = Function{function, f.module, reinterpret_cast<const char*>(name.data())};
       return finish(r);
     }
     case wire::RequestKind::kModuleGetGlobal: {
@@ -961,12 +1051,14 @@ ipc::Result<void> DeviceSession::handle_module(ipc::ServerSession& session, cons
       void* buffer = const_cast<std::byte*>(params.data());
       void* extra[] = {cuda::CU_LAUNCH_PARAM_BUFFER_POINTER, buffer, cuda::CU_LAUNCH_PARAM_BUFFER_SIZE, &size,
                        cuda::CU_LAUNCH_PARAM_END};
-      if (launch.flags == 0) {
-        return finish(driver_.launch_kernel(function->second.handle, launch.grid[0], launch.grid[1], launch.grid[2],
-                                            launch.block[0], launch.block[1], launch.block[2], launch.shared_bytes,
-                                            stream, nullptr, extra));
-      }
-      return finish(launch_with_attributes(launch, function->second.handle, stream, extra));
+      const CUresult r =
+          launch.flags == 0
+              ? driver_.launch_kernel(function->second.handle, launch.grid[0], launch.grid[1], launch.grid[2],
+                                      launch.block[0], launch.block[1], launch.block[2], launch.shared_bytes, stream,
+                                      nullptr, extra)
+              : launch_with_attributes(launch, function->second.handle, stream, extra);
+      note_sticky(session, r, &function->second);
+      return finish(r);
     }
     case wire::RequestKind::kModuleUnload: {
       auto it = modules_.find(payload_as<wire::HandleRequest>(request).handle);

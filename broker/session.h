@@ -14,6 +14,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
@@ -142,6 +143,7 @@ class DeviceSession {
   struct Function {
     cuda::CUfunction handle;
     std::uint64_t module;  // the id in modules_
+    std::string name;      // mangled, for the report of a failed launch
   };
   std::unordered_map<std::uint64_t, Function> functions_;
   struct Global {  // a module's global variable: the session's memory while the module lives
@@ -203,6 +205,17 @@ class DeviceSession {
   HostFuncs host_funcs_;
 
   CUresult pending_error_ = cuda::CUDA_SUCCESS;  // dispatcher thread only
+  // A kernel fault or launch failure, sticky for the session as error 719 is for a context: once
+  // set, every later device request fails with it. Set by the dispatcher (a launch or a
+  // synchronous call that failed so) or by the completion poller (a synchronization that found
+  // the fault); relaxed, since nothing else is published with it. failed_kernel_ is the
+  // dispatcher's, written before it sets sticky_error_ from a launch.
+  std::atomic<int> sticky_error_{0};
+  std::string failed_kernel_;
+  // Records `status` as the session's sticky error if it is a kind that poisons a context.
+  void note_sticky(const ipc::ServerSession& session, CUresult status, const Function* launched = nullptr);
+  ipc::Result<void> report_session_error(ipc::ServerSession& session, const wire::RequestHeader& request);
+  ipc::Result<void> refuse_poisoned(ipc::ServerSession& session, const wire::RequestSlot& request, CUresult sticky);
   std::atomic<std::uint32_t> callbacks_in_flight_{0};  // pairs with the callbacks' decrement
 };
 

@@ -1,6 +1,14 @@
 #include "shim/runtime/runtime_state.h"
 
+#include <cxxabi.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "gpubroker/cuda/runtime_abi.h"
 
 namespace gpubroker::shim::rt {
 
@@ -14,6 +22,57 @@ struct ThreadState {
 thread_local ThreadState t_state;
 
 
+// The process's sticky error (a kernel fault or launch failure poisons the session as it poisons a
+// CUDA context): 0 until one happens, then every call that needs the broker returns it and
+// cudaGetLastError never clears it. Relaxed: nothing else is published with it.
+std::atomic<Error> g_sticky{kSuccess};
+
+bool is_sticky(Error e) {
+  switch (e) {
+    case 214:  // cudaErrorECCUncorrectable
+    case 700:  // cudaErrorIllegalAddress
+    case 702:  // cudaErrorLaunchTimeout
+    case 710:  // cudaErrorAssert
+    case 714:  // cudaErrorHardwareStackError
+    case 715:  // cudaErrorIllegalInstruction
+    case 716:  // cudaErrorMisalignedAddress
+    case 717:  // cudaErrorInvalidAddressSpace
+    case 718:  // cudaErrorInvalidPc
+    case 719:  // cudaErrorLaunchFailure
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Says once, on stderr, what poisoned the process: the error, the kernel the broker saw fail
+// (demangled), and that every later call returns it. Asks the broker (kSessionError), which knows
+// the kernel; the device may report a fault only at a later synchronization, without one.
+void report_sticky(Error error) {
+  wire::SessionErrorReport report{};
+  if (Connection* c = Connection::get()) {
+    (void)c->session().call(wire::RequestKind::kSessionError, {},
+                            ipc::StagedIn{std::span(reinterpret_cast<std::byte*>(&report), sizeof report)});
+  }
+  report.kernel[sizeof report.kernel - 1] = '\0';
+  std::string kernel = report.kernel;
+  if (!kernel.empty()) {
+    int status = -1;
+    char* readable = abi::__cxa_demangle(report.kernel, nullptr, nullptr, &status);
+    if (status == 0 && readable != nullptr) kernel = readable;
+    std::free(readable);
+  }
+  const bool sim = (report.flags & wire::kSessionErrorSimDriver) != 0;
+  std::fprintf(stderr,
+               "gpubroker: pid %d: CUDA error %d (%s: %s)%s%s%s; it is sticky, as in a CUDA context: every later "
+               "CUDA call of this process returns it\n",
+               static_cast<int>(::getpid()), error, cuda::rt::error_name(error), cuda::rt::error_string(error),
+               kernel.empty() ? "" : " in kernel ", kernel.c_str(),
+               sim && !kernel.empty() ? " (on the sim driver: a kernel with no host implementation fails so; the "
+                                        "broker's log names it)"
+                                      : "");
+}
+
 Error from_transport(const ipc::IpcError&) {
   // Whatever broke the transport (the broker died, or closed this session), CUDA's word for a
   // device that is gone is cudaErrorDevicesUnavailable.
@@ -23,11 +82,19 @@ Error from_transport(const ipc::IpcError&) {
 }  // namespace
 
 Error record(Error error) {
-  if (error != kSuccess) t_state.last_error = error;
+  if (error == kSuccess) return error;
+  t_state.last_error = error;
+  if (is_sticky(error)) {
+    Error none = kSuccess;
+    if (g_sticky.compare_exchange_strong(none, error, std::memory_order_relaxed)) report_sticky(error);
+  }
   return error;
 }
 
+Error sticky_error() { return g_sticky.load(std::memory_order_relaxed); }
+
 Error last_error(bool reset) {
+  if (const Error sticky = sticky_error(); sticky != kSuccess) return sticky;
   const Error error = t_state.last_error;
   if (reset) t_state.last_error = kSuccess;
   return error;
@@ -45,6 +112,7 @@ Connection* connection() {
 }
 
 Error call(wire::RequestKind kind, std::span<const std::byte> payload, ipc::Completion* completion) {
+  if (const Error sticky = sticky_error(); sticky != kSuccess) return record(sticky);
   Connection* c = connection();
   if (c == nullptr) return record(kErrorNoDevice);
   auto reply = c->session().call(kind, payload);
@@ -54,6 +122,7 @@ Error call(wire::RequestKind kind, std::span<const std::byte> payload, ipc::Comp
 }
 
 Error post(wire::RequestKind kind, std::span<const std::byte> payload) {
+  if (const Error sticky = sticky_error(); sticky != kSuccess) return record(sticky);
   Connection* c = connection();
   if (c == nullptr) return record(kErrorNoDevice);
   auto posted = c->session().post(kind, payload);
@@ -61,6 +130,7 @@ Error post(wire::RequestKind kind, std::span<const std::byte> payload) {
 }
 
 Error call_staged_out(wire::RequestKind kind, std::span<const std::byte> payload, std::span<const std::byte> staged) {
+  if (const Error sticky = sticky_error(); sticky != kSuccess) return record(sticky);
   Connection* c = connection();
   if (c == nullptr) return record(kErrorNoDevice);
   auto reply = c->session().call(kind, payload, ipc::StagedOut{staged});
@@ -69,6 +139,7 @@ Error call_staged_out(wire::RequestKind kind, std::span<const std::byte> payload
 }
 
 Error call_staged_in(wire::RequestKind kind, std::span<const std::byte> payload, std::span<std::byte> staged) {
+  if (const Error sticky = sticky_error(); sticky != kSuccess) return record(sticky);
   Connection* c = connection();
   if (c == nullptr) return record(kErrorNoDevice);
   auto reply = c->session().call(kind, payload, ipc::StagedIn{staged});

@@ -40,9 +40,13 @@ inline constexpr Error kErrorNotSupported = 801;
 // cudaMemcpyKind
 inline constexpr int kHostToHost = 0, kHostToDevice = 1, kDeviceToHost = 2, kDeviceToDevice = 3, kDefault = 4;
 
-// Records `error` as the calling thread's last error (if it is one) and returns it.
+// Records `error` as the calling thread's last error (if it is one) and returns it. A sticky error
+// (a kernel fault or launch failure) is recorded for the whole process, reported once on stderr,
+// and from then on returned by every call that needs the broker and by cudaGetLastError, which
+// does not clear it, as CUDA does for a poisoned context.
 Error record(Error error);
 Error last_error(bool reset);
+Error sticky_error();  // kSuccess until the process has one
 
 // The calling thread's current device (an index into the visible devices).
 int& current_device();

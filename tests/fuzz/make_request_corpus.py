@@ -77,6 +77,7 @@ s.add(61, struct.pack("<Qii", 2, 0, 0))
 s.add(64, struct.pack("<QiIQ", 2, 256, 0, 0))
 s.add(41, launch(2, (1, 1, 1), (256, 1, 1), 0, struct.pack("<QfiI", R(0), 2.0, 256, 0)[:16]))
 s.add(65, struct.pack("<Q", 1), staged=b"no_such_global")
+s.add(67, staged_back=256)  # the session's sticky error, if a launch above failed
 s.add(43, struct.pack("<Q", 1))
 s.write("modules_and_launches")
 

@@ -267,3 +267,48 @@ TEST_CASE("a broker that has served many sessions holds no stack or mapping for 
   INFO("mappings before " << before << ", after 300 more sessions " << after);
   CHECK(after < before + 40);
 }
+
+// Issue 14: a launch failure was reported once and then calls succeeded again, so a program's own
+// checks passed over state it had not computed. Now it is sticky for the session, as error 719
+// is for a CUDA context, and only for that session.
+TEST_CASE("a failed kernel launch is sticky for its own process only, names the kernel, and is reclaimed",
+          "[stress][regression][sticky]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  auto observer = connect(broker);
+  const char* client = std::getenv("GPUBROKER_STRESS_CLIENT");
+  REQUIRE(client != nullptr);
+  auto start = [&](const char* mode, const char* seconds, const std::string& log) {
+    return testing::run_in_child([&] {
+      ::setenv("GPUBROKER_SOCKET", broker.socket_path().c_str(), 1);
+      const int null = ::open("/dev/null", O_WRONLY);
+      const int err = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      ::dup2(null, 1);
+      ::dup2(err, 2);
+      ::execl(client, client, mode, "1", seconds, "3", static_cast<char*>(nullptr));
+      return 127;
+    });
+  };
+  const std::string healthy_log = dir.path() + "/healthy.log", sticky_log = dir.path() + "/sticky.log";
+  const pid_t healthy = start("load", "1.5", healthy_log);
+  const pid_t poisoned = start("sticky", "0", sticky_log);
+  CHECK(finish_within(poisoned, 30000ms) == 0);
+  CHECK(finish_within(healthy, 60000ms) == 0);  // served throughout, every byte checked
+  std::ifstream in(sticky_log);
+  const std::string said((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(said.find("CUDA error 719") != std::string::npos);
+  CHECK(said.find("in kernel void scale_by<double>(double*, double, int)") != std::string::npos);
+  INFO(said);
+  // Everything the poisoned session held is reclaimed (polled: the session ends as its socket closes).
+  wire::BrokerTotals totals{};
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  do {
+    auto reply = observer->call(wire::RequestKind::kBrokerTotals, {});
+    if (reply) totals = reply.value().result_as<wire::BrokerTotals>();
+    if (totals.sessions == 1 && totals.device_bytes == 0 && totals.modules == 0) break;
+    std::this_thread::sleep_for(5ms);
+  } while (std::chrono::steady_clock::now() < deadline);
+  CHECK(totals.sessions == 1);
+  CHECK(totals.device_bytes == 0);
+  CHECK(totals.modules == 0);
+}

@@ -13,6 +13,10 @@
 //                  saw the error (CLOCK_MONOTONIC ns); exit 0 once every thread has seen one
 //     churn        like load, forever, holding ever more; writes one byte to fd 3 once every
 //                  thread holds memory (the SIGKILL storm kills it somewhere after that)
+//     sticky       launches scale_by<double>, which the sim has no host implementation for, and
+//                  checks that the launch failure is sticky as CUDA's error 719 is: every later
+//                  call returns it and cudaGetLastError does not clear it (THREADS, SECONDS and
+//                  SEED are ignored); prints "sticky=N" (N checks failed), exit 0 when none did
 // Prints one line: "ops=N checked_bytes=N corrupted=N lost=N errors=N first_error_ns=N".
 #include <time.h>
 #include <unistd.h>
@@ -49,6 +53,9 @@ int cudaEventSynchronize(cudaEvent_t);
 int cudaEventDestroy(cudaEvent_t);
 int cudaLaunchHostFunc(cudaStream_t, void (*)(void*), void*);
 int cudaLaunchKernel(const void*, StressDim3, StressDim3, void**, std::size_t, cudaStream_t);
+int cudaDeviceSynchronize();
+int cudaGetLastError();
+int cudaPeekAtLastError();
 void** __cudaRegisterFatBinary(void*);
 void __cudaRegisterFatBinaryEnd(void**);
 void __cudaRegisterFunction(void**, const char*, char*, const char*, int, void*, void*, void*, void*, int*);
@@ -74,6 +81,40 @@ struct FatbinWrapper {
 const FatbinWrapper kWrapper{0x466243b1, 1, stress_fatbin, nullptr};
 
 void scale_by_stub(float*, float, int) {}  // the host stub: its address names the kernel
+void scale_by_double_stub(double*, double, int) {}  // no host implementation on the sim
+
+// The sticky mode: one failed launch poisons the process.
+int check_sticky() {
+  constexpr int kLaunchFailure = 719;
+  int failed = 0;
+  auto expect = [&](int got, int want, const char* what) {
+    if (got != want) {
+      std::fprintf(stderr, "stress_client sticky: %s returned %d, not %d\n", what, got, want);
+      ++failed;
+    }
+  };
+  void* data = nullptr;
+  expect(cudaMalloc(&data, 64 * sizeof(double)), 0, "cudaMalloc before the launch");
+  double factor = 2.0;
+  int n = 64;
+  void* args[] = {&data, &factor, &n};
+  (void)cudaLaunchKernel(reinterpret_cast<const void*>(&scale_by_double_stub), StressDim3{1, 1, 1},
+                         StressDim3{64, 1, 1}, args, 0, nullptr);
+  expect(cudaDeviceSynchronize(), kLaunchFailure, "cudaDeviceSynchronize after the failed launch");
+  expect(cudaGetLastError(), kLaunchFailure, "cudaGetLastError");
+  expect(cudaGetLastError(), kLaunchFailure, "cudaGetLastError a second time (it does not clear)");
+  expect(cudaPeekAtLastError(), kLaunchFailure, "cudaPeekAtLastError");
+  void* more = nullptr;
+  expect(cudaMalloc(&more, 256), kLaunchFailure, "cudaMalloc after the failure");
+  double back[64];
+  expect(cudaMemcpy(back, data, sizeof back, kDeviceToHost), kLaunchFailure, "cudaMemcpy after the failure");
+  expect(cudaLaunchKernel(reinterpret_cast<const void*>(&scale_by_stub), StressDim3{1, 1, 1}, StressDim3{1, 1, 1}, args,
+                          0, nullptr),
+         kLaunchFailure, "a launch of a served kernel after the failure");
+  expect(cudaFree(data), kLaunchFailure, "cudaFree after the failure");
+  std::printf("sticky=%d\n", failed);
+  return failed == 0 ? 0 : 1;
+}
 
 std::int64_t now_ns() {
   timespec t{};
@@ -309,7 +350,7 @@ class Worker {
 
 int main(int argc, char** argv) {
   if (argc != 5) {
-    std::fprintf(stderr, "usage: stress_client load|until-error|churn THREADS SECONDS SEED\n");
+    std::fprintf(stderr, "usage: stress_client load|until-error|churn|sticky THREADS SECONDS SEED\n");
     return 2;
   }
   const std::string mode_name = argv[1];
@@ -322,7 +363,11 @@ int main(int argc, char** argv) {
   static char name[] = "_Z8scale_byIfEvPT_S0_i";
   __cudaRegisterFunction(module, reinterpret_cast<const char*>(&scale_by_stub), name, name, -1, nullptr, nullptr,
                          nullptr, nullptr, nullptr);
+  static char double_name[] = "_Z8scale_byIdEvPT_S0_i";
+  __cudaRegisterFunction(module, reinterpret_cast<const char*>(&scale_by_double_stub), double_name, double_name, -1,
+                         nullptr, nullptr, nullptr, nullptr, nullptr);
   __cudaRegisterFatBinaryEnd(module);
+  if (mode_name == "sticky") return check_sticky();
 
   Totals totals;
   const std::int64_t deadline = now_ns() + static_cast<std::int64_t>(seconds * 1e9);

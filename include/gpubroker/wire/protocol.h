@@ -98,6 +98,7 @@ enum class RequestKind : std::uint16_t {
   kOccupancy = 64,           // OccupancyRequest -> std::int32_t blocks per multiprocessor
   kModuleGetGlobal = 65,     // HandleRequest{module}; staged: the variable's name -> GlobalResult
   kDeviceLimit = 66,         // LimitRequest -> std::uint64_t: the limit's value afterwards
+  kSessionError = 67,        // no payload; staged back: a SessionErrorReport -> the sticky CUresult
   kCount,
 };
 
@@ -228,6 +229,7 @@ inline constexpr std::array<RequestShape, static_cast<std::size_t>(RequestKind::
         {RequestKind::kOccupancy, "Occupancy", 24, 24, Staging::kNone},
         {RequestKind::kModuleGetGlobal, "ModuleGetGlobal", 8, 8, Staging::kToBroker},
         {RequestKind::kDeviceLimit, "DeviceLimit", 16, 16, Staging::kNone},
+        {RequestKind::kSessionError, "SessionError", 0, 0, Staging::kFromBroker},
     }};
 
 // The shape of a kind, or nullptr for a value outside the table.
@@ -403,6 +405,19 @@ struct BrokerTotals {
 struct MemInfoResult {
   std::uint64_t free;
   std::uint64_t total;
+};
+// What made the session's error sticky (kSessionError): a kernel fault or launch failure poisons
+// the session as it poisons a CUDA context, and every later device call fails with it. Staged
+// back whole: the request's staged_bytes must be sizeof(SessionErrorReport).
+struct SessionErrorReport {
+  std::int32_t status;  // the sticky CUresult; 0 while the session has none
+  std::uint32_t flags;  // SessionErrorFlags
+  char kernel[248];     // the failed kernel's mangled name, NUL-terminated; empty where the device
+                        // reported the fault at a later synchronization without naming the kernel
+};
+static_assert(sizeof(SessionErrorReport) == 256);
+enum SessionErrorFlags : std::uint32_t {
+  kSessionErrorSimDriver = 1u << 0,  // the broker runs the sim driver
 };
 // cublasStrsmBatched: a and b are device arrays of batch_count device pointers; alpha by value.
 struct BlasTrsmRequest {
