@@ -9,6 +9,7 @@ packages=(
   libboost-dev libfmt-dev catch2
   libsystemd-dev liblz4-dev libzstd-dev libncurses-dev
   tmux systemd  # the operation tests: broker-top in a terminal, systemd-analyze verify
+  python3-venv  # the real-runner fixture (tests/runners/setup_venv.sh)
   clang llvm libclang-rt-14-dev
   gnuplot-nox  # the benchmark plots (tools/bench/plot.py)
 )
@@ -34,4 +35,11 @@ werror=false; [ "${CI:-}" = "true" ] && werror=true
 [ -f build/build.ninja ] || meson setup build -Dwerror=$werror >/dev/null
 [ -f build-asan/build.ninja ] || meson setup build-asan -Dbuildtype=debug -Dwerror=$werror \
   -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+# The real-runner fixture (tests/runners/): llama.cpp's prebuilt CUDA 12 build from PyPI, in a
+# virtual environment inside each build directory. Missing PyPI is a warning: those tests then say
+# they are skipped.
+for dir in build build-asan; do
+  bash tests/runners/setup_venv.sh "$dir/runners-venv" ||
+    echo "setup: warning: the real-runner fixture (cyllama-cuda12 from PyPI) could not be installed in $dir"
+done
 echo "setup: ready (build/ and build-asan/ configured)"
