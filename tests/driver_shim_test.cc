@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "gpubroker/cuda/runtime_abi.h"
 #include "gpubroker/wire/protocol.h"
 #include "shim/client/connection.h"
 #include "tests/support/broker_process.h"
@@ -35,6 +36,7 @@ int cudaFree(void*);
 int cudaMemcpy(void*, const void*, std::size_t, int);
 int cudaMemGetInfo(std::size_t*, std::size_t*);
 int cudaGetDeviceCount(int*);
+int cudaGetDeviceProperties(gpubroker::cuda::rt::DeviceProp13*, int);
 struct AllocationProp {  // CUmemAllocationProp
   int type, requested_handle_types, location_type, location_id;
   void* win32;
@@ -455,4 +457,115 @@ TEST_CASE("a session's VMM reservations and mappings are bounded", "[driver][vmm
           EXPECT(cuMemAddressReserve(&base, granularity, 0, 0, 0) == 0, "room again once freed");
         }) == 0);
   CHECK(broker.stop() == 0);
+}
+
+namespace {
+std::string testing_join(const std::vector<std::size_t>& values) {
+  std::string out;
+  for (std::size_t v : values) out += std::to_string(v) + " ";
+  return out;
+}
+}  // namespace
+
+// Every field of cudaDeviceProp (13.0 layout) that a device attribute answers, with the attribute's
+// number as the CUDA Runtime API documentation pairs them. Fields the list leaves out are the
+// identity (name, uuid, totalGlobalMem), Windows's luid, and the reserved tail.
+TEST_CASE("cudaGetDeviceProperties fills every field a device attribute answers, as cuDeviceGetAttribute does",
+          "[runtime][properties]") {
+  using Prop = cuda::rt::DeviceProp13;
+  struct Field {
+    const char* name;
+    std::size_t offset, bytes;
+    int attribute;
+  };
+#define FIELD(field, attribute) Field{#field, offsetof(Prop, field), sizeof(Prop::field), attribute}
+#define ELEMENT(field, i, attribute) Field{#field "[" #i "]", offsetof(Prop, field) + (i) * sizeof(int), sizeof(int), attribute}
+  const Field fields[] = {
+      FIELD(sharedMemPerBlock, 8), FIELD(regsPerBlock, 12), FIELD(warpSize, 10), FIELD(memPitch, 11),
+      FIELD(maxThreadsPerBlock, 1), ELEMENT(maxThreadsDim, 0, 2), ELEMENT(maxThreadsDim, 1, 3),
+      ELEMENT(maxThreadsDim, 2, 4), ELEMENT(maxGridSize, 0, 5), ELEMENT(maxGridSize, 1, 6), ELEMENT(maxGridSize, 2, 7),
+      FIELD(totalConstMem, 9), FIELD(major, 75), FIELD(minor, 76), FIELD(textureAlignment, 14),
+      FIELD(texturePitchAlignment, 51), FIELD(multiProcessorCount, 16), FIELD(integrated, 18),
+      FIELD(canMapHostMemory, 19), FIELD(maxTexture1D, 21), FIELD(maxTexture1DMipmap, 77),
+      ELEMENT(maxTexture2D, 0, 22), ELEMENT(maxTexture2D, 1, 23), ELEMENT(maxTexture2DMipmap, 0, 73),
+      ELEMENT(maxTexture2DMipmap, 1, 74), ELEMENT(maxTexture2DLinear, 0, 70), ELEMENT(maxTexture2DLinear, 1, 71),
+      ELEMENT(maxTexture2DLinear, 2, 72), ELEMENT(maxTexture2DGather, 0, 45), ELEMENT(maxTexture2DGather, 1, 46),
+      ELEMENT(maxTexture3D, 0, 24), ELEMENT(maxTexture3D, 1, 25), ELEMENT(maxTexture3D, 2, 26),
+      ELEMENT(maxTexture3DAlt, 0, 47), ELEMENT(maxTexture3DAlt, 1, 48), ELEMENT(maxTexture3DAlt, 2, 49),
+      FIELD(maxTextureCubemap, 52), ELEMENT(maxTexture1DLayered, 0, 42), ELEMENT(maxTexture1DLayered, 1, 43),
+      ELEMENT(maxTexture2DLayered, 0, 27), ELEMENT(maxTexture2DLayered, 1, 28), ELEMENT(maxTexture2DLayered, 2, 29),
+      ELEMENT(maxTextureCubemapLayered, 0, 53), ELEMENT(maxTextureCubemapLayered, 1, 54), FIELD(maxSurface1D, 55),
+      ELEMENT(maxSurface2D, 0, 56), ELEMENT(maxSurface2D, 1, 57), ELEMENT(maxSurface3D, 0, 58),
+      ELEMENT(maxSurface3D, 1, 59), ELEMENT(maxSurface3D, 2, 60), ELEMENT(maxSurface1DLayered, 0, 61),
+      ELEMENT(maxSurface1DLayered, 1, 62), ELEMENT(maxSurface2DLayered, 0, 63), ELEMENT(maxSurface2DLayered, 1, 64),
+      ELEMENT(maxSurface2DLayered, 2, 65), FIELD(maxSurfaceCubemap, 66), ELEMENT(maxSurfaceCubemapLayered, 0, 67),
+      ELEMENT(maxSurfaceCubemapLayered, 1, 68), FIELD(surfaceAlignment, 30), FIELD(concurrentKernels, 31),
+      FIELD(ECCEnabled, 32), FIELD(pciBusID, 33), FIELD(pciDeviceID, 34), FIELD(pciDomainID, 50),
+      FIELD(tccDriver, 35), FIELD(asyncEngineCount, 40), FIELD(unifiedAddressing, 41), FIELD(memoryBusWidth, 37),
+      FIELD(l2CacheSize, 38), FIELD(persistingL2CacheMaxSize, 108), FIELD(maxThreadsPerMultiProcessor, 39),
+      FIELD(streamPrioritiesSupported, 78), FIELD(globalL1CacheSupported, 79), FIELD(localL1CacheSupported, 80),
+      FIELD(sharedMemPerMultiprocessor, 81), FIELD(regsPerMultiprocessor, 82), FIELD(managedMemory, 83),
+      FIELD(isMultiGpuBoard, 84), FIELD(multiGpuBoardGroupID, 85), FIELD(hostNativeAtomicSupported, 86),
+      FIELD(pageableMemoryAccess, 88), FIELD(concurrentManagedAccess, 89), FIELD(computePreemptionSupported, 90),
+      FIELD(canUseHostPointerForRegisteredMem, 91), FIELD(cooperativeLaunch, 95), FIELD(sharedMemPerBlockOptin, 97),
+      FIELD(pageableMemoryAccessUsesHostPageTables, 100), FIELD(directManagedMemAccessFromHost, 101),
+      FIELD(maxBlocksPerMultiProcessor, 106), FIELD(accessPolicyMaxWindowSize, 109),
+      FIELD(reservedSharedMemPerBlock, 111), FIELD(hostRegisterSupported, 99), FIELD(sparseCudaArraySupported, 112),
+      FIELD(hostRegisterReadOnlySupported, 113), FIELD(timelineSemaphoreInteropSupported, 114),
+      FIELD(memoryPoolsSupported, 115), FIELD(gpuDirectRDMASupported, 116), FIELD(gpuDirectRDMAFlushWritesOptions, 117),
+      FIELD(gpuDirectRDMAWritesOrdering, 118), FIELD(memoryPoolSupportedHandleTypes, 119),
+      FIELD(deferredMappingCudaArraySupported, 121), FIELD(ipcEventSupported, 125), FIELD(clusterLaunch, 120),
+      FIELD(unifiedFunctionPointers, 129), FIELD(deviceNumaConfig, 130), FIELD(deviceNumaId, 131),
+      FIELD(mpsEnabled, 133), FIELD(hostNumaId, 134), FIELD(gpuPciDeviceID, 139), FIELD(gpuPciSubsystemID, 140),
+      FIELD(hostNumaMultinodeIpcSupported, 143),
+  };
+#undef FIELD
+#undef ELEMENT
+  // The list leaves nothing out: with the identity, luid and the reserved tail it covers every byte
+  // of the structure but alignment padding.
+  std::vector<bool> covered(sizeof(Prop), false);
+  auto cover = [&](std::size_t offset, std::size_t bytes) {
+    for (std::size_t i = offset; i < offset + bytes; ++i) covered[i] = true;
+  };
+  for (const Field& f : fields) cover(f.offset, f.bytes);
+  cover(offsetof(Prop, name), sizeof(Prop::name) + sizeof(Prop::uuid) + sizeof(Prop::luid) + sizeof(Prop::luidDeviceNodeMask));
+  cover(offsetof(Prop, totalGlobalMem), sizeof(Prop::totalGlobalMem));
+  cover(offsetof(Prop, reserved), sizeof(Prop::reserved));
+  std::vector<std::size_t> holes;
+  for (std::size_t i = 0; i < sizeof(Prop); i += 4) {
+    if (!covered[i]) holes.push_back(i);
+  }
+  INFO("uncovered 4-byte words at offsets " << testing_join(holes));
+  // Alignment padding only: the four bytes before each size_t that follows an odd number of ints
+  // (totalGlobalMem, totalConstMem, sharedMemPerMultiprocessor).
+  const std::vector<std::size_t> padding = {offsetof(Prop, totalGlobalMem) - 4, offsetof(Prop, totalConstMem) - 4,
+                                            offsetof(Prop, sharedMemPerMultiprocessor) - 4};
+  CHECK(holes == padding);
+
+  TempDir dir;
+  BrokerProcess broker(dir);
+  CHECK(in_child(broker, [&] {
+          Prop p{};
+          EXPECT(cudaGetDeviceProperties(&p, 0) == 0, "cudaGetDeviceProperties");
+          EXPECT(cuInit(0) == 0, "cuInit");
+          int nonzero = 0;
+          for (const Field& f : fields) {
+            int want = -1;
+            EXPECT(cuDeviceGetAttribute(&want, f.attribute, 0) == 0, "attribute %d", f.attribute);
+            const char* at = reinterpret_cast<const char*>(&p) + f.offset;
+            long long got = 0;
+            if (f.bytes == 4) {
+              std::int32_t value;
+              std::memcpy(&value, at, 4);
+              got = value;  // int or unsigned: the attribute's bits either way
+            } else {
+              std::uint64_t value;
+              std::memcpy(&value, at, 8);
+              got = static_cast<long long>(value);
+            }
+            EXPECT(got == want, "%s is %lld; attribute %d says %d", f.name, got, f.attribute, want);
+            nonzero += want != 0;
+          }
+          EXPECT(nonzero > 90, "the sim answers most attributes with a nonzero value (%d)", nonzero);
+        }) == 0);
 }

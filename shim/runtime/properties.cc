@@ -2,6 +2,7 @@
 // CUDA 12 binaries call cudaGetDeviceProperties_v2 with the 1032-byte layout; CUDA 13 binaries
 // call cudaGetDeviceProperties with the 1008-byte one (include/gpubroker/cuda/runtime_abi.h).
 #include <cstring>
+#include <type_traits>
 
 #include "gpubroker/cuda/driver_api.h"
 #include "gpubroker/cuda/runtime_abi.h"
@@ -14,101 +15,102 @@ namespace rt = gpubroker::cuda::rt;
 
 namespace {
 
+// Every cudaDeviceProp field that a device attribute answers: X(field, attribute). A field one
+// ABI lacks (CUDA 13 removed clockRate and others, added the NUMA fields) is skipped for it.
+#define GPUBROKER_PROPERTY_ATTRIBUTES(X)                                                       \
+  X(sharedMemPerBlock, MaxSharedMemoryPerBlock) X(regsPerBlock, MaxRegistersPerBlock)          \
+  X(warpSize, WarpSize) X(memPitch, MaxPitch) X(maxThreadsPerBlock, MaxThreadsPerBlock)        \
+  X(maxThreadsDim[0], MaxBlockDimX) X(maxThreadsDim[1], MaxBlockDimY)                          \
+  X(maxThreadsDim[2], MaxBlockDimZ) X(maxGridSize[0], MaxGridDimX)                             \
+  X(maxGridSize[1], MaxGridDimY) X(maxGridSize[2], MaxGridDimZ)                                \
+  X(totalConstMem, TotalConstantMemory) X(major, ComputeCapabilityMajor)                       \
+  X(minor, ComputeCapabilityMinor) X(textureAlignment, TextureAlignment)                       \
+  X(texturePitchAlignment, TexturePitchAlignment) X(multiProcessorCount, MultiProcessorCount)  \
+  X(integrated, Integrated) X(canMapHostMemory, CanMapHostMemory)                              \
+  X(maxTexture1D, MaxTexture1DWidth) X(maxTexture1DMipmap, MaxTexture1DMipmappedWidth)         \
+  X(maxTexture1DLinear, MaxTexture1DLinearWidth)                                               \
+  X(maxTexture2D[0], MaxTexture2DWidth) X(maxTexture2D[1], MaxTexture2DHeight)                 \
+  X(maxTexture2DMipmap[0], MaxTexture2DMipmappedWidth)                                         \
+  X(maxTexture2DMipmap[1], MaxTexture2DMipmappedHeight)                                        \
+  X(maxTexture2DLinear[0], MaxTexture2DLinearWidth)                                            \
+  X(maxTexture2DLinear[1], MaxTexture2DLinearHeight)                                           \
+  X(maxTexture2DLinear[2], MaxTexture2DLinearPitch)                                            \
+  X(maxTexture2DGather[0], MaxTexture2DGatherWidth)                                            \
+  X(maxTexture2DGather[1], MaxTexture2DGatherHeight)                                           \
+  X(maxTexture3D[0], MaxTexture3DWidth) X(maxTexture3D[1], MaxTexture3DHeight)                 \
+  X(maxTexture3D[2], MaxTexture3DDepth) X(maxTexture3DAlt[0], MaxTexture3DWidthAlt)            \
+  X(maxTexture3DAlt[1], MaxTexture3DHeightAlt) X(maxTexture3DAlt[2], MaxTexture3DDepthAlt)     \
+  X(maxTextureCubemap, MaxTextureCubemapWidth)                                                 \
+  X(maxTexture1DLayered[0], MaxTexture1DLayeredWidth)                                          \
+  X(maxTexture1DLayered[1], MaxTexture1DLayeredLayers)                                         \
+  X(maxTexture2DLayered[0], MaxTexture2DLayeredWidth)                                          \
+  X(maxTexture2DLayered[1], MaxTexture2DLayeredHeight)                                         \
+  X(maxTexture2DLayered[2], MaxTexture2DLayeredLayers)                                         \
+  X(maxTextureCubemapLayered[0], MaxTextureCubemapLayeredWidth)                                \
+  X(maxTextureCubemapLayered[1], MaxTextureCubemapLayeredLayers)                               \
+  X(maxSurface1D, MaxSurface1DWidth) X(maxSurface2D[0], MaxSurface2DWidth)                     \
+  X(maxSurface2D[1], MaxSurface2DHeight) X(maxSurface3D[0], MaxSurface3DWidth)                 \
+  X(maxSurface3D[1], MaxSurface3DHeight) X(maxSurface3D[2], MaxSurface3DDepth)                 \
+  X(maxSurface1DLayered[0], MaxSurface1DLayeredWidth)                                          \
+  X(maxSurface1DLayered[1], MaxSurface1DLayeredLayers)                                         \
+  X(maxSurface2DLayered[0], MaxSurface2DLayeredWidth)                                          \
+  X(maxSurface2DLayered[1], MaxSurface2DLayeredHeight)                                         \
+  X(maxSurface2DLayered[2], MaxSurface2DLayeredLayers)                                         \
+  X(maxSurfaceCubemap, MaxSurfaceCubemapWidth)                                                 \
+  X(maxSurfaceCubemapLayered[0], MaxSurfaceCubemapLayeredWidth)                                \
+  X(maxSurfaceCubemapLayered[1], MaxSurfaceCubemapLayeredLayers)                               \
+  X(surfaceAlignment, SurfaceAlignment) X(concurrentKernels, ConcurrentKernels)                \
+  X(ECCEnabled, EccEnabled) X(pciBusID, PciBusId) X(pciDeviceID, PciDeviceId)                  \
+  X(pciDomainID, PciDomainId) X(tccDriver, TccDriver) X(asyncEngineCount, AsyncEngineCount)    \
+  X(unifiedAddressing, UnifiedAddressing) X(memoryBusWidth, GlobalMemoryBusWidth)              \
+  X(l2CacheSize, L2CacheSize) X(persistingL2CacheMaxSize, MaxPersistingL2CacheSize)            \
+  X(maxThreadsPerMultiProcessor, MaxThreadsPerMultiProcessor)                                  \
+  X(streamPrioritiesSupported, StreamPrioritiesSupported)                                      \
+  X(globalL1CacheSupported, GlobalL1CacheSupported) X(localL1CacheSupported, LocalL1CacheSupported) \
+  X(sharedMemPerMultiprocessor, MaxSharedMemoryPerMultiprocessor)                              \
+  X(regsPerMultiprocessor, MaxRegistersPerMultiprocessor) X(managedMemory, ManagedMemory)      \
+  X(isMultiGpuBoard, IsMultiGpuBoard) X(multiGpuBoardGroupID, MultiGpuBoardGroupID)            \
+  X(hostNativeAtomicSupported, HostNativeAtomicSupported)                                      \
+  X(pageableMemoryAccess, PageableMemoryAccess) X(concurrentManagedAccess, ConcurrentManagedAccess) \
+  X(computePreemptionSupported, ComputePreemptionSupported)                                    \
+  X(canUseHostPointerForRegisteredMem, CanUseHostPointerForRegisteredMem)                      \
+  X(cooperativeLaunch, CooperativeLaunch) X(sharedMemPerBlockOptin, MaxSharedMemoryPerBlockOptin) \
+  X(pageableMemoryAccessUsesHostPageTables, PageableMemoryAccessUsesHostPageTables)            \
+  X(directManagedMemAccessFromHost, DirectManagedMemAccessFromHost)                            \
+  X(maxBlocksPerMultiProcessor, MaxBlocksPerMultiprocessor)                                    \
+  X(accessPolicyMaxWindowSize, MaxAccessPolicyWindowSize)                                      \
+  X(reservedSharedMemPerBlock, ReservedSharedMemoryPerBlock)                                   \
+  X(hostRegisterSupported, HostRegisterSupported)                                              \
+  X(sparseCudaArraySupported, SparseCudaArraySupported)                                        \
+  X(hostRegisterReadOnlySupported, HostRegisterReadOnlySupported)                              \
+  X(timelineSemaphoreInteropSupported, TimelineSemaphoreInteropSupported)                      \
+  X(memoryPoolsSupported, MemoryPoolsSupported) X(gpuDirectRDMASupported, GPUDirectRDMASupported) \
+  X(gpuDirectRDMAFlushWritesOptions, GPUDirectRDMAFlushWritesOptions)                          \
+  X(gpuDirectRDMAWritesOrdering, GPUDirectRDMAWritesOrdering)                                  \
+  X(memoryPoolSupportedHandleTypes, MemoryPoolSupportedHandleTypes)                            \
+  X(deferredMappingCudaArraySupported, DeferredMappingCudaArraySupported)                      \
+  X(ipcEventSupported, IpcEventSupport) X(clusterLaunch, ClusterLaunch)                        \
+  X(unifiedFunctionPointers, Reserved129) /* cudaDevAttrUnifiedFunctionPointers in 12.x */     \
+  X(clockRate, ClockRate) X(deviceOverlap, GpuOverlap) X(kernelExecTimeoutEnabled, KernelExecTimeout) \
+  X(computeMode, ComputeMode) X(memoryClockRate, MemoryClockRate)                              \
+  X(singleToDoublePrecisionPerfRatio, SingleToDoublePrecisionPerfRatio)                        \
+  X(cooperativeMultiDeviceLaunch, CooperativeMultiDeviceLaunch) X(deviceNumaConfig, NumaConfig) \
+  X(deviceNumaId, NumaId) X(mpsEnabled, MpsEnabled) X(hostNumaId, HostNumaId)                  \
+  X(gpuPciDeviceID, GpuPciDeviceId) X(gpuPciSubsystemID, GpuPciSubsystemId)                    \
+  X(hostNumaMultinodeIpcSupported, HostNumaMultinodeIpcSupported)
+
 template <class Prop>
 void fill_properties(Prop& p, const wire::DeviceRecord& d) {
-  auto a = [&](int attribute) { return d.attributes[attribute]; };
   std::memset(&p, 0, sizeof(p));
   std::strncpy(p.name, d.name, sizeof(p.name) - 1);
   std::memcpy(&p.uuid, d.uuid, sizeof(d.uuid));
-  p.totalGlobalMem = d.total_bytes;
-  p.sharedMemPerBlock = static_cast<std::size_t>(a(8));
-  p.regsPerBlock = a(12);
-  p.warpSize = a(10);
-  p.memPitch = static_cast<std::size_t>(a(11));
-  p.maxThreadsPerBlock = a(1);
-  for (int i = 0; i < 3; ++i) {
-    p.maxThreadsDim[i] = a(2 + i);
-    p.maxGridSize[i] = a(5 + i);
+  p.totalGlobalMem = d.total_bytes;  // luid and luidDeviceNodeMask are Windows's: zero here
+#define GPUBROKER_FILL_FIELD(field, attribute)                                       \
+  if constexpr (requires { p.field; }) {                                             \
+    p.field = static_cast<std::remove_cvref_t<decltype(p.field)>>(d.attributes[rt::cudaDevAttr##attribute]); \
   }
-  p.totalConstMem = static_cast<std::size_t>(a(9));
-  p.major = a(75);
-  p.minor = a(76);
-  p.textureAlignment = static_cast<std::size_t>(a(14));
-  p.texturePitchAlignment = static_cast<std::size_t>(a(51));
-  p.multiProcessorCount = a(16);
-  p.integrated = a(18);
-  p.canMapHostMemory = a(19);
-  p.maxTexture1D = a(21);
-  p.maxTexture2D[0] = a(22);
-  p.maxTexture2D[1] = a(23);
-  p.maxTexture3D[0] = a(24);
-  p.maxTexture3D[1] = a(25);
-  p.maxTexture3D[2] = a(26);
-  p.surfaceAlignment = static_cast<std::size_t>(a(30));
-  p.concurrentKernels = a(31);
-  p.ECCEnabled = a(32);
-  p.pciBusID = a(33);
-  p.pciDeviceID = a(34);
-  p.pciDomainID = a(50);
-  p.tccDriver = a(35);
-  p.asyncEngineCount = a(40);
-  p.unifiedAddressing = a(41);
-  p.memoryBusWidth = a(37);
-  p.l2CacheSize = a(38);
-  p.persistingL2CacheMaxSize = a(108);
-  p.maxThreadsPerMultiProcessor = a(39);
-  p.streamPrioritiesSupported = a(78);
-  p.globalL1CacheSupported = a(79);
-  p.localL1CacheSupported = a(80);
-  p.sharedMemPerMultiprocessor = static_cast<std::size_t>(a(81));
-  p.regsPerMultiprocessor = a(82);
-  p.managedMemory = a(83);
-  p.isMultiGpuBoard = a(84);
-  p.multiGpuBoardGroupID = a(85);
-  p.hostNativeAtomicSupported = a(86);
-  p.pageableMemoryAccess = a(88);
-  p.concurrentManagedAccess = a(89);
-  p.computePreemptionSupported = a(90);
-  p.canUseHostPointerForRegisteredMem = a(91);
-  p.cooperativeLaunch = a(95);
-  p.sharedMemPerBlockOptin = static_cast<std::size_t>(a(97));
-  p.pageableMemoryAccessUsesHostPageTables = a(100);
-  p.directManagedMemAccessFromHost = a(101);
-  p.maxBlocksPerMultiProcessor = a(106);
-  p.accessPolicyMaxWindowSize = a(109);
-  p.reservedSharedMemPerBlock = static_cast<std::size_t>(a(111));
-  p.hostRegisterSupported = a(99);
-  p.sparseCudaArraySupported = a(112);
-  p.hostRegisterReadOnlySupported = a(113);
-  p.timelineSemaphoreInteropSupported = a(114);
-  p.memoryPoolsSupported = a(115);
-  p.gpuDirectRDMASupported = a(116);
-  p.gpuDirectRDMAFlushWritesOptions = static_cast<unsigned>(a(117));
-  p.gpuDirectRDMAWritesOrdering = a(118);
-  p.memoryPoolSupportedHandleTypes = static_cast<unsigned>(a(119));
-  p.deferredMappingCudaArraySupported = a(121);
-  p.ipcEventSupported = a(125);
-  p.clusterLaunch = a(120);
-  p.unifiedFunctionPointers = a(129);
-  if constexpr (requires { p.clockRate; }) {  // fields CUDA 13 removed
-    p.clockRate = a(13);
-    p.deviceOverlap = a(15);
-    p.kernelExecTimeoutEnabled = a(17);
-    p.computeMode = a(20);
-    p.memoryClockRate = a(36);
-    p.singleToDoublePrecisionPerfRatio = a(87);
-    p.cooperativeMultiDeviceLaunch = a(96);
-    p.maxTexture1DLinear = a(69);
-  }
-  if constexpr (requires { p.deviceNumaConfig; }) {  // fields CUDA 13 added
-    p.deviceNumaConfig = a(130);
-    p.deviceNumaId = a(131);
-    p.mpsEnabled = a(133);
-    p.hostNumaId = a(134);
-    p.gpuPciDeviceID = static_cast<unsigned>(a(139));
-    p.gpuPciSubsystemID = static_cast<unsigned>(a(140));
-    p.hostNumaMultinodeIpcSupported = a(143);
-  }
+  GPUBROKER_PROPERTY_ATTRIBUTES(GPUBROKER_FILL_FIELD)
+#undef GPUBROKER_FILL_FIELD
 }
 
 template <class Prop>
