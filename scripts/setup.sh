@@ -38,8 +38,9 @@ werror=false; [ "${CI:-}" = "true" ] && werror=true
 # The real-runner fixture (tests/runners/): llama.cpp's prebuilt CUDA 12 build from PyPI, in a
 # virtual environment inside each build directory. Missing PyPI is a warning: those tests then say
 # they are skipped.
+native=""; nvidia-smi -L >/dev/null 2>&1 && native=--native  # the GPU comparison's NVIDIA libraries
 for dir in build build-asan; do
-  bash tests/runners/setup_venv.sh "$dir/runners-venv" ||
+  bash tests/runners/setup_venv.sh "$dir/runners-venv" $native ||
     echo "setup: warning: the real-runner fixture (cyllama-cuda12 from PyPI) could not be installed in $dir"
 done
 echo "setup: ready (build/ and build-asan/ configured)"

@@ -89,6 +89,15 @@ echo "-- broker on the real driver exited with $broker_status; its warnings and 
 grep -iE 'warn|error|unsupported' "$work/broker.log" | head -n 40
 [ $broker_status -eq 0 ] || failed+=("broker exit")
 
+# llama.cpp's prebuilt CUDA 12 build, native against brokered. Its fixture comes from PyPI
+# (setup_venv.sh --native); a lent GPU host that cannot reach PyPI says so instead.
+if [ -x "${GPUBROKER_RUNNER_VENV:-$build/runners-venv}/bin/python" ]; then
+  LD_LIBRARY_PATH="$broker_library_path" step "real runner, native against brokered (tests/gpu/runners.sh)" 300 \
+    bash tests/gpu/runners.sh "$build"
+else
+  echo "== real runner, native against brokered: not run: no fixture in ${GPUBROKER_RUNNER_VENV:-$build/runners-venv}" \
+       "(tests/runners/setup_venv.sh DIR --native, which needs PyPI)"
+fi
 LD_LIBRARY_PATH="$broker_library_path" GPUBROKER_KILL_ITERATIONS=${GPUBROKER_KILL_ITERATIONS:-50} \
   step "broker scenarios (tests/gpu/run.sh)" 150 bash tests/gpu/run.sh "$build"
 

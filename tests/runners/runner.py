@@ -10,6 +10,9 @@ go to stderr.
   runner.py load MODEL NGL [--hold]        load and create a context; --hold: print the JSON,
                                            then wait until stdin closes before exiting
   runner.py generate MODEL NGL TOKENS      greedy decoding of a fixed prompt: the token ids
+  runner.py bench MODEL NGL PROMPT GEN     a PROMPT-token prompt in one batch, then GEN greedy
+                                           tokens: prompt and decode tokens per second, time to
+                                           first token, process start to first token, the tokens
 
 Times are wall-clock seconds from time.monotonic(). The first CUDA call of the process is made by
 ggml_backend_load_all() (the CUDA backend's registration counts and describes the devices), so
@@ -106,7 +109,7 @@ def discover():
             "libcudart": mapped_library("libcudart.so.12"), "libcublasLt": mapped_library("libcublasLt.so.12")}
 
 
-def load(model_path, n_gpu_layers):
+def load(model_path, n_gpu_layers, n_ctx=256, n_batch=64):
     cy, devices, backend_seconds = backends()
     t0 = time.monotonic()
     params = cy.LlamaModelParams()
@@ -114,8 +117,9 @@ def load(model_path, n_gpu_layers):
     model = cy.LlamaModel(model_path, params)
     t1 = time.monotonic()
     ctx_params = cy.LlamaContextParams()
-    ctx_params.n_ctx = 256
-    ctx_params.n_batch = 64
+    ctx_params.n_ctx = n_ctx
+    ctx_params.n_batch = n_batch
+    ctx_params.n_ubatch = n_batch
     context = cy.LlamaContext(model, ctx_params)
     t2 = time.monotonic()
     return cy, model, context, {"devices": devices, "backend_seconds": backend_seconds, "model_seconds": t1 - t0,
@@ -147,6 +151,29 @@ def generate(model_path, n_gpu_layers, n_tokens):
     return report
 
 
+def bench(model_path, n_gpu_layers, n_prompt, n_generate):
+    cy, model, context, report = load(model_path, n_gpu_layers, n_ctx=n_prompt + n_generate + 8, n_batch=n_prompt)
+    vocab = model.get_vocab()
+    words = vocab.tokenize(PROMPT, add_special=False, parse_special=False)
+    prompt = (vocab.tokenize("", add_special=True, parse_special=False) + words * (n_prompt // len(words) + 1))[:n_prompt]
+    sampler = cy.LlamaSampler(cy.LlamaSamplerChainParams())
+    sampler.add_greedy()
+    t0 = time.monotonic()
+    context.decode(cy.llama_batch_get_one(prompt))
+    token = sampler.sample(context, -1)  # reads the logits: the prompt's work is done
+    t1 = time.monotonic()
+    tokens = [token]
+    for position in range(n_prompt, n_prompt + n_generate - 1):
+        context.decode(cy.llama_batch_get_one([token], position))
+        token = sampler.sample(context, -1)
+        tokens.append(token)
+    t2 = time.monotonic()
+    report.update({"prompt_tokens": n_prompt, "prompt_tokens_per_second": n_prompt / (t1 - t0),
+                   "decode_tokens_per_second": (len(tokens) - 1) / (t2 - t1), "time_to_first_token_seconds": t1 - t0,
+                   "start_to_first_token_seconds": t1 - START, "tokens": tokens})
+    return report
+
+
 def main(argv):
     if len(argv) >= 2 and argv[1] == "discover":
         result = discover()
@@ -159,6 +186,8 @@ def main(argv):
             return 0
     elif len(argv) == 5 and argv[1] == "generate":
         result = generate(argv[2], int(argv[3]), int(argv[4]))
+    elif len(argv) == 6 and argv[1] == "bench":
+        result = bench(argv[2], int(argv[3]), int(argv[4]), int(argv[5]))
     else:
         sys.stderr.write(__doc__)
         return 2
