@@ -16,7 +16,8 @@ on the library path. Each case is one meson test:
   ollama-layout   a library directory with CUDA 12 libraries of its own, prepended to
                   LD_LIBRARY_PATH as Ollama does, still gets the shims
 
-Lines "figure: NAME VALUE" are the measurements BENCHMARKS.md quotes. Whatever a runner's stderr
+Lines "figure: NAME VALUE" are single measurements; `runner_test.py figures` (not a test) prints
+p50/p99 over rounds, brokered against CUDA hidden, for BENCHMARKS.md. Whatever a runner's stderr
 says about a function the shims do not serve, or a library that did not load, is printed by name
 (diagnose()), so that a new runner is diagnosed without a change to the broker.
 """
@@ -249,6 +250,39 @@ def case_ollama_layout():
         broker.stop()
 
 
+def percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def case_figures():
+    """Not a test (meson does not run it): the suite's figures over ROUNDS rounds (default 10),
+    p50 and p99, brokered against the same wheel with CUDA hidden in the same run."""
+    if fixture_missing():
+        return opslib.SKIP
+    rounds = int(os.environ.get("ROUNDS", "10"))
+    with open("/proc/cpuinfo") as cpuinfo:
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "unknown")
+    print("machine: %s, %d cores; sim driver; %d rounds, alternating" % (cpu, os.cpu_count(), rounds), flush=True)
+    with Broker() as broker, tempfile.TemporaryDirectory() as work:
+        model = tiny_model(work)
+        samples = {"brokered": [], "hidden": []}
+        for _ in range(rounds):
+            samples["brokered"].append(report_of(run_runner(broker, ["load", model, "99"]), "brokered load"))
+            samples["hidden"].append(report_of(run_runner(broker, ["load", model, "99"],
+                                                          env=runner_env(CUDA_VISIBLE_DEVICES="")), "hidden load"))
+        print("%-34s %21s %21s %8s" % ("ms (p50 / p99)", "brokered (ngl 99)", "CUDA hidden (CPU)", "p50 x"))
+        for key, label in (("backend_seconds", "first CUDA call to usable backend"), ("model_seconds", "model load"),
+                           ("context_seconds", "context (KV cache, graphs)"),
+                           ("since_start_seconds", "process start to context")):
+            b = [r[key] * 1000 for r in samples["brokered"]]
+            h = [r[key] * 1000 for r in samples["hidden"]]
+            print("%-34s %10.2f / %8.2f %10.2f / %8.2f %8.2f" % (label, percentile(b, 0.5), percentile(b, 0.99),
+                                                            percentile(h, 0.5), percentile(h, 0.99),
+                                                            percentile(b, 0.5) / percentile(h, 0.5)), flush=True)
+        broker.stop()
+
+
 CASES = {
     "discovery": case_discovery,
     "load": case_load,
@@ -259,4 +293,7 @@ CASES = {
 }
 
 if __name__ == "__main__":
-    run_cases(CASES)
+    if sys.argv[1:] == ["figures"]:
+        run_cases({"figures": case_figures})
+    else:
+        run_cases(CASES)
