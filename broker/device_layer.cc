@@ -110,30 +110,50 @@ DeviceResult<void> DeviceLayer::enumerate() {
   return boost::outcome_v2::success();
 }
 
-void DeviceLayer::load_blas() {
-  // The sim serves cuBLAS from the same library; a GPU host from NVIDIA's, newest first.
-  std::vector<void*> candidates;
-  if (kind_ == DriverKind::kSim) {
-    candidates.push_back(handle_);
-  } else {
-    for (const char* name : {"libcublas.so.13", "libcublas.so.12"}) {
-      if (void* h = ::dlopen(name, RTLD_NOW | RTLD_LOCAL)) candidates.push_back(h);
-    }
-  }
+namespace {
+
+// The first of `candidates` that exports every symbol of an X-macro list into `table`.
+template <class Table, class Resolve>
+bool resolve_first(const std::vector<void*>& candidates, Table& table, Resolve&& resolve) {
   for (void* library : candidates) {
-    bool complete = true;
-    cuda::CublasTable& b = blas_;
-#define GPUBROKER_RESOLVE_BLAS(member, symbol, type)                                   \
-    b.member = reinterpret_cast<decltype(b.member)>(::dlsym(library, #symbol));       \
-    complete = complete && b.member != nullptr;
-    GPUBROKER_CUBLAS_API(GPUBROKER_RESOLVE_BLAS)
-#undef GPUBROKER_RESOLVE_BLAS
-    if (complete) {
-      blas_loaded_ = true;
-      return;
-    }
+    table = Table{};
+    if (resolve(library, table)) return true;
   }
-  blas_ = cuda::CublasTable{};
+  table = Table{};
+  return false;
+}
+
+std::vector<void*> open_libraries(std::initializer_list<const char*> names) {
+  std::vector<void*> opened;
+  for (const char* name : names) {
+    if (void* h = ::dlopen(name, RTLD_NOW | RTLD_LOCAL)) opened.push_back(h);
+  }
+  return opened;
+}
+
+}  // namespace
+
+void DeviceLayer::load_blas() {
+  // The sim serves cuBLAS and cuBLASLt from the same library; a GPU host from NVIDIA's, newest
+  // first.
+  const bool sim = kind_ == DriverKind::kSim;
+  const std::vector<void*> blas = sim ? std::vector<void*>{handle_} : open_libraries({"libcublas.so.13", "libcublas.so.12"});
+  blas_loaded_ = resolve_first(blas, blas_, [](void* library, cuda::CublasTable& b) {
+    bool complete = true;
+#define GPUBROKER_RESOLVE(member, symbol, type)                                   \
+    b.member = reinterpret_cast<decltype(b.member)>(::dlsym(library, #symbol)); \
+    complete = complete && b.member != nullptr;
+    GPUBROKER_CUBLAS_API(GPUBROKER_RESOLVE)
+    return complete;
+  });
+  const std::vector<void*> lt =
+      sim ? std::vector<void*>{handle_} : open_libraries({"libcublasLt.so.13", "libcublasLt.so.12"});
+  blas_lt_loaded_ = resolve_first(lt, blas_lt_, [](void* library, cuda::lt::CublasLtTable& b) {
+    bool complete = true;
+    GPUBROKER_CUBLASLT_API(GPUBROKER_RESOLVE)
+#undef GPUBROKER_RESOLVE
+    return complete;
+  });
 }
 
 void DeviceLayer::bind_thread(std::uint32_t ordinal) const { driver_.ctx_set_current(contexts_.at(ordinal)); }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "gpubroker/cuda/cublas_api.h"
+#include "gpubroker/cuda/cublaslt_abi.h"
 #include "gpubroker/cuda/driver_api.h"
 #include "broker/completion_poller.h"
 #include "broker/module_cache.h"
@@ -55,6 +56,9 @@ class DeviceLayer {
   // The cuBLAS table: the sim driver's own, or the system's libcublas.so.13 (else .12); nullptr
   // when no cuBLAS library is usable (cuBLAS requests then fail with NOT_INITIALIZED).
   [[nodiscard]] const cuda::CublasTable* blas() const { return blas_loaded_ ? &blas_ : nullptr; }
+  // The cuBLASLt table: the sim driver's own, or the system's libcublasLt.so.13 (else .12); nullptr
+  // when none is usable (cuBLASLt matmuls then fail with NOT_SUPPORTED).
+  [[nodiscard]] const cuda::lt::CublasLtTable* blas_lt() const { return blas_lt_loaded_ ? &blas_lt_ : nullptr; }
   [[nodiscard]] DriverKind kind() const { return kind_; }
   [[nodiscard]] const std::string& library() const { return library_; }
   [[nodiscard]] const wire::DeviceTable& devices() const { return devices_; }
@@ -82,6 +86,8 @@ class DeviceLayer {
   cuda::DriverTable driver_{};
   cuda::CublasTable blas_{};
   bool blas_loaded_ = false;
+  cuda::lt::CublasLtTable blas_lt_{};
+  bool blas_lt_loaded_ = false;
   wire::DeviceTable devices_{};
   std::vector<cuda::CUcontext> contexts_;
   std::unique_ptr<ModuleCache> modules_;

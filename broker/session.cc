@@ -120,7 +120,7 @@ ipc::Result<void> DeviceSession::refuse_poisoned(ipc::ServerSession& session, co
   const bool blas = kind == wire::RequestKind::kBlasCreate || kind == wire::RequestKind::kBlasDestroy ||
                     kind == wire::RequestKind::kBlasSetStream || kind == wire::RequestKind::kBlasSetMathMode ||
                     kind == wire::RequestKind::kBlasSetWorkspace || kind == wire::RequestKind::kBlasGemm ||
-                    kind == wire::RequestKind::kBlasTrsmBatched;
+                    kind == wire::RequestKind::kBlasTrsmBatched || kind == wire::RequestKind::kBlasLtMatmul;
   return finish_request(session, h, blas ? static_cast<CUresult>(cuda::CUBLAS_STATUS_EXECUTION_FAILED) : sticky);
 }
 
@@ -653,6 +653,8 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
     case wire::RequestKind::kBlasGemm:
     case wire::RequestKind::kBlasTrsmBatched:
       return handle_blas(session, request);
+    case wire::RequestKind::kBlasLtMatmul:
+      return finish(static_cast<CUresult>(blas_lt_matmul(payload_as<wire::BlasLtMatmulRequest>(request))));
     case wire::RequestKind::kVmmGranularity:
     case wire::RequestKind::kVmmAddressReserve:
     case wire::RequestKind::kVmmAddressFree:
@@ -722,10 +724,31 @@ std::uint64_t element_bytes(int type) {
   }
 }
 
-// Bytes a column-major rows x cols matrix with leading dimension `ld` spans.
+// Bytes a column-major rows x cols matrix with leading dimension `ld` spans; UINT64_MAX (which no
+// session owns) when that does not fit in 64 bits.
 std::uint64_t matrix_bytes(std::int64_t ld, std::int64_t rows, std::int64_t cols, std::uint64_t element) {
   if (rows <= 0 || cols <= 0) return 0;
-  return static_cast<std::uint64_t>(ld * (cols - 1) + rows) * element;
+  std::uint64_t elements = 0, bytes = 0;
+  if (ld < 0 || __builtin_mul_overflow(static_cast<std::uint64_t>(ld), static_cast<std::uint64_t>(cols - 1), &elements) ||
+      __builtin_add_overflow(elements, static_cast<std::uint64_t>(rows), &elements) ||
+      __builtin_mul_overflow(elements, element, &bytes)) {
+    return UINT64_MAX;
+  }
+  return bytes;
+}
+
+// Bytes from the first of `batch` matrices `stride` elements apart to the end of the last, each
+// spanning `one` bytes; UINT64_MAX when a negative stride or the arithmetic would wrap (a wrapped
+// extent could pass the check while the members between first and last lie elsewhere).
+std::uint64_t batch_bytes(std::int64_t stride, std::uint64_t one, std::uint64_t element, std::int64_t batch) {
+  if (one == 0) return 0;
+  std::uint64_t step = 0, last = 0, total = 0;
+  if (stride < 0 || batch < 1 || __builtin_mul_overflow(static_cast<std::uint64_t>(stride), element, &step) ||
+      __builtin_mul_overflow(step, static_cast<std::uint64_t>(batch - 1), &last) ||
+      __builtin_add_overflow(last, one, &total)) {
+    return UINT64_MAX;
+  }
+  return total;
 }
 
 }  // namespace
@@ -744,7 +767,7 @@ int DeviceSession::gemm(const wire::BlasGemmRequest& r, cuda::cublasHandle_t han
   const std::uint64_t b_bytes = matrix_bytes(r.ldb, tb ? r.n : r.k, tb ? r.k : r.n, eb);
   const std::uint64_t c_bytes = matrix_bytes(r.ldc, r.m, r.n, ec);
   auto extent = [&](std::int64_t stride, std::uint64_t one, std::uint64_t element) {
-    return static_cast<std::uint64_t>(stride) * element * static_cast<std::uint64_t>(r.batch_count - 1) + one;
+    return batch_bytes(stride, one, element, r.batch_count);
   };
   const auto opa = static_cast<cuda::cublasOperation_t>(r.transa), opb = static_cast<cuda::cublasOperation_t>(r.transb);
   const auto at = static_cast<cuda::cudaDataType_t>(r.a_type), bt = static_cast<cuda::cudaDataType_t>(r.b_type),
@@ -854,6 +877,98 @@ ipc::Result<void> DeviceSession::handle_blas(ipc::ServerSession& session, const 
     default:
       return ipc::IpcError{ipc::IpcErrc::kProtocol, 0, static_cast<std::int64_t>(ipc::ViolationCode::kUnknownKind)};
   }
+}
+
+// cublasLtMatmul from the shim's one-slot description: every matrix (and the bias) checked against
+// the session's memory, then the broker's own descriptors and the session's cuBLASLt handle (made
+// on first use) on the request's stream. The descriptors are host objects, made and destroyed per
+// call.
+int DeviceSession::blas_lt_matmul(const wire::BlasLtMatmulRequest& r) {
+  const cuda::lt::CublasLtTable* lt = device_.blas_lt();
+  if (lt == nullptr) return cuda::CUBLAS_STATUS_NOT_SUPPORTED;
+  namespace lt_abi = cuda::lt;
+  switch (r.epilogue) {
+    case lt_abi::CUBLASLT_EPILOGUE_DEFAULT:
+    case lt_abi::CUBLASLT_EPILOGUE_RELU:
+    case lt_abi::CUBLASLT_EPILOGUE_BIAS:
+    case lt_abi::CUBLASLT_EPILOGUE_RELU_BIAS:
+    case lt_abi::CUBLASLT_EPILOGUE_GELU:
+    case lt_abi::CUBLASLT_EPILOGUE_GELU_BIAS:
+      break;
+    default:
+      return cuda::CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+  const wire::BlasLtLayout& d = r.layouts[3];
+  std::uint64_t extents[4] = {};
+  for (int i = 0; i < 4; ++i) {
+    const wire::BlasLtLayout& l = r.layouts[i];
+    const std::uint64_t element = element_bytes(static_cast<int>(l.type));
+    if (element == 0 || element == 8) return cuda::CUBLAS_STATUS_NOT_SUPPORTED;
+    if (l.rows < 0 || l.cols < 0 || l.ld < std::max(1, l.rows) || l.batch != d.batch) return cuda::CUBLAS_STATUS_INVALID_VALUE;
+    extents[i] = batch_bytes(l.stride, matrix_bytes(l.ld, l.rows, l.cols, element), element, l.batch);
+  }
+  // C may be null only where beta (any nonzero byte) cannot make cuBLASLt read it.
+  const bool beta_zero = std::ranges::all_of(r.beta, [](std::uint8_t byte) { return byte == 0; });
+  if (!owns_range(r.a, extents[0]) || !owns_range(r.b, extents[1]) || !owns_range(r.d, extents[3]) ||
+      (r.c != 0 ? !owns_range(r.c, extents[2]) : !beta_zero)) {
+    return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  }
+  const bool bias = (r.epilogue & lt_abi::CUBLASLT_EPILOGUE_BIAS) != 0;
+  const std::int32_t bias_type = r.bias_type < 0 ? static_cast<std::int32_t>(d.type) : r.bias_type;
+  if (bias) {
+    const std::uint64_t element = element_bytes(bias_type);
+    if (element == 0 || !owns_range(r.bias, batch_bytes(r.bias_stride, d.rows * element, element, d.batch))) {
+      return cuda::CUBLAS_STATUS_INVALID_VALUE;
+    }
+  }
+  cuda::CUstream stream = nullptr;
+  if (stream_for(r.stream, stream) != CUDA_SUCCESS) return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  if (blas_lt_ == nullptr) {
+    if (const int s = lt->create(&blas_lt_); s != cuda::CUBLAS_STATUS_SUCCESS) return s;
+  }
+
+  // The broker's descriptors, released whatever happens.
+  struct Descriptors {
+    const lt_abi::CublasLtTable& lt;
+    lt_abi::cublasLtMatmulDesc_t op = nullptr;
+    lt_abi::cublasLtMatrixLayout_t layouts[4] = {};
+    ~Descriptors() {
+      for (auto* l : layouts) {
+        if (l != nullptr) lt.matrix_layout_destroy(l);
+      }
+      if (op != nullptr) lt.matmul_desc_destroy(op);
+    }
+  } own{*lt};
+  int s = lt->matmul_desc_create(&own.op, static_cast<cuda::cublasComputeType_t>(r.compute_type),
+                                 static_cast<cuda::cudaDataType_t>(r.scale_type));
+  auto set = [&](lt_abi::cublasLtMatmulDescAttributes_t attribute, const auto& value) {
+    if (s == cuda::CUBLAS_STATUS_SUCCESS) s = lt->matmul_desc_set_attribute(own.op, attribute, &value, sizeof value);
+  };
+  set(lt_abi::CUBLASLT_MATMUL_DESC_TRANSA, r.transa);
+  set(lt_abi::CUBLASLT_MATMUL_DESC_TRANSB, r.transb);
+  set(lt_abi::CUBLASLT_MATMUL_DESC_EPILOGUE, r.epilogue);
+  if (bias) {
+    set(lt_abi::CUBLASLT_MATMUL_DESC_BIAS_POINTER, r.bias);
+    set(lt_abi::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, bias_type);
+    if (r.bias_stride != 0) set(lt_abi::CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, r.bias_stride);
+  }
+  for (int i = 0; i < 4 && s == cuda::CUBLAS_STATUS_SUCCESS; ++i) {
+    const wire::BlasLtLayout& l = r.layouts[i];
+    s = lt->matrix_layout_create(&own.layouts[i], static_cast<cuda::cudaDataType>(l.type), static_cast<std::uint64_t>(l.rows),
+                                 static_cast<std::uint64_t>(l.cols), l.ld);
+    if (s == cuda::CUBLAS_STATUS_SUCCESS && l.batch != 1) {
+      s = lt->matrix_layout_set_attribute(own.layouts[i], lt_abi::CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &l.batch, sizeof l.batch);
+      if (s == cuda::CUBLAS_STATUS_SUCCESS) {
+        s = lt->matrix_layout_set_attribute(own.layouts[i], lt_abi::CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &l.stride,
+                                            sizeof l.stride);
+      }
+    }
+  }
+  if (s != cuda::CUBLAS_STATUS_SUCCESS) return s;
+  // No algorithm and no workspace: cuBLASLt picks with its own heuristic, as for a null algo.
+  return lt->matmul(blas_lt_, own.op, r.alpha, reinterpret_cast<const void*>(r.a), own.layouts[0],
+                    reinterpret_cast<const void*>(r.b), own.layouts[1], r.beta, reinterpret_cast<const void*>(r.c),
+                    own.layouts[2], reinterpret_cast<void*>(r.d), own.layouts[3], nullptr, nullptr, 0, stream);
 }
 
 // Clients pack parameters by the layout the project's fatbin parser reads; where the driver can
@@ -1261,6 +1376,7 @@ void DeviceSession::reclaim() {
   }
   counters_.blas_handles.fetch_sub(blas_handles_.size(), std::memory_order_relaxed);
   blas_handles_.clear();
+  if (blas_lt_ != nullptr) device_.blas_lt()->destroy(std::exchange(blas_lt_, nullptr));
   counters_.modules.fetch_sub(modules_.size(), std::memory_order_relaxed);
   modules_.clear();
   functions_.clear();

@@ -87,6 +87,7 @@ class DeviceSession {
   ipc::Result<void> handle_blas(ipc::ServerSession& session, const wire::RequestSlot& request);
   int gemm(const wire::BlasGemmRequest& r, cuda::cublasHandle_t handle);
   int trsm_batched(const wire::BlasTrsmRequest& r, cuda::cublasHandle_t handle);
+  int blas_lt_matmul(const wire::BlasLtMatmulRequest& r);
   // Reads `count` device pointers from the session's memory at `array`, in `stream` order.
   bool read_pointer_array(std::uint64_t array, int count, cuda::CUstream stream, std::vector<std::uint64_t>& out);
   ipc::Result<void> handle_vmm(ipc::ServerSession& session, const wire::RequestSlot& request);
@@ -130,6 +131,7 @@ class DeviceSession {
   std::uint64_t allocated_bytes_ = 0;
   std::unordered_map<std::uint64_t, cuda::CUstream> streams_;  // ids 0, 1, 2: the default stream
   std::unordered_map<std::uint64_t, cuda::CUevent> events_;
+  cuda::lt::cublasLtHandle_t blas_lt_ = nullptr;  // the session's cuBLASLt handle, made on first use
   struct BlockingStreams {
     std::unordered_set<std::uint64_t> streams;           // created without cudaStreamNonBlocking
     std::unordered_set<std::uint64_t> ahead_of_default;  // with work the default stream has not joined

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -110,11 +111,32 @@ void pack(ElementType type, std::uintptr_t address, int ld, bool transpose, int 
   }
 }
 
-// C = alpha * A * B + beta * C for packed A (m x k) and B (k x n), C in device memory.
-// Blocked: a tile of kTileRows x kTileColumns accumulators stays in registers and L1 while k
-// streams through.
+// Where one batch member's result goes, and what cuBLASLt's epilogue adds to it.
+struct Output {
+  const BlasOperand& operand;  // D, or C itself
+  std::uintptr_t address;
+  Activation activation;
+  ElementType bias_type;
+  std::uintptr_t bias;  // 0: none
+};
+
+float activate(Activation activation, float x) {
+  switch (activation) {
+    case Activation::kRelu:
+      return x > 0.0f ? x : 0.0f;
+    case Activation::kGelu:
+      return 0.5f * x * (1.0f + std::tanh(0.7978845608f * (x + 0.044715f * x * x * x)));
+    case Activation::kNone:
+      break;
+  }
+  return x;
+}
+
+// out = epilogue(alpha * A * B + beta * C) for packed A (m x k) and B (k x n), C and out in device
+// memory (out may be C). Blocked: a tile of kTileRows x kTileColumns accumulators stays in
+// registers and L1 while k streams through.
 void multiply(const std::vector<float>& a, const std::vector<float>& b, int m, int n, int k, float alpha,
-              float beta, const BlasOperand& c, std::uintptr_t c_address) {
+              float beta, const BlasOperand& c, std::uintptr_t c_address, const Output& out) {
   constexpr int kTileRows = 64;
   constexpr int kTileColumns = 4;
   const std::size_t element = element_bytes(c.type);
@@ -131,18 +153,32 @@ void multiply(const std::vector<float>& a, const std::vector<float>& b, int m, i
           for (int i = 0; i < rows; ++i) sum[i] += a_column[i] * b_value;
         }
       }
+      const std::size_t out_element = element_bytes(out.operand.type);
       for (int j = 0; j < columns; ++j) {
         const std::uintptr_t column_address =
             c_address + (std::size_t(column0 + j) * std::size_t(c.ld) + std::size_t(row0)) * element;
+        const std::uintptr_t out_column =
+            out.address + (std::size_t(column0 + j) * std::size_t(out.operand.ld) + std::size_t(row0)) * out_element;
         for (int i = 0; i < rows; ++i) {
-          const std::uintptr_t address = column_address + std::size_t(i) * element;
           float value = alpha * sums[j][i];
-          if (beta != 0.0f) value += beta * load_element(c.type, address);
-          store(c.type, address, value);
+          if (beta != 0.0f) value += beta * load_element(c.type, column_address + std::size_t(i) * element);
+          if (out.bias != 0) {
+            value += load_element(out.bias_type, out.bias + std::size_t(row0 + i) * element_bytes(out.bias_type));
+          }
+          store(out.operand.type, out_column + std::size_t(i) * out_element, activate(out.activation, value));
         }
       }
     }
   }
+}
+
+// C, and D and the bias where the GEMM has them: C is read when beta may be nonzero, and written
+// unless the result goes to D.
+bool epilogue_operands_valid(const GemmOp& gemm, bool reads_c) {
+  const bool separate_d = gemm.d.address != 0;
+  if (separate_d && !operand_valid(gemm.d, gemm.m, gemm.n, gemm.batch, true)) return false;
+  if (gemm.bias.address != 0 && !operand_valid(gemm.bias, gemm.m, 1, gemm.batch, false)) return false;
+  return (separate_d && !reads_c) || operand_valid(gemm.c, gemm.m, gemm.n, gemm.batch, !separate_d);
 }
 
 cuda::CUresult illegal_address(const char* what) {
@@ -164,7 +200,7 @@ bool gemm_ranges_valid_at_call(const GemmOp& gemm) {
                    !operand_valid(gemm.b, gemm.transpose_b ? gemm.n : gemm.k, gemm.transpose_b ? gemm.k : gemm.n,
                                   gemm.batch, false)))
     return false;
-  return operand_valid(gemm.c, gemm.m, gemm.n, gemm.batch, true);
+  return epilogue_operands_valid(gemm, scalars.on_device || scalars.beta != 0.0f);
 }
 
 bool trsm_ranges_valid_at_call(const TrsmOp& trsm) {
@@ -185,7 +221,7 @@ cuda::CUresult execute_gemm(const GemmOp& gemm) {
   const int b_columns = gemm.transpose_b ? gemm.k : gemm.n;
   if ((reads_ab && (!operand_valid(gemm.a, a_rows, a_columns, gemm.batch, false) ||
                     !operand_valid(gemm.b, b_rows, b_columns, gemm.batch, false))) ||
-      !operand_valid(gemm.c, gemm.m, gemm.n, gemm.batch, true))
+      !epilogue_operands_valid(gemm, beta != 0.0f))
     return illegal_address("GEMM");
 
   std::vector<float> packed_a;
@@ -209,7 +245,13 @@ cuda::CUresult execute_gemm(const GemmOp& gemm) {
       pack(gemm.a.type, a, gemm.a.ld, gemm.transpose_a, gemm.m, k, packed_a);
       pack(gemm.b.type, b, gemm.b.ld, gemm.transpose_b, k, gemm.n, packed_b);
     }
-    multiply(packed_a, packed_b, gemm.m, gemm.n, k, alpha, beta, gemm.c, c);
+    std::uintptr_t d = c;
+    std::uintptr_t bias = 0;
+    if ((gemm.d.address != 0 && !member_address(gemm.d, index, &d)) ||
+        (gemm.bias.address != 0 && !member_address(gemm.bias, index, &bias)))
+      return illegal_address("GEMM");
+    const Output out{gemm.d.address != 0 ? gemm.d : gemm.c, d, gemm.activation, gemm.bias.type, bias};
+    multiply(packed_a, packed_b, gemm.m, gemm.n, k, alpha, beta, gemm.c, c, out);
   }
   return cuda::CUDA_SUCCESS;
 }

@@ -52,9 +52,14 @@ struct BlasOperand {
   bool pointer_array = false;
 };
 
+// What cuBLASLt's epilogues apply to each element after the product: the bias (one value per row,
+// added first), then the activation. GELU is the tanh approximation, as cuBLASLt computes it.
+enum class Activation : std::uint8_t { kNone, kRelu, kGelu };
+
 // C(i) = alpha * op(A(i)) * op(B(i)) + beta * C(i) for i < batch; op(A) is m x k, op(B) k x n.
 // Checked by the API call: m, n and batch > 0 (empty calls are not queued), k >= 0, every ld large
-// enough for its matrix.
+// enough for its matrix. cuBLASLt's matmul writes D instead of C when `d.address` is set, and may
+// add a bias vector and an activation (sim/cublaslt.cc).
 struct GemmOp {
   bool transpose_a = false;
   bool transpose_b = false;
@@ -66,6 +71,9 @@ struct GemmOp {
   BlasOperand b;
   BlasOperand c;
   BlasScalars scalars;
+  BlasOperand d;  // address 0: the result goes to C
+  Activation activation = Activation::kNone;
+  BlasOperand bias;  // address 0: no bias; else m elements per batch member, `stride` apart
 };
 
 // cublasStrsmBatched: solves op(A(i)) X = alpha B(i) (left) or X op(A(i)) = alpha B(i) (right) for

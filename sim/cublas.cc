@@ -1,4 +1,5 @@
-// libgpubroker-sim.so's cuBLAS: the subset of gpubroker/cuda/cublas_api.h, computed on the CPU.
+// libgpubroker-sim.so's cuBLAS: the subset of gpubroker/cuda/cublas_api.h, computed on the CPU,
+// and of cuBLASLt (gpubroker/cuda/cublaslt_abi.h) the matmul with its epilogues, the same GEMM.
 //
 // Every exported function is extern "C" with exactly the type the X-macro list gives it (checked
 // at the end of this file), so that the broker resolves it with dlsym as it resolves libcublas.
@@ -32,8 +33,10 @@
 #include <system_error>
 #include <type_traits>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "gpubroker/cuda/cublas_api.h"
+#include "gpubroker/cuda/cublaslt_abi.h"
 #include "sim/blas.h"
 #include "sim/counters.h"
 #include "sim/driver_access.h"
@@ -43,6 +46,8 @@
 #define GPUBROKER_SIM_API __attribute__((visibility("default")))
 
 using namespace gpubroker::cuda;  // NOLINT: the exported signatures use cuBLAS's names
+
+namespace lt = gpubroker::cuda::lt;
 
 namespace gpubroker::sim {
 namespace {
@@ -307,6 +312,87 @@ const StatusText* status_text(cublasStatus_t status) {
   return nullptr;
 }
 
+
+// ---- cuBLASLt -------------------------------------------------------------------------------------
+//
+// Handles are ids as cuBLAS handles are; descriptors are host objects, as in cuBLASLt. A matmul is
+// a GemmOp on its stream (D apart from C, the bias and the activation of its epilogue), with the
+// scalars read at the call: the descriptors' pointer mode is the host's.
+
+constexpr std::uintptr_t kLtHandleTag = 10;
+
+struct LtHandles {
+  std::mutex mutex;
+  std::uint64_t next_id = 1;
+  std::unordered_set<std::uint64_t> live;
+};
+
+LtHandles& lt_handles() {
+  static auto* instance = new LtHandles;  // never destroyed, as the driver's tables
+  return *instance;
+}
+
+bool lt_handle_live(lt::cublasLtHandle_t handle) {
+  const auto value = reinterpret_cast<std::uintptr_t>(handle);
+  if (value % 16 != kLtHandleTag) return false;
+  LtHandles& table = lt_handles();
+  std::lock_guard lock(table.mutex);
+  return table.live.count(value / 16) != 0;
+}
+
+struct LtDesc {
+  cublasComputeType_t compute_type;
+  cudaDataType_t scale_type;
+  int pointer_mode = 0;
+  int transa = CUBLAS_OP_N, transb = CUBLAS_OP_N;
+  std::uint32_t epilogue = lt::CUBLASLT_EPILOGUE_DEFAULT;
+  std::uintptr_t bias = 0;
+  int bias_type = -1;  // D's type
+  std::int64_t bias_stride = 0;
+};
+
+struct LtLayout {
+  cudaDataType type;
+  std::uint64_t rows, cols;
+  std::int64_t ld;
+  int order = lt::CUBLASLT_ORDER_COL;
+  int batch = 1;
+  std::int64_t stride = 0;
+};
+
+LtDesc* desc_of(lt::cublasLtMatmulDesc_t desc) { return reinterpret_cast<LtDesc*>(desc); }
+LtLayout* layout_of(lt::cublasLtMatrixLayout_t layout) { return reinterpret_cast<LtLayout*>(layout); }
+
+// Copies an attribute of exactly sizeof(T) bytes into `field`.
+template <class T>
+cublasStatus_t set_exact(T& field, const void* buffer, std::size_t bytes) {
+  if (buffer == nullptr || bytes != sizeof(T)) return CUBLAS_STATUS_INVALID_VALUE;
+  std::memcpy(&field, buffer, sizeof(T));
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+// The activation of an epilogue the sim computes, and whether it adds the bias.
+std::optional<Activation> activation_of(std::uint32_t epilogue, bool* bias) {
+  *bias = (epilogue & lt::CUBLASLT_EPILOGUE_BIAS) != 0;
+  switch (epilogue) {
+    case lt::CUBLASLT_EPILOGUE_DEFAULT:
+    case lt::CUBLASLT_EPILOGUE_BIAS:
+      return Activation::kNone;
+    case lt::CUBLASLT_EPILOGUE_RELU:
+    case lt::CUBLASLT_EPILOGUE_RELU_BIAS:
+      return Activation::kRelu;
+    case lt::CUBLASLT_EPILOGUE_GELU:
+    case lt::CUBLASLT_EPILOGUE_GELU_BIAS:
+      return Activation::kGelu;
+    default:
+      return std::nullopt;  // the auxiliary-output and gradient epilogues
+  }
+}
+
+bool layout_fits_int(const LtLayout& l) {
+  return l.rows <= 0x7fffffffu && l.cols <= 0x7fffffffu && l.ld >= 0 && l.ld <= 0x7fffffff;
+}
+
 }  // namespace
 }  // namespace gpubroker::sim
 
@@ -557,6 +643,164 @@ GPUBROKER_SIM_API const char* cublasGetStatusName(cublasStatus_t status) {
   return text == nullptr ? "<unknown>" : text->name;
 }
 
+// ---- cuBLASLt ---------------------------------------------------------------------------------
+
+GPUBROKER_SIM_API cublasStatus_t cublasLtCreate(lt::cublasLtHandle_t* handle) {
+  return guarded([&] {
+    if (handle == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
+    if (!driver_initialized() || !context_current()) return CUBLAS_STATUS_NOT_INITIALIZED;
+    LtHandles& table = lt_handles();
+    std::lock_guard lock(table.mutex);
+    const std::uint64_t id = table.next_id++;
+    table.live.insert(id);
+    *handle = reinterpret_cast<lt::cublasLtHandle_t>(static_cast<std::uintptr_t>(id) * 16 + kLtHandleTag);
+    return CUBLAS_STATUS_SUCCESS;
+  });
+}
+
+GPUBROKER_SIM_API cublasStatus_t cublasLtDestroy(lt::cublasLtHandle_t handle) {
+  const auto value = reinterpret_cast<std::uintptr_t>(handle);
+  LtHandles& table = lt_handles();
+  std::lock_guard lock(table.mutex);
+  if (value % 16 != kLtHandleTag || table.live.erase(value / 16) == 0) return CUBLAS_STATUS_NOT_INITIALIZED;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+GPUBROKER_SIM_API cublasStatus_t cublasLtMatmulDescCreate(lt::cublasLtMatmulDesc_t* desc,
+                                                          cublasComputeType_t compute_type,
+                                                          cudaDataType_t scale_type) {
+  return guarded([&] {
+    if (desc == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
+    *desc = reinterpret_cast<lt::cublasLtMatmulDesc_t>(new LtDesc{compute_type, scale_type});
+    return CUBLAS_STATUS_SUCCESS;
+  });
+}
+
+GPUBROKER_SIM_API cublasStatus_t cublasLtMatmulDescDestroy(lt::cublasLtMatmulDesc_t desc) {
+  delete desc_of(desc);
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+GPUBROKER_SIM_API cublasStatus_t cublasLtMatmulDescSetAttribute(lt::cublasLtMatmulDesc_t desc,
+                                                                lt::cublasLtMatmulDescAttributes_t attribute,
+                                                                const void* buffer, std::size_t bytes) {
+  LtDesc* d = desc_of(desc);
+  if (d == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
+  switch (attribute) {
+    case lt::CUBLASLT_MATMUL_DESC_COMPUTE_TYPE: return set_exact(d->compute_type, buffer, bytes);
+    case lt::CUBLASLT_MATMUL_DESC_SCALE_TYPE: return set_exact(d->scale_type, buffer, bytes);
+    case lt::CUBLASLT_MATMUL_DESC_POINTER_MODE: return set_exact(d->pointer_mode, buffer, bytes);
+    case lt::CUBLASLT_MATMUL_DESC_TRANSA: return set_exact(d->transa, buffer, bytes);
+    case lt::CUBLASLT_MATMUL_DESC_TRANSB: return set_exact(d->transb, buffer, bytes);
+    case lt::CUBLASLT_MATMUL_DESC_EPILOGUE: return set_exact(d->epilogue, buffer, bytes);
+    case lt::CUBLASLT_MATMUL_DESC_BIAS_POINTER: return set_exact(d->bias, buffer, bytes);
+    case lt::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: return set_exact(d->bias_type, buffer, bytes);
+    case lt::CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE: return set_exact(d->bias_stride, buffer, bytes);
+    default: return CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+}
+
+GPUBROKER_SIM_API cublasStatus_t cublasLtMatrixLayoutCreate(lt::cublasLtMatrixLayout_t* layout, cudaDataType type,
+                                                            std::uint64_t rows, std::uint64_t cols, std::int64_t ld) {
+  return guarded([&] {
+    if (layout == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
+    *layout = reinterpret_cast<lt::cublasLtMatrixLayout_t>(new LtLayout{type, rows, cols, ld});
+    return CUBLAS_STATUS_SUCCESS;
+  });
+}
+
+GPUBROKER_SIM_API cublasStatus_t cublasLtMatrixLayoutDestroy(lt::cublasLtMatrixLayout_t layout) {
+  delete layout_of(layout);
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+GPUBROKER_SIM_API cublasStatus_t cublasLtMatrixLayoutSetAttribute(lt::cublasLtMatrixLayout_t layout,
+                                                                  lt::cublasLtMatrixLayoutAttribute_t attribute,
+                                                                  const void* buffer, std::size_t bytes) {
+  LtLayout* l = layout_of(layout);
+  if (l == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
+  switch (attribute) {
+    case lt::CUBLASLT_MATRIX_LAYOUT_TYPE: return set_exact(l->type, buffer, bytes);
+    case lt::CUBLASLT_MATRIX_LAYOUT_ORDER: return set_exact(l->order, buffer, bytes);
+    case lt::CUBLASLT_MATRIX_LAYOUT_ROWS: return set_exact(l->rows, buffer, bytes);
+    case lt::CUBLASLT_MATRIX_LAYOUT_COLS: return set_exact(l->cols, buffer, bytes);
+    case lt::CUBLASLT_MATRIX_LAYOUT_LD: return set_exact(l->ld, buffer, bytes);
+    case lt::CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT: return set_exact(l->batch, buffer, bytes);
+    case lt::CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET: return set_exact(l->stride, buffer, bytes);
+    default: return CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+}
+
+// D = epilogue(alpha op(A) op(B) + beta C): the checks cuBLASLt makes, then one GemmOp.
+GPUBROKER_SIM_API cublasStatus_t cublasLtMatmul(lt::cublasLtHandle_t handle, lt::cublasLtMatmulDesc_t desc,
+                                                const void* alpha, const void* a, lt::cublasLtMatrixLayout_t a_layout,
+                                                const void* b, lt::cublasLtMatrixLayout_t b_layout, const void* beta,
+                                                const void* c, lt::cublasLtMatrixLayout_t c_layout, void* d,
+                                                lt::cublasLtMatrixLayout_t d_layout,
+                                                const lt::cublasLtMatmulAlgo_t* /*algo: the sim has one*/,
+                                                void* /*workspace*/, std::size_t /*workspace_bytes*/,
+                                                cudaStream_t stream) {
+  return guarded([&] {
+    if (!lt_handle_live(handle)) return CUBLAS_STATUS_NOT_INITIALIZED;
+    const LtDesc* op_desc = desc_of(desc);
+    const LtLayout *la = layout_of(a_layout), *lb = layout_of(b_layout), *lc = layout_of(c_layout),
+                   *ld = layout_of(d_layout);
+    if (op_desc == nullptr || la == nullptr || lb == nullptr || lc == nullptr || ld == nullptr || alpha == nullptr ||
+        beta == nullptr)
+      return CUBLAS_STATUS_INVALID_VALUE;
+    for (const LtLayout* l : {la, lb, lc, ld}) {
+      if (l->order != lt::CUBLASLT_ORDER_COL || !layout_fits_int(*l)) return CUBLAS_STATUS_NOT_SUPPORTED;
+      if (l->batch != ld->batch || l->batch < 1) return CUBLAS_STATUS_INVALID_VALUE;
+    }
+    if (op_desc->pointer_mode != 0) return CUBLAS_STATUS_NOT_SUPPORTED;
+    if (lc->type != ld->type || lc->rows != ld->rows || lc->cols != ld->cols) return CUBLAS_STATUS_INVALID_VALUE;
+    GemmTypes types{};
+    if (cublasStatus_t status = gemm_types(la->type, lb->type, ld->type, op_desc->compute_type, &types);
+        status != CUBLAS_STATUS_SUCCESS)
+      return status;
+    bool has_bias = false;
+    const std::optional<Activation> activation = activation_of(op_desc->epilogue, &has_bias);
+    if (!activation) return CUBLAS_STATUS_NOT_SUPPORTED;
+    const auto transa = static_cast<cublasOperation_t>(op_desc->transa);
+    const auto transb = static_cast<cublasOperation_t>(op_desc->transb);
+    const int m = static_cast<int>(ld->rows), n = static_cast<int>(ld->cols);
+    const int k = static_cast<int>(transa == CUBLAS_OP_N ? la->cols : la->rows);
+    if (static_cast<int>(transa == CUBLAS_OP_N ? la->rows : la->cols) != m ||
+        static_cast<int>(transb == CUBLAS_OP_N ? lb->rows : lb->cols) != k ||
+        static_cast<int>(transb == CUBLAS_OP_N ? lb->cols : lb->rows) != n)
+      return CUBLAS_STATUS_INVALID_VALUE;
+    if (cublasStatus_t status = check_gemm_shape(transa, transb, m, n, k, static_cast<int>(la->ld),
+                                                 static_cast<int>(lb->ld), static_cast<int>(ld->ld));
+        status != CUBLAS_STATUS_SUCCESS)
+      return status;
+    if (lc->ld < std::max<std::int64_t>(1, m)) return CUBLAS_STATUS_INVALID_VALUE;
+    if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
+    const auto bias_type =
+        element_type(op_desc->bias_type < 0 ? ld->type : static_cast<cudaDataType>(op_desc->bias_type));
+    if (has_bias && (op_desc->bias == 0 || !bias_type)) return CUBLAS_STATUS_INVALID_VALUE;
+
+    GemmOp op;
+    op.transpose_a = transa != CUBLAS_OP_N;
+    op.transpose_b = transb != CUBLAS_OP_N;
+    op.m = m;
+    op.n = n;
+    op.k = k;
+    op.batch = ld->batch;
+    op.a = strided(a, types.a, static_cast<int>(la->ld), la->stride);
+    op.b = strided(b, types.b, static_cast<int>(lb->ld), lb->stride);
+    op.c = strided(c, types.c, static_cast<int>(lc->ld), lc->stride);
+    op.d = strided(d, types.c, static_cast<int>(ld->ld), ld->stride);
+    op.activation = *activation;
+    if (has_bias) {
+      op.bias = strided(reinterpret_cast<const void*>(op_desc->bias), *bias_type, m, op_desc->bias_stride);
+    }
+    op.scalars = scalars(BlasHandle{}, types.scalar, alpha, beta);
+    BlasHandle on_stream;
+    on_stream.stream = stream;
+    return enqueue(on_stream, op, [](const GemmOp& queued) { return gemm_ranges_valid_at_call(queued); });
+  });
+}
+
 }  // extern "C"
 
 // Every export has exactly the type the broker's table expects.
@@ -566,3 +810,9 @@ namespace gpubroker::cuda {
 GPUBROKER_CUBLAS_API(GPUBROKER_SIM_CHECK_EXPORT)
 #undef GPUBROKER_SIM_CHECK_EXPORT
 }  // namespace gpubroker::cuda
+namespace gpubroker::cuda::lt {
+#define GPUBROKER_SIM_CHECK_LT_EXPORT(member, symbol, type) \
+  static_assert(std::is_same_v<decltype(::symbol), type>, #symbol " differs from cublaslt_abi.h");
+GPUBROKER_CUBLASLT_API(GPUBROKER_SIM_CHECK_LT_EXPORT)
+#undef GPUBROKER_SIM_CHECK_LT_EXPORT
+}  // namespace gpubroker::cuda::lt

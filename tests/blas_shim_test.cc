@@ -7,6 +7,8 @@
 // differs and exits non-zero.
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -502,7 +504,9 @@ namespace {
 constexpr int kDescTransA = 3, kDescTransB = 4, kDescEpilogue = 7, kDescPointerMode = 2;
 constexpr int kLayoutBatchCount = 5, kLayoutStride = 6, kLayoutOrder = 1;
 constexpr int kPrefMaxWorkspace = 1;
-constexpr unsigned kEpilogueRelu = 2;
+constexpr unsigned kEpilogueRelu = 2, kEpilogueBias = 4, kEpilogueReluBias = 6, kEpilogueGelu = 32,
+                   kEpilogueGeluBias = 36, kEpilogueReluAux = 130;
+constexpr int kDescBiasPointer = 8, kDescBiasType = 26;
 constexpr int kNotSupported = 15;
 
 struct HeuristicResult {  // cublasLtMatmulHeuristicResult_t
@@ -593,7 +597,55 @@ TEST_CASE("cublasLtMatmul matches a reference for FP32, FP16 and BF16 inputs, tr
         }) == 0);
 }
 
-TEST_CASE("cuBLASLt says what it does not serve: epilogues, row-major layouts, unknown attributes, stub exports",
+// The epilogues cuBLASLt applies after alpha op(A) op(B) + beta C: the bias (per row), then ReLU or
+// GELU (the tanh approximation cuBLASLt uses).
+double epilogue(unsigned kind, double x, double bias) {
+  if (kind & kEpilogueBias) x += bias;
+  if ((kind & ~kEpilogueBias) == kEpilogueRelu) return x > 0 ? x : 0;
+  if ((kind & ~kEpilogueBias) == kEpilogueGelu) return 0.5 * x * (1 + std::tanh(0.7978845608 * (x + 0.044715 * x * x * x)));
+  return x;
+}
+
+TEST_CASE("cublasLtMatmul's bias, ReLU and GELU epilogues match a reference", "[cublaslt]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  CHECK(in_broker_child(broker, [] {
+          std::mt19937 rng(13);
+          void* handle = nullptr;
+          EXPECT(cublasLtCreate(&handle) == 0, "cublasLtCreate");
+          const int m = 16, n = 9, k = 21;
+          for (unsigned kind : {kEpilogueRelu, kEpilogueBias, kEpilogueReluBias, kEpilogueGelu, kEpilogueGeluBias}) {
+            for (int type : {kR32F, kR16F}) {
+              const Typed a = random_matrix(type, m * k, rng), b = random_matrix(type, k * n, rng),
+                          c = random_matrix(type, m * n, rng), bias = random_matrix(type, m, rng);
+              void *da = upload(a), *db = upload(b), *dc = upload(c), *dbias = upload(bias);
+              void* desc = nullptr;
+              EXPECT(cublasLtMatmulDescCreate(&desc, kCompute32F, kR32F) == 0, "desc");
+              EXPECT(cublasLtMatmulDescSetAttribute(desc, kDescEpilogue, &kind, sizeof kind) == 0, "EPILOGUE");
+              EXPECT(cublasLtMatmulDescSetAttribute(desc, kDescBiasPointer, &dbias, sizeof dbias) == 0, "BIAS_POINTER");
+              EXPECT(cublasLtMatmulDescSetAttribute(desc, kDescBiasType, &type, sizeof type) == 0, "BIAS_DATA_TYPE");
+              void *la = layout(type, m, k, m), *lb = layout(type, k, n, k), *lc = layout(type, m, n, m);
+              const float alpha = 1.25f, beta = 0.5f;
+              EXPECT(cublasLtMatmul(handle, desc, &alpha, da, la, db, lb, &beta, dc, lc, dc, lc, nullptr, nullptr, 0,
+                                    nullptr) == 0,
+                     "cublasLtMatmul epilogue %u type %d", kind, type);
+              const std::vector<double> product = reference(kOpN, kOpN, m, n, k, 1.25, a, m, b, k, 0.5, c, m);
+              std::vector<double> want(product.size());
+              for (int j = 0; j < n; ++j) {
+                for (int i = 0; i < m; ++i) want[i + j * m] = epilogue(kind, product[i + j * m], bias.at(i));
+              }
+              const std::string what = "epilogue " + std::to_string(kind) + " type " + std::to_string(type);
+              compare(what.c_str(), download(dc, type, c.count()), want, m, n, m, tolerance(type, kCompute32F, k));
+              for (void* l : {la, lb, lc}) cublasLtMatrixLayoutDestroy(l);
+              cublasLtMatmulDescDestroy(desc);
+              for (void* p : {da, db, dc, dbias}) cudaFree(p);
+            }
+          }
+          EXPECT(cublasLtDestroy(handle) == 0, "cublasLtDestroy");
+        }) == 0);
+}
+
+TEST_CASE("cuBLASLt says what it does not serve: aux epilogues, row-major layouts, unknown attributes, stub exports",
           "[cublaslt]") {
   TempDir dir;
   BrokerProcess broker(dir);
@@ -607,17 +659,17 @@ TEST_CASE("cuBLASLt says what it does not serve: epilogues, row-major layouts, u
           EXPECT(cublasLtMatmulPreferenceCreate(&preference) == 0, "preference");
           HeuristicResult result{};
           int returned = -1;
-          EXPECT(cublasLtMatmulDescSetAttribute(desc, kDescEpilogue, &kEpilogueRelu, sizeof kEpilogueRelu) == 0,
+          EXPECT(cublasLtMatmulDescSetAttribute(desc, kDescEpilogue, &kEpilogueReluAux, sizeof kEpilogueReluAux) == 0,
                  "setting an epilogue is accepted, as cuBLASLt does");
           EXPECT(cublasLtMatmulAlgoGetHeuristic(handle, desc, l, l, l, l, preference, 1, &result, &returned) ==
                          kNotSupported && returned == 0,
-                 "a ReLU epilogue: no algorithm (%d)", returned);
+                 "a ReLU epilogue with an auxiliary output: no algorithm (%d)", returned);
           const float one = 1.0f;
           void* d = nullptr;
           EXPECT(cudaMalloc(&d, 8 * 8 * 4) == 0, "cudaMalloc");
           EXPECT(cublasLtMatmul(handle, desc, &one, d, l, d, l, &one, d, l, d, l, nullptr, nullptr, 0, nullptr) ==
                      kNotSupported,
-                 "a ReLU epilogue is refused by cublasLtMatmul too");
+                 "an auxiliary-output epilogue is refused by cublasLtMatmul too");
           const unsigned plain = 1;
           EXPECT(cublasLtMatmulDescSetAttribute(desc, kDescEpilogue, &plain, sizeof plain) == 0, "default epilogue");
           const int row = 1;
@@ -644,6 +696,8 @@ TEST_CASE("cuBLASLt says what it does not serve: epilogues, row-major layouts, u
                                          nullptr, nullptr) == kNotSupported,
                  "cublasLtMatrixTransform");
           EXPECT(cublasLtGetVersion() == 130100, "version %zu", cublasLtGetVersion());
+          void* destroyed = nullptr;
+          EXPECT(cublasLtCreate(&destroyed) == 0 && cublasLtDestroy(destroyed) == 0, "create and destroy");
           EXPECT(std::string(cublasLtGetStatusName(kNotSupported)) == "CUBLAS_STATUS_NOT_SUPPORTED", "status name");
           cudaFree(d);
           EXPECT(cublasLtMatrixLayoutDestroy(l) == 0 && cublasLtMatmulDescDestroy(desc) == 0 &&
@@ -677,10 +731,81 @@ TEST_CASE("cublasLtMatmul cannot reach memory that is not the session's", "[cubl
                  "an address the session does not own is refused");
           EXPECT(cublasLtMatmul(handle, desc, &one, d, small, d, small, &one, foreign, small, d, small, nullptr, nullptr,
                                 0, nullptr) != 0,
-                 "a C the session does not own is refused (the copy into D)");
+                 "a C the session does not own is refused");
+          EXPECT(cublasLtMatmul(handle, desc, &one, d, small, d, small, &zero, d, small, foreign, small, nullptr, nullptr,
+                                0, nullptr) != 0,
+                 "a D the session does not own is refused");
+          EXPECT(cublasLtMatmulDescSetAttribute(desc, kDescEpilogue, &kEpilogueBias, sizeof kEpilogueBias) == 0, "bias");
+          EXPECT(cublasLtMatmulDescSetAttribute(desc, kDescBiasPointer, &foreign, sizeof foreign) == 0, "bias pointer");
+          EXPECT(cublasLtMatmul(handle, desc, &one, d, small, d, small, &zero, d, small, d, small, nullptr, nullptr, 0,
+                                nullptr) != 0,
+                 "a bias vector the session does not own is refused");
+          void* tail = static_cast<char*>(d) + 8 * 8 * 4 - 16;  // the last 4 floats: too short for 8 rows
+          EXPECT(cublasLtMatmulDescSetAttribute(desc, kDescBiasPointer, &tail, sizeof tail) == 0, "bias pointer");
+          EXPECT(cublasLtMatmul(handle, desc, &one, d, small, d, small, &zero, d, small, d, small, nullptr, nullptr, 0,
+                                nullptr) != 0,
+                 "a bias vector that runs past its allocation is refused");
           cudaFree(d);
           EXPECT(cublasLtMatrixLayoutDestroy(small) == 0 && cublasLtMatrixLayoutDestroy(large) == 0 &&
                      cublasLtMatmulDescDestroy(desc) == 0 && cublasLtDestroy(handle) == 0,
                  "destroy");
         }) == 0);
+}
+
+// Memory that is live on the device but another session's: only the broker's own check stands
+// between it and a hostile cublasLtMatmul (the device would accept the address).
+TEST_CASE("cublasLtMatmul cannot write or read another session's memory, as D, C, A or the bias",
+          "[cublaslt][security]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  REQUIRE(testing::wait_until_listening(broker.socket_path()));
+  int address_pipe[2], done_pipe[2];
+  REQUIRE(::pipe(address_pipe) == 0);
+  REQUIRE(::pipe(done_pipe) == 0);
+  const pid_t victim = testing::run_in_child([&] {
+    ::setenv("GPUBROKER_SOCKET", broker.socket_path().c_str(), 1);
+    std::vector<float> pattern(64, 3.0f);
+    void* mine = nullptr;
+    EXPECT(cudaMalloc(&mine, 64 * 4) == 0 && cudaMemcpy(mine, pattern.data(), 64 * 4, kHostToDevice) == 0, "victim");
+    EXPECT(::write(address_pipe[1], &mine, sizeof mine) == sizeof mine, "send the address");
+    char byte;
+    EXPECT(::read(done_pipe[0], &byte, 1) == 1, "wait for the attacker");
+    std::vector<float> back(64);
+    EXPECT(cudaMemcpy(back.data(), mine, 64 * 4, kDeviceToHost) == 0 && back == pattern,
+           "the victim's memory is as it wrote it");
+    return testing::child_status();
+  });
+  void* theirs = nullptr;
+  REQUIRE(::read(address_pipe[0], &theirs, sizeof theirs) == sizeof theirs);
+  const pid_t attacker = testing::run_in_child([&] {
+    ::setenv("GPUBROKER_SOCKET", broker.socket_path().c_str(), 1);
+    void* handle = nullptr;
+    EXPECT(cublasLtCreate(&handle) == 0, "cublasLtCreate");
+    void* desc = nullptr;
+    EXPECT(cublasLtMatmulDescCreate(&desc, kCompute32F, kR32F) == 0, "desc");
+    void* l = layout(kR32F, 8, 8, 8);
+    void* own = nullptr;
+    EXPECT(cudaMalloc(&own, 64 * 4) == 0, "cudaMalloc");
+    const float one = 1.0f, zero = 0.0f;
+    EXPECT(cublasLtMatmul(handle, desc, &one, own, l, own, l, &zero, own, l, theirs, l, nullptr, nullptr, 0, nullptr) ==
+               kInvalidValue,
+           "their memory as D");
+    EXPECT(cublasLtMatmul(handle, desc, &one, theirs, l, own, l, &zero, own, l, own, l, nullptr, nullptr, 0, nullptr) ==
+               kInvalidValue,
+           "their memory as A");
+    EXPECT(cublasLtMatmul(handle, desc, &one, own, l, own, l, &one, theirs, l, own, l, nullptr, nullptr, 0, nullptr) ==
+               kInvalidValue,
+           "their memory as C");
+    EXPECT(cublasLtMatmulDescSetAttribute(desc, kDescEpilogue, &kEpilogueBias, sizeof kEpilogueBias) == 0, "bias");
+    EXPECT(cublasLtMatmulDescSetAttribute(desc, kDescBiasPointer, &theirs, sizeof theirs) == 0, "bias pointer");
+    EXPECT(cublasLtMatmul(handle, desc, &one, own, l, own, l, &zero, own, l, own, l, nullptr, nullptr, 0, nullptr) ==
+               kInvalidValue,
+           "their memory as the bias");
+    EXPECT(cudaDeviceSynchronize() == 0, "the attacker's session is still served");
+    return testing::child_status();
+  });
+  CHECK(testing::wait_for_child(attacker) == 0);
+  CHECK(::write(done_pipe[1], "x", 1) == 1);
+  CHECK(testing::wait_for_child(victim) == 0);
+  for (int fd : {address_pipe[0], address_pipe[1], done_pipe[0], done_pipe[1]}) ::close(fd);
 }

@@ -8,21 +8,20 @@
 //   process: plain structs that fit NVIDIA's opaque storage, so the same code serves
 //   cublasLt*Create and the *_Init_internal entry points behind NVIDIA's inline cublasLt*Init
 //   helpers. Attributes are read and written through one table per descriptor kind.
-// - A cublasLtHandle_t owns a broker-side cuBLAS handle, and cublasLtMatmul is the GEMM it
-//   describes, sent as one wire::BlasGemmRequest (cublasGemmStridedBatchedEx): column-major
-//   layouts, any type combination cublasGemmEx accepts, transposes, strided batches, C distinct
-//   from D (a device-to-device copy of C into D first, in stream order), scalars from host or
-//   device memory. cublasLtMatmulAlgoGetHeuristic answers with one algorithm exactly when
-//   cublasLtMatmul would accept the problem, so a caller learns "not supported" before it runs.
+// - A cublasLtHandle_t is the process's own; cublasLtMatmul sends the whole product in one
+//   wire::BlasLtMatmulRequest, which the broker runs with NVIDIA's cuBLASLt (the sim's on the
+//   CPU): column-major layouts, FP32, FP16 and BF16 inputs, transposes, strided batches, C apart
+//   from D, the bias, ReLU and GELU epilogues, scalars from host or device memory.
+//   cublasLtMatmulAlgoGetHeuristic answers with one algorithm exactly when cublasLtMatmul would
+//   send the problem, so a caller learns "not supported" before it runs.
 // - What is not served answers CUBLAS_STATUS_NOT_SUPPORTED and logs once, naming what: the
-//   epilogues (bias, ReLU, GELU), scale and amax pointers, orders other than column-major. The
-//   exports this file does not define are generated stubs that do the same (../abi).
-#include <atomic>
-#include <cmath>
+//   auxiliary-output and gradient epilogues, scale and amax pointers, orders other than
+//   column-major. The exports this file does not define are generated stubs that do the same
+//   (../abi).
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <mutex>
 
 #include "gpubroker/cuda/cublas_api.h"
 #include "gpubroker/cuda/cublaslt_abi.h"
@@ -179,20 +178,13 @@ int get_attribute(const Descriptor* d, std::uint32_t magic, const Attribute (&ta
   return kSuccess;
 }
 
-// A cublasLtHandle_t: the broker-side cuBLAS handle it owns and the stream that handle was last
-// set to (a matmul on another stream sets it first).
+// A cublasLtHandle_t. The broker runs every matmul of the session with its one cuBLASLt handle,
+// so the process's handles carry nothing; the magic word refuses a pointer to anything else.
+constexpr std::uint32_t kHandleMagic = 0x4c54484e;  // "LTHN"
 struct LtHandle {
-  std::uint64_t blas_id;
-  std::mutex lock;  // orders stream changes against the matmuls of other threads
-  std::uint64_t stream = 0;
+  std::uint32_t magic = kHandleMagic;
 };
-
-// Broker-side cuBLAS handle ids of this library: the high bit keeps them apart from the ids the
-// libcublas shim chooses for the same session.
-std::uint64_t new_blas_id() {
-  static std::atomic<std::uint64_t> next{1};  // relaxed: only uniqueness matters
-  return (1ull << 63) | next.fetch_add(1, std::memory_order_relaxed);
-}
+bool valid_handle(const LtHandle* h) { return h != nullptr && h->magic == kHandleMagic; }
 
 int request(wire::RequestKind kind, std::span<const std::byte> payload) {
   shim::Connection* c = shim::Connection::get();
@@ -234,33 +226,13 @@ std::size_t scalar_bytes(int compute_type) {
   }
 }
 
-bool is_zero(const std::uint8_t (&scalar)[8], std::size_t bytes) {
-  switch (bytes) {
-    case 2: {
-      std::uint16_t h;
-      std::memcpy(&h, scalar, 2);
-      return (h & 0x7fffu) == 0;
-    }
-    case 4: {
-      float f;
-      std::memcpy(&f, scalar, 4);
-      return f == 0.0f;
-    }
-    default: {
-      double d;
-      std::memcpy(&d, scalar, 8);
-      return d == 0.0;
-    }
-  }
-}
-
 bool fits_int(std::uint64_t v) { return v <= 0x7fffffffu; }
 
-// The GEMM a matmul description asks for, or why it cannot be served.
+// The wire request a matmul description asks for, or why it cannot be served.
 struct Plan {
   int status = kSuccess;
   const char* unsupported = nullptr;  // what, for the log, when status is kNotSupported
-  wire::BlasGemmRequest gemm{};
+  wire::BlasLtMatmulRequest request{};
   std::size_t scalar_bytes = 0;
 };
 
@@ -278,12 +250,30 @@ Plan invalid() {
 
 bool valid_layout(const Layout* l) { return l != nullptr && l->magic == kLayoutMagic; }
 
+bool served_epilogue(std::uint32_t epilogue) {
+  switch (epilogue) {
+    case lt::CUBLASLT_EPILOGUE_DEFAULT:
+    case lt::CUBLASLT_EPILOGUE_RELU:
+    case lt::CUBLASLT_EPILOGUE_BIAS:
+    case lt::CUBLASLT_EPILOGUE_RELU_BIAS:
+    case lt::CUBLASLT_EPILOGUE_GELU:
+    case lt::CUBLASLT_EPILOGUE_GELU_BIAS:
+      return true;
+    default:
+      return false;
+  }
+}
+
 Plan plan_matmul(const MatmulDesc* d, const Layout* a, const Layout* b, const Layout* c, const Layout* out) {
   if (d == nullptr || d->magic != kMatmulDescMagic || !valid_layout(a) || !valid_layout(b) || !valid_layout(c) ||
       !valid_layout(out)) {
     return invalid();
   }
-  if (d->epilogue != lt::CUBLASLT_EPILOGUE_DEFAULT) return refuse("cublasLtMatmul with an epilogue (bias, ReLU, GELU)");
+  if (!served_epilogue(d->epilogue)) {
+    return refuse("cublasLtMatmul with an auxiliary-output or gradient epilogue (*_AUX, DRELU, DGELU, BGRAD)");
+  }
+  const bool bias = (d->epilogue & lt::CUBLASLT_EPILOGUE_BIAS) != 0;
+  if (bias && d->bias == 0) return invalid();
   if (d->a_scale || d->b_scale || d->c_scale || d->d_scale || d->amax_d) {
     return refuse("cublasLtMatmul with scale or amax pointers");
   }
@@ -294,12 +284,12 @@ Plan plan_matmul(const MatmulDesc* d, const Layout* a, const Layout* b, const La
   for (const Layout* l : {a, b, c, out}) {
     if (l->order != lt::CUBLASLT_ORDER_COL) return refuse("cublasLtMatmul with a layout other than CUBLASLT_ORDER_COL");
     if (l->plane_offset != 0) return refuse("cublasLtMatmul with a planar complex layout");
-    if (element_bytes(l->type) == 0) return refuse("cublasLtMatmul with this data type");
+    if (element_bytes(l->type) == 0 || element_bytes(l->type) == 8) return refuse("cublasLtMatmul with this data type");
     if (!fits_int(l->rows) || !fits_int(l->cols) || l->ld < 0 || !fits_int(static_cast<std::uint64_t>(l->ld))) {
       return refuse("cublasLtMatmul with a dimension past 2^31");
     }
-    if (l->rows != 0 && l->ld < static_cast<std::int64_t>(l->rows)) return invalid();
-    if (l->batch_count != out->batch_count) return invalid();
+    if (l->ld < std::max<std::int64_t>(1, static_cast<std::int64_t>(l->rows))) return invalid();
+    if (l->batch_count != out->batch_count || l->batch_count < 1 || l->batch_stride < 0) return invalid();
   }
   if (c->type != out->type) return refuse("cublasLtMatmul with C and D of different types");
   if (c->rows != out->rows || c->cols != out->cols) return invalid();
@@ -308,32 +298,31 @@ Plan plan_matmul(const MatmulDesc* d, const Layout* a, const Layout* b, const La
   if ((ta ? a->cols : a->rows) != m || (tb ? b->cols : b->rows) != k || (tb ? b->rows : b->cols) != n) {
     return invalid();
   }
-  if (out->batch_count < 1) return invalid();
   const std::size_t bytes = scalar_bytes(d->compute_type);
   const std::size_t scale = element_bytes(static_cast<std::uint32_t>(d->scale_type));
   if (scale != bytes) return refuse("cublasLtMatmul with a scale type other than the compute type's");
 
   Plan p;
   p.scalar_bytes = bytes;
-  wire::BlasGemmRequest& g = p.gemm;
-  g.transa = d->transa;
-  g.transb = d->transb;
-  g.m = static_cast<std::int32_t>(m);
-  g.n = static_cast<std::int32_t>(n);
-  g.k = static_cast<std::int32_t>(k);
-  g.a_type = static_cast<std::int32_t>(a->type);
-  g.b_type = static_cast<std::int32_t>(b->type);
-  g.c_type = static_cast<std::int32_t>(out->type);
-  g.compute_type = d->compute_type;
-  g.algo = -1;  // CUBLAS_GEMM_DEFAULT
-  g.lda = static_cast<std::int32_t>(a->ld);
-  g.ldb = static_cast<std::int32_t>(b->ld);
-  g.ldc = static_cast<std::int32_t>(out->ld);
-  g.batch_count = out->batch_count;
-  g.variant = static_cast<std::uint32_t>(wire::GemmVariant::kStridedBatched);
-  g.stride_a = a->batch_stride;
-  g.stride_b = b->batch_stride;
-  g.stride_c = out->batch_stride;
+  wire::BlasLtMatmulRequest& r = p.request;
+  r.compute_type = d->compute_type;
+  r.scale_type = d->scale_type;
+  r.transa = d->transa;
+  r.transb = d->transb;
+  r.epilogue = d->epilogue;
+  r.bias = bias ? d->bias : 0;
+  r.bias_type = d->bias_type;
+  r.bias_stride = d->bias_batch_stride;
+  const Layout* layouts[4] = {a, b, c, out};
+  for (int i = 0; i < 4; ++i) {
+    r.layouts[i] = wire::BlasLtLayout{layouts[i]->type,
+                                      static_cast<std::int32_t>(layouts[i]->rows),
+                                      static_cast<std::int32_t>(layouts[i]->cols),
+                                      static_cast<std::int32_t>(layouts[i]->ld),
+                                      layouts[i]->batch_count,
+                                      0,
+                                      layouts[i]->batch_stride};
+  }
   return p;
 }
 
@@ -352,14 +341,6 @@ int read_scalar(const void* scalar, std::size_t bytes, bool device, std::uint64_
                                  ipc::StagedIn{std::span(reinterpret_cast<std::byte*>(out), bytes)});
   if (!reply) return kExecutionFailed;
   return reply.value().status == 0 ? kSuccess : kInvalidValue;
-}
-
-// The span of a column-major batch in bytes, first element to one past the last.
-std::uint64_t extent_bytes(const Layout& l) {
-  if (l.rows == 0 || l.cols == 0) return 0;
-  const std::uint64_t last = static_cast<std::uint64_t>(l.batch_count - 1) * static_cast<std::uint64_t>(l.batch_stride) +
-                             (l.cols - 1) * static_cast<std::uint64_t>(l.ld) + l.rows;
-  return last * element_bytes(l.type);
 }
 
 template <class T, std::uint32_t Magic>
@@ -425,25 +406,21 @@ int cublasLtGetProperty(int type, int* value) { return shim::cublas_property(typ
 const char* cublasLtGetStatusName(int status) { return shim::cublas_status_name(status); }
 const char* cublasLtGetStatusString(int status) { return shim::cublas_status_string(status); }
 
+// As cuBLASLt's, it needs a device: without a broker, CUBLAS_STATUS_NOT_INITIALIZED.
 int cublasLtCreate(LtHandle** handle) {
   if (handle == nullptr) return kInvalidValue;
+  if (shim::Connection::get() == nullptr) return kNotInitialized;
   auto* h = new (std::nothrow) LtHandle{};
   if (h == nullptr) return kAllocFailed;
-  h->blas_id = new_blas_id();
-  const int s = request(wire::RequestKind::kBlasCreate, wire::bytes_of(wire::HandleRequest{h->blas_id}));
-  if (s != kSuccess) {
-    delete h;
-    return s;
-  }
   *handle = h;
   return kSuccess;
 }
 
 int cublasLtDestroy(LtHandle* handle) {
-  if (handle == nullptr) return kNotInitialized;
-  const int s = request(wire::RequestKind::kBlasDestroy, wire::bytes_of(wire::HandleRequest{handle->blas_id}));
+  if (!valid_handle(handle)) return kNotInitialized;
+  handle->magic = 0;
   delete handle;
-  return s;
+  return kSuccess;
 }
 
 // ---- descriptors -------------------------------------------------------------------------------
@@ -515,7 +492,7 @@ int cublasLtMatmulPreferenceGetAttribute(const Preference* preference, int attri
 int cublasLtMatmulAlgoGetHeuristic(LtHandle* handle, const MatmulDesc* desc, const Layout* a, const Layout* b,
                                    const Layout* c, const Layout* d, const Preference* preference, int requested,
                                    lt::cublasLtMatmulHeuristicResult_t* results, int* returned) {
-  if (handle == nullptr) return kNotInitialized;
+  if (!valid_handle(handle)) return kNotInitialized;
   if (preference == nullptr || preference->magic != kPreferenceMagic || requested <= 0 || results == nullptr ||
       returned == nullptr) {
     return kInvalidValue;
@@ -539,47 +516,23 @@ int cublasLtMatmul(LtHandle* handle, const MatmulDesc* desc, const void* alpha, 
                    const Layout* a, const void* b_data, const Layout* b, const void* beta, const void* c_data,
                    const Layout* c, void* d_data, const Layout* d, const lt::cublasLtMatmulAlgo_t* /*algo*/,
                    void* /*workspace*/, std::size_t /*workspace_bytes*/, void* stream) {
-  if (handle == nullptr) return kNotInitialized;
+  if (!valid_handle(handle)) return kNotInitialized;
   Plan plan = plan_matmul(desc, a, b, c, d);
   if (plan.status != kSuccess) {
     if (plan.unsupported != nullptr) gpubroker_log_unsupported_in(plan.unsupported, "cuBLASLt", "CUBLAS_STATUS_NOT_SUPPORTED");
     return plan.status;
   }
   if (d->rows == 0 || d->cols == 0) return kSuccess;  // nothing to compute
-  const auto stream_id = reinterpret_cast<std::uint64_t>(stream);
+  wire::BlasLtMatmulRequest& r = plan.request;
+  r.stream = reinterpret_cast<std::uint64_t>(stream);
   const bool device_scalars = desc->pointer_mode == lt::CUBLASLT_POINTER_MODE_DEVICE;
-  wire::BlasGemmRequest& g = plan.gemm;
-  if (int s = read_scalar(alpha, plan.scalar_bytes, device_scalars, stream_id, g.alpha); s != kSuccess) return s;
-  if (int s = read_scalar(beta, plan.scalar_bytes, device_scalars, stream_id, g.beta); s != kSuccess) return s;
-  g.handle = handle->blas_id;
-  g.a = reinterpret_cast<std::uint64_t>(a_data);
-  g.b = reinterpret_cast<std::uint64_t>(b_data);
-  g.c = reinterpret_cast<std::uint64_t>(d_data);
-
-  std::lock_guard guard(handle->lock);
-  if (handle->stream != stream_id) {
-    const int s = request(wire::RequestKind::kBlasSetStream,
-                          wire::bytes_of(wire::BlasSettingRequest{handle->blas_id, stream_id}));
-    if (s != kSuccess) return s;
-    handle->stream = stream_id;
-  }
-  // D = alpha op(A) op(B) + beta C: cublasGemmEx computes in place, so C is first copied into D
-  // (in the same stream) when it is a different matrix that beta does not cancel.
-  if (c_data != d_data && !is_zero(g.beta, plan.scalar_bytes)) {
-    if (c->ld != d->ld || c->batch_stride != d->batch_stride) {
-      gpubroker_log_unsupported_in("cublasLtMatmul with C and D of different layouts", "cuBLASLt",
-                                   "CUBLAS_STATUS_NOT_SUPPORTED");
-      return kNotSupported;
-    }
-    shim::Connection* connection = shim::Connection::get();
-    if (connection == nullptr) return kNotInitialized;
-    const wire::CopyRequest copy{reinterpret_cast<std::uint64_t>(d_data), reinterpret_cast<std::uint64_t>(c_data),
-                                 extent_bytes(*d), stream_id};
-    auto reply = connection->session().call(wire::RequestKind::kCopyDeviceToDevice, wire::bytes_of(copy));
-    if (!reply) return kExecutionFailed;
-    if (reply.value().status != 0) return kInvalidValue;
-  }
-  return request(wire::RequestKind::kBlasGemm, wire::bytes_of(g));
+  if (int s = read_scalar(alpha, plan.scalar_bytes, device_scalars, r.stream, r.alpha); s != kSuccess) return s;
+  if (int s = read_scalar(beta, plan.scalar_bytes, device_scalars, r.stream, r.beta); s != kSuccess) return s;
+  r.a = reinterpret_cast<std::uint64_t>(a_data);
+  r.b = reinterpret_cast<std::uint64_t>(b_data);
+  r.c = reinterpret_cast<std::uint64_t>(c_data);
+  r.d = reinterpret_cast<std::uint64_t>(d_data);
+  return request(wire::RequestKind::kBlasLtMatmul, wire::bytes_of(r));
 }
 
 }  // extern "C"

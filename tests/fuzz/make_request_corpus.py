@@ -89,6 +89,17 @@ gemm = struct.pack("<Q14iII3Q3q8s8s", 4, 0, 0, 16, 16, 16, 0, 0, 0, 68, -1, 16, 
 s.add(49, gemm)
 s.add(48, struct.pack("<QQQ", 4, R(0, 2048), 1024))
 s.add(45, struct.pack("<Q", 4))
+
+
+def lt_layout(rows, cols, ld):
+    return struct.pack("<IiiiiIq", 0, rows, cols, ld, 1, 0, 0)
+
+
+# cublasLtMatmul, 16x16 FP32 with the bias and ReLU epilogue (6); the bias is the last 64 bytes.
+lt = struct.pack("<Q5Q6iq", 0, R(0), R(0, 1024), R(0, 2048), R(0, 2048), R(0, 3 * 1024 - 64), 68, 0, 0, 0, 6, 0, 0)
+lt += lt_layout(16, 16, 16) * 4 + struct.pack("<f", 1.0).ljust(8, b"\0") + bytes(8)
+assert len(lt) == 224
+s.add(68, lt)
 s.write("blas")
 
 s = Session()

@@ -8,8 +8,10 @@
 // Our header comes first, so that its struct declarations (cublasContext, CUstream_st) are its own
 // and not found in NVIDIA's global namespace.
 #include "gpubroker/cuda/cublas_api.h"
+#include "gpubroker/cuda/cublaslt_abi.h"
 
 #include <cublas_api.h>
+#include <cublasLt.h>
 #include <library_types.h>
 
 #include <catch2/catch.hpp>
@@ -239,6 +241,69 @@ namespace gpubroker::cuda {
 GPUBROKER_CUBLAS_API(SAME_FUNCTION_TYPE)
 #undef SAME_FUNCTION_TYPE
 }  // namespace gpubroker::cuda
+
+// cublaslt_abi.h: the attribute, order, pointer-mode and epilogue values, and the storage sizes.
+namespace {
+namespace ours_lt = gpubroker::cuda::lt;
+#define SAME_LT_VALUE(name) \
+  static_assert(static_cast<long long>(ours_lt::name) == static_cast<long long>(::name), #name);
+SAME_LT_VALUE(CUBLASLT_MATRIX_LAYOUT_TYPE)
+SAME_LT_VALUE(CUBLASLT_MATRIX_LAYOUT_ORDER)
+SAME_LT_VALUE(CUBLASLT_MATRIX_LAYOUT_ROWS)
+SAME_LT_VALUE(CUBLASLT_MATRIX_LAYOUT_COLS)
+SAME_LT_VALUE(CUBLASLT_MATRIX_LAYOUT_LD)
+SAME_LT_VALUE(CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT)
+SAME_LT_VALUE(CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET)
+SAME_LT_VALUE(CUBLASLT_MATRIX_LAYOUT_PLANE_OFFSET)
+SAME_LT_VALUE(CUBLASLT_ORDER_COL)
+SAME_LT_VALUE(CUBLASLT_ORDER_ROW)
+SAME_LT_VALUE(CUBLASLT_MATMUL_DESC_COMPUTE_TYPE)
+SAME_LT_VALUE(CUBLASLT_MATMUL_DESC_SCALE_TYPE)
+SAME_LT_VALUE(CUBLASLT_MATMUL_DESC_POINTER_MODE)
+SAME_LT_VALUE(CUBLASLT_MATMUL_DESC_TRANSA)
+SAME_LT_VALUE(CUBLASLT_MATMUL_DESC_TRANSB)
+SAME_LT_VALUE(CUBLASLT_MATMUL_DESC_TRANSC)
+SAME_LT_VALUE(CUBLASLT_MATMUL_DESC_FILL_MODE)
+SAME_LT_VALUE(CUBLASLT_MATMUL_DESC_EPILOGUE)
+SAME_LT_VALUE(CUBLASLT_MATMUL_DESC_BIAS_POINTER)
+SAME_LT_VALUE(CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE)
+SAME_LT_VALUE(CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER)
+SAME_LT_VALUE(CUBLASLT_MATMUL_DESC_SM_COUNT_TARGET)
+SAME_LT_VALUE(CUBLASLT_MATMUL_DESC_A_SCALE_POINTER)
+SAME_LT_VALUE(CUBLASLT_MATMUL_DESC_B_SCALE_POINTER)
+SAME_LT_VALUE(CUBLASLT_MATMUL_DESC_C_SCALE_POINTER)
+SAME_LT_VALUE(CUBLASLT_MATMUL_DESC_D_SCALE_POINTER)
+SAME_LT_VALUE(CUBLASLT_MATMUL_DESC_AMAX_D_POINTER)
+SAME_LT_VALUE(CUBLASLT_MATMUL_DESC_FAST_ACCUM)
+SAME_LT_VALUE(CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE)
+SAME_LT_VALUE(CUBLASLT_POINTER_MODE_HOST)
+SAME_LT_VALUE(CUBLASLT_POINTER_MODE_DEVICE)
+SAME_LT_VALUE(CUBLASLT_EPILOGUE_DEFAULT)
+SAME_LT_VALUE(CUBLASLT_EPILOGUE_RELU)
+SAME_LT_VALUE(CUBLASLT_EPILOGUE_BIAS)
+SAME_LT_VALUE(CUBLASLT_EPILOGUE_RELU_BIAS)
+SAME_LT_VALUE(CUBLASLT_EPILOGUE_GELU)
+SAME_LT_VALUE(CUBLASLT_EPILOGUE_GELU_BIAS)
+SAME_LT_VALUE(CUBLASLT_MATMUL_PREF_SEARCH_MODE)
+SAME_LT_VALUE(CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES)
+SAME_LT_VALUE(CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK)
+SAME_LT_VALUE(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES)
+SAME_LT_VALUE(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES)
+SAME_LT_VALUE(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES)
+SAME_LT_VALUE(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES)
+SAME_LT_VALUE(CUBLASLT_MATMUL_PREF_MAX_WAVES_COUNT)
+SAME_LT_VALUE(CUBLASLT_MATMUL_PREF_IMPL_MASK)
+#undef SAME_LT_VALUE
+static_assert(sizeof(ours_lt::cublasLtMatmulHeuristicResult_t) == sizeof(::cublasLtMatmulHeuristicResult_t));
+static_assert(offsetof(ours_lt::cublasLtMatmulHeuristicResult_t, wavesCount) ==
+              offsetof(::cublasLtMatmulHeuristicResult_t, wavesCount));
+static_assert(sizeof(ours_lt::cublasLtMatmulAlgo_t) == sizeof(::cublasLtMatmulAlgo_t));
+static_assert(ours_lt::kMatmulDescBytes == sizeof(::cublasLtMatmulDescOpaque_t));
+static_assert(ours_lt::kMatrixLayoutBytes == sizeof(::cublasLtMatrixLayoutOpaque_t));
+static_assert(ours_lt::kPreferenceBytes == sizeof(::cublasLtMatmulPreferenceOpaque_t));
+static_assert(sizeof(ours_lt::cublasLtMatmulDescOpaque_t) == sizeof(::cublasLtMatmulDescOpaque_t));
+static_assert(sizeof(ours_lt::cublasLtMatrixLayoutOpaque_t) == sizeof(::cublasLtMatrixLayoutOpaque_t));
+}  // namespace
 
 TEST_CASE("cublas_api.h matches NVIDIA's cuBLAS and library_types headers", "[sim][cublas][abi]") {
   SUCCEED("checked at compile time");

@@ -1,16 +1,22 @@
-// The cuBLASLt ABI the libcublasLt shim presents, declared by the project itself (no CUDA toolkit
-// needed to build): the descriptor attributes, the opaque storage a program may allocate for a
-// descriptor itself, and the heuristic result. Values mirror NVIDIA's cublasLt.h (12.9 and 13.0
-// agree on every name here); tests/sim/cublaslt_abi_test.cc checks them against that header.
+// The cuBLASLt ABI, declared by the project itself (no CUDA toolkit needed to build): the
+// descriptor attributes, the opaque storage a program may allocate for a descriptor itself, the
+// heuristic result, and the table of the functions the broker calls. Values mirror NVIDIA's
+// cublasLt.h (12.9 and 13.0 agree on every name here); tests/sim/cublas_abi_test.cc checks them
+// against that header.
 //
 // cuBLASLt descriptors are host objects: a program creates them (or initializes storage of its
 // own with the *_Init_internal entry points, which is what NVIDIA's inline cublasLt*Init helpers
 // call), sets attributes, and passes them to cublasLtMatmul. The shim keeps them in the process
-// and sends one complete description of the product with each matmul.
+// and sends one complete description of the product with each matmul (wire::BlasLtMatmulRequest);
+// the broker builds its own descriptors from it and calls the table below, which the system's
+// libcublasLt.so.13 (or .12) implements on a GPU host and the sim driver on the CPU.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
+
+#include "gpubroker/cuda/cublas_api.h"
 
 namespace gpubroker::cuda::lt {
 
@@ -95,6 +101,51 @@ enum cublasLtMatmulPreferenceAttributes_t : int {
   CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES = 8,   // uint32_t
   CUBLASLT_MATMUL_PREF_MAX_WAVES_COUNT = 9,         // float
   CUBLASLT_MATMUL_PREF_IMPL_MASK = 12,              // uint64_t
+};
+
+// Handles and descriptors: opaque, owned by the library that made them. Declared here so that they
+// are this namespace's own even where NVIDIA's header declares global ones.
+struct cublasLtContext;
+using cublasLtHandle_t = cublasLtContext*;
+struct cublasLtMatmulDescOpaque_t {
+  std::uint64_t data[32];
+};
+using cublasLtMatmulDesc_t = cublasLtMatmulDescOpaque_t*;
+struct cublasLtMatrixLayoutOpaque_t {
+  std::uint64_t data[8];
+};
+using cublasLtMatrixLayout_t = cublasLtMatrixLayoutOpaque_t*;
+
+// Every cuBLASLt function the broker calls: X(member, exported symbol, function type).
+#define GPUBROKER_CUBLASLT_API(X)                                                                            \
+  X(create, cublasLtCreate, cublasStatus_t(cublasLtHandle_t * handle))                                       \
+  X(destroy, cublasLtDestroy, cublasStatus_t(cublasLtHandle_t handle))                                       \
+  X(matmul_desc_create, cublasLtMatmulDescCreate,                                                            \
+    cublasStatus_t(cublasLtMatmulDesc_t * desc, cublasComputeType_t compute_type, cudaDataType_t scale_type))  \
+  X(matmul_desc_destroy, cublasLtMatmulDescDestroy, cublasStatus_t(cublasLtMatmulDesc_t desc))              \
+  X(matmul_desc_set_attribute, cublasLtMatmulDescSetAttribute,                                               \
+    cublasStatus_t(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attribute, const void* buffer,   \
+                   std::size_t bytes))                                                                       \
+  X(matrix_layout_create, cublasLtMatrixLayoutCreate,                                                        \
+    cublasStatus_t(cublasLtMatrixLayout_t * layout, cudaDataType type, std::uint64_t rows, std::uint64_t cols, \
+                   std::int64_t ld))                                                                         \
+  X(matrix_layout_destroy, cublasLtMatrixLayoutDestroy, cublasStatus_t(cublasLtMatrixLayout_t layout))       \
+  X(matrix_layout_set_attribute, cublasLtMatrixLayoutSetAttribute,                                           \
+    cublasStatus_t(cublasLtMatrixLayout_t layout, cublasLtMatrixLayoutAttribute_t attribute,                 \
+                   const void* buffer, std::size_t bytes))                                                   \
+  X(matmul, cublasLtMatmul,                                                                                  \
+    cublasStatus_t(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc, const void* alpha, const void* a,     \
+                   cublasLtMatrixLayout_t a_layout, const void* b, cublasLtMatrixLayout_t b_layout,          \
+                   const void* beta, const void* c, cublasLtMatrixLayout_t c_layout, void* d,                \
+                   cublasLtMatrixLayout_t d_layout, const cublasLtMatmulAlgo_t* algo, void* workspace,      \
+                   std::size_t workspace_bytes, cudaStream_t stream))
+
+// The table the broker calls through; every member is resolved at start-up or the library is
+// refused as incomplete.
+struct CublasLtTable {
+#define GPUBROKER_CUBLASLT_MEMBER(member, symbol, type) std::add_pointer_t<type> member = nullptr;
+  GPUBROKER_CUBLASLT_API(GPUBROKER_CUBLASLT_MEMBER)
+#undef GPUBROKER_CUBLASLT_MEMBER
 };
 
 }  // namespace gpubroker::cuda::lt

@@ -99,6 +99,7 @@ enum class RequestKind : std::uint16_t {
   kModuleGetGlobal = 65,     // HandleRequest{module}; staged: the variable's name -> GlobalResult
   kDeviceLimit = 66,         // LimitRequest -> std::uint64_t: the limit's value afterwards
   kSessionError = 67,        // no payload; staged back: a SessionErrorReport -> the sticky CUresult
+  kBlasLtMatmul = 68,        // BlasLtMatmulRequest -> the cublasStatus_t in Completion::status
   kCount,
 };
 
@@ -230,6 +231,7 @@ inline constexpr std::array<RequestShape, static_cast<std::size_t>(RequestKind::
         {RequestKind::kModuleGetGlobal, "ModuleGetGlobal", 8, 8, Staging::kToBroker},
         {RequestKind::kDeviceLimit, "DeviceLimit", 16, 16, Staging::kNone},
         {RequestKind::kSessionError, "SessionError", 0, 0, Staging::kFromBroker},
+        {RequestKind::kBlasLtMatmul, "BlasLtMatmul", 224, 224, Staging::kNone},
     }};
 
 // The shape of a kind, or nullptr for a value outside the table.
@@ -406,6 +408,30 @@ struct MemInfoResult {
   std::uint64_t free;
   std::uint64_t total;
 };
+// One matrix of a cuBLASLt matmul: column-major, `batch` matrices `stride` elements apart.
+struct BlasLtLayout {
+  std::uint32_t type;  // cudaDataType
+  std::int32_t rows, cols, ld, batch;
+  std::uint32_t reserved;
+  std::int64_t stride;
+};
+// cublasLtMatmul: D = epilogue(alpha op(A) op(B) + beta C [+ bias]), everything the shim's
+// descriptors said, in one slot. Scalars travel by value in the scale type's representation; the
+// session's own cuBLASLt handle (made on first use) runs it on `stream`.
+struct BlasLtMatmulRequest {
+  std::uint64_t stream;
+  std::uint64_t a, b, c, d, bias;  // device addresses; bias 0 without a bias epilogue
+  std::int32_t compute_type, scale_type;  // cublasComputeType_t, cudaDataType
+  std::int32_t transa, transb;            // cublasOperation_t
+  std::uint32_t epilogue;                 // cublasLtEpilogue_t
+  std::int32_t bias_type;                 // cudaDataType
+  std::int64_t bias_stride;               // elements between the bias vectors of batch members
+  BlasLtLayout layouts[4];                // A, B, C, D
+  std::uint8_t alpha[8];
+  std::uint8_t beta[8];
+};
+static_assert(sizeof(BlasLtMatmulRequest) == 224);
+
 // What made the session's error sticky (kSessionError): a kernel fault or launch failure poisons
 // the session as it poisons a CUDA context, and every later device call fails with it. Staged
 // back whole: the request's staged_bytes must be sizeof(SessionErrorReport).
