@@ -62,7 +62,8 @@ if $load; then
   echo "stability: load: ${#hogs[@]} CPU hogs (yes >/dev/null), one per core"
 fi
 
-label="$build (b_sanitize=$sanitize)$($load && echo ', under load')"
+label="$build (b_sanitize=$sanitize)"
+if $load; then label+=", under load"; fi
 for ((run = 1; run <= runs; ++run)); do
   started=$SECONDS
   status=0
@@ -89,7 +90,8 @@ for path in sorted(glob.glob(os.path.join(results, "run-*.json"))):
         if not line.strip():
             continue
         entry = json.loads(line)
-        row = tests.setdefault(entry["name"], [0, 0, 0.0, set()])
+        # testlog.json names a test "project[:suite] / name"; meson introspect names it "name".
+        row = tests.setdefault(entry["name"].split(" / ", 1)[-1], [0, 0, 0.0, set()])
         row[0] += 1
         row[1] += entry["result"] in failing
         row[2] = max(row[2], float(entry["duration"]))
