@@ -26,6 +26,7 @@
 #include "ipc/client_session.h"
 #include "ipc/system.h"
 #include "tests/support/broker_process.h"
+#include "tests/support/eventually.h"
 #include "tests/support/forked_server.h"
 
 using namespace gpubroker;
@@ -322,13 +323,13 @@ TEST_CASE("clients SIGKILLed at random points leave zero bytes and zero handles 
   ::close(ready[0]);
   ::close(ready[1]);
   CHECK(killed_holding_memory == iterations);
-  // The broker reclaims each dead session as it notices it; give the last ones a moment.
+  // The broker reclaims each dead session as it notices it: the last ones a moment after the kill.
   wire::BrokerTotals totals{};
-  for (int i = 0; i < 100; ++i) {
+  const testing::Waited reclaimed = testing::poll_until([&] {
     totals = observer.totals();
-    if (totals.sessions == 1 && totals.device_bytes == 0) break;
-    std::this_thread::sleep_for(20ms);
-  }
+    return totals.sessions == 1 && totals.device_bytes == 0;
+  });
+  INFO("the last session reclaimed " << reclaimed.milliseconds << " ms after its kill");
   CHECK(totals.sessions == 1);  // the observer
   CHECK(totals.device_bytes == 0);
   CHECK(totals.allocations == 0);
@@ -347,7 +348,7 @@ TEST_CASE("the broker tells systemd it is ready and stopping, and exits 0 on SIG
   address.sun_family = AF_UNIX;
   std::strncpy(address.sun_path, notify_path.c_str(), sizeof(address.sun_path) - 1);
   REQUIRE(::bind(notify, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
-  timeval timeout{5, 0};
+  timeval timeout{30, 0};  // a deadline for the broker's start and stop, not a figure
   ::setsockopt(notify, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
   auto next_message = [&] {
     char buffer[1024];
@@ -455,9 +456,8 @@ TEST_CASE("the stats file shows each session and the memory it holds, and disapp
       return false;
     };
     wire::SessionStats copy{};
-    for (int i = 0; i < 100 && !(session_slot(copy) && copy.calls >= 2); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
+    const testing::Waited recorded = testing::poll_until([&] { return session_slot(copy) && copy.calls >= 2; });
+    INFO("the second call recorded after " << recorded.milliseconds << " ms");
     bool found = false;
     if (session_slot(copy)) {
       found = true;
@@ -557,13 +557,19 @@ TEST_CASE("host functions are handed to the client's waiting thread in stream or
   // when its stream reaches it.
   std::array<ipc::Completion, 2> replies{};
   std::array<bool, 2> answered{};
+  std::atomic<int> returned{0};
   auto wait = [&](int i) {
     auto reply = client.session().call(RequestKind::kHostFuncWait, {});
     answered[i] = reply.has_value();
     if (reply) replies[i] = reply.value();
+    returned.fetch_add(1, std::memory_order_release);  // pairs with the acquire load of the poll below
   };
   std::thread first(wait, 0), second(wait, 1);
-  std::this_thread::sleep_for(50ms);
+  // Both have arrived once the second is refused; only then is there a function to hand over.
+  const testing::Waited both_waiting =
+      testing::poll_until([&] { return returned.load(std::memory_order_acquire) == 1; });
+  INFO("the second waiter refused after " << both_waiting.milliseconds << " ms");
+  REQUIRE(both_waiting);
   CHECK(client.call(RequestKind::kHostFuncEnqueue, wire::HostFuncRequest{0, 13}).status == cuda::CUDA_SUCCESS);
   first.join();
   second.join();
@@ -586,11 +592,11 @@ TEST_CASE("host functions are handed to the client's waiting thread in stream or
   });
   CHECK(testing::wait_for_child(dying) == 0);
   wire::BrokerTotals totals{};
-  for (int i = 0; i < 100; ++i) {
+  const testing::Waited reclaimed = testing::poll_until([&] {
     totals = client.totals();
-    if (totals.sessions == 1) break;
-    std::this_thread::sleep_for(20ms);
-  }
+    return totals.sessions == 1;
+  });
+  INFO("the dead client's session reclaimed after " << reclaimed.milliseconds << " ms");
   CHECK(totals.sessions == 1);
   CHECK(totals.device_bytes == 1 << 20);  // this client's allocation only
   CHECK(totals.streams == 2);             // its stream 7 and its default stream

@@ -23,6 +23,7 @@
 #include "gpubroker/wire/protocol.h"
 #include "shim/client/connection.h"
 #include "tests/support/broker_process.h"
+#include "tests/support/eventually.h"
 #include "tests/support/broker_ready.h"
 #include "tests/support/child_expect.h"
 
@@ -225,11 +226,10 @@ TEST_CASE("a session killed while it holds VMM mappings leaves the broker at its
           ::kill(victim, SIGKILL);
           EXPECT(testing::wait_for_child(victim) == 128 + SIGKILL, "killed");
           wire::BrokerTotals after{};
-          for (int i = 0; i < 400; ++i) {
+          (void)testing::poll_until([&] {
             after = broker_totals();
-            if (after.sessions == before.sessions) break;
-            std::this_thread::sleep_for(std::chrono::milliseconds(5));
-          }
+            return after.sessions == before.sessions;
+          });
           EXPECT(after.sessions == before.sessions && after.device_bytes == before.device_bytes &&
                      after.allocations == before.allocations,
                  "sessions %llu, bytes %llu, allocations %llu", static_cast<unsigned long long>(after.sessions),

@@ -14,6 +14,7 @@
 #include "ipc/checksum.h"
 #include "ipc/client_session.h"
 #include "ipc/server_session.h"
+#include "tests/support/eventually.h"
 #include "tests/support/forked_server.h"
 
 using namespace gpubroker;
@@ -187,7 +188,7 @@ int hostile_client(const std::string& socket_path, std::uint64_t seed, std::chro
   for (std::uint64_t h = ticket >= wire::kRingSlots ? ticket + 1 - wire::kRingSlots : 0; h <= ticket; ++h) {
     publish_raw(control_of(session), h, header(static_cast<wire::RequestKind>(0xffff)));
   }
-  for (int i = 0; i < 300 && session.alive(); ++i) std::this_thread::sleep_for(10ms);
+  (void)testing::poll_until([&] { return !session.alive(); });
   return session.state() == wire::SessionState::kViolation ? 0 : 2;
 }
 
@@ -225,7 +226,7 @@ TEST_CASE("each kind of malformed request closes only its own session, with its 
     auto offender = ipc::ClientSession::connect(testing::client_options(server.socket_path()));
     REQUIRE(offender);
     m.send(*offender.value());
-    auto report = server.next_report(2000ms);
+    auto report = server.next_report(testing::kSettleTimeout);
     REQUIRE(report);
     CHECK(report->session_id == offender.value()->session_id());
     CHECK(report->end == ipc::SessionEnd::kViolation);
@@ -257,7 +258,7 @@ TEST_CASE("hostile clients scribbling over their segments are cut off while an h
   CHECK(honest_exit == 0);  // every transfer of the honest client was intact
 
   std::map<pid_t, ipc::SessionReport> reports;
-  while (auto report = server.next_report(2000ms)) {
+  while (auto report = server.next_report(testing::kSettleTimeout)) {
     reports[report->pid] = *report;
     if (reports.size() == kHostile + 1) break;
   }

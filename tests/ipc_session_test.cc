@@ -19,6 +19,7 @@
 #include "ipc/checksum.h"
 #include "ipc/client_session.h"
 #include "ipc/system.h"
+#include "tests/support/eventually.h"
 #include "tests/support/forked_server.h"
 
 using namespace gpubroker;
@@ -305,7 +306,7 @@ TEST_CASE("the broker notices a killed idle client within 100 ms", "[ipc][sessio
   std::this_thread::sleep_for(50ms);  // let the session thread fall asleep
   const std::int64_t killed = ipc::monotonic_ns();
   ::kill(client, SIGKILL);
-  auto report = server.next_report(2000ms);
+  auto report = server.next_report(testing::kSettleTimeout);
   testing::wait_for_child(client);
   REQUIRE(report);
   CHECK(report->end == ipc::SessionEnd::kClientGone);
@@ -332,7 +333,7 @@ TEST_CASE("the broker notices a client killed in the middle of a staged transfer
   std::this_thread::sleep_for(100ms);
   const std::int64_t killed = ipc::monotonic_ns();
   ::kill(client, SIGKILL);
-  auto report = server.next_report(2000ms);
+  auto report = server.next_report(testing::kSettleTimeout);
   testing::wait_for_child(client);
   REQUIRE(report);
   CHECK(report->end == ipc::SessionEnd::kClientGone);

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 
-from opslib import BUSY, SKIP, check, fail, wait_for
+from opslib import BUSY, SETTLE, SKIP, check, fail, wait_for
 
 BUILD = os.environ["GPUBROKER_BUILD_ROOT"]
 PREFIX = os.environ["GPUBROKER_PREFIX"]
@@ -80,7 +80,7 @@ if BUSY:
     process = subprocess.Popen([broker, "--driver=sim", "--socket=" + socket_path,
                                 "--arena-bytes=1G", "--log-level=warning"])
     try:
-        wait_for(lambda: os.path.exists(socket_path), 10, "the installed broker")
+        wait_for(lambda: os.path.exists(socket_path), SETTLE, "the installed broker")
         served = subprocess.run([run, "--socket=" + socket_path, BUSY, "0.2", "4"], capture_output=True, text=True,
                                 env=environment, timeout=30)
         print(served.stdout, served.stderr)

@@ -30,14 +30,24 @@ def check(condition, message):
         fail(message)
 
 
+# How long anything a test waits for (a broker's socket, a heartbeat, a screen, a session's end)
+# may take on a 2-core machine with a CPU hog per core and the sanitizers on. A wait that runs out
+# is waiting for something that never happens; a wait that succeeds says how long it took.
+SETTLE = 30
+
+
 def wait_for(predicate, timeout, what):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+    """Polls predicate() until it returns something true (which it returns) or `timeout` seconds
+    have passed (a failure naming `what`)."""
+    start = time.monotonic()
+    while True:
         value = predicate()
         if value:
+            print("waited %.2f s for %s" % (time.monotonic() - start, what), flush=True)
             return value
-        time.sleep(0.05)
-    fail("timed out waiting for " + what)
+        if time.monotonic() - start > timeout:
+            fail("timed out after %.1f s waiting for %s" % (timeout, what))
+        time.sleep(0.01)
 
 
 class Broker:
@@ -53,7 +63,7 @@ class Broker:
              "--arena-bytes=1G", "--log-level=info", *extra],
             stdout=self.log, stderr=subprocess.STDOUT)
         wait_for(lambda: os.path.exists(self.socket) and os.path.exists(self.stats) or self.process.poll() is not None,
-                 10, "the broker's socket")
+                 SETTLE, "the broker's socket")
         check(self.process.poll() is None, "the broker exited at start:\n" + self.log_text())
 
     def log_text(self):
@@ -82,7 +92,8 @@ class Broker:
 
 class Client:
     """The nvcc-built busy_client, through gpu-broker-run: holds MIB of device memory and copies
-    for SECONDS; started() returns once it holds its memory."""
+    for SECONDS, or until stop(); started() returns once it holds its memory. A test whose checks
+    need the client busy gives it far more SECONDS than they can take and stops it at the end."""
 
     def __init__(self, broker, seconds, mib, via=None, env=None):
         command = via if via is not None else [RUN, "--socket=" + broker.socket]
@@ -102,6 +113,13 @@ class Client:
         self.lines += rest.splitlines()
         return self.process.returncode
 
+    def stop(self):
+        """Ends the copy loop now (SIGUSR1; gpu-broker-run execs the client, so the pid is its);
+        the exit status, 0 when every copy came back intact."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGUSR1)
+        return self.finish()
+
     @property
     def pid(self):
         return self.process.pid
@@ -109,7 +127,7 @@ class Client:
 
 def top_json(broker):
     result = subprocess.run([TOP, "--socket=" + broker.socket, "--json", "--interval=0.3"], capture_output=True,
-                            text=True, timeout=10)
+                            text=True, timeout=SETTLE)
     check(result.returncode == 0, "broker-top --json failed: " + result.stderr)
     return json.loads(result.stdout)
 

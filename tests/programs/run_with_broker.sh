@@ -9,7 +9,14 @@ dir=$(mktemp -d /tmp/gpubroker-program-XXXXXX)
 trap 'kill $broker_pid 2>/dev/null; wait $broker_pid 2>/dev/null; rm -rf "$dir"' EXIT
 "$broker" --driver=sim --sim-library="$sim" --socket="$dir/broker.sock" --arena-bytes=1G --log-level=warning &
 broker_pid=$!
-for _ in $(seq 200); do [ -S "$dir/broker.sock" ] && break; sleep 0.01; done
+# The socket appears once the broker listens; 30 s is a deadline for a loaded machine, not a figure.
+started=$SECONDS
+until [ -S "$dir/broker.sock" ]; do
+  kill -0 $broker_pid 2>/dev/null || { echo "the broker exited before it listened"; exit 1; }
+  ((SECONDS - started < 30)) || { echo "the broker did not listen within 30 s"; exit 1; }
+  sleep 0.01
+done
+echo "the broker listened after $((SECONDS - started)) s"
 # In a sanitizer build the shim needs the sanitizer runtimes loaded first, and the program
 # (built by nvcc) has none of its own: preload them.
 preload=$(ldd "$shim_dir"/libcudart.so.* 2>/dev/null | awk '/lib(asan|ubsan)\.so/ {print $3}' | sort -u | tr '\n' ':')

@@ -347,23 +347,27 @@ struct SlowWrite {
   }
 };
 
-// A stream whose work waits 50 ms behind a host function that writes 42 to `host`; then `host`
-// is copied to the device and back into `back`.
+// A stream whose work waits behind a gate the test opens (so that it is still queued for as long
+// as the test looks, however loaded the machine), then 50 ms behind a host function that writes 42
+// to `host`; then `host` is copied to the device and back into `back`.
 struct SlowRoundTrip {
   CUstream stream = make_stream();
   CUdeviceptr device = 0;
   int host = 0, back = 0;
+  Gate gate;
   SlowWrite write{&host, 42};
 
   SlowRoundTrip() {
     DriverTable& cu = sim().cu;
     REQUIRE(cu.mem_alloc(&device, sizeof(int)) == CUDA_SUCCESS);
+    REQUIRE(cu.launch_host_func(stream, &Gate::wait, &gate) == CUDA_SUCCESS);
     REQUIRE(cu.launch_host_func(stream, &SlowWrite::run, &write) == CUDA_SUCCESS);
     REQUIRE(cu.memcpy_htod_async(device, &host, sizeof host, stream) == CUDA_SUCCESS);
     REQUIRE(cu.memcpy_dtoh_async(&back, device, sizeof back, stream) == CUDA_SUCCESS);
   }
   SlowRoundTrip(const SlowRoundTrip&) = delete;
   SlowRoundTrip& operator=(const SlowRoundTrip&) = delete;
+  void open_gate() { gate.open.store(true, std::memory_order_release); }  // pairs with Gate::wait's acquire
 };
 }  // namespace
 
@@ -373,10 +377,11 @@ TEST_CASE("a stream runs its work in order: a copy queued after a sleeping host 
   DriverTable& cu = sim().cu;
   SlowRoundTrip work;
   CHECK(cu.stream_query(work.stream) == CUDA_ERROR_NOT_READY);
+  work.open_gate();
   REQUIRE(cu.stream_synchronize(work.stream) == CUDA_SUCCESS);
   CHECK(work.back == 42);
   CHECK(cu.stream_query(work.stream) == CUDA_SUCCESS);
-  CHECK(counters().host_functions_run == before.host_functions_run + 1);
+  CHECK(counters().host_functions_run == before.host_functions_run + 2);
   REQUIRE(cu.mem_free(work.device) == CUDA_SUCCESS);
   REQUIRE(cu.stream_destroy(work.stream) == CUDA_SUCCESS);
   require_nothing_left(before);
@@ -390,10 +395,11 @@ TEST_CASE("freeing memory waits for the work a destroyed stream still has queued
   DriverTable& cu = sim().cu;
   SlowRoundTrip work;
   REQUIRE(cu.stream_destroy(work.stream) == CUDA_SUCCESS);
-  CHECK(work.back == 0);  // still queued behind the host function
+  CHECK(work.back == 0);  // still queued behind the gate
+  work.open_gate();       // the free below comes during the slow host function
   REQUIRE(cu.mem_free(work.device) == CUDA_SUCCESS);
   CHECK(work.back == 42);  // the free came after the destroyed stream's copies
-  CHECK(counters().host_functions_run == before.host_functions_run + 1);
+  CHECK(counters().host_functions_run == before.host_functions_run + 2);
   require_nothing_left(before);
 }
 

@@ -11,13 +11,15 @@
 //                  corrupted, no completion was lost and no call failed
 //     until-error  run until a call fails (the broker was killed); print when each thread first
 //                  saw the error (CLOCK_MONOTONIC ns); exit 0 once every thread has seen one
-//     churn        like load, forever, holding ever more; writes one byte to fd 3 once every
-//                  thread holds memory (the SIGKILL storm kills it somewhere after that)
+//     churn        like load, forever, holding ever more (the SIGKILL storm kills it)
 //     sticky       launches scale_by<double>, which the sim has no host implementation for, and
 //                  checks that the launch failure is sticky as CUDA's error 719 is: every later
 //                  call returns it and cudaGetLastError does not clear it (THREADS, SECONDS and
 //                  SEED are ignored); prints "sticky=N" (N checks failed), exit 0 when none did
+//   In until-error and churn modes it writes one byte to fd 3, where the caller opened one, once
+//   every thread holds memory and works: the broker or the client is killed only after that.
 // Prints one line: "ops=N checked_bytes=N corrupted=N lost=N errors=N first_error_ns=N".
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -375,9 +377,10 @@ int main(int argc, char** argv) {
   for (int t = 0; t < threads; ++t) {
     workers.emplace_back([&, t] { Worker(mode, seed * 1000 + t, totals).run(deadline); });
   }
-  if (mode == Mode::kChurn) {
+  if (mode != Mode::kLoad) {
     while (totals.holding.load() < threads && totals.errors.load() == 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
-    [[maybe_unused]] auto w = ::write(3, "r", 1);
+    struct stat ready {};
+    if (::fstat(3, &ready) == 0 && S_ISFIFO(ready.st_mode)) [[maybe_unused]] auto w = ::write(3, "r", 1);
   }
   for (std::thread& w : workers) w.join();
   std::printf("ops=%llu checked_bytes=%llu corrupted=%llu lost=%llu errors=%llu first_error_ns=%lld\n",

@@ -42,6 +42,7 @@
 #include "gpubroker/wire/stats.h"
 #include "ipc/client_session.h"
 #include "ipc/submission_ring.h"
+#include "tests/support/eventually.h"
 #include "tests/support/forked_server.h"
 
 using namespace gpubroker;
@@ -114,7 +115,7 @@ class Broker {
   Broker& operator=(const Broker&) = delete;
 
   // The first session the broker accepts, retried until `timeout`.
-  std::unique_ptr<ipc::ClientSession> connect(std::chrono::milliseconds timeout = 5000ms) const {
+  std::unique_ptr<ipc::ClientSession> connect(std::chrono::milliseconds timeout = testing::kSettleTimeout) const {
     const std::int64_t deadline = now_ns() + std::chrono::nanoseconds(timeout).count();
     do {
       auto session = ipc::ClientSession::connect(testing::client_options(socket_path_));
@@ -122,6 +123,10 @@ class Broker {
       std::this_thread::sleep_for(200us);
     } while (now_ns() < deadline);
     return nullptr;
+  }
+  // Whether the broker listens within `timeout`: its socket file appears once it does.
+  [[nodiscard]] bool listening(std::chrono::milliseconds timeout = testing::kSettleTimeout) const {
+    return testing::poll_until([&] { return ::access(socket_path_.c_str(), F_OK) == 0; }, timeout).held;
   }
   int stop() {
     if (pid_ <= 0) return status_;
@@ -262,6 +267,10 @@ void scenario_storm(const Profile& profile, const std::string& dir) {
   Broker broker(dir + "/storm.sock", dir + "/storm.log", {"--log-level=error"});
   auto observer = broker.connect();
   if (!observer) return check(false, "the broker accepts a client");
+  // The broker at rest: its own threads (the accept loop, the heartbeat, the completion poller, the
+  // sim's null stream) and the observer's session thread, which exists once it has answered.
+  (void)totals_of(*observer);
+  const std::uint64_t idle_threads = broker.threads();
   const int kills = profile.scaled(profile.long_run ? 2000 : 60);
   std::mt19937 random(20261126);
   int ready[2];
@@ -283,7 +292,7 @@ void scenario_storm(const Profile& profile, const std::string& dir) {
     ::kill(client.pid, SIGKILL);
     const int status = client.finish(5000ms);
     if (p.revents == 0 || status != 128 + SIGKILL) std::printf("  kill %d: client not ready (exit %d): %s\n", i, status, client.line.c_str());
-    const double reclaim = wait_for_baseline(*observer, 5000ms, last);
+    const double reclaim = wait_for_baseline(*observer, testing::kSettleTimeout, last);
     if (reclaim < 0) {
       ++not_reclaimed;
       std::printf("  kill %d: not back to baseline: %s\n", i, describe(last).c_str());
@@ -295,19 +304,29 @@ void scenario_storm(const Profile& profile, const std::string& dir) {
   }
   ::close(ready[0]);
   ::close(ready[1]);
-  const std::uint64_t rss_end = broker.rss_kb(), threads = broker.threads();
+  // A dead session's thread, and the sim's thread for each of its streams, end a little after the
+  // session's objects are reclaimed: the steady state is the broker at rest, reached after the
+  // last kill. RSS is read there too.
+  std::uint64_t threads = 0;
+  const testing::Waited threads_settled =
+      testing::poll_until([&] { return (threads = broker.threads()) <= idle_threads; });
+  const std::uint64_t rss_end = broker.rss_kb();
   check(not_ready == 0, "every client held memory before it was killed (" + std::to_string(not_ready) + " did not)");
   check(not_reclaimed == 0, "after each kill: 0 bytes, 0 allocations/streams/events/modules/graphs left");
   check(survived == kills, "the broker survived every kill");
-  // Every client opened a session (the observer too); the stats file may lag by a heartbeat.
+  // Every client opened a session (the observer too).
   const std::uint64_t opened = static_cast<std::uint64_t>(kills) + 1 - static_cast<std::uint64_t>(not_ready);
-  auto header = stats_header(dir + "/storm.sock");
-  for (int i = 0; i < 300 && header.sessions_total < opened; ++i) {
-    std::this_thread::sleep_for(10ms);
+  wire::StatsHeader header{};
+  const testing::Waited counted = testing::poll_until([&] {
     header = stats_header(dir + "/storm.sock");
-  }
-  check(header.sessions_total >= opened, "the stats file counted every session (" + std::to_string(header.sessions_total) + ")");
-  check(threads <= 8, "the broker keeps no thread per dead session (" + std::to_string(threads) + " threads)");
+    return header.sessions_total >= opened;
+  });
+  check(counted.held, "the stats file counted every session (" + std::to_string(header.sessions_total) + ")");
+  check(threads_settled.held && threads <= 8,
+        "the broker keeps no thread per dead session (" + std::to_string(threads) + " threads, " +
+            std::to_string(idle_threads) + " at rest, back to that " + fmt_ms(threads_settled.milliseconds) +
+            " after the last kill)");
+  figure("storm.threads_settled", fmt_ms(threads_settled.milliseconds));
   figure("storm.kills_survived", std::to_string(survived) + "/" + std::to_string(kills));
   figure("storm.worst_reclaim", fmt_ms(worst_reclaim));
   figure("storm.broker_rss_kib", std::to_string(rss_start) + " -> " + std::to_string(rss_end));
@@ -322,7 +341,7 @@ void scenario_broker_kill(const Profile& profile, const std::string& dir) {
   const int clients = profile.long_run ? 8 : 6;
   const std::string socket = dir + "/kill.sock";
   double worst_error = 0, worst_restart = 0;
-  int hung = 0, no_error = 0, restart_failed = 0;
+  int hung = 0, no_error = 0, restart_failed = 0, not_at_work = 0;
   auto broker = std::make_unique<Broker>(socket, dir + "/kill.log");
   for (int round = 0; round < rounds; ++round) {
     auto probe = broker->connect();
@@ -333,12 +352,28 @@ void scenario_broker_kill(const Profile& profile, const std::string& dir) {
     worst_restart = std::max(worst_restart, (now_ns() - broker->started_ns()) / 1e6);
     probe.reset();
     std::vector<ClientProcess> running;
-    for (int c = 0; c < clients; ++c) running.push_back(ClientProcess::start(socket, "until-error", 2, 0, round * 100 + c));
-    std::this_thread::sleep_for(1500ms);  // all of them at work
+    int ready[2];
+    if (::pipe(ready) != 0) std::abort();
+    for (int c = 0; c < clients; ++c) {
+      running.push_back(ClientProcess::start(socket, "until-error", 2, 0, round * 100 + c, ready[1]));
+    }
+    // All of them at work: each writes a byte once both its threads hold memory.
+    int at_work = 0;
+    const testing::Waited started = testing::poll_until([&] {
+      pollfd p{ready[0], POLLIN, 0};
+      char byte;
+      if (::poll(&p, 1, 0) == 1 && ::read(ready[0], &byte, 1) == 1) ++at_work;
+      return at_work == clients;
+    });
+    ::close(ready[0]);
+    ::close(ready[1]);
+    if (!started) std::printf("  round %d: %d of %d clients at work\n", round, at_work, clients);
+    not_at_work += clients - at_work;
+    std::this_thread::sleep_for(100ms);  // somewhere in their work
     const std::int64_t killed_at = now_ns();
     broker->kill_now();
     for (ClientProcess& c : running) {
-      const int status = c.finish(5000ms);
+      const int status = c.finish(testing::kSettleTimeout);
       if (status == -1) {
         ++hung;
         continue;
@@ -359,6 +394,7 @@ void scenario_broker_kill(const Profile& profile, const std::string& dir) {
   ClientProcess after = ClientProcess::start(socket, "load", 2, 1, 7);
   const int after_status = after.finish(30000ms);
   check(after_status == 0, "a CUDA client on the restarted broker runs clean: " + after.line.substr(0, after.line.find('\n')));
+  check(not_at_work == 0, "every client was at work when the broker was killed (" + std::to_string(not_at_work) + " were not)");
   check(hung == 0, "no client hung (" + std::to_string(hung) + " did)");
   check(no_error == 0, "every thread of every client saw an error");
   check(worst_error <= 100, "every client saw the error within 100 ms of the kill");
@@ -588,20 +624,26 @@ void scenario_hostile(const Profile& profile, const std::string& dir) {
     corrupted += c.field("corrupted") == ~0ull ? 0 : c.field("corrupted");
   }
   wire::BrokerTotals last{};
-  const double reclaim = wait_for_baseline(*observer, 5000ms, last);
+  const double reclaim = wait_for_baseline(*observer, testing::kSettleTimeout, last);
   check(broker.alive(), "the broker is up");
   check(honest_failed == 0 && corrupted == 0,
         "honest sessions unaffected: every call succeeded, " + std::to_string(checked) + " bytes checked, " +
             std::to_string(corrupted) + " corrupted");
   check(reclaim >= 0, "everything the hostile sessions held was reclaimed: " + describe(last));
-  auto fresh = broker.connect(1000ms);
+  auto fresh = broker.connect();
   check(fresh != nullptr && fresh->call(wire::RequestKind::kNull, {}).has_value(), "a new client is served");
   fresh.reset();
   std::set<std::uint32_t> violating_pids;
   const auto lines = violation_lines(broker.log_path(), violating_pids);
   int logged_twice = 0;
   for (const auto& [session, count] : lines) logged_twice += count != 1;
-  const auto header = stats_header(socket);
+  // A violation is logged when its session closes and counted in the stats file once the session
+  // is reclaimed, just after the observer sees the totals back at baseline.
+  wire::StatsHeader header{};
+  (void)testing::poll_until([&] {
+    header = stats_header(socket);
+    return header.violations_total >= lines.size();
+  });
   bool honest_violated = false;
   for (pid_t p : honest_pids) honest_violated |= violating_pids.count(static_cast<std::uint32_t>(p)) != 0;
   check(logged_twice == 0, "each violation logged once (" + std::to_string(lines.size()) + " sessions closed)");
@@ -852,7 +894,7 @@ void scenario_isolation(const Profile&, const std::string& dir) {
     std::printf("  (not root: the other-user checks are skipped)\n");
     RawClient probe{nullptr};
     Broker narrow(dir + "/narrow.sock", dir + "/narrow.log", {"--allow-uid=" + std::to_string(::getuid() + 1)});
-    narrow.connect(300ms);
+    check(narrow.listening(), "the broker with --allow-uid=" + std::to_string(::getuid() + 1) + " listens");
     check(handshake_status(dir + "/narrow.sock") == static_cast<int>(wire::HandshakeStatus::kCredentialsRefused),
           "a uid the broker does not allow is refused at the handshake");
     return;
@@ -889,14 +931,14 @@ void scenario_isolation(const Profile&, const std::string& dir) {
   const int refused = static_cast<int>(wire::HandshakeStatus::kCredentialsRefused);
   {
     Broker root_only(dir + "/uid.sock", dir + "/uid.log", {"--allow-uid=0"});
-    (void)root_only.connect(2000ms);
+    check(root_only.listening(), "the broker with --allow-uid=0 listens");
     check(handshake_status(dir + "/uid.sock") == 0, "--allow-uid=0: uid 0 is accepted");
     check(as_user(65534, 65534, [&] { return handshake_status(dir + "/uid.sock"); }) == refused,
           "--allow-uid=0: uid 65534 is refused at the handshake");
   }
   {
     Broker group_only(dir + "/gid.sock", dir + "/gid.log", {"--allow-gid=4242"});
-    (void)as_user(65534, 4242, [&] { return group_only.connect(2000ms) ? 0 : 1; });
+    check(group_only.listening(), "the broker with --allow-gid=4242 listens");
     check(handshake_status(dir + "/gid.sock") == refused, "--allow-gid=4242: uid 0 (gid 0) is refused");
     check(as_user(65534, 4242, [&] { return handshake_status(dir + "/gid.sock"); }) == 0,
           "--allow-gid=4242: uid 65534 with gid 4242 is accepted");
@@ -940,7 +982,7 @@ void scenario_load(const Profile& profile, const std::string& dir) {
     errors += c.field("errors");
   }
   wire::BrokerTotals last{};
-  const double reclaim = wait_for_baseline(*observer, 5000ms, last);
+  const double reclaim = wait_for_baseline(*observer, testing::kSettleTimeout, last);
   const std::uint64_t rss_after = broker.rss_kb();
   // Memory flat: the second half of the run holds no more than the first half's peak (+10%).
   std::uint64_t first_peak = 0, second_peak = 0;

@@ -3,9 +3,9 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <cstdlib>
-#include <thread>
+
+#include "tests/support/eventually.h"
 
 namespace gpubroker::testing {
 
@@ -30,9 +30,7 @@ BrokerProcess::BrokerProcess(const TempDir& dir, BrokerSettings settings) : sock
     ::execv(argv[0], argv.data());
     ::_exit(127);
   }
-  for (int i = 0; i < 1000 && ::access(socket_path_.c_str(), F_OK) != 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  (void)poll_until([&] { return ::access(socket_path_.c_str(), F_OK) == 0; });
 }
 
 BrokerProcess::~BrokerProcess() {
