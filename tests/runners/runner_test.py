@@ -31,7 +31,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ops"))
 import opslib  # noqa: E402
-from opslib import Broker, check, fail, run_cases, top_json, wait_for  # noqa: E402
+from opslib import SETTLE, Broker, check, fail, run_cases, top_json, wait_for  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VENV = os.environ.get("GPUBROKER_RUNNER_VENV", "")
@@ -192,8 +192,8 @@ def case_kernel_failure():
         check(failed.returncode != 0, "the runner does not go on after its first kernel failed")
         check("CUDA error 719" in failed.stderr and "in kernel void rms_norm_f32<256, true, false>" in failed.stderr,
               "the error names the kernel:\n" + failed.stderr[-3000:])
-        wait_for(lambda: top_json(broker)["sessions"] == [], 10, "the failed runner's session to be reclaimed")
-        check(top_json(broker)["devices"][0]["device_bytes_used"] == 0, "no device memory left behind")
+        wait_for(lambda: (lambda top: top["sessions"] == [] and top["devices"][0]["device_bytes_used"] == 0)(top_json(broker)),
+                 SETTLE, "the failed runner's session to be reclaimed, with all its device memory")
         after = report_of(run_runner(broker, ["generate", model, "0", "4"]), "the next runner")
         check(len(after["tokens"]) == 4, "the next runner is served")
         figure("kernel_failure.seconds_to_exit", "%.2f" % seconds)
@@ -216,7 +216,7 @@ def case_four_runners():
             pids = {runner.pid for runner in runners}
             sessions = wait_for(lambda: [s for s in top_json(broker)["sessions"] if s["pid"] in pids and
                                          s["device_bytes_used"] > 0] if len(top_json(broker)["sessions"]) >= 4 else None,
-                                10, "broker-top to show the four runners")
+                                SETTLE, "broker-top to show the four runners")
             check(len(sessions) == 4, "broker-top shows each runner with its memory: %s" % sessions)
             for s in sessions:
                 print("runner pid %d (%s): %d bytes of device memory" % (s["pid"], s["program"], s["device_bytes_used"]),
@@ -227,7 +227,7 @@ def case_four_runners():
             statuses = [runner.wait(timeout=60) for runner in runners]
         check(statuses == [0, 0, 0, 0], "the runners exit cleanly: %s" % statuses)
         wait_for(lambda: top_json(broker)["sessions"] == [] and
-                 top_json(broker)["devices"][0]["device_bytes_used"] == baseline, 10, "the device to return to its baseline")
+                 top_json(broker)["devices"][0]["device_bytes_used"] == baseline, SETTLE, "the device to return to its baseline")
         broker.stop()
 
 
