@@ -90,8 +90,11 @@ cuda::CUresult DeviceSession::take_pending_error(CUresult current) {
 
 void DeviceSession::note_sticky(const ipc::ServerSession& session, CUresult status, const Function* launched) {
   if (!is_sticky(status) || sticky_error_.load(std::memory_order_relaxed) != 0) return;
+  // The completion poller may set it at the same time (finish_deferred): the first one wins, and
+  // the kernel's name goes with the dispatcher's own error only.
+  int clean = 0;
+  if (!sticky_error_.compare_exchange_strong(clean, static_cast<int>(status), std::memory_order_relaxed)) return;
   if (launched != nullptr) failed_kernel_ = launched->name;
-  sticky_error_.store(static_cast<int>(status), std::memory_order_relaxed);
   ipc::log(ipc::LogLevel::kWarning, "session {}: CUDA error {}{}{}; sticky: the session's later device calls fail with it",
            session.id(), static_cast<int>(status), launched != nullptr ? " launching " : "",
            launched != nullptr ? launched->name : std::string());
@@ -724,6 +727,11 @@ std::uint64_t element_bytes(int type) {
   }
 }
 
+// A cublasOperation_t cuBLAS accepts (anything but N would otherwise read as a transpose).
+bool operation_valid(std::int32_t op) {
+  return op == cuda::CUBLAS_OP_N || op == cuda::CUBLAS_OP_T || op == cuda::CUBLAS_OP_C;
+}
+
 // Bytes a column-major rows x cols matrix with leading dimension `ld` spans; UINT64_MAX (which no
 // session owns) when that does not fit in 64 bits.
 std::uint64_t matrix_bytes(std::int64_t ld, std::int64_t rows, std::int64_t cols, std::uint64_t element) {
@@ -741,7 +749,7 @@ std::uint64_t matrix_bytes(std::int64_t ld, std::int64_t rows, std::int64_t cols
 // spanning `one` bytes; UINT64_MAX when a negative stride or the arithmetic would wrap (a wrapped
 // extent could pass the check while the members between first and last lie elsewhere).
 std::uint64_t batch_bytes(std::int64_t stride, std::uint64_t one, std::uint64_t element, std::int64_t batch) {
-  if (one == 0) return 0;
+  if (one == 0 || batch == 1) return one;  // one matrix: the stride is never used
   std::uint64_t step = 0, last = 0, total = 0;
   if (stride < 0 || batch < 1 || __builtin_mul_overflow(static_cast<std::uint64_t>(stride), element, &step) ||
       __builtin_mul_overflow(step, static_cast<std::uint64_t>(batch - 1), &last) ||
@@ -762,6 +770,7 @@ int DeviceSession::gemm(const wire::BlasGemmRequest& r, cuda::cublasHandle_t han
       r.ldc < 1) {
     return cuda::CUBLAS_STATUS_INVALID_VALUE;
   }
+  if (!operation_valid(r.transa) || !operation_valid(r.transb)) return cuda::CUBLAS_STATUS_INVALID_VALUE;
   const bool ta = r.transa != cuda::CUBLAS_OP_N, tb = r.transb != cuda::CUBLAS_OP_N;
   const std::uint64_t a_bytes = matrix_bytes(r.lda, ta ? r.k : r.m, ta ? r.m : r.k, ea);
   const std::uint64_t b_bytes = matrix_bytes(r.ldb, tb ? r.n : r.k, tb ? r.k : r.n, eb);
@@ -898,7 +907,21 @@ int DeviceSession::blas_lt_matmul(const wire::BlasLtMatmulRequest& r) {
     default:
       return cuda::CUBLAS_STATUS_NOT_SUPPORTED;
   }
+  const wire::BlasLtLayout& a = r.layouts[0];
+  const wire::BlasLtLayout& b = r.layouts[1];
+  const wire::BlasLtLayout& c = r.layouts[2];
   const wire::BlasLtLayout& d = r.layouts[3];
+  // The layouts must describe one product, as cuBLASLt requires: op(A) m x k, op(B) k x n, C and D
+  // m x n. The extents below are each layout's own, so they cover what cuBLASLt reads only then.
+  if (!operation_valid(r.transa) || !operation_valid(r.transb)) return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  const bool ta = r.transa != cuda::CUBLAS_OP_N, tb = r.transb != cuda::CUBLAS_OP_N;
+  const std::int32_t m = d.rows, n = d.cols, k = ta ? a.rows : a.cols;
+  if ((ta ? a.cols : a.rows) != m || (tb ? b.cols : b.rows) != k || (tb ? b.rows : b.cols) != n || c.rows != m ||
+      c.cols != n) {
+    return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  }
+  // alpha and beta are read in the scale type's representation from 8 bytes each.
+  if (r.scale_type != cuda::CUDA_R_32F && r.scale_type != cuda::CUDA_R_16F) return cuda::CUBLAS_STATUS_NOT_SUPPORTED;
   std::uint64_t extents[4] = {};
   for (int i = 0; i < 4; ++i) {
     const wire::BlasLtLayout& l = r.layouts[i];
@@ -1085,7 +1108,12 @@ ipc::Result<void> DeviceSession::handle_module(ipc::ServerSession& session, cons
       cuda::CUfunction function = nullptr;
       CUresult r = driver_.module_get_function(&function, module->second->handle, reinterpret_cast<const char*>(name.data()));
       if (r == CUDA_SUCCESS) r = check_layout(session, *module->second, reinterpret_cast<const char*>(name.data()), function);
-      if (r == CUDA_SUCCESS) functions_[f.function] = Function{function, f.module, reinterpret_cast<const char*>(name.data())};
+      if (r == CUDA_SUCCESS) {
+        // The name is kept for the report of a failed launch, which carries no more than this.
+        const std::string_view full(reinterpret_cast<const char*>(name.data()));
+        functions_[f.function] = Function{function, f.module,
+                                          std::string(full.substr(0, sizeof(wire::SessionErrorReport::kernel) - 1))};
+      }
       return finish(r);
     }
     case wire::RequestKind::kModuleGetGlobal: {

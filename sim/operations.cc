@@ -1,7 +1,10 @@
 #include "sim/operations.h"
 
+#include <fmt/core.h>
+
 #include <algorithm>
 #include <cstring>
+#include <new>
 
 #include "sim/counters.h"
 
@@ -117,8 +120,19 @@ struct Executor {
 
 }  // namespace
 
+// No exception leaves: the worker thread runs client-described work (a GEMM whose packed operands
+// do not fit in memory, a plugin's kernel that throws), and an exception escaping it would end
+// the broker. It faults the stream instead, as a GPU fault would.
 cuda::CUresult execute(const Operation& operation, bool faulted) {
-  return std::visit(Executor{faulted}, operation);
+  try {
+    return std::visit(Executor{faulted}, operation);
+  } catch (const std::bad_alloc&) {
+    fmt::print(stderr, "sim: an operation ran out of host memory (CUDA_ERROR_OUT_OF_MEMORY on its stream)\n");
+    return cuda::CUDA_ERROR_OUT_OF_MEMORY;
+  } catch (...) {
+    fmt::print(stderr, "sim: an operation threw (CUDA_ERROR_UNKNOWN on its stream)\n");
+    return cuda::CUDA_ERROR_UNKNOWN;
+  }
 }
 
 }  // namespace gpubroker::sim

@@ -116,7 +116,8 @@ using Operation = std::variant<CopyOp, MemsetOp, KernelOp, HostFuncOp, EventReco
 
 // Runs one operation on the calling (worker) thread; returns the error it raises, if any. With
 // `faulted` (an earlier operation of the stream failed) only event records and waits run, so that
-// nothing waiting on the stream's events hangs.
+// nothing waiting on the stream's events hangs. Never throws: an operation that runs out of host
+// memory (or a kernel implementation that throws) fails with an error instead.
 [[nodiscard]] cuda::CUresult execute(const Operation& operation, bool faulted);
 
 }  // namespace gpubroker::sim

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <fstream>
 #include <iterator>
 #include <numeric>
@@ -1007,6 +1008,32 @@ TEST_CASE("a launch of a kernel without a host implementation fails and names th
   REQUIRE(cu.mem_free(device) == CUDA_SUCCESS);
   REQUIRE(cu.module_unload(module) == CUDA_SUCCESS);
   require_nothing_left(before);
+}
+
+// Found by a hostile review: a GEMM whose packed operands did not fit in host memory threw
+// std::bad_alloc on a stream's worker thread, and the exception ended the broker. Any operation
+// that throws now faults its own stream instead.
+TEST_CASE("an operation that throws faults its stream with an error; the process goes on", "[sim][module][launch]") {
+  if (!have_images()) return;
+  DriverTable& cu = sim().cu;
+  std::vector<unsigned char> image = read_file(image_path("sim_kernels_sm90.fatbin"));
+  CUmodule module = nullptr;
+  REQUIRE(cu.module_load_data(&module, image.data()) == CUDA_SUCCESS);
+  CUfunction function = get_function(module, "_Z17never_implementedPi");
+  sim().loaded.register_kernel("_Z17never_implementedPi", [](const GpubrokerSimLaunch*) -> int {
+    throw std::bad_alloc();
+  });
+  CUdeviceptr device = 0;
+  REQUIRE(cu.mem_alloc(&device, 64) == CUDA_SUCCESS);
+  void* params[] = {&device};
+  CUstream stream = nullptr;
+  REQUIRE(cu.stream_create_with_priority(&stream, CU_STREAM_NON_BLOCKING, 0) == CUDA_SUCCESS);
+  const CUresult launched = cu.launch_kernel(function, 1, 1, 1, 1, 1, 1, 0, stream, params, nullptr);
+  CHECK((launched == CUDA_SUCCESS || launched == CUDA_ERROR_OUT_OF_MEMORY));
+  CHECK(cu.stream_synchronize(stream) == CUDA_ERROR_OUT_OF_MEMORY);  // the stream's sticky error
+  CHECK(cu.mem_free(device) == CUDA_SUCCESS);
+  CHECK(cu.stream_destroy(stream) == CUDA_SUCCESS);
+  CHECK(cu.module_unload(module) == CUDA_SUCCESS);
 }
 
 TEST_CASE("kernels keep stream order whether the stream is idle (run in the launching thread) or busy (queued)",
