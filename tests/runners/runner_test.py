@@ -40,10 +40,14 @@ RUNNER = os.path.join(HERE, "runner.py")
 
 
 def fixture_missing():
-    if not os.path.isfile(PYTHON):
-        print("skipped: no runner fixture in %s (scripts/setup.sh installs it from PyPI)" % VENV, flush=True)
-        return True
-    return False
+    """True (the case is skipped) where the fixture could not be installed; in CI, whose setup
+    must install it, its absence fails the case instead of hiding a broken setup."""
+    if os.path.isfile(PYTHON):
+        return False
+    if os.environ.get("CI") == "true":
+        fail("no runner fixture in %s: scripts/setup.sh should have installed it from PyPI" % VENV)
+    print("skipped: no runner fixture in %s (scripts/setup.sh installs it from PyPI)" % VENV, flush=True)
+    return True
 
 
 def runner_env(**extra):

@@ -23,7 +23,9 @@ PY
     exit 0
   fi
 fi
-echo "setup: installing $runner and ${writer[*]} ${native:+(and NVIDIA's CUDA 12 libraries) }into $venv" >&2
+extra=""
+[ "$native" = --native ] && extra=" and ${nvidia[*]}"
+echo "setup: installing $runner and ${writer[*]}$extra into $venv" >&2
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps "$runner"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${writer[@]}"
