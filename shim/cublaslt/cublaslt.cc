@@ -194,35 +194,35 @@ int request(wire::RequestKind kind, std::span<const std::byte> payload) {
   return reply.value().status;
 }
 
+// Bytes of an element of the types the broker serves matrices in; 0 for any other.
 std::size_t element_bytes(std::uint32_t type) {
   switch (type) {
     case cuda::CUDA_R_16F:
     case cuda::CUDA_R_16BF:
       return 2;
     case cuda::CUDA_R_32F:
-    case cuda::CUDA_R_32I:
       return 4;
-    case cuda::CUDA_R_64F:
-      return 8;
-    case cuda::CUDA_R_8I:
-    case cuda::CUDA_R_8U:
-      return 1;
     default:
-      return 0;  // not served
+      return 0;
   }
 }
 
-// Bytes of alpha and beta as cublasGemmEx reads them: the compute type's representation.
-std::size_t scalar_bytes(int compute_type) {
+// The scale type (alpha's and beta's) that cuBLASLt pairs with a compute type the broker serves:
+// CUDA_R_16F for the FP16 compute types, CUDA_R_32F for the FP32 ones; -1 for the others (FP64,
+// integer).
+int scale_type_for(int compute_type) {
   switch (compute_type) {
     case cuda::CUBLAS_COMPUTE_16F:
     case cuda::CUBLAS_COMPUTE_16F_PEDANTIC:
-      return 2;
-    case cuda::CUBLAS_COMPUTE_64F:
-    case cuda::CUBLAS_COMPUTE_64F_PEDANTIC:
-      return 8;
+      return cuda::CUDA_R_16F;
+    case cuda::CUBLAS_COMPUTE_32F:
+    case cuda::CUBLAS_COMPUTE_32F_PEDANTIC:
+    case cuda::CUBLAS_COMPUTE_32F_FAST_16F:
+    case cuda::CUBLAS_COMPUTE_32F_FAST_16BF:
+    case cuda::CUBLAS_COMPUTE_32F_FAST_TF32:
+      return cuda::CUDA_R_32F;
     default:
-      return 4;
+      return -1;
   }
 }
 
@@ -284,7 +284,7 @@ Plan plan_matmul(const MatmulDesc* d, const Layout* a, const Layout* b, const La
   for (const Layout* l : {a, b, c, out}) {
     if (l->order != lt::CUBLASLT_ORDER_COL) return refuse("cublasLtMatmul with a layout other than CUBLASLT_ORDER_COL");
     if (l->plane_offset != 0) return refuse("cublasLtMatmul with a planar complex layout");
-    if (element_bytes(l->type) == 0 || element_bytes(l->type) == 8) return refuse("cublasLtMatmul with this data type");
+    if (element_bytes(l->type) == 0) return refuse("cublasLtMatmul with a type other than FP32, FP16 and BF16");
     if (!fits_int(l->rows) || !fits_int(l->cols) || l->ld < 0 || !fits_int(static_cast<std::uint64_t>(l->ld))) {
       return refuse("cublasLtMatmul with a dimension past 2^31");
     }
@@ -298,9 +298,9 @@ Plan plan_matmul(const MatmulDesc* d, const Layout* a, const Layout* b, const La
   if ((ta ? a->cols : a->rows) != m || (tb ? b->cols : b->rows) != k || (tb ? b->rows : b->cols) != n) {
     return invalid();
   }
-  const std::size_t bytes = scalar_bytes(d->compute_type);
-  const std::size_t scale = element_bytes(static_cast<std::uint32_t>(d->scale_type));
-  if (scale != bytes) return refuse("cublasLtMatmul with a scale type other than the compute type's");
+  if (scale_type_for(d->compute_type) < 0) return refuse("cublasLtMatmul with an FP64 or integer compute type");
+  if (d->scale_type != scale_type_for(d->compute_type)) return refuse("cublasLtMatmul with this scale type");
+  const std::size_t bytes = element_bytes(static_cast<std::uint32_t>(d->scale_type));
 
   Plan p;
   p.scalar_bytes = bytes;
