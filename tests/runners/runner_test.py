@@ -111,6 +111,20 @@ def figure(name, value):
     print("figure: %s %s" % (name, value), flush=True)
 
 
+def runner_case(needs_model=True):
+    """A case run against a fresh sim broker (stopped at the end, which must exit 0), with the tiny
+    model in a scratch directory; skipped where the fixture is not installed."""
+    def wrap(body):
+        def case():
+            if fixture_missing():
+                return opslib.SKIP
+            with Broker() as broker, tempfile.TemporaryDirectory() as work:
+                body(broker, tiny_model(work) if needs_model else None, work)
+                broker.stop()
+        return case
+    return wrap
+
+
 def pci_key(text):
     """0000:18:00.0 and 00000000:18:00.0 name the same device."""
     domain, bus, rest = text.lower().split(":")
@@ -118,140 +132,118 @@ def pci_key(text):
     return int(domain, 16), int(bus, 16), int(device, 16), int(function, 16)
 
 
-def case_discovery():
-    if fixture_missing():
-        return opslib.SKIP
-    with Broker() as broker:
-        d = report_of(run_runner(broker, ["discover"]), "runner.py discover")
-        shims = preloaded_shims(broker)
-        check(d["libcudart"] in shims, "libcudart.so.12 is the shim, not %s" % d["libcudart"])
-        check(d["libcublasLt"] in shims, "libcublasLt.so.12 (NEEDed by the wheel) is the shim, not %s" % d["libcublasLt"])
-        gpus = [x for x in d["devices"] if x["type"] == "GPU"]
-        check(len(gpus) == 1 and gpus[0]["name"] == "CUDA0", "ggml lists one CUDA device: %s" % d["devices"])
-        logged = [line for line in d["log"] if "Device 0:" in line]
-        check(logged, "ggml_cuda_init described device 0:\n" + "".join(d["log"]))
-        m = re.search(r"Device 0: (.+), compute capability (\d+)\.(\d+), VMM: (\w+), VRAM: (\d+) MiB", logged[0])
-        check(m is not None, "ggml's device line parses: " + logged[0])
-        name, vram_mib = m.group(1), int(m.group(5))
-        ident = d["identity"]
-        check(ident["cuda"]["name"] == name and ident["nvml"]["name"] == name,
-              "one name everywhere: ggml %r, libcuda %r, NVML %r" % (name, ident["cuda"]["name"], ident["nvml"]["name"]))
-        check(gpus[0]["description"] == name, "ggml's device description %r" % gpus[0]["description"])
-        totals = {lib: ident[lib]["total"] for lib in ("cudart", "cuda", "nvml")}
-        check(len(set(totals.values())) == 1 and vram_mib == totals["cuda"] // (1 << 20),
-              "one memory total everywhere: ggml %d MiB, %s" % (vram_mib, totals))
-        pcis = {lib: pci_key(ident[lib]["pci"]) for lib in ("cudart", "cuda", "nvml")}
-        check(len(set(pcis.values())) == 1, "one PCI id everywhere: %s" % {k: ident[k]["pci"] for k in pcis})
-        check(m.group(4) == "yes", "ggml sees VMM support (its memory pool)")
-        figure("discovery.first_cuda_call_to_usable_backend_ms", "%.1f" % (d["backend_seconds"] * 1000))
-        print("ggml: %s, compute capability %s.%s, %d MiB, PCI %s" % (name, m.group(2), m.group(3), vram_mib,
-                                                                     ident["cudart"]["pci"]), flush=True)
-        broker.stop()
+@runner_case(needs_model=False)
+def case_discovery(broker, _model, _work):
+    d = report_of(run_runner(broker, ["discover"]), "runner.py discover")
+    shims = preloaded_shims(broker)
+    check(d["libcudart"] in shims, "libcudart.so.12 is the shim, not %s" % d["libcudart"])
+    check(d["libcublasLt"] in shims, "libcublasLt.so.12 (NEEDed by the wheel) is the shim, not %s" % d["libcublasLt"])
+    gpus = [x for x in d["devices"] if x["type"] == "GPU"]
+    check(len(gpus) == 1 and gpus[0]["name"] == "CUDA0", "ggml lists one CUDA device: %s" % d["devices"])
+    logged = [line for line in d["log"] if "Device 0:" in line]
+    check(logged, "ggml_cuda_init described device 0:\n" + "".join(d["log"]))
+    m = re.search(r"Device 0: (.+), compute capability (\d+)\.(\d+), VMM: (\w+), VRAM: (\d+) MiB", logged[0])
+    check(m is not None, "ggml's device line parses: " + logged[0])
+    name, vram_mib = m.group(1), int(m.group(5))
+    ident = d["identity"]
+    check(ident["cuda"]["name"] == name and ident["nvml"]["name"] == name,
+          "one name everywhere: ggml %r, libcuda %r, NVML %r" % (name, ident["cuda"]["name"], ident["nvml"]["name"]))
+    check(gpus[0]["description"] == name, "ggml's device description %r" % gpus[0]["description"])
+    totals = {lib: ident[lib]["total"] for lib in ("cudart", "cuda", "nvml")}
+    check(len(set(totals.values())) == 1 and vram_mib == totals["cuda"] // (1 << 20),
+          "one memory total everywhere: ggml %d MiB, %s" % (vram_mib, totals))
+    pcis = {lib: pci_key(ident[lib]["pci"]) for lib in ("cudart", "cuda", "nvml")}
+    check(len(set(pcis.values())) == 1, "one PCI id everywhere: %s" % {k: ident[k]["pci"] for k in pcis})
+    check(m.group(4) == "yes", "ggml sees VMM support (its memory pool)")
+    figure("discovery.first_cuda_call_to_usable_backend_ms", "%.1f" % (d["backend_seconds"] * 1000))
+    print("ggml: %s, compute capability %s.%s, %d MiB, PCI %s" % (name, m.group(2), m.group(3), vram_mib,
+                                                                 ident["cudart"]["pci"]), flush=True)
 
 
-def case_load():
-    if fixture_missing():
-        return opslib.SKIP
-    with Broker() as broker, tempfile.TemporaryDirectory() as work:
-        model = tiny_model(work)
-        result = run_runner(broker, ["load", model, "99"])
-        r = report_of(result, "runner.py load (every layer offloaded)")
-        for needle in ("offloaded 3/3 layers to GPU", "CUDA0 model buffer size", "CUDA0 KV buffer size",
-                       "CUDA0 compute buffer size", "graph_reserve"):
-            check(needle in result.stderr, "llama.cpp's log says %r:\n%s" % (needle, result.stderr[-3000:]))
-        figure("load.backend_ms", "%.1f" % (r["backend_seconds"] * 1000))
-        figure("load.model_load_ms", "%.1f" % (r["model_seconds"] * 1000))
-        figure("load.context_ms", "%.1f" % (r["context_seconds"] * 1000))
-        figure("load.process_start_to_context_ms", "%.1f" % (r["since_start_seconds"] * 1000))
-        broker.stop()
+@runner_case()
+def case_load(broker, model, _work):
+    result = run_runner(broker, ["load", model, "99"])
+    r = report_of(result, "runner.py load (every layer offloaded)")
+    for needle in ("offloaded 3/3 layers to GPU", "CUDA0 model buffer size", "CUDA0 KV buffer size",
+                   "CUDA0 compute buffer size", "graph_reserve"):
+        check(needle in result.stderr, "llama.cpp's log says %r:\n%s" % (needle, result.stderr[-3000:]))
+    figure("load.backend_ms", "%.1f" % (r["backend_seconds"] * 1000))
+    figure("load.model_load_ms", "%.1f" % (r["model_seconds"] * 1000))
+    figure("load.context_ms", "%.1f" % (r["context_seconds"] * 1000))
+    figure("load.process_start_to_context_ms", "%.1f" % (r["since_start_seconds"] * 1000))
 
 
-def case_generate():
-    if fixture_missing():
-        return opslib.SKIP
-    with Broker() as broker, tempfile.TemporaryDirectory() as work:
-        model = tiny_model(work)
-        brokered = run_runner(broker, ["generate", model, "0", "24"])
-        b = report_of(brokered, "runner.py generate through the broker")
-        hidden = report_of(run_runner(broker, ["generate", model, "0", "24"], env=runner_env(CUDA_VISIBLE_DEVICES="")),
-                           "runner.py generate with CUDA hidden")
-        check([x for x in b["devices"] if x["type"] == "GPU"], "the brokered runner saw the device")
-        check(not [x for x in hidden["devices"] if x["type"] == "GPU"], "with CUDA hidden there is no device")
-        check("CUDA_Host compute buffer size" in brokered.stderr, "the brokered runner computes in pinned host buffers")
-        check(len(b["tokens"]) == 24, "24 tokens generated: %s" % b["tokens"])
-        check(b["tokens"] == hidden["tokens"], "the same tokens:\n  brokered %s\n  hidden   %s" % (b["tokens"], hidden["tokens"]))
-        print("tokens: %s" % b["tokens"], flush=True)
-        figure("generate.cpu_decode_24_tokens_ms", "%.1f" % (b["decode_seconds"] * 1000))
-        broker.stop()
+@runner_case()
+def case_generate(broker, model, _work):
+    brokered = run_runner(broker, ["generate", model, "0", "24"])
+    b = report_of(brokered, "runner.py generate through the broker")
+    hidden = report_of(run_runner(broker, ["generate", model, "0", "24"], env=runner_env(CUDA_VISIBLE_DEVICES="")),
+                       "runner.py generate with CUDA hidden")
+    check([x for x in b["devices"] if x["type"] == "GPU"], "the brokered runner saw the device")
+    check(not [x for x in hidden["devices"] if x["type"] == "GPU"], "with CUDA hidden there is no device")
+    check("CUDA_Host compute buffer size" in brokered.stderr, "the brokered runner computes in pinned host buffers")
+    check(len(b["tokens"]) == 24, "24 tokens generated: %s" % b["tokens"])
+    check(b["tokens"] == hidden["tokens"], "the same tokens:\n  brokered %s\n  hidden   %s" % (b["tokens"], hidden["tokens"]))
+    print("tokens: %s" % b["tokens"], flush=True)
+    figure("generate.cpu_decode_24_tokens_ms", "%.1f" % (b["decode_seconds"] * 1000))
 
 
-def case_kernel_failure():
-    if fixture_missing():
-        return opslib.SKIP
-    with Broker() as broker, tempfile.TemporaryDirectory() as work:
-        model = tiny_model(work)
-        started = time.monotonic()
-        failed = run_runner(broker, ["generate", model, "99", "4"], timeout=60)
-        seconds = time.monotonic() - started
-        check(failed.returncode != 0, "the runner does not go on after its first kernel failed")
-        check("CUDA error 719" in failed.stderr and "in kernel void rms_norm_f32<256, true, false>" in failed.stderr,
-              "the error names the kernel:\n" + failed.stderr[-3000:])
-        wait_for(lambda: (lambda top: top["sessions"] == [] and top["devices"][0]["device_bytes_used"] == 0)(top_json(broker)),
-                 SETTLE, "the failed runner's session to be reclaimed, with all its device memory")
-        after = report_of(run_runner(broker, ["generate", model, "0", "4"]), "the next runner")
-        check(len(after["tokens"]) == 4, "the next runner is served")
-        figure("kernel_failure.seconds_to_exit", "%.2f" % seconds)
-        broker.stop()
+@runner_case()
+def case_kernel_failure(broker, model, _work):
+    started = time.monotonic()
+    failed = run_runner(broker, ["generate", model, "99", "4"], timeout=60)
+    seconds = time.monotonic() - started
+    check(failed.returncode != 0, "the runner does not go on after its first kernel failed")
+    check("CUDA error 719" in failed.stderr and "in kernel void rms_norm_f32<256, true, false>" in failed.stderr,
+          "the error names the kernel:\n" + failed.stderr[-3000:])
+    wait_for(lambda: (lambda top: top["sessions"] == [] and top["devices"][0]["device_bytes_used"] == 0)(top_json(broker)),
+             SETTLE, "the failed runner's session to be reclaimed, with all its device memory")
+    after = report_of(run_runner(broker, ["generate", model, "0", "4"]), "the next runner")
+    check(len(after["tokens"]) == 4, "the next runner is served")
+    figure("kernel_failure.seconds_to_exit", "%.2f" % seconds)
 
 
-def case_four_runners():
-    if fixture_missing():
-        return opslib.SKIP
-    with Broker() as broker, tempfile.TemporaryDirectory() as work:
-        model = tiny_model(work)
-        baseline = top_json(broker)["devices"][0]["device_bytes_used"]
-        command = [opslib.RUN, "--socket=" + broker.socket, "--", PYTHON, RUNNER, "load", model, "99", "--hold"]
-        runners = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True, env=runner_env()) for _ in range(4)]
-        try:
-            for runner in runners:
-                line = runner.stdout.readline()
-                check(line.startswith("{"), "a runner loaded the model (exit %s): %s" % (runner.poll(), line))
-            pids = {runner.pid for runner in runners}
-            sessions = wait_for(lambda: [s for s in top_json(broker)["sessions"] if s["pid"] in pids and
-                                         s["device_bytes_used"] > 0] if len(top_json(broker)["sessions"]) >= 4 else None,
-                                SETTLE, "broker-top to show the four runners")
-            check(len(sessions) == 4, "broker-top shows each runner with its memory: %s" % sessions)
-            for s in sessions:
-                print("runner pid %d (%s): %d bytes of device memory" % (s["pid"], s["program"], s["device_bytes_used"]),
-                      flush=True)
-        finally:
-            for runner in runners:
-                runner.stdin.close()
-            statuses = [runner.wait(timeout=60) for runner in runners]
-        check(statuses == [0, 0, 0, 0], "the runners exit cleanly: %s" % statuses)
-        wait_for(lambda: top_json(broker)["sessions"] == [] and
-                 top_json(broker)["devices"][0]["device_bytes_used"] == baseline, SETTLE, "the device to return to its baseline")
-        broker.stop()
+@runner_case()
+def case_four_runners(broker, model, _work):
+    baseline = top_json(broker)["devices"][0]["device_bytes_used"]
+    command = [opslib.RUN, "--socket=" + broker.socket, "--", PYTHON, RUNNER, "load", model, "99", "--hold"]
+    runners = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=runner_env()) for _ in range(4)]
+    try:
+        for runner in runners:
+            line = runner.stdout.readline()
+            check(line.startswith("{"), "a runner loaded the model (exit %s): %s" % (runner.poll(), line))
+        pids = {runner.pid for runner in runners}
+        sessions = wait_for(lambda: [s for s in top_json(broker)["sessions"] if s["pid"] in pids and
+                                     s["device_bytes_used"] > 0] if len(top_json(broker)["sessions"]) >= 4 else None,
+                            SETTLE, "broker-top to show the four runners")
+        check(len(sessions) == 4, "broker-top shows each runner with its memory: %s" % sessions)
+        for s in sessions:
+            print("runner pid %d (%s): %d bytes of device memory" % (s["pid"], s["program"], s["device_bytes_used"]),
+                  flush=True)
+    finally:
+        for runner in runners:
+            runner.stdin.close()
+        statuses = [runner.wait(timeout=60) for runner in runners]
+    check(statuses == [0, 0, 0, 0], "the runners exit cleanly: %s" % statuses)
+    wait_for(lambda: top_json(broker)["sessions"] == [] and
+             top_json(broker)["devices"][0]["device_bytes_used"] == baseline, SETTLE, "the device to return to its baseline")
 
 
-def case_ollama_layout():
-    if fixture_missing():
-        return opslib.SKIP
-    with Broker() as broker, tempfile.TemporaryDirectory() as libraries:
-        # Ollama gives each runner its own library directory, holding NVIDIA's libraries, first on
-        # LD_LIBRARY_PATH. These are not loadable at all: loading any of them would fail the runner.
-        for soname in ("libcudart.so.12", "libcublas.so.12", "libcublasLt.so.12"):
-            with open(os.path.join(libraries, soname), "w") as f:
-                f.write("not a library: the shim must win\n")
-        env = runner_env(LD_LIBRARY_PATH=libraries)
-        via = [opslib.RUN, "--socket=" + broker.socket, "--", "env", "LD_LIBRARY_PATH=" + libraries]
-        d = report_of(run_runner(broker, ["discover"], env=env, via=via), "runner.py discover in Ollama's layout")
-        shims = preloaded_shims(broker)
-        check(d["libcudart"] in shims and d["libcublasLt"] in shims,
-              "the shims, not the runner's own libraries: %s, %s" % (d["libcudart"], d["libcublasLt"]))
-        check([x for x in d["devices"] if x["type"] == "GPU"], "the device is found")
-        broker.stop()
+@runner_case(needs_model=False)
+def case_ollama_layout(broker, _model, libraries):
+    # Ollama gives each runner its own library directory, holding NVIDIA's libraries, first on
+    # LD_LIBRARY_PATH. These are not loadable at all: loading any of them would fail the runner.
+    for soname in ("libcudart.so.12", "libcublas.so.12", "libcublasLt.so.12"):
+        with open(os.path.join(libraries, soname), "w") as f:
+            f.write("not a library: the shim must win\n")
+    env = runner_env(LD_LIBRARY_PATH=libraries)
+    via = [opslib.RUN, "--socket=" + broker.socket, "--", "env", "LD_LIBRARY_PATH=" + libraries]
+    d = report_of(run_runner(broker, ["discover"], env=env, via=via), "runner.py discover in Ollama's layout")
+    shims = preloaded_shims(broker)
+    check(d["libcudart"] in shims and d["libcublasLt"] in shims,
+          "the shims, not the runner's own libraries: %s, %s" % (d["libcudart"], d["libcublasLt"]))
+    check([x for x in d["devices"] if x["type"] == "GPU"], "the device is found")
 
 
 def percentile(values, q):
