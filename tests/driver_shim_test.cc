@@ -7,6 +7,7 @@
 // differs and exits non-zero.
 #include <catch2/catch.hpp>
 
+#include <dlfcn.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -567,5 +569,40 @@ TEST_CASE("cudaGetDeviceProperties fills every field a device attribute answers,
             nonzero += want != 0;
           }
           EXPECT(nonzero > 90, "the sim answers most attributes with a nonzero value (%d)", nonzero);
+        }) == 0);
+}
+
+// CUDA 12 binaries call cudaGetDeviceProperties_v2 with the 1032-byte layout, which keeps the
+// fields 13.0 removed: they come from the same attributes.
+TEST_CASE("libcudart.so.12's cudaGetDeviceProperties_v2 fills the fields CUDA 13 removed", "[runtime][properties]") {
+  const char* cudart12 = std::getenv("GPUBROKER_CUDART12");
+  REQUIRE(cudart12 != nullptr);
+  TempDir dir;
+  BrokerProcess broker(dir);
+  CHECK(in_child(broker, [&] {
+          void* library = ::dlopen(cudart12, RTLD_NOW | RTLD_LOCAL);
+          EXPECT(library != nullptr, "dlopen %s: %s", cudart12, ::dlerror());
+          if (library == nullptr) return;
+          using GetProperties = int (*)(cuda::rt::DeviceProp12*, int);
+          auto get = reinterpret_cast<GetProperties>(::dlsym(library, "cudaGetDeviceProperties_v2"));
+          cuda::rt::DeviceProp12 p{};
+          EXPECT(get != nullptr && get(&p, 0) == 0, "cudaGetDeviceProperties_v2");
+          EXPECT(cuInit(0) == 0, "cuInit");
+          auto attribute = [](int number) {
+            int value = -1;
+            EXPECT(cuDeviceGetAttribute(&value, number, 0) == 0, "attribute %d", number);
+            return value;
+          };
+          EXPECT(p.clockRate == attribute(13) && p.clockRate != 0, "clockRate %d", p.clockRate);
+          EXPECT(p.deviceOverlap == attribute(15), "deviceOverlap %d", p.deviceOverlap);
+          EXPECT(p.kernelExecTimeoutEnabled == attribute(17), "kernelExecTimeoutEnabled");
+          EXPECT(p.computeMode == attribute(20), "computeMode");
+          EXPECT(p.memoryClockRate == attribute(36) && p.memoryClockRate != 0, "memoryClockRate %d", p.memoryClockRate);
+          EXPECT(p.singleToDoublePrecisionPerfRatio == attribute(87), "singleToDoublePrecisionPerfRatio");
+          EXPECT(p.cooperativeMultiDeviceLaunch == attribute(96), "cooperativeMultiDeviceLaunch");
+          EXPECT(p.maxTexture1DLinear == attribute(69) && p.maxTexture1DLinear != 0, "maxTexture1DLinear");
+          EXPECT(p.maxTexture2DGather[1] == attribute(46) && p.maxSurfaceCubemapLayered[1] == attribute(68),
+                 "the texture and surface limits, as in 13.0");
+          EXPECT(p.major == 9 && p.minor == 0, "compute capability %d.%d", p.major, p.minor);
         }) == 0);
 }
