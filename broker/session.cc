@@ -33,25 +33,9 @@ struct DeferredCompletion {
   std::atomic<int>* sticky;  // the session's sticky error (DeviceSession::sticky_error_)
 };
 
-// The errors that poison a CUDA context: after one, every call in it fails the same way until the
-// context is gone. The broker keeps them per session (the session is the runner's context).
-bool is_sticky(cuda::CUresult status) {
-  switch (static_cast<int>(status)) {
-    case 214:  // CUDA_ERROR_ECC_UNCORRECTABLE
-    case 700:  // CUDA_ERROR_ILLEGAL_ADDRESS
-    case 702:  // CUDA_ERROR_LAUNCH_TIMEOUT
-    case 710:  // CUDA_ERROR_ASSERT
-    case 714:  // CUDA_ERROR_HARDWARE_STACK_ERROR
-    case 715:  // CUDA_ERROR_ILLEGAL_INSTRUCTION
-    case 716:  // CUDA_ERROR_MISALIGNED_ADDRESS
-    case 717:  // CUDA_ERROR_INVALID_ADDRESS_SPACE
-    case 718:  // CUDA_ERROR_INVALID_PC
-    case 719:  // CUDA_ERROR_LAUNCH_FAILED
-      return true;
-    default:
-      return false;
-  }
-}
+// The sticky kinds of error (cuda::poisons_context) are kept per session: the session is the
+// runner's context.
+bool is_sticky(cuda::CUresult status) { return cuda::poisons_context(static_cast<int>(status)); }
 
 // One stream of a DeferredCompletion is done, with `status`.
 void finish_deferred(void* context, cuda::CUresult status) {

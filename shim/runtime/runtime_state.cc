@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "gpubroker/cuda/driver_api.h"
 #include "gpubroker/cuda/runtime_abi.h"
 
 namespace gpubroker::shim::rt {
@@ -27,23 +28,7 @@ thread_local ThreadState t_state;
 // cudaGetLastError never clears it. Relaxed: nothing else is published with it.
 std::atomic<Error> g_sticky{kSuccess};
 
-bool is_sticky(Error e) {
-  switch (e) {
-    case 214:  // cudaErrorECCUncorrectable
-    case 700:  // cudaErrorIllegalAddress
-    case 702:  // cudaErrorLaunchTimeout
-    case 710:  // cudaErrorAssert
-    case 714:  // cudaErrorHardwareStackError
-    case 715:  // cudaErrorIllegalInstruction
-    case 716:  // cudaErrorMisalignedAddress
-    case 717:  // cudaErrorInvalidAddressSpace
-    case 718:  // cudaErrorInvalidPc
-    case 719:  // cudaErrorLaunchFailure
-      return true;
-    default:
-      return false;
-  }
-}
+bool is_sticky(Error e) { return cuda::poisons_context(e); }
 
 // Says once, on stderr, what poisoned the process: the error, the kernel the broker saw fail
 // (demangled), and that every later call returns it. Asks the broker (kSessionError), which knows

@@ -175,6 +175,27 @@ inline constexpr CUresult CUDA_ERROR_CAPTURED_EVENT = 907;
 inline constexpr CUresult CUDA_ERROR_GRAPH_EXEC_UPDATE_FAILURE = 910;
 inline constexpr CUresult CUDA_ERROR_UNKNOWN = 999;
 
+// The errors that poison a CUDA context: after one, every call in it fails the same way until the
+// context is gone. The runtime's codes are the same numbers (cudaErrorIllegalAddress is 700, ...),
+// so the runtime shim asks this too.
+constexpr bool poisons_context(int status) {
+  switch (status) {
+    case 214:  // CUDA_ERROR_ECC_UNCORRECTABLE
+    case 700:  // CUDA_ERROR_ILLEGAL_ADDRESS
+    case 702:  // CUDA_ERROR_LAUNCH_TIMEOUT
+    case 710:  // CUDA_ERROR_ASSERT
+    case 714:  // CUDA_ERROR_HARDWARE_STACK_ERROR
+    case 715:  // CUDA_ERROR_ILLEGAL_INSTRUCTION
+    case 716:  // CUDA_ERROR_MISALIGNED_ADDRESS
+    case 717:  // CUDA_ERROR_INVALID_ADDRESS_SPACE
+    case 718:  // CUDA_ERROR_INVALID_PC
+    case 719:  // CUDA_ERROR_LAUNCH_FAILED
+      return true;
+    default:
+      return false;
+  }
+}
+
 // Device attributes (CUdevice_attribute values) the broker reads to fill cudaDeviceProp and
 // answer cuDeviceGetAttribute. The sim driver answers every value from 1 to
 // CU_DEVICE_ATTRIBUTE_MAX - 1 (0 where an attribute does not apply).
