@@ -1,26 +1,34 @@
-// One client's device state in the broker: its allocations, streams, events and pinned host-arena
-// ranges, looked up only in this session's own tables, accounted against the session's memory
-// limit, and reclaimed when the session ends, whatever the client did.
+// One client's device state in the broker: a thin owner of the session's areas (memory, streams
+// and events, modules and launches, BLAS, VMM, graphs, host functions), each in a file of its own
+// with its own tables. Every object a client created lives in the table of its area, looked up
+// only there, accounted against the session's memory limit, and released by its owner
+// (owned.h), so reclaiming a session is destroying it.
 //
-// A DeviceSession serves the device request kinds of one ServerSession. handle() runs on that
-// session's dispatcher thread; completions of synchronizing requests (stream and event
-// synchronize) are written from the driver's callback thread, so the dispatcher never waits for
-// device work. The destructor waits for those callbacks, then frees everything.
+// A DeviceSession serves the device request kinds of one ServerSession: handle() reads the kind,
+// and the dispatch generated from the call table (gpubroker/wire/cuda_calls.h) calls the row's
+// handler, area().handler(call, payload). handle() runs on that session's dispatcher thread;
+// completions of synchronizing requests (stream and event synchronize) are written from the
+// driver's callback thread, so the dispatcher never waits for device work.
+//
+// Reclaim order: the destructor first lets the session's queued work and callbacks finish
+// (quiesce), then the areas go in reverse order of their members below: host functions, graphs,
+// BLAS handles, modules, events and streams, VMM, and last the memory and pinned ranges they used.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
-#include <deque>
-#include <map>
-#include <mutex>
-#include <optional>
 #include <string>
-#include <unordered_map>
-#include <unordered_set>
 #include <utility>
-#include <vector>
 
+#include "broker/call.h"
 #include "broker/device_layer.h"
+#include "broker/session_blas.h"
+#include "broker/session_graphs.h"
+#include "broker/session_host_funcs.h"
+#include "broker/session_memory.h"
+#include "broker/session_modules.h"
+#include "broker/session_streams.h"
+#include "broker/session_vmm.h"
 #include "ipc/server_session.h"
 
 namespace gpubroker::broker {
@@ -56,8 +64,8 @@ class DeviceSession {
   ipc::Result<void> handle(ipc::ServerSession& session, const wire::RequestSlot& request);
 
   // For the stats: what the session holds, and the bytes its last request moved.
-  [[nodiscard]] std::uint64_t device_bytes() const { return allocated_bytes_; }
-  [[nodiscard]] std::uint64_t pinned_bytes() const { return pinned_bytes_; }
+  [[nodiscard]] std::uint64_t device_bytes() const { return device_bytes_; }
+  [[nodiscard]] std::uint64_t pinned_bytes() const { return memory_.pinned_bytes(); }
   struct Traffic {
     std::uint64_t to_device = 0;
     std::uint64_t from_device = 0;
@@ -65,148 +73,67 @@ class DeviceSession {
   Traffic take_traffic() { return std::exchange(traffic_, Traffic{}); }
   [[nodiscard]] bool last_call_failed() const { return last_call_failed_; }
 
- private:
-  using CUresult = cuda::CUresult;
+  // ---- For the areas (the dispatcher thread) ----
+  [[nodiscard]] const DeviceLayer& device() const { return device_; }
+  [[nodiscard]] const cuda::DriverTable& driver() const { return driver_; }
+  [[nodiscard]] BrokerCounters& counters() { return counters_; }
+  SessionMemory& memory() { return memory_; }
+  SessionStreams& streams() { return streams_; }
+  SessionModules& modules() { return modules_; }
+  SessionBlas& blas() { return blas_; }
+  SessionVmm& vmm() { return vmm_; }
+  SessionGraphs& graphs() { return graphs_; }
+  SessionHostFuncs& host_funcs() { return host_funcs_; }
+  DeviceSession& core() { return *this; }
 
-  struct Allocation {
-    std::uint64_t bytes;
-  };
-
-  CUresult memory_alloc(const wire::MemAllocRequest& r, std::uint64_t& pointer);
-  CUresult memory_free(std::uint64_t pointer);
+  // The session's memory: its allocations, its modules' global variables and its VMM mappings
+  // with access granted. Every pointer the broker acts on for the client is checked here.
   [[nodiscard]] bool owns_range(std::uint64_t pointer, std::uint64_t bytes) const;
-  // The driver stream of a session stream id (0, 1 and 2: the session's default stream, created
-  // on first use), joined to the others as the legacy default stream requires (join_legacy).
-  CUresult stream_for(std::uint64_t id, cuda::CUstream& stream);
-  CUresult join_legacy(std::uint64_t key, cuda::CUstream stream);
-  void forget_blocking(std::uint64_t key);
-  CUresult event_for(std::uint64_t id, cuda::CUevent& event) const;
-  // Completes a synchronous request now; records an asynchronous failure for the next sync point.
-  ipc::Result<void> finish_request(ipc::ServerSession& session, const wire::RequestHeader& request,
-                                   CUresult status, std::span<const std::byte> result = {});
-  ipc::Result<void> handle_blas(ipc::ServerSession& session, const wire::RequestSlot& request);
-  int gemm(const wire::BlasGemmRequest& r, cuda::cublasHandle_t handle);
-  int trsm_batched(const wire::BlasTrsmRequest& r, cuda::cublasHandle_t handle);
-  int blas_lt_matmul(const wire::BlasLtMatmulRequest& r);
-  // Reads `count` device pointers from the session's memory at `array`, in `stream` order.
-  bool read_pointer_array(std::uint64_t array, int count, cuda::CUstream stream, std::vector<std::uint64_t>& out);
-  ipc::Result<void> handle_vmm(ipc::ServerSession& session, const wire::RequestSlot& request);
-  // True when [pointer, pointer + bytes) lies in the session's VMM mappings, back to back, and
-  // (when `accessible_only`) every one of them has had access granted.
-  [[nodiscard]] bool vmm_covers(std::uint64_t pointer, std::uint64_t bytes, bool accessible_only) const;
-  void vmm_forget_allocation(std::uint64_t id);  // once released and unmapped everywhere
-  void reclaim_vmm();
-  ipc::Result<void> handle_module(ipc::ServerSession& session, const wire::RequestSlot& request);
-  CUresult check_layout(const ipc::ServerSession& session, const ModuleCache::Module& module, const char* name,
-                        cuda::CUfunction function) const;
-  CUresult launch_with_attributes(const wire::LaunchRequest& launch, cuda::CUfunction function, cuda::CUstream stream,
-                                  void** extra);
-  ipc::Result<void> handle_graph(ipc::ServerSession& session, const wire::RequestSlot& request);
-  ipc::Result<void> copy_staged(ipc::ServerSession& session, const wire::RequestSlot& request);
-  void pin_staging(ipc::ServerSession& session);
-  CUresult copy_arena(ipc::ServerSession& session, const wire::RequestSlot& request);
-  CUresult arena_register(ipc::ServerSession& session, const wire::ArenaRange& range);
-  // Completes `request` once `streams` have finished their current work: at once where they have,
-  // else from the device's completion poller.
-  void complete_after(ipc::ServerSession& session, const wire::RequestHeader& request,
-                      std::span<const cuda::CUstream> streams);
-  void complete_after(ipc::ServerSession& session, const wire::RequestHeader& request, cuda::CUstream stream);
-  void complete_after_all_streams(ipc::ServerSession& session, const wire::RequestHeader& request);
-  [[nodiscard]] bool any_capturing(std::span<const cuda::CUstream> streams) const;
+
+  // Device memory the session holds (cuMemAlloc and VMM alike), against its limit.
+  [[nodiscard]] bool may_allocate(std::uint64_t bytes) const;
+  void count_device_bytes(std::uint64_t bytes);
+  void uncount_device_bytes(std::uint64_t bytes);
+  [[nodiscard]] const SessionLimits& limits() const { return limits_; }
+  Traffic& traffic() { return traffic_; }
+
   // Takes the asynchronous error recorded since the last synchronizing call.
-  CUresult take_pending_error(CUresult current = cuda::CUDA_SUCCESS);
-  ipc::Result<void> handle_host_func(ipc::ServerSession& session, const wire::RequestSlot& request);
-  static void host_func_ready(void* context);  // a driver callback: see HostFuncs
-  void reclaim();
+  cuda::CUresult take_pending_error(cuda::CUresult current = cuda::CUDA_SUCCESS);
+  // Completes a synchronous request now; records an asynchronous failure for the next sync point.
+  void finish_request(ipc::ServerSession& session, const wire::RequestHeader& request, int status,
+                      std::span<const std::byte> result = {});
+  // Records the failure of a call already answered, for the next synchronizing call.
+  void fail_later(const ipc::ServerSession& session, int status);
+  // Records `status` as the session's sticky error if it is a kind that poisons a context;
+  // `kernel` names the launch that failed so.
+  void note_sticky(const ipc::ServerSession& session, cuda::CUresult status, const std::string* kernel = nullptr);
+  // The sticky error, shared with the completion poller's callbacks (finish_deferred).
+  std::atomic<int>& sticky_error() { return sticky_error_; }
+  // Driver callbacks that point at this session; it is destroyed only once they are done.
+  std::atomic<std::uint32_t>& callbacks_in_flight() { return callbacks_in_flight_; }
+
+  // ---- Handlers of the `core` rows ----
+  Outcome<wire::BrokerTotals> totals(CallContext& call, wire::NoPayload);
+  Outcome<std::uint64_t> limit(CallContext& call, const wire::LimitRequest& request);
+  Outcome<wire::NoReply> error_report(CallContext& call, wire::NoPayload);
+
+ private:
+  template <class Reply>
+  ipc::Result<void> conclude(CallContext& call, const Outcome<Reply>& outcome);
+  ipc::Result<void> dispatch(CallContext& call);
+  ipc::Result<void> refuse_poisoned(CallContext& call, cuda::CUresult sticky);
+  // Lets the client's queued work and every callback that points at the session finish.
+  void quiesce();
 
   const DeviceLayer& device_;
   const cuda::DriverTable& driver_;
   SessionLimits limits_;
   BrokerCounters& counters_;
   bool thread_bound_ = false;
-  bool staging_registered_ = false;
-  void* staging_base_ = nullptr;
-
-  std::map<std::uint64_t, Allocation> allocations_;  // by device address
-  std::uint64_t allocated_bytes_ = 0;
-  std::unordered_map<std::uint64_t, cuda::CUstream> streams_;  // ids 0, 1, 2: the default stream
-  std::unordered_map<std::uint64_t, cuda::CUevent> events_;
-  cuda::lt::cublasLtHandle_t blas_lt_ = nullptr;  // the session's cuBLASLt handle, made on first use
-  struct BlockingStreams {
-    std::unordered_set<std::uint64_t> streams;           // created without cudaStreamNonBlocking
-    std::unordered_set<std::uint64_t> ahead_of_default;  // with work the default stream has not joined
-    std::unordered_set<std::uint64_t> behind_default;    // not yet joined to the default stream's work
-    std::unordered_map<std::uint64_t, cuda::CUevent> events;  // one per stream that joins another
-  };
-  BlockingStreams blocking_;
-  std::unordered_map<std::uint64_t, cuda::CUgraph> graphs_;
-  std::unordered_map<std::uint64_t, cuda::CUgraphExec> graph_execs_;
-  std::unordered_map<std::uint64_t, std::shared_ptr<const ModuleCache::Module>> modules_;
-  struct Function {
-    cuda::CUfunction handle;
-    std::uint64_t module;  // the id in modules_
-    std::string name;      // mangled, for the report of a failed launch
-  };
-  std::unordered_map<std::uint64_t, Function> functions_;
-  struct Global {  // a module's global variable: the session's memory while the module lives
-    std::uint64_t bytes;
-    std::uint64_t module;
-  };
-  std::map<std::uint64_t, Global> globals_;  // by device address
-  std::unordered_map<std::uint64_t, cuda::cublasHandle_t> blas_handles_;
-  // VMM (the libcuda.so.1 shim's pool): the session's reserved address ranges, its physical
-  // allocations (by the session-local id the client holds) and its mappings. Mapped ranges with
-  // access granted count as the session's memory for copies, memsets, launches and GEMMs.
-  struct VmmAllocation {
-    cuda::CUmemGenericAllocationHandle handle;
-    std::uint64_t bytes;
-    std::uint32_t mappings = 0;
-    bool released = false;  // the client's id is gone; the memory lives while mapped
-  };
-  struct VmmMapping {
-    std::uint64_t bytes;
-    std::uint64_t allocation;  // id in vmm_allocations_
-    bool accessible = false;
-  };
-  std::map<std::uint64_t, std::uint64_t> vmm_reservations_;  // address -> bytes
-  std::map<std::uint64_t, VmmAllocation> vmm_allocations_;   // by id
-  std::map<std::uint64_t, VmmMapping> vmm_mappings_;         // by address
-  std::uint64_t next_vmm_allocation_ = 1;
-  std::uint64_t vmm_reserved_bytes_ = 0;
-  // What one session may hold, so that no client can exhaust the broker's address space or its
-  // kernel mapping count (vm.max_map_count) for the others. ggml reserves 32 GiB per device and
-  // maps it in granules of at least 2 MiB.
-  static constexpr std::uint64_t kMaxVmmReservedBytes = 1ull << 42;  // 4 TiB
-  static constexpr std::size_t kMaxVmmReservations = 1024;
-  static constexpr std::size_t kMaxVmmMappings = 16384;
-  struct PinnedRange {
-    void* host;
-    std::uint64_t bytes;
-  };
-  std::map<std::uint64_t, PinnedRange> arena_ranges_;  // registered, by arena offset
-  std::uint64_t pinned_bytes_ = 0;
+  std::uint64_t device_bytes_ = 0;
   Traffic traffic_;
   bool last_call_failed_ = false;
-  cuda::CUstream sync_stream_ = nullptr;  // where event waits are turned into callbacks
-  // Staged copies keep this many pipe chunks in flight, each followed by an event of its own.
-  static constexpr unsigned kStagingWindow = 8;
-  // The largest image, name or parameter block a session may stage in one request.
-  static constexpr std::uint64_t kMaxStagedObjectBytes = 1ull << 30;
-  std::vector<cuda::CUevent> staging_events_;  // kStagingWindow + 1, created on first use
-
-  // Host functions run in the client (wire::HostFuncRequest): a driver host function hands each
-  // id, in stream order, to the client's waiting kHostFuncWait (or queues it until one comes).
-  // Nothing in the driver ever waits for the client, so no client can stall the shared context.
-  struct HostFuncs {
-    std::mutex lock;  // the dispatcher and the driver's callback thread
-    std::deque<std::uint64_t> ready;
-    std::optional<wire::RequestHeader> waiter;  // the client's kHostFuncWait, until one is ready
-    ipc::ServerSession* session = nullptr;
-    bool closed = false;  // the session is being reclaimed
-  };
-  HostFuncs host_funcs_;
-
-  CUresult pending_error_ = cuda::CUDA_SUCCESS;  // dispatcher thread only
+  cuda::CUresult pending_error_ = cuda::CUDA_SUCCESS;  // dispatcher thread only
   // A kernel fault or launch failure, sticky for the session as error 719 is for a context: once
   // set, every later device request fails with it. Set by the dispatcher (a launch or a
   // synchronous call that failed so) or by the completion poller (a synchronization that found
@@ -214,11 +141,16 @@ class DeviceSession {
   // dispatcher's, written before it sets sticky_error_ from a launch.
   std::atomic<int> sticky_error_{0};
   std::string failed_kernel_;
-  // Records `status` as the session's sticky error if it is a kind that poisons a context.
-  void note_sticky(const ipc::ServerSession& session, CUresult status, const Function* launched = nullptr);
-  ipc::Result<void> report_session_error(ipc::ServerSession& session, const wire::RequestHeader& request);
-  ipc::Result<void> refuse_poisoned(ipc::ServerSession& session, const wire::RequestSlot& request, CUresult sticky);
-  std::atomic<std::uint32_t> callbacks_in_flight_{0};  // pairs with the callbacks' decrement
+  std::atomic<std::uint32_t> callbacks_in_flight_{0};  // pairs with the callbacks' release decrement
+
+  // The areas, destroyed in reverse order (see the top of this file).
+  SessionMemory memory_;
+  SessionVmm vmm_;
+  SessionStreams streams_;
+  SessionModules modules_;
+  SessionBlas blas_;
+  SessionGraphs graphs_;
+  SessionHostFuncs host_funcs_;
 };
 
 }  // namespace gpubroker::broker

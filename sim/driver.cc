@@ -1044,6 +1044,17 @@ GPUBROKER_SIM_API CUresult cuStreamCreateWithPriority(CUstream* stream, unsigned
   });
 }
 
+GPUBROKER_SIM_API CUresult cuStreamGetPriority(CUstream handle, int* priority) {
+  return guarded([&] {
+    if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
+    if (priority == nullptr) return CUDA_ERROR_INVALID_VALUE;
+    std::shared_ptr<Stream> stream;
+    if (CUresult result = resolve_stream(handle, &stream); result != CUDA_SUCCESS) return result;
+    *priority = stream->priority();
+    return CUDA_SUCCESS;
+  });
+}
+
 // Returns at once; queued work still completes (as documented for the driver).
 GPUBROKER_SIM_API CUresult cuStreamDestroy_v2(CUstream stream) {
   return guarded([&] {
@@ -1133,6 +1144,13 @@ GPUBROKER_SIM_API CUresult cuEventRecord(CUevent event_handle, CUstream handle) 
     if (CUresult result = resolve_stream(handle, &stream); result != CUDA_SUCCESS) return result;
     return stream->submit(Operation{EventRecordOp{std::move(event), 0}});
   });
+}
+
+// In a capture, the sim records every event as a node that records it on replay, which is what
+// cudaEventRecordExternal asks for; outside one the flag changes nothing.
+GPUBROKER_SIM_API CUresult cuEventRecordWithFlags(CUevent event_handle, CUstream handle, unsigned flags) {
+  if ((flags & ~CU_EVENT_RECORD_EXTERNAL) != 0) return CUDA_ERROR_INVALID_VALUE;
+  return cuEventRecord(event_handle, handle);
 }
 
 // An event never recorded is complete, as with the driver.

@@ -295,6 +295,7 @@ inline constexpr CUstreamCaptureStatus CU_STREAM_CAPTURE_STATUS_INVALIDATED = 2;
 inline constexpr unsigned CU_EVENT_DEFAULT = 0;
 inline constexpr unsigned CU_EVENT_BLOCKING_SYNC = 1;
 inline constexpr unsigned CU_EVENT_DISABLE_TIMING = 2;
+inline constexpr unsigned CU_EVENT_RECORD_EXTERNAL = 1;  // cuEventRecordWithFlags: a record node in a capture
 
 // Host registration flags, VMM enums.
 inline constexpr unsigned CU_MEMHOSTREGISTER_PORTABLE = 1;
@@ -365,9 +366,12 @@ inline constexpr CUmemorytype CU_MEMORYTYPE_DEVICE = 2;
   X(stream_synchronize, cuStreamSynchronize, CUresult(CUstream stream))                                     \
   X(stream_query, cuStreamQuery, CUresult(CUstream stream))                                                 \
   X(stream_wait_event, cuStreamWaitEvent, CUresult(CUstream stream, CUevent event, unsigned flags))         \
+  X(stream_get_priority, cuStreamGetPriority, CUresult(CUstream stream, int* priority))                     \
   X(launch_host_func, cuLaunchHostFunc, CUresult(CUstream stream, CUhostFn function, void* user_data))      \
   X(event_create, cuEventCreate, CUresult(CUevent* event, unsigned flags))                                  \
   X(event_record, cuEventRecord, CUresult(CUevent event, CUstream stream))                                  \
+  X(event_record_with_flags, cuEventRecordWithFlags,                                                        \
+    CUresult(CUevent event, CUstream stream, unsigned flags))                                                \
   X(event_query, cuEventQuery, CUresult(CUevent event))                                                     \
   X(event_synchronize, cuEventSynchronize, CUresult(CUevent event))                                         \
   X(event_elapsed_time, cuEventElapsedTime_v2, CUresult(float* milliseconds, CUevent start, CUevent end))   \

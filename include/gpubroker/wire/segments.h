@@ -176,7 +176,9 @@ constexpr std::uint64_t layout_fingerprint() {
     h = detail::fnv1a(h, static_cast<std::uint64_t>(s.kind));
     h = detail::fnv1a(h, s.min_payload);
     h = detail::fnv1a(h, s.max_payload);
+    h = detail::fnv1a(h, s.reply_bytes);
     h = detail::fnv1a(h, static_cast<std::uint64_t>(s.staging));
+    h = detail::fnv1a(h, static_cast<std::uint64_t>(s.posting));
   }
   return h;
 }

@@ -1,0 +1,356 @@
+#include "broker/session_blas.h"
+
+#include <algorithm>
+
+#include "broker/session.h"
+
+namespace gpubroker::broker {
+
+namespace {
+
+using cuda::CUDA_SUCCESS;
+
+std::uint64_t element_bytes(int type) {
+  switch (type) {
+    case cuda::CUDA_R_32F: return 4;
+    case cuda::CUDA_R_64F: return 8;
+    case cuda::CUDA_R_16F:
+    case cuda::CUDA_R_16BF: return 2;
+    default: return 0;
+  }
+}
+
+// A cublasOperation_t cuBLAS accepts (anything but N would otherwise read as a transpose).
+bool operation_valid(std::int32_t op) {
+  return op == cuda::CUBLAS_OP_N || op == cuda::CUBLAS_OP_T || op == cuda::CUBLAS_OP_C;
+}
+
+}  // namespace
+
+SessionBlas::SessionBlas(DeviceSession& session) : session_(session), driver_(session.driver()) {}
+
+Lookup<cuda::cublasHandle_t> SessionBlas::handle_for(std::uint64_t id) const {
+  if (session_.device().blas() == nullptr) return CallError{cuda::CUBLAS_STATUS_NOT_INITIALIZED};
+  auto it = handles_.find(id);
+  if (it == handles_.end()) return CallError{cuda::CUBLAS_STATUS_NOT_INITIALIZED};
+  return it->second.get();
+}
+
+Outcome<wire::NoReply> SessionBlas::create(CallContext&, const wire::HandleRequest& request) {
+  const cuda::CublasTable* blas = session_.device().blas();
+  if (blas == nullptr) return CallError{cuda::CUBLAS_STATUS_NOT_INITIALIZED};
+  if (handles_.contains(request.handle)) return CallError{cuda::CUBLAS_STATUS_INVALID_VALUE};
+  cuda::cublasHandle_t handle = nullptr;
+  if (const int status = blas->create(&handle); status != cuda::CUBLAS_STATUS_SUCCESS) return CallError{status};
+  handles_.emplace(request.handle, OwnedBlasHandle(handle, DestroyBlasHandle{blas}, &session_.counters().blas_handles));
+  // Scalars arrive by value in the request: the handle reads them from host memory.
+  blas->set_pointer_mode(handle, cuda::CUBLAS_POINTER_MODE_HOST);
+  if (auto stream = session_.streams().stream_for(0)) blas->set_stream(handle, stream.value());
+  return wire::NoReply{};
+}
+
+Outcome<wire::NoReply> SessionBlas::destroy(CallContext&, const wire::HandleRequest& request) {
+  if (auto found = handle_for(request.handle); !found) return found.error();
+  auto it = handles_.find(request.handle);
+  const int status = it->second.reset();
+  handles_.erase(it);
+  return answer(status);
+}
+
+Outcome<wire::NoReply> SessionBlas::set_stream(CallContext&, const wire::BlasSettingRequest& request) {
+  auto handle = handle_for(request.handle);
+  if (!handle) return handle.error();
+  auto stream = session_.streams().stream_for(request.value);
+  if (!stream) return CallError{cuda::CUBLAS_STATUS_INVALID_VALUE};
+  return answer(session_.device().blas()->set_stream(handle.value(), stream.value()));
+}
+
+Outcome<wire::NoReply> SessionBlas::set_math_mode(CallContext&, const wire::BlasSettingRequest& request) {
+  auto handle = handle_for(request.handle);
+  if (!handle) return handle.error();
+  return answer(session_.device().blas()->set_math_mode(handle.value(), static_cast<cuda::cublasMath_t>(request.value)));
+}
+
+Outcome<wire::NoReply> SessionBlas::set_workspace(CallContext&, const wire::BlasWorkspaceRequest& w) {
+  auto handle = handle_for(w.handle);
+  if (!handle) return handle.error();
+  if (w.bytes != 0 && !session_.owns_range(w.pointer, w.bytes)) return CallError{cuda::CUBLAS_STATUS_INVALID_VALUE};
+  return answer(session_.device().blas()->set_workspace(handle.value(), reinterpret_cast<void*>(w.pointer), w.bytes));
+}
+
+Outcome<wire::NoReply> SessionBlas::gemm(CallContext&, const wire::BlasGemmRequest& request) {
+  auto handle = handle_for(request.handle);
+  if (!handle) return handle.error();
+  return answer(run_gemm(request, handle.value()));
+}
+
+Outcome<wire::NoReply> SessionBlas::trsm_batched(CallContext&, const wire::BlasTrsmRequest& request) {
+  auto handle = handle_for(request.handle);
+  if (!handle) return handle.error();
+  return answer(run_trsm_batched(request, handle.value()));
+}
+
+Outcome<wire::NoReply> SessionBlas::lt_matmul(CallContext&, const wire::BlasLtMatmulRequest& request) {
+  return answer(run_lt_matmul(request));
+}
+
+Outcome<wire::NoReply> SessionBlas::set_matrix(CallContext& call, const wire::BlasMatrixRequest& request) {
+  return transfer_matrix(call, request, true);
+}
+
+Outcome<wire::NoReply> SessionBlas::get_matrix(CallContext& call, const wire::BlasMatrixRequest& request) {
+  return transfer_matrix(call, request, false);
+}
+
+// cublasSetMatrix/GetMatrix: the matrix crosses the pipe packed, one column after another, and
+// each column lands `ld` elements after the one before it. cuBLAS's own checks come first, then
+// the whole extent is checked against the session's memory; the staged bytes flow either way.
+Outcome<wire::NoReply> SessionBlas::transfer_matrix(CallContext& call, const wire::BlasMatrixRequest& r, bool to_device) {
+  std::uint64_t column = 0, packed = 0, pitch = 0;
+  int refusal = 0;
+  if (r.rows < 0 || r.cols < 0 || r.element_bytes <= 0 || r.ld <= 0 ||
+      __builtin_mul_overflow(static_cast<std::uint64_t>(r.rows), static_cast<std::uint64_t>(r.element_bytes), &column) ||
+      __builtin_mul_overflow(column, static_cast<std::uint64_t>(r.cols), &packed) ||
+      __builtin_mul_overflow(static_cast<std::uint64_t>(r.ld), static_cast<std::uint64_t>(r.element_bytes), &pitch) ||
+      packed != call.header().staged_bytes) {
+    refusal = cuda::CUBLAS_STATUS_INVALID_VALUE;
+  } else if (packed != 0 &&
+             !session_.owns_range(r.pointer, matrix_bytes(r.ld, r.rows, r.cols, static_cast<std::uint64_t>(r.element_bytes)))) {
+    refusal = cuda::CUBLAS_STATUS_INVALID_VALUE;
+  }
+  return session_.memory().transfer_staged(
+      call, SessionMemory::StagedTransfer{r.pointer, std::max<std::uint64_t>(column, 1), pitch, r.stream, to_device,
+                                          cuda::CUBLAS_STATUS_MAPPING_ERROR, refusal});
+}
+
+// Checks every matrix the GEMM touches against this session's allocations before cuBLAS sees
+// it: a session never makes cuBLAS read or write memory that is not its own.
+int SessionBlas::run_gemm(const wire::BlasGemmRequest& r, cuda::cublasHandle_t handle) {
+  const cuda::CublasTable& blas = *session_.device().blas();
+  const std::uint64_t ea = element_bytes(r.a_type), eb = element_bytes(r.b_type), ec = element_bytes(r.c_type);
+  if (ea == 0 || eb == 0 || ec == 0 || r.m < 0 || r.n < 0 || r.k < 0 || r.batch_count < 1 || r.lda < 1 || r.ldb < 1 ||
+      r.ldc < 1) {
+    return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  }
+  if (!operation_valid(r.transa) || !operation_valid(r.transb)) return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  const bool ta = r.transa != cuda::CUBLAS_OP_N, tb = r.transb != cuda::CUBLAS_OP_N;
+  const std::uint64_t a_bytes = matrix_bytes(r.lda, ta ? r.k : r.m, ta ? r.m : r.k, ea);
+  const std::uint64_t b_bytes = matrix_bytes(r.ldb, tb ? r.n : r.k, tb ? r.k : r.n, eb);
+  const std::uint64_t c_bytes = matrix_bytes(r.ldc, r.m, r.n, ec);
+  auto extent = [&](std::int64_t stride, std::uint64_t one, std::uint64_t element) {
+    return batch_bytes(stride, one, element, r.batch_count);
+  };
+  const auto opa = static_cast<cuda::cublasOperation_t>(r.transa), opb = static_cast<cuda::cublasOperation_t>(r.transb);
+  const auto at = static_cast<cuda::cudaDataType_t>(r.a_type), bt = static_cast<cuda::cudaDataType_t>(r.b_type),
+             ct = static_cast<cuda::cudaDataType_t>(r.c_type);
+  const auto compute = static_cast<cuda::cublasComputeType_t>(r.compute_type);
+  const auto algo = static_cast<cuda::cublasGemmAlgo_t>(r.algo);
+  switch (static_cast<wire::GemmVariant>(r.variant)) {
+    case wire::GemmVariant::kSingle:
+      if ((a_bytes && !session_.owns_range(r.a, a_bytes)) || (b_bytes && !session_.owns_range(r.b, b_bytes)) || !session_.owns_range(r.c, c_bytes)) {
+        return cuda::CUBLAS_STATUS_INVALID_VALUE;
+      }
+      return blas.gemm_ex(handle, opa, opb, r.m, r.n, r.k, r.alpha, reinterpret_cast<const void*>(r.a), at, r.lda,
+                          reinterpret_cast<const void*>(r.b), bt, r.ldb, r.beta, reinterpret_cast<void*>(r.c), ct,
+                          r.ldc, compute, algo);
+    case wire::GemmVariant::kStridedBatched:
+      if (r.stride_a < 0 || r.stride_b < 0 || r.stride_c < 0 ||
+          (a_bytes && !session_.owns_range(r.a, extent(r.stride_a, a_bytes, ea))) ||
+          (b_bytes && !session_.owns_range(r.b, extent(r.stride_b, b_bytes, eb))) ||
+          !session_.owns_range(r.c, extent(r.stride_c, c_bytes, ec))) {
+        return cuda::CUBLAS_STATUS_INVALID_VALUE;
+      }
+      return blas.gemm_strided_batched_ex(handle, opa, opb, r.m, r.n, r.k, r.alpha, reinterpret_cast<const void*>(r.a),
+                                          at, r.lda, r.stride_a, reinterpret_cast<const void*>(r.b), bt, r.ldb,
+                                          r.stride_b, r.beta, reinterpret_cast<void*>(r.c), ct, r.ldc, r.stride_c,
+                                          r.batch_count, compute, algo);
+    case wire::GemmVariant::kPointerArrays: {
+      // The arrays live in device memory and may have just been written by the stream's work:
+      // wait for it, read them, and check every matrix they point to.
+      const auto arrays = static_cast<std::uint64_t>(r.batch_count) * sizeof(std::uint64_t);
+      if (!session_.owns_range(r.a, arrays) || !session_.owns_range(r.b, arrays) || !session_.owns_range(r.c, arrays)) {
+        return cuda::CUBLAS_STATUS_INVALID_VALUE;
+      }
+      cuda::cudaStream_t stream = nullptr;
+      blas.get_stream(handle, &stream);
+      std::vector<std::uint64_t> pointers(3 * static_cast<std::size_t>(r.batch_count));
+      const std::uint64_t sources[3] = {r.a, r.b, r.c};
+      for (int array = 0; array < 3; ++array) {
+        if (driver_.memcpy_dtoh_async(pointers.data() + array * r.batch_count, sources[array], arrays, stream) !=
+            CUDA_SUCCESS) {
+          return cuda::CUBLAS_STATUS_EXECUTION_FAILED;
+        }
+      }
+      if (driver_.stream_synchronize(stream) != CUDA_SUCCESS) return cuda::CUBLAS_STATUS_EXECUTION_FAILED;
+      for (int i = 0; i < r.batch_count; ++i) {
+        if ((a_bytes && !session_.owns_range(pointers[i], a_bytes)) || (b_bytes && !session_.owns_range(pointers[r.batch_count + i], b_bytes)) ||
+            !session_.owns_range(pointers[2 * r.batch_count + i], c_bytes)) {
+          return cuda::CUBLAS_STATUS_INVALID_VALUE;
+        }
+      }
+      return blas.gemm_batched_ex(handle, opa, opb, r.m, r.n, r.k, r.alpha,
+                                  reinterpret_cast<const void* const*>(r.a), at, r.lda,
+                                  reinterpret_cast<const void* const*>(r.b), bt, r.ldb, r.beta,
+                                  reinterpret_cast<void* const*>(r.c), ct, r.ldc, r.batch_count, compute, algo);
+    }
+  }
+  return cuda::CUBLAS_STATUS_INVALID_VALUE;
+}
+
+// cublasLtMatmul from the shim's one-slot description: every matrix (and the bias) checked against
+// the session's memory, then the broker's own descriptors and the session's cuBLASLt handle (made
+// on first use) on the request's stream. The descriptors are host objects, made and destroyed per
+// call.
+int SessionBlas::run_lt_matmul(const wire::BlasLtMatmulRequest& r) {
+  const cuda::lt::CublasLtTable* lt = session_.device().blas_lt();
+  if (lt == nullptr) return cuda::CUBLAS_STATUS_NOT_SUPPORTED;
+  namespace lt_abi = cuda::lt;
+  switch (r.epilogue) {
+    case lt_abi::CUBLASLT_EPILOGUE_DEFAULT:
+    case lt_abi::CUBLASLT_EPILOGUE_RELU:
+    case lt_abi::CUBLASLT_EPILOGUE_BIAS:
+    case lt_abi::CUBLASLT_EPILOGUE_RELU_BIAS:
+    case lt_abi::CUBLASLT_EPILOGUE_GELU:
+    case lt_abi::CUBLASLT_EPILOGUE_GELU_BIAS:
+      break;
+    default:
+      return cuda::CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+  const wire::BlasLtLayout& a = r.layouts[0];
+  const wire::BlasLtLayout& b = r.layouts[1];
+  const wire::BlasLtLayout& c = r.layouts[2];
+  const wire::BlasLtLayout& d = r.layouts[3];
+  // The layouts must describe one product, as cuBLASLt requires: op(A) m x k, op(B) k x n, C and D
+  // m x n. The extents below are each layout's own, so they cover what cuBLASLt reads only then.
+  if (!operation_valid(r.transa) || !operation_valid(r.transb)) return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  const bool ta = r.transa != cuda::CUBLAS_OP_N, tb = r.transb != cuda::CUBLAS_OP_N;
+  const std::int32_t m = d.rows, n = d.cols, k = ta ? a.rows : a.cols;
+  if ((ta ? a.cols : a.rows) != m || (tb ? b.cols : b.rows) != k || (tb ? b.rows : b.cols) != n || c.rows != m ||
+      c.cols != n) {
+    return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  }
+  // alpha and beta are read in the scale type's representation from 8 bytes each.
+  if (r.scale_type != cuda::CUDA_R_32F && r.scale_type != cuda::CUDA_R_16F) return cuda::CUBLAS_STATUS_NOT_SUPPORTED;
+  std::uint64_t extents[4] = {};
+  for (int i = 0; i < 4; ++i) {
+    const wire::BlasLtLayout& l = r.layouts[i];
+    const std::uint64_t element = element_bytes(static_cast<int>(l.type));
+    if (element == 0 || element == 8) return cuda::CUBLAS_STATUS_NOT_SUPPORTED;
+    if (l.rows < 0 || l.cols < 0 || l.ld < std::max(1, l.rows) || l.batch != d.batch) return cuda::CUBLAS_STATUS_INVALID_VALUE;
+    extents[i] = batch_bytes(l.stride, matrix_bytes(l.ld, l.rows, l.cols, element), element, l.batch);
+  }
+  // C may be null only where beta (any nonzero byte) cannot make cuBLASLt read it.
+  const bool beta_zero = std::ranges::all_of(r.beta, [](std::uint8_t byte) { return byte == 0; });
+  if (!session_.owns_range(r.a, extents[0]) || !session_.owns_range(r.b, extents[1]) || !session_.owns_range(r.d, extents[3]) ||
+      (r.c != 0 ? !session_.owns_range(r.c, extents[2]) : !beta_zero)) {
+    return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  }
+  const bool bias = (r.epilogue & lt_abi::CUBLASLT_EPILOGUE_BIAS) != 0;
+  const std::int32_t bias_type = r.bias_type < 0 ? static_cast<std::int32_t>(d.type) : r.bias_type;
+  if (bias) {
+    const std::uint64_t element = element_bytes(bias_type);
+    if (element == 0 || !session_.owns_range(r.bias, batch_bytes(r.bias_stride, d.rows * element, element, d.batch))) {
+      return cuda::CUBLAS_STATUS_INVALID_VALUE;
+    }
+  }
+  auto found = session_.streams().stream_for(r.stream);
+  if (!found) return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  const cuda::CUstream stream = found.value();
+  if (!lt_) {
+    lt_abi::cublasLtHandle_t handle = nullptr;
+    if (const int s = lt->create(&handle); s != cuda::CUBLAS_STATUS_SUCCESS) return s;
+    lt_.emplace(handle, DestroyLtHandle{lt}, nullptr);
+  }
+
+  // The broker's descriptors, released whatever happens.
+  struct Descriptors {
+    const lt_abi::CublasLtTable& lt;
+    lt_abi::cublasLtMatmulDesc_t op = nullptr;
+    lt_abi::cublasLtMatrixLayout_t layouts[4] = {};
+    ~Descriptors() {
+      for (auto* l : layouts) {
+        if (l != nullptr) lt.matrix_layout_destroy(l);
+      }
+      if (op != nullptr) lt.matmul_desc_destroy(op);
+    }
+  } own{*lt};
+  int s = lt->matmul_desc_create(&own.op, static_cast<cuda::cublasComputeType_t>(r.compute_type),
+                                 static_cast<cuda::cudaDataType_t>(r.scale_type));
+  auto set = [&](lt_abi::cublasLtMatmulDescAttributes_t attribute, const auto& value) {
+    if (s == cuda::CUBLAS_STATUS_SUCCESS) s = lt->matmul_desc_set_attribute(own.op, attribute, &value, sizeof value);
+  };
+  set(lt_abi::CUBLASLT_MATMUL_DESC_TRANSA, r.transa);
+  set(lt_abi::CUBLASLT_MATMUL_DESC_TRANSB, r.transb);
+  set(lt_abi::CUBLASLT_MATMUL_DESC_EPILOGUE, r.epilogue);
+  if (bias) {
+    set(lt_abi::CUBLASLT_MATMUL_DESC_BIAS_POINTER, r.bias);
+    set(lt_abi::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, bias_type);
+    if (r.bias_stride != 0) set(lt_abi::CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE, r.bias_stride);
+  }
+  for (int i = 0; i < 4 && s == cuda::CUBLAS_STATUS_SUCCESS; ++i) {
+    const wire::BlasLtLayout& l = r.layouts[i];
+    s = lt->matrix_layout_create(&own.layouts[i], static_cast<cuda::cudaDataType>(l.type), static_cast<std::uint64_t>(l.rows),
+                                 static_cast<std::uint64_t>(l.cols), l.ld);
+    if (s == cuda::CUBLAS_STATUS_SUCCESS && l.batch != 1) {
+      s = lt->matrix_layout_set_attribute(own.layouts[i], lt_abi::CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &l.batch, sizeof l.batch);
+      if (s == cuda::CUBLAS_STATUS_SUCCESS) {
+        s = lt->matrix_layout_set_attribute(own.layouts[i], lt_abi::CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &l.stride,
+                                            sizeof l.stride);
+      }
+    }
+  }
+  if (s != cuda::CUBLAS_STATUS_SUCCESS) return s;
+  // No algorithm and no workspace: cuBLASLt picks with its own heuristic, as for a null algo.
+  return lt->matmul(lt_->get(), own.op, r.alpha, reinterpret_cast<const void*>(r.a), own.layouts[0],
+                    reinterpret_cast<const void*>(r.b), own.layouts[1], r.beta, reinterpret_cast<const void*>(r.c),
+                    own.layouts[2], reinterpret_cast<void*>(r.d), own.layouts[3], nullptr, nullptr, 0, stream);
+}
+
+bool SessionBlas::read_pointer_array(std::uint64_t array, int count, cuda::CUstream stream,
+                                       std::vector<std::uint64_t>& out) {
+  const auto bytes = static_cast<std::uint64_t>(count) * sizeof(std::uint64_t);
+  if (!session_.owns_range(array, bytes)) return false;
+  out.resize(static_cast<std::size_t>(count));
+  return driver_.memcpy_dtoh_async(out.data(), array, bytes, stream) == CUDA_SUCCESS &&
+         driver_.stream_synchronize(stream) == CUDA_SUCCESS;
+}
+
+// Like the pointer-array GEMM: the arrays live in device memory, are read in the handle's stream
+// order, and every triangular matrix and right-hand side they name is checked against the
+// session's memory before cuBLAS sees it.
+int SessionBlas::run_trsm_batched(const wire::BlasTrsmRequest& r, cuda::cublasHandle_t handle) {
+  static_assert(sizeof(wire::BlasTrsmRequest) == 72);
+  const cuda::CublasTable& blas = *session_.device().blas();
+  const bool left = r.side == cuda::CUBLAS_SIDE_LEFT;
+  const std::int64_t k = left ? r.m : r.n;
+  if ((r.side != cuda::CUBLAS_SIDE_LEFT && r.side != cuda::CUBLAS_SIDE_RIGHT) ||
+      (r.uplo != cuda::CUBLAS_FILL_MODE_LOWER && r.uplo != cuda::CUBLAS_FILL_MODE_UPPER) ||
+      (r.trans != cuda::CUBLAS_OP_N && r.trans != cuda::CUBLAS_OP_T && r.trans != cuda::CUBLAS_OP_C) ||
+      (r.diag != cuda::CUBLAS_DIAG_NON_UNIT && r.diag != cuda::CUBLAS_DIAG_UNIT) || r.m < 0 || r.n < 0 ||
+      r.batch_count < 0 || r.lda < std::max<std::int64_t>(1, k) || r.ldb < std::max(1, r.m)) {
+    return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  }
+  if (r.m == 0 || r.n == 0 || r.batch_count == 0) return cuda::CUBLAS_STATUS_SUCCESS;
+  const std::uint64_t a_bytes = static_cast<std::uint64_t>(r.lda * (k - 1) + k) * sizeof(float);
+  const std::uint64_t b_bytes = static_cast<std::uint64_t>(static_cast<std::int64_t>(r.ldb) * (r.n - 1) + r.m) * sizeof(float);
+  cuda::cudaStream_t stream = nullptr;
+  blas.get_stream(handle, &stream);
+  std::vector<std::uint64_t> a, b;
+  if (!session_.owns_range(r.a, static_cast<std::uint64_t>(r.batch_count) * 8) ||
+      !session_.owns_range(r.b, static_cast<std::uint64_t>(r.batch_count) * 8)) {
+    return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  }
+  if (!read_pointer_array(r.a, r.batch_count, stream, a) || !read_pointer_array(r.b, r.batch_count, stream, b)) {
+    return cuda::CUBLAS_STATUS_EXECUTION_FAILED;
+  }
+  for (int i = 0; i < r.batch_count; ++i) {
+    if (!session_.owns_range(a[i], a_bytes) || !session_.owns_range(b[i], b_bytes)) return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  }
+  const float alpha = r.alpha;
+  return blas.strsm_batched(handle, static_cast<cuda::cublasSideMode_t>(r.side), static_cast<cuda::cublasFillMode_t>(r.uplo),
+                            static_cast<cuda::cublasOperation_t>(r.trans), static_cast<cuda::cublasDiagType_t>(r.diag),
+                            r.m, r.n, &alpha, reinterpret_cast<const float* const*>(r.a), r.lda,
+                            reinterpret_cast<float* const*>(r.b), r.ldb, r.batch_count);
+}
+
+}  // namespace gpubroker::broker

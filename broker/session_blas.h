@@ -1,0 +1,58 @@
+// A session's cuBLAS handles and its cuBLASLt handle, and the BLAS calls that run on them.
+//
+// Every matrix a call touches is checked against the session's memory before cuBLAS sees it;
+// arrays of device pointers (batched GEMM, TRSM) are read in stream order and each pointer they
+// hold is checked too. Statuses are cublasStatus_t values.
+//
+// Dispatcher thread only.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include "broker/call.h"
+#include "broker/owned.h"
+#include "gpubroker/cuda/cublaslt_abi.h"
+
+namespace gpubroker::broker {
+
+class DeviceSession;
+
+class SessionBlas {
+ public:
+  explicit SessionBlas(DeviceSession& session);
+
+  // ---- Handlers (rows of area `blas`) ----
+  Outcome<wire::NoReply> create(CallContext& call, const wire::HandleRequest& request);
+  Outcome<wire::NoReply> destroy(CallContext& call, const wire::HandleRequest& request);
+  Outcome<wire::NoReply> set_stream(CallContext& call, const wire::BlasSettingRequest& request);
+  Outcome<wire::NoReply> set_math_mode(CallContext& call, const wire::BlasSettingRequest& request);
+  Outcome<wire::NoReply> set_workspace(CallContext& call, const wire::BlasWorkspaceRequest& request);
+  Outcome<wire::NoReply> gemm(CallContext& call, const wire::BlasGemmRequest& request);
+  Outcome<wire::NoReply> trsm_batched(CallContext& call, const wire::BlasTrsmRequest& request);
+  Outcome<wire::NoReply> lt_matmul(CallContext& call, const wire::BlasLtMatmulRequest& request);
+  Outcome<wire::NoReply> set_matrix(CallContext& call, const wire::BlasMatrixRequest& request);
+  Outcome<wire::NoReply> get_matrix(CallContext& call, const wire::BlasMatrixRequest& request);
+
+ private:
+  struct DestroyLtHandle {
+    const cuda::lt::CublasLtTable* lt;
+    int operator()(cuda::lt::cublasLtHandle_t handle) const { return lt->destroy(handle); }
+  };
+  Lookup<cuda::cublasHandle_t> handle_for(std::uint64_t id) const;
+  int run_gemm(const wire::BlasGemmRequest& r, cuda::cublasHandle_t handle);
+  int run_trsm_batched(const wire::BlasTrsmRequest& r, cuda::cublasHandle_t handle);
+  int run_lt_matmul(const wire::BlasLtMatmulRequest& r);
+  Outcome<wire::NoReply> transfer_matrix(CallContext& call, const wire::BlasMatrixRequest& r, bool to_device);
+  // Reads `count` device pointers from the session's memory at `array`, in `stream` order.
+  bool read_pointer_array(std::uint64_t array, int count, cuda::CUstream stream, std::vector<std::uint64_t>& out);
+
+  DeviceSession& session_;
+  const cuda::DriverTable& driver_;
+  std::unordered_map<std::uint64_t, OwnedBlasHandle> handles_;
+  std::optional<Owned<cuda::lt::cublasLtHandle_t, DestroyLtHandle>> lt_;  // made on first use
+};
+
+}  // namespace gpubroker::broker

@@ -1,0 +1,101 @@
+#include "broker/session_graphs.h"
+
+#include "broker/session.h"
+
+namespace gpubroker::broker {
+
+namespace {
+
+using cuda::CUDA_ERROR_INVALID_HANDLE;
+using cuda::CUDA_ERROR_INVALID_VALUE;
+using cuda::CUDA_SUCCESS;
+using CUresult = cuda::CUresult;
+
+}  // namespace
+
+SessionGraphs::SessionGraphs(DeviceSession& session) : session_(session), driver_(session.driver()) {}
+
+Lookup<cuda::CUgraph> SessionGraphs::graph_for(std::uint64_t id) const {
+  auto it = graphs_.find(id);
+  if (it == graphs_.end()) return CallError{CUDA_ERROR_INVALID_HANDLE};
+  return it->second.get();
+}
+
+Lookup<cuda::CUgraphExec> SessionGraphs::exec_for(std::uint64_t id) const {
+  auto it = execs_.find(id);
+  if (it == execs_.end()) return CallError{CUDA_ERROR_INVALID_HANDLE};
+  return it->second.get();
+}
+
+Outcome<wire::NoReply> SessionGraphs::begin_capture(CallContext&, const wire::CaptureRequest& c) {
+  auto stream = session_.streams().stream_for(c.stream);
+  if (!stream) return stream.error();
+  return answer(driver_.stream_begin_capture(stream.value(), static_cast<cuda::CUstreamCaptureMode>(c.graph_or_mode)));
+}
+
+Outcome<wire::NoReply> SessionGraphs::end_capture(CallContext&, const wire::CaptureRequest& c) {
+  if (graphs_.contains(c.graph_or_mode)) return CallError{CUDA_ERROR_INVALID_VALUE};
+  auto stream = session_.streams().stream_for(c.stream);
+  if (!stream) return stream.error();
+  cuda::CUgraph graph = nullptr;
+  if (CUresult r = driver_.stream_end_capture(stream.value(), &graph); r != CUDA_SUCCESS) return CallError{r};
+  if (graph != nullptr) {
+    graphs_.emplace(c.graph_or_mode, OwnedGraph(graph, DestroyGraph{&driver_}, &session_.counters().graphs));
+  }
+  return wire::NoReply{};
+}
+
+Outcome<std::int32_t> SessionGraphs::is_capturing(CallContext&, const wire::HandleRequest& request) {
+  auto stream = session_.streams().stream_for(request.handle);
+  if (!stream) return stream.error();
+  cuda::CUstreamCaptureStatus status = cuda::CU_STREAM_CAPTURE_STATUS_NONE;
+  const CUresult r = driver_.stream_is_capturing(stream.value(), &status);
+  return answer(r, static_cast<std::int32_t>(status));
+}
+
+Outcome<wire::NoReply> SessionGraphs::instantiate(CallContext&, const wire::GraphRequest& g) {
+  if (execs_.contains(g.second)) return CallError{CUDA_ERROR_INVALID_VALUE};
+  auto graph = graph_for(g.first);
+  if (!graph) return graph.error();
+  cuda::CUgraphExec exec = nullptr;
+  if (CUresult r = driver_.graph_instantiate(&exec, graph.value(), 0); r != CUDA_SUCCESS) return CallError{r};
+  execs_.emplace(g.second, OwnedGraphExec(exec, DestroyGraphExec{&driver_}, &session_.counters().graphs));
+  return wire::NoReply{};
+}
+
+Outcome<wire::NoReply> SessionGraphs::launch(CallContext&, const wire::GraphRequest& g) {
+  auto exec = exec_for(g.first);
+  if (!exec) return exec.error();
+  auto stream = session_.streams().stream_for(g.second);
+  if (!stream) return stream.error();
+  return answer(driver_.graph_launch(exec.value(), stream.value()));
+}
+
+// The update's result travels with a failure too: it says why the graph could not be updated.
+Outcome<std::int32_t> SessionGraphs::update(CallContext&, const wire::GraphRequest& g) {
+  auto exec = exec_for(g.first);
+  if (!exec) return exec.error();
+  auto graph = graph_for(g.second);
+  if (!graph) return graph.error();
+  cuda::CUgraphExecUpdateResultInfo info{};
+  const CUresult r = driver_.graph_exec_update(exec.value(), graph.value(), &info);
+  return answer(r, static_cast<std::int32_t>(info.result));
+}
+
+Outcome<wire::NoReply> SessionGraphs::destroy_graph(CallContext&, const wire::HandleRequest& request) {
+  auto it = graphs_.find(request.handle);
+  if (it == graphs_.end()) return CallError{CUDA_ERROR_INVALID_HANDLE};
+  const int r = it->second.reset();
+  graphs_.erase(it);
+  return answer(r);
+}
+
+Outcome<wire::NoReply> SessionGraphs::destroy_exec(CallContext&, const wire::HandleRequest& request) {
+  auto it = execs_.find(request.handle);
+  if (it == execs_.end()) return CallError{CUDA_ERROR_INVALID_HANDLE};
+  const int r = it->second.reset();
+  execs_.erase(it);
+  return answer(r);
+}
+
+}  // namespace gpubroker::broker

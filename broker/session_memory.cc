@@ -1,0 +1,279 @@
+#include "broker/session_memory.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "broker/session.h"
+#include "ipc/log.h"
+
+namespace gpubroker::broker {
+
+namespace {
+
+using cuda::CUDA_ERROR_INVALID_VALUE;
+using cuda::CUDA_ERROR_OUT_OF_MEMORY;
+using cuda::CUDA_SUCCESS;
+using CUresult = cuda::CUresult;
+
+}  // namespace
+
+std::uint64_t matrix_bytes(std::int64_t ld, std::int64_t rows, std::int64_t cols, std::uint64_t element) {
+  if (rows <= 0 || cols <= 0) return 0;
+  std::uint64_t elements = 0, bytes = 0;
+  if (ld < 0 || __builtin_mul_overflow(static_cast<std::uint64_t>(ld), static_cast<std::uint64_t>(cols - 1), &elements) ||
+      __builtin_add_overflow(elements, static_cast<std::uint64_t>(rows), &elements) ||
+      __builtin_mul_overflow(elements, element, &bytes)) {
+    return UINT64_MAX;
+  }
+  return bytes;
+}
+
+// A wrapped extent could pass the ownership check while the members between first and last lie
+// elsewhere, hence the checked arithmetic.
+std::uint64_t batch_bytes(std::int64_t stride, std::uint64_t one, std::uint64_t element, std::int64_t batch) {
+  if (one == 0 || batch == 1) return one;  // one matrix: the stride is never used
+  std::uint64_t step = 0, last = 0, total = 0;
+  if (stride < 0 || batch < 1 || __builtin_mul_overflow(static_cast<std::uint64_t>(stride), element, &step) ||
+      __builtin_mul_overflow(step, static_cast<std::uint64_t>(batch - 1), &last) ||
+      __builtin_add_overflow(last, one, &total)) {
+    return UINT64_MAX;
+  }
+  return total;
+}
+
+int SessionMemory::FreeDeviceMemory::operator()(cuda::CUdeviceptr pointer) const {
+  session->uncount_device_bytes(bytes);
+  // cuMemFree synchronizes with outstanding work on the memory, as cudaFree does.
+  return session->driver().mem_free(pointer);
+}
+
+SessionMemory::SessionMemory(DeviceSession& session) : session_(session), driver_(session.driver()) {}
+
+bool SessionMemory::owns_allocation(std::uint64_t pointer, std::uint64_t bytes) const {
+  return inside_one(allocations_, pointer, bytes);
+}
+
+Outcome<wire::PointerResult> SessionMemory::allocate(CallContext&, const wire::MemAllocRequest& r) {
+  if (r.device >= session_.device().devices().count) return CallError{cuda::CUDA_ERROR_INVALID_DEVICE};
+  if (r.bytes == 0) return wire::PointerResult{0};
+  if (!session_.may_allocate(r.bytes)) return CallError{CUDA_ERROR_OUT_OF_MEMORY};
+  cuda::CUdeviceptr address = 0;
+  if (CUresult result = driver_.mem_alloc(&address, r.bytes); result != CUDA_SUCCESS) return CallError{result};
+  session_.count_device_bytes(r.bytes);
+  allocations_.emplace(address, Allocation{r.bytes, Owned(address, FreeDeviceMemory{&session_, r.bytes},
+                                                          &session_.counters().allocations)});
+  return wire::PointerResult{address};
+}
+
+Outcome<wire::NoReply> SessionMemory::free(CallContext&, const wire::HandleRequest& request) {
+  if (request.handle == 0) return wire::NoReply{};  // cudaFree(nullptr)
+  auto it = allocations_.find(request.handle);
+  if (it == allocations_.end()) return CallError{CUDA_ERROR_INVALID_VALUE};  // not this session's
+  const int r = it->second.owner.reset();
+  allocations_.erase(it);
+  return answer(r);
+}
+
+Outcome<wire::MemInfoResult> SessionMemory::info(CallContext&, const wire::DeviceRequest& request) {
+  if (request.device >= session_.device().devices().count) return CallError{cuda::CUDA_ERROR_INVALID_DEVICE};
+  std::size_t free = 0, total = 0;
+  const CUresult r = driver_.mem_get_info(&free, &total);
+  wire::MemInfoResult info{free, total};
+  const std::uint64_t limit = session_.limits().device_memory_bytes;
+  if (limit != 0 && limit < total) {
+    // The session's view: its limit is its device.
+    info.total = limit;
+    info.free = std::min<std::uint64_t>(free, info.total - std::min(info.total, session_.device_bytes()));
+  }
+  return answer(r, info);
+}
+
+Outcome<wire::NoReply> SessionMemory::memset(CallContext&, const wire::MemsetRequest& m) {
+  if (!session_.owns_range(m.pointer, m.bytes)) return CallError{CUDA_ERROR_INVALID_VALUE};
+  auto stream = session_.streams().stream_for(m.stream);
+  if (!stream) return stream.error();
+  return answer(driver_.memset_d8_async(m.pointer, static_cast<unsigned char>(m.value), m.bytes, stream.value()));
+}
+
+Outcome<wire::NoReply> SessionMemory::copy_device(CallContext&, const wire::CopyRequest& c) {
+  if (!session_.owns_range(c.destination, c.bytes) || !session_.owns_range(c.source, c.bytes)) {
+    return CallError{CUDA_ERROR_INVALID_VALUE};
+  }
+  auto stream = session_.streams().stream_for(c.stream);
+  if (!stream) return stream.error();
+  return answer(driver_.memcpy_dtod_async(c.destination, c.source, c.bytes, stream.value()));
+}
+
+Outcome<wire::NoReply> SessionMemory::copy_from_arena(CallContext& call, const wire::CopyRequest& c) {
+  return copy_arena(call, c, true);
+}
+
+Outcome<wire::NoReply> SessionMemory::copy_to_arena(CallContext& call, const wire::CopyRequest& c) {
+  return copy_arena(call, c, false);
+}
+
+// A direct transfer between the shared arena and the device: no CPU copy in any process. A
+// synchronous one returns once the transfer is done.
+Outcome<wire::NoReply> SessionMemory::copy_arena(CallContext& call, const wire::CopyRequest& copy, bool to_device) {
+  const std::uint64_t device_pointer = to_device ? copy.destination : copy.source;
+  const std::uint64_t arena_offset = to_device ? copy.source : copy.destination;
+  auto host = call.session.arena_range(arena_offset, copy.bytes);
+  if (!host || !session_.owns_range(device_pointer, copy.bytes)) return CallError{CUDA_ERROR_INVALID_VALUE};
+  auto stream = session_.streams().stream_for(copy.stream);
+  if (!stream) return stream.error();
+  const CUresult r = to_device ? driver_.memcpy_htod_async(device_pointer, host.value().data(), copy.bytes, stream.value())
+                               : driver_.memcpy_dtoh_async(host.value().data(), device_pointer, copy.bytes, stream.value());
+  if (r != CUDA_SUCCESS) return CallError{r};
+  session_.counters().zero_copy_bytes.fetch_add(copy.bytes, std::memory_order_relaxed);
+  (to_device ? session_.traffic().to_device : session_.traffic().from_device) += copy.bytes;
+  if (!call.synchronous()) return wire::NoReply{};
+  return session_.streams().complete_after(call, stream.value());
+}
+
+Outcome<wire::NoReply> SessionMemory::register_arena(CallContext& call, const wire::ArenaRange& range) {
+  auto host = call.session.arena_range(range.offset, range.bytes);
+  if (!host || range.bytes == 0) return CallError{CUDA_ERROR_INVALID_VALUE};
+  if (arena_ranges_.contains(range.offset)) return CallError{cuda::CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED};
+  if (CUresult r = driver_.mem_host_register(host.value().data(), range.bytes, cuda::CU_MEMHOSTREGISTER_PORTABLE);
+      r != CUDA_SUCCESS) {
+    return CallError{r};
+  }
+  arena_ranges_.emplace(range.offset, PinnedRange{range.bytes, Owned(static_cast<void*>(host.value().data()),
+                                                                     UnregisterHost{&driver_},
+                                                                     &session_.counters().arena_registrations)});
+  pinned_bytes_ += range.bytes;
+  return wire::NoReply{};
+}
+
+Outcome<wire::NoReply> SessionMemory::unregister_arena(CallContext&, const wire::ArenaRange& range) {
+  auto it = arena_ranges_.find(range.offset);
+  if (it == arena_ranges_.end()) return CallError{cuda::CUDA_ERROR_HOST_MEMORY_NOT_REGISTERED};
+  const int r = it->second.owner.reset();
+  pinned_bytes_ -= it->second.bytes;
+  arena_ranges_.erase(it);
+  return answer(r);
+}
+
+void SessionMemory::pin_staging(ipc::ServerSession& session) {
+  if (staging_tried_) return;
+  staging_tried_ = true;
+  // At the first pageable copy rather than the session's first call: pinning the pipes takes
+  // milliseconds on a GPU, and a discovery pass never copies. Unpinned, copies still work (the
+  // driver stages them itself), only slower.
+  auto staging = session.staging_memory();
+  const auto start = std::chrono::steady_clock::now();
+  if (driver_.mem_host_register(staging.data(), staging.size(), 0) == CUDA_SUCCESS) {
+    staging_pin_.emplace(static_cast<void*>(staging.data()), UnregisterHost{&driver_}, nullptr);
+  }
+  ipc::log(ipc::LogLevel::kDebug, "staging pipes ({} bytes) {} in {} us", staging.size(),
+           staging_pin_ ? "pinned" : "not pinned",
+           std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count());
+}
+
+Outcome<wire::NoReply> SessionMemory::copy_from_staging(CallContext& call, const wire::CopyRequest& c) {
+  return copy_staged(call, c, true);
+}
+
+Outcome<wire::NoReply> SessionMemory::copy_to_staging(CallContext& call, const wire::CopyRequest& c) {
+  return copy_staged(call, c, false);
+}
+
+Outcome<wire::NoReply> SessionMemory::copy_staged(CallContext& call, const wire::CopyRequest& copy, bool to_device) {
+  const std::uint64_t pointer = to_device ? copy.destination : copy.source;
+  int refusal = 0;
+  if (copy.bytes != call.header().staged_bytes || !session_.owns_range(pointer, copy.bytes)) {
+    refusal = CUDA_ERROR_INVALID_VALUE;
+  }
+  return transfer_staged(call, StagedTransfer{pointer, std::max<std::uint64_t>(copy.bytes, 1),
+                                              std::max<std::uint64_t>(copy.bytes, 1), copy.stream, to_device, 0, refusal});
+}
+
+// Each chunk is one or more asynchronous transfers between the pipe and the device, marked by an
+// event; a chunk goes back to the pipe once its event has passed, with up to kStagingWindow in
+// flight.
+Outcome<wire::NoReply> SessionMemory::transfer_staged(CallContext& call, const StagedTransfer& t) {
+  const wire::RequestHeader& h = call.header();
+  int status = t.refusal;
+  auto fail = [&](CUresult r) {
+    if (r != CUDA_SUCCESS && status == 0) status = t.failure_status != 0 ? t.failure_status : static_cast<int>(r);
+  };
+  cuda::CUstream stream = nullptr;
+  if (status == 0) {
+    auto found = session_.streams().stream_for(t.stream);
+    if (found) {
+      stream = found.value();
+    } else {
+      status = t.failure_status != 0 ? t.failure_status : found.error().status;
+    }
+  }
+  if (status == 0) pin_staging(call.session);
+  while (status == 0 && staging_events_.size() <= kStagingWindow) {
+    cuda::CUevent event = nullptr;
+    const CUresult r = driver_.event_create(&event, cuda::CU_EVENT_DISABLE_TIMING);
+    fail(r);
+    if (r == CUDA_SUCCESS) staging_events_.emplace_back(event, DestroyEvent{&driver_}, nullptr);
+  }
+  auto event_of = [&](std::uint64_t index) { return staging_events_[index % staging_events_.size()].get(); };
+  auto settle = [&](std::uint64_t index) {
+    if (status == 0) fail(driver_.event_synchronize(event_of(index)));
+  };
+  // The device address of byte `offset` of the packed data, and how many bytes follow it there.
+  auto place = [&](std::uint64_t offset) {
+    const std::uint64_t run = offset / t.run_bytes, within = offset % t.run_bytes;
+    return std::pair{t.pointer + run * t.pitch + within, t.run_bytes - within};
+  };
+  auto each_run = [&](std::span<std::byte> piece, std::uint64_t offset, auto&& copy) {
+    for (std::uint64_t at = 0; at < piece.size() && status == 0;) {
+      const auto [device, room] = place(offset + at);
+      const std::uint64_t n = std::min<std::uint64_t>(room, piece.size() - at);
+      fail(copy(device, piece.data() + at, n));
+      at += n;
+    }
+  };
+  std::uint64_t done = 0;
+  bool completed = false;
+  ipc::Result<void> moved = boost::outcome_v2::success();
+  if (t.to_device) {
+    moved = call.session.receive_staged_windowed(h.staged_bytes, kStagingWindow,
+        [&](std::span<const std::byte> piece, std::uint64_t index) {
+          auto bytes = std::span(const_cast<std::byte*>(piece.data()), piece.size());
+          each_run(bytes, done, [&](std::uint64_t device, std::byte* host, std::uint64_t n) {
+            return driver_.memcpy_htod_async(device, host, n, stream);
+          });
+          if (status == 0) fail(driver_.event_record(event_of(index), stream));
+          done += piece.size();
+          // As CUDA's copy from pageable memory does, the call returns once the last bytes are
+          // staged and queued, not transferred: the pipe keeps them until their event passes, and
+          // a later failure surfaces at the next synchronizing call.
+          if (done == h.staged_bytes && status == 0) {
+            call.session.complete(h, session_.take_pending_error());
+            completed = true;
+          }
+        },
+        settle);
+  } else {
+    moved = call.session.send_staged_windowed(h.staged_bytes, kStagingWindow,
+        [&](std::span<std::byte> piece, std::uint64_t index) {
+          each_run(piece, done, [&](std::uint64_t device, std::byte* host, std::uint64_t n) {
+            return driver_.memcpy_dtoh_async(host, device, n, stream);
+          });
+          if (status == 0) fail(driver_.event_record(event_of(index), stream));
+          if (status != 0) std::memset(piece.data(), 0, piece.size());
+          done += piece.size();
+        },
+        settle);
+  }
+  if (!moved) return pipe_violation(moved.error());
+  session_.counters().staged_bytes.fetch_add(h.staged_bytes, std::memory_order_relaxed);
+  (t.to_device ? session_.traffic().to_device : session_.traffic().from_device) += status == 0 ? h.staged_bytes : 0;
+  if (completed) {
+    // Answered already; a failure after that surfaces at the next synchronizing call.
+    if (status != 0) session_.fail_later(call.session, status);
+    return kCompletesLater;
+  }
+  session_.finish_request(call.session, h, status);
+  return kCompletesLater;
+}
+
+}  // namespace gpubroker::broker

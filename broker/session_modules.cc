@@ -1,0 +1,246 @@
+#include "broker/session_modules.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "broker/session.h"
+#include "fatbin/fatbin.h"
+#include "ipc/log.h"
+
+namespace gpubroker::broker {
+
+namespace {
+
+using cuda::CUDA_ERROR_INVALID_HANDLE;
+using cuda::CUDA_ERROR_INVALID_VALUE;
+using cuda::CUDA_SUCCESS;
+using CUresult = cuda::CUresult;
+
+const char* as_name(const std::vector<std::byte>& bytes) { return reinterpret_cast<const char*>(bytes.data()); }
+
+}  // namespace
+
+SessionModules::SessionModules(DeviceSession& session) : session_(session), driver_(session.driver()) {}
+
+bool SessionModules::owns_global(std::uint64_t pointer, std::uint64_t bytes) const {
+  return inside_one(globals_, pointer, bytes);
+}
+
+ipc::Result<std::vector<std::byte>> SessionModules::receive_all(CallContext& call) {
+  const std::uint64_t staged = call.header().staged_bytes;
+  if (staged > kMaxStagedObjectBytes) return request_violation();
+  std::vector<std::byte> bytes(staged);
+  std::size_t at = 0;
+  auto received = call.session.receive_staged(staged, [&](std::span<const std::byte> piece) {
+    std::memcpy(bytes.data() + at, piece.data(), piece.size());
+    at += piece.size();
+  });
+  if (!received) return pipe_violation(received.error());
+  return bytes;
+}
+
+Lookup<const SessionModules::Function*> SessionModules::function_for(std::uint64_t id) const {
+  auto it = functions_.find(id);
+  if (it == functions_.end()) return CallError{CUDA_ERROR_INVALID_HANDLE};
+  return &it->second;
+}
+
+Outcome<wire::NoReply> SessionModules::load(CallContext& call, const wire::HandleRequest& request) {
+  auto image = receive_all(call);
+  if (!image) return image.error();
+  if (modules_.contains(request.handle)) return CallError{CUDA_ERROR_INVALID_VALUE};
+  // The driver reads an image without being told its length. So the broker's own parser first
+  // proves that the image is whole and well-formed within the bytes received (a malformed one
+  // never reaches the driver), and PTX text gets its terminator.
+  const wire::DeviceRecord& d = session_.device().devices().devices[0];
+  const auto arch = static_cast<std::uint32_t>(d.attributes[cuda::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR] * 10 +
+                                               d.attributes[cuda::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR]);
+  auto parsed = fatbin::parse_module(image.value(), arch);
+  if (!parsed) {
+    ipc::log(ipc::LogLevel::kWarning, "session {}: module image refused: {}", call.session.id(),
+             fatbin::describe(parsed.error()));
+    return CallError{parsed.error().code == fatbin::FatbinErrc::kNoCompatibleImage ? cuda::CUDA_ERROR_NO_BINARY_FOR_GPU
+                                                                                    : cuda::CUDA_ERROR_INVALID_IMAGE};
+  }
+  image.value().push_back(std::byte{0});
+  std::shared_ptr<const ModuleCache::Module> module;
+  const CUresult r = session_.device().modules().load(image.value(), !parsed.value().has_writable_globals,
+                                                      std::move(parsed.value().kernels), module);
+  if (r != CUDA_SUCCESS) return CallError{r};
+  modules_.emplace(request.handle, HeldModule(std::move(module), KeepModule{}, &session_.counters().modules));
+  return wire::NoReply{};
+}
+
+Outcome<wire::NoReply> SessionModules::get_function(CallContext& call, const wire::FunctionRequest& f) {
+  auto name = receive_all(call);
+  if (!name) return name.error();
+  name.value().push_back(std::byte{0});
+  auto module = modules_.find(f.module);
+  if (module == modules_.end()) return CallError{CUDA_ERROR_INVALID_HANDLE};
+  if (functions_.contains(f.function)) return CallError{CUDA_ERROR_INVALID_VALUE};
+  cuda::CUfunction function = nullptr;
+  const ModuleCache::Module& held = *module->second.get();
+  CUresult r = driver_.module_get_function(&function, held.handle, as_name(name.value()));
+  if (r == CUDA_SUCCESS) r = check_layout(call.session, held, as_name(name.value()), function);
+  if (r != CUDA_SUCCESS) return CallError{r};
+  // The name is kept for the report of a failed launch, which carries no more than this.
+  const std::string_view full(as_name(name.value()));
+  functions_[f.function] =
+      Function{function, f.module, std::string(full.substr(0, sizeof(wire::SessionErrorReport::kernel) - 1))};
+  return wire::NoReply{};
+}
+
+Outcome<wire::GlobalResult> SessionModules::get_global(CallContext& call, const wire::HandleRequest& request) {
+  auto name = receive_all(call);
+  if (!name) return name.error();
+  name.value().push_back(std::byte{0});
+  auto module = modules_.find(request.handle);
+  if (module == modules_.end()) return CallError{CUDA_ERROR_INVALID_HANDLE};
+  cuda::CUdeviceptr pointer = 0;
+  std::size_t bytes = 0;
+  const CUresult r = driver_.module_get_global(&pointer, &bytes, module->second.get()->handle, as_name(name.value()));
+  if (r != CUDA_SUCCESS) return CallError{r};
+  globals_[pointer] = Global{bytes, request.handle};
+  return wire::GlobalResult{pointer, bytes};
+}
+
+Outcome<wire::NoReply> SessionModules::unload(CallContext&, const wire::HandleRequest& request) {
+  auto it = modules_.find(request.handle);
+  if (it == modules_.end()) return CallError{CUDA_ERROR_INVALID_HANDLE};
+  // The driver unloads it when its last session lets go.
+  std::erase_if(functions_, [&](const auto& entry) { return entry.second.module == it->first; });
+  std::erase_if(globals_, [&](const auto& entry) { return entry.second.module == it->first; });
+  modules_.erase(it);
+  return wire::NoReply{};
+}
+
+Outcome<wire::NoReply> SessionModules::launch(CallContext& call, const wire::LaunchPayload& payload) {
+  return launch_with(call, payload.head, payload.bytes);
+}
+
+Outcome<wire::NoReply> SessionModules::launch_staged(CallContext& call, const wire::LaunchRequest& request) {
+  auto params = receive_all(call);
+  if (!params) return params.error();
+  return launch_with(call, request, params.value());
+}
+
+Outcome<wire::NoReply> SessionModules::launch_with(CallContext& call, const wire::LaunchRequest& launch,
+                                                   std::span<const std::byte> params) {
+  if (launch.param_bytes != params.size()) return CallError{CUDA_ERROR_INVALID_VALUE};
+  auto function = function_for(launch.function);
+  if (!function) return function.error();
+  auto stream = session_.streams().stream_for(launch.stream);
+  if (!stream) return stream.error();
+  std::size_t size = params.size();
+  void* buffer = const_cast<std::byte*>(params.data());
+  void* extra[] = {cuda::CU_LAUNCH_PARAM_BUFFER_POINTER, buffer, cuda::CU_LAUNCH_PARAM_BUFFER_SIZE, &size,
+                   cuda::CU_LAUNCH_PARAM_END};
+  const Function& f = *function.value();
+  const CUresult r = launch.flags == 0
+                         ? driver_.launch_kernel(f.handle, launch.grid[0], launch.grid[1], launch.grid[2],
+                                                 launch.block[0], launch.block[1], launch.block[2],
+                                                 launch.shared_bytes, stream.value(), nullptr, extra)
+                         : launch_with_attributes(launch, f.handle, stream.value(), extra);
+  session_.note_sticky(call.session, r, &f.name);
+  return answer(r);
+}
+
+// Clients pack parameters by the layout the project's fatbin parser reads; where the driver can
+// tell (cuFuncGetParamInfo, CUDA 12.4+), the two must agree, or every launch of the kernel would
+// hand it misplaced bytes. A disagreement refuses the function and says why.
+cuda::CUresult SessionModules::check_layout(const ipc::ServerSession& session, const ModuleCache::Module& module,
+                                            const char* name, cuda::CUfunction function) const {
+  if (driver_.func_get_param_info == nullptr) return CUDA_SUCCESS;
+  const auto kernel = std::ranges::find(module.kernels, std::string_view(name), &fatbin::KernelInfo::name);
+  if (kernel == module.kernels.end()) return CUDA_SUCCESS;  // the driver found it; the parser did not look
+  std::size_t index = 0;
+  for (;; ++index) {
+    std::size_t offset = 0, size = 0;
+    if (driver_.func_get_param_info(function, index, &offset, &size) != CUDA_SUCCESS) break;
+    if (index >= kernel->params.size() || kernel->params[index].offset != offset || kernel->params[index].size != size) {
+      ipc::log(ipc::LogLevel::kError, "session {}: kernel {}: parameter {} is at {} ({} bytes) for the driver, not "
+               "where the fatbin parser put it", session.id(), name, index, offset, size);
+      return cuda::CUDA_ERROR_INVALID_IMAGE;
+    }
+  }
+  if (index != kernel->params.size()) {
+    ipc::log(ipc::LogLevel::kError, "session {}: kernel {}: the driver knows {} parameters, the fatbin parser {}",
+             session.id(), name, index, kernel->params.size());
+    return cuda::CUDA_ERROR_INVALID_IMAGE;
+  }
+  return CUDA_SUCCESS;
+}
+
+// A launch with attributes (wire::LaunchFlags) goes through cuLaunchKernelEx. A driver without
+// it can still serve programmatic serialization, which only permits an overlap, as a plain launch.
+cuda::CUresult SessionModules::launch_with_attributes(const wire::LaunchRequest& launch, cuda::CUfunction function,
+                                                      cuda::CUstream stream, void** extra) {
+  if ((launch.flags & ~(wire::kLaunchCooperative | wire::kLaunchProgrammaticSerialization)) != 0) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  if (driver_.launch_kernel_ex == nullptr) {
+    if ((launch.flags & wire::kLaunchCooperative) != 0) return cuda::CUDA_ERROR_NOT_SUPPORTED;
+    return driver_.launch_kernel(function, launch.grid[0], launch.grid[1], launch.grid[2], launch.block[0],
+                                 launch.block[1], launch.block[2], launch.shared_bytes, stream, nullptr, extra);
+  }
+  cuda::CUlaunchAttribute attributes[2] = {};
+  unsigned count = 0;
+  if ((launch.flags & wire::kLaunchCooperative) != 0) {
+    attributes[count].id = cuda::CU_LAUNCH_ATTRIBUTE_COOPERATIVE;
+    attributes[count++].value.cooperative = 1;
+  }
+  if ((launch.flags & wire::kLaunchProgrammaticSerialization) != 0) {
+    attributes[count].id = cuda::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attributes[count++].value.programmaticStreamSerializationAllowed = 1;
+  }
+  const cuda::CUlaunchConfig config{launch.grid[0], launch.grid[1], launch.grid[2], launch.block[0], launch.block[1],
+                                    launch.block[2], launch.shared_bytes, stream, attributes, count};
+  return driver_.launch_kernel_ex(&config, function, nullptr, extra);
+}
+
+Outcome<wire::FuncAttributesResult> SessionModules::get_attributes(CallContext&, const wire::FuncAttributeRequest& a) {
+  auto function = function_for(a.function);
+  if (!function) return function.error();
+  // Attributes a driver does not know (newer than it) read as 0, as the runtime reports them.
+  wire::FuncAttributesResult result{};
+  for (int i = 0; i < static_cast<int>(std::size(result.values)); ++i) {
+    if (driver_.func_get_attribute(&result.values[i], static_cast<cuda::CUfunction_attribute>(i),
+                                   function.value()->handle) != CUDA_SUCCESS) {
+      result.values[i] = 0;
+    }
+  }
+  return result;
+}
+
+Outcome<wire::NoReply> SessionModules::set_attribute(CallContext&, const wire::FuncAttributeRequest& a) {
+  auto function = function_for(a.function);
+  if (!function) return function.error();
+  const Function& f = *function.value();
+  // A shared module's functions are every holder's: the dynamic shared memory limit, which
+  // decides whether their launches are valid, is only ever raised for them.
+  constexpr auto kMaxDynamicShared = cuda::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+  const auto attribute = static_cast<cuda::CUfunction_attribute>(a.attribute);
+  int current = 0;
+  if (attribute == kMaxDynamicShared && modules_.at(f.module).get()->shared &&
+      driver_.func_get_attribute(&current, attribute, f.handle) == CUDA_SUCCESS && a.value <= current) {
+    return wire::NoReply{};
+  }
+  return answer(driver_.func_set_attribute(f.handle, attribute, a.value));
+}
+
+Outcome<wire::NoReply> SessionModules::set_cache_config(CallContext&, const wire::FuncAttributeRequest& a) {
+  auto function = function_for(a.function);
+  if (!function) return function.error();
+  return answer(driver_.func_set_cache_config(function.value()->handle, static_cast<cuda::CUfunc_cache>(a.value)));
+}
+
+Outcome<std::int32_t> SessionModules::occupancy(CallContext&, const wire::OccupancyRequest& o) {
+  auto function = function_for(o.function);
+  if (!function) return function.error();
+  int blocks = 0;
+  const CUresult r = driver_.occupancy_max_active_blocks(&blocks, function.value()->handle, o.block_size,
+                                                        o.dynamic_shared_bytes, o.flags);
+  return answer(r, static_cast<std::int32_t>(blocks));
+}
+
+}  // namespace gpubroker::broker

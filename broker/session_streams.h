@@ -1,0 +1,83 @@
+// A session's streams and events, and the completion of requests that wait for device work.
+//
+// Stream and event ids are the client's (it chooses them, so creation costs no round trip); ids
+// 0, 1 and 2 name the session's own default stream, which is created on first use so that one
+// session's default stream never serializes another's. Every driver stream is non-blocking; the
+// legacy default stream's contract is kept within the session (join_legacy), never through the
+// context's NULL stream, which every session shares.
+//
+// Dispatcher thread only, except where a function says otherwise.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "broker/call.h"
+#include "broker/owned.h"
+
+namespace gpubroker::broker {
+
+class DeviceSession;
+
+class SessionStreams {
+ public:
+  explicit SessionStreams(DeviceSession& session);
+
+  // The driver stream of a session stream id, joined to the others as the legacy default stream
+  // requires.
+  Lookup<cuda::CUstream> stream_for(std::uint64_t id);
+  Lookup<cuda::CUevent> event_for(std::uint64_t id) const;
+
+  // Completes `call` once `streams` have finished their current work: at once where they have,
+  // else from the device's completion poller. The answer of a call that uses it.
+  Outcome<wire::NoReply> complete_after(CallContext& call, std::span<const cuda::CUstream> streams);
+  Outcome<wire::NoReply> complete_after(CallContext& call, cuda::CUstream stream);
+
+  // Waits for the work queued on every stream of the session (the session's end).
+  void synchronize_everything();
+
+  // ---- Handlers (rows of area `streams`) ----
+  Outcome<wire::NoReply> create_stream(CallContext& call, const wire::StreamCreateRequest& request);
+  Outcome<wire::NoReply> destroy_stream(CallContext& call, const wire::HandleRequest& request);
+  Outcome<wire::NoReply> synchronize_stream(CallContext& call, const wire::HandleRequest& request);
+  Outcome<wire::NoReply> query_stream(CallContext& call, const wire::HandleRequest& request);
+  Outcome<wire::NoReply> wait_event(CallContext& call, const wire::EventStreamRequest& request);
+  Outcome<std::uint32_t> stream_flags(CallContext& call, const wire::HandleRequest& request);
+  Outcome<std::int32_t> stream_priority(CallContext& call, const wire::HandleRequest& request);
+  Outcome<wire::NoReply> create_event(CallContext& call, const wire::EventCreateRequest& request);
+  Outcome<wire::NoReply> destroy_event(CallContext& call, const wire::HandleRequest& request);
+  Outcome<wire::NoReply> record_event(CallContext& call, const wire::EventStreamRequest& request);
+  Outcome<wire::NoReply> record_event_with_flags(CallContext& call, const wire::EventRecordRequest& request);
+  Outcome<wire::NoReply> synchronize_event(CallContext& call, const wire::HandleRequest& request);
+  Outcome<wire::NoReply> query_event(CallContext& call, const wire::HandleRequest& request);
+  Outcome<float> elapsed_time(CallContext& call, const wire::EventPairRequest& request);
+  Outcome<wire::NoReply> synchronize_all(CallContext& call, wire::NoPayload);
+
+ private:
+  struct Stream {
+    OwnedStream owner;
+    std::uint32_t flags;  // as the client created it (cudaStreamNonBlocking or not)
+  };
+  cuda::CUresult join_legacy(std::uint64_t key, cuda::CUstream stream);
+  void forget_blocking(std::uint64_t key);
+  [[nodiscard]] bool any_capturing(std::span<const cuda::CUstream> streams) const;
+
+  DeviceSession& session_;
+  const cuda::DriverTable& driver_;
+  // Destroyed before the streams they were recorded on.
+  std::unordered_map<std::uint64_t, Stream> streams_;  // key 0: the default stream
+  std::unordered_map<std::uint64_t, OwnedEvent> events_;
+  struct BlockingStreams {
+    std::unordered_set<std::uint64_t> streams;           // created without cudaStreamNonBlocking
+    std::unordered_set<std::uint64_t> ahead_of_default;  // with work the default stream has not joined
+    std::unordered_set<std::uint64_t> behind_default;    // not yet joined to the default stream's work
+    std::unordered_map<std::uint64_t, OwnedEvent> events;  // one per stream that joins another
+  };
+  BlockingStreams blocking_;
+  std::optional<OwnedStream> sync_stream_;  // where event waits are turned into callbacks
+};
+
+}  // namespace gpubroker::broker
