@@ -28,7 +28,7 @@ std::atomic<bool> g_stop{false};
 
 void on_stop_signal(int) { g_stop.store(true); }
 
-bool is_transport_kind(std::uint16_t kind) { return kind < static_cast<std::uint16_t>(wire::RequestKind::kMemAlloc); }
+bool is_transport_kind(std::uint16_t kind) { return kind < static_cast<std::uint16_t>(wire::kFirstDeviceKind); }
 
 }  // namespace
 

@@ -33,6 +33,22 @@ int cudaMemcpy(void*, const void*, std::size_t, int);
 int cudaDeviceSynchronize();
 int cudaStreamCreateWithFlags(void**, unsigned);
 int cudaStreamSynchronize(void*);
+int cudaStreamCreateWithPriority(void**, unsigned, int);
+int cudaStreamGetFlags(void*, unsigned*);
+int cudaStreamGetPriority(void*, int*);
+int cudaStreamDestroy(void*);
+int cudaEventCreate(void**);
+int cudaEventRecordWithFlags(void*, void*, unsigned);
+int cudaEventSynchronize(void*);
+int cudaEventQuery(void*);
+int cublasSetMatrix(int, int, int, const void*, int, void*, int);
+int cublasGetMatrix(int, int, int, const void*, int, void*, int);
+int cublasSetMatrixAsync(int, int, int, const void*, int, void*, int, void*);
+int cublasGetMatrixAsync(int, int, int, const void*, int, void*, int, void*);
+int cublasSetVector(int, int, const void*, int, void*, int);
+int cublasGetVector(int, int, const void*, int, void*, int);
+int cublasSetVector_64(long long, long long, const void*, long long, void*, long long);
+int cublasGetVectorAsync(int, int, const void*, int, void*, int, void*);
 int cublasCreate_v2(void**);
 int cublasDestroy_v2(void*);
 int cublasSetStream_v2(void*, void*);
@@ -92,6 +108,7 @@ constexpr int kR32F = 0, kR16F = 2, kR16BF = 14;
 constexpr int kCompute16F = 64, kCompute32F = 68;
 constexpr int kTensorOp = 99;  // CUBLAS_GEMM_DEFAULT_TENSOR_OP
 constexpr int kInvalidValue = 7, kNotInitialized = 1;
+constexpr int kCudaInvalidValue = 1, kCudaInvalidHandle = 400;  // cudaError_t
 
 
 // Values stored as one of the GEMM element types.
@@ -458,6 +475,132 @@ TEST_CASE("the broker refuses GEMMs that touch memory that is not the session's"
           cublasDestroy_v2(handle);
         }) == 0);
   CHECK(broker.stop() == 0);  // a clean exit: nothing left behind, no sanitizer report
+}
+
+TEST_CASE("cublasSetMatrix, GetMatrix and the Vector forms move strided data both ways, at once and on a stream",
+          "[cublas][transfer]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  CHECK(in_broker_child(broker, [] {
+          // A 5 x 7 float matrix with host leading dimension 6 into device memory with ld 9.
+          const int rows = 5, cols = 7, lda = 6, ldb = 9;
+          std::vector<float> host(lda * cols);
+          for (std::size_t i = 0; i < host.size(); ++i) host[i] = static_cast<float>(i) + 0.5f;
+          void* d = nullptr;
+          EXPECT(cudaMalloc(&d, ldb * cols * sizeof(float)) == 0, "cudaMalloc");
+          std::vector<float> sentinel(ldb * cols, -1.0f);
+          EXPECT(cudaMemcpy(d, sentinel.data(), sentinel.size() * sizeof(float), kHostToDevice) == 0, "fill");
+          EXPECT(cublasSetMatrix(rows, cols, sizeof(float), host.data(), lda, d, ldb) == 0, "cublasSetMatrix");
+          std::vector<float> device(ldb * cols);
+          EXPECT(cudaMemcpy(device.data(), d, device.size() * sizeof(float), kDeviceToHost) == 0, "read back");
+          int wrong = 0;
+          for (int j = 0; j < cols; ++j) {
+            for (int i = 0; i < ldb; ++i) {
+              const float expected = i < rows ? host[j * lda + i] : -1.0f;  // the padding rows stay untouched
+              wrong += device[j * ldb + i] != expected;
+            }
+          }
+          EXPECT(wrong == 0, "%d elements differ after cublasSetMatrix", wrong);
+          std::vector<float> back(lda * cols, 0.0f);
+          EXPECT(cublasGetMatrix(rows, cols, sizeof(float), d, ldb, back.data(), lda) == 0, "cublasGetMatrix");
+          wrong = 0;
+          for (int j = 0; j < cols; ++j) {
+            for (int i = 0; i < lda; ++i) wrong += back[j * lda + i] != (i < rows ? host[j * lda + i] : 0.0f);
+          }
+          EXPECT(wrong == 0, "%d elements differ after cublasGetMatrix", wrong);
+
+          // The Async forms, on a stream, with a contiguous host side.
+          void* stream = nullptr;
+          EXPECT(cudaStreamCreateWithFlags(&stream, 1) == 0, "stream");
+          std::vector<float> packed(rows * cols);
+          for (std::size_t i = 0; i < packed.size(); ++i) packed[i] = 100.0f + static_cast<float>(i);
+          EXPECT(cublasSetMatrixAsync(rows, cols, sizeof(float), packed.data(), rows, d, ldb, stream) == 0, "SetMatrixAsync");
+          std::vector<float> again(rows * cols, 0.0f);
+          EXPECT(cublasGetMatrixAsync(rows, cols, sizeof(float), d, ldb, again.data(), rows, stream) == 0, "GetMatrixAsync");
+          EXPECT(cudaStreamSynchronize(stream) == 0 && again == packed, "the Async round trip");
+
+          // Vectors with increments: every third element on the host, every second on the device.
+          const int n = 10;
+          std::vector<double> x(3 * n);
+          for (int i = 0; i < 3 * n; ++i) x[i] = i * 0.25;
+          void* y = nullptr;
+          EXPECT(cudaMalloc(&y, 2 * n * sizeof(double)) == 0, "cudaMalloc y");
+          EXPECT(cublasSetVector(n, sizeof(double), x.data(), 3, y, 2) == 0, "cublasSetVector");
+          std::vector<double> dy(2 * n);
+          EXPECT(cudaMemcpy(dy.data(), y, dy.size() * sizeof(double), kDeviceToHost) == 0, "read y");
+          wrong = 0;
+          for (int i = 0; i < n; ++i) wrong += dy[2 * i] != x[3 * i];
+          EXPECT(wrong == 0, "%d elements differ after cublasSetVector", wrong);
+          std::vector<double> z(n, 0.0);
+          EXPECT(cublasGetVectorAsync(n, sizeof(double), y, 2, z.data(), 1, stream) == 0, "cublasGetVectorAsync");
+          wrong = 0;
+          for (int i = 0; i < n; ++i) wrong += z[i] != x[3 * i];
+          EXPECT(wrong == 0, "%d elements differ after cublasGetVectorAsync", wrong);
+          EXPECT(cublasSetVector_64(n, sizeof(double), x.data(), 3, y, 2) == 0, "cublasSetVector_64");
+
+          // cuBLAS's own argument checks.
+          EXPECT(cublasSetMatrix(rows, cols, 0, host.data(), lda, d, ldb) == kInvalidValue, "element size 0");
+          EXPECT(cublasSetVector(n, sizeof(double), x.data(), 0, y, 2) == kInvalidValue, "increment 0");
+          EXPECT(cublasGetMatrix(-1, cols, sizeof(float), d, ldb, back.data(), lda) == kInvalidValue, "negative rows");
+          EXPECT(cublasSetMatrix(0, cols, sizeof(float), host.data(), lda, d, ldb) == 0, "an empty matrix moves nothing");
+          cudaStreamDestroy(stream);
+          cudaFree(d);
+          cudaFree(y);
+        }) == 0);
+  CHECK(broker.stop() == 0);
+}
+
+TEST_CASE("cublasSetMatrix and GetMatrix cannot reach memory that is not the session's", "[cublas][transfer][security]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  CHECK(in_broker_child(broker, [] {
+          void* d = nullptr;
+          EXPECT(cudaMalloc(&d, 64 * sizeof(float)) == 0, "cudaMalloc");
+          std::vector<float> host(64 * 64, 1.0f);
+          // 8 columns of 8 with leading dimension 8 fit; leading dimension 9 runs 7 floats past the end.
+          EXPECT(cublasSetMatrix(8, 8, sizeof(float), host.data(), 8, d, 8) == 0, "the allocation itself");
+          EXPECT(cublasSetMatrix(8, 8, sizeof(float), host.data(), 8, d, 9) == kInvalidValue, "past the end");
+          EXPECT(cublasGetMatrix(8, 8, sizeof(float), d, 9, host.data(), 8) == kInvalidValue, "reading past the end");
+          EXPECT(cublasSetVector(8, sizeof(float), host.data(), 1, host.data(), 1) == kInvalidValue, "a host address");
+          // Huge extents whose arithmetic would wrap are refused, not wrapped.
+          EXPECT(cublasSetMatrix(1, 2, sizeof(float), host.data(), 1, d, 0x7fffffff) == kInvalidValue, "a huge ld");
+          // After the refusals the session still works, and the pipe is in step.
+          std::vector<float> back(64, 0.0f);
+          EXPECT(cublasGetVector(64, sizeof(float), d, 1, back.data(), 1) == 0 && back[63] == 1.0f, "still served");
+          cudaFree(d);
+        }) == 0);
+  CHECK(broker.stop() == 0);
+}
+
+TEST_CASE("cudaStreamGetFlags and GetPriority answer for the stream, and cudaEventRecordWithFlags records",
+          "[runtime][stream]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  CHECK(in_broker_child(broker, [] {
+          void *blocking = nullptr, *urgent = nullptr;
+          EXPECT(cudaStreamCreateWithFlags(&blocking, 0) == 0, "a blocking stream");
+          EXPECT(cudaStreamCreateWithPriority(&urgent, 1, -3) == 0, "a non-blocking stream of priority -3");
+          unsigned flags = 99;
+          EXPECT(cudaStreamGetFlags(blocking, &flags) == 0 && flags == 0, "blocking stream flags %u", flags);
+          EXPECT(cudaStreamGetFlags(urgent, &flags) == 0 && flags == 1, "non-blocking stream flags %u", flags);
+          EXPECT(cudaStreamGetFlags(nullptr, &flags) == 0 && flags == 0, "the default stream's flags %u", flags);
+          int priority = 99;
+          EXPECT(cudaStreamGetPriority(urgent, &priority) == 0 && priority == -3, "priority %d", priority);
+          EXPECT(cudaStreamGetPriority(blocking, &priority) == 0 && priority == 0, "default priority %d", priority);
+          EXPECT(cudaStreamCreateWithPriority(&urgent, 1, -100) == 0 && cudaStreamGetPriority(urgent, &priority) == 0 &&
+                     priority == -5,
+                 "a priority past the device's range is clamped to it: %d", priority);
+          EXPECT(cudaStreamGetFlags(reinterpret_cast<void*>(0x7777), &flags) == kCudaInvalidHandle, "an unknown stream");
+          EXPECT(cudaStreamGetFlags(urgent, nullptr) == kCudaInvalidValue, "a null result");
+          void* event = nullptr;
+          EXPECT(cudaEventCreate(&event) == 0, "cudaEventCreate");
+          EXPECT(cudaEventRecordWithFlags(event, urgent, 0) == 0 && cudaEventSynchronize(event) == 0, "record, default");
+          EXPECT(cudaEventRecordWithFlags(event, urgent, 1) == 0 && cudaEventSynchronize(event) == 0, "record, external");
+          // An unknown flag fails asynchronously, at the next synchronizing call.
+          EXPECT(cudaEventRecordWithFlags(event, urgent, 4) == 0, "posted");
+          EXPECT(cudaEventQuery(event) == kCudaInvalidValue, "the bad flag surfaces");
+        }) == 0);
+  CHECK(broker.stop() == 0);
 }
 
 TEST_CASE("device pointer mode reads alpha and beta from device memory", "[cublas]") {

@@ -20,9 +20,11 @@
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "gpubroker/cuda/cublas_api.h"
 #include "gpubroker/wire/protocol.h"
+#include "shim/client/calls.h"
 #include "shim/client/connection.h"
 
 using namespace gpubroker;
@@ -90,12 +92,13 @@ Handles& handles() {
 std::uint64_t id_of(Handle handle) { return reinterpret_cast<std::uint64_t>(handle); }
 
 // One synchronous request; the completion's status is the cublasStatus_t.
-Status request(wire::RequestKind kind, std::span<const std::byte> payload) {
+template <wire::RequestKind Kind>
+Status request(const shim::PayloadOf<Kind>& payload) {
   shim::Connection* c = shim::Connection::get();
   if (c == nullptr) return kNotInitialized;
-  auto reply = c->session().call(kind, payload);
-  if (!reply) return kExecutionFailed;  // the broker is gone
-  return reply.value().status;
+  auto answer = shim::call<Kind>(c->session(), payload);
+  if (!answer) return kExecutionFailed;  // the broker is gone
+  return answer.value().status;
 }
 
 // Bytes of one alpha or beta in a compute type's representation.
@@ -125,8 +128,8 @@ Status read_scalar(const HandleState& state, const void* scalar, std::size_t byt
   shim::Connection* c = shim::Connection::get();
   if (c == nullptr) return kNotInitialized;
   const wire::CopyRequest copy{0, reinterpret_cast<std::uint64_t>(scalar), bytes, state.stream};
-  auto reply = c->session().call(wire::RequestKind::kCopyDeviceToHost, wire::bytes_of(copy),
-                                 ipc::StagedIn{std::span(reinterpret_cast<std::byte*>(out), bytes)});
+  auto reply = shim::call<wire::RequestKind::kCopyDeviceToHost>(c->session(), copy,
+                                                                std::span(reinterpret_cast<std::byte*>(out), bytes));
   if (!reply) return kExecutionFailed;
   return reply.value().status == 0 ? kSuccess : kInvalidValue;
 }
@@ -182,10 +185,44 @@ Status gemm(Handle handle, const Gemm& g) {
   const std::size_t bytes = scalar_bytes(g.compute_type);
   if (Status s = read_scalar(state, g.alpha, bytes, r.alpha); s != kSuccess) return s;
   if (Status s = read_scalar(state, g.beta, bytes, r.beta); s != kSuccess) return s;
-  return request(wire::RequestKind::kBlasGemm, wire::bytes_of(r));
+  return request<wire::RequestKind::kBlasGemm>(r);
 }
 
 }  // namespace
+
+// cublasSetMatrix/GetMatrix and the Vector forms: a column-major matrix between host memory
+// (leading dimension host_ld) and device memory (device_ld), in elements of element_bytes. It
+// crosses the staging pipe packed, one column after another; a vector is a matrix of one row
+// whose leading dimensions are its increments. cuBLAS's own checks first.
+Status transfer_matrix(std::int64_t rows, std::int64_t cols, std::int64_t element_bytes, void* host, std::int64_t host_ld,
+                       std::uint64_t device, std::int64_t device_ld, Stream stream, bool to_device) {
+  if (rows < 0 || cols < 0 || element_bytes <= 0 || host_ld <= 0 || device_ld <= 0) return kInvalidValue;
+  if (rows == 0 || cols == 0) return kSuccess;
+  shim::Connection* c = shim::Connection::get();
+  if (c == nullptr) return kNotInitialized;
+  const auto column = static_cast<std::size_t>(rows * element_bytes);
+  const auto packed_bytes = column * static_cast<std::size_t>(cols);
+  const bool contiguous = host_ld == rows;
+  auto* base = static_cast<std::byte*>(host);
+  std::vector<std::byte> packed;
+  if (!contiguous) packed.resize(packed_bytes);
+  auto host_column = [&](std::int64_t j) { return base + static_cast<std::size_t>(j * host_ld * element_bytes); };
+  const wire::BlasMatrixRequest r{device, reinterpret_cast<std::uint64_t>(stream), rows, cols, device_ld,
+                                  static_cast<std::int32_t>(element_bytes), 0};
+  if (to_device) {
+    for (std::int64_t j = 0; !contiguous && j < cols; ++j) std::memcpy(packed.data() + j * column, host_column(j), column);
+    auto reply = shim::call<wire::RequestKind::kBlasSetMatrix>(
+        c->session(), r, std::span<const std::byte>(contiguous ? base : packed.data(), packed_bytes));
+    return reply ? reply.value().status : cuda::CUBLAS_STATUS_MAPPING_ERROR;
+  }
+  auto reply = shim::call<wire::RequestKind::kBlasGetMatrix>(c->session(), r,
+                                                             std::span<std::byte>(contiguous ? base : packed.data(), packed_bytes));
+  if (!reply) return cuda::CUBLAS_STATUS_MAPPING_ERROR;
+  if (reply.value().status == kSuccess) {
+    for (std::int64_t j = 0; !contiguous && j < cols; ++j) std::memcpy(host_column(j), packed.data() + j * column, column);
+  }
+  return reply.value().status;
+}
 
 extern "C" {
 
@@ -194,7 +231,7 @@ extern "C" {
 int cublasCreate_v2(Handle* handle) {
   if (handle == nullptr) return kInvalidValue;
   const std::uint64_t id = handles().add();
-  const Status s = request(wire::RequestKind::kBlasCreate, wire::bytes_of(wire::HandleRequest{id}));
+  const Status s = request<wire::RequestKind::kBlasCreate>(wire::HandleRequest{id});
   if (s != kSuccess) {
     handles().remove(id);
     return s;
@@ -207,14 +244,14 @@ int cublasDestroy_v2(Handle handle) {
   HandleState state;
   if (!handles().get(id_of(handle), state)) return kNotInitialized;
   handles().remove(id_of(handle));
-  return request(wire::RequestKind::kBlasDestroy, wire::bytes_of(wire::HandleRequest{id_of(handle)}));
+  return request<wire::RequestKind::kBlasDestroy>(wire::HandleRequest{id_of(handle)});
 }
 
 int cublasSetStream_v2(Handle handle, Stream stream) {
   HandleState state;
   if (!handles().get(id_of(handle), state)) return kNotInitialized;
   const auto id = reinterpret_cast<std::uint64_t>(stream);
-  const Status s = request(wire::RequestKind::kBlasSetStream, wire::bytes_of(wire::BlasSettingRequest{id_of(handle), id}));
+  const Status s = request<wire::RequestKind::kBlasSetStream>(wire::BlasSettingRequest{id_of(handle), id});
   if (s == kSuccess) handles().update(id_of(handle), [&](HandleState& h) { h.stream = id; });
   return s;
 }
@@ -230,8 +267,7 @@ int cublasGetStream_v2(Handle handle, Stream* stream) {
 int cublasSetMathMode(Handle handle, int mode) {
   HandleState state;
   if (!handles().get(id_of(handle), state)) return kNotInitialized;
-  const Status s = request(wire::RequestKind::kBlasSetMathMode,
-                           wire::bytes_of(wire::BlasSettingRequest{id_of(handle), static_cast<std::uint64_t>(static_cast<std::uint32_t>(mode))}));
+  const Status s = request<wire::RequestKind::kBlasSetMathMode>(wire::BlasSettingRequest{id_of(handle), static_cast<std::uint64_t>(static_cast<std::uint32_t>(mode))});
   if (s == kSuccess) handles().update(id_of(handle), [&](HandleState& h) { h.math_mode = mode; });
   return s;
 }
@@ -249,7 +285,7 @@ int cublasSetWorkspace_v2(Handle handle, void* workspace, std::size_t bytes) {
   if (!handles().get(id_of(handle), state)) return kNotInitialized;
   if (workspace == nullptr && bytes != 0) return kInvalidValue;
   const auto pointer = reinterpret_cast<std::uint64_t>(workspace);
-  const Status s = request(wire::RequestKind::kBlasSetWorkspace, wire::bytes_of(wire::BlasWorkspaceRequest{id_of(handle), pointer, bytes}));
+  const Status s = request<wire::RequestKind::kBlasSetWorkspace>(wire::BlasWorkspaceRequest{id_of(handle), pointer, bytes});
   if (s == kSuccess) {
     handles().update(id_of(handle), [&](HandleState& h) {
       h.workspace = pointer;
@@ -353,7 +389,65 @@ int cublasStrsmBatched(Handle handle, int side, int uplo, int trans, int diag, i
   std::uint8_t scalar[8];
   if (Status s = read_scalar(state, alpha, sizeof(float), scalar); s != kSuccess) return s;
   std::memcpy(&r.alpha, scalar, sizeof(float));
-  return request(wire::RequestKind::kBlasTrsmBatched, wire::bytes_of(r));
+  return request<wire::RequestKind::kBlasTrsmBatched>(r);
+}
+
+
+// ---- host <-> device transfers of matrices and vectors (the legacy default stream, or `stream`) ----
+
+int cublasSetMatrix(int rows, int cols, int element, const void* a, int lda, void* b, int ldb) {
+  return transfer_matrix(rows, cols, element, const_cast<void*>(a), lda, reinterpret_cast<std::uint64_t>(b), ldb, nullptr, true);
+}
+int cublasGetMatrix(int rows, int cols, int element, const void* a, int lda, void* b, int ldb) {
+  return transfer_matrix(rows, cols, element, b, ldb, reinterpret_cast<std::uint64_t>(a), lda, nullptr, false);
+}
+int cublasSetMatrixAsync(int rows, int cols, int element, const void* a, int lda, void* b, int ldb, Stream stream) {
+  return transfer_matrix(rows, cols, element, const_cast<void*>(a), lda, reinterpret_cast<std::uint64_t>(b), ldb, stream, true);
+}
+int cublasGetMatrixAsync(int rows, int cols, int element, const void* a, int lda, void* b, int ldb, Stream stream) {
+  return transfer_matrix(rows, cols, element, b, ldb, reinterpret_cast<std::uint64_t>(a), lda, stream, false);
+}
+int cublasSetVector(int n, int element, const void* x, int incx, void* y, int incy) {
+  return transfer_matrix(1, n, element, const_cast<void*>(x), incx, reinterpret_cast<std::uint64_t>(y), incy, nullptr, true);
+}
+int cublasGetVector(int n, int element, const void* x, int incx, void* y, int incy) {
+  return transfer_matrix(1, n, element, y, incy, reinterpret_cast<std::uint64_t>(x), incx, nullptr, false);
+}
+int cublasSetVectorAsync(int n, int element, const void* x, int incx, void* y, int incy, Stream stream) {
+  return transfer_matrix(1, n, element, const_cast<void*>(x), incx, reinterpret_cast<std::uint64_t>(y), incy, stream, true);
+}
+int cublasGetVectorAsync(int n, int element, const void* x, int incx, void* y, int incy, Stream stream) {
+  return transfer_matrix(1, n, element, y, incy, reinterpret_cast<std::uint64_t>(x), incx, stream, false);
+}
+int cublasSetMatrix_64(std::int64_t rows, std::int64_t cols, std::int64_t element, const void* a, std::int64_t lda, void* b,
+                       std::int64_t ldb) {
+  return transfer_matrix(rows, cols, element, const_cast<void*>(a), lda, reinterpret_cast<std::uint64_t>(b), ldb, nullptr, true);
+}
+int cublasGetMatrix_64(std::int64_t rows, std::int64_t cols, std::int64_t element, const void* a, std::int64_t lda, void* b,
+                       std::int64_t ldb) {
+  return transfer_matrix(rows, cols, element, b, ldb, reinterpret_cast<std::uint64_t>(a), lda, nullptr, false);
+}
+int cublasSetMatrixAsync_64(std::int64_t rows, std::int64_t cols, std::int64_t element, const void* a, std::int64_t lda,
+                            void* b, std::int64_t ldb, Stream stream) {
+  return transfer_matrix(rows, cols, element, const_cast<void*>(a), lda, reinterpret_cast<std::uint64_t>(b), ldb, stream, true);
+}
+int cublasGetMatrixAsync_64(std::int64_t rows, std::int64_t cols, std::int64_t element, const void* a, std::int64_t lda,
+                            void* b, std::int64_t ldb, Stream stream) {
+  return transfer_matrix(rows, cols, element, b, ldb, reinterpret_cast<std::uint64_t>(a), lda, stream, false);
+}
+int cublasSetVector_64(std::int64_t n, std::int64_t element, const void* x, std::int64_t incx, void* y, std::int64_t incy) {
+  return transfer_matrix(1, n, element, const_cast<void*>(x), incx, reinterpret_cast<std::uint64_t>(y), incy, nullptr, true);
+}
+int cublasGetVector_64(std::int64_t n, std::int64_t element, const void* x, std::int64_t incx, void* y, std::int64_t incy) {
+  return transfer_matrix(1, n, element, y, incy, reinterpret_cast<std::uint64_t>(x), incx, nullptr, false);
+}
+int cublasSetVectorAsync_64(std::int64_t n, std::int64_t element, const void* x, std::int64_t incx, void* y,
+                            std::int64_t incy, Stream stream) {
+  return transfer_matrix(1, n, element, const_cast<void*>(x), incx, reinterpret_cast<std::uint64_t>(y), incy, stream, true);
+}
+int cublasGetVectorAsync_64(std::int64_t n, std::int64_t element, const void* x, std::int64_t incx, void* y,
+                            std::int64_t incy, Stream stream) {
+  return transfer_matrix(1, n, element, y, incy, reinterpret_cast<std::uint64_t>(x), incx, stream, false);
 }
 
 }  // extern "C"

@@ -28,6 +28,7 @@
 #include "gpubroker/wire/protocol.h"
 #include "shim/abi/unsupported.h"
 #include "shim/cublas/version.h"
+#include "shim/client/calls.h"
 #include "shim/client/connection.h"
 
 using namespace gpubroker;
@@ -186,12 +187,13 @@ struct LtHandle {
 };
 bool valid_handle(const LtHandle* h) { return h != nullptr && h->magic == kHandleMagic; }
 
-int request(wire::RequestKind kind, std::span<const std::byte> payload) {
+template <wire::RequestKind Kind>
+int request(const shim::PayloadOf<Kind>& payload) {
   shim::Connection* c = shim::Connection::get();
   if (c == nullptr) return kNotInitialized;
-  auto reply = c->session().call(kind, payload);
-  if (!reply) return kExecutionFailed;  // the broker is gone
-  return reply.value().status;
+  auto answer = shim::call<Kind>(c->session(), payload);
+  if (!answer) return kExecutionFailed;  // the broker is gone
+  return answer.value().status;
 }
 
 // Bytes of an element of the types the broker serves matrices in; 0 for any other.
@@ -337,8 +339,8 @@ int read_scalar(const void* scalar, std::size_t bytes, bool device, std::uint64_
   shim::Connection* c = shim::Connection::get();
   if (c == nullptr) return kNotInitialized;
   const wire::CopyRequest copy{0, reinterpret_cast<std::uint64_t>(scalar), bytes, stream};
-  auto reply = c->session().call(wire::RequestKind::kCopyDeviceToHost, wire::bytes_of(copy),
-                                 ipc::StagedIn{std::span(reinterpret_cast<std::byte*>(out), bytes)});
+  auto reply = shim::call<wire::RequestKind::kCopyDeviceToHost>(c->session(), copy,
+                                                                std::span(reinterpret_cast<std::byte*>(out), bytes));
   if (!reply) return kExecutionFailed;
   return reply.value().status == 0 ? kSuccess : kInvalidValue;
 }
@@ -532,7 +534,7 @@ int cublasLtMatmul(LtHandle* handle, const MatmulDesc* desc, const void* alpha, 
   r.b = reinterpret_cast<std::uint64_t>(b_data);
   r.c = reinterpret_cast<std::uint64_t>(c_data);
   r.d = reinterpret_cast<std::uint64_t>(d_data);
-  return request(wire::RequestKind::kBlasLtMatmul, wire::bytes_of(r));
+  return request<wire::RequestKind::kBlasLtMatmul>(r);
 }
 
 }  // extern "C"

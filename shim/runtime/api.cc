@@ -63,28 +63,26 @@ Error copy(void* destination, const void* source, std::size_t bytes, int kind, S
     case kHostToDevice:
       if (auto offset = map.pinned_offset(source, bytes)) {
         const wire::CopyRequest r{dst, *offset, bytes, s};
-        return asynchronous ? post(wire::RequestKind::kCopyArenaToDevice, bytes_of(r))
-                            : call(wire::RequestKind::kCopyArenaToDevice, bytes_of(r));
+        return asynchronous ? post<wire::RequestKind::kCopyArenaToDevice>(r)
+                            : call<wire::RequestKind::kCopyArenaToDevice>(r);
       }
-      return call_staged_out(wire::RequestKind::kCopyHostToDevice, bytes_of(wire::CopyRequest{dst, 0, bytes, s}),
-                             std::span(static_cast<const std::byte*>(source), bytes));
+      return call<wire::RequestKind::kCopyHostToDevice>(wire::CopyRequest{dst, 0, bytes, s}, std::span(static_cast<const std::byte*>(source), bytes));
     case kDeviceToHost:
       if (auto offset = map.pinned_offset(destination, bytes)) {
         const wire::CopyRequest r{*offset, src, bytes, s};
-        return asynchronous ? post(wire::RequestKind::kCopyDeviceToArena, bytes_of(r))
-                            : call(wire::RequestKind::kCopyDeviceToArena, bytes_of(r));
+        return asynchronous ? post<wire::RequestKind::kCopyDeviceToArena>(r)
+                            : call<wire::RequestKind::kCopyDeviceToArena>(r);
       }
-      return call_staged_in(wire::RequestKind::kCopyDeviceToHost, bytes_of(wire::CopyRequest{0, src, bytes, s}),
-                            std::span(static_cast<std::byte*>(destination), bytes));
+      return call<wire::RequestKind::kCopyDeviceToHost>(wire::CopyRequest{0, src, bytes, s}, std::span(static_cast<std::byte*>(destination), bytes));
     default:  // device to device: no host-side synchronization, as in CUDA
-      return post(wire::RequestKind::kCopyDeviceToDevice, bytes_of(wire::CopyRequest{dst, src, bytes, s}));
+      return post<wire::RequestKind::kCopyDeviceToDevice>(wire::CopyRequest{dst, src, bytes, s});
   }
 }
 
 Error create_stream(Stream* stream, unsigned flags, int priority) {
   if (stream == nullptr) return record(kErrorInvalidValue);
   const std::uint64_t id = new_stream_id();
-  const Error e = post(wire::RequestKind::kStreamCreate, bytes_of(wire::StreamCreateRequest{id, flags, priority}));
+  const Error e = post<wire::RequestKind::kStreamCreate>(wire::StreamCreateRequest{id, flags, priority});
   if (e == kSuccess) *stream = reinterpret_cast<Stream>(id);
   return e;
 }
@@ -92,7 +90,7 @@ Error create_stream(Stream* stream, unsigned flags, int priority) {
 Error create_event(Event* event, unsigned flags) {
   if (event == nullptr) return record(kErrorInvalidValue);
   const std::uint64_t id = new_event_id();
-  const Error e = post(wire::RequestKind::kEventCreate, bytes_of(wire::EventCreateRequest{id, flags, 0}));
+  const Error e = post<wire::RequestKind::kEventCreate>(wire::EventCreateRequest{id, flags, 0});
   if (e == kSuccess) *event = reinterpret_cast<Event>(id);
   return e;
 }
@@ -105,7 +103,7 @@ Error allocate_pinned(void** pointer, std::size_t bytes) {
   if (!block) return record(kErrorMemoryAllocation);
   const std::uint64_t offset = *c->session().arena().offset_of(block.value(), bytes);
   // The broker registers the range with the driver, so that copies from it are direct transfers.
-  if (const Error e = call(wire::RequestKind::kArenaRegister, bytes_of(wire::ArenaRange{offset, bytes == 0 ? 1 : bytes}));
+  if (const Error e = call<wire::RequestKind::kArenaRegister>(wire::ArenaRange{offset, bytes == 0 ? 1 : bytes});
       e != kSuccess) {
     c->session().arena().free(block.value());
     return e;
@@ -179,18 +177,18 @@ int cudaRuntimeGetVersion(int* version) {
 
 int cudaDeviceSynchronize() {
   hold_for_all_host_funcs();
-  return call(wire::RequestKind::kContextSynchronize, {});
+  return call<wire::RequestKind::kContextSynchronize>({});
 }
 
 int cudaMemGetInfo(std::size_t* free, std::size_t* total) {
   if (free == nullptr || total == nullptr) return record(kErrorInvalidValue);
   const auto ordinal = broker_ordinal(current_device());
   if (!ordinal) return record(connection() == nullptr ? kErrorNoDevice : kErrorInvalidDevice);
-  ipc::Completion completion;
-  if (const Error e = call(wire::RequestKind::kMemGetInfo, bytes_of(wire::DeviceRequest{*ordinal, 0}), &completion); e != kSuccess) {
+  shim::ReplyOf<wire::RequestKind::kMemGetInfo> reply{};
+  if (const Error e = call<wire::RequestKind::kMemGetInfo>(wire::DeviceRequest{*ordinal, 0}, &reply); e != kSuccess) {
     return e;
   }
-  const auto info = completion.result_as<wire::MemInfoResult>();
+  const auto info = reply;
   *free = info.free;
   *total = info.total;
   return kSuccess;
@@ -205,10 +203,10 @@ int cudaMalloc(void** pointer, std::size_t bytes) {
   if (pointer == nullptr) return record(kErrorInvalidValue);
   const auto ordinal = broker_ordinal(current_device());
   if (!ordinal) return record(connection() == nullptr ? kErrorNoDevice : kErrorInvalidDevice);
-  ipc::Completion completion;
-  const Error e = call(wire::RequestKind::kMemAlloc, bytes_of(wire::MemAllocRequest{*ordinal, 0, bytes}), &completion);
+  shim::ReplyOf<wire::RequestKind::kMemAlloc> reply{};
+  const Error e = call<wire::RequestKind::kMemAlloc>(wire::MemAllocRequest{*ordinal, 0, bytes}, &reply);
   if (e != kSuccess) return e;  // CUDA_ERROR_OUT_OF_MEMORY is cudaErrorMemoryAllocation (2)
-  const std::uint64_t address = completion.result_as<wire::PointerResult>().pointer;
+  const std::uint64_t address = reply.pointer;
   if (address != 0) memory().add_device(address, bytes);
   *pointer = reinterpret_cast<void*>(address);
   return kSuccess;
@@ -217,7 +215,7 @@ int cudaMalloc(void** pointer, std::size_t bytes) {
 int cudaFree(void* pointer) {
   if (pointer == nullptr) return kSuccess;
   if (!memory().remove_device(reinterpret_cast<std::uint64_t>(pointer))) return record(kErrorInvalidValue);
-  return call(wire::RequestKind::kMemFree, bytes_of(wire::HandleRequest{reinterpret_cast<std::uint64_t>(pointer)}));
+  return call<wire::RequestKind::kMemFree>(wire::HandleRequest{reinterpret_cast<std::uint64_t>(pointer)});
 }
 
 int cudaMallocHost(void** pointer, std::size_t bytes) { return allocate_pinned(pointer, bytes); }
@@ -234,8 +232,8 @@ int cudaFreeHost(void* pointer) {
   const auto offset = memory().remove_pinned(pointer);
   if (!offset) return record(kErrorInvalidValue);
   hold_for_all_host_funcs();
-  const Error synchronized = call(wire::RequestKind::kContextSynchronize, {});
-  const Error e = call(wire::RequestKind::kArenaUnregister, bytes_of(wire::ArenaRange{*offset, 0}));
+  const Error synchronized = call<wire::RequestKind::kContextSynchronize>({});
+  const Error e = call<wire::RequestKind::kArenaUnregister>(wire::ArenaRange{*offset, 0});
   connection()->session().arena().free(pointer);
   return synchronized != kSuccess ? synchronized : e;
 }
@@ -251,14 +249,14 @@ int cudaMemcpyAsync(void* destination, const void* source, std::size_t bytes, in
 int cudaMemset(void* pointer, int value, std::size_t bytes) {
   if (bytes == 0) return kSuccess;
   const wire::MemsetRequest r{reinterpret_cast<std::uint64_t>(pointer), bytes, 0, static_cast<std::uint32_t>(value & 0xff), 0};
-  return post(wire::RequestKind::kMemset, bytes_of(r));
+  return post<wire::RequestKind::kMemset>(r);
 }
 
 int cudaMemsetAsync(void* pointer, int value, std::size_t bytes, Stream stream) {
   if (bytes == 0) return kSuccess;
   const wire::MemsetRequest r{reinterpret_cast<std::uint64_t>(pointer), bytes, stream_id(stream),
                               static_cast<std::uint32_t>(value & 0xff), 0};
-  return post(wire::RequestKind::kMemset, bytes_of(r));
+  return post<wire::RequestKind::kMemset>(r);
 }
 
 // ---- streams and events ---------------------------------------------------------------------
@@ -270,21 +268,37 @@ int cudaStreamCreateWithPriority(Stream* stream, unsigned flags, int priority) {
 }
 
 int cudaStreamDestroy(Stream stream) {
-  return call(wire::RequestKind::kStreamDestroy, bytes_of(wire::HandleRequest{stream_id(stream)}));
+  return call<wire::RequestKind::kStreamDestroy>(wire::HandleRequest{stream_id(stream)});
 }
 
 int cudaStreamSynchronize(Stream stream) {
-  return call(wire::RequestKind::kStreamSynchronize, bytes_of(wire::HandleRequest{stream_id(stream)}));
+  return call<wire::RequestKind::kStreamSynchronize>(wire::HandleRequest{stream_id(stream)});
 }
 
 int cudaStreamQuery(Stream stream) {
   if (host_funcs_pending(reinterpret_cast<std::uint64_t>(stream))) return kErrorNotReady;
-  return call(wire::RequestKind::kStreamQuery, bytes_of(wire::HandleRequest{stream_id(stream)}));
+  return call<wire::RequestKind::kStreamQuery>(wire::HandleRequest{stream_id(stream)});
+}
+
+// The flags the stream was created with, and its priority as the device clamped it.
+int cudaStreamGetFlags(Stream stream, unsigned* flags) {
+  if (flags == nullptr) return record(kErrorInvalidValue);
+  std::uint32_t value = 0;
+  const Error e = call<wire::RequestKind::kStreamGetFlags>(wire::HandleRequest{reinterpret_cast<std::uint64_t>(stream)}, &value);
+  if (e == kSuccess) *flags = value;
+  return e;
+}
+
+int cudaStreamGetPriority(Stream stream, int* priority) {
+  if (priority == nullptr) return record(kErrorInvalidValue);
+  std::int32_t value = 0;
+  const Error e = call<wire::RequestKind::kStreamGetPriority>(wire::HandleRequest{reinterpret_cast<std::uint64_t>(stream)}, &value);
+  if (e == kSuccess) *priority = value;
+  return e;
 }
 
 int cudaStreamWaitEvent(Stream stream, Event event, unsigned /*flags*/) {
-  return post(wire::RequestKind::kStreamWaitEvent,
-              bytes_of(wire::EventStreamRequest{reinterpret_cast<std::uint64_t>(event), stream_id(stream)}));
+  return post<wire::RequestKind::kStreamWaitEvent>(wire::EventStreamRequest{reinterpret_cast<std::uint64_t>(event), stream_id(stream)});
 }
 
 int cudaDeviceGetStreamPriorityRange(int* least, int* greatest) {
@@ -297,30 +311,33 @@ int cudaEventCreate(Event* event) { return create_event(event, 0); }
 int cudaEventCreateWithFlags(Event* event, unsigned flags) { return create_event(event, flags); }
 
 int cudaEventRecord(Event event, Stream stream) {
-  return post(wire::RequestKind::kEventRecord,
-              bytes_of(wire::EventStreamRequest{reinterpret_cast<std::uint64_t>(event), stream_id(stream)}));
+  return post<wire::RequestKind::kEventRecord>(wire::EventStreamRequest{reinterpret_cast<std::uint64_t>(event), stream_id(stream)});
+}
+
+// cudaEventRecordExternal (1) makes a captured record an event record node of the graph.
+int cudaEventRecordWithFlags(Event event, Stream stream, unsigned flags) {
+  return post<wire::RequestKind::kEventRecordWithFlags>(
+      wire::EventRecordRequest{reinterpret_cast<std::uint64_t>(event), stream_id(stream), flags, 0});
 }
 
 int cudaEventSynchronize(Event event) {
-  return call(wire::RequestKind::kEventSynchronize, bytes_of(wire::HandleRequest{reinterpret_cast<std::uint64_t>(event)}));
+  return call<wire::RequestKind::kEventSynchronize>(wire::HandleRequest{reinterpret_cast<std::uint64_t>(event)});
 }
 
 int cudaEventQuery(Event event) {
-  return call(wire::RequestKind::kEventQuery, bytes_of(wire::HandleRequest{reinterpret_cast<std::uint64_t>(event)}));
+  return call<wire::RequestKind::kEventQuery>(wire::HandleRequest{reinterpret_cast<std::uint64_t>(event)});
 }
 
 int cudaEventElapsedTime(float* milliseconds, Event start, Event end) {
   if (milliseconds == nullptr) return record(kErrorInvalidValue);
-  ipc::Completion completion;
-  const Error e = call(wire::RequestKind::kEventElapsedTime,
-                       bytes_of(wire::EventPairRequest{reinterpret_cast<std::uint64_t>(start), reinterpret_cast<std::uint64_t>(end)}),
-                       &completion);
-  if (e == kSuccess) *milliseconds = completion.result_as<float>();
+  shim::ReplyOf<wire::RequestKind::kEventElapsedTime> reply{};
+  const Error e = call<wire::RequestKind::kEventElapsedTime>(wire::EventPairRequest{reinterpret_cast<std::uint64_t>(start), reinterpret_cast<std::uint64_t>(end)}, &reply);
+  if (e == kSuccess) *milliseconds = reply;
   return e;
 }
 
 int cudaEventDestroy(Event event) {
-  return call(wire::RequestKind::kEventDestroy, bytes_of(wire::HandleRequest{reinterpret_cast<std::uint64_t>(event)}));
+  return call<wire::RequestKind::kEventDestroy>(wire::HandleRequest{reinterpret_cast<std::uint64_t>(event)});
 }
 
 // ---- more memory ----------------------------------------------------------------------------
@@ -504,16 +521,16 @@ int cudaMemcpyPeer(void* destination, int destination_device, const void* source
 // may not change. cudaDeviceGetLimit reads the context's value.
 int cudaDeviceGetLimit(std::size_t* value, int limit) {
   if (value == nullptr) return record(kErrorInvalidValue);
-  ipc::Completion completion;
-  const Error e = call(wire::RequestKind::kDeviceLimit, bytes_of(wire::LimitRequest{limit, 0, 0}), &completion);
-  if (e == kSuccess) *value = completion.result_as<std::uint64_t>();
+  shim::ReplyOf<wire::RequestKind::kDeviceLimit> reply{};
+  const Error e = call<wire::RequestKind::kDeviceLimit>(wire::LimitRequest{limit, 0, 0}, &reply);
+  if (e == kSuccess) *value = reply;
   return e;
 }
 
 int cudaDeviceSetLimit(int limit, std::size_t value) {
-  ipc::Completion completion;
-  const Error e = call(wire::RequestKind::kDeviceLimit, bytes_of(wire::LimitRequest{limit, 1, value}), &completion);
-  if (e == kSuccess && completion.result_as<std::uint64_t>() < value) return record(kErrorInvalidValue);
+  shim::ReplyOf<wire::RequestKind::kDeviceLimit> reply{};
+  const Error e = call<wire::RequestKind::kDeviceLimit>(wire::LimitRequest{limit, 1, value}, &reply);
+  if (e == kSuccess && reply < value) return record(kErrorInvalidValue);
   return e;
 }
 

@@ -46,10 +46,11 @@ Error symbol_range(const void* symbol, std::size_t bytes, std::size_t offset, vo
   return kSuccess;
 }
 
-Error set_function(const void* key, wire::RequestKind kind, int attribute, int value) {
+template <wire::RequestKind Kind>
+Error set_function(const void* key, int attribute, int value) {
   FunctionRecord* function = nullptr;
   if (const Error e = resolved_function(key, function); e != kSuccess) return e;
-  const Error e = call(kind, bytes_of(wire::FuncAttributeRequest{function->function_id, attribute, value}));
+  const Error e = call<Kind>(wire::FuncAttributeRequest{function->function_id, attribute, value});
   std::lock_guard guard(registry().lock);
   function->attributes.reset();
   function->occupancy.clear();
@@ -70,11 +71,10 @@ int cudaFuncGetAttributes(cudart::cudaFuncAttributes* out, const void* key) {
     cached = function->attributes;
   }
   if (!cached) {
-    ipc::Completion completion;
-    const Error e = call(wire::RequestKind::kFuncGetAttributes,
-                         bytes_of(wire::FuncAttributeRequest{function->function_id, 0, 0}), &completion);
+    shim::ReplyOf<wire::RequestKind::kFuncGetAttributes> reply{};
+    const Error e = call<wire::RequestKind::kFuncGetAttributes>(wire::FuncAttributeRequest{function->function_id, 0, 0}, &reply);
     if (e != kSuccess) return e;
-    cached = completion.result_as<wire::FuncAttributesResult>();
+    cached = reply;
     std::lock_guard guard(registry().lock);
     function->attributes = cached;
   }
@@ -104,11 +104,11 @@ int cudaFuncSetAttribute(const void* key, int attribute, int value) {
   if (attribute < cudart::cudaFuncAttributeMaxDynamicSharedMemorySize || attribute >= cudart::cudaFuncAttributeMax) {
     return record(kErrorInvalidValue);
   }
-  return set_function(key, wire::RequestKind::kFuncSetAttribute, attribute, value);
+  return set_function<wire::RequestKind::kFuncSetAttribute>(key, attribute, value);
 }
 
 int cudaFuncSetCacheConfig(const void* key, int config) {
-  return set_function(key, wire::RequestKind::kFuncSetCacheConfig, 0, config);
+  return set_function<wire::RequestKind::kFuncSetCacheConfig>(key, 0, config);
 }
 
 int cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int* blocks, const void* key, int block_size,
@@ -124,12 +124,10 @@ int cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int* blocks, const vo
       return kSuccess;
     }
   }
-  ipc::Completion completion;
-  const Error e = call(wire::RequestKind::kOccupancy,
-                       bytes_of(wire::OccupancyRequest{function->function_id, block_size, flags, dynamic_shared}),
-                       &completion);
+  shim::ReplyOf<wire::RequestKind::kOccupancy> reply{};
+  const Error e = call<wire::RequestKind::kOccupancy>(wire::OccupancyRequest{function->function_id, block_size, flags, dynamic_shared}, &reply);
   if (e != kSuccess) return e;
-  *blocks = completion.result_as<std::int32_t>();
+  *blocks = reply;
   std::lock_guard guard(registry().lock);
   function->occupancy[question] = *blocks;
   return kSuccess;

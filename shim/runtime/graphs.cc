@@ -37,10 +37,10 @@ std::uint64_t capture_key(const void* stream) { return id_of(stream) <= 2 ? 0 : 
 Error capture_info(void* stream, int* status, unsigned long long* id, void** graph, const void*** dependencies,
                    const void** edges, std::size_t* count) {
   if (status == nullptr) return record(kErrorInvalidValue);
-  ipc::Completion completion;
-  const Error e = call(wire::RequestKind::kStreamIsCapturing, bytes_of(wire::HandleRequest{id_of(stream)}), &completion);
+  shim::ReplyOf<wire::RequestKind::kStreamIsCapturing> reply{};
+  const Error e = call<wire::RequestKind::kStreamIsCapturing>(wire::HandleRequest{id_of(stream)}, &reply);
   if (e != kSuccess) return e;
-  *status = completion.result_as<std::int32_t>();
+  *status = reply;
   if (*status != cudart::cudaStreamCaptureStatusActive) return kSuccess;
   if (graph != nullptr || dependencies != nullptr || edges != nullptr || count != nullptr) {
     gpubroker_log_unsupported_once("cudaStreamGetCaptureInfo asking for the capturing graph or its nodes");
@@ -59,8 +59,7 @@ Error capture_info(void* stream, int* status, unsigned long long* id, void** gra
 extern "C" {
 
 int cudaStreamBeginCapture(void* stream, int mode) {
-  const Error e = call(wire::RequestKind::kStreamBeginCapture,
-                       bytes_of(wire::CaptureRequest{id_of(stream), static_cast<std::uint64_t>(mode)}));
+  const Error e = call<wire::RequestKind::kStreamBeginCapture>(wire::CaptureRequest{id_of(stream), static_cast<std::uint64_t>(mode)});
   if (e == kSuccess) {
     std::lock_guard guard(captures().lock);
     captures().ids[capture_key(stream)] = captures().next++;
@@ -75,23 +74,23 @@ int cudaStreamEndCapture(void* stream, void** graph) {
     captures().ids.erase(capture_key(stream));
   }
   const std::uint64_t id = g_next_graph.fetch_add(1, std::memory_order_relaxed);
-  const Error e = call(wire::RequestKind::kStreamEndCapture, bytes_of(wire::CaptureRequest{id_of(stream), id}));
+  const Error e = call<wire::RequestKind::kStreamEndCapture>(wire::CaptureRequest{id_of(stream), id});
   *graph = e == kSuccess ? reinterpret_cast<void*>(id) : nullptr;
   return e;
 }
 
 int cudaStreamIsCapturing(void* stream, int* status) {
   if (status == nullptr) return record(kErrorInvalidValue);
-  ipc::Completion completion;
-  const Error e = call(wire::RequestKind::kStreamIsCapturing, bytes_of(wire::HandleRequest{id_of(stream)}), &completion);
-  if (e == kSuccess) *status = completion.result_as<std::int32_t>();
+  shim::ReplyOf<wire::RequestKind::kStreamIsCapturing> reply{};
+  const Error e = call<wire::RequestKind::kStreamIsCapturing>(wire::HandleRequest{id_of(stream)}, &reply);
+  if (e == kSuccess) *status = reply;
   return e;
 }
 
 int cudaGraphInstantiate(void** exec, void* graph, unsigned long long /*flags*/) {
   if (exec == nullptr) return record(kErrorInvalidValue);
   const std::uint64_t id = g_next_graph.fetch_add(1, std::memory_order_relaxed);
-  const Error e = call(wire::RequestKind::kGraphInstantiate, bytes_of(wire::GraphRequest{id_of(graph), id}));
+  const Error e = call<wire::RequestKind::kGraphInstantiate>(wire::GraphRequest{id_of(graph), id});
   *exec = e == kSuccess ? reinterpret_cast<void*>(id) : nullptr;
   return e;
 }
@@ -102,14 +101,13 @@ int cudaGraphInstantiateWithFlags(void** exec, void* graph, unsigned long long f
 
 int cudaGraphLaunch(void* exec, void* stream) {
   hold_for_host_funcs(id_of(stream));
-  return post(wire::RequestKind::kGraphLaunch, bytes_of(wire::GraphRequest{id_of(exec), id_of(stream)}));
+  return post<wire::RequestKind::kGraphLaunch>(wire::GraphRequest{id_of(exec), id_of(stream)});
 }
 
 int cudaGraphExecUpdate(void* exec, void* graph, cudart::cudaGraphExecUpdateResultInfo* info) {
-  ipc::Completion completion;
-  const Error e = call(wire::RequestKind::kGraphExecUpdate, bytes_of(wire::GraphRequest{id_of(exec), id_of(graph)}),
-                       &completion);
-  const auto result = completion.result_as<std::int32_t>();
+  shim::ReplyOf<wire::RequestKind::kGraphExecUpdate> reply{};
+  const Error e = call<wire::RequestKind::kGraphExecUpdate>(wire::GraphRequest{id_of(exec), id_of(graph)}, &reply);
+  const auto result = reply;
   if (info != nullptr) {
     info->result = static_cast<cudart::cudaGraphExecUpdateResult>(result);
     info->errorNode = nullptr;
@@ -119,11 +117,11 @@ int cudaGraphExecUpdate(void* exec, void* graph, cudart::cudaGraphExecUpdateResu
 }
 
 int cudaGraphDestroy(void* graph) {
-  return call(wire::RequestKind::kGraphDestroy, bytes_of(wire::HandleRequest{id_of(graph)}));
+  return call<wire::RequestKind::kGraphDestroy>(wire::HandleRequest{id_of(graph)});
 }
 
 int cudaGraphExecDestroy(void* exec) {
-  return call(wire::RequestKind::kGraphExecDestroy, bytes_of(wire::HandleRequest{id_of(exec)}));
+  return call<wire::RequestKind::kGraphExecDestroy>(wire::HandleRequest{id_of(exec)});
 }
 
 int cudaStreamBeginCapture_ptsz(void* stream, int mode) { return cudaStreamBeginCapture(stream, mode); }

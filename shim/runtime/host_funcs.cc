@@ -75,10 +75,10 @@ HostFuncs& host_funcs() {
 void run_host_funcs(Connection* connection) {
   HostFuncs& hf = host_funcs();
   for (;;) {
-    auto reply = connection->session().call(wire::RequestKind::kHostFuncWait, {});
+    auto reply = shim::call<wire::RequestKind::kHostFuncWait>(connection->session(), {});
     // The broker is gone (or refused the wait): no function will come any more.
     if (!reply || reply.value().status != 0) return forget_all(hf);
-    const auto id = reply.value().result_as<std::uint64_t>();
+    const std::uint64_t id = reply.value().reply;
     Pending p;
     {
       std::lock_guard guard(hf.lock);
@@ -112,8 +112,7 @@ Error enqueue(Stream stream, const Pending& p) {
       std::thread(run_host_funcs, c).detach();
     }
   }
-  const Error e = call(wire::RequestKind::kHostFuncEnqueue,
-                       bytes_of(wire::HostFuncRequest{reinterpret_cast<std::uint64_t>(stream), id}));
+  const Error e = call<wire::RequestKind::kHostFuncEnqueue>(wire::HostFuncRequest{reinterpret_cast<std::uint64_t>(stream), id});
   if (e != kSuccess) {
     std::lock_guard guard(hf.lock);
     forget(hf, id);

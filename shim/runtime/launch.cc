@@ -52,7 +52,7 @@ Error load_module(Connection& c, FatbinRecord& fatbin) {
     fatbin.kernels = std::move(module.value().kernels);
   }
   const std::uint64_t id = g_next_module.fetch_add(1, std::memory_order_relaxed);
-  if (const Error e = call_staged_out(wire::RequestKind::kModuleLoad, bytes_of(wire::HandleRequest{id}), image); e != kSuccess) {
+  if (const Error e = call<wire::RequestKind::kModuleLoad>(wire::HandleRequest{id}, image); e != kSuccess) {
     return e;
   }
   fatbin.module_id = id;
@@ -79,8 +79,7 @@ Error resolve(FunctionRecord& function) {
   const std::uint64_t id = g_next_function.fetch_add(1, std::memory_order_relaxed);
   const std::span<const std::byte> name(reinterpret_cast<const std::byte*>(function.device_name.data()),
                                         function.device_name.size());
-  if (const Error e = call_staged_out(wire::RequestKind::kModuleGetFunction,
-                                      bytes_of(wire::FunctionRequest{function.fatbin->module_id, id}), name);
+  if (const Error e = call<wire::RequestKind::kModuleGetFunction>(wire::FunctionRequest{function.fatbin->module_id, id}, name);
       e != kSuccess) {
     return e;
   }
@@ -98,11 +97,10 @@ Error resolve(VariableRecord& variable) {
   if (const Error e = load_module(*c, *variable.fatbin); e != kSuccess) return e;
   const std::span<const std::byte> name(reinterpret_cast<const std::byte*>(variable.device_name.data()),
                                         variable.device_name.size());
-  auto reply = c->session().call(wire::RequestKind::kModuleGetGlobal,
-                                 bytes_of(wire::HandleRequest{variable.fatbin->module_id}), ipc::StagedOut{name});
+  auto reply = shim::call<wire::RequestKind::kModuleGetGlobal>(c->session(), wire::HandleRequest{variable.fatbin->module_id}, name);
   if (!reply) return record(kErrorDevicesUnavailable);
   if (reply.value().status != kSuccess) return record(reply.value().status);
-  variable.pointer = reply.value().result_as<wire::GlobalResult>().pointer;
+  variable.pointer = reply.value().reply.pointer;
   variable.resolved_for = c;
   return kSuccess;
 }
@@ -136,18 +134,17 @@ Error launch(FunctionRecord* function, cudart::dim3 grid, cudart::dim3 block, vo
                              reinterpret_cast<std::uint64_t>(stream)};
   // Packed exactly as the device reads it: each argument at its offset, padding zeroed.
   if (layout.param_bytes <= wire::kInlineParamBytes) {
-    std::byte payload[wire::kInlinePayloadBytes] = {};
-    std::memcpy(payload, &header, sizeof(header));
+    std::byte params[wire::kInlineParamBytes] = {};
     for (std::size_t i = 0; i < layout.params.size(); ++i) {
-      std::memcpy(payload + sizeof(header) + layout.params[i].offset, args[i], layout.params[i].size);
+      std::memcpy(params + layout.params[i].offset, args[i], layout.params[i].size);
     }
-    return post(wire::RequestKind::kLaunchKernel, std::span(payload, sizeof(header) + layout.param_bytes));
+    return post<wire::RequestKind::kLaunchKernel>(header, std::span<const std::byte>(params, layout.param_bytes));
   }
   std::vector<std::byte> params(layout.param_bytes);
   for (std::size_t i = 0; i < layout.params.size(); ++i) {
     std::memcpy(params.data() + layout.params[i].offset, args[i], layout.params[i].size);
   }
-  return call_staged_out(wire::RequestKind::kLaunchKernelStaged, bytes_of(header), params);
+  return call<wire::RequestKind::kLaunchKernelStaged>(header, std::span<const std::byte>(params));
 }
 
 // cudaLaunchKernelExC's attributes as launch flags. What changes only scheduling and has no

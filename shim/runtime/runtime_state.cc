@@ -96,41 +96,24 @@ Connection* connection() {
   return Connection::get();
 }
 
-Error call(wire::RequestKind kind, std::span<const std::byte> payload, ipc::Completion* completion) {
-  if (const Error sticky = sticky_error(); sticky != kSuccess) return record(sticky);
+namespace detail {
+
+ipc::ClientSession* session_for_call(Error& error) {
+  if (const Error sticky = sticky_error(); sticky != kSuccess) {
+    error = record(sticky);
+    return nullptr;
+  }
   Connection* c = connection();
-  if (c == nullptr) return record(kErrorNoDevice);
-  auto reply = c->session().call(kind, payload);
-  if (!reply) return record(from_transport(reply.error()));
-  if (completion != nullptr) *completion = reply.value();
-  return record(reply.value().status);
+  if (c == nullptr) {
+    error = record(kErrorNoDevice);
+    return nullptr;
+  }
+  return &c->session();
 }
 
-Error post(wire::RequestKind kind, std::span<const std::byte> payload) {
-  if (const Error sticky = sticky_error(); sticky != kSuccess) return record(sticky);
-  Connection* c = connection();
-  if (c == nullptr) return record(kErrorNoDevice);
-  auto posted = c->session().post(kind, payload);
-  return posted ? kSuccess : record(from_transport(posted.error()));
-}
+Error transport_failed(const ipc::IpcError& error) { return record(from_transport(error)); }
 
-Error call_staged_out(wire::RequestKind kind, std::span<const std::byte> payload, std::span<const std::byte> staged) {
-  if (const Error sticky = sticky_error(); sticky != kSuccess) return record(sticky);
-  Connection* c = connection();
-  if (c == nullptr) return record(kErrorNoDevice);
-  auto reply = c->session().call(kind, payload, ipc::StagedOut{staged});
-  if (!reply) return record(from_transport(reply.error()));
-  return record(reply.value().status);
-}
-
-Error call_staged_in(wire::RequestKind kind, std::span<const std::byte> payload, std::span<std::byte> staged) {
-  if (const Error sticky = sticky_error(); sticky != kSuccess) return record(sticky);
-  Connection* c = connection();
-  if (c == nullptr) return record(kErrorNoDevice);
-  auto reply = c->session().call(kind, payload, ipc::StagedIn{staged});
-  if (!reply) return record(from_transport(reply.error()));
-  return record(reply.value().status);
-}
+}  // namespace detail
 
 void MemoryMap::add_device(std::uint64_t pointer, std::uint64_t bytes) {
   std::lock_guard guard(lock_);

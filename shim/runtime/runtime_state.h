@@ -17,9 +17,14 @@
 
 #include "gpubroker/wire/protocol.h"
 #include "ipc/client_session.h"
+#include "shim/client/calls.h"
 #include "shim/client/connection.h"
 
 namespace gpubroker::shim::rt {
+
+using shim::Answer;
+using shim::PayloadOf;
+using shim::ReplyOf;
 
 using Error = int;  // cudaError_t
 
@@ -54,12 +59,50 @@ int& current_device();
 // The connection, or nullptr when the broker is unreachable.
 Connection* connection();
 
-// Sends a synchronous request; the completion's status (a CUresult, whose common values equal
-// the runtime's) becomes the result. A lost broker is kErrorDevicesUnavailable.
-Error call(wire::RequestKind kind, std::span<const std::byte> payload, ipc::Completion* completion = nullptr);
-Error post(wire::RequestKind kind, std::span<const std::byte> payload);
-Error call_staged_out(wire::RequestKind kind, std::span<const std::byte> payload, std::span<const std::byte> staged);
-Error call_staged_in(wire::RequestKind kind, std::span<const std::byte> payload, std::span<std::byte> staged);
+// The calls to the broker, typed by the call table (shim/client/calls.h): the payload is the
+// row's, and so is the reply. The completion's status (a CUresult, whose common values equal the
+// runtime's) becomes the result, recorded as the thread's last error; a lost broker is
+// kErrorDevicesUnavailable; once the process has a sticky error, no call leaves it.
+namespace detail {
+// The session a call goes through, or nullptr with `error` recorded.
+ipc::ClientSession* session_for_call(Error& error);
+Error transport_failed(const ipc::IpcError& error);
+template <class Reply>
+Error settle(const ipc::Result<Answer<Reply>>& answer, Reply* reply) {
+  if (!answer) return transport_failed(answer.error());
+  if (reply != nullptr) *reply = answer.value().reply;
+  return record(answer.value().status);
+}
+}  // namespace detail
+
+// A synchronous call; `reply` (when given) receives the row's reply.
+template <wire::RequestKind Kind>
+Error call(const PayloadOf<Kind>& payload, ReplyOf<Kind>* reply = nullptr) {
+  Error error = kSuccess;
+  ipc::ClientSession* session = detail::session_for_call(error);
+  if (session == nullptr) return error;
+  return detail::settle(shim::call<Kind>(*session, payload), reply);
+}
+
+// A synchronous call with staged bytes, to the broker (const bytes) or back from it.
+template <wire::RequestKind Kind, class Bytes>
+  requires(std::is_same_v<Bytes, std::span<const std::byte>> || std::is_same_v<Bytes, std::span<std::byte>>)
+Error call(const PayloadOf<Kind>& payload, Bytes staged, ReplyOf<Kind>* reply = nullptr) {
+  Error error = kSuccess;
+  ipc::ClientSession* session = detail::session_for_call(error);
+  if (session == nullptr) return error;
+  return detail::settle(shim::call<Kind>(*session, payload, staged), reply);
+}
+
+// An asynchronous request; its failure surfaces at a later synchronizing call.
+template <wire::RequestKind Kind, class... Tail>
+Error post(const auto& payload, Tail... tail) {
+  Error error = kSuccess;
+  ipc::ClientSession* session = detail::session_for_call(error);
+  if (session == nullptr) return error;
+  auto posted = shim::post<Kind>(*session, payload, tail...);
+  return posted ? kSuccess : detail::transport_failed(posted.error());
+}
 
 using wire::bytes_of;
 

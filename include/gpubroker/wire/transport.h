@@ -85,6 +85,7 @@ struct Mailbox {
 struct NoPayload {};
 template <class Head, std::size_t Max>
 struct Tail {
+  using HeadType = Head;
   Head head;
   std::span<const std::byte> bytes;  // the payload after `head`, in the broker's copy of the slot
 };
