@@ -35,6 +35,7 @@ int cudaStreamCreateWithFlags(void**, unsigned);
 int cudaStreamSynchronize(void*);
 int cudaStreamCreateWithPriority(void**, unsigned, int);
 int cudaStreamGetFlags(void*, unsigned*);
+int cudaStreamGetFlags_ptsz(void*, unsigned*);  // the generator's alias of cudaStreamGetFlags
 int cudaStreamGetPriority(void*, int*);
 int cudaStreamDestroy(void*);
 int cudaEventCreate(void**);
@@ -584,6 +585,7 @@ TEST_CASE("cudaStreamGetFlags and GetPriority answer for the stream, and cudaEve
           EXPECT(cudaStreamGetFlags(blocking, &flags) == 0 && flags == 0, "blocking stream flags %u", flags);
           EXPECT(cudaStreamGetFlags(urgent, &flags) == 0 && flags == 1, "non-blocking stream flags %u", flags);
           EXPECT(cudaStreamGetFlags(nullptr, &flags) == 0 && flags == 0, "the default stream's flags %u", flags);
+          EXPECT(cudaStreamGetFlags_ptsz(urgent, &flags) == 0 && flags == 1, "the _ptsz entry point: flags %u", flags);
           int priority = 99;
           EXPECT(cudaStreamGetPriority(urgent, &priority) == 0 && priority == -3, "priority %d", priority);
           EXPECT(cudaStreamGetPriority(blocking, &priority) == 0 && priority == 0, "default priority %d", priority);

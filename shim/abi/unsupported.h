@@ -35,3 +35,18 @@ extern "C" void gpubroker_log_unsupported_in(const char* name, const char* libra
     gpubroker_log_unsupported_once(#name);                              \
     return 801; /* cudaErrorNotSupported */                             \
   }
+
+// A per-thread-default-stream entry point (`_ptsz`, `_ptds`, which programs built with
+// --default-stream per-thread call) of a function the shim implements: the session's default
+// stream already stands for handles 0, cudaStreamLegacy and cudaStreamPerThread alike (default
+// streams belong to the session), so the entry point is the plain function. It is a jump to it,
+// which keeps every argument register and the stack as the caller left them, whatever the
+// signature. gen_exports.py writes one per such export the shim does not implement itself.
+#define GPUBROKER_PER_THREAD_ALIAS(name, base)                        \
+  asm(".text\n"                                                       \
+      ".globl " #name "\n"                                            \
+      ".type " #name ", @function\n"                                  \
+      ".p2align 4\n" #name ":\n"                                      \
+      "\tendbr64\n"                                                   \
+      "\tjmp " #base "@PLT\n"                                         \
+      ".size " #name ", . - " #name "\n");

@@ -448,12 +448,6 @@ int cudaMemset3D(cudart::cudaPitchedPtr p, int value, cudart::cudaExtent e) {
   return cudaMemset3DAsync(p, value, e, nullptr);
 }
 
-int cudaMemcpy3DAsync_ptsz(const cudart::cudaMemcpy3DParms* p, Stream stream) { return cudaMemcpy3DAsync(p, stream); }
-int cudaMemcpy3D_ptds(const cudart::cudaMemcpy3DParms* p) { return cudaMemcpy3D(p); }
-int cudaMemset3DAsync_ptsz(cudart::cudaPitchedPtr p, int value, cudart::cudaExtent e, Stream stream) {
-  return cudaMemset3DAsync(p, value, e, stream);
-}
-int cudaMemset3D_ptds(cudart::cudaPitchedPtr p, int value, cudart::cudaExtent e) { return cudaMemset3D(p, value, e); }
 
 // Stream-ordered allocation, served by the device allocator: the allocation is usable at once
 // (which satisfies stream order), and the free waits for the stream's earlier work.

@@ -184,19 +184,4 @@ int cudaMemcpyFromSymbol(void* destination, const void* symbol, std::size_t byte
   return e != kSuccess ? e : cudaStreamSynchronize(nullptr);
 }
 
-int cudaMemcpyToSymbol_ptds(const void* symbol, const void* source, std::size_t bytes, std::size_t offset, int kind) {
-  return cudaMemcpyToSymbol(symbol, source, bytes, offset, kind);
-}
-int cudaMemcpyFromSymbol_ptds(void* destination, const void* symbol, std::size_t bytes, std::size_t offset, int kind) {
-  return cudaMemcpyFromSymbol(destination, symbol, bytes, offset, kind);
-}
-int cudaMemcpyToSymbolAsync_ptsz(const void* symbol, const void* source, std::size_t bytes, std::size_t offset,
-                                 int kind, void* stream) {
-  return cudaMemcpyToSymbolAsync(symbol, source, bytes, offset, kind, stream);
-}
-int cudaMemcpyFromSymbolAsync_ptsz(void* destination, const void* symbol, std::size_t bytes, std::size_t offset,
-                                   int kind, void* stream) {
-  return cudaMemcpyFromSymbolAsync(destination, symbol, bytes, offset, kind, stream);
-}
-
 }  // extern "C"

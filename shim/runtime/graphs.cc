@@ -124,11 +124,6 @@ int cudaGraphExecDestroy(void* exec) {
   return call<wire::RequestKind::kGraphExecDestroy>(wire::HandleRequest{id_of(exec)});
 }
 
-int cudaStreamBeginCapture_ptsz(void* stream, int mode) { return cudaStreamBeginCapture(stream, mode); }
-int cudaStreamEndCapture_ptsz(void* stream, void** graph) { return cudaStreamEndCapture(stream, graph); }
-int cudaStreamIsCapturing_ptsz(void* stream, int* status) { return cudaStreamIsCapturing(stream, status); }
-int cudaGraphLaunch_ptsz(void* exec, void* stream) { return cudaGraphLaunch(exec, stream); }
-
 #if GPUBROKER_CUDART_ABI >= 13
 int cudaStreamGetCaptureInfo(void* stream, int* status, unsigned long long* id, void** graph,
                              const void*** dependencies, const void** edges, std::size_t* count) {

@@ -161,12 +161,4 @@ int cudaStreamAddCallback(Stream stream, StreamCallback callback, void* data, un
   return enqueue(stream, Pending{nullptr, callback, stream, data});
 }
 
-int cudaLaunchHostFunc_ptsz(Stream stream, HostFn function, void* data) {
-  return cudaLaunchHostFunc(stream, function, data);
-}
-
-int cudaStreamAddCallback_ptsz(Stream stream, StreamCallback callback, void* data, unsigned flags) {
-  return cudaStreamAddCallback(stream, callback, data, flags);
-}
-
 }  // extern "C"

@@ -185,28 +185,14 @@ int cudaLaunchKernelExC(const cudart::cudaLaunchConfig_t* config, const void* fu
                 config->stream, flags);
 }
 
-int cudaLaunchKernelExC_ptsz(const cudart::cudaLaunchConfig_t* config, const void* function, void** args) {
-  return cudaLaunchKernelExC(config, function, args);
-}
-
 int cudaLaunchCooperativeKernel(const void* function, cudart::dim3 grid, cudart::dim3 block, void** args,
                                 std::size_t shared_bytes, void* stream) {
   return launch(find_function(function), grid, block, args, shared_bytes, stream, wire::kLaunchCooperative);
 }
 
-int cudaLaunchCooperativeKernel_ptsz(const void* function, cudart::dim3 grid, cudart::dim3 block, void** args,
-                                     std::size_t shared_bytes, void* stream) {
-  return cudaLaunchCooperativeKernel(function, grid, block, args, shared_bytes, stream);
-}
-
 int cudaLaunchKernel(const void* function, cudart::dim3 grid, cudart::dim3 block, void** args, std::size_t shared_bytes,
                      void* stream) {
   return launch(find_function(function), grid, block, args, shared_bytes, stream);
-}
-
-int cudaLaunchKernel_ptsz(const void* function, cudart::dim3 grid, cudart::dim3 block, void** args,
-                          std::size_t shared_bytes, void* stream) {
-  return cudaLaunchKernel(function, grid, block, args, shared_bytes, stream);
 }
 
 int __cudaGetKernel(void** kernel, const void* host_stub) {
@@ -220,11 +206,6 @@ int __cudaGetKernel(void** kernel, const void* host_stub) {
 int __cudaLaunchKernel(void* kernel, cudart::dim3 grid, cudart::dim3 block, void** args, std::size_t shared_bytes,
                        void* stream) {
   return launch(find_function(kernel), grid, block, args, shared_bytes, stream);
-}
-
-int __cudaLaunchKernel_ptsz(void* kernel, cudart::dim3 grid, cudart::dim3 block, void** args, std::size_t shared_bytes,
-                            void* stream) {
-  return __cudaLaunchKernel(kernel, grid, block, args, shared_bytes, stream);
 }
 
 }  // extern "C"
