@@ -21,7 +21,12 @@ using cuda::CUDA_ERROR_INVALID_VALUE;
 using cuda::CUDA_ERROR_OUT_OF_MEMORY;
 using cuda::CUDA_SUCCESS;
 
-bool is_default_stream(std::uint64_t id) { return id <= 2; }
+// The keys of the session's per-device default streams in DeviceSession::streams_. The client's
+// own stream ids never reach this range: it counts as default stream ids too.
+constexpr std::uint64_t kDefaultStreamKeys = 1ull << 63;
+std::uint64_t default_stream_key(std::uint32_t device) { return kDefaultStreamKeys + device; }
+
+bool is_default_stream(std::uint64_t id) { return id <= 2 || id >= kDefaultStreamKeys; }
 
 // A completion written by the completion poller once the last of `remaining` streams is done.
 struct DeferredCompletion {
@@ -57,7 +62,8 @@ void finish_deferred(void* context, cuda::CUresult status) {
 }  // namespace
 
 DeviceSession::DeviceSession(const DeviceLayer& device, const SessionLimits& limits, BrokerCounters& counters)
-    : device_(device), driver_(device.driver()), limits_(limits), counters_(counters) {
+    : device_(device), driver_(device.driver()), limits_(limits), counters_(counters),
+      per_device_(device.devices().count) {
   counters_.sessions.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -89,6 +95,11 @@ void DeviceSession::note_sticky(const ipc::ServerSession& session, CUresult stat
 // cuBLAS call in a faulted context answers).
 ipc::Result<void> DeviceSession::refuse_poisoned(ipc::ServerSession& session, const wire::RequestSlot& request,
                                                  CUresult sticky) {
+  return refuse_request(session, request, sticky, cuda::CUBLAS_STATUS_EXECUTION_FAILED);
+}
+
+ipc::Result<void> DeviceSession::refuse_request(ipc::ServerSession& session, const wire::RequestSlot& request,
+                                                CUresult status, int blas_status) {
   const wire::RequestHeader& h = request.header;
   const wire::RequestShape* shape = wire::shape_of(h.kind);
   ipc::Result<void> moved = boost::outcome_v2::success();
@@ -108,7 +119,7 @@ ipc::Result<void> DeviceSession::refuse_poisoned(ipc::ServerSession& session, co
                     kind == wire::RequestKind::kBlasSetStream || kind == wire::RequestKind::kBlasSetMathMode ||
                     kind == wire::RequestKind::kBlasSetWorkspace || kind == wire::RequestKind::kBlasGemm ||
                     kind == wire::RequestKind::kBlasTrsmBatched || kind == wire::RequestKind::kBlasLtMatmul;
-  return finish_request(session, h, blas ? static_cast<CUresult>(cuda::CUBLAS_STATUS_EXECUTION_FAILED) : sticky);
+  return finish_request(session, h, blas ? static_cast<CUresult>(blas_status) : status);
 }
 
 // Sent whole, zeros where there is nothing to say; a request for any other size is refused after
@@ -155,21 +166,86 @@ bool DeviceSession::owns_range(std::uint64_t pointer, std::uint64_t bytes) const
          vmm_covers(pointer, bytes, true);
 }
 
+// ---- Devices ------------------------------------------------------------------------------------
+
+cuda::CUresult DeviceSession::select_device(const wire::RequestHeader& request) {
+  if (request.device >= per_device_.size()) return cuda::CUDA_ERROR_INVALID_DEVICE;
+  current_ = request.device;
+  bind(current_);
+  return CUDA_SUCCESS;
+}
+
+// One comparison while the device stays the same: a single-device session binds once.
+void DeviceSession::bind(std::uint32_t device) {
+  if (device == bound_) return;
+  device_.bind_thread(device);
+  bound_ = device;
+}
+
+std::uint32_t DeviceSession::device_of(std::uint64_t pointer) const {
+  auto containing = [&](const auto& ranges) {
+    auto it = ranges.upper_bound(pointer);
+    return it == ranges.begin() ? ranges.end() : std::prev(it);
+  };
+  if (auto it = containing(allocations_); it != allocations_.end() && pointer - it->first < it->second.bytes) {
+    return it->second.device;
+  }
+  if (auto it = containing(globals_); it != globals_.end() && pointer - it->first < it->second.bytes) {
+    return modules_.at(it->second.module)->device;
+  }
+  if (auto it = containing(vmm_mappings_); it != vmm_mappings_.end()) {
+    return vmm_allocations_.at(it->second.allocation).device;
+  }
+  return current_;
+}
+
+// Unified addressing lets one copy name both ends; where they lie on two devices the copy is a
+// peer copy, with each end's own context, so that it needs no peer access between the contexts.
+cuda::CUresult DeviceSession::copy_between_devices(const wire::CopyRequest& copy, cuda::CUstream stream) {
+  const std::uint32_t to = device_of(copy.destination), from = device_of(copy.source);
+  if (to == from) return driver_.memcpy_dtod_async(copy.destination, copy.source, copy.bytes, stream);
+  return driver_.memcpy_peer_async(copy.destination, device_.context(to), copy.source, device_.context(from), copy.bytes,
+                                   stream);
+}
+
+bool DeviceSession::over_limit(std::uint32_t device, std::uint64_t bytes) const {
+  const std::uint64_t limit = limits_.device_memory_bytes;
+  return limit != 0 && (bytes > limit || per_device_[device].allocated_bytes > limit - bytes);
+}
+
+void DeviceSession::hold_device_bytes(std::uint32_t device, std::uint64_t bytes) {
+  allocated_bytes_ += bytes;
+  per_device_[device].allocated_bytes += bytes;
+  counters_.device_bytes.fetch_add(bytes, std::memory_order_relaxed);
+  counters_.device_bytes_on[device].fetch_add(bytes, std::memory_order_relaxed);
+}
+
+void DeviceSession::release_device_bytes(std::uint32_t device, std::uint64_t bytes) {
+  allocated_bytes_ -= bytes;
+  per_device_[device].allocated_bytes -= bytes;
+  counters_.device_bytes.fetch_sub(bytes, std::memory_order_relaxed);
+  counters_.device_bytes_on[device].fetch_sub(bytes, std::memory_order_relaxed);
+}
+
+// CUDA refuses a launch onto a stream of another device than the current one (the stream is bound
+// by stream_for), and a function is of the device its module was loaded on.
+cuda::CUresult DeviceSession::check_launch_device(std::uint64_t module) const {
+  if (bound_ != current_ || modules_.at(module)->device != current_) return CUDA_ERROR_INVALID_HANDLE;
+  return CUDA_SUCCESS;
+}
+
 cuda::CUresult DeviceSession::memory_alloc(const wire::MemAllocRequest& r, std::uint64_t& pointer) {
   if (r.device >= device_.devices().count) return cuda::CUDA_ERROR_INVALID_DEVICE;
   if (r.bytes == 0) {
     pointer = 0;
     return CUDA_SUCCESS;
   }
-  if (limits_.device_memory_bytes != 0 &&
-      (r.bytes > limits_.device_memory_bytes || allocated_bytes_ > limits_.device_memory_bytes - r.bytes)) {
-    return CUDA_ERROR_OUT_OF_MEMORY;
-  }
+  if (over_limit(r.device, r.bytes)) return CUDA_ERROR_OUT_OF_MEMORY;
+  bind(r.device);
   cuda::CUdeviceptr address = 0;
   if (CUresult result = driver_.mem_alloc(&address, r.bytes); result != CUDA_SUCCESS) return result;
-  allocations_[address] = Allocation{r.bytes};
-  allocated_bytes_ += r.bytes;
-  counters_.device_bytes.fetch_add(r.bytes, std::memory_order_relaxed);
+  allocations_[address] = Allocation{r.bytes, r.device};
+  hold_device_bytes(r.device, r.bytes);
   counters_.allocations.fetch_add(1, std::memory_order_relaxed);
   pointer = address;
   return CUDA_SUCCESS;
@@ -180,76 +256,82 @@ cuda::CUresult DeviceSession::memory_free(std::uint64_t pointer) {
   auto it = allocations_.find(pointer);
   if (it == allocations_.end()) return CUDA_ERROR_INVALID_VALUE;  // not this session's
   // cuMemFree synchronizes with outstanding work on the memory, as cudaFree does.
+  bind(it->second.device);
   const CUresult result = driver_.mem_free(pointer);
-  allocated_bytes_ -= it->second.bytes;
-  counters_.device_bytes.fetch_sub(it->second.bytes, std::memory_order_relaxed);
+  release_device_bytes(it->second.device, it->second.bytes);
   counters_.allocations.fetch_sub(1, std::memory_order_relaxed);
   allocations_.erase(it);
   return result;
 }
 
 cuda::CUresult DeviceSession::stream_for(std::uint64_t id, cuda::CUstream& stream) {
-  const std::uint64_t key = is_default_stream(id) ? 0 : id;
+  const std::uint64_t key = is_default_stream(id) ? default_stream_key(current_) : id;
   if (auto it = streams_.find(key); it != streams_.end()) {
-    stream = it->second;
-    if (!blocking_.streams.empty()) return join_legacy(key, stream);
+    stream = it->second.handle;
+    bind(it->second.device);  // work on a stream runs in its own device's context
+    if (!per_device_[it->second.device].blocking.streams.empty()) return join_legacy(key, stream);
     return CUDA_SUCCESS;
   }
-  if (key != 0) return CUDA_ERROR_INVALID_HANDLE;
-  // The session's own default stream: created on first use, so that one session's default
-  // stream never serializes another's.
+  if (key != default_stream_key(current_)) return CUDA_ERROR_INVALID_HANDLE;
+  // The session's own default stream of the current device: created on first use, so that one
+  // session's default stream never serializes another's.
+  bind(current_);
   if (CUresult r = driver_.stream_create_with_priority(&stream, cuda::CU_STREAM_NON_BLOCKING, 0); r != CUDA_SUCCESS) {
     return r;
   }
-  streams_[0] = stream;
+  streams_[key] = OnDevice<cuda::CUstream>{stream, current_};
   counters_.streams.fetch_add(1, std::memory_order_relaxed);
   return CUDA_SUCCESS;
 }
 
-// The legacy default stream's contract, within the session: work on the default stream waits for
-// the work already on every blocking stream (created without cudaStreamNonBlocking), and work on a
-// blocking stream waits for the work already on the default stream. Each join is an event record
-// and a wait, made only when the other side has had work since the last join; a session without
-// blocking streams never comes here.
+// The legacy default stream's contract, within the session and the device (each device has its
+// own): work on the default stream waits for the work already on every blocking stream (created
+// without cudaStreamNonBlocking), and work on a blocking stream waits for the work already on the
+// default stream. Each join is an event record and a wait, made only when the other side has had
+// work since the last join; a session without blocking streams never comes here. The stream's
+// device is the bound one.
 cuda::CUresult DeviceSession::join_legacy(std::uint64_t key, cuda::CUstream stream) {
+  BlockingStreams& blocking = per_device_[bound_].blocking;
+  const std::uint64_t default_key = default_stream_key(bound_);
   auto join = [&](std::uint64_t from_key, cuda::CUstream from, cuda::CUstream to) -> CUresult {
-    cuda::CUevent& event = blocking_.events[from_key];
+    cuda::CUevent& event = blocking.events[from_key];
     if (event == nullptr) {
       if (CUresult r = driver_.event_create(&event, cuda::CU_EVENT_DISABLE_TIMING); r != CUDA_SUCCESS) return r;
     }
     if (CUresult r = driver_.event_record(event, from); r != CUDA_SUCCESS) return r;
     return driver_.stream_wait_event(to, event, 0);
   };
-  if (key == 0) {
-    for (std::uint64_t b : blocking_.ahead_of_default) {
-      if (CUresult r = join(b, streams_.at(b), stream); r != CUDA_SUCCESS) return r;
+  if (key == default_key) {
+    for (std::uint64_t b : blocking.ahead_of_default) {
+      if (CUresult r = join(b, streams_.at(b).handle, stream); r != CUDA_SUCCESS) return r;
     }
-    blocking_.ahead_of_default.clear();
-    blocking_.behind_default = blocking_.streams;
+    blocking.ahead_of_default.clear();
+    blocking.behind_default = blocking.streams;
     return CUDA_SUCCESS;
   }
-  if (!blocking_.streams.contains(key)) return CUDA_SUCCESS;
-  if (blocking_.behind_default.erase(key) != 0) {
-    if (CUresult r = join(0, streams_.at(0), stream); r != CUDA_SUCCESS) return r;
+  if (!blocking.streams.contains(key)) return CUDA_SUCCESS;
+  if (blocking.behind_default.erase(key) != 0) {
+    if (CUresult r = join(default_key, streams_.at(default_key).handle, stream); r != CUDA_SUCCESS) return r;
   }
-  blocking_.ahead_of_default.insert(key);
+  blocking.ahead_of_default.insert(key);
   return CUDA_SUCCESS;
 }
 
 void DeviceSession::forget_blocking(std::uint64_t key) {
-  blocking_.streams.erase(key);
-  blocking_.ahead_of_default.erase(key);
-  blocking_.behind_default.erase(key);
-  if (auto it = blocking_.events.find(key); it != blocking_.events.end()) {
+  BlockingStreams& blocking = per_device_[streams_.at(key).device].blocking;
+  blocking.streams.erase(key);
+  blocking.ahead_of_default.erase(key);
+  blocking.behind_default.erase(key);
+  if (auto it = blocking.events.find(key); it != blocking.events.end()) {
     driver_.event_destroy(it->second);
-    blocking_.events.erase(it);
+    blocking.events.erase(it);
   }
 }
 
 cuda::CUresult DeviceSession::event_for(std::uint64_t id, cuda::CUevent& event) const {
   auto it = events_.find(id);
   if (it == events_.end()) return CUDA_ERROR_INVALID_HANDLE;
-  event = it->second;
+  event = it->second.handle;
   return CUDA_SUCCESS;
 }
 
@@ -279,7 +361,7 @@ void DeviceSession::complete_after(ipc::ServerSession& session, const wire::Requ
     // A stream with nothing left to do answers at once; the others when the poller sees them done.
     const CUresult idle = driver_.stream_query(stream);
     if (idle == cuda::CUDA_ERROR_NOT_READY) {
-      if (CUresult r = device_.completions().watch(stream, finish_deferred, deferred); r != CUDA_SUCCESS) {
+      if (CUresult r = device_.completions(bound_).watch(stream, finish_deferred, deferred); r != CUDA_SUCCESS) {
         finish_deferred(deferred, r);  // counts for this stream; the others still finish theirs
       }
     } else {
@@ -293,11 +375,15 @@ void DeviceSession::complete_after(ipc::ServerSession& session, const wire::Requ
   complete_after(session, request, std::span(&stream, 1));
 }
 
+// The current device's streams, as cudaDeviceSynchronize covers the current device only.
 void DeviceSession::complete_after_all_streams(ipc::ServerSession& session, const wire::RequestHeader& request) {
   cuda::CUstream default_stream = nullptr;
   (void)stream_for(0, default_stream);
   std::vector<cuda::CUstream> all;
-  for (const auto& [id, stream] : streams_) all.push_back(stream);
+  for (const auto& [id, stream] : streams_) {
+    if (stream.device == current_) all.push_back(stream.handle);
+  }
+  bind(current_);
   complete_after(session, request, all);
 }
 
@@ -309,7 +395,9 @@ void DeviceSession::pin_staging(ipc::ServerSession& session) {
   auto staging = session.staging_memory();
   staging_base_ = staging.data();
   const auto start = std::chrono::steady_clock::now();
-  staging_registered_ = driver_.mem_host_register(staging.data(), staging.size(), 0) == CUDA_SUCCESS;
+  // Portable: pinned for every device's context, as the copies of any device go through the pipes.
+  staging_registered_ =
+      driver_.mem_host_register(staging.data(), staging.size(), cuda::CU_MEMHOSTREGISTER_PORTABLE) == CUDA_SUCCESS;
   ipc::log(ipc::LogLevel::kDebug, "staging pipes ({} bytes) {} in {} us", staging.size(),
            staging_registered_ ? "pinned" : "not pinned",
            std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count());
@@ -325,17 +413,19 @@ ipc::Result<void> DeviceSession::copy_staged(ipc::ServerSession& session, const 
   if (status == CUDA_SUCCESS && !owns_range(device_pointer, copy.bytes)) status = CUDA_ERROR_INVALID_VALUE;
   if (status == CUDA_SUCCESS) status = stream_for(copy.stream, stream);
   if (status == CUDA_SUCCESS) pin_staging(session);
-  if (status == CUDA_SUCCESS && staging_events_.empty()) {
+  // The events are the stream's device's: stream_for bound it.
+  std::vector<cuda::CUevent>& staging_events = per_device_[bound_].staging_events;
+  if (status == CUDA_SUCCESS && staging_events.empty()) {
     for (unsigned i = 0; i <= kStagingWindow && status == CUDA_SUCCESS; ++i) {
       cuda::CUevent event = nullptr;
       status = driver_.event_create(&event, cuda::CU_EVENT_DISABLE_TIMING);
-      if (status == CUDA_SUCCESS) staging_events_.push_back(event);
+      if (status == CUDA_SUCCESS) staging_events.push_back(event);
     }
   }
   // Each chunk is one asynchronous transfer between the pipe and the device, marked by an event;
   // a chunk goes back to the pipe once its event has passed, with up to kStagingWindow in flight.
   // The staged bytes always flow, even for a request that fails, so that the pipe stays in step.
-  auto event_of = [&](std::uint64_t index) { return staging_events_[index % staging_events_.size()]; };
+  auto event_of = [&](std::uint64_t index) { return staging_events[index % staging_events.size()]; };
   auto settle = [&](std::uint64_t index) {
     if (status == CUDA_SUCCESS) status = driver_.event_synchronize(event_of(index));
   };
@@ -430,11 +520,10 @@ ipc::Result<void> DeviceSession::finish_request(ipc::ServerSession& session, con
 }
 
 ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire::RequestSlot& request) {
-  if (!thread_bound_) {
-    device_.bind_thread(0);
-    thread_bound_ = true;
-  }
   const wire::RequestHeader& h = request.header;
+  if (const CUresult named = select_device(h); named != CUDA_SUCCESS) {
+    return refuse_request(session, request, named, cuda::CUBLAS_STATUS_INVALID_VALUE);
+  }
   const bool synchronous = (h.flags & wire::kSynchronous) != 0;
   last_call_failed_ = false;
   auto finish = [&](CUresult status, std::span<const std::byte> result = {}) {
@@ -457,13 +546,15 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
     case wire::RequestKind::kMemGetInfo: {
       const auto device = payload_as<wire::DeviceRequest>(request).device;
       if (device >= device_.devices().count) return finish(cuda::CUDA_ERROR_INVALID_DEVICE);
+      bind(device);  // the device asked about, whichever is current
       std::size_t free = 0, total = 0;
       const CUresult r = driver_.mem_get_info(&free, &total);
       wire::MemInfoResult info{free, total};
       if (limits_.device_memory_bytes != 0 && limits_.device_memory_bytes < total) {
-        // The session's view: its limit is its device.
+        // The session's view: its limit is its device (per device, as SessionLimits says).
+        const std::uint64_t held = per_device_[device].allocated_bytes;
         info.total = limits_.device_memory_bytes;
-        info.free = std::min<std::uint64_t>(free, info.total - std::min(info.total, allocated_bytes_));
+        info.free = std::min<std::uint64_t>(free, info.total - std::min(info.total, held));
       }
       return finish(r, bytes_of(info));
     }
@@ -483,7 +574,7 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
       if (!owns_range(c.destination, c.bytes) || !owns_range(c.source, c.bytes)) return finish(CUDA_ERROR_INVALID_VALUE);
       cuda::CUstream stream = nullptr;
       CUresult r = stream_for(c.stream, stream);
-      if (r == CUDA_SUCCESS) r = driver_.memcpy_dtod_async(c.destination, c.source, c.bytes, stream);
+      if (r == CUDA_SUCCESS) r = copy_between_devices(c, stream);
       return finish(r);
     }
     case wire::RequestKind::kCopyArenaToDevice:
@@ -516,13 +607,13 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
       // session (join_legacy), never through the context's own NULL stream, which every session shares.
       const CUresult r = driver_.stream_create_with_priority(&stream, cuda::CU_STREAM_NON_BLOCKING, c.priority);
       if (r == CUDA_SUCCESS) {
-        streams_[c.stream] = stream;
+        streams_[c.stream] = OnDevice<cuda::CUstream>{stream, current_};
         counters_.streams.fetch_add(1, std::memory_order_relaxed);
         if ((c.flags & cuda::CU_STREAM_NON_BLOCKING) == 0) {
           cuda::CUstream default_stream = nullptr;
           (void)stream_for(0, default_stream);  // exists before anything joins it
-          blocking_.streams.insert(c.stream);
-          blocking_.behind_default.insert(c.stream);
+          per_device_[current_].blocking.streams.insert(c.stream);
+          per_device_[current_].blocking.behind_default.insert(c.stream);
         }
       }
       return finish(r);
@@ -532,7 +623,8 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
       auto it = streams_.find(id);
       if (is_default_stream(id) || it == streams_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
       // Like cuStreamDestroy: work already queued still runs; the handle is gone at once.
-      const CUresult r = driver_.stream_destroy(it->second);
+      bind(it->second.device);
+      const CUresult r = driver_.stream_destroy(it->second.handle);
       forget_blocking(id);
       streams_.erase(it);
       counters_.streams.fetch_sub(1, std::memory_order_relaxed);
@@ -567,7 +659,7 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
       cuda::CUevent event = nullptr;
       const CUresult r = driver_.event_create(&event, c.flags);
       if (r == CUDA_SUCCESS) {
-        events_[c.event] = event;
+        events_[c.event] = OnDevice<cuda::CUevent>{event, current_};
         counters_.events.fetch_add(1, std::memory_order_relaxed);
       }
       return finish(r);
@@ -575,7 +667,8 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
     case wire::RequestKind::kEventDestroy: {
       auto it = events_.find(payload_as<wire::HandleRequest>(request).handle);
       if (it == events_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
-      const CUresult r = driver_.event_destroy(it->second);
+      bind(it->second.device);
+      const CUresult r = driver_.event_destroy(it->second.handle);
       events_.erase(it);
       counters_.events.fetch_sub(1, std::memory_order_relaxed);
       return finish(r);
@@ -586,6 +679,8 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
       cuda::CUevent event = nullptr;
       CUresult r = event_for(e.event, event);
       if (r == CUDA_SUCCESS) r = stream_for(e.stream, stream);
+      // As cudaEventRecord: the event and the stream must be of one device.
+      if (r == CUDA_SUCCESS && events_.at(e.event).device != bound_) r = CUDA_ERROR_INVALID_HANDLE;
       if (r == CUDA_SUCCESS) r = driver_.event_record(event, stream);
       return finish(r);
     }
@@ -594,15 +689,19 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
       if (CUresult r = event_for(payload_as<wire::HandleRequest>(request).handle, event); r != CUDA_SUCCESS) {
         return finish(r);
       }
-      if (sync_stream_ == nullptr) {
-        if (CUresult r = driver_.stream_create_with_priority(&sync_stream_, cuda::CU_STREAM_NON_BLOCKING, 0);
+      // On the event's own device, whichever is current.
+      const std::uint32_t event_device = events_.at(payload_as<wire::HandleRequest>(request).handle).device;
+      bind(event_device);
+      cuda::CUstream& sync_stream = per_device_[event_device].sync_stream;
+      if (sync_stream == nullptr) {
+        if (CUresult r = driver_.stream_create_with_priority(&sync_stream, cuda::CU_STREAM_NON_BLOCKING, 0);
             r != CUDA_SUCCESS) {
           return finish(r);
         }
       }
       // The wait happens on a private stream, and its end is a callback: nothing blocks here.
-      if (CUresult r = driver_.stream_wait_event(sync_stream_, event, 0); r != CUDA_SUCCESS) return finish(r);
-      complete_after(session, h, sync_stream_);
+      if (CUresult r = driver_.stream_wait_event(sync_stream, event, 0); r != CUDA_SUCCESS) return finish(r);
+      complete_after(session, h, sync_stream);
       return boost::outcome_v2::success();
     }
     case wire::RequestKind::kEventQuery: {
@@ -617,6 +716,8 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
       float milliseconds = 0;
       CUresult r = event_for(p.start, start);
       if (r == CUDA_SUCCESS) r = event_for(p.end, end);
+      // As cudaEventElapsedTime: two events of one device.
+      if (r == CUDA_SUCCESS && events_.at(p.start).device != events_.at(p.end).device) r = CUDA_ERROR_INVALID_HANDLE;
       if (r == CUDA_SUCCESS) r = driver_.event_elapsed_time(&milliseconds, start, end);
       return finish(r, bytes_of(milliseconds));
     }
@@ -828,9 +929,9 @@ ipc::Result<void> DeviceSession::handle_blas(ipc::ServerSession& session, const 
   if (static_cast<wire::RequestKind>(h.kind) == wire::RequestKind::kBlasCreate) {
     if (blas_handles_.count(id) != 0) return finish(cuda::CUBLAS_STATUS_INVALID_VALUE);
     cuda::cublasHandle_t handle = nullptr;
-    const int status = blas->create(&handle);
+    const int status = blas->create(&handle);  // on the current device, as cublasCreate
     if (status == cuda::CUBLAS_STATUS_SUCCESS) {
-      blas_handles_[id] = handle;
+      blas_handles_[id] = OnDevice<cuda::cublasHandle_t>{handle, current_};
       counters_.blas_handles.fetch_add(1, std::memory_order_relaxed);
       // Scalars arrive by value in the request: the handle reads them from host memory.
       blas->set_pointer_mode(handle, cuda::CUBLAS_POINTER_MODE_HOST);
@@ -841,7 +942,8 @@ ipc::Result<void> DeviceSession::handle_blas(ipc::ServerSession& session, const 
   }
   auto it = blas_handles_.find(id);
   if (it == blas_handles_.end()) return finish(cuda::CUBLAS_STATUS_NOT_INITIALIZED);
-  cuda::cublasHandle_t handle = it->second;
+  cuda::cublasHandle_t handle = it->second.handle;
+  bind(it->second.device);  // a handle works on the device it was made on, whichever is current
   switch (static_cast<wire::RequestKind>(h.kind)) {
     case wire::RequestKind::kBlasDestroy: {
       const int status = blas->destroy(handle);
@@ -851,7 +953,8 @@ ipc::Result<void> DeviceSession::handle_blas(ipc::ServerSession& session, const 
     }
     case wire::RequestKind::kBlasSetStream: {
       cuda::CUstream stream = nullptr;
-      if (stream_for(payload_as<wire::BlasSettingRequest>(request).value, stream) != CUDA_SUCCESS) {
+      if (stream_for(payload_as<wire::BlasSettingRequest>(request).value, stream) != CUDA_SUCCESS ||
+          bound_ != it->second.device) {  // a stream of another device than the handle's
         return finish(cuda::CUBLAS_STATUS_INVALID_VALUE);
       }
       return finish(blas->set_stream(handle, stream));
@@ -930,8 +1033,9 @@ int DeviceSession::blas_lt_matmul(const wire::BlasLtMatmulRequest& r) {
   }
   cuda::CUstream stream = nullptr;
   if (stream_for(r.stream, stream) != CUDA_SUCCESS) return cuda::CUBLAS_STATUS_INVALID_VALUE;
-  if (blas_lt_ == nullptr) {
-    if (const int s = lt->create(&blas_lt_); s != cuda::CUBLAS_STATUS_SUCCESS) return s;
+  cuda::lt::cublasLtHandle_t& blas_lt = per_device_[bound_].blas_lt;  // the stream's device's
+  if (blas_lt == nullptr) {
+    if (const int s = lt->create(&blas_lt); s != cuda::CUBLAS_STATUS_SUCCESS) return s;
   }
 
   // The broker's descriptors, released whatever happens.
@@ -973,7 +1077,7 @@ int DeviceSession::blas_lt_matmul(const wire::BlasLtMatmulRequest& r) {
   }
   if (s != cuda::CUBLAS_STATUS_SUCCESS) return s;
   // No algorithm and no workspace: cuBLASLt picks with its own heuristic, as for a null algo.
-  return lt->matmul(blas_lt_, own.op, r.alpha, reinterpret_cast<const void*>(r.a), own.layouts[0],
+  return lt->matmul(blas_lt, own.op, r.alpha, reinterpret_cast<const void*>(r.a), own.layouts[0],
                     reinterpret_cast<const void*>(r.b), own.layouts[1], r.beta, reinterpret_cast<const void*>(r.c),
                     own.layouts[2], reinterpret_cast<void*>(r.d), own.layouts[3], nullptr, nullptr, 0, stream);
 }
@@ -1061,7 +1165,7 @@ ipc::Result<void> DeviceSession::handle_module(ipc::ServerSession& session, cons
       // The driver reads an image without being told its length. So the broker's own parser
       // first proves that the image is whole and well-formed within the bytes received (a
       // malformed one never reaches the driver), and PTX text gets its terminator.
-      const wire::DeviceRecord& d = device_.devices().devices[0];
+      const wire::DeviceRecord& d = device_.devices().devices[current_];  // loaded on the current device
       const auto arch = static_cast<std::uint32_t>(d.attributes[cuda::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR] * 10 +
                                                    d.attributes[cuda::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR]);
       auto parsed = fatbin::parse_module(image, arch);
@@ -1073,8 +1177,9 @@ ipc::Result<void> DeviceSession::handle_module(ipc::ServerSession& session, cons
       }
       image.push_back(std::byte{0});
       std::shared_ptr<const ModuleCache::Module> module;
-      const CUresult r =
-          device_.modules().load(image, !parsed.value().has_writable_globals, std::move(parsed.value().kernels), module);
+      const CUresult r = device_.modules().load(current_, device_.context(current_), image,
+                                                !parsed.value().has_writable_globals, std::move(parsed.value().kernels),
+                                                module);
       if (r == CUDA_SUCCESS) {
         modules_[id] = module;
         counters_.modules.fetch_add(1, std::memory_order_relaxed);
@@ -1089,6 +1194,7 @@ ipc::Result<void> DeviceSession::handle_module(ipc::ServerSession& session, cons
       auto module = modules_.find(f.module);
       if (module == modules_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
       if (functions_.count(f.function) != 0) return finish(CUDA_ERROR_INVALID_VALUE);
+      bind(module->second->device);
       cuda::CUfunction function = nullptr;
       CUresult r = driver_.module_get_function(&function, module->second->handle, reinterpret_cast<const char*>(name.data()));
       if (r == CUDA_SUCCESS) r = check_layout(session, *module->second, reinterpret_cast<const char*>(name.data()), function);
@@ -1107,6 +1213,7 @@ ipc::Result<void> DeviceSession::handle_module(ipc::ServerSession& session, cons
       name.push_back(std::byte{0});
       auto module = modules_.find(module_id);
       if (module == modules_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
+      bind(module->second->device);
       cuda::CUdeviceptr pointer = 0;
       std::size_t bytes = 0;
       const CUresult r = driver_.module_get_global(&pointer, &bytes, module->second->handle, reinterpret_cast<const char*>(name.data()));
@@ -1120,6 +1227,7 @@ ipc::Result<void> DeviceSession::handle_module(ipc::ServerSession& session, cons
       const auto a = payload_as<wire::FuncAttributeRequest>(request);
       auto function = functions_.find(a.function);
       if (function == functions_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
+      bind(modules_.at(function->second.module)->device);
       const cuda::CUfunction f = function->second.handle;
       switch (static_cast<wire::RequestKind>(h.kind)) {
         case wire::RequestKind::kFuncSetAttribute: {
@@ -1152,6 +1260,7 @@ ipc::Result<void> DeviceSession::handle_module(ipc::ServerSession& session, cons
       const auto o = payload_as<wire::OccupancyRequest>(request);
       auto function = functions_.find(o.function);
       if (function == functions_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
+      bind(modules_.at(function->second.module)->device);
       int blocks = 0;
       const CUresult r = driver_.occupancy_max_active_blocks(&blocks, function->second.handle, o.block_size,
                                                             o.dynamic_shared_bytes, o.flags);
@@ -1174,6 +1283,7 @@ ipc::Result<void> DeviceSession::handle_module(ipc::ServerSession& session, cons
       if (function == functions_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
       cuda::CUstream stream = nullptr;
       if (CUresult r = stream_for(launch.stream, stream); r != CUDA_SUCCESS) return finish(r);
+      if (CUresult r = check_launch_device(function->second.module); r != CUDA_SUCCESS) return finish(r);
       std::size_t size = params.size();
       void* buffer = const_cast<std::byte*>(params.data());
       void* extra[] = {cuda::CU_LAUNCH_PARAM_BUFFER_POINTER, buffer, cuda::CU_LAUNCH_PARAM_BUFFER_SIZE, &size,
@@ -1274,16 +1384,19 @@ ipc::Result<void> DeviceSession::handle_graph(ipc::ServerSession& session, const
   auto finish = [&](CUresult status, std::span<const std::byte> result = {}) {
     return finish_request(session, h, status, result);
   };
+  // Each binds the object's device: a graph is of the device of the stream it was captured on.
   auto graph_for = [&](std::uint64_t id, cuda::CUgraph& graph) {
     auto it = graphs_.find(id);
     if (it == graphs_.end()) return CUDA_ERROR_INVALID_HANDLE;
-    graph = it->second;
+    graph = it->second.handle;
+    bind(it->second.device);
     return CUDA_SUCCESS;
   };
   auto exec_for = [&](std::uint64_t id, cuda::CUgraphExec& exec) {
     auto it = graph_execs_.find(id);
     if (it == graph_execs_.end()) return CUDA_ERROR_INVALID_HANDLE;
-    exec = it->second;
+    exec = it->second.handle;
+    bind(it->second.device);
     return CUDA_SUCCESS;
   };
   cuda::CUstream stream = nullptr;
@@ -1301,7 +1414,7 @@ ipc::Result<void> DeviceSession::handle_graph(ipc::ServerSession& session, const
       CUresult r = stream_for(c.stream, stream);
       if (r == CUDA_SUCCESS) r = driver_.stream_end_capture(stream, &graph);
       if (r == CUDA_SUCCESS && graph != nullptr) {
-        graphs_[c.graph_or_mode] = graph;
+        graphs_[c.graph_or_mode] = OnDevice<cuda::CUgraph>{graph, bound_};
         counters_.graphs.fetch_add(1, std::memory_order_relaxed);
       }
       return finish(r);
@@ -1321,7 +1434,7 @@ ipc::Result<void> DeviceSession::handle_graph(ipc::ServerSession& session, const
       CUresult r = graph_for(g.first, graph);
       if (r == CUDA_SUCCESS) r = driver_.graph_instantiate(&exec, graph, 0);
       if (r == CUDA_SUCCESS) {
-        graph_execs_[g.second] = exec;
+        graph_execs_[g.second] = OnDevice<cuda::CUgraphExec>{exec, bound_};
         counters_.graphs.fetch_add(1, std::memory_order_relaxed);
       }
       return finish(r);
@@ -1331,6 +1444,7 @@ ipc::Result<void> DeviceSession::handle_graph(ipc::ServerSession& session, const
       cuda::CUgraphExec exec = nullptr;
       CUresult r = exec_for(g.first, exec);
       if (r == CUDA_SUCCESS) r = stream_for(g.second, stream);
+      if (r == CUDA_SUCCESS && graph_execs_.at(g.first).device != bound_) r = CUDA_ERROR_INVALID_HANDLE;  // another device's stream
       if (r == CUDA_SUCCESS) r = driver_.graph_launch(exec, stream);
       return finish(r);
     }
@@ -1348,7 +1462,8 @@ ipc::Result<void> DeviceSession::handle_graph(ipc::ServerSession& session, const
     case wire::RequestKind::kGraphDestroy: {
       auto it = graphs_.find(payload_as<wire::HandleRequest>(request).handle);
       if (it == graphs_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
-      const CUresult r = driver_.graph_destroy(it->second);
+      bind(it->second.device);
+      const CUresult r = driver_.graph_destroy(it->second.handle);
       graphs_.erase(it);
       counters_.graphs.fetch_sub(1, std::memory_order_relaxed);
       return finish(r);
@@ -1356,7 +1471,8 @@ ipc::Result<void> DeviceSession::handle_graph(ipc::ServerSession& session, const
     case wire::RequestKind::kGraphExecDestroy: {
       auto it = graph_execs_.find(payload_as<wire::HandleRequest>(request).handle);
       if (it == graph_execs_.end()) return finish(CUDA_ERROR_INVALID_HANDLE);
-      const CUresult r = driver_.graph_exec_destroy(it->second);
+      bind(it->second.device);
+      const CUresult r = driver_.graph_exec_destroy(it->second.handle);
       graph_execs_.erase(it);
       counters_.graphs.fetch_sub(1, std::memory_order_relaxed);
       return finish(r);
@@ -1371,40 +1487,71 @@ void DeviceSession::reclaim() {
     std::lock_guard lock(host_funcs_.lock);
     host_funcs_.closed = true;
   }
-  if (!thread_bound_) return;  // never touched the device
+  if (bound_ == kNoDevice) return;  // never touched the device
+  // Each object is released in its own device's context, whatever thread this is.
+  bound_ = kNoDevice;
   // Wait for the work the client left queued, and for the callbacks that will complete its
   // synchronize requests: they point at this session.
-  for (const auto& [id, stream] : streams_) driver_.stream_synchronize(stream);
-  if (sync_stream_ != nullptr) driver_.stream_synchronize(sync_stream_);
+  for (const auto& [id, stream] : streams_) {
+    bind(stream.device);
+    driver_.stream_synchronize(stream.handle);
+  }
+  for (std::uint32_t d = 0; d < per_device_.size(); ++d) {
+    if (per_device_[d].sync_stream == nullptr) continue;
+    bind(d);
+    driver_.stream_synchronize(per_device_[d].sync_stream);
+  }
   // Pairs with the release decrement in finish_deferred().
   while (callbacks_in_flight_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
-  for (const auto& [id, exec] : graph_execs_) driver_.graph_exec_destroy(exec);
-  for (const auto& [id, graph] : graphs_) driver_.graph_destroy(graph);
+  for (const auto& [id, exec] : graph_execs_) {
+    bind(exec.device);
+    driver_.graph_exec_destroy(exec.handle);
+  }
+  for (const auto& [id, graph] : graphs_) {
+    bind(graph.device);
+    driver_.graph_destroy(graph.handle);
+  }
   counters_.graphs.fetch_sub(graph_execs_.size() + graphs_.size(), std::memory_order_relaxed);
   graph_execs_.clear();
   graphs_.clear();
   if (const cuda::CublasTable* blas = device_.blas()) {
-    for (const auto& [id, handle] : blas_handles_) blas->destroy(handle);
+    for (const auto& [id, handle] : blas_handles_) {
+      bind(handle.device);
+      blas->destroy(handle.handle);
+    }
   }
   counters_.blas_handles.fetch_sub(blas_handles_.size(), std::memory_order_relaxed);
   blas_handles_.clear();
-  if (blas_lt_ != nullptr) device_.blas_lt()->destroy(std::exchange(blas_lt_, nullptr));
   counters_.modules.fetch_sub(modules_.size(), std::memory_order_relaxed);
   modules_.clear();
   functions_.clear();
   globals_.clear();
-  for (cuda::CUevent event : staging_events_) driver_.event_destroy(event);
-  staging_events_.clear();
-  for (const auto& [id, event] : blocking_.events) driver_.event_destroy(event);
-  blocking_ = {};
-  for (const auto& [id, event] : events_) driver_.event_destroy(event);
+  for (std::uint32_t d = 0; d < per_device_.size(); ++d) {
+    PerDevice& here = per_device_[d];
+    bind(d);
+    if (here.blas_lt != nullptr) device_.blas_lt()->destroy(std::exchange(here.blas_lt, nullptr));
+    for (cuda::CUevent event : here.staging_events) driver_.event_destroy(event);
+    here.staging_events.clear();
+    for (const auto& [id, event] : here.blocking.events) driver_.event_destroy(event);
+    here.blocking = {};
+    if (here.sync_stream != nullptr) driver_.stream_destroy(std::exchange(here.sync_stream, nullptr));
+  }
+  for (const auto& [id, event] : events_) {
+    bind(event.device);
+    driver_.event_destroy(event.handle);
+  }
   counters_.events.fetch_sub(events_.size(), std::memory_order_relaxed);
-  for (const auto& [id, stream] : streams_) driver_.stream_destroy(stream);
+  for (const auto& [id, stream] : streams_) {
+    bind(stream.device);
+    driver_.stream_destroy(stream.handle);
+  }
   counters_.streams.fetch_sub(streams_.size(), std::memory_order_relaxed);
-  if (sync_stream_ != nullptr) driver_.stream_destroy(sync_stream_);
   reclaim_vmm();
-  for (const auto& [pointer, allocation] : allocations_) driver_.mem_free(pointer);
-  counters_.device_bytes.fetch_sub(allocated_bytes_, std::memory_order_relaxed);
+  for (const auto& [pointer, allocation] : allocations_) {
+    bind(allocation.device);
+    driver_.mem_free(pointer);
+    release_device_bytes(allocation.device, allocation.bytes);
+  }
   counters_.allocations.fetch_sub(allocations_.size(), std::memory_order_relaxed);
   for (const auto& [offset, range] : arena_ranges_) driver_.mem_host_unregister(range.host);
   counters_.arena_registrations.fetch_sub(arena_ranges_.size(), std::memory_order_relaxed);
@@ -1415,7 +1562,6 @@ void DeviceSession::reclaim() {
   events_.clear();
   streams_.clear();
   allocations_.clear();
-  allocated_bytes_ = 0;
   ipc::log(ipc::LogLevel::kDebug, "session reclaimed");
 }
 
@@ -1489,8 +1635,7 @@ bool DeviceSession::vmm_covers(std::uint64_t pointer, std::uint64_t bytes, bool 
 void DeviceSession::vmm_forget_allocation(std::uint64_t id) {
   auto it = vmm_allocations_.find(id);
   if (it == vmm_allocations_.end() || !it->second.released || it->second.mappings != 0) return;
-  allocated_bytes_ -= it->second.bytes;
-  counters_.device_bytes.fetch_sub(it->second.bytes, std::memory_order_relaxed);
+  release_device_bytes(it->second.device, it->second.bytes);
   counters_.allocations.fetch_sub(1, std::memory_order_relaxed);
   vmm_allocations_.erase(it);
 }
@@ -1576,18 +1721,14 @@ ipc::Result<void> DeviceSession::handle_vmm(ipc::ServerSession& session, const w
       if (v.size == 0) return finish(CUDA_ERROR_INVALID_VALUE, bytes_of(id));
       // An exportable handle would name broker memory in the client's process: not offered.
       if (v.handle_types != 0) return finish(cuda::CUDA_ERROR_NOT_SUPPORTED, bytes_of(id));
-      if (limits_.device_memory_bytes != 0 &&
-          (v.size > limits_.device_memory_bytes || allocated_bytes_ > limits_.device_memory_bytes - v.size)) {
-        return finish(CUDA_ERROR_OUT_OF_MEMORY, bytes_of(id));
-      }
+      if (over_limit(v.device, v.size)) return finish(CUDA_ERROR_OUT_OF_MEMORY, bytes_of(id));
       const cuda::CUmemAllocationProp prop = device_prop(v.device);
       cuda::CUmemGenericAllocationHandle handle = 0;
       const CUresult r = driver_.mem_create(&handle, v.size, &prop, v.flags);
       if (r == CUDA_SUCCESS) {
         id = next_vmm_allocation_++;
-        vmm_allocations_[id] = VmmAllocation{handle, v.size};
-        allocated_bytes_ += v.size;
-        counters_.device_bytes.fetch_add(v.size, std::memory_order_relaxed);
+        vmm_allocations_[id] = VmmAllocation{handle, v.size, v.device};
+        hold_device_bytes(v.device, v.size);
         counters_.allocations.fetch_add(1, std::memory_order_relaxed);
       }
       return finish(r, bytes_of(id));

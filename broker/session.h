@@ -6,8 +6,17 @@
 // session's dispatcher thread; completions of synchronizing requests (stream and event
 // synchronize) are written from the driver's callback thread, so the dispatcher never waits for
 // device work. The destructor waits for those callbacks, then frees everything.
+//
+// Devices: each request runs against the device its header names (wire::RequestHeader::device,
+// the client thread's current device) or, where its payload names one (an allocation, a memory
+// figure, a VMM allocation), that one. Every object remembers the device whose context made it,
+// and later work on it runs in that context: the dispatcher makes a device's context current only
+// when the device it works for changes. As in CUDA, a kernel launches only onto a stream of the
+// current device, an event records only on a stream of its own device, and copies may cross
+// devices (between devices they are peer copies).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -30,6 +39,7 @@ namespace gpubroker::broker {
 struct BrokerCounters {
   std::atomic<std::uint64_t> sessions{0};
   std::atomic<std::uint64_t> device_bytes{0};
+  std::array<std::atomic<std::uint64_t>, wire::kMaxDevices> device_bytes_on{};  // by broker ordinal
   std::atomic<std::uint64_t> allocations{0};
   std::atomic<std::uint64_t> streams{0};
   std::atomic<std::uint64_t> events{0};
@@ -41,8 +51,12 @@ struct BrokerCounters {
   std::atomic<std::uint64_t> zero_copy_bytes{0};
 };
 
+// The limit is per device, as MPS's pinned device memory limit is: on each device the session may
+// hold this much, and kMemGetInfo shows it as that device's total. (A limit on the sum would make
+// every device report the same free bytes, which a program splitting its work across devices by
+// their free memory would count twice.)
 struct SessionLimits {
-  std::uint64_t device_memory_bytes = 0;  // 0: no limit beyond the device's own
+  std::uint64_t device_memory_bytes = 0;  // per device; 0: no limit beyond the device's own
 };
 
 class DeviceSession {
@@ -70,7 +84,31 @@ class DeviceSession {
 
   struct Allocation {
     std::uint64_t bytes;
+    std::uint32_t device;  // broker ordinal
   };
+  // A driver object of the session and the device whose context made it.
+  template <class Handle>
+  struct OnDevice {
+    Handle handle;
+    std::uint32_t device;
+  };
+  static constexpr std::uint32_t kNoDevice = ~0u;
+
+  // Takes the device a request names (RequestHeader::device) as the current device and makes its
+  // context current; CUDA_ERROR_INVALID_DEVICE for a device the broker does not have.
+  CUresult select_device(const wire::RequestHeader& request);
+  // Makes `device`'s context current on the dispatcher thread, if it is not already.
+  void bind(std::uint32_t device);
+  // The device of the session's memory at `pointer` (one owns_range() accepted).
+  [[nodiscard]] std::uint32_t device_of(std::uint64_t pointer) const;
+  // A device-to-device copy on `stream`, a peer copy where the two ranges lie on different devices.
+  CUresult copy_between_devices(const wire::CopyRequest& copy, cuda::CUstream stream);
+  // Whether `bytes` more on `device` would pass the session's limit there.
+  [[nodiscard]] bool over_limit(std::uint32_t device, std::uint64_t bytes) const;
+  void hold_device_bytes(std::uint32_t device, std::uint64_t bytes);
+  void release_device_bytes(std::uint32_t device, std::uint64_t bytes);
+  // A launch needs the function's module and the stream on the current device (as CUDA).
+  [[nodiscard]] CUresult check_launch_device(std::uint64_t module) const;
 
   CUresult memory_alloc(const wire::MemAllocRequest& r, std::uint64_t& pointer);
   CUresult memory_free(std::uint64_t pointer);
@@ -107,7 +145,8 @@ class DeviceSession {
   CUresult copy_arena(ipc::ServerSession& session, const wire::RequestSlot& request);
   CUresult arena_register(ipc::ServerSession& session, const wire::ArenaRange& range);
   // Completes `request` once `streams` have finished their current work: at once where they have,
-  // else from the device's completion poller.
+  // else from the device's completion poller. The streams are the bound device's (stream_for
+  // binds a stream's device).
   void complete_after(ipc::ServerSession& session, const wire::RequestHeader& request,
                       std::span<const cuda::CUstream> streams);
   void complete_after(ipc::ServerSession& session, const wire::RequestHeader& request, cuda::CUstream stream);
@@ -123,24 +162,34 @@ class DeviceSession {
   const cuda::DriverTable& driver_;
   SessionLimits limits_;
   BrokerCounters& counters_;
-  bool thread_bound_ = false;
+  std::uint32_t current_ = 0;         // the device the request in hand names
+  std::uint32_t bound_ = kNoDevice;  // the device whose context is current on the dispatcher thread
   bool staging_registered_ = false;
   void* staging_base_ = nullptr;
 
   std::map<std::uint64_t, Allocation> allocations_;  // by device address
-  std::uint64_t allocated_bytes_ = 0;
-  std::unordered_map<std::uint64_t, cuda::CUstream> streams_;  // ids 0, 1, 2: the default stream
-  std::unordered_map<std::uint64_t, cuda::CUevent> events_;
-  cuda::lt::cublasLtHandle_t blas_lt_ = nullptr;  // the session's cuBLASLt handle, made on first use
+  std::uint64_t allocated_bytes_ = 0;  // on every device
+  // Ids 0, 1 and 2 name the current device's default stream, which is kept under
+  // default_stream_key(device); the client may create no stream with an id of that range.
+  std::unordered_map<std::uint64_t, OnDevice<cuda::CUstream>> streams_;
+  std::unordered_map<std::uint64_t, OnDevice<cuda::CUevent>> events_;
   struct BlockingStreams {
     std::unordered_set<std::uint64_t> streams;           // created without cudaStreamNonBlocking
     std::unordered_set<std::uint64_t> ahead_of_default;  // with work the default stream has not joined
     std::unordered_set<std::uint64_t> behind_default;    // not yet joined to the default stream's work
     std::unordered_map<std::uint64_t, cuda::CUevent> events;  // one per stream that joins another
   };
-  BlockingStreams blocking_;
-  std::unordered_map<std::uint64_t, cuda::CUgraph> graphs_;
-  std::unordered_map<std::uint64_t, cuda::CUgraphExec> graph_execs_;
+  // What the session has on each device beside its tables' objects (by broker ordinal).
+  struct PerDevice {
+    BlockingStreams blocking;  // the legacy default stream's joins, within the device
+    cuda::CUstream sync_stream = nullptr;  // where event waits are turned into callbacks
+    std::vector<cuda::CUevent> staging_events;  // kStagingWindow + 1, created on first use
+    cuda::lt::cublasLtHandle_t blas_lt = nullptr;  // the session's cuBLASLt handle, made on first use
+    std::uint64_t allocated_bytes = 0;  // what the session holds there (its limit is per device)
+  };
+  std::vector<PerDevice> per_device_;
+  std::unordered_map<std::uint64_t, OnDevice<cuda::CUgraph>> graphs_;
+  std::unordered_map<std::uint64_t, OnDevice<cuda::CUgraphExec>> graph_execs_;
   std::unordered_map<std::uint64_t, std::shared_ptr<const ModuleCache::Module>> modules_;
   struct Function {
     cuda::CUfunction handle;
@@ -153,13 +202,14 @@ class DeviceSession {
     std::uint64_t module;
   };
   std::map<std::uint64_t, Global> globals_;  // by device address
-  std::unordered_map<std::uint64_t, cuda::cublasHandle_t> blas_handles_;
+  std::unordered_map<std::uint64_t, OnDevice<cuda::cublasHandle_t>> blas_handles_;
   // VMM (the libcuda.so.1 shim's pool): the session's reserved address ranges, its physical
   // allocations (by the session-local id the client holds) and its mappings. Mapped ranges with
   // access granted count as the session's memory for copies, memsets, launches and GEMMs.
   struct VmmAllocation {
     cuda::CUmemGenericAllocationHandle handle;
     std::uint64_t bytes;
+    std::uint32_t device;  // broker ordinal of its memory
     std::uint32_t mappings = 0;
     bool released = false;  // the client's id is gone; the memory lives while mapped
   };
@@ -187,12 +237,10 @@ class DeviceSession {
   std::uint64_t pinned_bytes_ = 0;
   Traffic traffic_;
   bool last_call_failed_ = false;
-  cuda::CUstream sync_stream_ = nullptr;  // where event waits are turned into callbacks
   // Staged copies keep this many pipe chunks in flight, each followed by an event of its own.
   static constexpr unsigned kStagingWindow = 8;
   // The largest image, name or parameter block a session may stage in one request.
   static constexpr std::uint64_t kMaxStagedObjectBytes = 1ull << 30;
-  std::vector<cuda::CUevent> staging_events_;  // kStagingWindow + 1, created on first use
 
   // Host functions run in the client (wire::HostFuncRequest): a driver host function hands each
   // id, in stream order, to the client's waiting kHostFuncWait (or queues it until one comes).
@@ -218,6 +266,9 @@ class DeviceSession {
   void note_sticky(const ipc::ServerSession& session, CUresult status, const Function* launched = nullptr);
   ipc::Result<void> report_session_error(ipc::ServerSession& session, const wire::RequestHeader& request);
   ipc::Result<void> refuse_poisoned(ipc::ServerSession& session, const wire::RequestSlot& request, CUresult sticky);
+  // Fails a request unserved (`blas_status` for the cuBLAS kinds), its staged bytes kept in step.
+  ipc::Result<void> refuse_request(ipc::ServerSession& session, const wire::RequestSlot& request, CUresult status,
+                                   int blas_status);
   std::atomic<std::uint32_t> callbacks_in_flight_{0};  // pairs with the callbacks' decrement
 };
 
