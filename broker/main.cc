@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 
+#include <array>
 #include <atomic>
 #include <filesystem>
 #include <memory>
@@ -129,7 +130,9 @@ int main(int argc, char** argv) {
   };
   std::thread heartbeat([&] {
     while (!g_stop.load()) {
-      publisher.heartbeat(counters.device_bytes.load(std::memory_order_relaxed));
+      std::array<std::uint64_t, wire::kMaxDevices> used{};
+      for (std::size_t d = 0; d < used.size(); ++d) used[d] = counters.device_bytes_on[d].load(std::memory_order_relaxed);
+      publisher.heartbeat(used);
       for (int i = 0; i < 10 && !g_stop.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   });
