@@ -42,14 +42,14 @@ Error symbol_range(const void* symbol, std::size_t bytes, std::size_t offset, vo
   VariableRecord* variable = nullptr;
   if (const Error e = resolved_variable(symbol, variable); e != kSuccess) return e;
   if (offset > variable->size || bytes > variable->size - offset) return record(kErrorInvalidValue);
-  address = reinterpret_cast<void*>(variable->pointer + offset);
+  address = reinterpret_cast<void*>(variable_pointer(*variable) + offset);
   return kSuccess;
 }
 
 Error set_function(const void* key, wire::RequestKind kind, int attribute, int value) {
   FunctionRecord* function = nullptr;
   if (const Error e = resolved_function(key, function); e != kSuccess) return e;
-  const Error e = call(kind, bytes_of(wire::FuncAttributeRequest{function->function_id, attribute, value}));
+  const Error e = call(kind, bytes_of(wire::FuncAttributeRequest{function_id(*function), attribute, value}));
   std::lock_guard guard(registry().lock);
   function->attributes.reset();
   function->occupancy.clear();
@@ -72,7 +72,7 @@ int cudaFuncGetAttributes(cudart::cudaFuncAttributes* out, const void* key) {
   if (!cached) {
     ipc::Completion completion;
     const Error e = call(wire::RequestKind::kFuncGetAttributes,
-                         bytes_of(wire::FuncAttributeRequest{function->function_id, 0, 0}), &completion);
+                         bytes_of(wire::FuncAttributeRequest{function_id(*function), 0, 0}), &completion);
     if (e != kSuccess) return e;
     cached = completion.result_as<wire::FuncAttributesResult>();
     std::lock_guard guard(registry().lock);
@@ -126,7 +126,7 @@ int cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int* blocks, const vo
   }
   ipc::Completion completion;
   const Error e = call(wire::RequestKind::kOccupancy,
-                       bytes_of(wire::OccupancyRequest{function->function_id, block_size, flags, dynamic_shared}),
+                       bytes_of(wire::OccupancyRequest{function_id(*function), block_size, flags, dynamic_shared}),
                        &completion);
   if (e != kSuccess) return e;
   *blocks = completion.result_as<std::int32_t>();
