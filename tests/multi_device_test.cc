@@ -33,10 +33,13 @@
 #include "tests/support/broker_ready.h"
 #include "tests/support/child_expect.h"
 #include "tests/support/eventually.h"
+#include "tests/support/shim_child.h"
 
 using namespace gpubroker;
 using testing::BrokerProcess;
 using testing::TempDir;
+using testing::in_child;
+using testing::start_child;
 
 extern "C" {
 struct Dim3 {
@@ -131,21 +134,6 @@ const bool g_registered = [] {
 
 testing::BrokerSettings two_devices() { return testing::BrokerSettings{{"--sim-devices=2"}, {}}; }
 
-pid_t start_child(const BrokerProcess& broker, const std::function<void()>& body, const char* visible_devices) {
-  if (!testing::wait_until_listening(broker.socket_path())) return -1;
-  return testing::run_in_child([&] {
-    ::setenv("GPUBROKER_SOCKET", broker.socket_path().c_str(), 1);
-    if (visible_devices != nullptr) ::setenv("CUDA_VISIBLE_DEVICES", visible_devices, 1);
-    body();
-    return testing::child_status();
-  });
-}
-
-int in_child(const BrokerProcess& broker, const std::function<void()>& body, const char* visible_devices = nullptr) {
-  const pid_t child = start_child(broker, body, visible_devices);
-  return child > 0 ? testing::wait_for_child(child) : -1;
-}
-
 // scale_by<float>(data, factor, n) on `stream`, one block of n threads.
 int scale(float* data, float factor, int n, void* stream) {
   void* args[] = {&data, &factor, &n};
@@ -216,6 +204,14 @@ std::vector<std::uint64_t> used_per_device(const BrokerProcess& broker) {
   }
   ::munmap(mapped, sizeof(wire::StatsSegment));
   return used;
+}
+
+// Whether the stats file comes to show `expected` bytes held on each device (heartbeats come once a
+// second).
+bool stats_show(const BrokerProcess& broker, std::vector<std::uint64_t> expected) {
+  const testing::Waited published = testing::poll_until([&] { return used_per_device(broker) == expected; });
+  INFO("the stats showed it after " << published.milliseconds << " ms");
+  return static_cast<bool>(published);
 }
 
 // Runs `body` in a child that then holds what it allocated until `check` (in the parent) is done.
@@ -314,15 +310,7 @@ TEST_CASE("each device's free memory falls with its own allocations, in the runt
                "libcuda on the current device 0");
         EXPECT(nvml_free(0) == free0 - 64 * kMiB && nvml_free(1) == free1 - 128 * kMiB, "NVML per device");
       },
-      [&] {
-        // The broker's stats: heartbeats come once a second.
-        const testing::Waited published = testing::poll_until([&] {
-          const auto used = used_per_device(broker);
-          return used.size() == 2 && used[0] == 64 * kMiB && used[1] == 128 * kMiB;
-        });
-        INFO("the stats showed both devices after " << published.milliseconds << " ms");
-        return static_cast<bool>(published);
-      }));
+      [&] { return stats_show(broker, {64 * kMiB, 128 * kMiB}); }));
   CHECK(broker.stop() == 0);
 }
 
@@ -523,16 +511,24 @@ TEST_CASE("CUDA_VISIBLE_DEVICES=1,0 swaps the devices alike in the runtime, libc
         void* memory = nullptr;
         EXPECT(cudaMalloc(&memory, 32 * kMiB) == 0, "32 MiB on visible device 0");
         EXPECT(free_on(1) == free_visible1 && nvml_free(1) == free_visible1, "visible device 1 keeps its memory");
+        // cuBLAS goes by the runtime's current device: a handle made on visible device 0 computes on
+        // broker device 1, next to its memory, and takes no stream of visible device 1.
+        void* handle = nullptr;
+        void* other_stream = nullptr;
+        EXPECT(cudaSetDevice(1) == 0 && cudaStreamCreateWithFlags(&other_stream, kNonBlocking) == 0 && cudaSetDevice(0) == 0,
+               "a stream of visible device 1");
+        EXPECT(cublasCreate_v2(&handle) == 0, "cublasCreate on visible device 0");
+        EXPECT(cublasSetStream_v2(handle, other_stream) == kCublasInvalidValue, "visible device 1's stream is refused");
+        auto* matrices = static_cast<float*>(memory);
+        const float ones[4] = {1, 1, 1, 1}, alpha = 1.0f, beta = 0.0f;
+        float product[4] = {};
+        EXPECT(cudaMemcpy(matrices, ones, sizeof ones, kHostToDevice) == 0, "A = B = ones");
+        EXPECT(cublasSgemm_v2(handle, 0, 0, 2, 2, 2, &alpha, matrices, 2, matrices, 2, &beta, matrices + 4, 2) == 0 &&
+                   cudaMemcpy(product, matrices + 4, sizeof product, kDeviceToHost) == 0 && product[3] == 2.0f,
+               "SGEMM on the handle's device: %f", product[3]);
+        EXPECT(cublasDestroy_v2(handle) == 0 && cudaStreamDestroy(other_stream) == 0, "release");
       },
-      [&] {
-        const testing::Waited published = testing::poll_until([&] {
-          const auto used = used_per_device(broker);
-          return used.size() == 2 && used[0] == 0 && used[1] == 32 * kMiB;
-        });
-        INFO("the stats showed broker device 1 after " << published.milliseconds << " ms");
-        return static_cast<bool>(published);
-      },
-      "1,0"));
+      [&] { return stats_show(broker, {0, 32 * kMiB}); }, "1,0"));
   CHECK(broker.stop() == 0);
 }
 
@@ -571,15 +567,7 @@ TEST_CASE("CUDA_VISIBLE_DEVICES naming device 1 by its UUID, or a unique prefix 
           void* memory = nullptr;
           EXPECT(cudaMalloc(&memory, 16 * kMiB) == 0, "16 MiB");
         },
-        [&] {
-          const testing::Waited published = testing::poll_until([&] {
-            const auto used = used_per_device(broker);
-            return used.size() == 2 && used[0] == 0 && used[1] == 16 * kMiB;
-          });
-          INFO("the stats showed broker device 1 after " << published.milliseconds << " ms");
-          return static_cast<bool>(published);
-        },
-        variable.c_str()));
+        [&] { return stats_show(broker, {0, 16 * kMiB}); }, variable.c_str()));
   }
   CHECK(broker.stop() == 0);
 }
