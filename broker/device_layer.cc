@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <vector>
 
+#include "gpubroker/sim/sim_driver.h"
+
 namespace gpubroker::broker {
 
 namespace {
@@ -34,15 +36,32 @@ std::string default_sim_library() {
   return "libgpubroker-sim.so";
 }
 
-DeviceResult<std::unique_ptr<DeviceLayer>> DeviceLayer::open(DriverChoice choice, const std::string& sim_library) {
+DeviceResult<std::unique_ptr<DeviceLayer>> DeviceLayer::open(DriverChoice choice, const std::string& sim_library,
+                                                             const SimSettings& settings) {
   const std::string sim = sim_library.empty() ? default_sim_library() : sim_library;
-  if (choice == DriverChoice::kSim) return load(sim, DriverKind::kSim);
-  auto real = load("libcuda.so.1", DriverKind::kCuda);
+  if (choice == DriverChoice::kSim) return load(sim, DriverKind::kSim, settings);
+  auto real = load("libcuda.so.1", DriverKind::kCuda, settings);
   if (real || choice == DriverChoice::kCuda) return real;
-  return load(sim, DriverKind::kSim);
+  return load(sim, DriverKind::kSim, settings);
 }
 
-DeviceResult<std::unique_ptr<DeviceLayer>> DeviceLayer::load(const std::string& library, DriverKind kind) {
+// The sim's own configuration entry point, before cuInit reads its defaults: the device count
+// travels as a call, not through the broker's environment (which other threads may read).
+DeviceResult<void> DeviceLayer::configure_sim(const SimSettings& sim) {
+  if (kind_ != DriverKind::kSim || !sim.devices) return boost::outcome_v2::success();
+  auto configure = reinterpret_cast<GpubrokerSimConfigureDevicesFn>(::dlsym(handle_, "gpubroker_sim_configure_devices"));
+  if (configure == nullptr) {
+    return DeviceError{DeviceErrc::kSymbolMissing, fmt::format("{}: no symbol gpubroker_sim_configure_devices", library_)};
+  }
+  if (const int r = configure(*sim.devices); r != cuda::CUDA_SUCCESS) {
+    return DeviceError{DeviceErrc::kInitFailed, fmt::format("{}: {} devices refused: {}", library_, *sim.devices,
+                                                            cuda_error_text(driver_, r))};
+  }
+  return boost::outcome_v2::success();
+}
+
+DeviceResult<std::unique_ptr<DeviceLayer>> DeviceLayer::load(const std::string& library, DriverKind kind,
+                                                             const SimSettings& sim) {
   auto layer = std::unique_ptr<DeviceLayer>(new DeviceLayer());
   layer->library_ = library;
   layer->kind_ = kind;
@@ -59,9 +78,12 @@ DeviceResult<std::unique_ptr<DeviceLayer>> DeviceLayer::load(const std::string& 
   }
   GPUBROKER_DRIVER_API(GPUBROKER_RESOLVE)
 #undef GPUBROKER_RESOLVE
+  if (auto configured = layer->configure_sim(sim); !configured) return configured.error();
   if (auto enumerated = layer->enumerate(); !enumerated) return enumerated.error();
   layer->modules_ = std::make_unique<ModuleCache>(layer->driver_);
-  layer->completions_ = std::make_unique<CompletionPoller>(layer->driver_, layer->contexts_.at(0));
+  for (cuda::CUcontext context : layer->contexts_) {
+    layer->completions_.push_back(std::make_unique<CompletionPoller>(layer->driver_, context));
+  }
   layer->load_blas();
   return layer;
 }
@@ -159,7 +181,7 @@ void DeviceLayer::load_blas() {
 void DeviceLayer::bind_thread(std::uint32_t ordinal) const { driver_.ctx_set_current(contexts_.at(ordinal)); }
 
 DeviceLayer::~DeviceLayer() {
-  completions_.reset();  // its thread uses the contexts
+  completions_.clear();  // their threads use the contexts
   for (std::size_t i = 0; i < contexts_.size(); ++i) driver_.primary_ctx_release(static_cast<cuda::CUdevice>(i));
   // The driver library stays loaded: its worker threads may outlive this object at exit.
 }

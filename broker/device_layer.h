@@ -3,12 +3,16 @@
 // dlsym, initializes it, retains each device's primary context and snapshots every device's
 // identity and attributes into a wire::DeviceTable that sessions hand to their clients.
 //
+// Per device (by broker ordinal, the index into devices()) it holds the primary context, a
+// completion poller whose thread has that context current, and the identity in devices().
+//
 // Created once at broker start-up, on the main thread; read-only afterwards, so any thread may use
 // it (the driver itself is thread-safe).
 #pragma once
 
 #include <boost/outcome/result.hpp>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -42,11 +46,17 @@ using DeviceResult = boost::outcome_v2::result<T, DeviceError, boost::outcome_v2
 
 const char* to_string(DriverKind kind);
 
+// What the broker asks of the sim driver before it initializes it (ignored for the real driver).
+struct SimSettings {
+  std::optional<unsigned> devices;  // unset: the sim's own default (GPUBROKER_SIM_DEVICES, else 1)
+};
+
 class DeviceLayer {
  public:
   // kAuto: the real driver when it loads and reports a device, else the sim driver. `sim_library`
   // is the sim driver's path; empty means next to the broker's own binary.
-  static DeviceResult<std::unique_ptr<DeviceLayer>> open(DriverChoice choice, const std::string& sim_library);
+  static DeviceResult<std::unique_ptr<DeviceLayer>> open(DriverChoice choice, const std::string& sim_library,
+                                                         const SimSettings& sim = {});
 
   DeviceLayer(const DeviceLayer&) = delete;
   DeviceLayer& operator=(const DeviceLayer&) = delete;
@@ -67,16 +77,19 @@ class DeviceLayer {
   // Modules shared between sessions (module_cache.h); the driver does the locking it needs.
   [[nodiscard]] ModuleCache& modules() const { return *modules_; }
 
-  // Completes the requests that wait for device 0's work (completion_poller.h).
-  [[nodiscard]] CompletionPoller& completions() const { return *completions_; }
+  // Completes the requests that wait for device `ordinal`'s work (completion_poller.h). Its
+  // watch() must be called with that device's context current.
+  [[nodiscard]] CompletionPoller& completions(std::uint32_t ordinal) const { return *completions_.at(ordinal); }
 
   // Makes device `ordinal`'s primary context current on the calling thread. Cheap; call it at the
-  // start of every thread that calls the driver.
+  // start of every thread that calls the driver, and whenever the thread turns to another device.
   void bind_thread(std::uint32_t ordinal) const;
 
  private:
   DeviceLayer() = default;
-  static DeviceResult<std::unique_ptr<DeviceLayer>> load(const std::string& library, DriverKind kind);
+  static DeviceResult<std::unique_ptr<DeviceLayer>> load(const std::string& library, DriverKind kind,
+                                                         const SimSettings& sim);
+  DeviceResult<void> configure_sim(const SimSettings& sim);
   DeviceResult<void> enumerate();
   void load_blas();
 
@@ -91,7 +104,7 @@ class DeviceLayer {
   wire::DeviceTable devices_{};
   std::vector<cuda::CUcontext> contexts_;
   std::unique_ptr<ModuleCache> modules_;
-  std::unique_ptr<CompletionPoller> completions_;
+  std::vector<std::unique_ptr<CompletionPoller>> completions_;  // by ordinal
 };
 
 // The default path of the sim driver for a broker binary at `broker_path`: the build tree's

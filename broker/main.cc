@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 
+#include <array>
 #include <atomic>
 #include <filesystem>
 #include <memory>
@@ -50,16 +51,23 @@ int main(int argc, char** argv) {
   const broker::BrokerOptions& options = parsed.options;
   ipc::set_log_level(options.log_level);
 
-  auto device = broker::DeviceLayer::open(options.driver, options.sim_library);
+  auto device = broker::DeviceLayer::open(options.driver, options.sim_library, broker::SimSettings{options.sim_devices});
   if (!device) {
     ipc::log(ipc::LogLevel::kError, "no usable driver: {}", device.error().detail);
     sd_notifyf(0, "STATUS=no usable driver: %s", device.error().detail.c_str());
     return 1;
   }
   const broker::DeviceLayer& layer = *device.value();
-  const wire::DeviceRecord& first = layer.devices().devices[0];
-  ipc::log(ipc::LogLevel::kInfo, "driver: {} ({}), {} device(s), device 0: {} ({} MiB)", broker::to_string(layer.kind()),
-           layer.library(), layer.devices().count, first.name, first.total_bytes >> 20);
+  ipc::log(ipc::LogLevel::kInfo, "driver: {} ({}), {} device(s)", broker::to_string(layer.kind()), layer.library(),
+           layer.devices().count);
+  for (std::uint32_t i = 0; i < layer.devices().count; ++i) {
+    const wire::DeviceRecord& d = layer.devices().devices[i];
+    ipc::log(ipc::LogLevel::kInfo, "device {}: {} ({} MiB, PCI {})", i, d.name, d.total_bytes >> 20, d.pci_bus_id);
+  }
+  if (options.sim_devices && layer.kind() != broker::DriverKind::kSim) {
+    ipc::log(ipc::LogLevel::kWarning, "--sim-devices={} ignored: the {} driver serves the host's own devices",
+             *options.sim_devices, broker::to_string(layer.kind()));
+  }
 
   std::error_code ignored;
   std::filesystem::create_directories(std::filesystem::path(options.socket_path).parent_path(), ignored);
@@ -122,7 +130,9 @@ int main(int argc, char** argv) {
   };
   std::thread heartbeat([&] {
     while (!g_stop.load()) {
-      publisher.heartbeat(counters.device_bytes.load(std::memory_order_relaxed));
+      std::array<std::uint64_t, wire::kMaxDevices> used{};
+      for (std::size_t d = 0; d < used.size(); ++d) used[d] = counters.device_bytes_on[d].load(std::memory_order_relaxed);
+      publisher.heartbeat(used);
       for (int i = 0; i < 10 && !g_stop.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   });

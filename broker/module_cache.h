@@ -4,9 +4,9 @@
 //
 // Sharing is safe only for an image without device or constant variables (the fatbin parser's
 // has_writable_globals): with none, no session can write anything another session's kernels
-// read. Every other image gets a module of its own. Identity is by content: the cache keeps the
-// bytes of each shared image and compares them in full, so no client can have its code taken
-// for another's by a hash collision.
+// read. Every other image gets a module of its own. Identity is by content and device: the cache
+// keeps the bytes of each shared image and compares them in full, so no client can have its code
+// taken for another's by a hash collision, and a module is loaded once per device that runs it.
 #pragma once
 
 #include <cstddef>
@@ -28,23 +28,28 @@ class ModuleCache {
     cuda::CUmodule handle = nullptr;
     bool shared = false;  // other sessions may hold it too
     std::vector<fatbin::KernelInfo> kernels;  // the parser's layouts, which clients pack by
+    std::uint32_t device = 0;              // the broker ordinal whose context it is loaded in
+    cuda::CUcontext context = nullptr;     // that context
   };
 
   explicit ModuleCache(const cuda::DriverTable& driver) : driver_(driver) {}
   ModuleCache(const ModuleCache&) = delete;
   ModuleCache& operator=(const ModuleCache&) = delete;
 
-  // The module of `image` (its bytes, NUL-terminated for the driver): the one already loaded from
-  // the same bytes when `shareable`, else a new one. The driver unloads it when the last holder
-  // drops it. The calling thread must have the context current.
-  cuda::CUresult load(std::span<const std::byte> image, bool shareable, std::vector<fatbin::KernelInfo> kernels,
-                      std::shared_ptr<const Module>& out);
+  // The module of `image` (its bytes, NUL-terminated for the driver) on device `device`: the one
+  // already loaded there from the same bytes when `shareable`, else a new one. The driver unloads
+  // it when the last holder drops it, on whichever thread that is: the module's context is made
+  // current for the unload and the thread's own restored after. The calling thread must have
+  // `context`, the device's, current.
+  cuda::CUresult load(std::uint32_t device, cuda::CUcontext context, std::span<const std::byte> image, bool shareable,
+                      std::vector<fatbin::KernelInfo> kernels, std::shared_ptr<const Module>& out);
 
   // Shared modules loaded now (for tests and stats).
   [[nodiscard]] std::size_t shared_count() const;
 
  private:
   struct Entry {
+    std::uint32_t device;
     std::vector<std::byte> image;
     std::weak_ptr<const Module> module;
     const Module* raw;  // which entry a module's deleter removes

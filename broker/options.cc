@@ -59,6 +59,13 @@ std::string apply(BrokerOptions& o, const std::string& key, const std::string& v
     else return fmt::format("--driver must be auto, cuda or sim, not '{}'", value);
   } else if (key == "sim-library") {
     o.sim_library = value;
+  } else if (key == "sim-devices") {
+    unsigned devices = 0;
+    auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), devices);
+    if (ec != std::errc() || p != value.data() + value.size() || devices < 1 || devices > wire::kMaxDevices) {
+      return fmt::format("--sim-devices takes a device count from 1 to {}, not '{}'", wire::kMaxDevices, value);
+    }
+    o.sim_devices = devices;
   } else if (key == "allow-uid") {
     if (!parse_id_list(value, o.allowed_uids)) return fmt::format("bad uid list '{}'", value);
   } else if (key == "allow-gid") {
@@ -116,9 +123,12 @@ const char* usage_text() {
          "                              $XDG_RUNTIME_DIR/gpu-broker.sock otherwise)\n"
          "  --driver=auto|cuda|sim      auto: the real driver when a GPU is usable, else sim\n"
          "  --sim-library=PATH          the sim driver library (default: next to this binary)\n"
+         "  --sim-devices=N             devices the sim driver offers, 1 to 16 (default 1, or\n"
+         "                              $GPUBROKER_SIM_DEVICES); each has its own UUID, PCI bus id and memory\n"
          "  --allow-uid=UID[,UID...]    peers allowed by user id (default: anyone who can open the socket)\n"
          "  --allow-gid=GID[,GID...]    peers allowed by primary group id\n"
-         "  --session-memory-limit=SIZE device memory one session may hold (e.g. 8G; default: no limit)\n"
+         "  --session-memory-limit=SIZE device memory one session may hold on each device (e.g. 8G;\n"
+         "                              default: no limit); it is the total the session sees per device\n"
          "  --pipe-bytes=SIZE           staging pipe size per direction per session (default 8M)\n"
          "  --arena-bytes=SIZE          host arena (pinned memory) per session, sparse (default 16G)\n"
          "  --wait-policy=spin|adaptive|sleep  how dispatchers wait for requests (default adaptive)\n"

@@ -19,6 +19,7 @@ struct BrokerOptions {
   std::string socket_path;  // default: ipc::default_socket_path()
   DriverChoice driver = DriverChoice::kAuto;
   std::string sim_library;  // empty: next to the binary
+  std::optional<unsigned> sim_devices;  // devices the sim offers; unset: GPUBROKER_SIM_DEVICES, else 1
   std::vector<uid_t> allowed_uids;
   std::vector<gid_t> allowed_gids;
   std::uint64_t session_memory_limit = 0;  // bytes; 0: none

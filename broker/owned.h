@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <utility>
 
+#include "broker/device_binding.h"
 #include "gpubroker/cuda/cublas_api.h"
 #include "gpubroker/cuda/driver_api.h"
 
@@ -59,27 +60,56 @@ class Owned {
   bool held_;
 };
 
+// Where a driver object lives: it is released in its own device's context, whichever device the
+// session's dispatcher is on at the time.
+struct OnDevice {
+  DeviceBinding* binding;
+  std::uint32_t device;
+  void enter() const { binding->bind(device); }
+};
+
 // The releases of the driver objects sessions hold.
 struct DestroyStream {
   const cuda::DriverTable* driver;
-  int operator()(cuda::CUstream stream) const { return driver->stream_destroy(stream); }
+  OnDevice where;
+  int operator()(cuda::CUstream stream) const {
+    where.enter();
+    return driver->stream_destroy(stream);
+  }
 };
 struct DestroyEvent {
   const cuda::DriverTable* driver;
-  int operator()(cuda::CUevent event) const { return driver->event_destroy(event); }
+  OnDevice where;
+  int operator()(cuda::CUevent event) const {
+    where.enter();
+    return driver->event_destroy(event);
+  }
 };
 struct DestroyGraph {
   const cuda::DriverTable* driver;
-  int operator()(cuda::CUgraph graph) const { return driver->graph_destroy(graph); }
+  OnDevice where;
+  int operator()(cuda::CUgraph graph) const {
+    where.enter();
+    return driver->graph_destroy(graph);
+  }
 };
 struct DestroyGraphExec {
   const cuda::DriverTable* driver;
-  int operator()(cuda::CUgraphExec exec) const { return driver->graph_exec_destroy(exec); }
+  OnDevice where;
+  int operator()(cuda::CUgraphExec exec) const {
+    where.enter();
+    return driver->graph_exec_destroy(exec);
+  }
 };
 struct DestroyBlasHandle {
   const cuda::CublasTable* blas;
-  int operator()(cuda::cublasHandle_t handle) const { return blas->destroy(handle); }
+  OnDevice where;
+  int operator()(cuda::cublasHandle_t handle) const {
+    where.enter();
+    return blas->destroy(handle);
+  }
 };
+// Host registrations are portable (every context's): no device to enter.
 struct UnregisterHost {
   const cuda::DriverTable* driver;
   int operator()(void* host) const { return driver->mem_host_unregister(host); }

@@ -28,7 +28,8 @@ constexpr auto kBlasKinds = [] {
 }  // namespace
 
 DeviceSession::DeviceSession(const DeviceLayer& device, const SessionLimits& limits, BrokerCounters& counters)
-    : device_(device), driver_(device.driver()), limits_(limits), counters_(counters), memory_(*this), vmm_(*this),
+    : device_(device), driver_(device.driver()), limits_(limits), counters_(counters), binding_(device),
+      memory_(*this), vmm_(*this),
       streams_(*this), modules_(*this), blas_(*this), graphs_(*this), host_funcs_(*this) {
   counters_.sessions.fetch_add(1, std::memory_order_relaxed);
 }
@@ -41,7 +42,10 @@ DeviceSession::~DeviceSession() {
 
 void DeviceSession::quiesce() {
   host_funcs_.close();
-  if (!thread_bound_) return;  // never touched the device
+  if (binding_.bound() == DeviceBinding::kNone) return;  // never touched a device
+  // This may be another thread than the dispatcher's: each object is released in its own
+  // device's context, bound afresh.
+  binding_.forget();
   // Wait for the work the client left queued, and for the callbacks that will complete its
   // synchronize requests: they point at this session.
   streams_.synchronize_everything();
@@ -55,19 +59,30 @@ bool DeviceSession::owns_range(std::uint64_t pointer, std::uint64_t bytes) const
          vmm_.covers(pointer, bytes, true);
 }
 
-bool DeviceSession::may_allocate(std::uint64_t bytes) const {
+std::uint32_t DeviceSession::device_of(std::uint64_t pointer) const {
+  if (auto device = memory_.device_of(pointer)) return *device;
+  if (auto device = modules_.device_of(pointer)) return *device;
+  if (auto device = vmm_.device_of(pointer)) return *device;
+  return current_;
+}
+
+bool DeviceSession::may_allocate(std::uint32_t device, std::uint64_t bytes) const {
   const std::uint64_t limit = limits_.device_memory_bytes;
-  return limit == 0 || (bytes <= limit && device_bytes_ <= limit - bytes);
+  return limit == 0 || (bytes <= limit && device_bytes_on_[device] <= limit - bytes);
 }
 
-void DeviceSession::count_device_bytes(std::uint64_t bytes) {
+void DeviceSession::count_device_bytes(std::uint32_t device, std::uint64_t bytes) {
   device_bytes_ += bytes;
+  device_bytes_on_[device] += bytes;
   counters_.device_bytes.fetch_add(bytes, std::memory_order_relaxed);
+  counters_.device_bytes_on[device].fetch_add(bytes, std::memory_order_relaxed);
 }
 
-void DeviceSession::uncount_device_bytes(std::uint64_t bytes) {
+void DeviceSession::uncount_device_bytes(std::uint32_t device, std::uint64_t bytes) {
   device_bytes_ -= bytes;
+  device_bytes_on_[device] -= bytes;
   counters_.device_bytes.fetch_sub(bytes, std::memory_order_relaxed);
+  counters_.device_bytes_on[device].fetch_sub(bytes, std::memory_order_relaxed);
 }
 
 cuda::CUresult DeviceSession::take_pending_error(CUresult current) {
@@ -137,24 +152,28 @@ ipc::Result<void> DeviceSession::dispatch(CallContext& call) {
 }
 
 ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire::RequestSlot& request) {
-  if (!thread_bound_) {
-    device_.bind_thread(0);
-    thread_bound_ = true;
-  }
   last_call_failed_ = false;
   CallContext call{session, request};
+  // The device the request names is the current one; its context is made current now, and the
+  // handlers bind an object's own device where they work on one.
+  if (request.header.device >= device_.devices().count) {
+    return refuse(call, cuda::CUDA_ERROR_INVALID_DEVICE, cuda::CUBLAS_STATUS_INVALID_VALUE);
+  }
+  current_ = request.header.device;
+  binding_.bind(current_);
   const wire::RequestKind kind = call.kind();
   if (const int sticky = sticky_error_.load(std::memory_order_relaxed);
       sticky != 0 && kind != wire::RequestKind::kSessionError && kind != wire::RequestKind::kBrokerTotals) {
-    return refuse_poisoned(call, static_cast<CUresult>(sticky));
+    return refuse(call, static_cast<CUresult>(sticky), cuda::CUBLAS_STATUS_EXECUTION_FAILED);
   }
   return dispatch(call);
 }
 
-// A request of a poisoned session: its staged bytes are drained (or zeros sent) to keep the pipe in
-// step, and it fails with the sticky error (cuBLAS calls: CUBLAS_STATUS_EXECUTION_FAILED, as a
-// cuBLAS call in a faulted context answers).
-ipc::Result<void> DeviceSession::refuse_poisoned(CallContext& call, CUresult sticky) {
+// A request refused unserved (a poisoned session, a device that does not exist): its staged bytes
+// are drained (or zeros sent) to keep the pipe in step, and it fails with `status` (cuBLAS calls:
+// `blas_status`; in a poisoned session CUBLAS_STATUS_EXECUTION_FAILED, as a cuBLAS call in a
+// faulted context answers).
+ipc::Result<void> DeviceSession::refuse(CallContext& call, CUresult status, int blas_status) {
   const wire::RequestHeader& h = call.header();
   const wire::RequestShape* shape = wire::shape_of(h.kind);
   ipc::Result<void> moved = boost::outcome_v2::success();
@@ -165,7 +184,7 @@ ipc::Result<void> DeviceSession::refuse_poisoned(CallContext& call, CUresult sti
   }
   if (!moved) return pipe_violation(moved.error());
   const bool blas = h.kind < kBlasKinds.size() && kBlasKinds[h.kind];
-  finish_request(call.session, h, blas ? static_cast<int>(cuda::CUBLAS_STATUS_EXECUTION_FAILED) : static_cast<int>(sticky));
+  finish_request(call.session, h, blas ? blas_status : static_cast<int>(status));
   return boost::outcome_v2::success();
 }
 

@@ -13,14 +13,24 @@
 // Reclaim order: the destructor first lets the session's queued work and callbacks finish
 // (quiesce), then the areas go in reverse order of their members below: host functions, graphs,
 // BLAS handles, modules, events and streams, VMM, and last the memory and pinned ranges they used.
+//
+// Devices: each request runs against the device its header names (wire::RequestHeader::device,
+// the client thread's current device) or, where its payload names one (an allocation, a memory
+// figure, a VMM allocation), that one. Every object remembers the device whose context made it,
+// and later work on it, and its release, run in that context (DeviceBinding makes a device's
+// context current only when the device changes). As in CUDA, a kernel launches only onto a stream
+// of the current device, an event records only on a stream of its own device, and copies may
+// cross devices (between devices they are peer copies).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <string>
 #include <utility>
 
 #include "broker/call.h"
+#include "broker/device_binding.h"
 #include "broker/device_layer.h"
 #include "broker/session_blas.h"
 #include "broker/session_graphs.h"
@@ -38,6 +48,7 @@ namespace gpubroker::broker {
 struct BrokerCounters {
   std::atomic<std::uint64_t> sessions{0};
   std::atomic<std::uint64_t> device_bytes{0};
+  std::array<std::atomic<std::uint64_t>, wire::kMaxDevices> device_bytes_on{};  // by broker ordinal
   std::atomic<std::uint64_t> allocations{0};
   std::atomic<std::uint64_t> streams{0};
   std::atomic<std::uint64_t> events{0};
@@ -49,8 +60,12 @@ struct BrokerCounters {
   std::atomic<std::uint64_t> zero_copy_bytes{0};
 };
 
+// The limit is per device, as MPS's pinned device memory limit is: on each device the session may
+// hold this much, and kMemGetInfo shows it as that device's total. (A limit on the sum would make
+// every device report the same free bytes, which a program splitting its work across devices by
+// their free memory would count twice.)
 struct SessionLimits {
-  std::uint64_t device_memory_bytes = 0;  // 0: no limit beyond the device's own
+  std::uint64_t device_memory_bytes = 0;  // per device; 0: no limit beyond the device's own
 };
 
 class DeviceSession {
@@ -89,11 +104,23 @@ class DeviceSession {
   // The session's memory: its allocations, its modules' global variables and its VMM mappings
   // with access granted. Every pointer the broker acts on for the client is checked here.
   [[nodiscard]] bool owns_range(std::uint64_t pointer, std::uint64_t bytes) const;
+  // The device of the session's memory at `pointer` (one owns_range() accepted); the current
+  // device for any other.
+  [[nodiscard]] std::uint32_t device_of(std::uint64_t pointer) const;
 
-  // Device memory the session holds (cuMemAlloc and VMM alike), against its limit.
-  [[nodiscard]] bool may_allocate(std::uint64_t bytes) const;
-  void count_device_bytes(std::uint64_t bytes);
-  void uncount_device_bytes(std::uint64_t bytes);
+  // The device the request in hand names, and the binding of the dispatcher thread's context.
+  [[nodiscard]] std::uint32_t current_device() const { return current_; }
+  [[nodiscard]] std::uint32_t device_count() const { return device_.devices().count; }
+  void bind(std::uint32_t device) { binding_.bind(device); }
+  [[nodiscard]] std::uint32_t bound_device() const { return binding_.bound(); }
+  // Where an object made now lives: the bound device, for the owner that releases it there.
+  OnDevice on(std::uint32_t device) { return OnDevice{&binding_, device}; }
+
+  // Device memory the session holds on each device (cuMemAlloc and VMM alike), against its limit.
+  [[nodiscard]] bool may_allocate(std::uint32_t device, std::uint64_t bytes) const;
+  [[nodiscard]] std::uint64_t device_bytes_on(std::uint32_t device) const { return device_bytes_on_[device]; }
+  void count_device_bytes(std::uint32_t device, std::uint64_t bytes);
+  void uncount_device_bytes(std::uint32_t device, std::uint64_t bytes);
   [[nodiscard]] const SessionLimits& limits() const { return limits_; }
   Traffic& traffic() { return traffic_; }
 
@@ -121,7 +148,8 @@ class DeviceSession {
   template <class Reply>
   ipc::Result<void> conclude(CallContext& call, const Outcome<Reply>& outcome);
   ipc::Result<void> dispatch(CallContext& call);
-  ipc::Result<void> refuse_poisoned(CallContext& call, cuda::CUresult sticky);
+  // Fails a request unserved (`blas_status` for the cuBLAS kinds), its staged bytes kept in step.
+  ipc::Result<void> refuse(CallContext& call, cuda::CUresult status, int blas_status);
   // Lets the client's queued work and every callback that points at the session finish.
   void quiesce();
 
@@ -129,8 +157,10 @@ class DeviceSession {
   const cuda::DriverTable& driver_;
   SessionLimits limits_;
   BrokerCounters& counters_;
-  bool thread_bound_ = false;
-  std::uint64_t device_bytes_ = 0;
+  DeviceBinding binding_;
+  std::uint32_t current_ = 0;  // the device the request in hand names
+  std::uint64_t device_bytes_ = 0;  // on every device
+  std::array<std::uint64_t, wire::kMaxDevices> device_bytes_on_{};
   Traffic traffic_;
   bool last_call_failed_ = false;
   cuda::CUresult pending_error_ = cuda::CUDA_SUCCESS;  // dispatcher thread only

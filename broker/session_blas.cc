@@ -27,22 +27,34 @@ bool operation_valid(std::int32_t op) {
 
 }  // namespace
 
-SessionBlas::SessionBlas(DeviceSession& session) : session_(session), driver_(session.driver()) {}
+SessionBlas::SessionBlas(DeviceSession& session)
+    : session_(session), driver_(session.driver()), lt_(session.device_count()) {}
 
-Lookup<cuda::cublasHandle_t> SessionBlas::handle_for(std::uint64_t id) const {
+Lookup<const SessionBlas::Handle*> SessionBlas::bound_handle(std::uint64_t id) {
   if (session_.device().blas() == nullptr) return CallError{cuda::CUBLAS_STATUS_NOT_INITIALIZED};
   auto it = handles_.find(id);
   if (it == handles_.end()) return CallError{cuda::CUBLAS_STATUS_NOT_INITIALIZED};
-  return it->second.get();
+  session_.bind(it->second.device);  // a handle works on the device it was made on, whichever is current
+  return &it->second;
+}
+
+Lookup<cuda::cublasHandle_t> SessionBlas::handle_for(std::uint64_t id) {
+  auto handle = bound_handle(id);
+  if (!handle) return handle.error();
+  return handle.value()->owner.get();
 }
 
 Outcome<wire::NoReply> SessionBlas::create(CallContext&, const wire::HandleRequest& request) {
   const cuda::CublasTable* blas = session_.device().blas();
   if (blas == nullptr) return CallError{cuda::CUBLAS_STATUS_NOT_INITIALIZED};
   if (handles_.contains(request.handle)) return CallError{cuda::CUBLAS_STATUS_INVALID_VALUE};
+  const std::uint32_t device = session_.current_device();
+  session_.bind(device);
   cuda::cublasHandle_t handle = nullptr;
   if (const int status = blas->create(&handle); status != cuda::CUBLAS_STATUS_SUCCESS) return CallError{status};
-  handles_.emplace(request.handle, OwnedBlasHandle(handle, DestroyBlasHandle{blas}, &session_.counters().blas_handles));
+  handles_.emplace(request.handle, Handle{OwnedBlasHandle(handle, DestroyBlasHandle{blas, session_.on(device)},
+                                                          &session_.counters().blas_handles),
+                                          device});
   // Scalars arrive by value in the request: the handle reads them from host memory.
   blas->set_pointer_mode(handle, cuda::CUBLAS_POINTER_MODE_HOST);
   if (auto stream = session_.streams().stream_for(0)) blas->set_stream(handle, stream.value());
@@ -52,17 +64,18 @@ Outcome<wire::NoReply> SessionBlas::create(CallContext&, const wire::HandleReque
 Outcome<wire::NoReply> SessionBlas::destroy(CallContext&, const wire::HandleRequest& request) {
   if (auto found = handle_for(request.handle); !found) return found.error();
   auto it = handles_.find(request.handle);
-  const int status = it->second.reset();
+  const int status = it->second.owner.reset();
   handles_.erase(it);
   return answer(status);
 }
 
 Outcome<wire::NoReply> SessionBlas::set_stream(CallContext&, const wire::BlasSettingRequest& request) {
-  auto handle = handle_for(request.handle);
+  auto handle = bound_handle(request.handle);
   if (!handle) return handle.error();
   auto stream = session_.streams().stream_for(request.value);
-  if (!stream) return CallError{cuda::CUBLAS_STATUS_INVALID_VALUE};
-  return answer(session_.device().blas()->set_stream(handle.value(), stream.value()));
+  // A stream of another device than the handle's is refused.
+  if (!stream || session_.bound_device() != handle.value()->device) return CallError{cuda::CUBLAS_STATUS_INVALID_VALUE};
+  return answer(session_.device().blas()->set_stream(handle.value()->owner.get(), stream.value()));
 }
 
 Outcome<wire::NoReply> SessionBlas::set_math_mode(CallContext&, const wire::BlasSettingRequest& request) {
@@ -256,10 +269,11 @@ int SessionBlas::run_lt_matmul(const wire::BlasLtMatmulRequest& r) {
   auto found = session_.streams().stream_for(r.stream);
   if (!found) return cuda::CUBLAS_STATUS_INVALID_VALUE;
   const cuda::CUstream stream = found.value();
-  if (!lt_) {
+  const std::uint32_t device = session_.bound_device();  // the stream's
+  if (!lt_[device]) {
     lt_abi::cublasLtHandle_t handle = nullptr;
     if (const int s = lt->create(&handle); s != cuda::CUBLAS_STATUS_SUCCESS) return s;
-    lt_.emplace(handle, DestroyLtHandle{lt}, nullptr);
+    lt_[device].emplace(handle, DestroyLtHandle{lt, session_.on(device)}, nullptr);
   }
 
   // The broker's descriptors, released whatever happens.
@@ -301,7 +315,7 @@ int SessionBlas::run_lt_matmul(const wire::BlasLtMatmulRequest& r) {
   }
   if (s != cuda::CUBLAS_STATUS_SUCCESS) return s;
   // No algorithm and no workspace: cuBLASLt picks with its own heuristic, as for a null algo.
-  return lt->matmul(lt_->get(), own.op, r.alpha, reinterpret_cast<const void*>(r.a), own.layouts[0],
+  return lt->matmul(lt_[device]->get(), own.op, r.alpha, reinterpret_cast<const void*>(r.a), own.layouts[0],
                     reinterpret_cast<const void*>(r.b), own.layouts[1], r.beta, reinterpret_cast<const void*>(r.c),
                     own.layouts[2], reinterpret_cast<void*>(r.d), own.layouts[3], nullptr, nullptr, 0, stream);
 }

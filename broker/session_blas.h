@@ -39,20 +39,31 @@ class SessionBlas {
  private:
   struct DestroyLtHandle {
     const cuda::lt::CublasLtTable* lt;
-    int operator()(cuda::lt::cublasLtHandle_t handle) const { return lt->destroy(handle); }
+    OnDevice where;
+    int operator()(cuda::lt::cublasLtHandle_t handle) const {
+      where.enter();
+      return lt->destroy(handle);
+    }
   };
-  Lookup<cuda::cublasHandle_t> handle_for(std::uint64_t id) const;
+  struct Handle {
+    OwnedBlasHandle owner;
+    std::uint32_t device;  // the device current when it was made: its work runs there
+  };
+  Lookup<cuda::cublasHandle_t> handle_for(std::uint64_t id);
   int run_gemm(const wire::BlasGemmRequest& r, cuda::cublasHandle_t handle);
   int run_trsm_batched(const wire::BlasTrsmRequest& r, cuda::cublasHandle_t handle);
   int run_lt_matmul(const wire::BlasLtMatmulRequest& r);
   Outcome<wire::NoReply> transfer_matrix(CallContext& call, const wire::BlasMatrixRequest& r, bool to_device);
+  // The handle of `id` with its device's context bound.
+  Lookup<const Handle*> bound_handle(std::uint64_t id);
   // Reads `count` device pointers from the session's memory at `array`, in `stream` order.
   bool read_pointer_array(std::uint64_t array, int count, cuda::CUstream stream, std::vector<std::uint64_t>& out);
 
   DeviceSession& session_;
   const cuda::DriverTable& driver_;
-  std::unordered_map<std::uint64_t, OwnedBlasHandle> handles_;
-  std::optional<Owned<cuda::lt::cublasLtHandle_t, DestroyLtHandle>> lt_;  // made on first use
+  std::unordered_map<std::uint64_t, Handle> handles_;
+  // The session's cuBLASLt handle of each device, made on first use there.
+  std::vector<std::optional<Owned<cuda::lt::cublasLtHandle_t, DestroyLtHandle>>> lt_;
 };
 
 }  // namespace gpubroker::broker

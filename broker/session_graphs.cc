@@ -15,16 +15,18 @@ using CUresult = cuda::CUresult;
 
 SessionGraphs::SessionGraphs(DeviceSession& session) : session_(session), driver_(session.driver()) {}
 
-Lookup<cuda::CUgraph> SessionGraphs::graph_for(std::uint64_t id) const {
+Lookup<cuda::CUgraph> SessionGraphs::graph_for(std::uint64_t id) {
   auto it = graphs_.find(id);
   if (it == graphs_.end()) return CallError{CUDA_ERROR_INVALID_HANDLE};
-  return it->second.get();
+  session_.bind(it->second.device);
+  return it->second.owner.get();
 }
 
-Lookup<cuda::CUgraphExec> SessionGraphs::exec_for(std::uint64_t id) const {
+Lookup<cuda::CUgraphExec> SessionGraphs::exec_for(std::uint64_t id) {
   auto it = execs_.find(id);
   if (it == execs_.end()) return CallError{CUDA_ERROR_INVALID_HANDLE};
-  return it->second.get();
+  session_.bind(it->second.device);
+  return it->second.owner.get();
 }
 
 Outcome<wire::NoReply> SessionGraphs::begin_capture(CallContext&, const wire::CaptureRequest& c) {
@@ -40,7 +42,11 @@ Outcome<wire::NoReply> SessionGraphs::end_capture(CallContext&, const wire::Capt
   cuda::CUgraph graph = nullptr;
   if (CUresult r = driver_.stream_end_capture(stream.value(), &graph); r != CUDA_SUCCESS) return CallError{r};
   if (graph != nullptr) {
-    graphs_.emplace(c.graph_or_mode, OwnedGraph(graph, DestroyGraph{&driver_}, &session_.counters().graphs));
+    const std::uint32_t device = session_.bound_device();  // the stream's
+    graphs_.emplace(c.graph_or_mode,
+                    OnItsDevice<OwnedGraph>{OwnedGraph(graph, DestroyGraph{&driver_, session_.on(device)},
+                                                       &session_.counters().graphs),
+                                            device});
   }
   return wire::NoReply{};
 }
@@ -59,7 +65,10 @@ Outcome<wire::NoReply> SessionGraphs::instantiate(CallContext&, const wire::Grap
   if (!graph) return graph.error();
   cuda::CUgraphExec exec = nullptr;
   if (CUresult r = driver_.graph_instantiate(&exec, graph.value(), 0); r != CUDA_SUCCESS) return CallError{r};
-  execs_.emplace(g.second, OwnedGraphExec(exec, DestroyGraphExec{&driver_}, &session_.counters().graphs));
+  const std::uint32_t device = session_.bound_device();  // the graph's
+  execs_.emplace(g.second, OnItsDevice<OwnedGraphExec>{OwnedGraphExec(exec, DestroyGraphExec{&driver_, session_.on(device)},
+                                                                      &session_.counters().graphs),
+                                                       device});
   return wire::NoReply{};
 }
 
@@ -68,6 +77,7 @@ Outcome<wire::NoReply> SessionGraphs::launch(CallContext&, const wire::GraphRequ
   if (!exec) return exec.error();
   auto stream = session_.streams().stream_for(g.second);
   if (!stream) return stream.error();
+  if (execs_.at(g.first).device != session_.bound_device()) return CallError{CUDA_ERROR_INVALID_HANDLE};  // another device's stream
   return answer(driver_.graph_launch(exec.value(), stream.value()));
 }
 
@@ -85,7 +95,7 @@ Outcome<std::int32_t> SessionGraphs::update(CallContext&, const wire::GraphReque
 Outcome<wire::NoReply> SessionGraphs::destroy_graph(CallContext&, const wire::HandleRequest& request) {
   auto it = graphs_.find(request.handle);
   if (it == graphs_.end()) return CallError{CUDA_ERROR_INVALID_HANDLE};
-  const int r = it->second.reset();
+  const int r = it->second.owner.reset();
   graphs_.erase(it);
   return answer(r);
 }
@@ -93,7 +103,7 @@ Outcome<wire::NoReply> SessionGraphs::destroy_graph(CallContext&, const wire::Ha
 Outcome<wire::NoReply> SessionGraphs::destroy_exec(CallContext&, const wire::HandleRequest& request) {
   auto it = execs_.find(request.handle);
   if (it == execs_.end()) return CallError{CUDA_ERROR_INVALID_HANDLE};
-  const int r = it->second.reset();
+  const int r = it->second.owner.reset();
   execs_.erase(it);
   return answer(r);
 }

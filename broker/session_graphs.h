@@ -28,13 +28,19 @@ class SessionGraphs {
   Outcome<wire::NoReply> destroy_exec(CallContext& call, const wire::HandleRequest& request);
 
  private:
-  Lookup<cuda::CUgraph> graph_for(std::uint64_t id) const;
-  Lookup<cuda::CUgraphExec> exec_for(std::uint64_t id) const;
+  // Each binds the object's device: a graph is of the device of the stream it was captured on.
+  Lookup<cuda::CUgraph> graph_for(std::uint64_t id);
+  Lookup<cuda::CUgraphExec> exec_for(std::uint64_t id);
+  template <class Owner>
+  struct OnItsDevice {
+    Owner owner;
+    std::uint32_t device;
+  };
 
   DeviceSession& session_;
   const cuda::DriverTable& driver_;
-  std::unordered_map<std::uint64_t, OwnedGraph> graphs_;
-  std::unordered_map<std::uint64_t, OwnedGraphExec> execs_;  // destroyed before the graphs
+  std::unordered_map<std::uint64_t, OnItsDevice<OwnedGraph>> graphs_;
+  std::unordered_map<std::uint64_t, OnItsDevice<OwnedGraphExec>> execs_;  // destroyed before the graphs
 };
 
 }  // namespace gpubroker::broker

@@ -43,26 +43,38 @@ std::uint64_t batch_bytes(std::int64_t stride, std::uint64_t one, std::uint64_t 
 }
 
 int SessionMemory::FreeDeviceMemory::operator()(cuda::CUdeviceptr pointer) const {
-  session->uncount_device_bytes(bytes);
+  session->uncount_device_bytes(device, bytes);
+  session->bind(device);
   // cuMemFree synchronizes with outstanding work on the memory, as cudaFree does.
   return session->driver().mem_free(pointer);
 }
 
-SessionMemory::SessionMemory(DeviceSession& session) : session_(session), driver_(session.driver()) {}
+SessionMemory::SessionMemory(DeviceSession& session)
+    : session_(session), driver_(session.driver()), staging_events_(session.device_count()) {}
 
 bool SessionMemory::owns_allocation(std::uint64_t pointer, std::uint64_t bytes) const {
   return inside_one(allocations_, pointer, bytes);
 }
 
+std::optional<std::uint32_t> SessionMemory::device_of(std::uint64_t pointer) const {
+  auto it = allocations_.upper_bound(pointer);
+  if (it == allocations_.begin()) return std::nullopt;
+  --it;
+  if (pointer - it->first >= it->second.bytes) return std::nullopt;
+  return it->second.device;
+}
+
 Outcome<wire::PointerResult> SessionMemory::allocate(CallContext&, const wire::MemAllocRequest& r) {
   if (r.device >= session_.device().devices().count) return CallError{cuda::CUDA_ERROR_INVALID_DEVICE};
   if (r.bytes == 0) return wire::PointerResult{0};
-  if (!session_.may_allocate(r.bytes)) return CallError{CUDA_ERROR_OUT_OF_MEMORY};
+  if (!session_.may_allocate(r.device, r.bytes)) return CallError{CUDA_ERROR_OUT_OF_MEMORY};
+  session_.bind(r.device);  // the device the allocation names, whichever is current
   cuda::CUdeviceptr address = 0;
   if (CUresult result = driver_.mem_alloc(&address, r.bytes); result != CUDA_SUCCESS) return CallError{result};
-  session_.count_device_bytes(r.bytes);
-  allocations_.emplace(address, Allocation{r.bytes, Owned(address, FreeDeviceMemory{&session_, r.bytes},
-                                                          &session_.counters().allocations)});
+  session_.count_device_bytes(r.device, r.bytes);
+  allocations_.emplace(address, Allocation{r.bytes, r.device,
+                                           Owned(address, FreeDeviceMemory{&session_, r.device, r.bytes},
+                                                 &session_.counters().allocations)});
   return wire::PointerResult{address};
 }
 
@@ -77,14 +89,15 @@ Outcome<wire::NoReply> SessionMemory::free(CallContext&, const wire::HandleReque
 
 Outcome<wire::MemInfoResult> SessionMemory::info(CallContext&, const wire::DeviceRequest& request) {
   if (request.device >= session_.device().devices().count) return CallError{cuda::CUDA_ERROR_INVALID_DEVICE};
+  session_.bind(request.device);  // the device asked about, whichever is current
   std::size_t free = 0, total = 0;
   const CUresult r = driver_.mem_get_info(&free, &total);
   wire::MemInfoResult info{free, total};
   const std::uint64_t limit = session_.limits().device_memory_bytes;
   if (limit != 0 && limit < total) {
-    // The session's view: its limit is its device.
+    // The session's view: its limit is its device (per device, as SessionLimits says).
     info.total = limit;
-    info.free = std::min<std::uint64_t>(free, info.total - std::min(info.total, session_.device_bytes()));
+    info.free = std::min<std::uint64_t>(free, info.total - std::min(info.total, session_.device_bytes_on(request.device)));
   }
   return answer(r, info);
 }
@@ -102,7 +115,13 @@ Outcome<wire::NoReply> SessionMemory::copy_device(CallContext&, const wire::Copy
   }
   auto stream = session_.streams().stream_for(c.stream);
   if (!stream) return stream.error();
-  return answer(driver_.memcpy_dtod_async(c.destination, c.source, c.bytes, stream.value()));
+  // Unified addressing lets one copy name both ends; where they lie on two devices the copy is a
+  // peer copy, with each end's own context, so that it needs no peer access between the contexts.
+  const std::uint32_t to = session_.device_of(c.destination), from = session_.device_of(c.source);
+  if (to == from) return answer(driver_.memcpy_dtod_async(c.destination, c.source, c.bytes, stream.value()));
+  const DeviceLayer& layer = session_.device();
+  return answer(driver_.memcpy_peer_async(c.destination, layer.context(to), c.source, layer.context(from), c.bytes,
+                                          stream.value()));
 }
 
 Outcome<wire::NoReply> SessionMemory::copy_from_arena(CallContext& call, const wire::CopyRequest& c) {
@@ -163,7 +182,8 @@ void SessionMemory::pin_staging(ipc::ServerSession& session) {
   // driver stages them itself), only slower.
   auto staging = session.staging_memory();
   const auto start = std::chrono::steady_clock::now();
-  if (driver_.mem_host_register(staging.data(), staging.size(), 0) == CUDA_SUCCESS) {
+  // Portable: pinned for every device's context, as the copies of any device go through the pipes.
+  if (driver_.mem_host_register(staging.data(), staging.size(), cuda::CU_MEMHOSTREGISTER_PORTABLE) == CUDA_SUCCESS) {
     staging_pin_.emplace(static_cast<void*>(staging.data()), UnregisterHost{&driver_}, nullptr);
   }
   ipc::log(ipc::LogLevel::kDebug, "staging pipes ({} bytes) {} in {} us", staging.size(),
@@ -208,13 +228,16 @@ Outcome<wire::NoReply> SessionMemory::transfer_staged(CallContext& call, const S
     }
   }
   if (status == 0) pin_staging(call.session);
-  while (status == 0 && staging_events_.size() <= kStagingWindow) {
+  // The events are the stream's device's: stream_for bound it.
+  const std::uint32_t device = session_.bound_device();
+  std::vector<OwnedEvent>& events = staging_events_[status == 0 ? device : 0];
+  while (status == 0 && events.size() <= kStagingWindow) {
     cuda::CUevent event = nullptr;
     const CUresult r = driver_.event_create(&event, cuda::CU_EVENT_DISABLE_TIMING);
     fail(r);
-    if (r == CUDA_SUCCESS) staging_events_.emplace_back(event, DestroyEvent{&driver_}, nullptr);
+    if (r == CUDA_SUCCESS) events.emplace_back(event, DestroyEvent{&driver_, session_.on(device)}, nullptr);
   }
-  auto event_of = [&](std::uint64_t index) { return staging_events_[index % staging_events_.size()].get(); };
+  auto event_of = [&](std::uint64_t index) { return events[index % events.size()].get(); };
   auto settle = [&](std::uint64_t index) {
     if (status == 0) fail(driver_.event_synchronize(event_of(index)));
   };

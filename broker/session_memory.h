@@ -26,6 +26,8 @@ class SessionMemory {
 
   // Whether [pointer, pointer + bytes) lies inside one of the session's cuMemAlloc allocations.
   [[nodiscard]] bool owns_allocation(std::uint64_t pointer, std::uint64_t bytes) const;
+  // The device of the allocation holding `pointer`, if one does.
+  [[nodiscard]] std::optional<std::uint32_t> device_of(std::uint64_t pointer) const;
   [[nodiscard]] std::uint64_t pinned_bytes() const { return pinned_bytes_; }
 
   // A pipe transfer between staged bytes and device memory laid out as `runs` runs of
@@ -60,11 +62,13 @@ class SessionMemory {
   // Frees a cuMemAlloc allocation and counts it out of the session's and the broker's totals.
   struct FreeDeviceMemory {
     DeviceSession* session;
+    std::uint32_t device;
     std::uint64_t bytes;
     int operator()(cuda::CUdeviceptr pointer) const;
   };
   struct Allocation {
     std::uint64_t bytes;
+    std::uint32_t device;
     Owned<cuda::CUdeviceptr, FreeDeviceMemory> owner;
   };
   struct PinnedRange {
@@ -85,7 +89,7 @@ class SessionMemory {
   std::map<std::uint64_t, Allocation> allocations_;  // by device address
   // Staged copies keep this many pipe chunks in flight, each followed by an event of its own.
   static constexpr unsigned kStagingWindow = 8;
-  std::vector<OwnedEvent> staging_events_;  // kStagingWindow + 1, created on first use
+  std::vector<std::vector<OwnedEvent>> staging_events_;  // by device: kStagingWindow + 1, made on first use
 };
 
 // Bytes a column-major rows x cols matrix with leading dimension `ld` spans; UINT64_MAX (which no

@@ -26,6 +26,14 @@ bool SessionModules::owns_global(std::uint64_t pointer, std::uint64_t bytes) con
   return inside_one(globals_, pointer, bytes);
 }
 
+std::optional<std::uint32_t> SessionModules::device_of(std::uint64_t pointer) const {
+  auto it = globals_.upper_bound(pointer);
+  if (it == globals_.begin()) return std::nullopt;
+  --it;
+  if (pointer - it->first >= it->second.bytes) return std::nullopt;
+  return modules_.at(it->second.module).get()->device;
+}
+
 ipc::Result<std::vector<std::byte>> SessionModules::receive_all(CallContext& call) {
   const std::uint64_t staged = call.header().staged_bytes;
   if (staged > kMaxStagedObjectBytes) return request_violation();
@@ -39,9 +47,10 @@ ipc::Result<std::vector<std::byte>> SessionModules::receive_all(CallContext& cal
   return bytes;
 }
 
-Lookup<const SessionModules::Function*> SessionModules::function_for(std::uint64_t id) const {
+Lookup<const SessionModules::Function*> SessionModules::function_for(std::uint64_t id) {
   auto it = functions_.find(id);
   if (it == functions_.end()) return CallError{CUDA_ERROR_INVALID_HANDLE};
+  session_.bind(modules_.at(it->second.module).get()->device);
   return &it->second;
 }
 
@@ -52,7 +61,8 @@ Outcome<wire::NoReply> SessionModules::load(CallContext& call, const wire::Handl
   // The driver reads an image without being told its length. So the broker's own parser first
   // proves that the image is whole and well-formed within the bytes received (a malformed one
   // never reaches the driver), and PTX text gets its terminator.
-  const wire::DeviceRecord& d = session_.device().devices().devices[0];
+  const std::uint32_t device = session_.current_device();  // loaded on the current device
+  const wire::DeviceRecord& d = session_.device().devices().devices[device];
   const auto arch = static_cast<std::uint32_t>(d.attributes[cuda::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR] * 10 +
                                                d.attributes[cuda::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR]);
   auto parsed = fatbin::parse_module(image.value(), arch);
@@ -64,7 +74,8 @@ Outcome<wire::NoReply> SessionModules::load(CallContext& call, const wire::Handl
   }
   image.value().push_back(std::byte{0});
   std::shared_ptr<const ModuleCache::Module> module;
-  const CUresult r = session_.device().modules().load(image.value(), !parsed.value().has_writable_globals,
+  const CUresult r = session_.device().modules().load(device, session_.device().context(device), image.value(),
+                                                      !parsed.value().has_writable_globals,
                                                       std::move(parsed.value().kernels), module);
   if (r != CUDA_SUCCESS) return CallError{r};
   modules_.emplace(request.handle, HeldModule(std::move(module), KeepModule{}, &session_.counters().modules));
@@ -80,6 +91,7 @@ Outcome<wire::NoReply> SessionModules::get_function(CallContext& call, const wir
   if (functions_.contains(f.function)) return CallError{CUDA_ERROR_INVALID_VALUE};
   cuda::CUfunction function = nullptr;
   const ModuleCache::Module& held = *module->second.get();
+  session_.bind(held.device);
   CUresult r = driver_.module_get_function(&function, held.handle, as_name(name.value()));
   if (r == CUDA_SUCCESS) r = check_layout(call.session, held, as_name(name.value()), function);
   if (r != CUDA_SUCCESS) return CallError{r};
@@ -96,6 +108,7 @@ Outcome<wire::GlobalResult> SessionModules::get_global(CallContext& call, const 
   name.value().push_back(std::byte{0});
   auto module = modules_.find(request.handle);
   if (module == modules_.end()) return CallError{CUDA_ERROR_INVALID_HANDLE};
+  session_.bind(module->second.get()->device);
   cuda::CUdeviceptr pointer = 0;
   std::size_t bytes = 0;
   const CUresult r = driver_.module_get_global(&pointer, &bytes, module->second.get()->handle, as_name(name.value()));
@@ -131,6 +144,12 @@ Outcome<wire::NoReply> SessionModules::launch_with(CallContext& call, const wire
   if (!function) return function.error();
   auto stream = session_.streams().stream_for(launch.stream);
   if (!stream) return stream.error();
+  // CUDA refuses a launch onto a stream of another device than the current one (stream_for bound
+  // the stream's), and a function is of the device its module was loaded on.
+  const std::uint32_t current = session_.current_device();
+  if (session_.bound_device() != current || modules_.at(function.value()->module).get()->device != current) {
+    return CallError{CUDA_ERROR_INVALID_HANDLE};
+  }
   std::size_t size = params.size();
   void* buffer = const_cast<std::byte*>(params.data());
   void* extra[] = {cuda::CU_LAUNCH_PARAM_BUFFER_POINTER, buffer, cuda::CU_LAUNCH_PARAM_BUFFER_SIZE, &size,

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -28,6 +29,8 @@ class SessionModules {
   explicit SessionModules(DeviceSession& session);
 
   [[nodiscard]] bool owns_global(std::uint64_t pointer, std::uint64_t bytes) const;
+  // The device of the global variable holding `pointer`, if one does.
+  [[nodiscard]] std::optional<std::uint32_t> device_of(std::uint64_t pointer) const;
 
   // ---- Handlers (rows of area `modules`) ----
   Outcome<wire::NoReply> load(CallContext& call, const wire::HandleRequest& request);
@@ -63,7 +66,8 @@ class SessionModules {
                               cuda::CUfunction function) const;
   cuda::CUresult launch_with_attributes(const wire::LaunchRequest& launch, cuda::CUfunction function,
                                         cuda::CUstream stream, void** extra);
-  Lookup<const Function*> function_for(std::uint64_t id) const;
+  // The function of `id` with its module's device bound.
+  Lookup<const Function*> function_for(std::uint64_t id);
 
   DeviceSession& session_;
   const cuda::DriverTable& driver_;

@@ -13,7 +13,12 @@ using cuda::CUDA_ERROR_INVALID_VALUE;
 using cuda::CUDA_SUCCESS;
 using CUresult = cuda::CUresult;
 
-bool is_default_stream(std::uint64_t id) { return id <= 2; }
+// The keys of the session's per-device default streams in SessionStreams::streams_. The client's
+// own stream ids never reach this range: it counts as default stream ids too.
+constexpr std::uint64_t kDefaultStreamKeys = 1ull << 63;
+std::uint64_t default_key(std::uint32_t device) { return kDefaultStreamKeys + device; }
+
+bool is_default_stream(std::uint64_t id) { return id <= 2 || id >= kDefaultStreamKeys; }
 
 // A completion written by the completion poller once the last of `remaining` streams is done.
 struct DeferredCompletion {
@@ -45,23 +50,28 @@ void finish_deferred(void* context, CUresult status) {
 
 }  // namespace
 
-SessionStreams::SessionStreams(DeviceSession& session) : session_(session), driver_(session.driver()) {}
+SessionStreams::SessionStreams(DeviceSession& session)
+    : session_(session), driver_(session.driver()), per_device_(session.device_count()) {}
 
 Lookup<cuda::CUstream> SessionStreams::stream_for(std::uint64_t id) {
-  const std::uint64_t key = is_default_stream(id) ? 0 : id;
+  const std::uint32_t current = session_.current_device();
+  const std::uint64_t key = is_default_stream(id) ? default_key(current) : id;
   if (auto it = streams_.find(key); it != streams_.end()) {
     const cuda::CUstream stream = it->second.owner.get();
-    if (!blocking_.streams.empty()) {
+    session_.bind(it->second.device);  // work on a stream runs in its own device's context
+    if (!per_device_[it->second.device].blocking.streams.empty()) {
       if (CUresult r = join_legacy(key, stream); r != CUDA_SUCCESS) return CallError{r};
     }
     return stream;
   }
-  if (key != 0) return CallError{CUDA_ERROR_INVALID_HANDLE};
+  if (key != default_key(current)) return CallError{CUDA_ERROR_INVALID_HANDLE};
+  session_.bind(current);
   cuda::CUstream stream = nullptr;
   if (CUresult r = driver_.stream_create_with_priority(&stream, cuda::CU_STREAM_NON_BLOCKING, 0); r != CUDA_SUCCESS) {
     return CallError{r};
   }
-  streams_.emplace(0, Stream{OwnedStream(stream, DestroyStream{&driver_}, &session_.counters().streams), 0});
+  streams_.emplace(key, Stream{OwnedStream(stream, DestroyStream{&driver_, session_.on(current)}, &session_.counters().streams),
+                               0, current});
   return stream;
 }
 
@@ -69,45 +79,49 @@ Lookup<cuda::CUstream> SessionStreams::stream_for(std::uint64_t id) {
 // the work already on every blocking stream (created without cudaStreamNonBlocking), and work on a
 // blocking stream waits for the work already on the default stream. Each join is an event record
 // and a wait, made only when the other side has had work since the last join; a session without
-// blocking streams never comes here.
+// blocking streams never comes here. Each device has its own; the stream's device is the bound one.
 cuda::CUresult SessionStreams::join_legacy(std::uint64_t key, cuda::CUstream stream) {
+  const std::uint32_t device = session_.bound_device();
+  BlockingStreams& blocking = per_device_[device].blocking;
+  const std::uint64_t default_stream = default_key(device);
   auto join = [&](std::uint64_t from_key, cuda::CUstream from, cuda::CUstream to) -> CUresult {
-    auto it = blocking_.events.find(from_key);
-    if (it == blocking_.events.end()) {
+    auto it = blocking.events.find(from_key);
+    if (it == blocking.events.end()) {
       cuda::CUevent event = nullptr;
       if (CUresult r = driver_.event_create(&event, cuda::CU_EVENT_DISABLE_TIMING); r != CUDA_SUCCESS) return r;
-      it = blocking_.events.emplace(from_key, OwnedEvent(event, DestroyEvent{&driver_}, nullptr)).first;
+      it = blocking.events.emplace(from_key, OwnedEvent(event, DestroyEvent{&driver_, session_.on(device)}, nullptr)).first;
     }
     if (CUresult r = driver_.event_record(it->second.get(), from); r != CUDA_SUCCESS) return r;
     return driver_.stream_wait_event(to, it->second.get(), 0);
   };
-  if (key == 0) {
-    for (std::uint64_t b : blocking_.ahead_of_default) {
+  if (key == default_stream) {
+    for (std::uint64_t b : blocking.ahead_of_default) {
       if (CUresult r = join(b, streams_.at(b).owner.get(), stream); r != CUDA_SUCCESS) return r;
     }
-    blocking_.ahead_of_default.clear();
-    blocking_.behind_default = blocking_.streams;
+    blocking.ahead_of_default.clear();
+    blocking.behind_default = blocking.streams;
     return CUDA_SUCCESS;
   }
-  if (!blocking_.streams.contains(key)) return CUDA_SUCCESS;
-  if (blocking_.behind_default.erase(key) != 0) {
-    if (CUresult r = join(0, streams_.at(0).owner.get(), stream); r != CUDA_SUCCESS) return r;
+  if (!blocking.streams.contains(key)) return CUDA_SUCCESS;
+  if (blocking.behind_default.erase(key) != 0) {
+    if (CUresult r = join(default_stream, streams_.at(default_stream).owner.get(), stream); r != CUDA_SUCCESS) return r;
   }
-  blocking_.ahead_of_default.insert(key);
+  blocking.ahead_of_default.insert(key);
   return CUDA_SUCCESS;
 }
 
 void SessionStreams::forget_blocking(std::uint64_t key) {
-  blocking_.streams.erase(key);
-  blocking_.ahead_of_default.erase(key);
-  blocking_.behind_default.erase(key);
-  blocking_.events.erase(key);
+  BlockingStreams& blocking = per_device_[streams_.at(key).device].blocking;
+  blocking.streams.erase(key);
+  blocking.ahead_of_default.erase(key);
+  blocking.behind_default.erase(key);
+  blocking.events.erase(key);
 }
 
 Lookup<cuda::CUevent> SessionStreams::event_for(std::uint64_t id) const {
   auto it = events_.find(id);
   if (it == events_.end()) return CallError{CUDA_ERROR_INVALID_HANDLE};
-  return it->second.get();
+  return it->second.owner.get();
 }
 
 // A host function launched into a capturing stream is captured, not run: a synchronize completed
@@ -133,7 +147,8 @@ Outcome<wire::NoReply> SessionStreams::complete_after(CallContext& call, std::sp
     // A stream with nothing left to do answers at once; the others when the poller sees them done.
     const CUresult idle = driver_.stream_query(stream);
     if (idle == cuda::CUDA_ERROR_NOT_READY) {
-      if (CUresult r = session_.device().completions().watch(stream, finish_deferred, deferred); r != CUDA_SUCCESS) {
+      if (CUresult r = session_.device().completions(session_.bound_device()).watch(stream, finish_deferred, deferred);
+          r != CUDA_SUCCESS) {
         finish_deferred(deferred, r);  // counts for this stream; the others still finish theirs
       }
     } else {
@@ -148,22 +163,33 @@ Outcome<wire::NoReply> SessionStreams::complete_after(CallContext& call, cuda::C
 }
 
 void SessionStreams::synchronize_everything() {
-  for (const auto& [id, stream] : streams_) driver_.stream_synchronize(stream.owner.get());
-  if (sync_stream_) driver_.stream_synchronize(sync_stream_->get());
+  for (const auto& [id, stream] : streams_) {
+    session_.bind(stream.device);
+    driver_.stream_synchronize(stream.owner.get());
+  }
+  for (std::uint32_t device = 0; device < per_device_.size(); ++device) {
+    if (!per_device_[device].sync_stream) continue;
+    session_.bind(device);
+    driver_.stream_synchronize(per_device_[device].sync_stream->get());
+  }
 }
 
 Outcome<wire::NoReply> SessionStreams::create_stream(CallContext&, const wire::StreamCreateRequest& c) {
   if (is_default_stream(c.stream) || streams_.contains(c.stream)) return CallError{CUDA_ERROR_INVALID_VALUE};
+  const std::uint32_t device = session_.current_device();
+  session_.bind(device);
   cuda::CUstream stream = nullptr;
   if (CUresult r = driver_.stream_create_with_priority(&stream, cuda::CU_STREAM_NON_BLOCKING, c.priority);
       r != CUDA_SUCCESS) {
     return CallError{r};
   }
-  streams_.emplace(c.stream, Stream{OwnedStream(stream, DestroyStream{&driver_}, &session_.counters().streams), c.flags});
+  streams_.emplace(c.stream, Stream{OwnedStream(stream, DestroyStream{&driver_, session_.on(device)},
+                                                &session_.counters().streams),
+                                    c.flags, device});
   if ((c.flags & cuda::CU_STREAM_NON_BLOCKING) == 0) {
     (void)stream_for(0);  // the default stream exists before anything joins it
-    blocking_.streams.insert(c.stream);
-    blocking_.behind_default.insert(c.stream);
+    per_device_[device].blocking.streams.insert(c.stream);
+    per_device_[device].blocking.behind_default.insert(c.stream);
   }
   return wire::NoReply{};
 }
@@ -217,16 +243,19 @@ Outcome<std::int32_t> SessionStreams::stream_priority(CallContext&, const wire::
 
 Outcome<wire::NoReply> SessionStreams::create_event(CallContext&, const wire::EventCreateRequest& c) {
   if (events_.contains(c.event)) return CallError{CUDA_ERROR_INVALID_VALUE};
+  const std::uint32_t device = session_.current_device();
+  session_.bind(device);
   cuda::CUevent event = nullptr;
   if (CUresult r = driver_.event_create(&event, c.flags); r != CUDA_SUCCESS) return CallError{r};
-  events_.emplace(c.event, OwnedEvent(event, DestroyEvent{&driver_}, &session_.counters().events));
+  events_.emplace(c.event, Event{OwnedEvent(event, DestroyEvent{&driver_, session_.on(device)}, &session_.counters().events),
+                                 device});
   return wire::NoReply{};
 }
 
 Outcome<wire::NoReply> SessionStreams::destroy_event(CallContext&, const wire::HandleRequest& request) {
   auto it = events_.find(request.handle);
   if (it == events_.end()) return CallError{CUDA_ERROR_INVALID_HANDLE};
-  const int r = it->second.reset();
+  const int r = it->second.owner.reset();
   events_.erase(it);
   return answer(r);
 }
@@ -240,6 +269,8 @@ Outcome<wire::NoReply> SessionStreams::record_event_with_flags(CallContext&, con
   if (!event) return event.error();
   auto stream = stream_for(e.stream);
   if (!stream) return stream.error();
+  // As cudaEventRecord: the event and the stream must be of one device.
+  if (events_.at(e.event).device != session_.bound_device()) return CallError{CUDA_ERROR_INVALID_HANDLE};
   if (e.flags == 0) return answer(driver_.event_record(event.value(), stream.value()));
   if (e.flags != cuda::CU_EVENT_RECORD_EXTERNAL) return CallError{CUDA_ERROR_INVALID_VALUE};
   return answer(driver_.event_record_with_flags(event.value(), stream.value(), e.flags));
@@ -248,21 +279,26 @@ Outcome<wire::NoReply> SessionStreams::record_event_with_flags(CallContext&, con
 Outcome<wire::NoReply> SessionStreams::synchronize_event(CallContext& call, const wire::HandleRequest& request) {
   auto event = event_for(request.handle);
   if (!event) return event.error();
-  if (!sync_stream_) {
+  // On the event's own device, whichever is current.
+  const std::uint32_t device = events_.at(request.handle).device;
+  session_.bind(device);
+  std::optional<OwnedStream>& sync_stream = per_device_[device].sync_stream;
+  if (!sync_stream) {
     cuda::CUstream stream = nullptr;
     if (CUresult r = driver_.stream_create_with_priority(&stream, cuda::CU_STREAM_NON_BLOCKING, 0); r != CUDA_SUCCESS) {
       return CallError{r};
     }
-    sync_stream_.emplace(stream, DestroyStream{&driver_}, nullptr);
+    sync_stream.emplace(stream, DestroyStream{&driver_, session_.on(device)}, nullptr);
   }
   // The wait happens on a private stream, and its end is a callback: nothing blocks here.
-  if (CUresult r = driver_.stream_wait_event(sync_stream_->get(), event.value(), 0); r != CUDA_SUCCESS) return CallError{r};
-  return complete_after(call, sync_stream_->get());
+  if (CUresult r = driver_.stream_wait_event(sync_stream->get(), event.value(), 0); r != CUDA_SUCCESS) return CallError{r};
+  return complete_after(call, sync_stream->get());
 }
 
 Outcome<wire::NoReply> SessionStreams::query_event(CallContext&, const wire::HandleRequest& request) {
   auto event = event_for(request.handle);
   if (!event) return event.error();
+  session_.bind(events_.at(request.handle).device);
   return answer(driver_.event_query(event.value()));
 }
 
@@ -271,15 +307,23 @@ Outcome<float> SessionStreams::elapsed_time(CallContext&, const wire::EventPairR
   if (!start) return start.error();
   auto end = event_for(p.end);
   if (!end) return end.error();
+  // As cudaEventElapsedTime: two events of one device.
+  if (events_.at(p.start).device != events_.at(p.end).device) return CallError{CUDA_ERROR_INVALID_HANDLE};
+  session_.bind(events_.at(p.start).device);
   float milliseconds = 0;
   const CUresult r = driver_.event_elapsed_time(&milliseconds, start.value(), end.value());
   return answer(r, milliseconds);
 }
 
+// The current device's streams, as cudaDeviceSynchronize covers the current device only.
 Outcome<wire::NoReply> SessionStreams::synchronize_all(CallContext& call, wire::NoPayload) {
   (void)stream_for(0);
+  const std::uint32_t current = session_.current_device();
   std::vector<cuda::CUstream> all;
-  for (const auto& [id, stream] : streams_) all.push_back(stream.owner.get());
+  for (const auto& [id, stream] : streams_) {
+    if (stream.device == current) all.push_back(stream.owner.get());
+  }
+  session_.bind(current);
   return complete_after(call, all);
 }
 

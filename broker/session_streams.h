@@ -1,10 +1,11 @@
 // A session's streams and events, and the completion of requests that wait for device work.
 //
 // Stream and event ids are the client's (it chooses them, so creation costs no round trip); ids
-// 0, 1 and 2 name the session's own default stream, which is created on first use so that one
-// session's default stream never serializes another's. Every driver stream is non-blocking; the
-// legacy default stream's contract is kept within the session (join_legacy), never through the
-// context's NULL stream, which every session shares.
+// 0, 1 and 2 name the session's own default stream of the current device, which is created on
+// first use so that one session's default stream never serializes another's. Every driver stream
+// is non-blocking; the legacy default stream's contract is kept within the session and the device
+// (join_legacy), never through the context's NULL stream, which every session shares. A stream
+// or event is of the device that was current when it was made; work on it runs in that context.
 //
 // Dispatcher thread only, except where a function says otherwise.
 #pragma once
@@ -14,6 +15,7 @@
 #include <span>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 #include "broker/call.h"
 #include "broker/owned.h"
@@ -27,12 +29,12 @@ class SessionStreams {
   explicit SessionStreams(DeviceSession& session);
 
   // The driver stream of a session stream id, joined to the others as the legacy default stream
-  // requires.
+  // requires; its device's context is bound when this returns.
   Lookup<cuda::CUstream> stream_for(std::uint64_t id);
   Lookup<cuda::CUevent> event_for(std::uint64_t id) const;
 
-  // Completes `call` once `streams` have finished their current work: at once where they have,
-  // else from the device's completion poller. The answer of a call that uses it.
+  // Completes `call` once `streams` (the bound device's) have finished their current work: at once
+  // where they have, else from that device's completion poller. The answer of a call that uses it.
   Outcome<wire::NoReply> complete_after(CallContext& call, std::span<const cuda::CUstream> streams);
   Outcome<wire::NoReply> complete_after(CallContext& call, cuda::CUstream stream);
 
@@ -60,6 +62,11 @@ class SessionStreams {
   struct Stream {
     OwnedStream owner;
     std::uint32_t flags;  // as the client created it (cudaStreamNonBlocking or not)
+    std::uint32_t device;
+  };
+  struct Event {
+    OwnedEvent owner;
+    std::uint32_t device;
   };
   cuda::CUresult join_legacy(std::uint64_t key, cuda::CUstream stream);
   void forget_blocking(std::uint64_t key);
@@ -67,17 +74,21 @@ class SessionStreams {
 
   DeviceSession& session_;
   const cuda::DriverTable& driver_;
-  // Destroyed before the streams they were recorded on.
-  std::unordered_map<std::uint64_t, Stream> streams_;  // key 0: the default stream
-  std::unordered_map<std::uint64_t, OwnedEvent> events_;
+  // Members are destroyed bottom-up: the events before the streams they were recorded on.
+  std::unordered_map<std::uint64_t, Stream> streams_;  // default streams under default_key(device)
+  std::unordered_map<std::uint64_t, Event> events_;
+  // The legacy default stream's joins and the event-wait stream, per device.
   struct BlockingStreams {
     std::unordered_set<std::uint64_t> streams;           // created without cudaStreamNonBlocking
     std::unordered_set<std::uint64_t> ahead_of_default;  // with work the default stream has not joined
     std::unordered_set<std::uint64_t> behind_default;    // not yet joined to the default stream's work
     std::unordered_map<std::uint64_t, OwnedEvent> events;  // one per stream that joins another
   };
-  BlockingStreams blocking_;
-  std::optional<OwnedStream> sync_stream_;  // where event waits are turned into callbacks
+  struct PerDevice {
+    BlockingStreams blocking;
+    std::optional<OwnedStream> sync_stream;  // where event waits are turned into callbacks
+  };
+  std::vector<PerDevice> per_device_;
 };
 
 }  // namespace gpubroker::broker

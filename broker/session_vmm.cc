@@ -50,10 +50,18 @@ bool SessionVmm::covers(std::uint64_t pointer, std::uint64_t bytes, bool accessi
   }
 }
 
+std::optional<std::uint32_t> SessionVmm::device_of(std::uint64_t pointer) const {
+  auto it = mappings_.upper_bound(pointer);
+  if (it == mappings_.begin()) return std::nullopt;
+  --it;
+  if (pointer - it->first >= it->second.bytes) return std::nullopt;
+  return allocations_.at(it->second.allocation).device;
+}
+
 void SessionVmm::forget_allocation(std::uint64_t id) {
   auto it = allocations_.find(id);
   if (it == allocations_.end() || !it->second.released || it->second.mappings != 0) return;
-  session_.uncount_device_bytes(it->second.bytes);
+  session_.uncount_device_bytes(it->second.device, it->second.bytes);
   session_.counters().allocations.fetch_sub(1, std::memory_order_relaxed);
   allocations_.erase(it);
 }
@@ -122,13 +130,13 @@ Outcome<std::uint64_t> SessionVmm::create(CallContext&, const wire::VmmCreateReq
   if (v.size == 0) return CallError{CUDA_ERROR_INVALID_VALUE};
   // An exportable handle would name broker memory in the client's process: not offered.
   if (v.handle_types != 0) return CallError{cuda::CUDA_ERROR_NOT_SUPPORTED};
-  if (!session_.may_allocate(v.size)) return CallError{CUDA_ERROR_OUT_OF_MEMORY};
+  if (!session_.may_allocate(v.device, v.size)) return CallError{CUDA_ERROR_OUT_OF_MEMORY};
   const cuda::CUmemAllocationProp prop = device_prop(v.device);
   cuda::CUmemGenericAllocationHandle handle = 0;
   if (CUresult r = driver_.mem_create(&handle, v.size, &prop, v.flags); r != CUDA_SUCCESS) return CallError{r};
   const std::uint64_t id = next_allocation_++;
-  allocations_[id] = Allocation{handle, v.size};
-  session_.count_device_bytes(v.size);
+  allocations_[id] = Allocation{handle, v.size, v.device};
+  session_.count_device_bytes(v.device, v.size);
   session_.counters().allocations.fetch_add(1, std::memory_order_relaxed);
   return id;
 }

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <vector>
 
 #include "broker/call.h"
@@ -28,6 +29,8 @@ class SessionVmm {
   // True when [pointer, pointer + bytes) lies in the session's mappings, back to back, and (when
   // `accessible_only`) every one of them has had access granted.
   [[nodiscard]] bool covers(std::uint64_t pointer, std::uint64_t bytes, bool accessible_only) const;
+  // The device of the physical memory mapped at `pointer`, if the session maps any there.
+  [[nodiscard]] std::optional<std::uint32_t> device_of(std::uint64_t pointer) const;
 
   // ---- Handlers (rows of area `vmm`) ----
   Outcome<std::uint64_t> granularity(CallContext& call, const wire::VmmGranularityRequest& request);
@@ -43,6 +46,7 @@ class SessionVmm {
   struct Allocation {
     cuda::CUmemGenericAllocationHandle handle;
     std::uint64_t bytes;
+    std::uint32_t device;  // broker ordinal of its memory
     std::uint32_t mappings = 0;
     bool released = false;  // the client's id is gone; the memory lives while mapped
   };

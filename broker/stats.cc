@@ -113,9 +113,9 @@ void StatsPublisher::count_violation() {
   std::atomic_ref(stats_->header.violations_total).fetch_add(1, std::memory_order_relaxed);
 }
 
-void StatsPublisher::heartbeat(std::uint64_t device_bytes_used) {
+void StatsPublisher::heartbeat(std::span<const std::uint64_t> used_bytes) {
   publish(stats_->devices, [&](wire::DeviceStats& d) {
-    if (d.count > 0) d.devices[0].used_bytes = device_bytes_used;
+    for (std::size_t i = 0; i < d.count && i < used_bytes.size(); ++i) d.devices[i].used_bytes = used_bytes[i];
   });
   std::atomic_ref(stats_->header.heartbeat_ns).store(realtime_ns(), std::memory_order_release);
 }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 
 #include "broker/device_layer.h"
@@ -41,8 +42,9 @@ class StatsPublisher {
 
   SessionStatsWriter open_session(std::uint64_t session_id, std::uint32_t pid, std::uint32_t abi, const char* program);
   void count_violation();
-  // Rewrites the heartbeat and the device block; call about once a second.
-  void heartbeat(std::uint64_t device_bytes_used);
+  // Rewrites the heartbeat and the device block (`used_bytes[i]`: what sessions hold on device i);
+  // call about once a second.
+  void heartbeat(std::span<const std::uint64_t> used_bytes);
 
   [[nodiscard]] const std::string& path() const { return path_; }
 

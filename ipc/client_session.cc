@@ -250,7 +250,7 @@ Result<void> ClientSession::submit(wire::RequestKind kind, std::span<const std::
   h.mailbox = mailbox != nullptr ? mailbox->index() : 0;
   h.payload_bytes = static_cast<std::uint16_t>(payload.size());
   h.mailbox_sequence = mailbox != nullptr ? mailbox->sequence() : 0;
-  h.reserved = 0;
+  h.device = device_of_thread_ != nullptr ? device_of_thread_(device_context_) : 0;
   h.staged_bytes = staged_bytes;
   if (!payload.empty()) std::memcpy(slot->payload, payload.data(), payload.size());
   producer_->publish(slot, ticket);

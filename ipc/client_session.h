@@ -84,6 +84,16 @@ class ClientSession {
   // is over.
   Result<void> post(wire::RequestKind kind, std::span<const std::byte> payload);
 
+  // Says which device the calling thread's requests name (wire::RequestHeader::device): `of_thread`
+  // is called with `context` on the submitting thread, once per request. The layer above the
+  // transport that knows what a thread's device is (the shims' connection) installs it once,
+  // before any request is made; without it every request names device 0.
+  using DeviceOfThread = std::uint32_t (*)(const void* context);
+  void set_device_of_thread(DeviceOfThread of_thread, const void* context) {
+    device_of_thread_ = of_thread;
+    device_context_ = context;
+  }
+
   [[nodiscard]] HostArena& arena() { return *arena_; }
   [[nodiscard]] std::uint64_t session_id() const { return session_id_; }
   [[nodiscard]] pid_t broker_pid() const { return broker_pid_; }
@@ -125,6 +135,8 @@ class ClientSession {
   WaitPolicy reply_wait_{};  // for a call's reply: WaitPolicy::for_replies
   std::uint64_t session_id_ = 0;
   pid_t broker_pid_ = 0;
+  DeviceOfThread device_of_thread_ = nullptr;
+  const void* device_context_ = nullptr;
 };
 
 }  // namespace gpubroker::ipc

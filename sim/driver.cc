@@ -9,6 +9,11 @@
 // - One primary context per device, created by cuInit and never destroyed: releasing the last
 //   reference keeps its objects (the real driver would destroy them). The current context is
 //   per thread (cuCtxSetCurrent); calls that need one fail with CUDA_ERROR_INVALID_CONTEXT.
+//   Streams, events and modules belong to the context current when they were made, and the sim
+//   keeps the rules a GPU keeps between contexts where a caller could break them unnoticed: an
+//   event is recorded only on a stream of its own context, and a kernel is launched only from
+//   the current context's modules onto its streams (else CUDA_ERROR_INVALID_HANDLE). Waits,
+//   queries and copies work across contexts, as on a GPU with unified addressing.
 // - Device memory is host memory: a CUdeviceptr is the host address (mmap, MAP_NORESERVE, so a
 //   large allocation commits nothing until touched), page aligned. Free memory per device is the
 //   configured total less cuMemAlloc blocks, module globals and live VMM physical allocations.
@@ -138,6 +143,12 @@ struct Function {
   std::uint64_t module = 0;
   std::array<int, kFuncAttributeEnd> attributes{};
   int cache_config = 0;
+  Context* context = nullptr;  // the module's
+};
+
+struct EventEntry {
+  std::shared_ptr<Event> event;
+  Context* context = nullptr;
 };
 
 // Handle ids: 16 * id + tag, never 0, 1 or 2 (the special stream handles), never reused.
@@ -157,6 +168,9 @@ std::uint64_t handle_id(Handle handle, Tag tag) {
 struct Driver {
   std::once_flag init_once;
   CUresult init_result = CUDA_SUCCESS;
+  // gpubroker_sim_configure_devices: the device count the first cuInit makes, if set before it
+  // (else GPUBROKER_SIM_DEVICES). Guarded by init_once's ordering: written before cuInit only.
+  std::atomic<int> configured_devices{-1};
   std::atomic<bool> initialized{false};  // release by cuInit, acquire by every entry point
   std::vector<std::unique_ptr<Device>> devices;
 
@@ -171,7 +185,7 @@ struct Driver {
   // Destroyed streams whose queued work still runs (as on a GPU): a context-wide wait, and so a
   // cuMemFree, waits for them too. Each expires when its worker has drained it.
   std::vector<std::weak_ptr<Stream>> retired_streams;
-  std::unordered_map<std::uint64_t, std::shared_ptr<Event>> events;
+  std::unordered_map<std::uint64_t, EventEntry> events;
   std::unordered_map<std::uint64_t, std::shared_ptr<Graph>> graphs;
   std::unordered_map<std::uint64_t, std::shared_ptr<Graph>> execs;
   std::unordered_map<std::uint64_t, Module> modules;
@@ -220,7 +234,9 @@ std::size_t env_size(const char* name, std::size_t fallback, std::size_t max) {
 
 CUresult initialize() {
   Driver& d = driver();
-  const std::size_t count = env_size("GPUBROKER_SIM_DEVICES", 1, kMaxDevices);
+  const int configured = d.configured_devices.load(std::memory_order_acquire);
+  const std::size_t count =
+      configured >= 0 ? static_cast<std::size_t>(configured) : env_size("GPUBROKER_SIM_DEVICES", 1, kMaxDevices);
   const std::size_t memory = env_size("GPUBROKER_SIM_MEMORY_BYTES", kDefaultMemoryBytes, std::size_t{1} << 50);
   if (count == 0) return CUDA_ERROR_NO_DEVICE;
   for (std::size_t i = 0; i < count; ++i) {
@@ -253,11 +269,14 @@ CUresult resolve_stream(CUstream handle, std::shared_ptr<Stream>* stream, Contex
   return CUDA_SUCCESS;
 }
 
-std::shared_ptr<Event> find_event(CUevent handle) {
+// The event a handle names (nullptr if none) and its context.
+std::shared_ptr<Event> find_event(CUevent handle, Context** context = nullptr) {
   Driver& d = driver();
   std::lock_guard lock(d.mutex);
   auto found = d.events.find(handle_id(handle, Tag::kEvent));
-  return found == d.events.end() ? nullptr : found->second;
+  if (found == d.events.end()) return nullptr;
+  if (context != nullptr) *context = found->second.context;
+  return found->second.event;
 }
 
 // Whether [begin, begin + bytes) lies inside one cuMemAlloc block, or inside VMM mappings that
@@ -459,6 +478,7 @@ void copy_truncated(const std::string& text, char* out, int length) {
 CUresult launch_kernel(CUfunction function, GpubrokerSimDim3 grid, GpubrokerSimDim3 block, unsigned shared_bytes,
                        CUstream handle, void** params, void** extra) {
   if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
+  if (current_context == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
   KernelOp launch;
   int max_shared = 0;
   {
@@ -466,6 +486,8 @@ CUresult launch_kernel(CUfunction function, GpubrokerSimDim3 grid, GpubrokerSimD
     std::lock_guard lock(d.mutex);
     auto found = d.functions.find(handle_id(function, Tag::kFunction));
     if (found == d.functions.end()) return CUDA_ERROR_INVALID_HANDLE;
+    // A function of another context's module is no handle here.
+    if (found->second.context != current_context) return CUDA_ERROR_INVALID_HANDLE;
     launch.kernel = found->second.kernel;
     max_shared = found->second.attributes[CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES];
   }
@@ -477,7 +499,9 @@ CUresult launch_kernel(CUfunction function, GpubrokerSimDim3 grid, GpubrokerSimD
   if (CUresult result = pack_parameters(*launch.kernel, params, extra, launch.params); result != CUDA_SUCCESS)
     return result;
   std::shared_ptr<Stream> stream;
-  if (CUresult result = resolve_stream(handle, &stream); result != CUDA_SUCCESS) return result;
+  Context* stream_context = nullptr;
+  if (CUresult result = resolve_stream(handle, &stream, &stream_context); result != CUDA_SUCCESS) return result;
+  if (stream_context != current_context) return CUDA_ERROR_INVALID_HANDLE;  // another context's stream
   launch.implementation = find_kernel(launch.kernel->name);
   if (launch.implementation == nullptr) {
     fmt::print(stderr, "sim: no host implementation for kernel '{}'\n", launch.kernel->name);
@@ -629,6 +653,13 @@ GPUBROKER_SIM_API CUresult cuCtxSetCurrent(CUcontext context) {
   return CUDA_ERROR_INVALID_CONTEXT;
 }
 
+GPUBROKER_SIM_API CUresult cuCtxGetCurrent(CUcontext* context) {
+  if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
+  if (context == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  *context = reinterpret_cast<CUcontext>(current_context);
+  return CUDA_SUCCESS;
+}
+
 // Waits for the NULL stream and every stream of the current context; returns the first sticky
 // error among them.
 GPUBROKER_SIM_API CUresult cuCtxSynchronize() {
@@ -739,6 +770,23 @@ GPUBROKER_SIM_API CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr destination, CUdevic
                                                 CUstream stream) {
   return guarded([&] {
     if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
+    return copy_1d(reinterpret_cast<void*>(destination), reinterpret_cast<const void*>(source), bytes,
+                   CopyKind::kDeviceToDevice, stream);
+  });
+}
+
+// Every device's memory is host memory in one address space, so a copy between devices is a
+// device-to-device copy once both contexts are known to be the devices' primary contexts.
+GPUBROKER_SIM_API CUresult cuMemcpyPeerAsync(CUdeviceptr destination, CUcontext destination_context, CUdeviceptr source,
+                                             CUcontext source_context, std::size_t bytes, CUstream stream) {
+  return guarded([&] {
+    if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
+    auto known = [](CUcontext context) {
+      return std::ranges::any_of(driver().devices, [&](const std::unique_ptr<Device>& device) {
+        return reinterpret_cast<CUcontext>(&device->context) == context;
+      });
+    };
+    if (!known(destination_context) || !known(source_context)) return CUDA_ERROR_INVALID_CONTEXT;
     return copy_1d(reinterpret_cast<void*>(destination), reinterpret_cast<const void*>(source), bytes,
                    CopyKind::kDeviceToDevice, stream);
   });
@@ -1128,7 +1176,7 @@ GPUBROKER_SIM_API CUresult cuEventCreate(CUevent* event, unsigned flags) {
     Driver& d = driver();
     std::lock_guard lock(d.mutex);
     const std::uint64_t id = d.next_id++;
-    d.events.emplace(id, std::move(created));
+    d.events.emplace(id, EventEntry{std::move(created), current_context});
     count(counters().live_events);
     *event = make_handle<CUevent>(id, Tag::kEvent);
     return CUDA_SUCCESS;
@@ -1138,10 +1186,13 @@ GPUBROKER_SIM_API CUresult cuEventCreate(CUevent* event, unsigned flags) {
 GPUBROKER_SIM_API CUresult cuEventRecord(CUevent event_handle, CUstream handle) {
   return guarded([&] {
     if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
-    std::shared_ptr<Event> event = find_event(event_handle);
+    Context* event_context = nullptr;
+    std::shared_ptr<Event> event = find_event(event_handle, &event_context);
     if (event == nullptr) return CUDA_ERROR_INVALID_HANDLE;
     std::shared_ptr<Stream> stream;
-    if (CUresult result = resolve_stream(handle, &stream); result != CUDA_SUCCESS) return result;
+    Context* stream_context = nullptr;
+    if (CUresult result = resolve_stream(handle, &stream, &stream_context); result != CUDA_SUCCESS) return result;
+    if (stream_context != event_context) return CUDA_ERROR_INVALID_HANDLE;  // streams of its own context only
     return stream->submit(Operation{EventRecordOp{std::move(event), 0}});
   });
 }
@@ -1370,7 +1421,8 @@ GPUBROKER_SIM_API CUresult cuModuleLoadData(CUmodule* module, const void* image)
     const std::uint64_t module_id = d.next_id++;
     for (auto& kernel : contents.kernels) {
       const std::uint64_t function_id = d.next_id++;
-      d.functions.emplace(function_id, Function{std::move(kernel), module_id, default_function_attributes(), 0});
+      d.functions.emplace(function_id,
+                          Function{std::move(kernel), module_id, default_function_attributes(), 0, current_context});
       loaded.functions.push_back(function_id);
     }
     d.modules.emplace(module_id, std::move(loaded));
@@ -1597,6 +1649,15 @@ GPUBROKER_SIM_API void gpubroker_sim_register_kernel(const char* mangled_name, G
   }
 }
 
+GPUBROKER_SIM_API CUresult gpubroker_sim_configure_devices(unsigned count) {
+  if (count > static_cast<unsigned>(kMaxDevices)) return CUDA_ERROR_INVALID_VALUE;
+  Driver& d = driver();
+  // Pairs with the acquire load in initialize(), which cuInit runs once.
+  if (d.initialized.load(std::memory_order_acquire)) return kIllegalState;
+  d.configured_devices.store(static_cast<int>(count), std::memory_order_release);
+  return CUDA_SUCCESS;
+}
+
 GPUBROKER_SIM_API void gpubroker_sim_counters(GpubrokerSimCounters* out) {
   if (out != nullptr) *out = counters().snapshot();
 }
@@ -1611,3 +1672,4 @@ GPUBROKER_DRIVER_API(GPUBROKER_SIM_CHECK_EXPORT)
 #undef GPUBROKER_SIM_CHECK_EXPORT
 }  // namespace gpubroker::cuda
 static_assert(std::is_same_v<decltype(&::gpubroker_sim_counters), GpubrokerSimCountersFn>);
+static_assert(std::is_same_v<decltype(&::gpubroker_sim_configure_devices), GpubrokerSimConfigureDevicesFn>);

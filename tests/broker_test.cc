@@ -380,6 +380,9 @@ TEST_CASE("gpu-broker answers --help and --version and rejects bad options", "[b
   CHECK(run("--version") == 0);
   CHECK(run("--driver=opencl") == 2);
   CHECK(run("--session-memory-limit=lots") == 2);
+  CHECK(run("--sim-devices=0") == 2);
+  CHECK(run("--sim-devices=17") == 2);  // more than the device table carries
+  CHECK(run("--sim-devices=two") == 2);
   CHECK(run("--no-such-option=1") == 2);
 }
 

@@ -28,10 +28,13 @@
 #include "tests/support/eventually.h"
 #include "tests/support/broker_ready.h"
 #include "tests/support/child_expect.h"
+#include "tests/support/shim_child.h"
 
 using namespace gpubroker;
 using testing::BrokerProcess;
 using testing::TempDir;
+using testing::in_child;
+using testing::start_child;
 
 extern "C" {
 int cudaMalloc(void**, std::size_t);
@@ -88,22 +91,6 @@ constexpr int kHostToDevice = 1, kDeviceToHost = 2, kDeviceToDevice = 3;
 constexpr int kInvalidValue = 1, kInvalidHandle = 400, kNotFound = 500, kNotSupported = 801;
 constexpr int kNvmlUninitialized = 1, kNvmlInvalidArgument = 2, kNvmlNotSupported = 3, kNvmlInsufficientSize = 7;
 
-
-pid_t start_child(const BrokerProcess& broker, const std::function<void()>& body,
-                  const char* visible_devices = nullptr) {
-  if (!testing::wait_until_listening(broker.socket_path())) return -1;
-  return testing::run_in_child([&] {
-    ::setenv("GPUBROKER_SOCKET", broker.socket_path().c_str(), 1);
-    if (visible_devices != nullptr) ::setenv("CUDA_VISIBLE_DEVICES", visible_devices, 1);
-    body();
-    return testing::child_status();
-  });
-}
-
-int in_child(const BrokerProcess& broker, const std::function<void()>& body, const char* visible_devices = nullptr) {
-  const pid_t child = start_child(broker, body, visible_devices);
-  return child > 0 ? testing::wait_for_child(child) : -1;
-}
 
 AllocationProp device_prop(int device) {
   AllocationProp prop{};

@@ -47,6 +47,8 @@ constexpr ipc::PeerCheck kAlive{alive_until_deadline, nullptr};
 
 TEST_CASE("shared-memory layouts keep their pinned sizes and offsets", "[ipc][layout]") {
   CHECK(sizeof(wire::RequestHeader) == 32);
+  CHECK(offsetof(wire::RequestHeader, device) == 20);
+  CHECK(offsetof(wire::RequestHeader, staged_bytes) == 24);
   CHECK(sizeof(wire::RequestSlot) == 256);
   CHECK(sizeof(wire::Mailbox) == 256);
   CHECK(offsetof(wire::Mailbox, result) == 16);

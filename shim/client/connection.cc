@@ -28,6 +28,12 @@ bool g_unreachable = false;                      // guarded by g_connect_lock
 std::string g_failure;                           // guarded by g_connect_lock
 std::once_flag g_atfork_once;
 std::atomic<std::uint32_t> g_abi{0};
+thread_local int t_current_device = 0;  // a visible index; see Connection::current_device()
+
+// The device every request of the calling thread names (ClientSession::set_device_of_thread).
+std::uint32_t device_of_thread(const void* connection) {
+  return static_cast<const Connection*>(connection)->current_ordinal();
+}
 
 // In a forked child: forget the parent's connection without touching its shared memory (still the
 // parent's), and close the child's copy of the socket.
@@ -71,12 +77,23 @@ Connection* Connection::get() {
   fresh->table_ = &reinterpret_cast<const wire::ControlSegment*>(fresh->session_->control_bytes().data())->devices;
   const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
   fresh->visible_ = visible_devices(*fresh->table_, visible != nullptr ? std::optional<std::string_view>(visible) : std::nullopt);
+  fresh->session_->set_device_of_thread(device_of_thread, fresh);
   g_owner.store(::getpid(), std::memory_order_relaxed);
   g_connection.store(fresh, std::memory_order_release);  // pairs with the acquire load above
   return fresh;
 }
 
 void Connection::declare_abi(std::uint32_t abi) { g_abi.store(abi, std::memory_order_relaxed); }
+
+int Connection::current_device() { return t_current_device; }
+
+void Connection::set_current_device(int index) { t_current_device = index; }
+
+std::uint32_t Connection::current_ordinal() const {
+  if (visible_.empty()) return 0;
+  const auto index = static_cast<std::size_t>(t_current_device);
+  return index < visible_.size() ? visible_[index] : visible_[0];
+}
 
 std::string Connection::last_failure() {
   std::lock_guard guard(g_connect_lock);

@@ -46,6 +46,17 @@ class Connection {
   [[nodiscard]] const wire::DeviceRecord& device(std::uint32_t index) const {
     return table_->devices[visible_.at(index)];
   }
+
+  // The calling thread's current device, a visible index (0 until set), shared by every shim of
+  // the process as CUDA's current context is: libcudart's cudaSetDevice sets it, libcuda answers
+  // its memory figures for it, and every request the thread makes names its broker ordinal
+  // (wire::RequestHeader::device), so that the broker serves the call on that device. Any thread;
+  // each sees its own.
+  static int current_device();
+  static void set_current_device(int index);  // the caller has checked index < visible().size()
+  // The broker ordinal of the calling thread's current device (that of visible device 0 where the
+  // index is out of range, 0 with no visible device at all).
+  [[nodiscard]] std::uint32_t current_ordinal() const;
   [[nodiscard]] ConnectionState state() const;
 
  private:

@@ -66,10 +66,10 @@ void copy_string(char* destination, int length, const char* source) {
   destination[length - 1] = '\0';
 }
 
+// cuMemGetInfo answers for the current context's device: the calling thread's current device,
+// which cudaSetDevice sets for libcuda too (it makes that device's primary context current).
 CUresult memory_info(std::uint64_t& free, std::uint64_t& total) {
-  // The broker answers for its one context, whichever visible device is named; the first is
-  // always valid.
-  const std::int64_t ordinal = broker_ordinal(0);
+  const std::int64_t ordinal = broker_ordinal(shim::Connection::current_device());
   if (ordinal < 0) return device_error();
   ipc::Completion completion;
   const CUresult r = request(wire::RequestKind::kMemGetInfo,
@@ -236,6 +236,15 @@ CUresult cuDeviceGetByPCIBusId(int* device, const char* bus_id) {
   return kInvalidDevice;
 }
 
+// No peer access between devices: see cudaDeviceCanAccessPeer in the runtime shim (copies between
+// devices need none).
+CUresult cuDeviceCanAccessPeer(int* can_access, int device, int peer) {
+  if (can_access == nullptr) return kInvalidValue;
+  if (device_record(device) == nullptr || device_record(peer) == nullptr) return device_error();
+  *can_access = 0;
+  return kSuccess;
+}
+
 // ---- memory figures -------------------------------------------------------------------------
 
 // The session's view, the same request (and so the same figures) as cudaMemGetInfo.
@@ -391,6 +400,7 @@ const ProcEntry kProcs[] = {
     {"cuDeviceTotalMem", address(cuDeviceTotalMem), address(cuDeviceTotalMem_v2), 3020},
     {"cuDeviceGetPCIBusId", address(cuDeviceGetPCIBusId)},
     {"cuDeviceGetByPCIBusId", address(cuDeviceGetByPCIBusId)},
+    {"cuDeviceCanAccessPeer", address(cuDeviceCanAccessPeer)},
     {"cuMemGetInfo", address(cuMemGetInfo), address(cuMemGetInfo_v2), 3020},
     {"cuGetErrorName", address(cuGetErrorName)},
     {"cuGetErrorString", address(cuGetErrorString)},

@@ -138,9 +138,10 @@ int cudaGetDevice(int* device) {
   return kSuccess;
 }
 
+// Per thread, as in CUDA; every later request of the thread names the device (runtime_state.h).
 int cudaSetDevice(int device) {
   if (const Error e = check_device(device); e != kSuccess) return e;
-  current_device() = device;
+  set_current_device(device);
   return kSuccess;
 }
 
@@ -207,7 +208,7 @@ int cudaMalloc(void** pointer, std::size_t bytes) {
   const Error e = call<wire::RequestKind::kMemAlloc>(wire::MemAllocRequest{*ordinal, 0, bytes}, &reply);
   if (e != kSuccess) return e;  // CUDA_ERROR_OUT_OF_MEMORY is cudaErrorMemoryAllocation (2)
   const std::uint64_t address = reply.pointer;
-  if (address != 0) memory().add_device(address, bytes);
+  if (address != 0) memory().add_device(address, bytes, current_device());
   *pointer = reinterpret_cast<void*>(address);
   return kSuccess;
 }
@@ -224,15 +225,20 @@ int cudaHostAlloc(void** pointer, std::size_t bytes, unsigned /*flags: every are
   return allocate_pinned(pointer, bytes);
 }
 
-// Like CUDA's, the free first waits for the device's work (and reports an earlier asynchronous
-// error): a copy still in flight into the block must not land in memory the arena's heap has
-// already handed out again, or in the heap's own bookkeeping.
+// Like CUDA's, the free first waits for the devices' work (and reports an earlier asynchronous
+// error): a copy still in flight into the block, on whichever device, must not land in memory the
+// arena's heap has already handed out again, or in the heap's own bookkeeping.
 int cudaFreeHost(void* pointer) {
   if (pointer == nullptr) return kSuccess;
   const auto offset = memory().remove_pinned(pointer);
   if (!offset) return record(kErrorInvalidValue);
   hold_for_all_host_funcs();
-  const Error synchronized = call<wire::RequestKind::kContextSynchronize>({});
+  Error synchronized = kSuccess;
+  const std::size_t devices = connection() != nullptr ? connection()->visible().size() : 1;
+  for (std::size_t device = 0; device < devices; ++device) {
+    const ScopedDevice on(static_cast<int>(device));
+    if (const Error e = call<wire::RequestKind::kContextSynchronize>({}); synchronized == kSuccess) synchronized = e;
+  }
   const Error e = call<wire::RequestKind::kArenaUnregister>(wire::ArenaRange{*offset, 0});
   connection()->session().arena().free(pointer);
   return synchronized != kSuccess ? synchronized : e;
@@ -497,7 +503,8 @@ cudaChannelFormatDescForShim cudaCreateChannelDesc(int x, int y, int z, int w, i
 }
 
 // Every device's memory is in the broker's one address space (unified addressing), so a peer copy
-// is a device-to-device copy once both devices are checked.
+// is a device-to-device copy once both devices are checked; the broker sees the two ends on two
+// devices and makes it a peer copy (cuMemcpyPeerAsync), which needs no peer access.
 int cudaMemcpyPeerAsync(void* destination, int destination_device, const void* source, int source_device,
                         std::size_t bytes, Stream stream) {
   if (const Error e = check_device(destination_device); e != kSuccess) return e;
@@ -528,12 +535,31 @@ int cudaDeviceSetLimit(int limit, std::size_t value) {
   return e;
 }
 
+// Peer access would let this process's kernels on one device read another device's memory
+// directly. Enabling it is a change to the devices' shared contexts (every session's kernels in
+// them would gain it, and one session's disable would take it from the others), so the broker
+// does not offer it: kernels never dereference another device's memory, and copies between
+// devices go through cudaMemcpyPeer(Async), which the broker serves as peer copies whatever the
+// access. So: "cannot access", and enabling it is refused as CUDA refuses it between devices
+// without peer support.
 int cudaDeviceCanAccessPeer(int* can_access, int device, int peer) {
   if (can_access == nullptr) return record(kErrorInvalidValue);
   if (const Error e = check_device(device); e != kSuccess) return e;
   if (const Error e = check_device(peer); e != kSuccess) return e;
-  *can_access = 0;  // peer copies go through the broker, which owns every device
+  *can_access = 0;
   return kSuccess;
+}
+
+int cudaDeviceEnablePeerAccess(int peer, unsigned flags) {
+  if (flags != 0) return record(kErrorInvalidValue);
+  if (const Error e = check_device(peer); e != kSuccess) return e;
+  if (peer == current_device()) return record(kErrorInvalidDevice);
+  return record(kErrorPeerAccessUnsupported);
+}
+
+int cudaDeviceDisablePeerAccess(int peer) {
+  if (const Error e = check_device(peer); e != kSuccess) return e;
+  return record(kErrorPeerAccessNotEnabled);  // never enabled (cudaDeviceEnablePeerAccess)
 }
 
 }  // extern "C"

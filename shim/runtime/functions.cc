@@ -42,7 +42,7 @@ Error symbol_range(const void* symbol, std::size_t bytes, std::size_t offset, vo
   VariableRecord* variable = nullptr;
   if (const Error e = resolved_variable(symbol, variable); e != kSuccess) return e;
   if (offset > variable->size || bytes > variable->size - offset) return record(kErrorInvalidValue);
-  address = reinterpret_cast<void*>(variable->pointer + offset);
+  address = reinterpret_cast<void*>(variable_pointer(*variable) + offset);
   return kSuccess;
 }
 
@@ -50,7 +50,7 @@ template <wire::RequestKind Kind>
 Error set_function(const void* key, int attribute, int value) {
   FunctionRecord* function = nullptr;
   if (const Error e = resolved_function(key, function); e != kSuccess) return e;
-  const Error e = call<Kind>(wire::FuncAttributeRequest{function->function_id, attribute, value});
+  const Error e = call<Kind>(wire::FuncAttributeRequest{function_id(*function), attribute, value});
   std::lock_guard guard(registry().lock);
   function->attributes.reset();
   function->occupancy.clear();
@@ -72,7 +72,7 @@ int cudaFuncGetAttributes(cudart::cudaFuncAttributes* out, const void* key) {
   }
   if (!cached) {
     shim::ReplyOf<wire::RequestKind::kFuncGetAttributes> reply{};
-    const Error e = call<wire::RequestKind::kFuncGetAttributes>(wire::FuncAttributeRequest{function->function_id, 0, 0}, &reply);
+    const Error e = call<wire::RequestKind::kFuncGetAttributes>(wire::FuncAttributeRequest{function_id(*function), 0, 0}, &reply);
     if (e != kSuccess) return e;
     cached = reply;
     std::lock_guard guard(registry().lock);
@@ -125,7 +125,7 @@ int cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int* blocks, const vo
     }
   }
   shim::ReplyOf<wire::RequestKind::kOccupancy> reply{};
-  const Error e = call<wire::RequestKind::kOccupancy>(wire::OccupancyRequest{function->function_id, block_size, flags, dynamic_shared}, &reply);
+  const Error e = call<wire::RequestKind::kOccupancy>(wire::OccupancyRequest{function_id(*function), block_size, flags, dynamic_shared}, &reply);
   if (e != kSuccess) return e;
   *blocks = reply;
   std::lock_guard guard(registry().lock);

@@ -41,9 +41,10 @@ std::uint32_t device_arch(Connection& c) {
   return static_cast<std::uint32_t>(d.attributes[75] * 10 + d.attributes[76]);
 }
 
-// Ships the fatbin to the broker and learns its kernels' layouts, once per connection.
-Error load_module(Connection& c, FatbinRecord& fatbin) {
-  if (fatbin.loaded_for == &c) return kSuccess;
+// Ships the fatbin to the broker, once per connection and device (the calling thread's current
+// one, `device`, which the request names), and learns its kernels' layouts once.
+Error load_module(Connection& c, FatbinRecord& fatbin, std::uint32_t device) {
+  if (fatbin.modules.find(c, device) != 0) return kSuccess;
   const auto image = fatbin_bytes(*fatbin.wrapper);
   if (image.empty()) return record(kErrorInvalidKernelImage);
   if (fatbin.kernels.empty()) {
@@ -55,8 +56,7 @@ Error load_module(Connection& c, FatbinRecord& fatbin) {
   if (const Error e = call<wire::RequestKind::kModuleLoad>(wire::HandleRequest{id}, image); e != kSuccess) {
     return e;
   }
-  fatbin.module_id = id;
-  fatbin.loaded_for = &c;
+  fatbin.modules.set(c, device, id);
   return kSuccess;
 }
 
@@ -66,11 +66,12 @@ namespace gpubroker::shim::rt {
 
 Error resolve(FunctionRecord& function) {
   Connection* c = connection();
-  if (c == nullptr) return record(kErrorNoDevice);
-  if (function.resolved_for == c) return kSuccess;
+  if (c == nullptr || c->visible().empty()) return record(kErrorNoDevice);
+  const std::uint32_t device = c->current_ordinal();
+  if (function.functions.find(*c, device) != 0) return kSuccess;
   std::lock_guard guard(registry().lock);
-  if (function.resolved_for == c) return kSuccess;
-  if (const Error e = load_module(*c, *function.fatbin); e != kSuccess) return e;
+  if (function.functions.find(*c, device) != 0) return kSuccess;
+  if (const Error e = load_module(*c, *function.fatbin, device); e != kSuccess) return e;
   const fatbin::KernelInfo* layout = nullptr;
   for (const fatbin::KernelInfo& kernel : function.fatbin->kernels) {
     if (kernel.name == function.device_name) layout = &kernel;
@@ -79,30 +80,41 @@ Error resolve(FunctionRecord& function) {
   const std::uint64_t id = g_next_function.fetch_add(1, std::memory_order_relaxed);
   const std::span<const std::byte> name(reinterpret_cast<const std::byte*>(function.device_name.data()),
                                         function.device_name.size());
-  if (const Error e = call<wire::RequestKind::kModuleGetFunction>(wire::FunctionRequest{function.fatbin->module_id, id}, name);
+  if (const Error e = call<wire::RequestKind::kModuleGetFunction>(
+          wire::FunctionRequest{function.fatbin->modules.find(*c, device), id}, name);
       e != kSuccess) {
     return e;
   }
-  function.function_id = id;
   function.layout = layout;
-  function.resolved_for = c;
+  function.functions.set(*c, device, id);
   return kSuccess;
+}
+
+std::uint64_t function_id(const FunctionRecord& function) {
+  Connection* c = connection();
+  return c == nullptr ? 0 : function.functions.find(*c, c->current_ordinal());
 }
 
 Error resolve(VariableRecord& variable) {
   Connection* c = connection();
-  if (c == nullptr) return record(kErrorNoDevice);
+  if (c == nullptr || c->visible().empty()) return record(kErrorNoDevice);
+  const std::uint32_t device = c->current_ordinal();
   std::lock_guard guard(registry().lock);
-  if (variable.resolved_for == c) return kSuccess;
-  if (const Error e = load_module(*c, *variable.fatbin); e != kSuccess) return e;
+  if (variable.pointers.find(*c, device) != 0) return kSuccess;
+  if (const Error e = load_module(*c, *variable.fatbin, device); e != kSuccess) return e;
   const std::span<const std::byte> name(reinterpret_cast<const std::byte*>(variable.device_name.data()),
                                         variable.device_name.size());
-  auto reply = shim::call<wire::RequestKind::kModuleGetGlobal>(c->session(), wire::HandleRequest{variable.fatbin->module_id}, name);
+  auto reply = shim::call<wire::RequestKind::kModuleGetGlobal>(
+      c->session(), wire::HandleRequest{variable.fatbin->modules.find(*c, device)}, name);
   if (!reply) return record(kErrorDevicesUnavailable);
   if (reply.value().status != kSuccess) return record(reply.value().status);
-  variable.pointer = reply.value().reply.pointer;
-  variable.resolved_for = c;
+  variable.pointers.set(*c, device, reply.value().reply.pointer);
   return kSuccess;
+}
+
+std::uint64_t variable_pointer(const VariableRecord& variable) {
+  Connection* c = connection();
+  return c == nullptr ? 0 : variable.pointers.find(*c, c->current_ordinal());
 }
 
 FunctionRecord* find_function(const void* key) {
@@ -125,7 +137,7 @@ Error launch(FunctionRecord* function, cudart::dim3 grid, cudart::dim3 block, vo
   if (!layout.params.empty() && args == nullptr) return record(kErrorInvalidValue);
   if (shared_bytes >= (1u << 24)) return record(kErrorInvalidValue);  // beyond any GPU's shared memory
   hold_for_host_funcs(reinterpret_cast<std::uint64_t>(stream));
-  wire::LaunchRequest header{function->function_id,
+  wire::LaunchRequest header{function_id(*function),
                              {grid.x, grid.y, grid.z},
                              {block.x, block.y, block.z},
                              static_cast<std::uint32_t>(shared_bytes),

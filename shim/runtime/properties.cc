@@ -145,9 +145,9 @@ template <class Attributes>
 int pointer_attributes(Attributes* attributes, const void* pointer) {
   if (attributes == nullptr) return record(kErrorInvalidValue);
   std::memset(attributes, 0, sizeof(*attributes));
-  if (memory().is_device(pointer)) {
+  if (const auto device = memory().device_of(pointer)) {
     attributes->type = rt::cudaMemoryTypeDevice;
-    attributes->device = current_device();
+    attributes->device = *device;  // the allocation's, whichever is current
     attributes->devicePointer = const_cast<void*>(pointer);
   } else if (memory().pinned_offset(pointer, 1)) {
     attributes->type = rt::cudaMemoryTypeHost;

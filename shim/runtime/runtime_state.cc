@@ -16,7 +16,6 @@ namespace gpubroker::shim::rt {
 namespace {
 
 struct ThreadState {
-  int device = 0;
   Error last_error = kSuccess;
 };
 
@@ -85,7 +84,9 @@ Error last_error(bool reset) {
   return error;
 }
 
-int& current_device() { return t_state.device; }
+int current_device() { return Connection::current_device(); }
+
+void set_current_device(int device) { Connection::set_current_device(device); }
 
 // The ABI is declared by the runtime the program actually calls, on its first call: gpu-broker-run
 // preloads both libcudart.so.12 and .13, and a declaration from a static constructor would make
@@ -115,27 +116,30 @@ Error transport_failed(const ipc::IpcError& error) { return record(from_transpor
 
 }  // namespace detail
 
-void MemoryMap::add_device(std::uint64_t pointer, std::uint64_t bytes) {
+void MemoryMap::add_device(std::uint64_t pointer, std::uint64_t bytes, int device) {
   std::lock_guard guard(lock_);
-  device_[pointer] = bytes;
+  device_[pointer] = Device{bytes, device};
 }
 
 std::optional<std::uint64_t> MemoryMap::remove_device(std::uint64_t pointer) {
   std::lock_guard guard(lock_);
   auto it = device_.find(pointer);
   if (it == device_.end()) return std::nullopt;
-  const std::uint64_t bytes = it->second;
+  const std::uint64_t bytes = it->second.bytes;
   device_.erase(it);
   return bytes;
 }
 
-bool MemoryMap::is_device(const void* pointer) const {
+bool MemoryMap::is_device(const void* pointer) const { return device_of(pointer).has_value(); }
+
+std::optional<int> MemoryMap::device_of(const void* pointer) const {
   const auto address = reinterpret_cast<std::uint64_t>(pointer);
   std::lock_guard guard(lock_);
   auto it = device_.upper_bound(address);
-  if (it == device_.begin()) return false;
+  if (it == device_.begin()) return std::nullopt;
   --it;
-  return address - it->first < it->second;
+  if (address - it->first >= it->second.bytes) return std::nullopt;
+  return it->second.device;
 }
 
 void MemoryMap::add_pinned(const void* pointer, std::uint64_t offset, std::uint64_t bytes) {

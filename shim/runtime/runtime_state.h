@@ -35,6 +35,8 @@ inline constexpr Error kErrorMemoryAllocation = 2;
 inline constexpr Error kErrorInvalidDevicePointer = 17;
 inline constexpr Error kErrorInvalidMemcpyDirection = 21;
 inline constexpr Error kErrorUnsupportedLimit = 215;
+inline constexpr Error kErrorPeerAccessUnsupported = 217;
+inline constexpr Error kErrorPeerAccessNotEnabled = 705;
 inline constexpr Error kErrorDevicesUnavailable = 46;
 inline constexpr Error kErrorNoDevice = 100;
 inline constexpr Error kErrorInvalidDevice = 101;
@@ -53,8 +55,23 @@ Error record(Error error);
 Error last_error(bool reset);
 Error sticky_error();  // kSuccess until the process has one
 
-// The calling thread's current device (an index into the visible devices).
-int& current_device();
+// The calling thread's current device (an index into the visible devices), which libcuda shares
+// (Connection::current_device): every request the thread makes runs on it in the broker.
+int current_device();
+void set_current_device(int device);  // checked by the caller
+
+// Makes `device` the calling thread's current device until destroyed, then the one before: for a
+// call the runtime makes on each device (cudaFreeHost's synchronization).
+class ScopedDevice {
+ public:
+  explicit ScopedDevice(int device) : previous_(current_device()) { set_current_device(device); }
+  ScopedDevice(const ScopedDevice&) = delete;
+  ScopedDevice& operator=(const ScopedDevice&) = delete;
+  ~ScopedDevice() { set_current_device(previous_); }
+
+ private:
+  int previous_;
+};
 
 // The connection, or nullptr when the broker is unreachable.
 Connection* connection();
@@ -110,9 +127,11 @@ using wire::bytes_of;
 // blocks. Thread-safe.
 class MemoryMap {
  public:
-  void add_device(std::uint64_t pointer, std::uint64_t bytes);
+  void add_device(std::uint64_t pointer, std::uint64_t bytes, int device);  // device: a visible index
   std::optional<std::uint64_t> remove_device(std::uint64_t pointer);
   [[nodiscard]] bool is_device(const void* pointer) const;
+  // The visible index of the device whose allocation holds `pointer`, if any.
+  [[nodiscard]] std::optional<int> device_of(const void* pointer) const;
 
   void add_pinned(const void* pointer, std::uint64_t offset, std::uint64_t bytes);
   std::optional<std::uint64_t> remove_pinned(const void* pointer);
@@ -124,8 +143,12 @@ class MemoryMap {
     std::uint64_t offset;
     std::uint64_t bytes;
   };
+  struct Device {
+    std::uint64_t bytes;
+    int device;
+  };
   mutable std::mutex lock_;
-  std::map<std::uint64_t, std::uint64_t> device_;  // address -> bytes
+  std::map<std::uint64_t, Device> device_;  // by address
   std::map<std::uintptr_t, Pinned> pinned_;        // host address -> arena range
 };
 

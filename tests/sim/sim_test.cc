@@ -1071,11 +1071,14 @@ TEST_CASE("kernels keep stream order whether the stream is idle (run in the laun
   REQUIRE(cu.stream_synchronize(stream) == CUDA_SUCCESS);
   CHECK(host == 7);
   CHECK((seen.front() == 3.0f && seen.back() == 3.0f));
-  // Many threads launching on one stream at once: every launch runs exactly once.
+  // Many threads launching on one stream at once: every launch runs exactly once. Each thread makes
+  // the stream's context current first, as a launch needs it to be.
   const std::uint64_t launched = counters().kernels_launched;
+  const CUcontext context = sim().context;
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&] {
+      (void)cu.ctx_set_current(context);
       for (int i = 0; i < 500; ++i) (void)launch_fill(4.0f);
     });
   }
@@ -1196,6 +1199,98 @@ TEST_CASE("modules load from PTX text and refuse images with no code for sm_90",
   std::vector<unsigned char> sm80 = read_file(image_path("sim_kernels_sm80_only.fatbin"));
   CHECK(cu.module_load_data(&module, sm80.data()) == CUDA_ERROR_NO_BINARY_FOR_GPU);
   require_nothing_left(before);
+}
+
+TEST_CASE("two devices: each context has its own memory, and objects keep to their own context",
+          "[.][sim_child_two_devices]") {
+  LoadedSim loaded = load_sim();
+  REQUIRE(loaded.missing.empty());
+  DriverTable& cu = loaded.cu;
+  auto configure = reinterpret_cast<GpubrokerSimConfigureDevicesFn>(dlsym(loaded.library, "gpubroker_sim_configure_devices"));
+  REQUIRE(configure != nullptr);
+  CHECK(configure(33) == CUDA_ERROR_INVALID_VALUE);
+  REQUIRE(configure(2) == CUDA_SUCCESS);  // wins over GPUBROKER_SIM_DEVICES=5
+  REQUIRE(cu.init(0) == CUDA_SUCCESS);
+  CHECK(configure(3) == 401);  // CUDA_ERROR_ILLEGAL_STATE: cuInit has read it
+  int count = 0;
+  REQUIRE(cu.device_get_count(&count) == CUDA_SUCCESS);
+  CHECK(count == 2);
+  CUcontext contexts[2] = {};
+  REQUIRE(cu.primary_ctx_retain(&contexts[0], 0) == CUDA_SUCCESS);
+  REQUIRE(cu.primary_ctx_retain(&contexts[1], 1) == CUDA_SUCCESS);
+  CUcontext current = reinterpret_cast<CUcontext>(0x1);
+  REQUIRE(cu.ctx_get_current(&current) == CUDA_SUCCESS);
+  CHECK(current == nullptr);
+
+  // Memory is accounted on the current context's device only.
+  REQUIRE(cu.ctx_set_current(contexts[1]) == CUDA_SUCCESS);
+  REQUIRE(cu.ctx_get_current(&current) == CUDA_SUCCESS);
+  CHECK(current == contexts[1]);
+  std::size_t free1 = 0, free0 = 0, total = 0;
+  CUdeviceptr on1 = 0, on0 = 0;
+  REQUIRE(cu.mem_alloc(&on1, 1u << 20) == CUDA_SUCCESS);
+  REQUIRE(cu.mem_get_info(&free1, &total) == CUDA_SUCCESS);
+  CHECK(free1 == total - (1u << 20));
+  CUstream stream1 = nullptr;
+  REQUIRE(cu.stream_create_with_priority(&stream1, CU_STREAM_NON_BLOCKING, 0) == CUDA_SUCCESS);
+  CUevent event1 = nullptr;
+  REQUIRE(cu.event_create(&event1, CU_EVENT_DEFAULT) == CUDA_SUCCESS);
+  REQUIRE(cu.ctx_set_current(contexts[0]) == CUDA_SUCCESS);
+  REQUIRE(cu.mem_get_info(&free0, &total) == CUDA_SUCCESS);
+  CHECK(free0 == total);
+  REQUIRE(cu.mem_alloc(&on0, 1u << 20) == CUDA_SUCCESS);
+  CUstream stream0 = nullptr;
+  REQUIRE(cu.stream_create_with_priority(&stream0, CU_STREAM_NON_BLOCKING, 0) == CUDA_SUCCESS);
+
+  // An event records on its own context's streams only; waits and copies cross contexts.
+  CHECK(cu.event_record(event1, stream0) == CUDA_ERROR_INVALID_HANDLE);
+  CHECK(cu.event_record(event1, nullptr) == CUDA_ERROR_INVALID_HANDLE);  // context 0's NULL stream
+  CHECK(cu.event_record(event1, stream1) == CUDA_SUCCESS);
+  CHECK(cu.stream_wait_event(stream0, event1, 0) == CUDA_SUCCESS);
+  const std::vector<unsigned char> bytes = pattern(1u << 20, 3);
+  std::vector<unsigned char> back(bytes.size());
+  REQUIRE(cu.memcpy_htod_async(on1, bytes.data(), bytes.size(), stream1) == CUDA_SUCCESS);
+  REQUIRE(cu.stream_synchronize(stream1) == CUDA_SUCCESS);
+  CHECK(cu.memcpy_peer_async(on0, reinterpret_cast<CUcontext>(0x10), on1, contexts[1], bytes.size(), stream0) ==
+        CUDA_ERROR_INVALID_CONTEXT);
+  REQUIRE(cu.memcpy_peer_async(on0, contexts[0], on1, contexts[1], bytes.size(), stream0) == CUDA_SUCCESS);
+  REQUIRE(cu.memcpy_dtoh_async(back.data(), on0, back.size(), stream0) == CUDA_SUCCESS);
+  REQUIRE(cu.stream_synchronize(stream0) == CUDA_SUCCESS);
+  CHECK(back == bytes);
+
+  // A kernel launches from the current context's modules onto its streams only.
+  if (SIM_HAVE_NVCC) {
+    std::vector<unsigned char> image = read_file(std::string(SIM_TEST_IMAGE_DIR) + "/sim_kernels_sm90.fatbin");
+    CUmodule module = nullptr;
+    REQUIRE(cu.module_load_data(&module, image.data()) == CUDA_SUCCESS);  // in context 0
+    CUfunction function = nullptr;
+    REQUIRE(cu.module_get_function(&function, module, "_Z10vector_addPKfS0_Pfi") == CUDA_SUCCESS);
+    int n = 4;
+    void* params[] = {&on0, &on0, &on0, &n};
+    CHECK(cu.launch_kernel(function, 1, 1, 1, 32, 1, 1, 0, stream1, params, nullptr) == CUDA_ERROR_INVALID_HANDLE);
+    CHECK(cu.launch_kernel(function, 1, 1, 1, 32, 1, 1, 0, stream0, params, nullptr) == CUDA_SUCCESS);
+    REQUIRE(cu.ctx_set_current(contexts[1]) == CUDA_SUCCESS);
+    CHECK(cu.launch_kernel(function, 1, 1, 1, 32, 1, 1, 0, stream1, params, nullptr) == CUDA_ERROR_INVALID_HANDLE);
+    REQUIRE(cu.ctx_set_current(contexts[0]) == CUDA_SUCCESS);
+    REQUIRE(cu.stream_synchronize(stream0) == CUDA_SUCCESS);
+    REQUIRE(cu.module_unload(module) == CUDA_SUCCESS);
+  } else {
+    WARN("nvcc not found at build time: the launch checks across contexts are skipped");
+  }
+  REQUIRE(cu.event_destroy(event1) == CUDA_SUCCESS);
+  REQUIRE(cu.stream_destroy(stream0) == CUDA_SUCCESS);
+  REQUIRE(cu.stream_destroy(stream1) == CUDA_SUCCESS);
+  REQUIRE(cu.mem_free(on0) == CUDA_SUCCESS);
+  REQUIRE(cu.mem_free(on1) == CUDA_SUCCESS);
+  REQUIRE(cu.ctx_set_current(contexts[1]) == CUDA_SUCCESS);
+  REQUIRE(cu.mem_get_info(&free1, &total) == CUDA_SUCCESS);
+  CHECK(free1 == total);
+}
+
+TEST_CASE("gpubroker_sim_configure_devices sets the device count before cuInit; objects keep to their context",
+          "[sim][config]") {
+  CHECK(run_child("[sim_child_two_devices]",
+                  {"GPUBROKER_SIM_DEVICES=5", std::string("GPUBROKER_SIM_KERNELS=") + SIM_TEST_PLUGIN_PATH}) == 0);
 }
 
 TEST_CASE("after everything is freed the sim holds nothing", "[sim][counters]") {

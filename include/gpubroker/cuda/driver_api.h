@@ -326,6 +326,7 @@ inline constexpr CUmemorytype CU_MEMORYTYPE_DEVICE = 2;
   X(primary_ctx_retain, cuDevicePrimaryCtxRetain, CUresult(CUcontext* context, CUdevice device))            \
   X(primary_ctx_release, cuDevicePrimaryCtxRelease_v2, CUresult(CUdevice device))                           \
   X(ctx_set_current, cuCtxSetCurrent, CUresult(CUcontext context))                                          \
+  X(ctx_get_current, cuCtxGetCurrent, CUresult(CUcontext* context))                                         \
   X(ctx_synchronize, cuCtxSynchronize, CUresult())                                                          \
   X(ctx_get_limit, cuCtxGetLimit, CUresult(std::size_t* value, CUlimit limit))                               \
   X(ctx_set_limit, cuCtxSetLimit, CUresult(CUlimit limit, std::size_t value))                                \
@@ -338,6 +339,9 @@ inline constexpr CUmemorytype CU_MEMORYTYPE_DEVICE = 2;
     CUresult(void* destination, CUdeviceptr source, std::size_t bytes, CUstream stream))                    \
   X(memcpy_dtod_async, cuMemcpyDtoDAsync_v2,                                                                \
     CUresult(CUdeviceptr destination, CUdeviceptr source, std::size_t bytes, CUstream stream))              \
+  X(memcpy_peer_async, cuMemcpyPeerAsync,                                                                   \
+    CUresult(CUdeviceptr destination, CUcontext destination_context, CUdeviceptr source,                    \
+             CUcontext source_context, std::size_t bytes, CUstream stream))                                 \
   X(memcpy_2d_async, cuMemcpy2DAsync_v2, CUresult(const CUDA_MEMCPY2D* copy, CUstream stream))              \
   X(memset_d8_async, cuMemsetD8Async,                                                                       \
     CUresult(CUdeviceptr destination, unsigned char value, std::size_t count, CUstream stream))             \

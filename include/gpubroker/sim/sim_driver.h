@@ -9,7 +9,8 @@
 //
 // Configuration, read once by the first cuInit:
 //   GPUBROKER_SIM_DEVICES=N          devices (default 1, at most 32; 0 makes cuInit fail with
-//                                    CUDA_ERROR_NO_DEVICE)
+//                                    CUDA_ERROR_NO_DEVICE); gpubroker_sim_configure_devices,
+//                                    called before cuInit, overrides it (gpu-broker --sim-devices)
 //   GPUBROKER_SIM_MEMORY_BYTES=B     device memory per device (default 80 GiB)
 //   GPUBROKER_SIM_KERNELS=a.so:b.so  kernel plugins (gpubroker/sim/kernel_plugin.h)
 #pragma once
@@ -54,6 +55,13 @@ typedef struct GpubrokerSimCounters {
 // Exported by libgpubroker-sim.so. Never fails; may be called before cuInit and from any thread.
 void gpubroker_sim_counters(GpubrokerSimCounters* counters);
 typedef void (*GpubrokerSimCountersFn)(GpubrokerSimCounters* counters);
+
+// Sets the number of devices the first cuInit makes (0 to 32), in place of GPUBROKER_SIM_DEVICES:
+// the broker's --sim-devices, which a program configures without changing its environment.
+// Returns 0 (CUDA_SUCCESS), 1 (CUDA_ERROR_INVALID_VALUE) for more than 32, or 401
+// (CUDA_ERROR_ILLEGAL_STATE) once cuInit has run. Call it before cuInit, from one thread.
+int gpubroker_sim_configure_devices(unsigned count);
+typedef int (*GpubrokerSimConfigureDevicesFn)(unsigned count);
 
 #ifdef __cplusplus
 }  // extern "C"

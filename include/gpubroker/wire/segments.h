@@ -165,7 +165,7 @@ constexpr std::uint64_t layout_fingerprint() {
   const std::uint64_t facts[] = {
       kProtocolVersion, kLineBytes, kSlotBytes, kRingSlots, kMailboxes,
       sizeof(SegmentHeader), sizeof(Doorbell), offsetof(Doorbell, sleepers),
-      sizeof(SessionWords), sizeof(RequestHeader), offsetof(RequestHeader, staged_bytes),
+      sizeof(SessionWords), sizeof(RequestHeader), offsetof(RequestHeader, device), offsetof(RequestHeader, staged_bytes),
       sizeof(RequestSlot), sizeof(Mailbox), offsetof(Mailbox, result), offsetof(Mailbox, sleepers),
       sizeof(ControlSegment), offsetof(ControlSegment, slots), offsetof(ControlSegment, mailboxes),
       offsetof(ControlSegment, devices), sizeof(DeviceRecord), sizeof(DeviceTable),

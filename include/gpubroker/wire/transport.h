@@ -49,7 +49,10 @@ struct RequestHeader {
   std::uint16_t mailbox;  // where a synchronous request's completion goes
   std::uint16_t payload_bytes;
   std::uint32_t mailbox_sequence;  // the value Mailbox::sequence takes when it completes
-  std::uint32_t reserved;
+  // The broker ordinal of the calling thread's current device (the runtime's cudaSetDevice, the
+  // context of the driver API): device work the request does not place by a device of its own
+  // payload runs there. The transport kinds ignore it.
+  std::uint32_t device;
   std::uint64_t staged_bytes;  // bytes moved through the staging pipe of the kind's direction
 };
 
