@@ -50,7 +50,7 @@ ipc::Result<std::vector<std::byte>> SessionModules::receive_all(CallContext& cal
 Lookup<const SessionModules::Function*> SessionModules::function_for(std::uint64_t id) {
   auto it = functions_.find(id);
   if (it == functions_.end()) return CallError{CUDA_ERROR_INVALID_HANDLE};
-  session_.bind(modules_.at(it->second.module).get()->device);
+  session_.bind(it->second.device);
   return &it->second;
 }
 
@@ -98,7 +98,7 @@ Outcome<wire::NoReply> SessionModules::get_function(CallContext& call, const wir
   // The name is kept for the report of a failed launch, which carries no more than this.
   const std::string_view full(as_name(name.value()));
   functions_[f.function] =
-      Function{function, f.module, std::string(full.substr(0, sizeof(wire::SessionErrorReport::kernel) - 1))};
+      Function{function, f.module, held.device, std::string(full.substr(0, sizeof(wire::SessionErrorReport::kernel) - 1))};
   return wire::NoReply{};
 }
 
@@ -147,7 +147,7 @@ Outcome<wire::NoReply> SessionModules::launch_with(CallContext& call, const wire
   // CUDA refuses a launch onto a stream of another device than the current one (stream_for bound
   // the stream's), and a function is of the device its module was loaded on.
   const std::uint32_t current = session_.current_device();
-  if (session_.bound_device() != current || modules_.at(function.value()->module).get()->device != current) {
+  if (session_.bound_device() != current || function.value()->device != current) {
     return CallError{CUDA_ERROR_INVALID_HANDLE};
   }
   std::size_t size = params.size();

@@ -52,6 +52,7 @@ class SessionModules {
   struct Function {
     cuda::CUfunction handle;
     std::uint64_t module;  // the id in modules_
+    std::uint32_t device;  // its module's: the launch path needs it without a second lookup
     std::string name;      // mangled, for the report of a failed launch
   };
   struct Global {  // a module's global variable: the session's memory while the module lives
