@@ -304,38 +304,46 @@ def check_headers(root, build):
             if target is not None:
                 includers.setdefault(target, []).append(path)
 
-    def choose(header):
-        """A compiled source that includes the header, from its own folder if one does; else one
-        of its folder. The header then compiles with exactly the flags and include root it is
-        used with."""
+    def candidates(header):
+        """Compiled sources whose flags the header is tried with: those that include it (from its
+        own folder first), else those beside it; one per distinct command, at most four. The
+        header then compiles with the flags and the include root it is used with; a header that
+        needs a definition from the command line (tests/cuda_abi/check_support.h) finds the
+        sources that give it."""
         folder = os.path.dirname(header)
         users = sorted(includers.get(header, []), key=lambda s: (os.path.dirname(s) != folder, s))
-        if users:
-            return users[0]
-        siblings = sorted(s for s in commands if os.path.dirname(s) == folder)
-        return siblings[0] if siblings else None
+        if not users:
+            users = sorted(s for s in commands if os.path.dirname(s) == folder)
+        chosen, seen = [], set()
+        for source in users:
+            key = (commands[source][0], tuple(commands[source][1]))
+            if key not in seen:
+                seen.add(key)
+                chosen.append(source)
+        return chosen[:4]
 
     headers = [path for path in files if path.endswith(HEADER_SUFFIXES)]
     work = tempfile.mkdtemp(prefix="gpubroker-headers-")
 
     def compile_alone(header):
-        source = choose(header)
-        if source is None:
+        sources = candidates(header)
+        if not sources:
             return header, None, "not compiled by this build (no compiled source includes it or sits beside it)"
-        module = module_of(modules, header)
         unit = os.path.join(work, header.replace("/", "__") + ".cc")
         with open(unit, "w", encoding="utf-8") as f:
             # By its path, so that nothing but what it includes itself depends on the include
             # paths; twice, because the second inclusion must be a no-op (#pragma once).
             absolute = os.path.join(real_root, header)
             f.write(f'#include "{absolute}"\n#include "{absolute}"\n')
-        directory, arguments = commands[source]
-        run = subprocess.run(arguments + ["-fsyntax-only", "-fdiagnostics-color=never", unit], cwd=directory,
-                             capture_output=True, text=True)
-        if run.returncode != 0:
-            owner = module.name if module else "no module"
-            return header, False, f"with the flags of {source} ({owner}):\n{run.stderr.strip()}"
-        return header, True, source
+        first_error = None
+        for source in sources:
+            directory, arguments = commands[source]
+            run = subprocess.run(arguments + ["-fsyntax-only", "-fdiagnostics-color=never", unit], cwd=directory,
+                                 capture_output=True, text=True)
+            if run.returncode == 0:
+                return header, True, source
+            first_error = first_error or f"with the flags of {source}:\n{run.stderr.strip()}"
+        return header, False, first_error
 
     failed, skipped, passed = [], [], 0
     try:
