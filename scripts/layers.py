@@ -3,7 +3,9 @@
 
   layers.py check SOURCE_ROOT
       Every #include of every C and C++ file of the tree against the rules; each one broken is
-      printed as FILE:LINE with the rule it breaks. Exit 1 when one is.
+      printed as FILE:LINE with the rule it breaks. And every meson.build: a module's targets are
+      given its own include root (module_include['<module>'], or that of a module it may
+      include), never the whole tree (public_include), which is the tests'. Exit 1 on a problem.
   layers.py roots SOURCE_ROOT OUT_DIR
       Makes, for each module whose rule is not "*", an include root OUT_DIR/<module> that holds
       only the module itself and the modules it may include (symbolic links to their folders), so
@@ -219,18 +221,51 @@ def include_problems(root):
     return problems, modules
 
 
+MESON_ROOT = re.compile(r"\bpublic_include\b|\bwhole_tree\b|module_include\s*\[\s*'([^']*)'\s*\]")
+
+
+def meson_problems(root, modules):
+    """What a meson.build gives its targets to include from: its own module's root or one of the
+    modules it may include, or the whole tree where the module may include everything. The root
+    meson.build, which makes the roots, is not a module's."""
+    problems = []
+    for directory, subdirs, files in os.walk(root):
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith(".") and not is_build_dir(os.path.join(directory, d)))
+        if "meson.build" not in files or os.path.samefile(directory, root):
+            continue
+        path = os.path.relpath(os.path.join(directory, "meson.build"), root).replace(os.sep, "/")
+        module = module_of(modules, path)
+        with open(os.path.join(root, path), encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                for match in MESON_ROOT.finditer(line.split("#", 1)[0]):
+                    named = match.group(1)
+                    if module is None:
+                        problems.append(f"{path}:{number}: {match.group(0)} in a folder of no module of {RULES}")
+                    elif module.everything:
+                        continue
+                    elif named is None:
+                        problems.append(f"{path}:{number}: {match.group(0)} is the whole tree, which {module.name} may "
+                                        f"not include: use module_include['{module.name}'] ({RULES}:{module.rule.line})")
+                    elif named != module.name and named not in module.allowed:
+                        problems.append(f"{path}:{number}: {match.group(0)}: {module.name} may not include {named} "
+                                        f"({RULES}:{module.rule.line}: {module.rule.text})")
+    return problems
+
+
 def check(root):
     try:
         problems, modules = include_problems(root)
+        problems += meson_problems(root, modules)
     except RulesError as error:
         print(f"{error}", file=sys.stderr)
         return 1
     for problem in problems:
         print(problem)
     if problems:
-        print(f"{len(problems)} include(s) break the layers of {RULES}")
+        print(f"{len(problems)} problem(s) with the layers of {RULES}")
         return 1
-    print(f"every #include of the tree keeps to the layers of {RULES} ({len(modules)} modules)")
+    print(f"every #include of the tree, and every module's include root, keeps to the layers of {RULES} "
+          f"({len(modules)} modules)")
     return 0
 
 
@@ -389,11 +424,16 @@ def self_test():
         "tools/a/a.cc": '#include "mid/m.h"\n#include "tools/a/a.h"\n',
         "tools/a/a.h": "#pragma once\n",
         "tests/t.cc": '#include "high/h.h"\n#include "tools/a/a.h"\n',
+        "meson.build": "public_include = include_directories('.')\n",
+        "mid/meson.build": "lib = library('mid', include_directories: module_include['mid'])  # not public_include\n",
+        "high/meson.build": "x = [module_include['high'], module_include['mid']]\n",
+        "tests/meson.build": "t = executable('t', include_directories: public_include)\n",
     }
     failures = []
     directory = tree(clean)
     try:
-        problems, _ = include_problems(directory)
+        problems, modules = include_problems(directory)
+        problems += meson_problems(directory, modules)
         if problems:
             failures.append("a clean tree was refused: " + "; ".join(problems))
         faults = {
@@ -402,12 +442,14 @@ def self_test():
             "tools/b/b.cc": '#include "tools/a/a.h"\n',         # one tool into another
             "mid/bad.cc": '#include "tests/t.cc"\n#include "mid/missing.h"\n',
             "stray/s.h": "#pragma once\n",
+            "low/meson.build": "a = module_include['mid']\nb = public_include\n",
         }
         for path, text in faults.items():
             os.makedirs(os.path.dirname(os.path.join(directory, path)), exist_ok=True)
             with open(os.path.join(directory, path), "w", encoding="utf-8") as f:
                 f.write(text)
-        problems, _ = include_problems(directory)
+        problems, modules = include_problems(directory)
+        problems += meson_problems(directory, modules)
         expected = [
             f'low/bad.h:1: #include "mid/m.h": low may not include mid ({RULES}:1: low:)',
             f'include/wire/bad.h:1: #include "low/l.h": wire may not include low ({RULES}:2: wire:)',
@@ -415,6 +457,9 @@ def self_test():
             f'mid/bad.cc:1: #include "tests/t.cc": mid may not include tests ({RULES}:3: mid: wire)',
             'mid/bad.cc:2: #include "mid/missing.h" names no file of the tree',
             f"stray/s.h: belongs to no module of {RULES}: give its folder a rule there",
+            f"low/meson.build:1: module_include['mid']: low may not include mid ({RULES}:1: low:)",
+            f"low/meson.build:2: public_include is the whole tree, which low may not include: use "
+            f"module_include['low'] ({RULES}:1)",
         ]
         for line in expected:
             if line not in problems:
