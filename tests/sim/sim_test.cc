@@ -70,6 +70,13 @@ int run_child(const char* tag, const std::vector<std::string>& environment) {
 
 }  // namespace
 
+#if !SIM_HAVE_CUBLAS_HEADERS
+// cublas_abi_test.cc holds this case where the CUDA 13 toolkit's cuBLAS headers are installed.
+TEST_CASE("cublas_api.h matches NVIDIA's cuBLAS and library_types headers", "[sim][cublas][abi][cuda13]") {
+  SKIP_CASE("no /usr/local/cuda/include/cublas_api.h was found at configure time");
+}
+#endif
+
 TEST_CASE("the sim exports every driver and cuBLAS function the broker resolves", "[sim][abi]") {
   LoadedSim loaded = load_sim();
   INFO("missing: " << loaded.missing.size());
