@@ -96,7 +96,7 @@ def load_modules(root):
             if base is None:
                 raise RulesError(f"{RULES}:{rule.line}: no folder {parent}/")
             names = sorted(parent + "/" + d for d in os.listdir(os.path.join(root, base))
-                           if os.path.isdir(os.path.join(root, base, d)) and not d.startswith("."))
+                           if os.path.isdir(os.path.join(root, base, d)) and not d.startswith(".") and d != "__pycache__")
         for name in names:
             folder = folder_of(root, name)
             if folder is None:
