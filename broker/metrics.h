@@ -15,7 +15,7 @@
 
 #include "ipc/result.h"
 #include "ipc/system.h"
-#include "tools/stats_reader/stats_reader.h"
+#include "monitor/stats_reader.h"
 
 namespace gpubroker::broker {
 

@@ -21,6 +21,7 @@
 #include "ipc/system.h"
 #include "tests/support/eventually.h"
 #include "tests/support/forked_server.h"
+#include "tests/support/skip.h"
 
 using namespace gpubroker;
 using namespace std::chrono_literals;
@@ -167,11 +168,8 @@ TEST_CASE("a client built from another layout is refused at the handshake", "[ip
   CHECK(reply.fds.empty());
 }
 
-TEST_CASE("a peer whose credentials the policy does not allow is refused", "[ipc][session][credentials]") {
-  if (::getuid() != 0) {
-    WARN("skipped: needs root to run a client under another uid");
-    return;
-  }
+TEST_CASE("a peer whose credentials the policy does not allow is refused", "[ipc][session][credentials][root]") {
+  if (::getuid() != 0) SKIP_CASE("needs root to run a client under another uid");
   TempDir dir;
   SECTION("root is refused when only another uid is allowed") {
     auto options = listener_options(dir);

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "broker/metrics.h"
-#include "tools/stats_reader/stats_reader.h"
+#include "monitor/stats_reader.h"
 
 using namespace gpubroker;
 using monitor::latency_quantile_ns;

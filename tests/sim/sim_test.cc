@@ -30,6 +30,7 @@
 #include "gpubroker/sim/sim_driver.h"
 #include "sim_fixture.h"
 #include "sim_test_paths.h"
+#include "tests/support/skip.h"
 
 using namespace gpubroker::cuda;
 using namespace sim_fixture;
@@ -68,6 +69,13 @@ int run_child(const char* tag, const std::vector<std::string>& environment) {
 }
 
 }  // namespace
+
+#if !SIM_HAVE_CUBLAS_HEADERS
+// cublas_abi_test.cc holds this case where the CUDA 13 toolkit's cuBLAS headers are installed.
+TEST_CASE("cublas_api.h matches NVIDIA's cuBLAS and library_types headers", "[sim][cublas][abi][cuda13]") {
+  SKIP_CASE("no /usr/local/cuda/include/cublas_api.h was found at configure time");
+}
+#endif
 
 TEST_CASE("the sim exports every driver and cuBLAS function the broker resolves", "[sim][abi]") {
   LoadedSim loaded = load_sim();
@@ -819,11 +827,12 @@ struct TestModule {
   std::vector<unsigned char> image;
 };
 
-bool have_images() {
-  if (SIM_HAVE_NVCC) return true;
-  WARN("nvcc not found at build time: module and launch tests skipped");
-  return false;
-}
+// The module and launch cases load the fatbins nvcc builds from sim_kernels.cu: tagged [nvcc] (a
+// meson test of their own), and skipped where nvcc was not found at configure time.
+#define SKIP_WITHOUT_IMAGES()                                                          \
+  do {                                                                                 \
+    if (!SIM_HAVE_NVCC) SKIP_CASE("nvcc was not found at configure time: no fatbins"); \
+  } while (false)
 
 std::string image_path(const char* name) { return std::string(SIM_TEST_IMAGE_DIR) + "/" + name; }
 
@@ -836,8 +845,8 @@ CUfunction get_function(CUmodule module, const char* name) {
 }  // namespace
 
 TEST_CASE("a kernel launch runs its plugin implementation with parameters from kernelParams or extra",
-          "[sim][module][launch]") {
-  if (!have_images()) return;
+          "[sim][module][launch][nvcc]") {
+  SKIP_WITHOUT_IMAGES();
   const GpubrokerSimCounters before = counters();
   DriverTable& cu = sim().cu;
   std::vector<unsigned char> image = read_file(image_path("sim_kernels_sm90.fatbin"));
@@ -924,8 +933,8 @@ TEST_CASE("a kernel launch runs its plugin implementation with parameters from k
   require_nothing_left(before);
 }
 
-TEST_CASE("a captured kernel launch replays, and an exec update gives it new arguments", "[sim][module][graph]") {
-  if (!have_images()) return;
+TEST_CASE("a captured kernel launch replays, and an exec update gives it new arguments", "[sim][module][graph][nvcc]") {
+  SKIP_WITHOUT_IMAGES();
   const GpubrokerSimCounters before = counters();
   DriverTable& cu = sim().cu;
   std::vector<unsigned char> image = read_file(image_path("sim_kernels_sm90.fatbin"));
@@ -981,8 +990,8 @@ TEST_CASE("a captured kernel launch replays, and an exec update gives it new arg
   require_nothing_left(before);
 }
 
-TEST_CASE("a launch of a kernel without a host implementation fails and names the kernel", "[sim][module][launch]") {
-  if (!have_images()) return;
+TEST_CASE("a launch of a kernel without a host implementation fails and names the kernel", "[sim][module][launch][nvcc]") {
+  SKIP_WITHOUT_IMAGES();
   const GpubrokerSimCounters before = counters();
   DriverTable& cu = sim().cu;
   std::vector<unsigned char> image = read_file(image_path("sim_kernels_sm90.fatbin"));
@@ -1013,8 +1022,8 @@ TEST_CASE("a launch of a kernel without a host implementation fails and names th
 // Found by a hostile review: a GEMM whose packed operands did not fit in host memory threw
 // std::bad_alloc on a stream's worker thread, and the exception ended the broker. Any operation
 // that throws now faults its own stream instead.
-TEST_CASE("an operation that throws faults its stream with an error; the process goes on", "[sim][module][launch]") {
-  if (!have_images()) return;
+TEST_CASE("an operation that throws faults its stream with an error; the process goes on", "[sim][module][launch][nvcc]") {
+  SKIP_WITHOUT_IMAGES();
   DriverTable& cu = sim().cu;
   std::vector<unsigned char> image = read_file(image_path("sim_kernels_sm90.fatbin"));
   CUmodule module = nullptr;
@@ -1037,8 +1046,8 @@ TEST_CASE("an operation that throws faults its stream with an error; the process
 }
 
 TEST_CASE("kernels keep stream order whether the stream is idle (run in the launching thread) or busy (queued)",
-          "[sim][module][launch]") {
-  if (!have_images()) return;
+          "[sim][module][launch][nvcc]") {
+  SKIP_WITHOUT_IMAGES();
   const GpubrokerSimCounters before = counters();
   DriverTable& cu = sim().cu;
   std::vector<unsigned char> image = read_file(image_path("sim_kernels_sm90.fatbin"));
@@ -1092,8 +1101,8 @@ TEST_CASE("kernels keep stream order whether the stream is idle (run in the laun
 }
 
 TEST_CASE("an error returned by a kernel implementation is reported by the stream from then on",
-          "[sim][module][launch]") {
-  if (!have_images()) return;
+          "[sim][module][launch][nvcc]") {
+  SKIP_WITHOUT_IMAGES();
   const GpubrokerSimCounters before = counters();
   DriverTable& cu = sim().cu;
   std::vector<unsigned char> image = read_file(image_path("sim_kernels_sm90.fatbin"));
@@ -1116,8 +1125,8 @@ TEST_CASE("an error returned by a kernel implementation is reported by the strea
 }
 
 TEST_CASE("module introspection: parameter info, function attributes, occupancy and device globals",
-          "[sim][module]") {
-  if (!have_images()) return;
+          "[sim][module][nvcc]") {
+  SKIP_WITHOUT_IMAGES();
   const GpubrokerSimCounters before = counters();
   DriverTable& cu = sim().cu;
   for (const char* name : {"sim_kernels_sm90.fatbin", "sim_kernels_sm90.cubin"}) {
@@ -1181,8 +1190,8 @@ TEST_CASE("module introspection: parameter info, function attributes, occupancy 
   require_nothing_left(before);
 }
 
-TEST_CASE("modules load from PTX text and refuse images with no code for sm_90", "[sim][module]") {
-  if (!have_images()) return;
+TEST_CASE("modules load from PTX text and refuse images with no code for sm_90", "[sim][module][nvcc]") {
+  SKIP_WITHOUT_IMAGES();
   const GpubrokerSimCounters before = counters();
   DriverTable& cu = sim().cu;
   std::vector<unsigned char> ptx = read_file(image_path("sim_kernels_sm90.ptx"));

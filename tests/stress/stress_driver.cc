@@ -62,11 +62,18 @@ const char* env_or(const char* name, const char* fallback) {
 }
 
 int g_failures = 0;
+int g_skipped = 0;
 // One check of a scenario: printed either way, counted when it fails.
 void check(bool ok, const std::string& what) {
   std::printf("  [%s] %s\n", ok ? "ok" : "FAIL", what.c_str());
   std::fflush(stdout);
   if (!ok) ++g_failures;
+}
+// A check this run cannot make: printed as SKIP with the reason and counted, never as ok.
+void skip(const std::string& what, const std::string& why) {
+  std::printf("  [SKIP] %s: %s\n", what.c_str(), why.c_str());
+  std::fflush(stdout);
+  ++g_skipped;
 }
 void figure(const std::string& name, const std::string& value) {
   std::printf("FIGURE %-40s %s\n", name.c_str(), value.c_str());
@@ -891,7 +898,8 @@ void scenario_isolation(const Profile&, const std::string& dir) {
   }
   check(named == 0, "no segment has a name in /dev/shm");
   if (::geteuid() != 0) {
-    std::printf("  (not root: the other-user checks are skipped)\n");
+    skip("the other-user checks (segments out of another user's reach, the uid and gid policies)",
+         "not root, so no client can run as another user");
     RawClient probe{nullptr};
     Broker narrow(dir + "/narrow.sock", dir + "/narrow.log", {"--allow-uid=" + std::to_string(::getuid() + 1)});
     check(narrow.listening(), "the broker with --allow-uid=" + std::to_string(::getuid() + 1) + " listens");
@@ -995,7 +1003,7 @@ void scenario_load(const Profile& profile, const std::string& dir) {
   // AddressSanitizer's quarantine holds freed memory back (up to 256 MiB) before reusing it, so a
   // short run's RSS climbs until the quarantine is full: flatness says nothing there. Leaks are
   // the sanitizer's own check at the broker's exit; the release build checks flatness.
-  std::printf("  [skip] broker RSS flat: not measurable under AddressSanitizer (its quarantine)\n");
+  skip("broker RSS flat", "not measurable under AddressSanitizer (its quarantine)");
 #else
   check(second_peak <= first_peak + first_peak / 10, "broker RSS flat: second-half peak within 10% of the first half's");
 #endif
@@ -1044,6 +1052,7 @@ int main(int argc, char** argv) {
     run(profile, dir.path());
     std::printf("   (%s: %.1f s)\n", name, (now_ns() - t) / 1e9);
   }
-  std::printf("%s: %d failed check(s), %.1f s\n", g_failures == 0 ? "PASS" : "FAIL", g_failures, (now_ns() - start) / 1e9);
+  std::printf("%s: %d failed check(s), %d skipped, %.1f s\n", g_failures == 0 ? "PASS" : "FAIL", g_failures, g_skipped,
+              (now_ns() - start) / 1e9);
   return g_failures == 0 ? 0 : 1;
 }

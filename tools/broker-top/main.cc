@@ -20,8 +20,8 @@
 #include <string>
 #include <thread>
 
+#include "monitor/stats_reader.h"
 #include "tools/broker-top/screen.h"
-#include "tools/stats_reader/stats_reader.h"
 
 namespace {
 

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "tools/stats_reader/stats_reader.h"
+#include "monitor/stats_reader.h"
 
 namespace gpubroker::monitor {
 

@@ -38,7 +38,7 @@
 #include <vector>
 
 #include "ipc/client_session.h"
-#include "tools/stats_reader/stats_reader.h"
+#include "monitor/stats_reader.h"
 
 // Defined when this program is built with the sanitizers (weak: null otherwise). A sanitized
 // shim needs its sanitizer runtimes loaded before anything else, so they are preloaded first.

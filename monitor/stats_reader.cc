@@ -1,4 +1,4 @@
-#include "tools/stats_reader/stats_reader.h"
+#include "monitor/stats_reader.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
