@@ -478,7 +478,9 @@ void copy_truncated(const std::string& text, char* out, int length) {
 CUresult launch_kernel(CUfunction function, GpubrokerSimDim3 grid, GpubrokerSimDim3 block, unsigned shared_bytes,
                        CUstream handle, void** params, void** extra) {
   if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
-  if (current_context == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
+  // Read once: a thread_local of a dlopen'ed library costs a call to reach.
+  Context* const context = current_context;
+  if (context == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
   KernelOp launch;
   int max_shared = 0;
   {
@@ -487,7 +489,7 @@ CUresult launch_kernel(CUfunction function, GpubrokerSimDim3 grid, GpubrokerSimD
     auto found = d.functions.find(handle_id(function, Tag::kFunction));
     if (found == d.functions.end()) return CUDA_ERROR_INVALID_HANDLE;
     // A function of another context's module is no handle here.
-    if (found->second.context != current_context) return CUDA_ERROR_INVALID_HANDLE;
+    if (found->second.context != context) return CUDA_ERROR_INVALID_HANDLE;
     launch.kernel = found->second.kernel;
     max_shared = found->second.attributes[CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES];
   }
@@ -501,7 +503,7 @@ CUresult launch_kernel(CUfunction function, GpubrokerSimDim3 grid, GpubrokerSimD
   std::shared_ptr<Stream> stream;
   Context* stream_context = nullptr;
   if (CUresult result = resolve_stream(handle, &stream, &stream_context); result != CUDA_SUCCESS) return result;
-  if (stream_context != current_context) return CUDA_ERROR_INVALID_HANDLE;  // another context's stream
+  if (stream_context != context) return CUDA_ERROR_INVALID_HANDLE;  // another context's stream
   launch.implementation = find_kernel(launch.kernel->name);
   if (launch.implementation == nullptr) {
     fmt::print(stderr, "sim: no host implementation for kernel '{}'\n", launch.kernel->name);

@@ -22,7 +22,6 @@ namespace {
 constexpr std::chrono::milliseconds kHandshakeTimeout{5000};
 
 std::atomic<Connection*> g_connection{nullptr};  // published with release after it is complete
-std::atomic<pid_t> g_owner{0};                   // the process g_connection belongs to
 std::mutex g_connect_lock;                       // serializes connecting
 bool g_unreachable = false;                      // guarded by g_connect_lock
 std::string g_failure;                           // guarded by g_connect_lock
@@ -40,7 +39,6 @@ std::uint32_t device_of_thread(const void* connection) {
 void forget_after_fork() {
   Connection* inherited = g_connection.exchange(nullptr, std::memory_order_relaxed);
   if (inherited != nullptr) ::close(inherited->session().socket_fd());
-  g_owner.store(0, std::memory_order_relaxed);
   new (&g_connect_lock) std::mutex();  // a lock held by another thread at fork time is not ours
   g_unreachable = false;
   g_failure.clear();
@@ -51,8 +49,11 @@ void forget_after_fork() {
 }  // namespace
 
 Connection* Connection::get() {
+  // The fast path is one load: a forked child never sees the parent's connection, since the
+  // atfork handler (forget_after_fork) clears it in the child before fork() returns there. No
+  // getpid() here: glibc no longer caches the pid, so it would be a system call on every CUDA call.
   Connection* connection = g_connection.load(std::memory_order_acquire);
-  if (connection != nullptr && g_owner.load(std::memory_order_relaxed) == ::getpid()) return connection;
+  if (connection != nullptr) return connection;
 
   std::lock_guard guard(g_connect_lock);
   connection = g_connection.load(std::memory_order_acquire);
@@ -78,7 +79,6 @@ Connection* Connection::get() {
   const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
   fresh->visible_ = visible_devices(*fresh->table_, visible != nullptr ? std::optional<std::string_view>(visible) : std::nullopt);
   fresh->session_->set_device_of_thread(device_of_thread, fresh);
-  g_owner.store(::getpid(), std::memory_order_relaxed);
   g_connection.store(fresh, std::memory_order_release);  // pairs with the acquire load above
   return fresh;
 }
