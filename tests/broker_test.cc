@@ -26,78 +26,17 @@
 #include "ipc/client_session.h"
 #include "ipc/system.h"
 #include "tests/support/broker_process.h"
+#include "tests/support/device_client.h"
 #include "tests/support/eventually.h"
 #include "tests/support/forked_server.h"
 
 using namespace gpubroker;
 using namespace std::chrono_literals;
 using testing::BrokerProcess;
+using testing::DeviceClient;
 using testing::TempDir;
 using testing::env_or;
-
-namespace {
-
-// A client speaking the device request kinds directly (the runtime shim's job in issue 4).
-class DeviceClient {
- public:
-  explicit DeviceClient(const std::string& socket_path) {
-    auto session = ipc::ClientSession::connect(testing::client_options(socket_path));
-    if (!session) FAIL("connect failed: " << ipc::describe(session.error()));
-    session_ = std::move(session.value());
-  }
-
-  template <class Payload>
-  ipc::Completion call(wire::RequestKind kind, const Payload& payload) {
-    auto reply = session_->call(kind, std::as_bytes(std::span(&payload, 1)));
-    REQUIRE(reply);
-    return reply.value();
-  }
-  ipc::Completion call(wire::RequestKind kind) {
-    auto reply = session_->call(kind, {});
-    REQUIRE(reply);
-    return reply.value();
-  }
-  template <class Payload>
-  void post(wire::RequestKind kind, const Payload& payload) {
-    REQUIRE(session_->post(kind, std::as_bytes(std::span(&payload, 1))));
-  }
-
-  std::uint64_t alloc(std::uint64_t bytes, cuda::CUresult expected = cuda::CUDA_SUCCESS) {
-    auto c = call(wire::RequestKind::kMemAlloc, wire::MemAllocRequest{0, 0, bytes});
-    CHECK(c.status == expected);
-    return c.result_as<wire::PointerResult>().pointer;
-  }
-  cuda::CUresult free(std::uint64_t pointer) {
-    return call(wire::RequestKind::kMemFree, wire::HandleRequest{pointer}).status;
-  }
-  cuda::CUresult upload(std::uint64_t pointer, std::span<const std::byte> bytes, std::uint64_t stream = 0) {
-    const wire::CopyRequest copy{pointer, 0, bytes.size(), stream};
-    auto reply = session_->call(wire::RequestKind::kCopyHostToDevice, std::as_bytes(std::span(&copy, 1)),
-                                ipc::StagedOut{bytes});
-    REQUIRE(reply);
-    return reply.value().status;
-  }
-  cuda::CUresult download(std::span<std::byte> bytes, std::uint64_t pointer, std::uint64_t stream = 0) {
-    const wire::CopyRequest copy{0, pointer, bytes.size(), stream};
-    auto reply = session_->call(wire::RequestKind::kCopyDeviceToHost, std::as_bytes(std::span(&copy, 1)),
-                                ipc::StagedIn{bytes});
-    REQUIRE(reply);
-    return reply.value().status;
-  }
-  wire::BrokerTotals totals() { return call(wire::RequestKind::kBrokerTotals).result_as<wire::BrokerTotals>(); }
-  ipc::ClientSession& session() { return *session_; }
-
- private:
-  std::unique_ptr<ipc::ClientSession> session_;
-};
-
-std::vector<std::byte> pattern(std::size_t bytes, std::uint64_t seed) {
-  std::vector<std::byte> data(bytes);
-  ipc::fill_pattern(data, seed, 0);
-  return data;
-}
-
-}  // namespace
+using testing::pattern;
 
 TEST_CASE("the broker hands every client the sim device's identity in its control segment", "[broker]") {
   TempDir dir;
