@@ -4,7 +4,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build}
-areas="session memory streams modules blas graphs host_funcs"  # as tests/meson.build lists them
+areas="session memory streams modules blas vmm graphs host_funcs"  # as tests/meson.build lists them
 
 name=tests/gpu
 source tests/gpu/require_gpu.sh
