@@ -80,7 +80,7 @@ void __cudaRegisterVar(void** handle, char* host_variable, char* /*device_addres
                        int /*external*/, std::size_t size, int constant, int /*global*/) {
   Registry& r = registry();
   std::lock_guard guard(r.lock);
-  r.variables[host_variable] = VariableRecord{reinterpret_cast<FatbinRecord*>(handle), device_name, size, constant != 0};
+  r.variables[host_variable] = VariableRecord{reinterpret_cast<FatbinRecord*>(handle), device_name, size, constant != 0, {}};
 }
 
 unsigned __cudaPushCallConfiguration(rt::dim3 grid, rt::dim3 block, std::size_t shared_bytes, void* stream) {
