@@ -121,7 +121,7 @@ Outcome<wire::NoReply> SessionBlas::get_matrix(CallContext& call, const wire::Bl
 Outcome<wire::NoReply> SessionBlas::transfer_matrix(CallContext& call, const wire::BlasMatrixRequest& r, bool to_device) {
   std::uint64_t column = 0, packed = 0, pitch = 0;
   int refusal = 0;
-  if (r.rows < 0 || r.cols < 0 || r.element_bytes <= 0 || r.ld <= 0 ||
+  if (r.rows < 0 || r.cols < 0 || r.element_bytes <= 0 || r.ld <= 0 || r.ld < r.rows ||
       __builtin_mul_overflow(static_cast<std::uint64_t>(r.rows), static_cast<std::uint64_t>(r.element_bytes), &column) ||
       __builtin_mul_overflow(column, static_cast<std::uint64_t>(r.cols), &packed) ||
       __builtin_mul_overflow(static_cast<std::uint64_t>(r.ld), static_cast<std::uint64_t>(r.element_bytes), &pitch) ||

@@ -238,8 +238,11 @@ Outcome<wire::NoReply> SessionMemory::transfer_staged(CallContext& call, const S
     if (r == CUDA_SUCCESS) events.emplace_back(event, DestroyEvent{&driver_, session_.on(device)}, nullptr);
   }
   auto event_of = [&](std::uint64_t index) { return events[index % events.size()].get(); };
+  // A chunk goes back to the pipe only once the device is done with it, even after a failure: the
+  // transfers queued before it may still read or write it. Chunks never queued have no event.
+  std::uint64_t recorded = 0;  // chunks [0, recorded) had their event recorded
   auto settle = [&](std::uint64_t index) {
-    if (status == 0) fail(driver_.event_synchronize(event_of(index)));
+    if (index < recorded) fail(driver_.event_synchronize(event_of(index)));
   };
   // The device address of byte `offset` of the packed data, and how many bytes follow it there.
   auto place = [&](std::uint64_t offset) {
@@ -264,7 +267,10 @@ Outcome<wire::NoReply> SessionMemory::transfer_staged(CallContext& call, const S
           each_run(bytes, done, [&](std::uint64_t device, std::byte* host, std::uint64_t n) {
             return driver_.memcpy_htod_async(device, host, n, stream);
           });
-          if (status == 0) fail(driver_.event_record(event_of(index), stream));
+          if (status == 0) {
+            fail(driver_.event_record(event_of(index), stream));
+            if (status == 0) recorded = index + 1;
+          }
           done += piece.size();
           // As CUDA's copy from pageable memory does, the call returns once the last bytes are
           // staged and queued, not transferred: the pipe keeps them until their event passes, and
@@ -281,7 +287,10 @@ Outcome<wire::NoReply> SessionMemory::transfer_staged(CallContext& call, const S
           each_run(piece, done, [&](std::uint64_t device, std::byte* host, std::uint64_t n) {
             return driver_.memcpy_dtoh_async(host, device, n, stream);
           });
-          if (status == 0) fail(driver_.event_record(event_of(index), stream));
+          if (status == 0) {
+            fail(driver_.event_record(event_of(index), stream));
+            if (status == 0) recorded = index + 1;
+          }
           if (status != 0) std::memset(piece.data(), 0, piece.size());
           done += piece.size();
         },

@@ -96,7 +96,9 @@ cuda::CUresult SessionStreams::join_legacy(std::uint64_t key, cuda::CUstream str
   };
   if (key == default_stream) {
     for (std::uint64_t b : blocking.ahead_of_default) {
-      if (CUresult r = join(b, streams_.at(b).owner.get(), stream); r != CUDA_SUCCESS) return r;
+      auto ahead = streams_.find(b);
+      if (ahead == streams_.end()) continue;  // destroyed: forget_blocking took it out already
+      if (CUresult r = join(b, ahead->second.owner.get(), stream); r != CUDA_SUCCESS) return r;
     }
     blocking.ahead_of_default.clear();
     blocking.behind_default = blocking.streams;
@@ -104,7 +106,9 @@ cuda::CUresult SessionStreams::join_legacy(std::uint64_t key, cuda::CUstream str
   }
   if (!blocking.streams.contains(key)) return CUDA_SUCCESS;
   if (blocking.behind_default.erase(key) != 0) {
-    if (CUresult r = join(default_stream, streams_.at(default_stream).owner.get(), stream); r != CUDA_SUCCESS) return r;
+    auto joined = streams_.find(default_stream);
+    if (joined == streams_.end()) return cuda::CUDA_ERROR_INVALID_HANDLE;  // never made (create_stream makes it first)
+    if (CUresult r = join(default_stream, joined->second.owner.get(), stream); r != CUDA_SUCCESS) return r;
   }
   blocking.ahead_of_default.insert(key);
   return CUDA_SUCCESS;
@@ -139,6 +143,9 @@ bool SessionStreams::any_capturing(std::span<const cuda::CUstream> streams) cons
 
 Outcome<wire::NoReply> SessionStreams::complete_after(CallContext& call, std::span<const cuda::CUstream> streams) {
   if (any_capturing(streams)) return CallError{cuda::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED};
+  // Nothing to wait for: answered now (a completion waiting for no stream would never be written,
+  // and the session could never be reclaimed).
+  if (streams.empty()) return answer(session_.take_pending_error());
   auto* deferred = new DeferredCompletion{&call.session, call.header(), {static_cast<std::uint32_t>(streams.size())},
                                           {session_.take_pending_error()}, &session_.callbacks_in_flight(),
                                           &session_.sticky_error()};
@@ -177,6 +184,11 @@ void SessionStreams::synchronize_everything() {
 Outcome<wire::NoReply> SessionStreams::create_stream(CallContext&, const wire::StreamCreateRequest& c) {
   if (is_default_stream(c.stream) || streams_.contains(c.stream)) return CallError{CUDA_ERROR_INVALID_VALUE};
   const std::uint32_t device = session_.current_device();
+  // A blocking stream joins the default stream, which must exist first: if it cannot be made,
+  // neither is this one (a join would otherwise look up a stream that is not there).
+  if ((c.flags & cuda::CU_STREAM_NON_BLOCKING) == 0) {
+    if (auto made = stream_for(0); !made) return made.error();
+  }
   session_.bind(device);
   cuda::CUstream stream = nullptr;
   if (CUresult r = driver_.stream_create_with_priority(&stream, cuda::CU_STREAM_NON_BLOCKING, c.priority);
@@ -187,7 +199,6 @@ Outcome<wire::NoReply> SessionStreams::create_stream(CallContext&, const wire::S
                                                 &session_.counters().streams),
                                     c.flags, device});
   if ((c.flags & cuda::CU_STREAM_NON_BLOCKING) == 0) {
-    (void)stream_for(0);  // the default stream exists before anything joins it
     per_device_[device].blocking.streams.insert(c.stream);
     per_device_[device].blocking.behind_default.insert(c.stream);
   }
@@ -317,7 +328,7 @@ Outcome<float> SessionStreams::elapsed_time(CallContext&, const wire::EventPairR
 
 // The current device's streams, as cudaDeviceSynchronize covers the current device only.
 Outcome<wire::NoReply> SessionStreams::synchronize_all(CallContext& call, wire::NoPayload) {
-  (void)stream_for(0);
+  if (auto made = stream_for(0); !made) return made.error();
   const std::uint32_t current = session_.current_device();
   std::vector<cuda::CUstream> all;
   for (const auto& [id, stream] : streams_) {

@@ -82,6 +82,10 @@ ViolationCode ServerSession::validate(const wire::RequestSlot& request) const {
     return ViolationCode::kPayloadSize;
   }
   if ((h.flags & ~wire::kSynchronous) != 0) return ViolationCode::kRequest;
+  // A call whose answer is a value, or whose semantics return only once it is done, is never
+  // posted by an honest client; posted, its completion would go nowhere while its work (a deferred
+  // completion, a host-function waiter) still waits in the broker.
+  if (shape->posting == wire::Posting::kCall && (h.flags & wire::kSynchronous) == 0) return ViolationCode::kRequest;
   if ((h.flags & wire::kSynchronous) != 0 && h.mailbox >= wire::kMailboxes) {
     return ViolationCode::kMailboxIndex;
   }

@@ -52,9 +52,12 @@ void publish_raw(wire::ControlSegment* control, std::uint64_t ticket, wire::Requ
   ipc::ring(ipc::bell(control->submitted));
 }
 
+// Synchronous (into mailbox 0, where nobody waits): kinds the table never lets a client post are
+// refused before any later check when posted.
 wire::RequestHeader header(wire::RequestKind kind, std::uint16_t payload_bytes = 0) {
   wire::RequestHeader h{};
   h.kind = static_cast<std::uint16_t>(kind);
+  h.flags = wire::kSynchronous;
   h.payload_bytes = payload_bytes;
   return h;
 }
@@ -89,6 +92,13 @@ const Malformed kMalformed[] = {
      [](ipc::ClientSession& s) {
        auto h = header(wire::RequestKind::kNull);
        h.flags = 0x80;
+       publish_raw(control_of(s), 0, h);
+     }},
+    {"a call the table never lets a client post, posted", ipc::ViolationCode::kRequest,
+     [](ipc::ClientSession& s) {
+       // StageChecksum answers with a value: only a synchronous call of it has a place to go.
+       auto h = header(wire::RequestKind::kStageChecksum);
+       h.flags = 0;
        publish_raw(control_of(s), 0, h);
      }},
     {"a host-arena range past the arena", ipc::ViolationCode::kArenaRange,

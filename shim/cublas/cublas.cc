@@ -196,7 +196,10 @@ Status gemm(Handle handle, const Gemm& g) {
 // whose leading dimensions are its increments. cuBLAS's own checks first.
 Status transfer_matrix(std::int64_t rows, std::int64_t cols, std::int64_t element_bytes, void* host, std::int64_t host_ld,
                        std::uint64_t device, std::int64_t device_ld, Stream stream, bool to_device) {
-  if (rows < 0 || cols < 0 || element_bytes <= 0 || host_ld <= 0 || device_ld <= 0) return kInvalidValue;
+  // A leading dimension below the row count would overlap the columns (vectors: one row, any increment).
+  if (rows < 0 || cols < 0 || element_bytes <= 0 || host_ld <= 0 || device_ld <= 0 || host_ld < rows || device_ld < rows) {
+    return kInvalidValue;
+  }
   if (rows == 0 || cols == 0) return kSuccess;
   shim::Connection* c = shim::Connection::get();
   if (c == nullptr) return kNotInitialized;

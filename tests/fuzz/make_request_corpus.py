@@ -53,6 +53,8 @@ class Session:
             sys.exit(f"{name}: a payload of {len(payload)} bytes, the row allows {row.low} to {row.high}")
         if (staged and row.staging != "to_broker") or (staged_back and row.staging != "from_broker"):
             sys.exit(f"{name}: staged bytes flow {row.staging} in the table")
+        if not sync and row.posting != "may_post":
+            sys.exit(f"{name}: the table says a client never posts it (the broker closes the session)")
         self.sequence += 1
         staged_bytes = len(staged) or staged_back
         header = struct.pack("<QHHHHIIQ", 0, row.kind, SYNC if sync else 0, 0, len(payload), self.sequence, 0, staged_bytes)
@@ -160,7 +162,7 @@ s.write("host_arena")
 
 s = Session()
 s.add("StreamCreate", struct.pack("<QIi", 8, 0, 0))
-s.add("HostFuncEnqueue", struct.pack("<QQ", 8, 77), sync=False).add("HostFuncWait").add("StreamSynchronize", struct.pack("<Q", 8))
+s.add("HostFuncEnqueue", struct.pack("<QQ", 8, 77)).add("HostFuncWait").add("StreamSynchronize", struct.pack("<Q", 8))
 s.add("DeviceLimit", struct.pack("<iIQ", 1, 1, 4096))
 s.write("host_functions_and_limits")
 
