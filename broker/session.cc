@@ -28,17 +28,13 @@ constexpr auto kBlasKinds = [] {
 }  // namespace
 
 DeviceSession::DeviceSession(const DeviceLayer& device, const SessionLimits& limits, BrokerCounters& counters)
-    : device_(device), driver_(device.driver()), limits_(limits), counters_(counters), binding_(device),
-      memory_(*this), vmm_(*this),
-      streams_(*this), modules_(*this), blas_(*this), graphs_(*this), host_funcs_(*this) {
-  counters_.sessions.fetch_add(1, std::memory_order_relaxed);
-}
+    : device_(device), driver_(device.driver()), limits_(limits), counters_(counters), counted_(counters),
+      binding_(device), memory_(*this), vmm_(*this), streams_(*this), modules_(*this), blas_(*this), graphs_(*this),
+      host_funcs_(*this) {}
 
-// The areas go after this, in reverse order of their members (session.h).
-DeviceSession::~DeviceSession() {
-  quiesce();
-  counters_.sessions.fetch_sub(1, std::memory_order_relaxed);
-}
+// The areas go after this, in reverse order of their members (session.h), and the session leaves
+// the broker's count last of all.
+DeviceSession::~DeviceSession() { quiesce(); }
 
 void DeviceSession::quiesce() {
   host_funcs_.close();

@@ -157,6 +157,19 @@ class DeviceSession {
   const cuda::DriverTable& driver_;
   SessionLimits limits_;
   BrokerCounters& counters_;
+  // Counts the session in the broker's totals from its construction until after its areas are
+  // destroyed (it is destroyed last), so that no one sees the session gone while what it held is
+  // still being released.
+  struct Counted {
+    explicit Counted(BrokerCounters& counters) : counters(counters) {
+      counters.sessions.fetch_add(1, std::memory_order_relaxed);
+    }
+    Counted(const Counted&) = delete;
+    Counted& operator=(const Counted&) = delete;
+    ~Counted() { counters.sessions.fetch_sub(1, std::memory_order_relaxed); }
+    BrokerCounters& counters;
+  };
+  Counted counted_;
   DeviceBinding binding_;
   std::uint32_t current_ = 0;  // the device the request in hand names
   std::uint64_t device_bytes_ = 0;  // on every device
