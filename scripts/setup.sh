@@ -31,7 +31,7 @@ if [ -f scripts/setup-cuda12.sh ]; then
   bash scripts/setup-cuda12.sh >/dev/null || echo "setup: warning: CUDA 12.9 packages from PyPI unavailable"
 fi
 
-werror=false; [ "${CI:-}" = "true" ] && werror=true
+werror=true  # as CI builds: a warning fails here before it fails a fresh clone
 [ -f build/build.ninja ] || meson setup build -Dwerror=$werror >/dev/null
 [ -f build-asan/build.ninja ] || meson setup build-asan -Dbuildtype=debug -Dwerror=$werror \
   -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
