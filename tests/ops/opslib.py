@@ -51,16 +51,18 @@ def wait_for(predicate, timeout, what):
 
 
 class Broker:
-    """A gpu-broker on the sim driver in a fresh directory; stop() checks it exits 0."""
+    """A gpu-broker on the sim driver in a fresh directory; stop() checks it exits 0. `command`
+    replaces the build's broker and its driver options (an installed broker, run as its user),
+    `directory` the fresh directory (one that user may write)."""
 
-    def __init__(self, *extra):
-        self.dir = tempfile.mkdtemp(prefix="gpubroker-ops-")
+    def __init__(self, *extra, command=None, directory=None):
+        self.dir = directory or tempfile.mkdtemp(prefix="gpubroker-ops-")
         self.socket = os.path.join(self.dir, "broker.sock")
         self.stats = self.socket + ".stats"
         self.log = open(os.path.join(self.dir, "broker.log"), "w+")
         self.process = subprocess.Popen(
-            [BROKER, "--driver=sim", "--sim-library=" + SIM, "--socket=" + self.socket,
-             "--arena-bytes=1G", "--log-level=info", *extra],
+            (command or [BROKER, "--driver=sim", "--sim-library=" + SIM]) +
+            ["--socket=" + self.socket, "--arena-bytes=1G", "--log-level=info", *extra],
             stdout=self.log, stderr=subprocess.STDOUT)
         wait_for(lambda: os.path.exists(self.socket) and os.path.exists(self.stats) or self.process.poll() is not None,
                  SETTLE, "the broker's socket")
