@@ -7,14 +7,17 @@
                               gpu-broker-run and broker; apt-get purge leaves nothing behind
   package_test.py container   Podman with --device gpubroker.io/gpu=...: a CUDA program in a
                               container built here runs through the host's broker with no NVIDIA
-                              device node inside; without the device it sees no device
+                              device node inside; without the device it sees no device; and the
+                              same through rootless Podman and a user's own broker
 
 The .deb is built once per source tree (build_deb.sh). install and container need root, and the
 release build (a sanitizer build's suite skips them: the package is not built with sanitizers)."""
 import json
 import os
+import pwd
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -147,6 +150,103 @@ def probe_facts(output):
     return dict(re.findall(r"^(runtime|nvidia device nodes|devices): (.*)$", output, re.M))
 
 
+def check_device_run(podman_run, image, device, expected_uuids):
+    """Runs the probe in `image` with --device gpubroker.io/gpu=`device`: it must be bound to the
+    mounted shim, see no NVIDIA device node, and round-trip memory on exactly `expected_uuids`."""
+    given = run(podman_run + ["--device", "gpubroker.io/gpu=" + device, image, "/cdi_probe"], check_status=False)
+    facts = probe_facts(given.stdout)
+    check(given.returncode == 0, "--device gpubroker.io/gpu=%s: the CUDA program failed" % device)
+    check(facts.get("nvidia device nodes") == "none", "an NVIDIA device node inside the container")
+    check(facts.get("runtime") == SHIM_DIR + "/libcudart.so.13", "the program was not bound to the mounted shim")
+    seen = re.findall(r"^device \d+: .* (GPU-[0-9a-f-]+): round trip of \d+ bytes intact$", given.stdout, re.M)
+    check(seen == expected_uuids, "--device gpubroker.io/gpu=%s: devices %s, not the broker's %s" % (device, seen, expected_uuids))
+
+
+ROOTLESS_USER = "gpubroker-rootless"
+ROOTLESS_COMMENT = "gpubroker package test, rootless Podman"
+
+
+def processes_of(uid):
+    """The live (not zombie) processes running as `uid`."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/status" % entry) as f:
+                fields = dict(line.split(":", 1) for line in f if ":" in line)
+            if fields["Uid"].split()[0] == str(uid) and not fields["State"].strip().startswith("Z"):
+                pids.append(int(entry))
+        except (OSError, ValueError, KeyError):
+            pass
+    return pids
+
+
+def remove_rootless_user(uid, runtime):
+    """Removes the test's rootless user, and first the processes Podman may have left running
+    under it (its pause process): they are this test's, and are ended by their pids."""
+    for pid in processes_of(uid):
+        print("ending pid %d, which Podman left under the rootless user" % pid)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    run(["userdel", "--force", "--remove", ROOTLESS_USER], check_status=False)
+    shutil.rmtree(runtime, ignore_errors=True)
+
+
+def rootless(archive, podman, run_options):
+    """The same as a user: rootless Podman, in a user namespace, and a broker of the user's own
+    with its socket in the user's runtime directory (the service's socket directory is open to the
+    gpu-broker group only, which a rootless container does not keep under runc). The user is this
+    test's own, made now and removed after."""
+    try:
+        existing = pwd.getpwnam(ROOTLESS_USER)
+    except KeyError:
+        existing = None
+    if existing is not None and existing.pw_gecos != ROOTLESS_COMMENT:
+        print("SKIPPED rootless Podman: a user %s exists that this test did not make" % ROOTLESS_USER)
+        return
+    if existing is not None:
+        remove_rootless_user(existing.pw_uid, "/run/user/%d" % existing.pw_uid)
+    run(["useradd", "--create-home", "--comment", ROOTLESS_COMMENT, "--shell", "/usr/sbin/nologin", ROOTLESS_USER])
+    account = pwd.getpwnam(ROOTLESS_USER)
+    runtime = "/run/user/%d" % account.pw_uid
+    try:
+        with open("/etc/subuid") as f:
+            if not any(line.startswith(ROOTLESS_USER + ":") for line in f):
+                print("SKIPPED rootless Podman: useradd gave %s no subordinate ids (/etc/subuid)" % ROOTLESS_USER)
+                return
+        os.makedirs(os.path.join(runtime, "gpu-broker"), mode=0o700)
+        for directory in [runtime, os.path.join(runtime, "gpu-broker")]:
+            os.chmod(directory, 0o700)
+            os.chown(directory, account.pw_uid, account.pw_gid)
+        as_user = ["setpriv", "--reuid=%d" % account.pw_uid, "--regid=%d" % account.pw_gid, "--init-groups", "--",
+                   "env", "HOME=" + account.pw_dir, "USER=" + ROOTLESS_USER, "XDG_RUNTIME_DIR=" + runtime]
+        broker = opslib.Broker("--sim-devices=2", directory=os.path.join(runtime, "gpu-broker"),
+                               command=as_user + ["/usr/bin/gpu-broker", "--config=/etc/gpu-broker.conf"])
+        spec_path = "/var/run/cdi/gpubroker-package-test-rootless-%d.yaml" % os.getpid()
+        image = "localhost/gpubroker-cdi-test:rootless"
+        try:
+            with open(spec_path, "w") as f:
+                written = subprocess.run(["/usr/bin/gpu-broker", "cdi-spec", "--config=/etc/gpu-broker.conf",
+                                          "--sim-devices=2", "--socket=" + broker.socket], stdout=f, text=True)
+            check(written.returncode == 0 and not spec_problems(spec_path, broker.socket),
+                  "the rootless broker's CDI specification")
+            top = json.loads(run(["/usr/bin/broker-top", "--json", "--socket=" + broker.socket]).stdout or "{}")
+            user_archive = os.path.join(account.pw_dir, "rootfs.tar")
+            shutil.copy(archive, user_archive)
+            os.chown(user_archive, account.pw_uid, account.pw_gid)
+            run(as_user + podman + ["import", user_archive, image])
+            check_device_run(as_user + podman + ["run", "--rm"] + run_options, image, "all",
+                             [d["uuid"] for d in top.get("devices", [])])
+        finally:
+            if os.path.exists(spec_path):
+                os.unlink(spec_path)
+            run(as_user + podman + ["system", "reset", "--force"], check_status=False)
+            broker.stop()
+    finally:
+        remove_rootless_user(account.pw_uid, runtime)
+
+
 def container():
     require_root_and_release_build()
     if not PROBE:
@@ -162,6 +262,7 @@ def container():
     workdir = tempfile.mkdtemp(prefix="gpubroker-cdi-")
     image = "localhost/gpubroker-cdi-test:%d" % os.getpid()
     spec_path = "/var/run/cdi/gpubroker-package-test-%d.yaml" % os.getpid()
+    made_cdi_directory = not os.path.isdir("/var/run/cdi")
     with Installation(deb):
         broker = InstalledBroker("--sim-devices=2")
         try:
@@ -180,7 +281,8 @@ def container():
             check(len(uuids) == 2, "the broker does not serve two devices: %s" % uuids)
             sessions_before = top["broker"]["sessions_total"]
 
-            run(podman + ["import", assemble_image(workdir), image])
+            archive = assemble_image(workdir)
+            run(podman + ["import", archive, image])
             # Without the device: the image's own libcudart finds no driver and no device. This
             # first run also says whether Podman can run a container here at all (125: Podman
             # itself failed; 126, 127: the runtime could not start the command).
@@ -195,23 +297,22 @@ def container():
                   "a container without the device did not use its own libcudart")
             # With each kind of device: the host broker's devices through the shims, and no node.
             for device, expected in [("all", uuids), ("1", uuids[1:]), (uuids[0] if uuids else "none", uuids[:1])]:
-                given = run(podman + ["run", "--rm"] + run_options + ["--device", "gpubroker.io/gpu=" + device, image,
-                                                                      "/cdi_probe"], check_status=False)
-                facts = probe_facts(given.stdout)
-                check(given.returncode == 0, "--device gpubroker.io/gpu=%s: the CUDA program failed" % device)
-                check(facts.get("nvidia device nodes") == "none", "an NVIDIA device node inside the container")
-                check(facts.get("runtime") == SHIM_DIR + "/libcudart.so.13", "the program was not bound to the mounted shim")
-                seen = re.findall(r"^device \d+: .* (GPU-[0-9a-f-]+): round trip of \d+ bytes intact$", given.stdout, re.M)
-                check(seen == expected, "--device gpubroker.io/gpu=%s: devices %s, not the broker's %s" % (device, seen, expected))
+                check_device_run(podman + ["run", "--rm"] + run_options, image, device, expected)
             # The host's broker served each container given the device, and none other.
             sessions = lambda: json.loads(subprocess.run(["/usr/bin/broker-top", "--json", "--socket=" + broker.socket],
                                                          capture_output=True, text=True).stdout or "{}")["broker"]["sessions_total"]
             opslib.wait_for(lambda: sessions() - sessions_before == 3, opslib.SETTLE,
                             "three sessions at the host's broker, one per container given the device")
+            # Rootless: the test's specification leaves first (one kind, one directory: two
+            # specifications of the same devices there would conflict).
+            os.unlink(spec_path)
+            rootless(archive, podman, run_options)
         finally:
             run(podman + ["rmi", "-f", image], check_status=False)
             if os.path.exists(spec_path):
                 os.unlink(spec_path)
+            if made_cdi_directory and not os.listdir("/var/run/cdi"):
+                os.rmdir("/var/run/cdi")
             shutil.rmtree(workdir, ignore_errors=True)
             broker.stop()
     finish()

@@ -5,8 +5,9 @@ behind checked. Paths come from the environment that tests/package/meson.build s
 Installing a package here touches the machine other builds and tests run on, so: nothing runs on
 the service's socket (/run/gpu-broker/broker.sock, the default socket of root's clients); every
 broker the tests start listens in a directory of their own; a gpubroker package that this test did
-not install is never touched; and the gpu-broker user and group, which the purge leaves as Debian
-leaves system users, are removed again when they did not exist before."""
+not install is never touched; the gpu-broker user and group, which the purge leaves as Debian
+leaves system users, are removed again when they did not exist before; and the rootless Podman
+user of the container test is made and removed by it."""
 import glob
 import grp
 import os
