@@ -7,8 +7,9 @@
                               gpu-broker-run and broker; apt-get purge leaves nothing behind
   package_test.py container   Podman with --device gpubroker.io/gpu=...: a CUDA program in a
                               container built here runs through the host's broker with no NVIDIA
-                              device node inside; without the device it sees no device; and the
-                              same through rootless Podman and a user's own broker
+                              device node inside; without the device it sees no device
+  package_test.py container-rootless   the same through rootless Podman, as a user the test makes,
+                              with a broker of that user's own
 
 The .deb is built once per source tree (build_deb.sh). install and container need root, and the
 release build (a sanitizer build's suite skips them: the package is not built with sanitizers)."""
@@ -203,8 +204,7 @@ def rootless(archive, podman, run_options):
     except KeyError:
         existing = None
     if existing is not None and existing.pw_gecos != ROOTLESS_COMMENT:
-        print("SKIPPED rootless Podman: a user %s exists that this test did not make" % ROOTLESS_USER)
-        return
+        skip("a user %s exists that this test did not make" % ROOTLESS_USER)
     if existing is not None:
         remove_rootless_user(existing.pw_uid, "/run/user/%d" % existing.pw_uid)
     run(["useradd", "--create-home", "--comment", ROOTLESS_COMMENT, "--shell", "/usr/sbin/nologin", ROOTLESS_USER])
@@ -213,8 +213,7 @@ def rootless(archive, podman, run_options):
     try:
         with open("/etc/subuid") as f:
             if not any(line.startswith(ROOTLESS_USER + ":") for line in f):
-                print("SKIPPED rootless Podman: useradd gave %s no subordinate ids (/etc/subuid)" % ROOTLESS_USER)
-                return
+                skip("useradd gave %s no subordinate ids (/etc/subuid): no rootless Podman" % ROOTLESS_USER)
         os.makedirs(os.path.join(runtime, "gpu-broker"), mode=0o700)
         for directory in [runtime, os.path.join(runtime, "gpu-broker")]:
             os.chmod(directory, 0o700)
@@ -224,6 +223,8 @@ def rootless(archive, podman, run_options):
         broker = opslib.Broker("--sim-devices=2", directory=os.path.join(runtime, "gpu-broker"),
                                command=as_user + ["/usr/bin/gpu-broker", "--config=/etc/gpu-broker.conf"])
         spec_path = "/var/run/cdi/gpubroker-package-test-rootless-%d.yaml" % os.getpid()
+        made_cdi_directory = not os.path.isdir("/var/run/cdi")
+        os.makedirs("/var/run/cdi", exist_ok=True)
         image = "localhost/gpubroker-cdi-test:rootless"
         try:
             with open(spec_path, "w") as f:
@@ -236,22 +237,29 @@ def rootless(archive, podman, run_options):
             shutil.copy(archive, user_archive)
             os.chown(user_archive, account.pw_uid, account.pw_gid)
             run(as_user + podman + ["import", user_archive, image])
+            bare = run(as_user + podman + ["run", "--rm"] + run_options + [image, "/cdi_probe"], check_status=False,
+                       timeout=300)
+            if bare.returncode in (125, 126, 127):
+                skip("rootless Podman cannot run a container on this machine (%s)"
+                     % (bare.stdout + bare.stderr).strip().splitlines()[-1:])
+            check(bare.returncode == 3, "a rootless container without the device saw a device")
             check_device_run(as_user + podman + ["run", "--rm"] + run_options, image, "all",
                              [d["uuid"] for d in top.get("devices", [])])
         finally:
             if os.path.exists(spec_path):
                 os.unlink(spec_path)
+            if made_cdi_directory and not os.listdir("/var/run/cdi"):
+                os.rmdir("/var/run/cdi")
             run(as_user + podman + ["system", "reset", "--force"], check_status=False)
             broker.stop()
     finally:
         remove_rootless_user(account.pw_uid, runtime)
 
 
-def container():
-    require_root_and_release_build()
+def podman_command():
+    """Podman and the options of every run, or a skip where there is none."""
     if not PROBE:
         skip("nvcc was not found at configure time: no CUDA program to run in the container")
-    deb = ensure_deb()
     if shutil.which("podman") is None:
         skip("podman is not installed (scripts/setup.sh installs it)")
     # runc where it is there: Debian 12's crun 1.8 cannot run on a host with hybrid cgroups (as
@@ -259,6 +267,26 @@ def container():
     # sandbox may forbid. Neither changes what the test checks.
     podman = ["podman"] + (["--runtime", "runc"] if shutil.which("runc") else [])
     run_options = ["--network=none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
+    return podman, run_options
+
+
+def container_rootless():
+    require_root_and_release_build()
+    podman, run_options = podman_command()
+    deb = ensure_deb()
+    workdir = tempfile.mkdtemp(prefix="gpubroker-cdi-")
+    with Installation(deb):
+        try:
+            rootless(assemble_image(workdir), podman, run_options)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    finish()
+
+
+def container():
+    require_root_and_release_build()
+    podman, run_options = podman_command()
+    deb = ensure_deb()
     workdir = tempfile.mkdtemp(prefix="gpubroker-cdi-")
     image = "localhost/gpubroker-cdi-test:%d" % os.getpid()
     spec_path = "/var/run/cdi/gpubroker-package-test-%d.yaml" % os.getpid()
@@ -281,8 +309,7 @@ def container():
             check(len(uuids) == 2, "the broker does not serve two devices: %s" % uuids)
             sessions_before = top["broker"]["sessions_total"]
 
-            archive = assemble_image(workdir)
-            run(podman + ["import", archive, image])
+            run(podman + ["import", assemble_image(workdir), image])
             # Without the device: the image's own libcudart finds no driver and no device. This
             # first run also says whether Podman can run a container here at all (125: Podman
             # itself failed; 126, 127: the runtime could not start the command).
@@ -303,10 +330,6 @@ def container():
                                                          capture_output=True, text=True).stdout or "{}")["broker"]["sessions_total"]
             opslib.wait_for(lambda: sessions() - sessions_before == 3, opslib.SETTLE,
                             "three sessions at the host's broker, one per container given the device")
-            # Rootless: the test's specification leaves first (one kind, one directory: two
-            # specifications of the same devices there would conflict).
-            os.unlink(spec_path)
-            rootless(archive, podman, run_options)
         finally:
             run(podman + ["rmi", "-f", image], check_status=False)
             if os.path.exists(spec_path):
@@ -318,4 +341,4 @@ def container():
     finish()
 
 
-{"lintian": lintian, "install": install, "container": container}[sys.argv[1]]()
+{"lintian": lintian, "install": install, "container": container, "container-rootless": container_rootless}[sys.argv[1]]()
