@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 
+import yaml
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import cdi_check  # noqa: E402
 from packagelib import (PROBE, SHIM_DIR, Installation, InstalledBroker, check, ensure_deb, finish,  # noqa: E402
@@ -35,9 +37,9 @@ SHIMS = ["libcudart.so.12", "libcudart.so.13", "libcublas.so.12", "libcublas.so.
 
 
 def lintian():
-    deb = ensure_deb()
     if shutil.which("lintian") is None:
         skip("lintian is not installed (scripts/setup.sh installs it)")
+    deb = ensure_deb()
     result = run(["lintian", "--display-info", "--tag-display-limit", "0", deb], check_status=False)
     tags = [line for line in result.stdout.splitlines() if re.match(r"^[EWIPXO]: ", line)]
     counts = {level: sum(1 for t in tags if t.startswith(level + ":")) for level in "EWI"}
@@ -49,7 +51,6 @@ def lintian():
 
 def spec_problems(path, socket):
     """The problems of the CDI specification at `path`, for a broker at `socket`."""
-    import yaml
     with open(path) as f:
         spec = yaml.safe_load(f)
     problems = cdi_check.problems(spec)
@@ -98,6 +99,9 @@ def install():
             problems = spec_problems("/etc/cdi/gpubroker.yaml", "/run/gpu-broker/broker.sock")
             check(not problems, "/etc/cdi/gpubroker.yaml: %s" % problems)
         run(["/usr/bin/gpu-broker", "--config=/etc/gpu-broker.conf", "--help"])
+        # The installed bench finds its broker, shims, kernel plugin and fatbin in the install.
+        for scenario in ["launch", "discovery"]:
+            run(["/usr/bin/gpubroker-bench", scenario, "--quick"], timeout=300)
 
         # The installed broker and the installed gpu-broker-run serve a real CUDA program.
         broker = InstalledBroker()
