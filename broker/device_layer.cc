@@ -55,7 +55,7 @@ DeviceResult<void> DeviceLayer::configure_sim(const SimSettings& sim) {
   }
   if (const int r = configure(*sim.devices); r != cuda::CUDA_SUCCESS) {
     return DeviceError{DeviceErrc::kInitFailed, fmt::format("{}: {} devices refused: {}", library_, *sim.devices,
-                                                            cuda_error_text(driver_, r))};
+                                                            cuda_error_text(tables_.driver, r))};
   }
   return boost::outcome_v2::success();
 }
@@ -70,7 +70,7 @@ DeviceResult<std::unique_ptr<DeviceLayer>> DeviceLayer::load(const std::string& 
     const char* why = ::dlerror();
     return DeviceError{DeviceErrc::kLibraryNotFound, fmt::format("{}: {}", library, why != nullptr ? why : "?")};
   }
-  cuda::DriverTable& d = layer->driver_;
+  cuda::DriverTable& d = layer->tables_.driver;
 #define GPUBROKER_RESOLVE(member, symbol, type)                                               \
   d.member = reinterpret_cast<decltype(d.member)>(::dlsym(layer->handle_, #symbol));                       \
   if (d.member == nullptr) {                                                                  \
@@ -80,16 +80,16 @@ DeviceResult<std::unique_ptr<DeviceLayer>> DeviceLayer::load(const std::string& 
 #undef GPUBROKER_RESOLVE
   if (auto configured = layer->configure_sim(sim); !configured) return configured.error();
   if (auto enumerated = layer->enumerate(); !enumerated) return enumerated.error();
-  layer->modules_ = std::make_unique<ModuleCache>(layer->driver_);
-  for (cuda::CUcontext context : layer->contexts_) {
-    layer->completions_.push_back(std::make_unique<CompletionPoller>(layer->driver_, context));
-  }
   layer->load_blas();
+  for (std::uint32_t ordinal = 0; ordinal < layer->primary_contexts_.size(); ++ordinal) {
+    layer->contexts_.push_back(std::make_unique<DeviceContext>(layer->tables_, ordinal, layer->primary_contexts_[ordinal]));
+  }
+  layer->modules_ = std::make_unique<ModuleCache>();
   return layer;
 }
 
 DeviceResult<void> DeviceLayer::enumerate() {
-  const cuda::DriverTable& d = driver_;
+  const cuda::DriverTable& d = tables_.driver;
   auto fail = [&](DeviceErrc code, const char* call, cuda::CUresult r) {
     return DeviceError{code, fmt::format("{}: {} failed: {}", library_, call, cuda_error_text(d, r))};
   };
@@ -126,9 +126,8 @@ DeviceResult<void> DeviceLayer::enumerate() {
     if (cuda::CUresult r = d.primary_ctx_retain(&context, device); r != cuda::CUDA_SUCCESS) {
       return fail(DeviceErrc::kContextFailed, "cuDevicePrimaryCtxRetain", r);
     }
-    contexts_.push_back(context);
+    primary_contexts_.push_back(context);
   }
-  bind_thread(0);
   return boost::outcome_v2::success();
 }
 
@@ -160,7 +159,7 @@ void DeviceLayer::load_blas() {
   // first.
   const bool sim = kind_ == DriverKind::kSim;
   const std::vector<void*> blas = sim ? std::vector<void*>{handle_} : open_libraries({"libcublas.so.13", "libcublas.so.12"});
-  blas_loaded_ = resolve_first(blas, blas_, [](void* library, cuda::CublasTable& b) {
+  tables_.blas_loaded = resolve_first(blas, tables_.blas, [](void* library, cuda::CublasTable& b) {
     bool complete = true;
 #define GPUBROKER_RESOLVE(member, symbol, type)                                   \
     b.member = reinterpret_cast<decltype(b.member)>(::dlsym(library, #symbol)); \
@@ -170,7 +169,7 @@ void DeviceLayer::load_blas() {
   });
   const std::vector<void*> lt =
       sim ? std::vector<void*>{handle_} : open_libraries({"libcublasLt.so.13", "libcublasLt.so.12"});
-  blas_lt_loaded_ = resolve_first(lt, blas_lt_, [](void* library, cuda::lt::CublasLtTable& b) {
+  tables_.blas_lt_loaded = resolve_first(lt, tables_.blas_lt, [](void* library, cuda::lt::CublasLtTable& b) {
     bool complete = true;
     GPUBROKER_CUBLASLT_API(GPUBROKER_RESOLVE)
 #undef GPUBROKER_RESOLVE
@@ -178,11 +177,12 @@ void DeviceLayer::load_blas() {
   });
 }
 
-void DeviceLayer::bind_thread(std::uint32_t ordinal) const { driver_.ctx_set_current(contexts_.at(ordinal)); }
-
 DeviceLayer::~DeviceLayer() {
-  completions_.clear();  // their threads use the contexts
-  for (std::size_t i = 0; i < contexts_.size(); ++i) driver_.primary_ctx_release(static_cast<cuda::CUdevice>(i));
+  modules_.reset();   // unloaded through their contexts
+  contexts_.clear();  // their pollers' threads use the primary contexts
+  for (std::size_t i = 0; i < primary_contexts_.size(); ++i) {
+    tables_.driver.primary_ctx_release(static_cast<cuda::CUdevice>(i));
+  }
   // The driver library stays loaded: its worker threads may outlive this object at exit.
 }
 

@@ -16,11 +16,10 @@
 //
 // Devices: each request runs against the device its header names (wire::RequestHeader::device,
 // the client thread's current device) or, where its payload names one (an allocation, a memory
-// figure, a VMM allocation), that one. Every object remembers the device whose context made it,
-// and later work on it, and its release, run in that context (DeviceBinding makes a device's
-// context current only when the device changes). As in CUDA, a kernel launches only onto a stream
-// of the current device, an event records only on a stream of its own device, and copies may
-// cross devices (between devices they are peer copies).
+// figure, a VMM allocation), that one. Every object remembers the DeviceContext that made it, and
+// later work on it, and its release, run through that context (device_context.h). As in CUDA, a
+// kernel launches only onto a stream of the current device, an event records only on a stream of
+// its own device, and copies may cross devices (between devices they are peer copies).
 #pragma once
 
 #include <array>
@@ -30,7 +29,6 @@
 #include <utility>
 
 #include "broker/call.h"
-#include "broker/device_binding.h"
 #include "broker/device_layer.h"
 #include "broker/session_blas.h"
 #include "broker/session_graphs.h"
@@ -90,7 +88,6 @@ class DeviceSession {
 
   // ---- For the areas (the dispatcher thread) ----
   [[nodiscard]] const DeviceLayer& device() const { return device_; }
-  [[nodiscard]] const cuda::DriverTable& driver() const { return driver_; }
   [[nodiscard]] BrokerCounters& counters() { return counters_; }
   SessionMemory& memory() { return memory_; }
   SessionStreams& streams() { return streams_; }
@@ -108,13 +105,12 @@ class DeviceSession {
   // device for any other.
   [[nodiscard]] std::uint32_t device_of(std::uint64_t pointer) const;
 
-  // The device the request in hand names, and the binding of the dispatcher thread's context.
+  // The device the request in hand names.
   [[nodiscard]] std::uint32_t current_device() const { return current_; }
   [[nodiscard]] std::uint32_t device_count() const { return device_.devices().count; }
-  void bind(std::uint32_t device) { binding_.bind(device); }
-  [[nodiscard]] std::uint32_t bound_device() const { return binding_.bound(); }
-  // Where an object made now lives: the bound device, for the owner that releases it there.
-  OnDevice on(std::uint32_t device) { return OnDevice{&binding_, device}; }
+  // The context in which the session's calls on `device` run, and the current device's.
+  [[nodiscard]] const DeviceContext& context(std::uint32_t device) const { return device_.context(device); }
+  [[nodiscard]] const DeviceContext& current_context() const { return device_.context(current_); }
 
   // Device memory the session holds on each device (cuMemAlloc and VMM alike), against its limit.
   [[nodiscard]] bool may_allocate(std::uint32_t device, std::uint64_t bytes) const;
@@ -154,7 +150,6 @@ class DeviceSession {
   void quiesce();
 
   const DeviceLayer& device_;
-  const cuda::DriverTable& driver_;
   SessionLimits limits_;
   BrokerCounters& counters_;
   // Counts the session in the broker's totals from its construction until after its areas are
@@ -170,8 +165,8 @@ class DeviceSession {
     BrokerCounters& counters;
   };
   Counted counted_;
-  DeviceBinding binding_;
   std::uint32_t current_ = 0;  // the device the request in hand names
+  bool served_device_request_ = false;  // whether the client ever reached a device
   std::uint64_t device_bytes_ = 0;  // on every device
   std::array<std::uint64_t, wire::kMaxDevices> device_bytes_on_{};
   Traffic traffic_;

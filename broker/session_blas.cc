@@ -27,80 +27,73 @@ bool operation_valid(std::int32_t op) {
 
 }  // namespace
 
-SessionBlas::SessionBlas(DeviceSession& session)
-    : session_(session), driver_(session.driver()), lt_(session.device_count()) {}
+SessionBlas::SessionBlas(DeviceSession& session) : session_(session), lt_(session.device_count()) {}
 
-Lookup<const SessionBlas::Handle*> SessionBlas::bound_handle(std::uint64_t id) {
-  if (session_.device().blas() == nullptr) return CallError{cuda::CUBLAS_STATUS_NOT_INITIALIZED};
+// A handle works on the device it was made on, whichever is current.
+Lookup<const SessionBlas::Handle*> SessionBlas::handle_for(std::uint64_t id) const {
   auto it = handles_.find(id);
   if (it == handles_.end()) return CallError{cuda::CUBLAS_STATUS_NOT_INITIALIZED};
-  session_.bind(it->second.device);  // a handle works on the device it was made on, whichever is current
   return &it->second;
 }
 
-Lookup<cuda::cublasHandle_t> SessionBlas::handle_for(std::uint64_t id) {
-  auto handle = bound_handle(id);
-  if (!handle) return handle.error();
-  return handle.value()->owner.get();
-}
-
 Outcome<wire::NoReply> SessionBlas::create(CallContext&, const wire::HandleRequest& request) {
-  const cuda::CublasTable* blas = session_.device().blas();
+  const DeviceContext& context = session_.current_context();
+  const BlasCalls* blas = context.blas();
   if (blas == nullptr) return CallError{cuda::CUBLAS_STATUS_NOT_INITIALIZED};
   if (handles_.contains(request.handle)) return CallError{cuda::CUBLAS_STATUS_INVALID_VALUE};
-  const std::uint32_t device = session_.current_device();
-  session_.bind(device);
   cuda::cublasHandle_t handle = nullptr;
   if (const int status = blas->create(&handle); status != cuda::CUBLAS_STATUS_SUCCESS) return CallError{status};
-  handles_.emplace(request.handle, Handle{OwnedBlasHandle(handle, DestroyBlasHandle{blas, session_.on(device)},
-                                                          &session_.counters().blas_handles),
-                                          device});
+  handles_.emplace(request.handle, Handle{OwnedBlasHandle(handle, DestroyBlasHandle{blas}, &session_.counters().blas_handles),
+                                          &context, blas});
   // Scalars arrive by value in the request: the handle reads them from host memory.
   blas->set_pointer_mode(handle, cuda::CUBLAS_POINTER_MODE_HOST);
-  if (auto stream = session_.streams().stream_for(0)) blas->set_stream(handle, stream.value());
+  if (auto stream = session_.streams().stream_for(0)) blas->set_stream(handle, stream.value().handle);
   return wire::NoReply{};
 }
 
 Outcome<wire::NoReply> SessionBlas::destroy(CallContext&, const wire::HandleRequest& request) {
-  if (auto found = handle_for(request.handle); !found) return found.error();
   auto it = handles_.find(request.handle);
+  if (it == handles_.end()) return CallError{cuda::CUBLAS_STATUS_NOT_INITIALIZED};
   const int status = it->second.owner.reset();
   handles_.erase(it);
   return answer(status);
 }
 
 Outcome<wire::NoReply> SessionBlas::set_stream(CallContext&, const wire::BlasSettingRequest& request) {
-  auto handle = bound_handle(request.handle);
+  auto handle = handle_for(request.handle);
   if (!handle) return handle.error();
   auto stream = session_.streams().stream_for(request.value);
   // A stream of another device than the handle's is refused.
-  if (!stream || session_.bound_device() != handle.value()->device) return CallError{cuda::CUBLAS_STATUS_INVALID_VALUE};
-  return answer(session_.device().blas()->set_stream(handle.value()->owner.get(), stream.value()));
+  const Handle& h = *handle.value();
+  if (!stream || stream.value().context != h.context) return CallError{cuda::CUBLAS_STATUS_INVALID_VALUE};
+  return answer(h.blas->set_stream(h.owner.get(), stream.value().handle));
 }
 
 Outcome<wire::NoReply> SessionBlas::set_math_mode(CallContext&, const wire::BlasSettingRequest& request) {
   auto handle = handle_for(request.handle);
   if (!handle) return handle.error();
-  return answer(session_.device().blas()->set_math_mode(handle.value(), static_cast<cuda::cublasMath_t>(request.value)));
+  const Handle& h = *handle.value();
+  return answer(h.blas->set_math_mode(h.owner.get(), static_cast<cuda::cublasMath_t>(request.value)));
 }
 
 Outcome<wire::NoReply> SessionBlas::set_workspace(CallContext&, const wire::BlasWorkspaceRequest& w) {
   auto handle = handle_for(w.handle);
   if (!handle) return handle.error();
   if (w.bytes != 0 && !session_.owns_range(w.pointer, w.bytes)) return CallError{cuda::CUBLAS_STATUS_INVALID_VALUE};
-  return answer(session_.device().blas()->set_workspace(handle.value(), reinterpret_cast<void*>(w.pointer), w.bytes));
+  const Handle& h = *handle.value();
+  return answer(h.blas->set_workspace(h.owner.get(), reinterpret_cast<void*>(w.pointer), w.bytes));
 }
 
 Outcome<wire::NoReply> SessionBlas::gemm(CallContext&, const wire::BlasGemmRequest& request) {
   auto handle = handle_for(request.handle);
   if (!handle) return handle.error();
-  return answer(run_gemm(request, handle.value()));
+  return answer(run_gemm(request, *handle.value()));
 }
 
 Outcome<wire::NoReply> SessionBlas::trsm_batched(CallContext&, const wire::BlasTrsmRequest& request) {
   auto handle = handle_for(request.handle);
   if (!handle) return handle.error();
-  return answer(run_trsm_batched(request, handle.value()));
+  return answer(run_trsm_batched(request, *handle.value()));
 }
 
 Outcome<wire::NoReply> SessionBlas::lt_matmul(CallContext&, const wire::BlasLtMatmulRequest& request) {
@@ -138,8 +131,9 @@ Outcome<wire::NoReply> SessionBlas::transfer_matrix(CallContext& call, const wir
 
 // Checks every matrix the GEMM touches against this session's allocations before cuBLAS sees
 // it: a session never makes cuBLAS read or write memory that is not its own.
-int SessionBlas::run_gemm(const wire::BlasGemmRequest& r, cuda::cublasHandle_t handle) {
-  const cuda::CublasTable& blas = *session_.device().blas();
+int SessionBlas::run_gemm(const wire::BlasGemmRequest& r, const Handle& h) {
+  const BlasCalls& blas = *h.blas;
+  const cuda::cublasHandle_t handle = h.owner.get();
   const std::uint64_t ea = element_bytes(r.a_type), eb = element_bytes(r.b_type), ec = element_bytes(r.c_type);
   if (ea == 0 || eb == 0 || ec == 0 || r.m < 0 || r.n < 0 || r.k < 0 || r.batch_count < 1 || r.lda < 1 || r.ldb < 1 ||
       r.ldc < 1) {
@@ -189,12 +183,12 @@ int SessionBlas::run_gemm(const wire::BlasGemmRequest& r, cuda::cublasHandle_t h
       std::vector<std::uint64_t> pointers(3 * static_cast<std::size_t>(r.batch_count));
       const std::uint64_t sources[3] = {r.a, r.b, r.c};
       for (int array = 0; array < 3; ++array) {
-        if (driver_.memcpy_dtoh_async(pointers.data() + array * r.batch_count, sources[array], arrays, stream) !=
+        if (h.context->memcpy_dtoh_async(pointers.data() + array * r.batch_count, sources[array], arrays, stream) !=
             CUDA_SUCCESS) {
           return cuda::CUBLAS_STATUS_EXECUTION_FAILED;
         }
       }
-      if (driver_.stream_synchronize(stream) != CUDA_SUCCESS) return cuda::CUBLAS_STATUS_EXECUTION_FAILED;
+      if (h.context->stream_synchronize(stream) != CUDA_SUCCESS) return cuda::CUBLAS_STATUS_EXECUTION_FAILED;
       for (int i = 0; i < r.batch_count; ++i) {
         if ((a_bytes && !session_.owns_range(pointers[i], a_bytes)) || (b_bytes && !session_.owns_range(pointers[r.batch_count + i], b_bytes)) ||
             !session_.owns_range(pointers[2 * r.batch_count + i], c_bytes)) {
@@ -215,8 +209,6 @@ int SessionBlas::run_gemm(const wire::BlasGemmRequest& r, cuda::cublasHandle_t h
 // on first use) on the request's stream. The descriptors are host objects, made and destroyed per
 // call.
 int SessionBlas::run_lt_matmul(const wire::BlasLtMatmulRequest& r) {
-  const cuda::lt::CublasLtTable* lt = session_.device().blas_lt();
-  if (lt == nullptr) return cuda::CUBLAS_STATUS_NOT_SUPPORTED;
   namespace lt_abi = cuda::lt;
   switch (r.epilogue) {
     case lt_abi::CUBLASLT_EPILOGUE_DEFAULT:
@@ -268,17 +260,19 @@ int SessionBlas::run_lt_matmul(const wire::BlasLtMatmulRequest& r) {
   }
   auto found = session_.streams().stream_for(r.stream);
   if (!found) return cuda::CUBLAS_STATUS_INVALID_VALUE;
-  const cuda::CUstream stream = found.value();
-  const std::uint32_t device = session_.bound_device();  // the stream's
+  const auto [stream, context] = found.value();
+  const BlasLtCalls* lt = context->blas_lt();  // the stream's device's
+  if (lt == nullptr) return cuda::CUBLAS_STATUS_NOT_SUPPORTED;
+  const std::uint32_t device = context->ordinal();
   if (!lt_[device]) {
     lt_abi::cublasLtHandle_t handle = nullptr;
     if (const int s = lt->create(&handle); s != cuda::CUBLAS_STATUS_SUCCESS) return s;
-    lt_[device].emplace(handle, DestroyLtHandle{lt, session_.on(device)}, nullptr);
+    lt_[device].emplace(handle, DestroyLtHandle{lt}, nullptr);
   }
 
   // The broker's descriptors, released whatever happens.
   struct Descriptors {
-    const lt_abi::CublasLtTable& lt;
+    const BlasLtCalls& lt;
     lt_abi::cublasLtMatmulDesc_t op = nullptr;
     lt_abi::cublasLtMatrixLayout_t layouts[4] = {};
     ~Descriptors() {
@@ -320,21 +314,22 @@ int SessionBlas::run_lt_matmul(const wire::BlasLtMatmulRequest& r) {
                     own.layouts[2], reinterpret_cast<void*>(r.d), own.layouts[3], nullptr, nullptr, 0, stream);
 }
 
-bool SessionBlas::read_pointer_array(std::uint64_t array, int count, cuda::CUstream stream,
-                                       std::vector<std::uint64_t>& out) {
+bool SessionBlas::read_pointer_array(const DeviceContext& context, std::uint64_t array, int count,
+                                     cuda::CUstream stream, std::vector<std::uint64_t>& out) {
   const auto bytes = static_cast<std::uint64_t>(count) * sizeof(std::uint64_t);
   if (!session_.owns_range(array, bytes)) return false;
   out.resize(static_cast<std::size_t>(count));
-  return driver_.memcpy_dtoh_async(out.data(), array, bytes, stream) == CUDA_SUCCESS &&
-         driver_.stream_synchronize(stream) == CUDA_SUCCESS;
+  return context.memcpy_dtoh_async(out.data(), array, bytes, stream) == CUDA_SUCCESS &&
+         context.stream_synchronize(stream) == CUDA_SUCCESS;
 }
 
 // Like the pointer-array GEMM: the arrays live in device memory, are read in the handle's stream
 // order, and every triangular matrix and right-hand side they name is checked against the
 // session's memory before cuBLAS sees it.
-int SessionBlas::run_trsm_batched(const wire::BlasTrsmRequest& r, cuda::cublasHandle_t handle) {
+int SessionBlas::run_trsm_batched(const wire::BlasTrsmRequest& r, const Handle& h) {
   static_assert(sizeof(wire::BlasTrsmRequest) == 72);
-  const cuda::CublasTable& blas = *session_.device().blas();
+  const BlasCalls& blas = *h.blas;
+  const cuda::cublasHandle_t handle = h.owner.get();
   const bool left = r.side == cuda::CUBLAS_SIDE_LEFT;
   const std::int64_t k = left ? r.m : r.n;
   if ((r.side != cuda::CUBLAS_SIDE_LEFT && r.side != cuda::CUBLAS_SIDE_RIGHT) ||
@@ -354,7 +349,8 @@ int SessionBlas::run_trsm_batched(const wire::BlasTrsmRequest& r, cuda::cublasHa
       !session_.owns_range(r.b, static_cast<std::uint64_t>(r.batch_count) * 8)) {
     return cuda::CUBLAS_STATUS_INVALID_VALUE;
   }
-  if (!read_pointer_array(r.a, r.batch_count, stream, a) || !read_pointer_array(r.b, r.batch_count, stream, b)) {
+  if (!read_pointer_array(*h.context, r.a, r.batch_count, stream, a) ||
+      !read_pointer_array(*h.context, r.b, r.batch_count, stream, b)) {
     return cuda::CUBLAS_STATUS_EXECUTION_FAILED;
   }
   for (int i = 0; i < r.batch_count; ++i) {

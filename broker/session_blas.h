@@ -37,33 +37,24 @@ class SessionBlas {
   Outcome<wire::NoReply> get_matrix(CallContext& call, const wire::BlasMatrixRequest& request);
 
  private:
-  struct DestroyLtHandle {
-    const cuda::lt::CublasLtTable* lt;
-    OnDevice where;
-    int operator()(cuda::lt::cublasLtHandle_t handle) const {
-      where.enter();
-      return lt->destroy(handle);
-    }
-  };
   struct Handle {
     OwnedBlasHandle owner;
-    std::uint32_t device;  // the device current when it was made: its work runs there
+    const DeviceContext* context;  // of the device current when it was made: its work runs there
+    const BlasCalls* blas;         // that context's cuBLAS
   };
-  Lookup<cuda::cublasHandle_t> handle_for(std::uint64_t id);
-  int run_gemm(const wire::BlasGemmRequest& r, cuda::cublasHandle_t handle);
-  int run_trsm_batched(const wire::BlasTrsmRequest& r, cuda::cublasHandle_t handle);
+  Lookup<const Handle*> handle_for(std::uint64_t id) const;
+  int run_gemm(const wire::BlasGemmRequest& r, const Handle& handle);
+  int run_trsm_batched(const wire::BlasTrsmRequest& r, const Handle& handle);
   int run_lt_matmul(const wire::BlasLtMatmulRequest& r);
   Outcome<wire::NoReply> transfer_matrix(CallContext& call, const wire::BlasMatrixRequest& r, bool to_device);
-  // The handle of `id` with its device's context bound.
-  Lookup<const Handle*> bound_handle(std::uint64_t id);
   // Reads `count` device pointers from the session's memory at `array`, in `stream` order.
-  bool read_pointer_array(std::uint64_t array, int count, cuda::CUstream stream, std::vector<std::uint64_t>& out);
+  bool read_pointer_array(const DeviceContext& context, std::uint64_t array, int count, cuda::CUstream stream,
+                          std::vector<std::uint64_t>& out);
 
   DeviceSession& session_;
-  const cuda::DriverTable& driver_;
   std::unordered_map<std::uint64_t, Handle> handles_;
   // The session's cuBLASLt handle of each device, made on first use there.
-  std::vector<std::optional<Owned<cuda::lt::cublasLtHandle_t, DestroyLtHandle>>> lt_;
+  std::vector<std::optional<OwnedLtHandle>> lt_;
 };
 
 }  // namespace gpubroker::broker

@@ -13,40 +13,37 @@ using CUresult = cuda::CUresult;
 
 }  // namespace
 
-SessionGraphs::SessionGraphs(DeviceSession& session) : session_(session), driver_(session.driver()) {}
+SessionGraphs::SessionGraphs(DeviceSession& session) : session_(session) {}
 
-Lookup<cuda::CUgraph> SessionGraphs::graph_for(std::uint64_t id) {
+Lookup<const SessionGraphs::Graph*> SessionGraphs::graph_for(std::uint64_t id) const {
   auto it = graphs_.find(id);
   if (it == graphs_.end()) return CallError{CUDA_ERROR_INVALID_HANDLE};
-  session_.bind(it->second.device);
-  return it->second.owner.get();
+  return &it->second;
 }
 
-Lookup<cuda::CUgraphExec> SessionGraphs::exec_for(std::uint64_t id) {
+Lookup<const SessionGraphs::Exec*> SessionGraphs::exec_for(std::uint64_t id) const {
   auto it = execs_.find(id);
   if (it == execs_.end()) return CallError{CUDA_ERROR_INVALID_HANDLE};
-  session_.bind(it->second.device);
-  return it->second.owner.get();
+  return &it->second;
 }
 
 Outcome<wire::NoReply> SessionGraphs::begin_capture(CallContext&, const wire::CaptureRequest& c) {
   auto stream = session_.streams().stream_for(c.stream);
   if (!stream) return stream.error();
-  return answer(driver_.stream_begin_capture(stream.value(), static_cast<cuda::CUstreamCaptureMode>(c.graph_or_mode)));
+  const auto [handle, context] = stream.value();
+  return answer(context->stream_begin_capture(handle, static_cast<cuda::CUstreamCaptureMode>(c.graph_or_mode)));
 }
 
 Outcome<wire::NoReply> SessionGraphs::end_capture(CallContext&, const wire::CaptureRequest& c) {
   if (graphs_.contains(c.graph_or_mode)) return CallError{CUDA_ERROR_INVALID_VALUE};
   auto stream = session_.streams().stream_for(c.stream);
   if (!stream) return stream.error();
+  const auto [handle, context] = stream.value();
   cuda::CUgraph graph = nullptr;
-  if (CUresult r = driver_.stream_end_capture(stream.value(), &graph); r != CUDA_SUCCESS) return CallError{r};
+  if (CUresult r = context->stream_end_capture(handle, &graph); r != CUDA_SUCCESS) return CallError{r};
   if (graph != nullptr) {
-    const std::uint32_t device = session_.bound_device();  // the stream's
     graphs_.emplace(c.graph_or_mode,
-                    OnItsDevice<OwnedGraph>{OwnedGraph(graph, DestroyGraph{&driver_, session_.on(device)},
-                                                       &session_.counters().graphs),
-                                            device});
+                    Graph{OwnedGraph(graph, DestroyGraph{context}, &session_.counters().graphs), context});
   }
   return wire::NoReply{};
 }
@@ -55,7 +52,7 @@ Outcome<std::int32_t> SessionGraphs::is_capturing(CallContext&, const wire::Hand
   auto stream = session_.streams().stream_for(request.handle);
   if (!stream) return stream.error();
   cuda::CUstreamCaptureStatus status = cuda::CU_STREAM_CAPTURE_STATUS_NONE;
-  const CUresult r = driver_.stream_is_capturing(stream.value(), &status);
+  const CUresult r = stream.value().context->stream_is_capturing(stream.value().handle, &status);
   return answer(r, static_cast<std::int32_t>(status));
 }
 
@@ -63,12 +60,12 @@ Outcome<wire::NoReply> SessionGraphs::instantiate(CallContext&, const wire::Grap
   if (execs_.contains(g.second)) return CallError{CUDA_ERROR_INVALID_VALUE};
   auto graph = graph_for(g.first);
   if (!graph) return graph.error();
+  const DeviceContext* context = graph.value()->context;
   cuda::CUgraphExec exec = nullptr;
-  if (CUresult r = driver_.graph_instantiate(&exec, graph.value(), 0); r != CUDA_SUCCESS) return CallError{r};
-  const std::uint32_t device = session_.bound_device();  // the graph's
-  execs_.emplace(g.second, OnItsDevice<OwnedGraphExec>{OwnedGraphExec(exec, DestroyGraphExec{&driver_, session_.on(device)},
-                                                                      &session_.counters().graphs),
-                                                       device});
+  if (CUresult r = context->graph_instantiate(&exec, graph.value()->owner.get(), 0); r != CUDA_SUCCESS) {
+    return CallError{r};
+  }
+  execs_.emplace(g.second, Exec{OwnedGraphExec(exec, DestroyGraphExec{context}, &session_.counters().graphs), context});
   return wire::NoReply{};
 }
 
@@ -77,8 +74,9 @@ Outcome<wire::NoReply> SessionGraphs::launch(CallContext&, const wire::GraphRequ
   if (!exec) return exec.error();
   auto stream = session_.streams().stream_for(g.second);
   if (!stream) return stream.error();
-  if (execs_.at(g.first).device != session_.bound_device()) return CallError{CUDA_ERROR_INVALID_HANDLE};  // another device's stream
-  return answer(driver_.graph_launch(exec.value(), stream.value()));
+  const auto [handle, context] = stream.value();
+  if (exec.value()->context != context) return CallError{CUDA_ERROR_INVALID_HANDLE};  // another device's stream
+  return answer(context->graph_launch(exec.value()->owner.get(), handle));
 }
 
 // The update's result travels with a failure too: it says why the graph could not be updated.
@@ -88,7 +86,7 @@ Outcome<std::int32_t> SessionGraphs::update(CallContext&, const wire::GraphReque
   auto graph = graph_for(g.second);
   if (!graph) return graph.error();
   cuda::CUgraphExecUpdateResultInfo info{};
-  const CUresult r = driver_.graph_exec_update(exec.value(), graph.value(), &info);
+  const CUresult r = exec.value()->context->graph_exec_update(exec.value()->owner.get(), graph.value()->owner.get(), &info);
   return answer(r, static_cast<std::int32_t>(info.result));
 }
 

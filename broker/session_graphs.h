@@ -28,19 +28,21 @@ class SessionGraphs {
   Outcome<wire::NoReply> destroy_exec(CallContext& call, const wire::HandleRequest& request);
 
  private:
-  // Each binds the object's device: a graph is of the device of the stream it was captured on.
-  Lookup<cuda::CUgraph> graph_for(std::uint64_t id);
-  Lookup<cuda::CUgraphExec> exec_for(std::uint64_t id);
+  // A graph, or an executable graph, and the context of the stream it was captured on, where
+  // every call on it runs.
   template <class Owner>
-  struct OnItsDevice {
+  struct InContext {
     Owner owner;
-    std::uint32_t device;
+    const DeviceContext* context;
   };
+  using Graph = InContext<OwnedGraph>;
+  using Exec = InContext<OwnedGraphExec>;
+  Lookup<const Graph*> graph_for(std::uint64_t id) const;
+  Lookup<const Exec*> exec_for(std::uint64_t id) const;
 
   DeviceSession& session_;
-  const cuda::DriverTable& driver_;
-  std::unordered_map<std::uint64_t, OnItsDevice<OwnedGraph>> graphs_;
-  std::unordered_map<std::uint64_t, OnItsDevice<OwnedGraphExec>> execs_;  // destroyed before the graphs
+  std::unordered_map<std::uint64_t, Graph> graphs_;
+  std::unordered_map<std::uint64_t, Exec> execs_;  // destroyed before the graphs
 };
 
 }  // namespace gpubroker::broker

@@ -80,7 +80,6 @@ class SessionMemory {
   void pin_staging(ipc::ServerSession& session);
 
   DeviceSession& session_;
-  const cuda::DriverTable& driver_;
   // Released last (after the allocations): the pipes' own registration.
   std::optional<Owned<void*, UnregisterHost>> staging_pin_;
   bool staging_tried_ = false;

@@ -51,9 +51,9 @@ class SessionModules {
   using HeldModule = Owned<std::shared_ptr<const ModuleCache::Module>, KeepModule>;
   struct Function {
     cuda::CUfunction handle;
-    std::uint64_t module;  // the id in modules_
-    std::uint32_t device;  // its module's: the launch path needs it without a second lookup
-    std::string name;      // mangled, for the report of a failed launch
+    std::uint64_t module;            // the id in modules_
+    const DeviceContext* context;    // its module's: the launch path needs it without a second lookup
+    std::string name;                // mangled, for the report of a failed launch
   };
   struct Global {  // a module's global variable: the session's memory while the module lives
     std::uint64_t bytes;
@@ -65,13 +65,11 @@ class SessionModules {
                                      std::span<const std::byte> params);
   cuda::CUresult check_layout(const ipc::ServerSession& session, const ModuleCache::Module& module, const char* name,
                               cuda::CUfunction function) const;
-  cuda::CUresult launch_with_attributes(const wire::LaunchRequest& launch, cuda::CUfunction function,
-                                        cuda::CUstream stream, void** extra);
-  // The function of `id` with its module's device bound.
-  Lookup<const Function*> function_for(std::uint64_t id);
+  static cuda::CUresult launch_with_attributes(const DeviceContext& context, const wire::LaunchRequest& launch,
+                                               cuda::CUfunction function, cuda::CUstream stream, void** extra);
+  Lookup<const Function*> function_for(std::uint64_t id) const;
 
   DeviceSession& session_;
-  const cuda::DriverTable& driver_;
   std::unordered_map<std::uint64_t, HeldModule> modules_;
   std::unordered_map<std::uint64_t, Function> functions_;
   std::map<std::uint64_t, Global> globals_;  // by device address

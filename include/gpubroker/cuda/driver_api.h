@@ -312,7 +312,14 @@ inline constexpr CUmemorytype CU_MEMORYTYPE_DEVICE = 2;
 
 // Every driver function the broker calls: X(member, exported symbol, function type). The type is
 // written like a declaration, so name its pointer std::add_pointer_t<type> (not type*).
-#define GPUBROKER_DRIVER_API(X)                                                                              \
+//
+// Two lists: the driver and its devices, which the broker's device layer calls at start-up
+// (initialization, enumeration, primary contexts, making a context current, error names), and the
+// calls that run in a context, which the layer offers to the rest of the broker only through a
+// context (broker/device_context.h) that makes itself current first.
+#define GPUBROKER_DRIVER_API(X) GPUBROKER_DRIVER_SETUP_API(X) GPUBROKER_DRIVER_CONTEXT_API(X)
+
+#define GPUBROKER_DRIVER_SETUP_API(X)                                                                       \
   X(init, cuInit, CUresult(unsigned int flags))                                                             \
   X(driver_get_version, cuDriverGetVersion, CUresult(int* version))                                         \
   X(device_get_count, cuDeviceGetCount, CUresult(int* count))                                               \
@@ -327,6 +334,10 @@ inline constexpr CUmemorytype CU_MEMORYTYPE_DEVICE = 2;
   X(primary_ctx_release, cuDevicePrimaryCtxRelease_v2, CUresult(CUdevice device))                           \
   X(ctx_set_current, cuCtxSetCurrent, CUresult(CUcontext context))                                          \
   X(ctx_get_current, cuCtxGetCurrent, CUresult(CUcontext* context))                                         \
+  X(get_error_name, cuGetErrorName, CUresult(CUresult error, const char** name))                            \
+  X(get_error_string, cuGetErrorString, CUresult(CUresult error, const char** text))
+
+#define GPUBROKER_DRIVER_CONTEXT_API(X)                                                                     \
   X(ctx_synchronize, cuCtxSynchronize, CUresult())                                                          \
   X(ctx_get_limit, cuCtxGetLimit, CUresult(std::size_t* value, CUlimit limit))                               \
   X(ctx_set_limit, cuCtxSetLimit, CUresult(CUlimit limit, std::size_t value))                                \
@@ -407,9 +418,7 @@ inline constexpr CUmemorytype CU_MEMORYTYPE_DEVICE = 2;
   X(launch_kernel_ex, cuLaunchKernelEx,                                                                      \
     CUresult(const CUlaunchConfig* config, CUfunction function, void** params, void** extra))                \
   X(occupancy_max_active_blocks, cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags,                      \
-    CUresult(int* blocks, CUfunction function, int block_size, std::size_t dynamic_shared, unsigned flags)) \
-  X(get_error_name, cuGetErrorName, CUresult(CUresult error, const char** name))                            \
-  X(get_error_string, cuGetErrorString, CUresult(CUresult error, const char** text))
+    CUresult(int* blocks, CUfunction function, int block_size, std::size_t dynamic_shared, unsigned flags))
 
 // The table the broker calls through. Every member is resolved at start-up or the driver is
 // refused as incomplete.
