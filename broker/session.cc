@@ -58,6 +58,12 @@ std::uint32_t DeviceSession::device_of(std::uint64_t pointer) const {
   return current_;
 }
 
+std::uint64_t DeviceSession::memory_serial(std::uint64_t pointer, std::uint64_t bytes) const {
+  if (std::uint64_t serial = memory_.serial_of(pointer, bytes)) return serial;
+  if (std::uint64_t serial = modules_.serial_of(pointer, bytes)) return serial;
+  return vmm_.serial_of(pointer, bytes);
+}
+
 bool DeviceSession::may_allocate(std::uint32_t device, std::uint64_t bytes) const {
   const std::uint64_t limit = limits_.device_memory_bytes;
   return limit == 0 || (bytes <= limit && device_bytes_on_[device] <= limit - bytes);

@@ -112,6 +112,17 @@ class DeviceSession {
   [[nodiscard]] const DeviceContext& context(std::uint32_t device) const { return device_.context(device); }
   [[nodiscard]] const DeviceContext& current_context() const { return device_.context(current_); }
 
+  // Which piece of the session's memory a range is: every allocation, module global variable and
+  // VMM mapping gets a serial of its own when it is made, and the epoch moves whenever the session
+  // lets go of any. A graph remembers the serials of what its nodes touch; while the epoch stands
+  // still nothing it names can have gone, so its launch needs no second look (session_graphs.h).
+  std::uint64_t new_memory_serial() { return ++memory_serial_; }
+  void memory_released() { ++memory_epoch_; }
+  [[nodiscard]] std::uint64_t memory_epoch() const { return memory_epoch_; }
+  // The serial of the one piece holding all of [pointer, pointer + bytes) (VMM: of the mappings
+  // that do, back to back), or 0 where the session holds no such memory.
+  [[nodiscard]] std::uint64_t memory_serial(std::uint64_t pointer, std::uint64_t bytes) const;
+
   // Device memory the session holds on each device (cuMemAlloc and VMM alike), against its limit.
   [[nodiscard]] bool may_allocate(std::uint32_t device, std::uint64_t bytes) const;
   [[nodiscard]] std::uint64_t device_bytes_on(std::uint32_t device) const { return device_bytes_on_[device]; }
@@ -167,6 +178,8 @@ class DeviceSession {
   Counted counted_;
   std::uint32_t current_ = 0;  // the device the request in hand names
   bool served_device_request_ = false;  // whether the client ever reached a device
+  std::uint64_t memory_serial_ = 0;
+  std::uint64_t memory_epoch_ = 0;
   std::uint64_t device_bytes_ = 0;  // on every device
   std::array<std::uint64_t, wire::kMaxDevices> device_bytes_on_{};
   Traffic traffic_;

@@ -44,6 +44,7 @@ std::uint64_t batch_bytes(std::int64_t stride, std::uint64_t one, std::uint64_t 
 
 int SessionMemory::FreeDeviceMemory::operator()(cuda::CUdeviceptr pointer) const {
   session->uncount_device_bytes(device, bytes);
+  session->memory_released();
   // cuMemFree synchronizes with outstanding work on the memory, as cudaFree does.
   return session->context(device).mem_free(pointer);
 }
@@ -53,6 +54,14 @@ SessionMemory::SessionMemory(DeviceSession& session)
 
 bool SessionMemory::owns_allocation(std::uint64_t pointer, std::uint64_t bytes) const {
   return inside_one(allocations_, pointer, bytes);
+}
+
+std::uint64_t SessionMemory::serial_of(std::uint64_t pointer, std::uint64_t bytes) const {
+  auto it = allocations_.upper_bound(pointer);
+  if (it == allocations_.begin()) return 0;
+  --it;
+  const std::uint64_t offset = pointer - it->first;
+  return offset <= it->second.bytes && bytes <= it->second.bytes - offset ? it->second.serial : 0;
 }
 
 std::optional<std::uint32_t> SessionMemory::device_of(std::uint64_t pointer) const {
@@ -72,7 +81,7 @@ Outcome<wire::PointerResult> SessionMemory::allocate(CallContext&, const wire::M
     return CallError{result};
   }
   session_.count_device_bytes(r.device, r.bytes);
-  allocations_.emplace(address, Allocation{r.bytes, r.device,
+  allocations_.emplace(address, Allocation{r.bytes, r.device, session_.new_memory_serial(),
                                            Owned(address, FreeDeviceMemory{&session_, r.device, r.bytes},
                                                  &session_.counters().allocations)});
   return wire::PointerResult{address};

@@ -26,6 +26,14 @@ bool SessionModules::owns_global(std::uint64_t pointer, std::uint64_t bytes) con
   return inside_one(globals_, pointer, bytes);
 }
 
+std::uint64_t SessionModules::serial_of(std::uint64_t pointer, std::uint64_t bytes) const {
+  auto it = globals_.upper_bound(pointer);
+  if (it == globals_.begin()) return 0;
+  --it;
+  const std::uint64_t offset = pointer - it->first;
+  return offset <= it->second.bytes && bytes <= it->second.bytes - offset ? it->second.serial : 0;
+}
+
 std::optional<std::uint32_t> SessionModules::device_of(std::uint64_t pointer) const {
   auto it = globals_.upper_bound(pointer);
   if (it == globals_.begin()) return std::nullopt;
@@ -111,7 +119,7 @@ Outcome<wire::GlobalResult> SessionModules::get_global(CallContext& call, const 
   std::size_t bytes = 0;
   const CUresult r = held.context->module_get_global(&pointer, &bytes, held.handle, as_name(name.value()));
   if (r != CUDA_SUCCESS) return CallError{r};
-  globals_[pointer] = Global{bytes, request.handle};
+  globals_[pointer] = Global{bytes, request.handle, session_.new_memory_serial()};
   return wire::GlobalResult{pointer, bytes};
 }
 
@@ -122,6 +130,7 @@ Outcome<wire::NoReply> SessionModules::unload(CallContext&, const wire::HandleRe
   std::erase_if(functions_, [&](const auto& entry) { return entry.second.module == it->first; });
   std::erase_if(globals_, [&](const auto& entry) { return entry.second.module == it->first; });
   modules_.erase(it);
+  session_.memory_released();
   return wire::NoReply{};
 }
 

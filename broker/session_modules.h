@@ -29,6 +29,8 @@ class SessionModules {
   explicit SessionModules(DeviceSession& session);
 
   [[nodiscard]] bool owns_global(std::uint64_t pointer, std::uint64_t bytes) const;
+  // The serial of the global variable holding all of [pointer, pointer + bytes), or 0.
+  [[nodiscard]] std::uint64_t serial_of(std::uint64_t pointer, std::uint64_t bytes) const;
   // The device of the global variable holding `pointer`, if one does.
   [[nodiscard]] std::optional<std::uint32_t> device_of(std::uint64_t pointer) const;
 
@@ -58,6 +60,7 @@ class SessionModules {
   struct Global {  // a module's global variable: the session's memory while the module lives
     std::uint64_t bytes;
     std::uint64_t module;
+    std::uint64_t serial;  // DeviceSession::new_memory_serial()
   };
   // Staged bytes are taken whole (an image, a name, a parameter block), then checked.
   static ipc::Result<std::vector<std::byte>> receive_all(CallContext& call);

@@ -50,6 +50,15 @@ bool SessionVmm::covers(std::uint64_t pointer, std::uint64_t bytes, bool accessi
   }
 }
 
+std::uint64_t SessionVmm::serial_of(std::uint64_t pointer, std::uint64_t bytes) const {
+  if (!covers(pointer, bytes, true)) return 0;
+  std::uint64_t serial = 0;
+  for (auto it = std::prev(mappings_.upper_bound(pointer)); it != mappings_.end() && it->first < pointer + bytes; ++it) {
+    serial = serial * 0x9E3779B97F4A7C15ull + it->second.serial;  // in order: no two sets of mappings mix alike
+  }
+  return serial == 0 ? 1 : serial;
+}
+
 std::optional<std::uint32_t> SessionVmm::device_of(std::uint64_t pointer) const {
   auto it = mappings_.upper_bound(pointer);
   if (it == mappings_.begin()) return std::nullopt;
@@ -170,7 +179,7 @@ Outcome<wire::NoReply> SessionVmm::map(CallContext&, const wire::VmmMapRequest& 
   if (CUresult r = context.mem_map(v.pointer, v.size, v.offset, allocation->second.handle, v.flags); r != CUDA_SUCCESS) {
     return CallError{r};
   }
-  mappings_[v.pointer] = Mapping{v.size, v.allocation, &context};
+  mappings_[v.pointer] = Mapping{v.size, v.allocation, &context, session_.new_memory_serial()};
   ++allocation->second.mappings;
   return wire::NoReply{};
 }
@@ -187,6 +196,7 @@ Outcome<wire::NoReply> SessionVmm::unmap(CallContext&, const wire::VmmRangeReque
     }
     const std::uint64_t allocation = it->second.allocation;
     mappings_.erase(it);
+    session_.memory_released();
     --allocations_[allocation].mappings;
     forget_allocation(allocation);
   }
@@ -218,6 +228,7 @@ Outcome<wire::NoReply> SessionVmm::set_access(CallContext&, const wire::VmmAcces
     return CallError{r};
   }
   for (std::uint64_t address : found) mappings_[address].accessible = accessible;
+  session_.memory_released();  // access taken away counts as memory let go
   return wire::NoReply{};
 }
 

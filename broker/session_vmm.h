@@ -31,6 +31,9 @@ class SessionVmm {
   [[nodiscard]] bool covers(std::uint64_t pointer, std::uint64_t bytes, bool accessible_only) const;
   // The device of the physical memory mapped at `pointer`, if the session maps any there.
   [[nodiscard]] std::optional<std::uint32_t> device_of(std::uint64_t pointer) const;
+  // A serial for the accessible mappings that hold [pointer, pointer + bytes) back to back (one
+  // mapping's own, or a mix of several), or 0 where covers() would refuse the range.
+  [[nodiscard]] std::uint64_t serial_of(std::uint64_t pointer, std::uint64_t bytes) const;
 
   // ---- Handlers (rows of area `vmm`) ----
   Outcome<std::uint64_t> granularity(CallContext& call, const wire::VmmGranularityRequest& request);
@@ -59,6 +62,7 @@ class SessionVmm {
     std::uint64_t bytes;
     std::uint64_t allocation;  // id in allocations_
     const DeviceContext* context;
+    std::uint64_t serial;  // DeviceSession::new_memory_serial()
     bool accessible = false;
   };
   [[nodiscard]] cuda::CUmemAllocationProp device_prop(std::uint32_t device) const;

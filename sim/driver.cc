@@ -152,7 +152,11 @@ struct EventEntry {
 };
 
 // Handle ids: 16 * id + tag, never 0, 1 or 2 (the special stream handles), never reused.
-enum class Tag : std::uintptr_t { kStream = 1, kEvent, kGraph, kExec, kModule, kFunction };
+enum class Tag : std::uintptr_t { kStream = 1, kEvent, kGraph, kExec, kModule, kFunction, kNode };
+
+// A graph node's id: its graph's id and its index there (a graph's nodes never change).
+constexpr unsigned kNodeIndexBits = 24;
+std::uint64_t node_id(std::uint64_t graph, std::size_t index) { return graph << kNodeIndexBits | index; }
 
 template <class Handle>
 Handle make_handle(std::uint64_t id, Tag tag) {
@@ -1390,6 +1394,103 @@ GPUBROKER_SIM_API CUresult cuGraphDestroy(CUgraph graph) {
   std::lock_guard lock(d.mutex);
   if (d.graphs.erase(handle_id(graph, Tag::kGraph)) == 0) return CUDA_ERROR_INVALID_VALUE;
   uncount(counters().live_graphs);
+  return CUDA_SUCCESS;
+}
+
+// Node handles name a graph's node by index: as the nodes of a captured graph, in capture order.
+GPUBROKER_SIM_API CUresult cuGraphGetNodes(CUgraph graph, CUgraphNode* nodes, std::size_t* count) {
+  if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
+  if (count == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  Driver& d = driver();
+  std::lock_guard lock(d.mutex);
+  const std::uint64_t id = handle_id(graph, Tag::kGraph);
+  auto found = d.graphs.find(id);
+  if (found == d.graphs.end()) return CUDA_ERROR_INVALID_VALUE;
+  const std::size_t size = found->second->nodes.size();
+  if (size >> kNodeIndexBits != 0) return CUDA_ERROR_NOT_SUPPORTED;
+  if (nodes != nullptr) {
+    // As the driver: the entries past the graph's nodes are NULL, and the count says how many.
+    for (std::size_t i = 0; i < *count; ++i) nodes[i] = i < size ? make_handle<CUgraphNode>(node_id(id, i), Tag::kNode) : nullptr;
+  }
+  *count = size;
+  return CUDA_SUCCESS;
+}
+
+namespace {
+
+// The node a handle names, or nullptr (Driver::mutex held).
+const Operation* node_locked(CUgraphNode node) {
+  const std::uint64_t id = handle_id(node, Tag::kNode);
+  Driver& d = driver();
+  auto found = d.graphs.find(id >> kNodeIndexBits);
+  const std::size_t index = id & ((1u << kNodeIndexBits) - 1);
+  if (id == 0 || found == d.graphs.end() || index >= found->second->nodes.size()) return nullptr;
+  return &found->second->nodes[index];
+}
+
+}  // namespace
+
+// cuBLAS's GEMMs and TRSMs are kernels on a GPU, and so they are here.
+GPUBROKER_SIM_API CUresult cuGraphNodeGetType(CUgraphNode node, CUgraphNodeType* type) {
+  if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
+  if (type == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  std::lock_guard lock(driver().mutex);
+  const Operation* operation = node_locked(node);
+  if (operation == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  *type = std::visit(
+      [](const auto& op) -> CUgraphNodeType {
+        using Op = std::decay_t<decltype(op)>;
+        if constexpr (std::is_same_v<Op, CopyOp>) return CU_GRAPH_NODE_TYPE_MEMCPY;
+        if constexpr (std::is_same_v<Op, MemsetOp>) return CU_GRAPH_NODE_TYPE_MEMSET;
+        if constexpr (std::is_same_v<Op, HostFuncOp>) return CU_GRAPH_NODE_TYPE_HOST;
+        if constexpr (std::is_same_v<Op, EventRecordOp>) return CU_GRAPH_NODE_TYPE_EVENT_RECORD;
+        if constexpr (std::is_same_v<Op, EventWaitOp>) return CU_GRAPH_NODE_TYPE_WAIT_EVENT;
+        return CU_GRAPH_NODE_TYPE_KERNEL;  // kernels, GEMMs, TRSMs
+      },
+      *operation);
+  return CUDA_SUCCESS;
+}
+
+GPUBROKER_SIM_API CUresult cuGraphMemcpyNodeGetParams(CUgraphNode node, CUDA_MEMCPY3D* params) {
+  if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
+  if (params == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  std::lock_guard lock(driver().mutex);
+  const Operation* operation = node_locked(node);
+  const auto* copy = operation != nullptr ? std::get_if<CopyOp>(operation) : nullptr;
+  if (copy == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  *params = CUDA_MEMCPY3D{};
+  const bool from_device = copy->kind == CopyKind::kDeviceToHost || copy->kind == CopyKind::kDeviceToDevice;
+  const bool to_device = copy->kind == CopyKind::kHostToDevice || copy->kind == CopyKind::kDeviceToDevice;
+  params->srcMemoryType = from_device ? CU_MEMORYTYPE_DEVICE : CU_MEMORYTYPE_HOST;
+  if (from_device) {
+    params->srcDevice = reinterpret_cast<CUdeviceptr>(copy->source);
+  } else {
+    params->srcHost = copy->source;
+  }
+  params->dstMemoryType = to_device ? CU_MEMORYTYPE_DEVICE : CU_MEMORYTYPE_HOST;
+  if (to_device) {
+    params->dstDevice = reinterpret_cast<CUdeviceptr>(copy->destination);
+  } else {
+    params->dstHost = copy->destination;
+  }
+  params->srcPitch = copy->source_pitch;
+  params->dstPitch = copy->destination_pitch;
+  params->srcHeight = params->dstHeight = copy->height;
+  params->WidthInBytes = copy->width;
+  params->Height = copy->height;
+  params->Depth = 1;
+  return CUDA_SUCCESS;
+}
+
+GPUBROKER_SIM_API CUresult cuGraphMemsetNodeGetParams(CUgraphNode node, CUDA_MEMSET_NODE_PARAMS* params) {
+  if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
+  if (params == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  std::lock_guard lock(driver().mutex);
+  const Operation* operation = node_locked(node);
+  const auto* memset = operation != nullptr ? std::get_if<MemsetOp>(operation) : nullptr;
+  if (memset == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  *params = CUDA_MEMSET_NODE_PARAMS{reinterpret_cast<CUdeviceptr>(memset->destination), 0, memset->value, 1,
+                                    memset->count, 1};
   return CUDA_SUCCESS;
 }
 

@@ -144,6 +144,59 @@ struct CUDA_MEMCPY2D {
   std::size_t Height;
 };
 
+// A memcpy node's parameters (cuGraphMemcpyNodeGetParams): a 3D copy of Depth slices of Height
+// rows of WidthInBytes bytes; on each side a row is Pitch bytes after the one before, and a slice
+// Height rows after the one before.
+struct CUDA_MEMCPY3D {
+  std::size_t srcXInBytes;
+  std::size_t srcY;
+  std::size_t srcZ;
+  std::size_t srcLOD;
+  CUmemorytype srcMemoryType;
+  const void* srcHost;
+  CUdeviceptr srcDevice;
+  CUarray srcArray;
+  void* reserved0;
+  std::size_t srcPitch;
+  std::size_t srcHeight;
+  std::size_t dstXInBytes;
+  std::size_t dstY;
+  std::size_t dstZ;
+  std::size_t dstLOD;
+  CUmemorytype dstMemoryType;
+  void* dstHost;
+  CUdeviceptr dstDevice;
+  CUarray dstArray;
+  void* reserved1;
+  std::size_t dstPitch;
+  std::size_t dstHeight;
+  std::size_t WidthInBytes;
+  std::size_t Height;
+  std::size_t Depth;
+};
+
+// A memset node's parameters: `height` rows of `width` elements of `elementSize` bytes (1, 2
+// or 4), rows `pitch` bytes apart.
+struct CUDA_MEMSET_NODE_PARAMS {
+  CUdeviceptr dst;
+  std::size_t pitch;
+  unsigned int value;
+  unsigned int elementSize;
+  std::size_t width;
+  std::size_t height;
+};
+
+// Graph node types (CUgraphNodeType).
+using CUgraphNodeType = int;
+inline constexpr CUgraphNodeType CU_GRAPH_NODE_TYPE_KERNEL = 0;
+inline constexpr CUgraphNodeType CU_GRAPH_NODE_TYPE_MEMCPY = 1;
+inline constexpr CUgraphNodeType CU_GRAPH_NODE_TYPE_MEMSET = 2;
+inline constexpr CUgraphNodeType CU_GRAPH_NODE_TYPE_HOST = 3;
+inline constexpr CUgraphNodeType CU_GRAPH_NODE_TYPE_GRAPH = 4;
+inline constexpr CUgraphNodeType CU_GRAPH_NODE_TYPE_EMPTY = 5;
+inline constexpr CUgraphNodeType CU_GRAPH_NODE_TYPE_WAIT_EVENT = 6;
+inline constexpr CUgraphNodeType CU_GRAPH_NODE_TYPE_EVENT_RECORD = 7;
+
 // Results (CUresult values).
 inline constexpr CUresult CUDA_SUCCESS = 0;
 inline constexpr CUresult CUDA_ERROR_INVALID_VALUE = 1;
@@ -401,6 +454,11 @@ inline constexpr CUmemorytype CU_MEMORYTYPE_DEVICE = 2;
     CUresult(CUgraphExec exec, CUgraph graph, CUgraphExecUpdateResultInfo* info))                           \
   X(graph_exec_destroy, cuGraphExecDestroy, CUresult(CUgraphExec exec))                                     \
   X(graph_destroy, cuGraphDestroy, CUresult(CUgraph graph))                                                 \
+  X(graph_get_nodes, cuGraphGetNodes, CUresult(CUgraph graph, CUgraphNode* nodes, std::size_t* count))       \
+  X(graph_node_get_type, cuGraphNodeGetType, CUresult(CUgraphNode node, CUgraphNodeType* type))              \
+  X(graph_memcpy_node_get_params, cuGraphMemcpyNodeGetParams, CUresult(CUgraphNode node, CUDA_MEMCPY3D* params)) \
+  X(graph_memset_node_get_params, cuGraphMemsetNodeGetParams,                                               \
+    CUresult(CUgraphNode node, CUDA_MEMSET_NODE_PARAMS* params))                                            \
   X(module_load_data, cuModuleLoadData, CUresult(CUmodule* module, const void* image))                      \
   X(module_unload, cuModuleUnload, CUresult(CUmodule module))                                               \
   X(module_get_function, cuModuleGetFunction, CUresult(CUfunction* function, CUmodule module, const char* name)) \
