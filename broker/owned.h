@@ -84,6 +84,11 @@ struct DestroyLtHandle {
   const BlasLtCalls* lt;
   int operator()(cuda::lt::cublasLtHandle_t handle) const { return lt->destroy(handle); }
 };
+// Device memory the broker holds for itself (never the client's to name or free).
+struct FreeBrokerMemory {
+  const DeviceContext* context;
+  int operator()(cuda::CUdeviceptr pointer) const { return context->mem_free(pointer); }
+};
 // Host registrations are portable (every context's): any context unregisters them.
 struct UnregisterHost {
   const DeviceContext* context;
@@ -95,6 +100,7 @@ using OwnedEvent = Owned<cuda::CUevent, DestroyEvent>;
 using OwnedGraph = Owned<cuda::CUgraph, DestroyGraph>;
 using OwnedGraphExec = Owned<cuda::CUgraphExec, DestroyGraphExec>;
 using OwnedBlasHandle = Owned<cuda::cublasHandle_t, DestroyBlasHandle>;
+using OwnedBrokerMemory = Owned<cuda::CUdeviceptr, FreeBrokerMemory>;
 using OwnedLtHandle = Owned<cuda::lt::cublasLtHandle_t, DestroyLtHandle>;
 
 }  // namespace gpubroker::broker

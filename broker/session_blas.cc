@@ -30,7 +30,7 @@ bool operation_valid(std::int32_t op) {
 SessionBlas::SessionBlas(DeviceSession& session) : session_(session), lt_(session.device_count()) {}
 
 // A handle works on the device it was made on, whichever is current.
-Lookup<const SessionBlas::Handle*> SessionBlas::handle_for(std::uint64_t id) const {
+Lookup<SessionBlas::Handle*> SessionBlas::handle_for(std::uint64_t id) {
   auto it = handles_.find(id);
   if (it == handles_.end()) return CallError{cuda::CUBLAS_STATUS_NOT_INITIALIZED};
   return &it->second;
@@ -44,7 +44,7 @@ Outcome<wire::NoReply> SessionBlas::create(CallContext&, const wire::HandleReque
   cuda::cublasHandle_t handle = nullptr;
   if (const int status = blas->create(&handle); status != cuda::CUBLAS_STATUS_SUCCESS) return CallError{status};
   handles_.emplace(request.handle, Handle{OwnedBlasHandle(handle, DestroyBlasHandle{blas}, &session_.counters().blas_handles),
-                                          &context, blas});
+                                          &context, blas, ArrayCopy{}});
   // Scalars arrive by value in the request: the handle reads them from host memory.
   blas->set_pointer_mode(handle, cuda::CUBLAS_POINTER_MODE_HOST);
   if (auto stream = session_.streams().stream_for(0)) blas->set_stream(handle, stream.value().handle);
@@ -131,7 +131,7 @@ Outcome<wire::NoReply> SessionBlas::transfer_matrix(CallContext& call, const wir
 
 // Checks every matrix the GEMM touches against this session's allocations before cuBLAS sees
 // it: a session never makes cuBLAS read or write memory that is not its own.
-int SessionBlas::run_gemm(const wire::BlasGemmRequest& r, const Handle& h) {
+int SessionBlas::run_gemm(const wire::BlasGemmRequest& r, Handle& h) {
   const BlasCalls& blas = *h.blas;
   const cuda::cublasHandle_t handle = h.owner.get();
   const std::uint64_t ea = element_bytes(r.a_type), eb = element_bytes(r.b_type), ec = element_bytes(r.c_type);
@@ -173,32 +173,32 @@ int SessionBlas::run_gemm(const wire::BlasGemmRequest& r, const Handle& h) {
                                           r.batch_count, compute, algo);
     case wire::GemmVariant::kPointerArrays: {
       // The arrays live in device memory and may have just been written by the stream's work:
-      // wait for it, read them, and check every matrix they point to.
-      const auto arrays = static_cast<std::uint64_t>(r.batch_count) * sizeof(std::uint64_t);
-      if (!session_.owns_range(r.a, arrays) || !session_.owns_range(r.b, arrays) || !session_.owns_range(r.c, arrays)) {
-        return cuda::CUBLAS_STATUS_INVALID_VALUE;
-      }
+      // wait for it, read them, check every matrix they point to, and give cuBLAS the broker's
+      // copy of what was checked.
       cuda::cudaStream_t stream = nullptr;
       blas.get_stream(handle, &stream);
-      std::vector<std::uint64_t> pointers(3 * static_cast<std::size_t>(r.batch_count));
+      std::vector<std::uint64_t> pointers;
       const std::uint64_t sources[3] = {r.a, r.b, r.c};
-      for (int array = 0; array < 3; ++array) {
-        if (h.context->memcpy_dtoh_async(pointers.data() + array * r.batch_count, sources[array], arrays, stream) !=
-            CUDA_SUCCESS) {
-          return cuda::CUBLAS_STATUS_EXECUTION_FAILED;
-        }
+      if (int s = read_pointer_arrays(*h.context, sources, r.batch_count, stream, pointers); s != cuda::CUBLAS_STATUS_SUCCESS) {
+        return s;
       }
-      if (h.context->stream_synchronize(stream) != CUDA_SUCCESS) return cuda::CUBLAS_STATUS_EXECUTION_FAILED;
-      for (int i = 0; i < r.batch_count; ++i) {
-        if ((a_bytes && !session_.owns_range(pointers[i], a_bytes)) || (b_bytes && !session_.owns_range(pointers[r.batch_count + i], b_bytes)) ||
-            !session_.owns_range(pointers[2 * r.batch_count + i], c_bytes)) {
+      const std::size_t n = static_cast<std::size_t>(r.batch_count);
+      for (std::size_t i = 0; i < n; ++i) {
+        if ((a_bytes && !session_.owns_range(pointers[i], a_bytes)) || (b_bytes && !session_.owns_range(pointers[n + i], b_bytes)) ||
+            !session_.owns_range(pointers[2 * n + i], c_bytes)) {
           return cuda::CUBLAS_STATUS_INVALID_VALUE;
         }
       }
-      return blas.gemm_batched_ex(handle, opa, opb, r.m, r.n, r.k, r.alpha,
-                                  reinterpret_cast<const void* const*>(r.a), at, r.lda,
-                                  reinterpret_cast<const void* const*>(r.b), bt, r.ldb, r.beta,
-                                  reinterpret_cast<void* const*>(r.c), ct, r.ldc, r.batch_count, compute, algo);
+      const cuda::CUdeviceptr copy = upload_arrays(h, std::move(pointers), stream);
+      if (copy == 0) return cuda::CUBLAS_STATUS_EXECUTION_FAILED;
+      const auto* arrays = reinterpret_cast<const std::uint64_t*>(copy);
+      const int status = blas.gemm_batched_ex(handle, opa, opb, r.m, r.n, r.k, r.alpha,
+                                              reinterpret_cast<const void* const*>(arrays), at, r.lda,
+                                              reinterpret_cast<const void* const*>(arrays + n), bt, r.ldb, r.beta,
+                                              reinterpret_cast<void* const*>(arrays + 2 * n), ct, r.ldc, r.batch_count,
+                                              compute, algo);
+      release_arrays(h, stream);
+      return status;
     }
   }
   return cuda::CUBLAS_STATUS_INVALID_VALUE;
@@ -314,19 +314,63 @@ int SessionBlas::run_lt_matmul(const wire::BlasLtMatmulRequest& r) {
                     own.layouts[2], reinterpret_cast<void*>(r.d), own.layouts[3], nullptr, nullptr, 0, stream);
 }
 
-bool SessionBlas::read_pointer_array(const DeviceContext& context, std::uint64_t array, int count,
+int SessionBlas::read_pointer_arrays(const DeviceContext& context, std::span<const std::uint64_t> arrays, int count,
                                      cuda::CUstream stream, std::vector<std::uint64_t>& out) {
-  const auto bytes = static_cast<std::uint64_t>(count) * sizeof(std::uint64_t);
-  if (!session_.owns_range(array, bytes)) return false;
-  out.resize(static_cast<std::size_t>(count));
-  return context.memcpy_dtoh_async(out.data(), array, bytes, stream) == CUDA_SUCCESS &&
-         context.stream_synchronize(stream) == CUDA_SUCCESS;
+  if (count < 1 || count > kMaxPointerArrayBatch) return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  const auto n = static_cast<std::size_t>(count);
+  const std::uint64_t bytes = n * sizeof(std::uint64_t);
+  for (std::uint64_t array : arrays) {
+    if (!session_.owns_range(array, bytes)) return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  }
+  out.resize(arrays.size() * n);
+  for (std::size_t i = 0; i < arrays.size(); ++i) {
+    if (context.memcpy_dtoh_async(out.data() + i * n, arrays[i], bytes, stream) != CUDA_SUCCESS) {
+      return cuda::CUBLAS_STATUS_EXECUTION_FAILED;
+    }
+  }
+  return context.stream_synchronize(stream) == CUDA_SUCCESS ? cuda::CUBLAS_STATUS_SUCCESS
+                                                           : cuda::CUBLAS_STATUS_EXECUTION_FAILED;
+}
+
+// The copy is the broker's device memory: no request names it, so nothing the client does can
+// change it between the check and cuBLAS's read. One per handle, reused once the call that read
+// it last has passed (usually long since: reading the next call's arrays synchronized the stream).
+cuda::CUdeviceptr SessionBlas::upload_arrays(Handle& h, std::vector<std::uint64_t> pointers, cuda::CUstream stream) {
+  ArrayCopy& copy = h.arrays;
+  const DeviceContext& context = *h.context;
+  if (copy.in_use && context.event_synchronize(copy.done->get()) != CUDA_SUCCESS) return 0;
+  copy.in_use = false;
+  const std::uint64_t bytes = pointers.size() * sizeof(std::uint64_t);
+  if (bytes > copy.capacity) {
+    copy.device.reset();
+    copy.capacity = 0;
+    cuda::CUdeviceptr device = 0;
+    if (context.mem_alloc(&device, bytes) != CUDA_SUCCESS) return 0;
+    copy.device.emplace(device, FreeBrokerMemory{&context}, nullptr);
+    copy.capacity = bytes;
+  }
+  if (!copy.done) {
+    cuda::CUevent event = nullptr;
+    if (context.event_create(&event, cuda::CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS) return 0;
+    copy.done.emplace(event, DestroyEvent{&context}, nullptr);
+  }
+  // The host side stays in the handle until the upload has run (release_arrays records it).
+  copy.host = std::move(pointers);
+  if (context.memcpy_htod_async(copy.device->get(), copy.host.data(), bytes, stream) != CUDA_SUCCESS) return 0;
+  return copy.device->get();
+}
+
+void SessionBlas::release_arrays(Handle& h, cuda::CUstream stream) {
+  ArrayCopy& copy = h.arrays;
+  // A record that fails leaves nothing to wait for: then wait for the whole stream instead.
+  copy.in_use = h.context->event_record(copy.done->get(), stream) == CUDA_SUCCESS ||
+                h.context->stream_synchronize(stream) != CUDA_SUCCESS;
 }
 
 // Like the pointer-array GEMM: the arrays live in device memory, are read in the handle's stream
 // order, and every triangular matrix and right-hand side they name is checked against the
 // session's memory before cuBLAS sees it.
-int SessionBlas::run_trsm_batched(const wire::BlasTrsmRequest& r, const Handle& h) {
+int SessionBlas::run_trsm_batched(const wire::BlasTrsmRequest& r, Handle& h) {
   static_assert(sizeof(wire::BlasTrsmRequest) == 72);
   const BlasCalls& blas = *h.blas;
   const cuda::cublasHandle_t handle = h.owner.get();
@@ -344,23 +388,28 @@ int SessionBlas::run_trsm_batched(const wire::BlasTrsmRequest& r, const Handle& 
   const std::uint64_t b_bytes = static_cast<std::uint64_t>(static_cast<std::int64_t>(r.ldb) * (r.n - 1) + r.m) * sizeof(float);
   cuda::cudaStream_t stream = nullptr;
   blas.get_stream(handle, &stream);
-  std::vector<std::uint64_t> a, b;
-  if (!session_.owns_range(r.a, static_cast<std::uint64_t>(r.batch_count) * 8) ||
-      !session_.owns_range(r.b, static_cast<std::uint64_t>(r.batch_count) * 8)) {
-    return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  std::vector<std::uint64_t> pointers;
+  const std::uint64_t sources[2] = {r.a, r.b};
+  if (int s = read_pointer_arrays(*h.context, sources, r.batch_count, stream, pointers); s != cuda::CUBLAS_STATUS_SUCCESS) {
+    return s;
   }
-  if (!read_pointer_array(*h.context, r.a, r.batch_count, stream, a) ||
-      !read_pointer_array(*h.context, r.b, r.batch_count, stream, b)) {
-    return cuda::CUBLAS_STATUS_EXECUTION_FAILED;
+  const std::size_t n = static_cast<std::size_t>(r.batch_count);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!session_.owns_range(pointers[i], a_bytes) || !session_.owns_range(pointers[n + i], b_bytes)) {
+      return cuda::CUBLAS_STATUS_INVALID_VALUE;
+    }
   }
-  for (int i = 0; i < r.batch_count; ++i) {
-    if (!session_.owns_range(a[i], a_bytes) || !session_.owns_range(b[i], b_bytes)) return cuda::CUBLAS_STATUS_INVALID_VALUE;
-  }
+  const cuda::CUdeviceptr copy = upload_arrays(h, std::move(pointers), stream);
+  if (copy == 0) return cuda::CUBLAS_STATUS_EXECUTION_FAILED;
+  const auto* arrays = reinterpret_cast<const std::uint64_t*>(copy);
   const float alpha = r.alpha;
-  return blas.strsm_batched(handle, static_cast<cuda::cublasSideMode_t>(r.side), static_cast<cuda::cublasFillMode_t>(r.uplo),
-                            static_cast<cuda::cublasOperation_t>(r.trans), static_cast<cuda::cublasDiagType_t>(r.diag),
-                            r.m, r.n, &alpha, reinterpret_cast<const float* const*>(r.a), r.lda,
-                            reinterpret_cast<float* const*>(r.b), r.ldb, r.batch_count);
+  const int status = blas.strsm_batched(
+      handle, static_cast<cuda::cublasSideMode_t>(r.side), static_cast<cuda::cublasFillMode_t>(r.uplo),
+      static_cast<cuda::cublasOperation_t>(r.trans), static_cast<cuda::cublasDiagType_t>(r.diag), r.m, r.n, &alpha,
+      reinterpret_cast<const float* const*>(arrays), r.lda, reinterpret_cast<float* const*>(arrays + n), r.ldb,
+      r.batch_count);
+  release_arrays(h, stream);
+  return status;
 }
 
 }  // namespace gpubroker::broker

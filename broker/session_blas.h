@@ -1,14 +1,17 @@
 // A session's cuBLAS handles and its cuBLASLt handle, and the BLAS calls that run on them.
 //
-// Every matrix a call touches is checked against the session's memory before cuBLAS sees it;
-// arrays of device pointers (batched GEMM, TRSM) are read in stream order and each pointer they
-// hold is checked too. Statuses are cublasStatus_t values.
+// Every matrix a call touches is checked against the session's memory before cuBLAS sees it.
+// Arrays of device pointers (batched GEMM, TRSM) live in the client's device memory, which the
+// client can still write (a kernel queued before the GEMM, another thread's copy): so they are
+// read in stream order, every pointer they hold is checked, and cuBLAS is handed the broker's own
+// device copy of what was checked, never the client's arrays. Statuses are cublasStatus_t values.
 //
 // Dispatcher thread only.
 #pragma once
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <unordered_map>
 #include <vector>
 
@@ -37,19 +40,38 @@ class SessionBlas {
   Outcome<wire::NoReply> get_matrix(CallContext& call, const wire::BlasMatrixRequest& request);
 
  private:
+  // The broker's device copy of a call's checked pointer arrays, reused by the handle's next call
+  // once the call that read it is done (`done`, recorded after it on its stream).
+  struct ArrayCopy {
+    std::optional<OwnedBrokerMemory> device;
+    std::uint64_t capacity = 0;        // bytes of `device`
+    std::vector<std::uint64_t> host;   // the source of the last upload, kept until it is done
+    std::optional<OwnedEvent> done;
+    bool in_use = false;
+  };
   struct Handle {
     OwnedBlasHandle owner;
     const DeviceContext* context;  // of the device current when it was made: its work runs there
     const BlasCalls* blas;         // that context's cuBLAS
+    ArrayCopy arrays;
   };
-  Lookup<const Handle*> handle_for(std::uint64_t id) const;
-  int run_gemm(const wire::BlasGemmRequest& r, const Handle& handle);
-  int run_trsm_batched(const wire::BlasTrsmRequest& r, const Handle& handle);
+  Lookup<Handle*> handle_for(std::uint64_t id);
+  int run_gemm(const wire::BlasGemmRequest& r, Handle& handle);
+  int run_trsm_batched(const wire::BlasTrsmRequest& r, Handle& handle);
+  // Uploads `pointers` (checked) into the handle's array copy in `stream` order; the copy's device
+  // address, or 0 when the upload could not be queued. After the call that reads it is queued,
+  // release_arrays() marks it.
+  cuda::CUdeviceptr upload_arrays(Handle& handle, std::vector<std::uint64_t> pointers, cuda::CUstream stream);
+  void release_arrays(Handle& handle, cuda::CUstream stream);
   int run_lt_matmul(const wire::BlasLtMatmulRequest& r);
   Outcome<wire::NoReply> transfer_matrix(CallContext& call, const wire::BlasMatrixRequest& r, bool to_device);
-  // Reads `count` device pointers from the session's memory at `array`, in `stream` order.
-  bool read_pointer_array(const DeviceContext& context, std::uint64_t array, int count, cuda::CUstream stream,
-                          std::vector<std::uint64_t>& out);
+  // The most matrices one pointer-array call may name: the broker holds three host and device
+  // copies of its arrays (24 bytes a matrix), so a client cannot make it hold gigabytes.
+  static constexpr int kMaxPointerArrayBatch = 1 << 20;
+  // Reads `count` device pointers from each of `arrays` (the session's memory) in `stream` order,
+  // one array after the other into `out`. The status to fail with, or success.
+  int read_pointer_arrays(const DeviceContext& context, std::span<const std::uint64_t> arrays, int count,
+                          cuda::CUstream stream, std::vector<std::uint64_t>& out);
 
   DeviceSession& session_;
   std::unordered_map<std::uint64_t, Handle> handles_;
