@@ -44,7 +44,7 @@ Outcome<wire::NoReply> SessionBlas::create(CallContext&, const wire::HandleReque
   cuda::cublasHandle_t handle = nullptr;
   if (const int status = blas->create(&handle); status != cuda::CUBLAS_STATUS_SUCCESS) return CallError{status};
   handles_.emplace(request.handle, Handle{OwnedBlasHandle(handle, DestroyBlasHandle{blas}, &session_.counters().blas_handles),
-                                          &context, blas, ArrayCopy{}});
+                                          &context, blas, ArrayCopy{}, 0, 0, 0, 0});
   // Scalars arrive by value in the request: the handle reads them from host memory.
   blas->set_pointer_mode(handle, cuda::CUBLAS_POINTER_MODE_HOST);
   if (auto stream = session_.streams().stream_for(0)) blas->set_stream(handle, stream.value().handle);
@@ -64,9 +64,11 @@ Outcome<wire::NoReply> SessionBlas::set_stream(CallContext&, const wire::BlasSet
   if (!handle) return handle.error();
   auto stream = session_.streams().stream_for(request.value);
   // A stream of another device than the handle's is refused.
-  const Handle& h = *handle.value();
+  Handle& h = *handle.value();
   if (!stream || stream.value().context != h.context) return CallError{cuda::CUBLAS_STATUS_INVALID_VALUE};
-  return answer(h.blas->set_stream(h.owner.get(), stream.value().handle));
+  const int status = h.blas->set_stream(h.owner.get(), stream.value().handle);
+  if (status == cuda::CUBLAS_STATUS_SUCCESS) h.workspace = h.workspace_bytes = h.workspace_serial = 0;  // cuBLAS drops it
+  return answer(status);
 }
 
 Outcome<wire::NoReply> SessionBlas::set_math_mode(CallContext&, const wire::BlasSettingRequest& request) {
@@ -79,20 +81,41 @@ Outcome<wire::NoReply> SessionBlas::set_math_mode(CallContext&, const wire::Blas
 Outcome<wire::NoReply> SessionBlas::set_workspace(CallContext&, const wire::BlasWorkspaceRequest& w) {
   auto handle = handle_for(w.handle);
   if (!handle) return handle.error();
-  if (w.bytes != 0 && !session_.owns_range(w.pointer, w.bytes)) return CallError{cuda::CUBLAS_STATUS_INVALID_VALUE};
-  const Handle& h = *handle.value();
-  return answer(h.blas->set_workspace(h.owner.get(), reinterpret_cast<void*>(w.pointer), w.bytes));
+  Handle& h = *handle.value();
+  const std::uint64_t serial = w.bytes != 0 ? session_.memory_serial(w.pointer, w.bytes) : 0;
+  if (w.bytes != 0 && (serial == 0 || session_.device_of(w.pointer) != h.context->ordinal())) {
+    return CallError{cuda::CUBLAS_STATUS_INVALID_VALUE};
+  }
+  const int status = h.blas->set_workspace(h.owner.get(), reinterpret_cast<void*>(w.pointer), w.bytes);
+  if (status == cuda::CUBLAS_STATUS_SUCCESS) {
+    h.workspace = w.pointer;
+    h.workspace_bytes = w.bytes;
+    h.workspace_serial = serial;
+    h.workspace_epoch = session_.memory_epoch();
+  }
+  return answer(status);
+}
+
+bool SessionBlas::keep_workspace_current(Handle& h) {
+  if (h.workspace_serial == 0 || h.workspace_epoch == session_.memory_epoch()) return true;
+  h.workspace_epoch = session_.memory_epoch();
+  if (session_.memory_serial(h.workspace, h.workspace_bytes) == h.workspace_serial) return true;
+  // As if the client had set no workspace: cuBLAS computes without one.
+  h.workspace = h.workspace_bytes = h.workspace_serial = 0;
+  return h.blas->set_workspace(h.owner.get(), nullptr, 0) == cuda::CUBLAS_STATUS_SUCCESS;
 }
 
 Outcome<wire::NoReply> SessionBlas::gemm(CallContext&, const wire::BlasGemmRequest& request) {
   auto handle = handle_for(request.handle);
   if (!handle) return handle.error();
+  if (!keep_workspace_current(*handle.value())) return CallError{cuda::CUBLAS_STATUS_EXECUTION_FAILED};
   return answer(run_gemm(request, *handle.value()));
 }
 
 Outcome<wire::NoReply> SessionBlas::trsm_batched(CallContext&, const wire::BlasTrsmRequest& request) {
   auto handle = handle_for(request.handle);
   if (!handle) return handle.error();
+  if (!keep_workspace_current(*handle.value())) return CallError{cuda::CUBLAS_STATUS_EXECUTION_FAILED};
   return answer(run_trsm_batched(request, *handle.value()));
 }
 
@@ -129,6 +152,12 @@ Outcome<wire::NoReply> SessionBlas::transfer_matrix(CallContext& call, const wir
                                           cuda::CUBLAS_STATUS_MAPPING_ERROR, refusal});
 }
 
+// A matrix of the session's memory on the device whose context runs the call: cuBLAS would read
+// another device's memory through a peer mapping the broker never made, and fault the context.
+bool SessionBlas::operand(const DeviceContext& on, std::uint64_t pointer, std::uint64_t bytes) const {
+  return session_.owns_range(pointer, bytes) && session_.device_of(pointer) == on.ordinal();
+}
+
 // Checks every matrix the GEMM touches against this session's allocations before cuBLAS sees
 // it: a session never makes cuBLAS read or write memory that is not its own.
 int SessionBlas::run_gemm(const wire::BlasGemmRequest& r, Handle& h) {
@@ -154,7 +183,7 @@ int SessionBlas::run_gemm(const wire::BlasGemmRequest& r, Handle& h) {
   const auto algo = static_cast<cuda::cublasGemmAlgo_t>(r.algo);
   switch (static_cast<wire::GemmVariant>(r.variant)) {
     case wire::GemmVariant::kSingle:
-      if ((a_bytes && !session_.owns_range(r.a, a_bytes)) || (b_bytes && !session_.owns_range(r.b, b_bytes)) || !session_.owns_range(r.c, c_bytes)) {
+      if ((a_bytes && !operand(*h.context, r.a, a_bytes)) || (b_bytes && !operand(*h.context, r.b, b_bytes)) || !operand(*h.context, r.c, c_bytes)) {
         return cuda::CUBLAS_STATUS_INVALID_VALUE;
       }
       return blas.gemm_ex(handle, opa, opb, r.m, r.n, r.k, r.alpha, reinterpret_cast<const void*>(r.a), at, r.lda,
@@ -162,9 +191,9 @@ int SessionBlas::run_gemm(const wire::BlasGemmRequest& r, Handle& h) {
                           r.ldc, compute, algo);
     case wire::GemmVariant::kStridedBatched:
       if (r.stride_a < 0 || r.stride_b < 0 || r.stride_c < 0 ||
-          (a_bytes && !session_.owns_range(r.a, extent(r.stride_a, a_bytes, ea))) ||
-          (b_bytes && !session_.owns_range(r.b, extent(r.stride_b, b_bytes, eb))) ||
-          !session_.owns_range(r.c, extent(r.stride_c, c_bytes, ec))) {
+          (a_bytes && !operand(*h.context, r.a, extent(r.stride_a, a_bytes, ea))) ||
+          (b_bytes && !operand(*h.context, r.b, extent(r.stride_b, b_bytes, eb))) ||
+          !operand(*h.context, r.c, extent(r.stride_c, c_bytes, ec))) {
         return cuda::CUBLAS_STATUS_INVALID_VALUE;
       }
       return blas.gemm_strided_batched_ex(handle, opa, opb, r.m, r.n, r.k, r.alpha, reinterpret_cast<const void*>(r.a),
@@ -184,8 +213,8 @@ int SessionBlas::run_gemm(const wire::BlasGemmRequest& r, Handle& h) {
       }
       const std::size_t n = static_cast<std::size_t>(r.batch_count);
       for (std::size_t i = 0; i < n; ++i) {
-        if ((a_bytes && !session_.owns_range(pointers[i], a_bytes)) || (b_bytes && !session_.owns_range(pointers[n + i], b_bytes)) ||
-            !session_.owns_range(pointers[2 * n + i], c_bytes)) {
+        if ((a_bytes && !operand(*h.context, pointers[i], a_bytes)) || (b_bytes && !operand(*h.context, pointers[n + i], b_bytes)) ||
+            !operand(*h.context, pointers[2 * n + i], c_bytes)) {
           return cuda::CUBLAS_STATUS_INVALID_VALUE;
         }
       }
@@ -244,25 +273,25 @@ int SessionBlas::run_lt_matmul(const wire::BlasLtMatmulRequest& r) {
     if (l.rows < 0 || l.cols < 0 || l.ld < std::max(1, l.rows) || l.batch != d.batch) return cuda::CUBLAS_STATUS_INVALID_VALUE;
     extents[i] = batch_bytes(l.stride, matrix_bytes(l.ld, l.rows, l.cols, element), element, l.batch);
   }
+  auto found = session_.streams().stream_for(r.stream);
+  if (!found) return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  const auto [stream, context] = found.value();
+  const BlasLtCalls* lt = context->blas_lt();  // the stream's device's
+  if (lt == nullptr) return cuda::CUBLAS_STATUS_NOT_SUPPORTED;
   // C may be null only where beta (any nonzero byte) cannot make cuBLASLt read it.
   const bool beta_zero = std::ranges::all_of(r.beta, [](std::uint8_t byte) { return byte == 0; });
-  if (!session_.owns_range(r.a, extents[0]) || !session_.owns_range(r.b, extents[1]) || !session_.owns_range(r.d, extents[3]) ||
-      (r.c != 0 ? !session_.owns_range(r.c, extents[2]) : !beta_zero)) {
+  if (!operand(*context, r.a, extents[0]) || !operand(*context, r.b, extents[1]) || !operand(*context, r.d, extents[3]) ||
+      (r.c != 0 ? !operand(*context, r.c, extents[2]) : !beta_zero)) {
     return cuda::CUBLAS_STATUS_INVALID_VALUE;
   }
   const bool bias = (r.epilogue & lt_abi::CUBLASLT_EPILOGUE_BIAS) != 0;
   const std::int32_t bias_type = r.bias_type < 0 ? static_cast<std::int32_t>(d.type) : r.bias_type;
   if (bias) {
     const std::uint64_t element = element_bytes(bias_type);
-    if (element == 0 || !session_.owns_range(r.bias, batch_bytes(r.bias_stride, d.rows * element, element, d.batch))) {
+    if (element == 0 || !operand(*context, r.bias, batch_bytes(r.bias_stride, d.rows * element, element, d.batch))) {
       return cuda::CUBLAS_STATUS_INVALID_VALUE;
     }
   }
-  auto found = session_.streams().stream_for(r.stream);
-  if (!found) return cuda::CUBLAS_STATUS_INVALID_VALUE;
-  const auto [stream, context] = found.value();
-  const BlasLtCalls* lt = context->blas_lt();  // the stream's device's
-  if (lt == nullptr) return cuda::CUBLAS_STATUS_NOT_SUPPORTED;
   const std::uint32_t device = context->ordinal();
   if (!lt_[device]) {
     lt_abi::cublasLtHandle_t handle = nullptr;
@@ -395,7 +424,7 @@ int SessionBlas::run_trsm_batched(const wire::BlasTrsmRequest& r, Handle& h) {
   }
   const std::size_t n = static_cast<std::size_t>(r.batch_count);
   for (std::size_t i = 0; i < n; ++i) {
-    if (!session_.owns_range(pointers[i], a_bytes) || !session_.owns_range(pointers[n + i], b_bytes)) {
+    if (!operand(*h.context, pointers[i], a_bytes) || !operand(*h.context, pointers[n + i], b_bytes)) {
       return cuda::CUBLAS_STATUS_INVALID_VALUE;
     }
   }

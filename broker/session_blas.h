@@ -54,8 +54,19 @@ class SessionBlas {
     const DeviceContext* context;  // of the device current when it was made: its work runs there
     const BlasCalls* blas;         // that context's cuBLAS
     ArrayCopy arrays;
+    // The workspace the client set (cublasSetWorkspace), with the serial of the session's memory
+    // it lies in (DeviceSession::memory_serial), checked again whenever the session's memory
+    // epoch has moved since: a workspace freed since is taken from cuBLAS before it computes, so
+    // it never writes into memory the address has been given to since.
+    std::uint64_t workspace = 0;
+    std::uint64_t workspace_bytes = 0;
+    std::uint64_t workspace_serial = 0;
+    std::uint64_t workspace_epoch = 0;
   };
+  // Takes a freed workspace from the handle (see Handle); false when cuBLAS refused to let go.
+  bool keep_workspace_current(Handle& handle);
   Lookup<Handle*> handle_for(std::uint64_t id);
+  [[nodiscard]] bool operand(const DeviceContext& on, std::uint64_t pointer, std::uint64_t bytes) const;
   int run_gemm(const wire::BlasGemmRequest& r, Handle& handle);
   int run_trsm_batched(const wire::BlasTrsmRequest& r, Handle& handle);
   // Uploads `pointers` (checked) into the handle's array copy in `stream` order; the copy's device
