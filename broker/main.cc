@@ -112,7 +112,7 @@ int main(int argc, char** argv) {
   }
 
   broker::BrokerCounters counters;
-  const broker::SessionLimits limits{options.session_memory_limit};
+  const broker::SessionLimits limits{options.session_memory_limit, options.session_host_memory_limit};
   auto make_handler = [&](const ipc::ServerSession& accepted) -> ipc::RequestHandler {
     auto device_session = std::make_shared<broker::DeviceSession>(layer, limits, counters);
     auto transport = ipc::make_transport_handler();

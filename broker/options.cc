@@ -70,10 +70,14 @@ std::string apply(BrokerOptions& o, const std::string& key, const std::string& v
     if (!parse_id_list(value, o.allowed_uids)) return fmt::format("bad uid list '{}'", value);
   } else if (key == "allow-gid") {
     if (!parse_id_list(value, o.allowed_gids)) return fmt::format("bad gid list '{}'", value);
-  } else if (key == "session-memory-limit" || key == "pipe-bytes" || key == "arena-bytes") {
+  } else if (key == "session-memory-limit" || key == "session-host-memory-limit" || key == "pipe-bytes" ||
+             key == "arena-bytes") {
     auto bytes = parse_bytes(value);
     if (!bytes) return fmt::format("--{} takes a size like 4096, 64M or 16G, not '{}'", key, value);
-    (key == "session-memory-limit" ? o.session_memory_limit : key == "pipe-bytes" ? o.pipe_bytes : o.arena_bytes) = *bytes;
+    (key == "session-memory-limit"        ? o.session_memory_limit
+     : key == "session-host-memory-limit" ? o.session_host_memory_limit
+     : key == "pipe-bytes"                ? o.pipe_bytes
+                                          : o.arena_bytes) = *bytes;
   } else if (key == "wait-policy") {
     if (value == "spin") o.wait = ipc::WaitMode::kSpin;
     else if (value == "adaptive") o.wait = ipc::WaitMode::kAdaptive;
@@ -129,6 +133,8 @@ const char* usage_text() {
          "  --allow-gid=GID[,GID...]    peers allowed by primary group id\n"
          "  --session-memory-limit=SIZE device memory one session may hold on each device (e.g. 8G;\n"
          "                              default: no limit); it is the total the session sees per device\n"
+         "  --session-host-memory-limit=SIZE  the broker's host memory one session may hold: its module\n"
+         "                              images and what it is sending (default 2G; 0: no limit)\n"
          "  --pipe-bytes=SIZE           staging pipe size per direction per session (default 8M)\n"
          "  --arena-bytes=SIZE          host arena (pinned memory) per session, sparse (default 16G)\n"
          "  --wait-policy=spin|adaptive|sleep  how dispatchers wait for requests (default adaptive)\n"

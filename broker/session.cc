@@ -64,6 +64,11 @@ std::uint64_t DeviceSession::memory_serial(std::uint64_t pointer, std::uint64_t 
   return vmm_.serial_of(pointer, bytes);
 }
 
+bool DeviceSession::may_hold_host(std::uint64_t bytes) const {
+  const std::uint64_t limit = limits_.host_memory_bytes;
+  return limit == 0 || (bytes <= limit && host_bytes_ <= limit - bytes);
+}
+
 bool DeviceSession::may_allocate(std::uint32_t device, std::uint64_t bytes) const {
   const std::uint64_t limit = limits_.device_memory_bytes;
   return limit == 0 || (bytes <= limit && device_bytes_on_[device] <= limit - bytes);

@@ -64,6 +64,10 @@ struct BrokerCounters {
 // their free memory would count twice.)
 struct SessionLimits {
   std::uint64_t device_memory_bytes = 0;  // per device; 0: no limit beyond the device's own
+  // The broker's own host memory a session may make it hold: the module images it has loaded and
+  // the objects it is sending (an image, a kernel name, a parameter block) while they arrive.
+  // 0: no limit.
+  std::uint64_t host_memory_bytes = 0;
 };
 
 class DeviceSession {
@@ -129,6 +133,12 @@ class DeviceSession {
   void count_device_bytes(std::uint32_t device, std::uint64_t bytes);
   void uncount_device_bytes(std::uint32_t device, std::uint64_t bytes);
   [[nodiscard]] const SessionLimits& limits() const { return limits_; }
+  // The broker host memory the session holds (SessionLimits::host_memory_bytes): a request may
+  // take `bytes` more only when may_hold_host says so, and gives them back when it lets go.
+  [[nodiscard]] bool may_hold_host(std::uint64_t bytes) const;
+  void count_host_bytes(std::uint64_t bytes) { host_bytes_ += bytes; }
+  void uncount_host_bytes(std::uint64_t bytes) { host_bytes_ -= bytes; }
+  [[nodiscard]] std::uint64_t host_bytes() const { return host_bytes_; }
   Traffic& traffic() { return traffic_; }
 
   // Takes the asynchronous error recorded since the last synchronizing call.
@@ -178,6 +188,7 @@ class DeviceSession {
   Counted counted_;
   std::uint32_t current_ = 0;  // the device the request in hand names
   bool served_device_request_ = false;  // whether the client ever reached a device
+  std::uint64_t host_bytes_ = 0;
   std::uint64_t memory_serial_ = 0;
   std::uint64_t memory_epoch_ = 0;
   std::uint64_t device_bytes_ = 0;  // on every device

@@ -42,17 +42,28 @@ std::optional<std::uint32_t> SessionModules::device_of(std::uint64_t pointer) co
   return modules_.at(it->second.module).get()->context->ordinal();
 }
 
-ipc::Result<std::vector<std::byte>> SessionModules::receive_all(CallContext& call) {
+int SessionModules::KeepModule::operator()(const std::shared_ptr<const ModuleCache::Module>&) const {
+  session->uncount_host_bytes(image_bytes);
+  return 0;
+}
+
+ipc::Result<SessionModules::Received> SessionModules::receive_all(CallContext& call) {
   const std::uint64_t staged = call.header().staged_bytes;
   if (staged > kMaxStagedObjectBytes) return request_violation();
-  std::vector<std::byte> bytes(staged);
-  std::size_t at = 0;
-  auto received = call.session.receive_staged(staged, [&](std::span<const std::byte> piece) {
-    std::memcpy(bytes.data() + at, piece.data(), piece.size());
-    at += piece.size();
+  Received received;
+  received.refused = !session_.may_hold_host(staged);
+  if (!received.refused) session_.count_host_bytes(staged);
+  auto moved = call.session.receive_staged(staged, [&](std::span<const std::byte> piece) {
+    if (!received.refused) received.bytes.insert(received.bytes.end(), piece.begin(), piece.end());
   });
-  if (!received) return pipe_violation(received.error());
-  return bytes;
+  if (!received.refused) session_.uncount_host_bytes(staged);
+  if (!moved) return pipe_violation(moved.error());
+  if (received.refused) {
+    ipc::log(ipc::LogLevel::kWarning, "session {}: {} staged bytes refused: the session holds {} of the {} bytes of "
+             "broker host memory it may (--session-host-memory-limit)", call.session.id(), staged,
+             session_.host_bytes(), session_.limits().host_memory_bytes);
+  }
+  return received;
 }
 
 Lookup<const SessionModules::Function*> SessionModules::function_for(std::uint64_t id) const {
@@ -62,8 +73,10 @@ Lookup<const SessionModules::Function*> SessionModules::function_for(std::uint64
 }
 
 Outcome<wire::NoReply> SessionModules::load(CallContext& call, const wire::HandleRequest& request) {
-  auto image = receive_all(call);
-  if (!image) return image.error();
+  auto received = receive_all(call);
+  if (!received) return received.error();
+  if (received.value().refused) return CallError{cuda::CUDA_ERROR_OUT_OF_MEMORY};
+  std::vector<std::byte>& image = received.value().bytes;
   if (modules_.contains(request.handle)) return CallError{CUDA_ERROR_INVALID_VALUE};
   // The driver reads an image without being told its length. So the broker's own parser first
   // proves that the image is whole and well-formed within the bytes received (a malformed one
@@ -72,52 +85,59 @@ Outcome<wire::NoReply> SessionModules::load(CallContext& call, const wire::Handl
   const wire::DeviceRecord& d = session_.device().devices().devices[device];
   const auto arch = static_cast<std::uint32_t>(d.attributes[cuda::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR] * 10 +
                                                d.attributes[cuda::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR]);
-  auto parsed = fatbin::parse_module(image.value(), arch);
+  auto parsed = fatbin::parse_module(image, arch);
   if (!parsed) {
     ipc::log(ipc::LogLevel::kWarning, "session {}: module image refused: {}", call.session.id(),
              fatbin::describe(parsed.error()));
     return CallError{parsed.error().code == fatbin::FatbinErrc::kNoCompatibleImage ? cuda::CUDA_ERROR_NO_BINARY_FOR_GPU
                                                                                     : cuda::CUDA_ERROR_INVALID_IMAGE};
   }
-  image.value().push_back(std::byte{0});
+  image.push_back(std::byte{0});
   std::shared_ptr<const ModuleCache::Module> module;
-  const CUresult r = session_.device().modules().load(session_.context(device), image.value(),
+  const CUresult r = session_.device().modules().load(session_.context(device), image,
                                                       !parsed.value().has_writable_globals,
                                                       std::move(parsed.value().kernels), module);
   if (r != CUDA_SUCCESS) return CallError{r};
-  modules_.emplace(request.handle, HeldModule(std::move(module), KeepModule{}, &session_.counters().modules));
+  // Counted from here: the cache keeps the image's bytes (for a shared image, each holder counts it).
+  session_.count_host_bytes(image.size());
+  modules_.emplace(request.handle, HeldModule(std::move(module), KeepModule{&session_, image.size()},
+                                              &session_.counters().modules));
   return wire::NoReply{};
 }
 
 Outcome<wire::NoReply> SessionModules::get_function(CallContext& call, const wire::FunctionRequest& f) {
-  auto name = receive_all(call);
-  if (!name) return name.error();
-  name.value().push_back(std::byte{0});
+  auto received_name = receive_all(call);
+  if (!received_name) return received_name.error();
+  if (received_name.value().refused) return CallError{cuda::CUDA_ERROR_OUT_OF_MEMORY};
+  std::vector<std::byte>& name = received_name.value().bytes;
+  name.push_back(std::byte{0});
   auto module = modules_.find(f.module);
   if (module == modules_.end()) return CallError{CUDA_ERROR_INVALID_HANDLE};
   if (functions_.contains(f.function)) return CallError{CUDA_ERROR_INVALID_VALUE};
   cuda::CUfunction function = nullptr;
   const ModuleCache::Module& held = *module->second.get();
-  CUresult r = held.context->module_get_function(&function, held.handle, as_name(name.value()));
-  if (r == CUDA_SUCCESS) r = check_layout(call.session, held, as_name(name.value()), function);
+  CUresult r = held.context->module_get_function(&function, held.handle, as_name(name));
+  if (r == CUDA_SUCCESS) r = check_layout(call.session, held, as_name(name), function);
   if (r != CUDA_SUCCESS) return CallError{r};
   // The name is kept for the report of a failed launch, which carries no more than this.
-  const std::string_view full(as_name(name.value()));
+  const std::string_view full(as_name(name));
   functions_[f.function] =
       Function{function, f.module, held.context, std::string(full.substr(0, sizeof(wire::SessionErrorReport::kernel) - 1))};
   return wire::NoReply{};
 }
 
 Outcome<wire::GlobalResult> SessionModules::get_global(CallContext& call, const wire::HandleRequest& request) {
-  auto name = receive_all(call);
-  if (!name) return name.error();
-  name.value().push_back(std::byte{0});
+  auto received_name = receive_all(call);
+  if (!received_name) return received_name.error();
+  if (received_name.value().refused) return CallError{cuda::CUDA_ERROR_OUT_OF_MEMORY};
+  std::vector<std::byte>& name = received_name.value().bytes;
+  name.push_back(std::byte{0});
   auto module = modules_.find(request.handle);
   if (module == modules_.end()) return CallError{CUDA_ERROR_INVALID_HANDLE};
   const ModuleCache::Module& held = *module->second.get();
   cuda::CUdeviceptr pointer = 0;
   std::size_t bytes = 0;
-  const CUresult r = held.context->module_get_global(&pointer, &bytes, held.handle, as_name(name.value()));
+  const CUresult r = held.context->module_get_global(&pointer, &bytes, held.handle, as_name(name));
   if (r != CUDA_SUCCESS) return CallError{r};
   globals_[pointer] = Global{bytes, request.handle, session_.new_memory_serial()};
   return wire::GlobalResult{pointer, bytes};
@@ -139,9 +159,11 @@ Outcome<wire::NoReply> SessionModules::launch(CallContext& call, const wire::Lau
 }
 
 Outcome<wire::NoReply> SessionModules::launch_staged(CallContext& call, const wire::LaunchRequest& request) {
-  auto params = receive_all(call);
-  if (!params) return params.error();
-  return launch_with(call, request, params.value());
+  auto received_params = receive_all(call);
+  if (!received_params) return received_params.error();
+  if (received_params.value().refused) return CallError{cuda::CUDA_ERROR_OUT_OF_MEMORY};
+  std::vector<std::byte>& params = received_params.value().bytes;
+  return launch_with(call, request, params);
 }
 
 Outcome<wire::NoReply> SessionModules::launch_with(CallContext& call, const wire::LaunchRequest& launch,

@@ -47,8 +47,12 @@ class SessionModules {
   Outcome<std::int32_t> occupancy(CallContext& call, const wire::OccupancyRequest& request);
 
  private:
-  struct KeepModule {  // the cache unloads a module when its last holder lets go
-    int operator()(const std::shared_ptr<const ModuleCache::Module>&) const { return 0; }
+  // The cache unloads a module when its last holder lets go; the image's bytes, which the broker
+  // keeps while the module lives, count against this session's host memory while it holds it.
+  struct KeepModule {
+    DeviceSession* session;
+    std::uint64_t image_bytes;
+    int operator()(const std::shared_ptr<const ModuleCache::Module>&) const;
   };
   using HeldModule = Owned<std::shared_ptr<const ModuleCache::Module>, KeepModule>;
   struct Function {
@@ -62,8 +66,15 @@ class SessionModules {
     std::uint64_t module;
     std::uint64_t serial;  // DeviceSession::new_memory_serial()
   };
-  // Staged bytes are taken whole (an image, a name, a parameter block), then checked.
-  static ipc::Result<std::vector<std::byte>> receive_all(CallContext& call);
+  // Staged bytes are taken whole (an image, a name, a parameter block), then checked. The buffer
+  // grows as the bytes arrive, never ahead of them, and counts against the session's host memory
+  // while it is received. An object the session may not hold is drained from the pipe unkept: the
+  // call then fails with CUDA_ERROR_OUT_OF_MEMORY (an empty buffer and `refused`).
+  struct Received {
+    std::vector<std::byte> bytes;
+    bool refused = false;
+  };
+  ipc::Result<Received> receive_all(CallContext& call);
   Outcome<wire::NoReply> launch_with(CallContext& call, const wire::LaunchRequest& launch,
                                      std::span<const std::byte> params);
   cuda::CUresult check_layout(const ipc::ServerSession& session, const ModuleCache::Module& module, const char* name,
