@@ -29,20 +29,22 @@ float apply(float a, float b) {
   if constexpr (kOp == BinaryOp::kDiv) return a / b;
 }
 
+// The fixed parameters, then kOperands pointers of src1's type.
+template <std::size_t... I>
+Signature<const float*, const float*, float*, int, int, int, Uint3, Uint3, Uint3, Uint3, Uint3, int, int, int, int, int, int,
+          int, int, int, int, int, decltype((void)I, static_cast<const float*>(nullptr))...>
+bin_bcast_signature(std::index_sequence<I...>);
+template <std::size_t kOperands>
+using BinBcast = decltype(bin_bcast_signature(std::make_index_sequence<kOperands>{}));
+
 template <BinaryOp kOp, std::size_t kOperands>
-int bin_bcast(const Launch& launch) {
-  // The fixed parameters, then kOperands pointers of src1's type.
-  auto parameters = [&]<std::size_t... I>(std::index_sequence<I...>) {
-    return launch.parameters<const float*, const float*, float*, int, int, int, Uint3, Uint3, Uint3, Uint3, Uint3, int,
-                             int, int, int, int, int, int, int, int, int, int, decltype((void)I, (const float*)nullptr)...>();
-  }(std::make_index_sequence<kOperands>{});
-  if (!parameters) return kLaunchFailed;
+int bin_bcast(const Launch& launch, const typename BinBcast<kOperands>::Values& parameters) {
   const auto& [src0, src1_unused, dst, ne0, ne1, ne2, ne3, ne10, ne11, ne12, ne13, s1, s2, s3, s00, s01, s02, s03, s10,
                s11, s12, s13] = [&]<std::size_t... I>(std::index_sequence<I...>) {
-    return std::tuple{std::get<I>(*parameters)...};
+    return std::tuple{std::get<I>(parameters)...};
   }(std::make_index_sequence<22>{});
   const std::array<const float*, kOperands> operands = [&]<std::size_t... I>(std::index_sequence<I...>) {
-    return std::array<const float*, kOperands>{std::get<22 + I>(*parameters)...};
+    return std::array<const float*, kOperands>{std::get<22 + I>(parameters)...};
   }(std::make_index_sequence<kOperands>{});
   if (!divisors_valid({ne3, ne10, ne11, ne12, ne13})) return launch.unsupported("an extent of 0");
 
@@ -93,7 +95,8 @@ void add_op(std::vector<KernelEntry>& out, const char* name) {
     for (std::size_t i = 1; i < count; ++i) text += "S2_";
     return text;
   };
-  (out.push_back({fmt::format("{}{}EffEEfffJ{}{}", kPrefix, name, pointers(kCounts), kTail), entry<bin_bcast<kOp, kCounts>>}),
+  (out.push_back(kernel<BinBcast<kCounts>, bin_bcast<kOp, kCounts>>(
+       fmt::format("{}{}EffEEfffJ{}{}", kPrefix, name, pointers(kCounts), kTail))),
    ...);
 }
 

@@ -29,14 +29,14 @@ Box first_elements(std::int64_t n, std::int64_t n0, std::int64_t n1, std::int64_
            (n - 1) / plane + 1}};
 }
 
+using CopyScalar = Signature<const char*, char*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
+                             std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
+                             std::int64_t, std::int64_t, std::int64_t, std::int64_t>;
+
 template <class S, class D>
-int cpy_scalar(const Launch& launch) {
-  auto parameters = launch.parameters<const char*, char*, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
-                                      std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
-                                      std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t>();
-  if (!parameters) return kLaunchFailed;
+int cpy_scalar(const Launch& launch, const CopyScalar::Values& parameters) {
   const auto& [cx, cdst, ne, ne00, ne01, ne02, nb00, nb01, nb02, nb03, ne10, ne11, ne12, nb10, nb11, nb12, nb13] =
-      *parameters;
+      parameters;
   if (ne00 <= 0 || ne01 <= 0 || ne02 <= 0 || ne10 <= 0 || ne11 <= 0 || ne12 <= 0)
     return launch.unsupported("an extent below 1 (the kernel divides by them)");
   const std::int64_t n = std::min<std::int64_t>(ne, std::int64_t{launch.grid().x} * launch.block().x);
@@ -63,12 +63,13 @@ int cpy_scalar(const Launch& launch) {
   return 0;
 }
 
+template <class D>
+using ConvertUnary = Signature<const void*, D*, std::int64_t, std::int64_t, std::int64_t, Uint3, std::int64_t,
+                              std::int64_t, std::int64_t>;
+
 template <class S, class D>
-int convert_unary(const Launch& launch) {
-  auto parameters = launch.parameters<const void*, D*, std::int64_t, std::int64_t, std::int64_t, Uint3, std::int64_t,
-                                      std::int64_t, std::int64_t>();
-  if (!parameters) return kLaunchFailed;
-  const auto& [vx, y, ne00, ne01, ne0203, ne02, s01, s02, s03] = *parameters;
+int convert_unary(const Launch& launch, const typename ConvertUnary<D>::Values& parameters) {
+  const auto& [vx, y, ne00, ne01, ne0203, ne02, s01, s02, s03] = parameters;
   if (!divisors_valid({ne02})) return launch.unsupported("ne02 of 0");
   const std::int64_t n00 = std::min<std::int64_t>(ne00, std::int64_t{launch.grid().x} * launch.block().x);
   if (n00 <= 0 || ne01 <= 0 || ne0203 <= 0) return 0;
@@ -97,12 +98,12 @@ std::vector<KernelEntry> copy_kernels() {
   constexpr const char* kCopy = "_Z10cpy_scalarIXadL_ZN36_INTERNAL_a6ad3f57_6_cpy_cu_bfba63e212cpy_1_scalarI";
   constexpr const char* kConvertTail = "EvPKvPT0_lll5uint3lll";
   return {
-      {std::string(kCopy) + "ffEEvPKcPcEEEvS3_S4_lllllllllllllll", entry<cpy_scalar<float, float>>},
-      {std::string(kCopy) + "f6__halfEEvPKcPcEEEvS4_S5_lllllllllllllll", entry<cpy_scalar<float, Half>>},
-      {std::string(kCopy) + "6__halffEEvPKcPcEEEvS4_S5_lllllllllllllll", entry<cpy_scalar<Half, float>>},
-      {std::string(kCopy) + "6__halfS2_EEvPKcPcEEEvS4_S5_lllllllllllllll", entry<cpy_scalar<Half, Half>>},
-      {std::string("_Z13convert_unaryIf6__half") + kConvertTail, entry<convert_unary<float, Half>>},
-      {std::string("_Z13convert_unaryI6__halff") + kConvertTail, entry<convert_unary<Half, float>>},
+      kernel<CopyScalar, cpy_scalar<float, float>>(std::string(kCopy) + "ffEEvPKcPcEEEvS3_S4_lllllllllllllll"),
+      kernel<CopyScalar, cpy_scalar<float, Half>>(std::string(kCopy) + "f6__halfEEvPKcPcEEEvS4_S5_lllllllllllllll"),
+      kernel<CopyScalar, cpy_scalar<Half, float>>(std::string(kCopy) + "6__halffEEvPKcPcEEEvS4_S5_lllllllllllllll"),
+      kernel<CopyScalar, cpy_scalar<Half, Half>>(std::string(kCopy) + "6__halfS2_EEvPKcPcEEEvS4_S5_lllllllllllllll"),
+      kernel<ConvertUnary<Half>, convert_unary<float, Half>>(std::string("_Z13convert_unaryIf6__half") + kConvertTail),
+      kernel<ConvertUnary<float>, convert_unary<Half, float>>(std::string("_Z13convert_unaryI6__halff") + kConvertTail),
   };
 }
 

@@ -12,46 +12,26 @@
 // implementations of different streams run at once; nothing here holds state between launches.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <initializer_list>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <tuple>
 #include <type_traits>
-#include <utility>
 
 #include "gpubroker/sim/float16.h"
 #include "gpubroker/sim/kernel_plugin.h"
+#include "sim/ggml/device_types.h"
 
 namespace gpubroker::sim::ggml {
 
 inline constexpr int kIllegalAddress = 700;  // CUDA_ERROR_ILLEGAL_ADDRESS
 inline constexpr int kLaunchFailed = 719;    // CUDA_ERROR_LAUNCH_FAILED
 inline constexpr unsigned kWarpSize = 32;
-
-// CUDA's uint3: ggml passes its fast-division constants <multiplier, shift, divisor> in one; the
-// host implementations divide by the divisor (z) itself.
-struct Uint3 {
-  std::uint32_t x;
-  std::uint32_t y;
-  std::uint32_t z;
-};
-static_assert(sizeof(Uint3) == 12 && alignof(Uint3) == 4);
-
-// Whether every fast-division constant has a divisor the kernel can divide by.
-inline bool divisors_valid(std::initializer_list<Uint3> values) {
-  for (const Uint3& value : values)
-    if (value.z == 0) return false;
-  return true;
-}
-
-// CUDA's __half, by its bits.
-struct Half {
-  std::uint16_t bits;
-};
-static_assert(sizeof(Half) == 2);
 
 // ggml_cuda_cast between the element types the kernels use: float, and __half (rounded to nearest
 // even, as __float2half does).
@@ -89,14 +69,20 @@ class Launch {
     return std::uint64_t{launch_->grid.x} * launch_->grid.y * launch_->grid.z;
   }
 
-  // The parameters as the signature's types Ts, when the launch's layout is exactly that signature
-  // (as many parameters, each of its type's size, inside the block); nullopt after saying so.
-  template <class... Ts>
-  [[nodiscard]] std::optional<std::tuple<Ts...>> parameters() const {
-    static_assert((std::is_trivially_copyable_v<Ts> && ...));
-    constexpr std::uint32_t sizes[] = {static_cast<std::uint32_t>(sizeof(Ts))...};
-    if (!layout_is(sizes, sizeof...(Ts))) return std::nullopt;
-    return read<Ts...>(std::index_sequence_for<Ts...>{});
+  // The parameters as Sig's types (a Signature), when the launch's layout is exactly that
+  // signature (as many parameters, each of its type's size, inside the block); nullopt after
+  // saying so.
+  template <class Sig>
+  [[nodiscard]] std::optional<typename Sig::Values> parameters() const {
+    if (!layout_is(Sig::kSizes.data(), Sig::kSizes.size())) return std::nullopt;
+    typename Sig::Values values;
+    std::size_t index = 0;
+    std::apply(
+        [&](auto&... value) {
+          ((std::memcpy(&value, launch_->params + launch_->param_layout[index].offset, sizeof(value)), ++index), ...);
+        },
+        values);
+    return values;
   }
 
   // Whether the kernel may touch the elements at base + sum(i_k * stride_k) for every index of
@@ -116,33 +102,44 @@ class Launch {
  private:
   bool layout_is(const std::uint32_t* sizes, std::size_t count) const;
 
-  template <class... Ts, std::size_t... I>
-  std::tuple<Ts...> read(std::index_sequence<I...>) const {
-    std::tuple<Ts...> values;
-    (std::memcpy(&std::get<I>(values), launch_->params + launch_->param_layout[I].offset, sizeof(Ts)), ...);
-    return values;
-  }
-
   const GpubrokerSimLaunch* launch_;
   mutable std::string refused_;  // the parameter accessible() refused, for illegal_address()
 };
 
-// A host implementation as the plugin registers it: noexcept, so no exception crosses into the sim.
-// `Body` is an int(const Launch&) function.
-template <auto Body>
+// A kernel's C++ parameter list, as types: what its launches' parameter blocks hold, by value.
+template <class... Ts>
+struct Signature {
+  static_assert((std::is_trivially_copyable_v<Ts> && ...) && (std::is_default_constructible_v<Ts> && ...));
+  using Values = std::tuple<Ts...>;
+  static constexpr std::array<std::uint32_t, sizeof...(Ts)> kSizes{static_cast<std::uint32_t>(sizeof(Ts))...};
+};
+
+// A host implementation as the plugin registers it: the launch's parameters read by `Sig`, then
+// `Body` (an int(const Launch&, const Sig::Values&) function) called with them. noexcept: no
+// exception crosses into the sim.
+template <class Sig, auto Body>
 int entry(const GpubrokerSimLaunch* launch) noexcept {
   const Launch checked(launch);
   try {
-    return Body(checked);
+    const std::optional<typename Sig::Values> values = checked.parameters<Sig>();
+    if (!values) return kLaunchFailed;
+    return Body(checked, *values);
   } catch (...) {  // std::bad_alloc from a scratch buffer: the launch fails, as the sim's GEMMs do
     return checked.unsupported("ran out of host memory");
   }
 }
 
-// One kernel of the wheel: its mangled name, as the fatbin gives it, and its implementation.
+// One kernel of the wheel: its mangled name, as the fatbin gives it, its implementation, and the
+// parameter sizes of the signature it reads (which the wheel's layout must match).
 struct KernelEntry {
   std::string mangled_name;
   GpubrokerSimKernel run;
+  std::span<const std::uint32_t> param_sizes;
 };
+
+template <class Sig, auto Body>
+KernelEntry kernel(std::string mangled_name) {
+  return {std::move(mangled_name), entry<Sig, Body>, Sig::kSizes};
+}
 
 }  // namespace gpubroker::sim::ggml

@@ -11,13 +11,13 @@
 namespace gpubroker::sim::ggml {
 namespace {
 
-int compute_batched_ptrs(const Launch& launch) {
-  auto parameters = launch.parameters<const void*, const void*, char*, const void**, void**, std::int64_t, std::int64_t,
-                                      std::int64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t,
-                                      std::uint64_t, std::uint64_t, std::int64_t, std::int64_t>();
-  if (!parameters) return kLaunchFailed;
+using BatchedPointers = Signature<const void*, const void*, char*, const void**, void**, std::int64_t, std::int64_t,
+                                  std::int64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t,
+                                  std::uint64_t, std::int64_t, std::int64_t>;
+
+int compute_batched_ptrs(const Launch& launch, const BatchedPointers::Values& parameters) {
   const auto& [src0, src1, dst, ptrs_src, ptrs_dst, ne12, ne13, ne23, nb02, nb03, nb12, nb13, nbd2, nbd3, r2, r3] =
-      *parameters;
+      parameters;
   if (r2 <= 0 || r3 <= 0) return launch.unsupported("a broadcast ratio r2 or r3 below 1");
   const std::int64_t n13 = std::min<std::int64_t>(ne13, std::int64_t{launch.grid().x} * launch.block().x);
   const std::int64_t n12 = std::min<std::int64_t>(ne12, std::int64_t{launch.grid().y} * launch.block().y);
@@ -47,7 +47,7 @@ int compute_batched_ptrs(const Launch& launch) {
 
 std::vector<KernelEntry> matmul_kernels() {
   return {
-    {"_Z22k_compute_batched_ptrsPKvS0_PcPS0_PPvlllmmmmmmll", entry<compute_batched_ptrs>},
+    kernel<BatchedPointers, compute_batched_ptrs>("_Z22k_compute_batched_ptrsPKvS0_PcPS0_PPvlllmmmmmmll"),
   };
 }
 

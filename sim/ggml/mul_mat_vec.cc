@@ -27,18 +27,6 @@
 namespace gpubroker::sim::ggml {
 namespace {
 
-// ggml_glu_op (ggml.h)
-enum GluOp : std::int32_t { kReglu, kGeglu, kSwiglu, kSwigluOai, kGegluErf, kGegluQuick };
-
-// ggml_cuda_mm_fusion_args_device (ggml-cuda/common.cuh)
-struct FusionArgs {
-  const void* x_bias;
-  const void* gate;
-  const void* gate_bias;
-  GluOp glu_op;
-};
-static_assert(sizeof(FusionArgs) == 32);
-
 // One template instance, as data: the body below serves them all.
 struct Instance {
   bool half_weights;   // T: __half, else float
@@ -85,13 +73,14 @@ void row_dot(const T* x_row, const float* y, std::int64_t stride_col_y, int ncol
 }
 
 template <class T>
-int mul_mat_vec_f(const Launch& launch, const Instance& instance) {
-  auto parameters = launch.parameters<const T*, const float*, const std::int32_t*, FusionArgs, float*, int, Uint3, int,
-                                      int, int, Uint3, int, int, int, Uint3, int, int, int, int>();
-  if (!parameters) return kLaunchFailed;
+using MulMatVec = Signature<const T*, const float*, const std::int32_t*, FusionArgs, float*, int, Uint3, int, int, int,
+                            Uint3, int, int, int, Uint3, int, int, int, int>;
+
+template <class T>
+int mul_mat_vec_f(const Launch& launch, const typename MulMatVec<T>::Values& parameters, const Instance& instance) {
   const auto& [x, y, ids, fusion, dst, ncols2, nchannels_y, stride_row, stride_col_y2, stride_col_dst, channel_ratio,
                stride_channel_x, stride_channel_y, stride_channel_dst, sample_ratio, stride_sample_x, stride_sample_y,
-               stride_sample_dst, ids_stride] = *parameters;
+               stride_sample_dst, ids_stride] = parameters;
   const GpubrokerSimDim3& grid = launch.grid();
   if (ids != nullptr) return launch.unsupported("ids (the MUL_MAT_ID form)");
   if (launch.block().x != static_cast<unsigned>(instance.block_size) || launch.block().y != 1 || launch.block().z != 1)
@@ -162,12 +151,16 @@ int mul_mat_vec_f(const Launch& launch, const Instance& instance) {
 }
 
 template <Instance I>
-int instance(const Launch& launch) {
-  if constexpr (I.half_weights) {
-    return mul_mat_vec_f<Half>(launch, I);
-  } else {
-    return mul_mat_vec_f<float>(launch, I);
-  }
+using InstanceSignature = MulMatVec<std::conditional_t<I.half_weights, Half, float>>;
+
+template <Instance I>
+int instance(const Launch& launch, const typename InstanceSignature<I>::Values& parameters) {
+  return mul_mat_vec_f<std::conditional_t<I.half_weights, Half, float>>(launch, parameters, I);
+}
+
+template <Instance I>
+void add(std::vector<KernelEntry>& out, std::string name) {
+  out.push_back(kernel<InstanceSignature<I>, instance<I>>(std::move(name)));
 }
 
 // The instances for one (T, type_acc): ncols_dst 1 to 8 at block sizes 32 to 256 without fusion,
@@ -175,12 +168,12 @@ int instance(const Launch& launch) {
 template <bool kHalfWeights, bool kHalfSums, int kBlockSize>
 void add_block_size(std::vector<KernelEntry>& out, const char* types, const char* tail) {
   [&]<int... kMinusOne>(std::integer_sequence<int, kMinusOne...>) {
-    ((out.push_back({fmt::format("_Z13mul_mat_vec_fI{}Li{}ELi{}ELb0ELb0E{}", types, kMinusOne + 1, kBlockSize, tail),
-                     entry<instance<Instance{kHalfWeights, kHalfSums, kMinusOne + 1, kBlockSize, false}>>})),
+    (add<Instance{kHalfWeights, kHalfSums, kMinusOne + 1, kBlockSize, false}>(
+         out, fmt::format("_Z13mul_mat_vec_fI{}Li{}ELi{}ELb0ELb0E{}", types, kMinusOne + 1, kBlockSize, tail)),
      ...);
   }(std::make_integer_sequence<int, 8>{});
-  out.push_back({fmt::format("_Z13mul_mat_vec_fI{}Li1ELi{}ELb1ELb0E{}", types, kBlockSize, tail),
-                 entry<instance<Instance{kHalfWeights, kHalfSums, 1, kBlockSize, true}>>});
+  add<Instance{kHalfWeights, kHalfSums, 1, kBlockSize, true}>(
+      out, fmt::format("_Z13mul_mat_vec_fI{}Li1ELi{}ELb1ELb0E{}", types, kBlockSize, tail));
 }
 
 template <bool kHalfWeights, bool kHalfSums>

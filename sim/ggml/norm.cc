@@ -41,17 +41,16 @@ struct Broadcast {
   }
 };
 
+using RmsNorm = Signature<const float*, float*, int, std::int64_t, std::int64_t, std::int64_t, float, const float*,
+                          std::int64_t, std::int64_t, std::int64_t, Uint3, Uint3, Uint3, Uint3, const float*, std::int64_t,
+                          std::int64_t, std::int64_t, Uint3, Uint3, Uint3, Uint3>;
+
 template <int kBlockSize, bool kMultiply, bool kAdd>
-int rms_norm_f32(const Launch& launch) {
+int rms_norm_f32(const Launch& launch, const RmsNorm::Values& parameters) {
   static_assert(!kAdd || kMultiply);
-  auto parameters =
-      launch.parameters<const float*, float*, int, std::int64_t, std::int64_t, std::int64_t, float, const float*,
-                        std::int64_t, std::int64_t, std::int64_t, Uint3, Uint3, Uint3, Uint3, const float*, std::int64_t,
-                        std::int64_t, std::int64_t, Uint3, Uint3, Uint3, Uint3>();
-  if (!parameters) return kLaunchFailed;
   const auto& [x, dst, ncols, stride_row, stride_channel, stride_sample, eps, mul, mul_s1, mul_s2, mul_s3, mul_ncols,
                mul_nrows, mul_nchannels, mul_nsamples, add, add_s1, add_s2, add_s3, add_ncols, add_nrows, add_nchannels,
-               add_nsamples] = *parameters;
+               add_nsamples] = parameters;
   const Broadcast multiplier{mul, mul_s1, mul_s2, mul_s3, mul_ncols, mul_nrows, mul_nchannels, mul_nsamples};
   const Broadcast addend{add, add_s1, add_s2, add_s3, add_ncols, add_nrows, add_nchannels, add_nsamples};
   if (launch.block().x != kBlockSize || launch.block().y != 1 || launch.block().z != 1)
@@ -106,18 +105,12 @@ int rms_norm_f32(const Launch& launch) {
 
 std::vector<KernelEntry> norm_kernels() {
   return {
-    {"_Z12rms_norm_f32ILi256ELb0ELb0EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_",
-     entry<rms_norm_f32<256, false, false>>},
-    {"_Z12rms_norm_f32ILi256ELb1ELb0EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_",
-     entry<rms_norm_f32<256, true, false>>},
-    {"_Z12rms_norm_f32ILi256ELb1ELb1EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_",
-     entry<rms_norm_f32<256, true, true>>},
-    {"_Z12rms_norm_f32ILi1024ELb0ELb0EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_",
-     entry<rms_norm_f32<1024, false, false>>},
-    {"_Z12rms_norm_f32ILi1024ELb1ELb0EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_",
-     entry<rms_norm_f32<1024, true, false>>},
-    {"_Z12rms_norm_f32ILi1024ELb1ELb1EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_",
-     entry<rms_norm_f32<1024, true, true>>},
+    kernel<RmsNorm, rms_norm_f32<256, false, false>>("_Z12rms_norm_f32ILi256ELb0ELb0EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"),
+    kernel<RmsNorm, rms_norm_f32<256, true, false>>("_Z12rms_norm_f32ILi256ELb1ELb0EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"),
+    kernel<RmsNorm, rms_norm_f32<256, true, true>>("_Z12rms_norm_f32ILi256ELb1ELb1EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"),
+    kernel<RmsNorm, rms_norm_f32<1024, false, false>>("_Z12rms_norm_f32ILi1024ELb0ELb0EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"),
+    kernel<RmsNorm, rms_norm_f32<1024, true, false>>("_Z12rms_norm_f32ILi1024ELb1ELb0EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"),
+    kernel<RmsNorm, rms_norm_f32<1024, true, true>>("_Z12rms_norm_f32ILi1024ELb1ELb1EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"),
   };
 }
 

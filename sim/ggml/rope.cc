@@ -19,22 +19,19 @@
 namespace gpubroker::sim::ggml {
 namespace {
 
-struct RopeCorrDims {  // rope_corr_dims
-  float v[2];
-};
-
 float yarn_ramp(float low, float high, std::int64_t i0) {
   const float y = (static_cast<float>(i0 / 2) - low) / std::fmax(0.001f, high - low);
   return 1.0f - std::fmin(1.0f, std::fmax(0.0f, y));
 }
 
+template <class T, class D>
+using RopeNorm = Signature<const T*, D*, int, int, int, int, int, int, int, int, int, int, const std::int32_t*, float, float,
+                           float, RopeCorrDims, float, const float*, const std::int64_t*, int>;
+
 template <bool kForward, bool kFreqFactors, class T, class D>
-int rope_norm(const Launch& launch) {
-  auto parameters = launch.parameters<const T*, D*, int, int, int, int, int, int, int, int, int, int, const std::int32_t*,
-                                      float, float, float, RopeCorrDims, float, const float*, const std::int64_t*, int>();
-  if (!parameters) return kLaunchFailed;
+int rope_norm(const Launch& launch, const typename RopeNorm<T, D>::Values& parameters) {
   const auto& [x, dst, ne00, ne01, ne02, s01, s02, s03, s1, s2, s3, n_dims, pos, freq_scale, ext_factor, attn_factor,
-               corr_dims, theta_scale, freq_factors, row_indices, set_rows_stride] = *parameters;
+               corr_dims, theta_scale, freq_factors, row_indices, set_rows_stride] = parameters;
   if (ne01 <= 0 || ne02 <= 0) return launch.unsupported("ne01 or ne02 below 1 (the kernel divides by them)");
   if (ne00 % 2 != 0) return launch.unsupported("an odd row length ne00");
 
@@ -107,9 +104,12 @@ std::vector<KernelEntry> rope_kernels() {
   std::vector<KernelEntry> out;
   const auto add = [&]<bool kForward, bool kFreqFactors>() {
     const std::string flags = fmt::format("ILb{}ELb{}E", kForward ? 1 : 0, kFreqFactors ? 1 : 0);
-    out.push_back({"_Z9rope_norm" + flags + "ff" + kTail, entry<rope_norm<kForward, kFreqFactors, float, float>>});
-    out.push_back({"_Z9rope_norm" + flags + "f6__half" + kTail, entry<rope_norm<kForward, kFreqFactors, float, Half>>});
-    out.push_back({"_Z9rope_norm" + flags + "6__halfS0_" + kTail, entry<rope_norm<kForward, kFreqFactors, Half, Half>>});
+    out.push_back(kernel<RopeNorm<float, float>, rope_norm<kForward, kFreqFactors, float, float>>(
+        "_Z9rope_norm" + flags + "ff" + kTail));
+    out.push_back(kernel<RopeNorm<float, Half>, rope_norm<kForward, kFreqFactors, float, Half>>(
+        "_Z9rope_norm" + flags + "f6__half" + kTail));
+    out.push_back(kernel<RopeNorm<Half, Half>, rope_norm<kForward, kFreqFactors, Half, Half>>(
+        "_Z9rope_norm" + flags + "6__halfS0_" + kTail));
   };
   add.operator()<true, false>();
   add.operator()<true, true>();

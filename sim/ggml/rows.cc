@@ -32,12 +32,13 @@ struct IndexRange {
 };
 
 template <class S, class D>
-int get_rows_float(const Launch& launch) {
-  auto parameters = launch.parameters<const S*, const std::int32_t*, D*, std::int64_t, std::int64_t, Uint3, std::uint64_t,
-                                      std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t,
-                                      std::uint64_t, std::uint64_t, std::uint64_t>();
-  if (!parameters) return kLaunchFailed;
-  const auto& [src0, src1, dst, ne00, ne11, ne12, s1, s2, s3, nb01, nb02, nb03, s10, s11, s12] = *parameters;
+using GetRows = Signature<const S*, const std::int32_t*, D*, std::int64_t, std::int64_t, Uint3, std::uint64_t,
+                          std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t,
+                          std::uint64_t, std::uint64_t>;
+
+template <class S, class D>
+int get_rows_float(const Launch& launch, const typename GetRows<S, D>::Values& parameters) {
+  const auto& [src0, src1, dst, ne00, ne11, ne12, s1, s2, s3, nb01, nb02, nb03, s10, s11, s12] = parameters;
   if (!divisors_valid({ne12})) return launch.unsupported("ne12 of 0");
   const std::int64_t n10 = launch.grid().x;
   const auto signed_stride = [](std::uint64_t stride) { return static_cast<std::int64_t>(stride); };
@@ -78,14 +79,14 @@ int get_rows_float(const Launch& launch) {
 }
 
 template <class S, class I, class D>
-int set_rows(const Launch& launch) {
-  auto parameters = launch.parameters<const S*, const I*, D*, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
-                                      std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
-                                      std::int64_t, std::int64_t, std::int64_t, std::int64_t, Uint3, Uint3, Uint3, Uint3,
-                                      Uint3>();
-  if (!parameters) return kLaunchFailed;
+using SetRows = Signature<const S*, const I*, D*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
+                          std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
+                          std::int64_t, std::int64_t, Uint3, Uint3, Uint3, Uint3, Uint3>;
+
+template <class S, class I, class D>
+int set_rows(const Launch& launch, const typename SetRows<S, I, D>::Values& parameters) {
   const auto& [src0, src1, dst, ne_total, ne10, ne11_unused, ne12_unused, ne13, s01, s02, s03, s10, s11, s12, s1, s2, s3,
-               ne00, ne01, ne02, ne11, ne12] = *parameters;
+               ne00, ne01, ne02, ne11, ne12] = parameters;
   if (!divisors_valid({ne00, ne01, ne02, ne11, ne12})) return launch.unsupported("an extent of 0");
   const std::int64_t n = std::min<std::int64_t>(ne_total, std::int64_t{launch.grid().x} * launch.block().x);
   if (n <= 0) return 0;
@@ -128,14 +129,14 @@ int set_rows(const Launch& launch) {
 std::vector<KernelEntry> rows_kernels() {
   constexpr const char* kGetTail = "EvPKT_PKiPT0_ll5uint3mmmmmmmmm";
   return {
-      {std::string("_Z16k_get_rows_floatIff") + kGetTail, entry<get_rows_float<float, float>>},
-      {std::string("_Z16k_get_rows_floatIf6__half") + kGetTail, entry<get_rows_float<float, Half>>},
-      {std::string("_Z16k_get_rows_floatI6__halff") + kGetTail, entry<get_rows_float<Half, float>>},
-      {std::string("_Z16k_get_rows_floatI6__halfS0_") + kGetTail, entry<get_rows_float<Half, Half>>},
-      {"_Z10k_set_rowsIflfEvPKT_PKT0_PT1_llllllllllllll5uint3S8_S8_S8_S8_", entry<set_rows<float, std::int64_t, float>>},
-      {"_Z10k_set_rowsIfifEvPKT_PKT0_PT1_llllllllllllll5uint3S8_S8_S8_S8_", entry<set_rows<float, std::int32_t, float>>},
-      {"_Z10k_set_rowsIfl6__halfEvPKT_PKT0_PT1_llllllllllllll5uint3S9_S9_S9_S9_", entry<set_rows<float, std::int64_t, Half>>},
-      {"_Z10k_set_rowsIfi6__halfEvPKT_PKT0_PT1_llllllllllllll5uint3S9_S9_S9_S9_", entry<set_rows<float, std::int32_t, Half>>},
+      kernel<GetRows<float, float>, get_rows_float<float, float>>(std::string("_Z16k_get_rows_floatIff") + kGetTail),
+      kernel<GetRows<float, Half>, get_rows_float<float, Half>>(std::string("_Z16k_get_rows_floatIf6__half") + kGetTail),
+      kernel<GetRows<Half, float>, get_rows_float<Half, float>>(std::string("_Z16k_get_rows_floatI6__halff") + kGetTail),
+      kernel<GetRows<Half, Half>, get_rows_float<Half, Half>>(std::string("_Z16k_get_rows_floatI6__halfS0_") + kGetTail),
+      kernel<SetRows<float, std::int64_t, float>, set_rows<float, std::int64_t, float>>("_Z10k_set_rowsIflfEvPKT_PKT0_PT1_llllllllllllll5uint3S8_S8_S8_S8_"),
+      kernel<SetRows<float, std::int32_t, float>, set_rows<float, std::int32_t, float>>("_Z10k_set_rowsIfifEvPKT_PKT0_PT1_llllllllllllll5uint3S8_S8_S8_S8_"),
+      kernel<SetRows<float, std::int64_t, Half>, set_rows<float, std::int64_t, Half>>("_Z10k_set_rowsIfl6__halfEvPKT_PKT0_PT1_llllllllllllll5uint3S9_S9_S9_S9_"),
+      kernel<SetRows<float, std::int32_t, Half>, set_rows<float, std::int32_t, Half>>("_Z10k_set_rowsIfi6__halfEvPKT_PKT0_PT1_llllllllllllll5uint3S9_S9_S9_S9_"),
   };
 }
 

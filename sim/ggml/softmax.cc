@@ -21,28 +21,6 @@
 namespace gpubroker::sim::ggml {
 namespace {
 
-struct SoftMaxParams {  // soft_max_params
-  std::int64_t nheads;
-  std::uint32_t n_head_log2;
-  std::int64_t ncols;
-  std::int64_t nrows_x;
-  std::int64_t nrows_y;
-  std::int64_t ne00;
-  std::int64_t ne01;
-  std::int64_t ne02;
-  std::int64_t ne03;
-  std::int64_t nb11;
-  std::int64_t nb12;
-  std::int64_t nb13;
-  std::int64_t ne12;
-  std::int64_t ne13;
-  float scale;
-  float max_bias;
-  float m0;
-  float m1;
-};
-static_assert(sizeof(SoftMaxParams) == 128);
-
 float alibi_slope(const SoftMaxParams& p, std::uint32_t head) {
   if (p.max_bias <= 0.0f) return 1.0f;
   const float base = head < p.n_head_log2 ? p.m0 : p.m1;
@@ -50,11 +28,12 @@ float alibi_slope(const SoftMaxParams& p, std::uint32_t head) {
   return std::pow(base, static_cast<float>(exponent));
 }
 
+template <class T>
+using SoftMax = Signature<const float*, const T*, const float*, float*, SoftMaxParams>;
+
 template <int kColumns, int kBlockSize, class T>
-int soft_max_f32(const Launch& launch) {
-  auto parameters = launch.parameters<const float*, const T*, const float*, float*, SoftMaxParams>();
-  if (!parameters) return kLaunchFailed;
-  const auto& [x, mask, sinks, dst, p] = *parameters;
+int soft_max_f32(const Launch& launch, const typename SoftMax<T>::Values& parameters) {
+  const auto& [x, mask, sinks, dst, p] = parameters;
   const std::int64_t ncols = kColumns == 0 ? p.ncols : kColumns;
   const unsigned block_size = kBlockSize == 0 ? launch.block().x : kBlockSize;
   if (launch.block().x != block_size || launch.block().y != 1 || launch.block().z != 1 || !reducible_block(block_size))
@@ -121,8 +100,8 @@ std::vector<KernelEntry> softmax_kernels() {
   std::vector<KernelEntry> out;
   const auto add = [&]<int kColumns, int kBlockSize>(bool shared) {
     const std::string flags = fmt::format("_Z12soft_max_f32ILb{}ELi{}ELi{}E", shared ? 1 : 0, kColumns, kBlockSize);
-    out.push_back({flags + "f" + kFloatTail, entry<soft_max_f32<kColumns, kBlockSize, float>>});
-    out.push_back({flags + "6__half" + kHalfTail, entry<soft_max_f32<kColumns, kBlockSize, Half>>});
+    out.push_back(kernel<SoftMax<float>, soft_max_f32<kColumns, kBlockSize, float>>(flags + "f" + kFloatTail));
+    out.push_back(kernel<SoftMax<Half>, soft_max_f32<kColumns, kBlockSize, Half>>(flags + "6__half" + kHalfTail));
   };
   add.operator()<0, 0>(false);
   add.operator()<0, 0>(true);

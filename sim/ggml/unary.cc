@@ -11,11 +11,12 @@
 namespace gpubroker::sim::ggml {
 namespace {
 
+template <class T>
+using UnaryGated = Signature<const T*, const T*, T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t>;
+
 template <float (*kOp)(float), class T>
-int unary_gated(const Launch& launch) {
-  auto parameters = launch.parameters<const T*, const T*, T*, std::int64_t, std::int64_t, std::int64_t, std::int64_t>();
-  if (!parameters) return kLaunchFailed;
-  const auto& [x, g, dst, k, n, o0, o1] = *parameters;
+int unary_gated(const Launch& launch, const typename UnaryGated<T>::Values& parameters) {
+  const auto& [x, g, dst, k, n, o0, o1] = parameters;
   if (n <= 0) return launch.unsupported("a row length n below 1");
   const std::int64_t count = std::min<std::int64_t>(k, std::int64_t{launch.grid().x} * launch.block().x);
   if (count <= 0) return 0;
@@ -42,8 +43,8 @@ std::vector<KernelEntry> unary_kernels() {
   constexpr const char* kHalf = "EfEE6__halfEvPKT0_S4_PS2_llll";
   std::vector<KernelEntry> out;
   const auto add = [&]<float (*kOp)(float)>(const char* name) {
-    out.push_back({std::string(kPrefix) + name + kFloat, entry<unary_gated<kOp, float>>});
-    out.push_back({std::string(kPrefix) + name + kHalf, entry<unary_gated<kOp, Half>>});
+    out.push_back(kernel<UnaryGated<float>, unary_gated<kOp, float>>(std::string(kPrefix) + name + kFloat));
+    out.push_back(kernel<UnaryGated<Half>, unary_gated<kOp, Half>>(std::string(kPrefix) + name + kHalf));
   };
   add.operator()<silu>("7op_silu");
   add.operator()<gelu>("7op_gelu");
