@@ -266,6 +266,8 @@ CUresult initialize() {
     d.devices.push_back(std::move(device));
   }
   if (plugins) load_plugins(*plugins);
+  if (const char* path = std::getenv("GPUBROKER_SIM_COUNTERS"); path != nullptr && *path != '\0')
+    write_counters_at_exit(path);
   return CUDA_SUCCESS;
 }
 

@@ -9,8 +9,14 @@ on the library path. Each case is one meson test:
   load            the tiny model with every layer offloaded: weights, KV cache and compute buffers on
                   the device, graphs reserved
   generate        no layer offloaded: greedy tokens equal those of the same wheel with CUDA hidden
-  kernel-failure  every layer offloaded: the first kernel (no sim implementation) fails with a CUDA
-                  error that names it, the process ends, the broker reclaims it and serves the next
+  offload         every layer offloaded, the sim running ggml's kernels (sim/ggml/): 64 greedy tokens
+                  after fixed prompts of 3 and 40 tokens, compared with the same wheel's CPU backend
+                  (compare_to_cpu says how), with ggml's CUDA graphs on (its default)
+  offload-no-graphs      the same with GGML_CUDA_DISABLE_GRAPHS=1
+  offload-four-runners   four such runners at once: each output identical, and compared with the CPU's
+  kernel-failure  every layer offloaded on a broker without the sim's kernels (--sim-kernels=none): the
+                  first kernel fails with a CUDA error that names it, the process ends, the broker
+                  reclaims it and serves the next
   four-runners    four runners hold the model at once; broker-top shows each with its memory; after
                   they exit the device is back to its baseline
   ollama-layout   a library directory with CUDA 12 libraries of its own, prepended to
@@ -111,18 +117,28 @@ def figure(name, value):
     print("figure: %s %s" % (name, value), flush=True)
 
 
-def runner_case(needs_model=True):
+def runner_case(needs_model=True, broker_args=()):
     """A case run against a fresh sim broker (stopped at the end, which must exit 0), with the tiny
-    model in a scratch directory; skipped where the fixture is not installed."""
+    model in a scratch directory; skipped where the fixture is not installed. The broker's sim writes
+    its counters to sim_counters(work) when the broker exits."""
     def wrap(body):
         def case():
             if fixture_missing():
                 return opslib.SKIP
-            with Broker() as broker, tempfile.TemporaryDirectory() as work:
+            with tempfile.TemporaryDirectory() as work, \
+                    Broker(*broker_args, env={"GPUBROKER_SIM_COUNTERS": os.path.join(work, "sim-counters.json")}) as broker:
                 body(broker, tiny_model(work) if needs_model else None, work)
                 broker.stop()
         return case
     return wrap
+
+
+def sim_counters(work):
+    """What the sim of the case's broker did (GpubrokerSimCounters), once the broker has stopped."""
+    path = os.path.join(work, "sim-counters.json")
+    check(os.path.exists(path), "the sim wrote its counters at exit (GPUBROKER_SIM_COUNTERS)")
+    with open(path) as f:
+        return json.load(f)
 
 
 def pci_key(text):
@@ -188,7 +204,131 @@ def case_generate(broker, model, _work):
     figure("generate.cpu_decode_24_tokens_ms", "%.1f" % (b["decode_seconds"] * 1000))
 
 
+# The offloaded runs: fixed prompts of 3 and 40 tokens (one batch each: the 40-token one goes through
+# the batched matrix products, cuBLAS's and the conversions feeding them), then 64 greedy tokens.
+PROMPTS = (3, 40)
+GENERATED = 64
+
+# How far the sim's logits may be from the CPU backend's at any step. Both compute in float from
+# the same F16 weights, but not alike: the CPU rounds activations to F16 and sums its dot products
+# in its own order; ggml's CUDA kernels, which the sim runs as the device does, sum in half or in
+# float as each instance says, in the device's order, with cuBLAS for the batched products. So
+# they differ in rounding, never in what is computed: on the tiny model's logits (about 0.5 in
+# magnitude) the difference seen is at most 6e-4, and a wrong kernel moves them by far more.
+LOGIT_TOLERANCE = 2e-3
+
+
+def decode(broker, model, prompt_tokens, env, follow=None):
+    """runner.py generate with every layer offloaded: the report, with each step's logits, and the
+    runner's stderr. With `follow`, the steps decode those tokens (another run's) as their inputs."""
+    args = ["generate", model, "99", str(GENERATED), "--prompt-tokens=%d" % prompt_tokens, "--logits"]
+    if follow:
+        args.append("--follow=" + ",".join(str(t) for t in follow))
+    result = run_runner(broker, args, env=env)
+    report = report_of(result, "runner.py generate (prompt %d tokens)" % prompt_tokens)
+    check(report["prompt_tokens"] == prompt_tokens, "the prompt has %d tokens: %s" % (prompt_tokens, report["prompt_tokens"]))
+    check(len(report["tokens"]) == GENERATED and len(report["logits"]) == GENERATED,
+          "%d steps decoded: %d" % (GENERATED, len(report["tokens"])))
+    return report, result.stderr
+
+
+def cpu_reference(broker, model, prompt_tokens):
+    """The same wheel with CUDA hidden: its CPU backend's greedy tokens and logits."""
+    report, _ = decode(broker, model, prompt_tokens, runner_env(CUDA_VISIBLE_DEVICES=""))
+    check(not [d for d in report["devices"] if d["type"] == "GPU"], "with CUDA hidden there is no device")
+    return report
+
+
+def offloaded(broker, model, prompt_tokens, cpu, env):
+    """Every layer on the sim device, each step decoding the CPU run's token: so that every step of
+    the two runs starts from the same context, and each step's choice is the sim's own."""
+    report, stderr = decode(broker, model, prompt_tokens, env, follow=cpu["tokens"])
+    check("offloaded 3/3 layers to GPU" in stderr, "every layer is offloaded:\n" + stderr[-3000:])
+    return report
+
+
+def compare_to_cpu(sim, cpu, label):
+    """Identical greedy tokens, or the logits of every step within LOGIT_TOLERANCE; prints which."""
+    worst, worst_step = 0.0, 0
+    for step, (ours, theirs) in enumerate(zip(sim["logits"], cpu["logits"])):
+        difference = max(abs(a - b) for a, b in zip(ours, theirs))
+        if difference > worst:
+            worst, worst_step = difference, step
+    check(worst <= LOGIT_TOLERANCE, "%s: step %d's logits differ from the CPU's by %.2e (tolerance %.0e)"
+          % (label, worst_step, worst, LOGIT_TOLERANCE))
+    differing = [step for step, (ours, theirs) in enumerate(zip(sim["tokens"], cpu["tokens"])) if ours != theirs]
+    if not differing:
+        print("%s: comparison made: identical tokens: the sim's %d greedy tokens are the CPU backend's "
+              "(logits within %.1e of the CPU's at every step)" % (label, GENERATED, worst), flush=True)
+        return
+    for step in differing:  # a different choice is only a tie broken by rounding
+        logits = cpu["logits"][step]
+        gap = logits[cpu["tokens"][step]] - logits[sim["tokens"][step]]
+        check(gap <= LOGIT_TOLERANCE, "%s: at step %d the sim chose token %d, whose CPU logit is %.2e below the "
+              "CPU's choice %d" % (label, step, sim["tokens"][step], gap, cpu["tokens"][step]))
+    print("%s: comparison made: logits of every step within %.0e of the CPU backend's (worst %.1e, step %d), "
+          "each step decoding the CPU's token; greedy tokens identical but at steps %s, where the CPU's top two "
+          "logits are within the tolerance (a tie broken by rounding), so a free run follows the CPU's "
+          "tokens up to step %d" % (label, LOGIT_TOLERANCE, worst, worst_step, differing, differing[0]), flush=True)
+
+
+def offload_case(broker, model, work, graphs):
+    env = runner_env() if graphs else runner_env(GGML_CUDA_DISABLE_GRAPHS="1")
+    for prompt_tokens in PROMPTS:
+        cpu = cpu_reference(broker, model, prompt_tokens)
+        started = time.monotonic()
+        sim = offloaded(broker, model, prompt_tokens, cpu, env)
+        compare_to_cpu(sim, cpu, "prompt of %d tokens, CUDA graphs %s" % (prompt_tokens, "on" if graphs else "off"))
+        figure("offload.prompt_%d.graphs_%s.seconds" % (prompt_tokens, "on" if graphs else "off"),
+               "%.2f" % (time.monotonic() - started))
+    broker.stop()
+    counters = sim_counters(work)
+    print("sim: %d kernels run, %d graph launches, %d GEMMs" % (counters["kernels_launched"],
+                                                                 counters["graphs_launched"], counters["gemms_run"]))
+    check(counters["kernels_launched"] > 0, "the sim ran the kernels")
+    if graphs:
+        check(counters["graphs_launched"] > 0, "ggml replayed its CUDA graphs on the sim")
+    else:
+        check(counters["graphs_launched"] == 0, "with GGML_CUDA_DISABLE_GRAPHS=1 no graph was launched")
+
+
 @runner_case()
+def case_offload(broker, model, work):
+    offload_case(broker, model, work, graphs=True)
+
+
+@runner_case()
+def case_offload_no_graphs(broker, model, work):
+    offload_case(broker, model, work, graphs=False)
+
+
+@runner_case()
+def case_offload_four_runners(broker, model, _work):
+    for prompt_tokens in PROMPTS:
+        cpu = cpu_reference(broker, model, prompt_tokens)
+        command = [opslib.RUN, "--socket=" + broker.socket, "--", PYTHON, RUNNER, "generate", model, "99",
+                   str(GENERATED), "--prompt-tokens=%d" % prompt_tokens, "--logits",
+                   "--follow=" + ",".join(str(t) for t in cpu["tokens"])]
+        runners = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=runner_env())
+                   for _ in range(4)]
+        outputs = []
+        for runner in runners:
+            try:
+                out, err = runner.communicate(timeout=240)
+            except subprocess.TimeoutExpired:
+                for other in runners:
+                    other.kill()
+                fail("a runner of four did not finish within 240 s (a hang)")
+            diagnose(err)
+            check(runner.returncode == 0, "runner pid %d exited %d:\n%s" % (runner.pid, runner.returncode, err[-3000:]))
+            outputs.append(json.loads(out.strip().splitlines()[-1]))
+        for other in outputs[1:]:
+            check(other["tokens"] == outputs[0]["tokens"] and other["logits"] == outputs[0]["logits"],
+                  "the four runners' outputs are identical, tokens and logits (prompt of %d tokens)" % prompt_tokens)
+        compare_to_cpu(outputs[0], cpu, "four runners at once, prompt of %d tokens" % prompt_tokens)
+
+
+@runner_case(broker_args=("--sim-kernels=none",))
 def case_kernel_failure(broker, model, _work):
     started = time.monotonic()
     failed = run_runner(broker, ["generate", model, "99", "4"], timeout=60)
@@ -283,6 +423,9 @@ CASES = {
     "discovery": case_discovery,
     "load": case_load,
     "generate": case_generate,
+    "offload": case_offload,
+    "offload-no-graphs": case_offload_no_graphs,
+    "offload-four-runners": case_offload_four_runners,
     "kernel-failure": case_kernel_failure,
     "four-runners": case_four_runners,
     "ollama-layout": case_ollama_layout,

@@ -19,6 +19,8 @@
 //                                    run launches is recorded in FILE, and a kernel without a host
 //                                    implementation runs as a no-op; gpubroker_sim_configure_discovery
 //                                    overrides it (gpu-broker --sim-discover)
+//   GPUBROKER_SIM_COUNTERS=FILE      the counters below, written to FILE as one JSON object when the
+//                                    process exits (figures taken through a broker)
 #pragma once
 
 #ifdef __cplusplus
