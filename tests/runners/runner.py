@@ -16,9 +16,11 @@ go to stderr.
                                            decode these tokens as the steps' inputs (another run's
                                            choices) instead of its own, so that two runs compute
                                            every step from the same context
-  runner.py bench MODEL NGL PROMPT GEN     a PROMPT-token prompt in one batch, then GEN greedy
+  runner.py bench MODEL NGL PROMPT GEN [--hold]
+                                           a PROMPT-token prompt in one batch, then GEN greedy
                                            tokens: prompt and decode tokens per second, time to
-                                           first token, process start to first token, the tokens
+                                           first token, process start to first token, the tokens;
+                                           --hold: print the JSON, then wait until stdin closes
 
 Times are wall-clock seconds from time.monotonic(). The first CUDA call of the process is made by
 ggml_backend_load_all() (the CUDA backend's registration counts and describes the devices), so
@@ -206,24 +208,21 @@ def main(argv):
     if len(argv) >= 2 and argv[1] == "discover":
         result = discover()
     elif len(argv) >= 4 and argv[1] == "load":
-        *_, report = load(argv[2], int(argv[3]))
-        result = report
-        if "--hold" in argv:
-            print(json.dumps(result), flush=True)
-            sys.stdin.read()
-            return 0
+        *_, result = load(argv[2], int(argv[3]))
     elif len(argv) >= 5 and argv[1] == "generate":
         options = dict(a[2:].partition("=")[::2] for a in argv[5:])
         follow = options.get("follow")
         result = generate(argv[2], int(argv[3]), int(argv[4]),
                           int(options["prompt-tokens"]) if "prompt-tokens" in options else None, "logits" in options,
                           [int(t) for t in follow.split(",")] if follow else None)
-    elif len(argv) == 6 and argv[1] == "bench":
+    elif len(argv) in (6, 7) and argv[1] == "bench":
         result = bench(argv[2], int(argv[3]), int(argv[4]), int(argv[5]))
     else:
         sys.stderr.write(__doc__)
         return 2
     print(json.dumps(result), flush=True)
+    if "--hold" in argv:  # the process, its CUDA session included, lives on until stdin closes
+        sys.stdin.read()
     return 0
 
 

@@ -419,6 +419,82 @@ def case_figures():
         broker.stop()
 
 
+def bench_report(broker, prompt_tokens, generated, model, env, hold=False):
+    """runner.py bench with every layer offloaded; with `hold`, the report and the running process
+    (whose session lives until its stdin closes)."""
+    args = ["bench", model, "99", str(prompt_tokens), str(generated)]
+    if not hold:
+        return report_of(run_runner(broker, args, env=env), "runner.py bench")
+    command = [opslib.RUN, "--socket=" + broker.socket, "--", PYTHON, RUNNER] + args + ["--hold"]
+    runner = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env)
+    line = runner.stdout.readline()
+    check(line.startswith("{"), "runner.py bench --hold reported (exit %s): %s" % (runner.poll(), line))
+    return json.loads(line), runner
+
+
+def work_per_run(prompt_tokens, generated, model, env, work):
+    """What one run of `generated` tokens cost the broker: the calls it served the runner's session
+    (broker-top) and what its sim ran (kernels, graph launches, GEMMs), on a broker of its own."""
+    counters_path = os.path.join(work, "sim-counters.json")
+    with Broker(env={"GPUBROKER_SIM_COUNTERS": counters_path}) as broker:
+        report, runner = bench_report(broker, prompt_tokens, generated, model, env, hold=True)
+        sessions = [s for s in top_json(broker)["sessions"] if s["pid"] == runner.pid]
+        runner.stdin.close()
+        check(runner.wait(timeout=60) == 0, "runner.py bench --hold exits cleanly")
+        broker.stop()
+    check(len(sessions) == 1, "broker-top shows the runner's session")
+    with open(counters_path) as f:
+        counters = json.load(f)
+    return {"calls": sessions[0]["calls"], "kernels": counters["kernels_launched"],
+            "graphs": counters["graphs_launched"], "gemms": counters["gemms_run"], "tokens": report["tokens"]}
+
+
+def case_token_figures():
+    """Not a test (meson does not run it): the tiny model's token loop through the broker with every
+    layer offloaded to the sim, against the same wheel's CPU backend (CUDA hidden) in the same run:
+    prompt and decode tokens per second over ROUNDS rounds (default 10), p50 and p99, alternating,
+    graphs on and off; then the broker's work per decoded token: calls served, kernels and graph
+    launches run by the sim (the difference between runs of 1 and 1 + GENERATED tokens)."""
+    if fixture_missing():
+        return opslib.SKIP
+    rounds = int(os.environ.get("ROUNDS", "10"))
+    prompt_tokens = 40
+    with open("/proc/cpuinfo") as cpuinfo:
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "unknown")
+    print("machine: %s, %d cores; sim driver; tiny model (2 layers, 64 wide, F16); prompt %d tokens, %d generated; "
+          "%d rounds, alternating" % (cpu, os.cpu_count(), prompt_tokens, GENERATED, rounds), flush=True)
+    modes = {"brokered, graphs on": runner_env(), "brokered, graphs off": runner_env(GGML_CUDA_DISABLE_GRAPHS="1"),
+             "CUDA hidden (CPU)": runner_env(CUDA_VISIBLE_DEVICES="")}
+    with tempfile.TemporaryDirectory() as work:
+        model = tiny_model(work)
+        samples = {mode: [] for mode in modes}
+        with Broker() as broker:
+            for _ in range(rounds):
+                for mode, env in modes.items():
+                    samples[mode].append(bench_report(broker, prompt_tokens, GENERATED, model, env))
+            broker.stop()
+        baseline = percentile([r["decode_tokens_per_second"] for r in samples["CUDA hidden (CPU)"]], 0.5)
+        print("%-22s %22s %22s %22s %10s" % ("tokens/s (p50 / p99)", "prompt processing", "decode",
+                                             "time to first token ms", "decode x"))
+        for mode, reports in samples.items():
+            prompt = [r["prompt_tokens_per_second"] for r in reports]
+            decode = [r["decode_tokens_per_second"] for r in reports]
+            first = [r["time_to_first_token_seconds"] * 1000 for r in reports]
+            # p99 of a rate is its slow tail: the 1st percentile of the rates.
+            print("%-22s %10.0f / %9.0f %10.0f / %9.0f %10.2f / %9.2f %10.2f" % (
+                mode, percentile(prompt, 0.5), percentile(prompt, 0.01), percentile(decode, 0.5),
+                percentile(decode, 0.01), percentile(first, 0.5), percentile(first, 0.99),
+                percentile(decode, 0.5) / baseline), flush=True)
+        print("per decoded token (runs of 1 and %d tokens on fresh brokers):" % (GENERATED + 1))
+        for mode in ("brokered, graphs on", "brokered, graphs off"):
+            short = work_per_run(prompt_tokens, 1, model, modes[mode], work)
+            long = work_per_run(prompt_tokens, GENERATED + 1, model, modes[mode], work)
+            per_token = {key: (long[key] - short[key]) / GENERATED for key in ("calls", "kernels", "graphs", "gemms")}
+            print("  %-20s %6.1f calls served, %6.1f kernels run, %4.2f graph launches, %4.2f GEMMs" % (
+                mode, per_token["calls"], per_token["kernels"], per_token["graphs"], per_token["gemms"]), flush=True)
+
+
 CASES = {
     "discovery": case_discovery,
     "load": case_load,
@@ -434,5 +510,7 @@ CASES = {
 if __name__ == "__main__":
     if sys.argv[1:] == ["figures"]:
         run_cases({"figures": case_figures})
+    elif sys.argv[1:] == ["token-figures"]:
+        run_cases({"token-figures": case_token_figures})
     else:
         run_cases(CASES)
