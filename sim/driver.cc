@@ -536,6 +536,18 @@ CUresult launch_kernel(CUfunction function, GpubrokerSimDim3 grid, GpubrokerSimD
   return stream->submit(Operation{std::move(launch)});
 }
 
+// Keeps a configuration string (a copy) for the first cuInit; a later call replaces an earlier one.
+CUresult configure_string(const char* value, std::optional<std::string> Driver::*setting) {
+  if (value == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  Driver& d = driver();
+  if (d.initialized.load(std::memory_order_acquire)) return kIllegalState;
+  return guarded([&] {
+    std::lock_guard lock(d.mutex);
+    d.*setting = value;
+    return CUDA_SUCCESS;
+  });
+}
+
 }  // namespace
 
 // ---- sim/driver_access.h: the driver state the sim's cuBLAS uses -------------------------------------
@@ -1697,27 +1709,12 @@ GPUBROKER_SIM_API CUresult gpubroker_sim_configure_devices(unsigned count) {
   return CUDA_SUCCESS;
 }
 
-// Both keep their string (a copy) for the first cuInit; a later call replaces an earlier one.
 GPUBROKER_SIM_API CUresult gpubroker_sim_configure_kernels(const char* plugin_paths) {
-  if (plugin_paths == nullptr) return CUDA_ERROR_INVALID_VALUE;
-  Driver& d = driver();
-  if (d.initialized.load(std::memory_order_acquire)) return kIllegalState;
-  return guarded([&] {
-    std::lock_guard lock(d.mutex);
-    d.configured_plugins = plugin_paths;
-    return CUDA_SUCCESS;
-  });
+  return configure_string(plugin_paths, &Driver::configured_plugins);
 }
 
 GPUBROKER_SIM_API CUresult gpubroker_sim_configure_discovery(const char* record_path) {
-  if (record_path == nullptr) return CUDA_ERROR_INVALID_VALUE;
-  Driver& d = driver();
-  if (d.initialized.load(std::memory_order_acquire)) return kIllegalState;
-  return guarded([&] {
-    std::lock_guard lock(d.mutex);
-    d.configured_discovery = record_path;
-    return CUDA_SUCCESS;
-  });
+  return configure_string(record_path, &Driver::configured_discovery);
 }
 
 GPUBROKER_SIM_API void gpubroker_sim_counters(GpubrokerSimCounters* out) {

@@ -119,32 +119,21 @@ TEST_CASE("rms_norm_f32 normalizes each row of a strided view, and fuses a broad
   const bool wide = shape.ncols >= 1024;
   const unsigned block = wide ? 1024 : 256;
   const std::string size = wide ? "1024" : "256";
-  SECTION("plain") {
+  // Plain; times the norm's weight (a row per channel, broadcast over rows and samples); and plus
+  // a bias (one row for all) as well.
+  const Uint3 none{};
+  for (const auto& [with_mul, with_add] : {std::pair{false, false}, std::pair{true, false}, std::pair{true, true}}) {
+    INFO("multiply " << with_mul << ", add " << with_add);
     Buffer<float> dst(rows * shape.ncols, NAN);
-    REQUIRE(launch("rms_norm_f32<" + size + ", false, false>", grid, dim(block), x.data(), dst.data(), shape.ncols,
-                   shape.stride_row, shape.stride_channel, shape.stride_sample, eps, static_cast<const float*>(nullptr),
-                   std::int64_t{0}, std::int64_t{0}, std::int64_t{0}, Uint3{}, Uint3{}, Uint3{}, Uint3{},
-                   static_cast<const float*>(nullptr), std::int64_t{0}, std::int64_t{0}, std::int64_t{0}, Uint3{},
-                   Uint3{}, Uint3{}, Uint3{}) == 0);
-    check_rows(dst, false, false);
-  }
-  SECTION("times the norm's weight, broadcast over rows and samples") {
-    Buffer<float> dst(rows * shape.ncols, NAN);
-    REQUIRE(launch("rms_norm_f32<" + size + ", true, false>", grid, dim(block), x.data(), dst.data(), shape.ncols,
-                   shape.stride_row, shape.stride_channel, shape.stride_sample, eps,
-                   static_cast<const float*>(mul.data()), std::int64_t{0}, std::int64_t{shape.ncols}, std::int64_t{0},
-                   fastdiv(shape.ncols), one, fastdiv(shape.channels), one, static_cast<const float*>(nullptr),
-                   std::int64_t{0}, std::int64_t{0}, std::int64_t{0}, Uint3{}, Uint3{}, Uint3{}, Uint3{}) == 0);
-    check_rows(dst, true, false);
-  }
-  SECTION("times the weight plus a bias") {
-    Buffer<float> dst(rows * shape.ncols, NAN);
-    REQUIRE(launch("rms_norm_f32<" + size + ", true, true>", grid, dim(block), x.data(), dst.data(), shape.ncols,
-                   shape.stride_row, shape.stride_channel, shape.stride_sample, eps,
-                   static_cast<const float*>(mul.data()), std::int64_t{0}, std::int64_t{shape.ncols}, std::int64_t{0},
-                   fastdiv(shape.ncols), one, fastdiv(shape.channels), one, static_cast<const float*>(add.data()),
-                   std::int64_t{0}, std::int64_t{0}, std::int64_t{0}, fastdiv(shape.ncols), one, one, one) == 0);
-    check_rows(dst, true, true);
+    REQUIRE(launch("rms_norm_f32<" + size + (with_mul ? ", true" : ", false") + (with_add ? ", true>" : ", false>"), grid,
+                   dim(block), x.data(), dst.data(), shape.ncols, shape.stride_row, shape.stride_channel,
+                   shape.stride_sample, eps, static_cast<const float*>(with_mul ? mul.data() : nullptr), std::int64_t{0},
+                   std::int64_t{with_mul ? shape.ncols : 0}, std::int64_t{0}, with_mul ? fastdiv(shape.ncols) : none,
+                   with_mul ? one : none, with_mul ? fastdiv(shape.channels) : none, with_mul ? one : none,
+                   static_cast<const float*>(with_add ? add.data() : nullptr), std::int64_t{0}, std::int64_t{0},
+                   std::int64_t{0}, with_add ? fastdiv(shape.ncols) : none, with_add ? one : none,
+                   with_add ? one : none, with_add ? one : none) == 0);
+    check_rows(dst, with_mul, with_add);
   }
 }
 
