@@ -14,6 +14,9 @@ on the library path. Each case is one meson test:
                   (compare_to_cpu says how), with ggml's CUDA graphs on (its default)
   offload-no-graphs      the same with GGML_CUDA_DISABLE_GRAPHS=1
   offload-four-runners   four such runners at once: each output identical, and compared with the CPU's
+  kernel-discovery      the sim's discovery mode (--sim-discover): without the sim's kernels the run goes
+                  on through no-op kernels and the record lists each kernel it launched once, none
+                  implemented; with them, the same kernels, all implemented
   kernel-failure  every layer offloaded on a broker without the sim's kernels (--sim-kernels=none): the
                   first kernel fails with a CUDA error that names it, the process ends, the broker
                   reclaims it and serves the next
@@ -328,6 +331,64 @@ def case_offload_four_runners(broker, model, _work):
         compare_to_cpu(outputs[0], cpu, "four runners at once, prompt of %d tokens" % prompt_tokens)
 
 
+def without_parameters(name):
+    """A demangled kernel name without its return type and parameter list."""
+    depth = 0
+    for i, c in enumerate(name):
+        depth += {"<": 1, ">": -1}.get(c, 0)
+        if c == "(" and depth == 0:
+            name = name[:i]
+            break
+    return re.sub(r"^void ", "", re.sub(r"_INTERNAL_[0-9a-f]+_\d+_\w+?_cu_[0-9a-f]+::", "", name))
+
+
+def discovered(record):
+    """The discovery record's lines (sim/kernel_discovery.h), by mangled name."""
+    kernels = {}
+    with open(record) as f:
+        for line in f:
+            fields = line.rstrip("\n").split("\t")
+            check(len(fields) == 8 and fields[0] == "kernel", "a record line has 8 fields: %r" % line)
+            check(fields[1] not in kernels, "each kernel is recorded once: %s" % fields[1])
+            kernels[fields[1]] = dict(f.split("=", 1) for f in fields[2:7])
+            kernels[fields[1]]["name"] = fields[7]
+    return kernels
+
+
+def case_kernel_discovery():
+    if fixture_missing():
+        return opslib.SKIP
+    with tempfile.TemporaryDirectory() as work:
+        model = tiny_model(work)
+        records = {}
+        for plugins in ("none", "default"):
+            record = os.path.join(work, "kernels-%s.tsv" % plugins)
+            args = ["--sim-discover=" + record] + (["--sim-kernels=none"] if plugins == "none" else [])
+            with Broker(*args) as broker:
+                # Three prompt tokens: no batched product, whose pointers a no-op kernel would leave unset.
+                result = run_runner(broker, ["generate", model, "99", "8", "--prompt-tokens=3"])
+                check(result.returncode == 0, "the run goes on to its end (%s):\n%s" % (plugins, result.stderr[-3000:]))
+                broker.stop()
+            records[plugins] = discovered(record)
+        without, with_plugin = records["none"], records["default"]
+        # No-op kernels leave the logits as they were, so that run may end early (at an end-of-text
+        # token): it launches some of the kernels the real run does, and no other.
+        check(len(without) >= 10 and set(without) <= set(with_plugin), "the no-op run launches the real run's kernels: "
+              "%d of them, and %s besides" % (len(without), sorted(set(without) - set(with_plugin))))
+        check(all(k["implemented"] == "no" for k in without.values()), "without plugins no kernel is implemented")
+        check(all(k["implemented"] == "yes" for k in with_plugin.values()), "the ggml plugin implements every one: %s"
+              % [k["name"] for k in with_plugin.values() if k["implemented"] != "yes"])
+        rms = "_Z12rms_norm_f32ILi256ELb1ELb0EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"
+        check(rms in without and without[rms]["block"] == "256,1,1" and
+              without[rms]["params"] == "8,8,4,8,8,8,4,8,8,8,8,12,12,12,12,8,8,8,8,12,12,12,12" and
+              without[rms]["name"].startswith("void rms_norm_f32<256, true, false>("),
+              "rms_norm_f32<256, true, false> with its block and parameter sizes: %s" % without.get(rms))
+        for kernel in sorted(with_plugin.values(), key=lambda k: k["name"]):
+            print("%-10s %-12s %-4s %s" % (kernel["grid"], kernel["block"], kernel["implemented"],
+                                          without_parameters(kernel["name"])), flush=True)
+        print("%d distinct kernels" % len(with_plugin), flush=True)
+
+
 @runner_case(broker_args=("--sim-kernels=none",))
 def case_kernel_failure(broker, model, _work):
     started = time.monotonic()
@@ -502,6 +563,7 @@ CASES = {
     "offload": case_offload,
     "offload-no-graphs": case_offload_no_graphs,
     "offload-four-runners": case_offload_four_runners,
+    "kernel-discovery": case_kernel_discovery,
     "kernel-failure": case_kernel_failure,
     "four-runners": case_four_runners,
     "ollama-layout": case_ollama_layout,
