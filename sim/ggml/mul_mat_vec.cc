@@ -36,40 +36,58 @@ struct Instance {
   bool fusion;
 };
 
-// The dot products of one row of x (or of the gate) with the ncols_dst columns of y, as the block
-// forms them.
+// Thread t's sum over the column pairs t, t + block_size, ...: fused multiply-adds in float.
 template <class T>
-void row_dot(const T* x_row, const float* y, std::int64_t stride_col_y, int ncols2, const Instance& instance,
+float float_sum(const T* x_row, const float* y_col, int ncols2, int t, int block_size) {
+  float sum = 0.0f;
+  for (int col2 = t; col2 < ncols2; col2 += block_size) {
+    sum = std::fma(cast<float>(x_row[2 * col2]), y_col[2 * col2], sum);
+    sum = std::fma(cast<float>(x_row[2 * col2 + 1]), y_col[2 * col2 + 1], sum);
+  }
+  return sum;
+}
+
+// The same in half2 (y already rounded to half): each lane adds its products in half, each
+// x * y + acc fused (the exact value, rounded once), then the two lanes are added in float.
+float half_sum(const Half* x_row, const float* y_col, int ncols2, int t, int block_size) {
+  std::uint16_t lanes[2] = {0, 0};  // +0.0 in binary16
+  for (int col2 = t; col2 < ncols2; col2 += block_size)
+    for (int lane = 0; lane < 2; ++lane)
+      lanes[lane] = float_to_half(static_cast<float>(double{half_to_float(x_row[2 * col2 + lane].bits)} *
+                                                         y_col[2 * col2 + lane] +
+                                                     half_to_float(lanes[lane])));
+  return half_to_float(lanes[0]) + half_to_float(lanes[1]);
+}
+
+// The dot products of one row of x (or of the gate) with the ncols_dst columns (`columns`, ncols
+// apart, as row_columns gives them), as the block forms them.
+template <class T>
+void row_dot(const T* x_row, const std::vector<float>& columns, int ncols2, const Instance& instance,
              std::vector<float>& lanes, float* sums) {
   for (int j = 0; j < instance.ncols_dst; ++j) {
-    const float* y_col = y + j * stride_col_y;
+    const float* y_col = columns.data() + std::int64_t{j} * ncols2 * 2;
     for (int t = 0; t < instance.block_size; ++t) {
-      float sum = 0.0f;
       if constexpr (std::is_same_v<T, Half>) {
-        if (instance.half_sums) {
-          std::uint16_t low = 0;  // +0.0 in binary16
-          std::uint16_t high = 0;
-          for (int col2 = t; col2 < ncols2; col2 += instance.block_size) {
-            // half2 x * half2(y) + acc, fused: the exact product and sum, rounded once to half.
-            const double y0 = half_to_float(float_to_half(y_col[2 * col2]));
-            const double y1 = half_to_float(float_to_half(y_col[2 * col2 + 1]));
-            low = float_to_half(static_cast<float>(double{half_to_float(x_row[2 * col2].bits)} * y0 + half_to_float(low)));
-            high = float_to_half(
-                static_cast<float>(double{half_to_float(x_row[2 * col2 + 1].bits)} * y1 + half_to_float(high)));
-          }
-          sum = half_to_float(low) + half_to_float(high);
-          lanes[t] = sum;
-          continue;
-        }
+        lanes[t] = instance.half_sums ? half_sum(x_row, y_col, ncols2, t, instance.block_size)
+                                      : float_sum(x_row, y_col, ncols2, t, instance.block_size);
+      } else {
+        lanes[t] = float_sum(x_row, y_col, ncols2, t, instance.block_size);
       }
-      for (int col2 = t; col2 < ncols2; col2 += instance.block_size) {
-        sum = std::fma(cast<float>(x_row[2 * col2]), y_col[2 * col2], sum);
-        sum = std::fma(cast<float>(x_row[2 * col2 + 1]), y_col[2 * col2 + 1], sum);
-      }
-      lanes[t] = sum;
     }
     sums[j] = block_sum(lanes);
   }
+}
+
+// y's ncols_dst columns of one channel, contiguous: as floats, or rounded to half (make_half2)
+// for half sums. Once per channel instead of once per row.
+void row_columns(const float* y, std::int64_t stride_col_y, int ncols2, const Instance& instance,
+                 std::vector<float>& columns) {
+  const std::int64_t ncols = std::int64_t{ncols2} * 2;
+  for (int j = 0; j < instance.ncols_dst; ++j)
+    for (std::int64_t k = 0; k < ncols; ++k) {
+      const float value = y[j * stride_col_y + k];
+      columns[j * ncols + k] = instance.half_sums ? half_to_float(float_to_half(value)) : value;
+    }
 }
 
 template <class T>
@@ -116,6 +134,7 @@ int mul_mat_vec_f(const Launch& launch, const typename MulMatVec<T>::Values& par
       (use_gate_bias && !dst_shape("fusion.gate_bias", fusion.gate_bias, Access::kRead)))
     return launch.illegal_address();
 
+  std::vector<float> columns(std::int64_t{instance.ncols_dst} * ncols);
   std::vector<float> lanes(instance.block_size);
   std::vector<float> sums(instance.ncols_dst);
   std::vector<float> gate_sums(instance.ncols_dst);
@@ -125,12 +144,11 @@ int mul_mat_vec_f(const Launch& launch, const typename MulMatVec<T>::Values& par
           std::int64_t{sample / sample_ratio.z} * stride_sample_x + std::int64_t{channel / channel_ratio.z} * stride_channel_x;
       const float* y_base = y + std::int64_t{sample} * stride_sample_y + std::int64_t{channel} * stride_channel_y;
       const std::int64_t dst_offset = std::int64_t{sample} * stride_sample_dst + std::int64_t{channel} * stride_channel_dst;
+      row_columns(y_base, std::int64_t{stride_col_y2} * 2, ncols2, instance, columns);
       for (std::uint32_t row = 0; row < grid.x; ++row) {
         const std::int64_t x_row = x_offset + std::int64_t{row} * stride_row;
-        row_dot(x + x_row, y_base, std::int64_t{stride_col_y2} * 2, ncols2, instance, lanes, sums.data());
-        if (use_gate)
-          row_dot(static_cast<const T*>(fusion.gate) + x_row, y_base, std::int64_t{stride_col_y2} * 2, ncols2, instance,
-                  lanes, gate_sums.data());
+        row_dot(x + x_row, columns, ncols2, instance, lanes, sums.data());
+        if (use_gate) row_dot(static_cast<const T*>(fusion.gate) + x_row, columns, ncols2, instance, lanes, gate_sums.data());
         for (int j = 0; j < instance.ncols_dst; ++j) {
           const std::int64_t at = dst_offset + std::int64_t{j} * stride_col_dst + row;
           float value = sums[j];
