@@ -62,7 +62,8 @@ void record_launch(const KernelRecord& kernel, const GpubrokerSimDim3& grid, con
     if (!d.recorded.insert(kernel.name).second) return;
   }
   std::string sizes;
-  for (const GpubrokerSimParam& param : kernel.layout) sizes += fmt::format("{}{}", sizes.empty() ? "" : ",", param.size);
+  for (const GpubrokerSimParam& param : kernel.layout)
+    sizes += fmt::format("{}{}", sizes.empty() ? "" : ",", param.size);
   const std::string line =
       fmt::format("kernel\t{}\tgrid={},{},{}\tblock={},{},{}\tshared={}\tparams={}\timplemented={}\t{}\n", kernel.name,
                   grid.x, grid.y, grid.z, block.x, block.y, block.z, shared_bytes, sizes, implemented ? "yes" : "no",

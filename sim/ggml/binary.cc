@@ -31,9 +31,9 @@ float apply(float a, float b) {
 
 // The fixed parameters, then kOperands pointers of src1's type.
 template <std::size_t... I>
-Signature<const float*, const float*, float*, int, int, int, Uint3, Uint3, Uint3, Uint3, Uint3, int, int, int, int, int, int,
-          int, int, int, int, int, decltype((void)I, static_cast<const float*>(nullptr))...>
-bin_bcast_signature(std::index_sequence<I...>);
+Signature<const float*, const float*, float*, int, int, int, Uint3, Uint3, Uint3, Uint3, Uint3, int, int, int, int, int,
+          int, int, int, int, int, int, decltype((void)I, static_cast<const float*>(nullptr))...>
+    bin_bcast_signature(std::index_sequence<I...>);
 template <std::size_t kOperands>
 using BinBcast = decltype(bin_bcast_signature(std::make_index_sequence<kOperands>{}));
 
@@ -42,10 +42,12 @@ int bin_bcast(const Launch& launch, const typename BinBcast<kOperands>::Values& 
   const auto& [src0, src1_unused, dst, ne0, ne1, ne2, ne3, ne10, ne11, ne12, ne13, s1, s2, s3, s00, s01, s02, s03, s10,
                s11, s12, s13] = [&]<std::size_t... I>(std::index_sequence<I...>) {
     return std::tuple{std::get<I>(parameters)...};
-  }(std::make_index_sequence<22>{});
+  }
+  (std::make_index_sequence<22>{});
   const std::array<const float*, kOperands> operands = [&]<std::size_t... I>(std::index_sequence<I...>) {
     return std::array<const float*, kOperands>{std::get<22 + I>(parameters)...};
-  }(std::make_index_sequence<kOperands>{});
+  }
+  (std::make_index_sequence<kOperands>{});
   if (!divisors_valid({ne3, ne10, ne11, ne12, ne13})) return launch.unsupported("an extent of 0");
 
   const GpubrokerSimDim3& grid = launch.grid();
@@ -62,8 +64,10 @@ int bin_bcast(const Launch& launch, const typename BinBcast<kOperands>::Values& 
     return launch.illegal_address();
   for (const float* operand : operands) {
     if (!launch.accessible("src1", operand, sizeof(float),
-                           {{std::min<std::int64_t>(ne0, ne10.z), s10}, {std::min<std::int64_t>(n1, ne11.z), s11},
-                            {std::min<std::int64_t>(n2, ne12.z), s12}, {std::min<std::int64_t>(n3, ne13.z), s13}},
+                           {{std::min<std::int64_t>(ne0, ne10.z), s10},
+                            {std::min<std::int64_t>(n1, ne11.z), s11},
+                            {std::min<std::int64_t>(n2, ne12.z), s12},
+                            {std::min<std::int64_t>(n3, ne13.z), s13}},
                            Access::kRead))
       return launch.illegal_address();
   }

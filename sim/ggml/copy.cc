@@ -44,10 +44,18 @@ int cpy_scalar(const Launch& launch, const CopyScalar::Values& parameters) {
   const Box in = first_elements(n, ne00, ne01, ne02);
   const Box out = first_elements(n, ne10, ne11, ne12);
   if (!launch.accessible("cx", cx, 1,
-                         {{static_cast<std::int64_t>(sizeof(S)), 1}, {in.n[0], nb00}, {in.n[1], nb01}, {in.n[2], nb02}, {in.n[3], nb03}},
+                         {{static_cast<std::int64_t>(sizeof(S)), 1},
+                          {in.n[0], nb00},
+                          {in.n[1], nb01},
+                          {in.n[2], nb02},
+                          {in.n[3], nb03}},
                          Access::kRead) ||
       !launch.accessible("cdst", cdst, 1,
-                         {{static_cast<std::int64_t>(sizeof(D)), 1}, {out.n[0], nb10}, {out.n[1], nb11}, {out.n[2], nb12}, {out.n[3], nb13}},
+                         {{static_cast<std::int64_t>(sizeof(D)), 1},
+                          {out.n[0], nb10},
+                          {out.n[1], nb11},
+                          {out.n[2], nb12},
+                          {out.n[3], nb13}},
                          Access::kWrite))
     return launch.illegal_address();
   for (std::int64_t i = 0; i < n; ++i) {
@@ -65,7 +73,7 @@ int cpy_scalar(const Launch& launch, const CopyScalar::Values& parameters) {
 
 template <class D>
 using ConvertUnary = Signature<const void*, D*, std::int64_t, std::int64_t, std::int64_t, Uint3, std::int64_t,
-                              std::int64_t, std::int64_t>;
+                               std::int64_t, std::int64_t>;
 
 template <class S, class D>
 int convert_unary(const Launch& launch, const typename ConvertUnary<D>::Values& parameters) {
@@ -74,9 +82,10 @@ int convert_unary(const Launch& launch, const typename ConvertUnary<D>::Values& 
   const std::int64_t n00 = std::min<std::int64_t>(ne00, std::int64_t{launch.grid().x} * launch.block().x);
   if (n00 <= 0 || ne01 <= 0 || ne0203 <= 0) return 0;
   const auto* x = static_cast<const S*>(vx);
-  if (!launch.accessible("vx", x, sizeof(S),
-                         {{n00, 1}, {ne01, s01}, {std::min<std::int64_t>(ne0203, ne02.z), s02}, {(ne0203 - 1) / ne02.z + 1, s03}},
-                         Access::kRead) ||
+  if (!launch.accessible(
+          "vx", x, sizeof(S),
+          {{n00, 1}, {ne01, s01}, {std::min<std::int64_t>(ne0203, ne02.z), s02}, {(ne0203 - 1) / ne02.z + 1, s03}},
+          Access::kRead) ||
       !launch.accessible("y", y, sizeof(D), {{n00, 1}, {ne01, ne00}, {ne0203, ne01 * ne00}}, Access::kWrite))
     return launch.illegal_address();
   for (std::int64_t i0203 = 0; i0203 < ne0203; ++i0203) {

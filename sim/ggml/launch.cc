@@ -68,8 +68,8 @@ int Launch::illegal_address() const {
 
 std::string Launch::kernel_name() const {
   int status = 0;
-  std::unique_ptr<char, decltype(&std::free)> text(
-      abi::__cxa_demangle(launch_->kernel_name, nullptr, nullptr, &status), &std::free);
+  std::unique_ptr<char, decltype(&std::free)> text(abi::__cxa_demangle(launch_->kernel_name, nullptr, nullptr, &status),
+                                                   &std::free);
   std::string name = status == 0 && text != nullptr ? text.get() : launch_->kernel_name;
   // "void f<...>(...)": drop the return type and the parameter list, which add nothing here.
   if (name.rfind("void ", 0) == 0) name.erase(0, 5);

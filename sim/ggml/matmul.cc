@@ -12,8 +12,8 @@ namespace gpubroker::sim::ggml {
 namespace {
 
 using BatchedPointers = Signature<const void*, const void*, char*, const void**, void**, std::int64_t, std::int64_t,
-                                  std::int64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t,
-                                  std::uint64_t, std::int64_t, std::int64_t>;
+                                  std::int64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t,
+                                  std::uint64_t, std::uint64_t, std::int64_t, std::int64_t>;
 
 int compute_batched_ptrs(const Launch& launch, const BatchedPointers::Values& parameters) {
   const auto& [src0, src1, dst, ptrs_src, ptrs_dst, ne12, ne13, ne23, nb02, nb03, nb12, nb13, nbd2, nbd3, r2, r3] =
@@ -47,7 +47,7 @@ int compute_batched_ptrs(const Launch& launch, const BatchedPointers::Values& pa
 
 std::vector<KernelEntry> matmul_kernels() {
   return {
-    kernel<BatchedPointers, compute_batched_ptrs>("_Z22k_compute_batched_ptrsPKvS0_PcPS0_PPvlllmmmmmmll"),
+      kernel<BatchedPointers, compute_batched_ptrs>("_Z22k_compute_batched_ptrsPKvS0_PcPS0_PPvlllmmmmmmll"),
   };
 }
 

@@ -29,8 +29,8 @@ namespace {
 
 // One template instance, as data: the body below serves them all.
 struct Instance {
-  bool half_weights;   // T: __half, else float
-  bool half_sums;      // type_acc: __half, else float
+  bool half_weights;  // T: __half, else float
+  bool half_sums;     // type_acc: __half, else float
   int ncols_dst;
   int block_size;
   bool fusion;
@@ -53,9 +53,8 @@ float half_sum(const Half* x_row, const float* y_col, int ncols2, int t, int blo
   std::uint16_t lanes[2] = {0, 0};  // +0.0 in binary16
   for (int col2 = t; col2 < ncols2; col2 += block_size)
     for (int lane = 0; lane < 2; ++lane)
-      lanes[lane] = float_to_half(static_cast<float>(double{half_to_float(x_row[2 * col2 + lane].bits)} *
-                                                         y_col[2 * col2 + lane] +
-                                                     half_to_float(lanes[lane])));
+      lanes[lane] = float_to_half(static_cast<float>(
+          double{half_to_float(x_row[2 * col2 + lane].bits)} * y_col[2 * col2 + lane] + half_to_float(lanes[lane])));
   return half_to_float(lanes[0]) + half_to_float(lanes[1]);
 }
 
@@ -108,29 +107,33 @@ int mul_mat_vec_f(const Launch& launch, const typename MulMatVec<T>::Values& par
   const bool use_bias = instance.fusion && fusion.x_bias != nullptr;
   const bool use_gate_bias = use_gate && fusion.gate_bias != nullptr;
   if (use_gate && fusion.glu_op != kSwiglu && fusion.glu_op != kGeglu && fusion.glu_op != kSwigluOai)
-    return launch.unsupported(fmt::format("a fused gated unit {} (only SWIGLU, GEGLU, SWIGLU_OAI)",
-                                          static_cast<int>(fusion.glu_op)));
+    return launch.unsupported(
+        fmt::format("a fused gated unit {} (only SWIGLU, GEGLU, SWIGLU_OAI)", static_cast<int>(fusion.glu_op)));
 
   const std::int64_t ncols = std::int64_t{ncols2} * 2;
   const std::int64_t channels_x = (grid.y - 1) / channel_ratio.z + 1;
   const std::int64_t samples_x = (grid.z - 1) / sample_ratio.z + 1;
   const auto x_shape = [&](const char* name, const void* base) {
-    return launch.accessible(name, base, sizeof(T),
-                             {{ncols, 1}, {grid.x, stride_row}, {channels_x, stride_channel_x}, {samples_x, stride_sample_x}},
-                             Access::kRead);
+    return launch.accessible(
+        name, base, sizeof(T),
+        {{ncols, 1}, {grid.x, stride_row}, {channels_x, stride_channel_x}, {samples_x, stride_sample_x}},
+        Access::kRead);
   };
   const auto dst_shape = [&](const char* name, const void* base, Access access) {
-    return launch.accessible(name, base, sizeof(float),
-                             {{grid.x, 1}, {instance.ncols_dst, stride_col_dst}, {grid.y, stride_channel_dst},
-                              {grid.z, stride_sample_dst}},
-                             access);
+    return launch.accessible(
+        name, base, sizeof(float),
+        {{grid.x, 1}, {instance.ncols_dst, stride_col_dst}, {grid.y, stride_channel_dst}, {grid.z, stride_sample_dst}},
+        access);
   };
   if (!x_shape("x", x) || (use_gate && !x_shape("fusion.gate", fusion.gate)) ||
       !launch.accessible("y", y, sizeof(float),
-                         {{ncols, 1}, {instance.ncols_dst, std::int64_t{stride_col_y2} * 2}, {grid.y, stride_channel_y},
+                         {{ncols, 1},
+                          {instance.ncols_dst, std::int64_t{stride_col_y2} * 2},
+                          {grid.y, stride_channel_y},
                           {grid.z, stride_sample_y}},
                          Access::kRead) ||
-      !dst_shape("dst", dst, Access::kWrite) || (use_bias && !dst_shape("fusion.x_bias", fusion.x_bias, Access::kRead)) ||
+      !dst_shape("dst", dst, Access::kWrite) ||
+      (use_bias && !dst_shape("fusion.x_bias", fusion.x_bias, Access::kRead)) ||
       (use_gate_bias && !dst_shape("fusion.gate_bias", fusion.gate_bias, Access::kRead)))
     return launch.illegal_address();
 
@@ -140,15 +143,17 @@ int mul_mat_vec_f(const Launch& launch, const typename MulMatVec<T>::Values& par
   std::vector<float> gate_sums(instance.ncols_dst);
   for (std::uint32_t sample = 0; sample < grid.z; ++sample) {
     for (std::uint32_t channel = 0; channel < grid.y; ++channel) {
-      const std::int64_t x_offset =
-          std::int64_t{sample / sample_ratio.z} * stride_sample_x + std::int64_t{channel / channel_ratio.z} * stride_channel_x;
+      const std::int64_t x_offset = std::int64_t{sample / sample_ratio.z} * stride_sample_x +
+                                    std::int64_t{channel / channel_ratio.z} * stride_channel_x;
       const float* y_base = y + std::int64_t{sample} * stride_sample_y + std::int64_t{channel} * stride_channel_y;
-      const std::int64_t dst_offset = std::int64_t{sample} * stride_sample_dst + std::int64_t{channel} * stride_channel_dst;
+      const std::int64_t dst_offset =
+          std::int64_t{sample} * stride_sample_dst + std::int64_t{channel} * stride_channel_dst;
       row_columns(y_base, std::int64_t{stride_col_y2} * 2, ncols2, instance, columns);
       for (std::uint32_t row = 0; row < grid.x; ++row) {
         const std::int64_t x_row = x_offset + std::int64_t{row} * stride_row;
         row_dot(x + x_row, columns, ncols2, instance, lanes, sums.data());
-        if (use_gate) row_dot(static_cast<const T*>(fusion.gate) + x_row, columns, ncols2, instance, lanes, gate_sums.data());
+        if (use_gate)
+          row_dot(static_cast<const T*>(fusion.gate) + x_row, columns, ncols2, instance, lanes, gate_sums.data());
         for (int j = 0; j < instance.ncols_dst; ++j) {
           const std::int64_t at = dst_offset + std::int64_t{j} * stride_col_dst + row;
           float value = sums[j];
@@ -156,9 +161,12 @@ int mul_mat_vec_f(const Launch& launch, const typename MulMatVec<T>::Values& par
           if (use_gate) {
             float gate = gate_sums[j];
             if (use_gate_bias) gate += static_cast<const float*>(fusion.gate_bias)[at];
-            if (fusion.glu_op == kSwiglu) value *= silu(gate);
-            else if (fusion.glu_op == kGeglu) value *= gelu(gate);
-            else value = swiglu_oai(gate, value);
+            if (fusion.glu_op == kSwiglu)
+              value *= silu(gate);
+            else if (fusion.glu_op == kGeglu)
+              value *= gelu(gate);
+            else
+              value = swiglu_oai(gate, value);
           }
           dst[at] = value;
         }
@@ -189,7 +197,8 @@ void add_block_size(std::vector<KernelEntry>& out, const char* types, const char
     (add<Instance{kHalfWeights, kHalfSums, kMinusOne + 1, kBlockSize, false}>(
          out, fmt::format("_Z13mul_mat_vec_fI{}Li{}ELi{}ELb0ELb0E{}", types, kMinusOne + 1, kBlockSize, tail)),
      ...);
-  }(std::make_integer_sequence<int, 8>{});
+  }
+  (std::make_integer_sequence<int, 8>{});
   add<Instance{kHalfWeights, kHalfSums, 1, kBlockSize, true}>(
       out, fmt::format("_Z13mul_mat_vec_fI{}Li1ELi{}ELb1ELb0E{}", types, kBlockSize, tail));
 }
@@ -198,7 +207,8 @@ template <bool kHalfWeights, bool kHalfSums>
 void add_types(std::vector<KernelEntry>& out, const char* types, const char* tail) {
   [&]<int... kWarps>(std::integer_sequence<int, kWarps...>) {
     (add_block_size<kHalfWeights, kHalfSums, (kWarps + 1) * 32>(out, types, tail), ...);
-  }(std::make_integer_sequence<int, 8>{});
+  }
+  (std::make_integer_sequence<int, 8>{});
 }
 
 }  // namespace

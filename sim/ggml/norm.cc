@@ -42,8 +42,8 @@ struct Broadcast {
 };
 
 using RmsNorm = Signature<const float*, float*, int, std::int64_t, std::int64_t, std::int64_t, float, const float*,
-                          std::int64_t, std::int64_t, std::int64_t, Uint3, Uint3, Uint3, Uint3, const float*, std::int64_t,
-                          std::int64_t, std::int64_t, Uint3, Uint3, Uint3, Uint3>;
+                          std::int64_t, std::int64_t, std::int64_t, Uint3, Uint3, Uint3, Uint3, const float*,
+                          std::int64_t, std::int64_t, std::int64_t, Uint3, Uint3, Uint3, Uint3>;
 
 template <int kBlockSize, bool kMultiply, bool kAdd>
 int rms_norm_f32(const Launch& launch, const RmsNorm::Values& parameters) {
@@ -105,12 +105,18 @@ int rms_norm_f32(const Launch& launch, const RmsNorm::Values& parameters) {
 
 std::vector<KernelEntry> norm_kernels() {
   return {
-    kernel<RmsNorm, rms_norm_f32<256, false, false>>("_Z12rms_norm_f32ILi256ELb0ELb0EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"),
-    kernel<RmsNorm, rms_norm_f32<256, true, false>>("_Z12rms_norm_f32ILi256ELb1ELb0EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"),
-    kernel<RmsNorm, rms_norm_f32<256, true, true>>("_Z12rms_norm_f32ILi256ELb1ELb1EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"),
-    kernel<RmsNorm, rms_norm_f32<1024, false, false>>("_Z12rms_norm_f32ILi1024ELb0ELb0EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"),
-    kernel<RmsNorm, rms_norm_f32<1024, true, false>>("_Z12rms_norm_f32ILi1024ELb1ELb0EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"),
-    kernel<RmsNorm, rms_norm_f32<1024, true, true>>("_Z12rms_norm_f32ILi1024ELb1ELb1EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"),
+      kernel<RmsNorm, rms_norm_f32<256, false, false>>(
+          "_Z12rms_norm_f32ILi256ELb0ELb0EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"),
+      kernel<RmsNorm, rms_norm_f32<256, true, false>>(
+          "_Z12rms_norm_f32ILi256ELb1ELb0EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"),
+      kernel<RmsNorm, rms_norm_f32<256, true, true>>(
+          "_Z12rms_norm_f32ILi256ELb1ELb1EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"),
+      kernel<RmsNorm, rms_norm_f32<1024, false, false>>(
+          "_Z12rms_norm_f32ILi1024ELb0ELb0EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"),
+      kernel<RmsNorm, rms_norm_f32<1024, true, false>>(
+          "_Z12rms_norm_f32ILi1024ELb1ELb0EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"),
+      kernel<RmsNorm, rms_norm_f32<1024, true, true>>(
+          "_Z12rms_norm_f32ILi1024ELb1ELb1EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"),
   };
 }
 

@@ -30,7 +30,8 @@ inline float block_sum(std::span<const float> threads) {
   if (threads.size() <= kWarpSize) return warp_sum(threads);
   std::array<float, kWarpSize> warps{};
   for (std::size_t w = 0; w * kWarpSize < threads.size() && w < kWarpSize; ++w)
-    warps[w] = warp_sum(threads.subspan(w * kWarpSize, std::min<std::size_t>(kWarpSize, threads.size() - w * kWarpSize)));
+    warps[w] =
+        warp_sum(threads.subspan(w * kWarpSize, std::min<std::size_t>(kWarpSize, threads.size() - w * kWarpSize)));
   return warp_sum(warps);
 }
 

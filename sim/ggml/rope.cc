@@ -25,8 +25,8 @@ float yarn_ramp(float low, float high, std::int64_t i0) {
 }
 
 template <class T, class D>
-using RopeNorm = Signature<const T*, D*, int, int, int, int, int, int, int, int, int, int, const std::int32_t*, float, float,
-                           float, RopeCorrDims, float, const float*, const std::int64_t*, int>;
+using RopeNorm = Signature<const T*, D*, int, int, int, int, int, int, int, int, int, int, const std::int32_t*, float,
+                           float, float, RopeCorrDims, float, const float*, const std::int64_t*, int>;
 
 template <bool kForward, bool kFreqFactors, class T, class D>
 int rope_norm(const Launch& launch, const typename RopeNorm<T, D>::Values& parameters) {
@@ -46,8 +46,8 @@ int rope_norm(const Launch& launch, const typename RopeNorm<T, D>::Values& param
   const std::int64_t rotated = std::min<std::int64_t>(columns, n_dims);
   if (!launch.accessible("x", x, sizeof(T), {{columns, 1}, {n1, s01}, {n2, s02}, {n3, s03}}, Access::kRead) ||
       !launch.accessible("pos", pos, sizeof(std::int32_t), {{n2, 1}}, Access::kRead) ||
-      (kFreqFactors && !launch.accessible("freq_factors", freq_factors, sizeof(float), {{(rotated + 1) / 2, 1}},
-                                          Access::kRead)))
+      (kFreqFactors &&
+       !launch.accessible("freq_factors", freq_factors, sizeof(float), {{(rotated + 1) / 2, 1}}, Access::kRead)))
     return launch.illegal_address();
   std::vector<std::int64_t> row_base(n2);  // where dst's rows of token i2 start
   if (set_rows_stride != 0) {
@@ -106,10 +106,10 @@ std::vector<KernelEntry> rope_kernels() {
     const std::string flags = fmt::format("ILb{}ELb{}E", kForward ? 1 : 0, kFreqFactors ? 1 : 0);
     out.push_back(kernel<RopeNorm<float, float>, rope_norm<kForward, kFreqFactors, float, float>>(
         "_Z9rope_norm" + flags + "ff" + kTail));
-    out.push_back(kernel<RopeNorm<float, Half>, rope_norm<kForward, kFreqFactors, float, Half>>(
-        "_Z9rope_norm" + flags + "f6__half" + kTail));
-    out.push_back(kernel<RopeNorm<Half, Half>, rope_norm<kForward, kFreqFactors, Half, Half>>(
-        "_Z9rope_norm" + flags + "6__halfS0_" + kTail));
+    out.push_back(kernel<RopeNorm<float, Half>, rope_norm<kForward, kFreqFactors, float, Half>>("_Z9rope_norm" + flags +
+                                                                                                "f6__half" + kTail));
+    out.push_back(kernel<RopeNorm<Half, Half>, rope_norm<kForward, kFreqFactors, Half, Half>>("_Z9rope_norm" + flags +
+                                                                                              "6__halfS0_" + kTail));
   };
   add.operator()<true, false>();
   add.operator()<true, true>();

@@ -32,9 +32,9 @@ struct IndexRange {
 };
 
 template <class S, class D>
-using GetRows = Signature<const S*, const std::int32_t*, D*, std::int64_t, std::int64_t, Uint3, std::uint64_t,
-                          std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t,
-                          std::uint64_t, std::uint64_t>;
+using GetRows =
+    Signature<const S*, const std::int32_t*, D*, std::int64_t, std::int64_t, Uint3, std::uint64_t, std::uint64_t,
+              std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t>;
 
 template <class S, class D>
 int get_rows_float(const Launch& launch, const typename GetRows<S, D>::Values& parameters) {
@@ -59,8 +59,10 @@ int get_rows_float(const Launch& launch, const typename GetRows<S, D>::Values& p
       for (std::int64_t i10 = 0; i10 < n10; ++i10) rows.add(index_at(i10, i11, i12));
   const auto* base = reinterpret_cast<const unsigned char*>(src0) + rows.low * signed_stride(nb01);
   if (!launch.accessible("src0", base, 1,
-                         {{ne00 * static_cast<std::int64_t>(sizeof(S)), 1}, {rows.count(), signed_stride(nb01)},
-                          {ne11, signed_stride(nb02)}, {ne12.z, signed_stride(nb03)}},
+                         {{ne00 * static_cast<std::int64_t>(sizeof(S)), 1},
+                          {rows.count(), signed_stride(nb01)},
+                          {ne11, signed_stride(nb02)},
+                          {ne12.z, signed_stride(nb03)}},
                          Access::kRead))
     return launch.illegal_address();
 
@@ -68,8 +70,9 @@ int get_rows_float(const Launch& launch, const typename GetRows<S, D>::Values& p
     for (std::int64_t i11 = 0; i11 < ne11; ++i11) {
       for (std::int64_t i10 = 0; i10 < n10; ++i10) {
         const std::int64_t i01 = index_at(i10, i11, i12);
-        const auto* in = reinterpret_cast<const S*>(reinterpret_cast<const unsigned char*>(src0) + i01 * signed_stride(nb01) +
-                                                    i11 * signed_stride(nb02) + i12 * signed_stride(nb03));
+        const auto* in =
+            reinterpret_cast<const S*>(reinterpret_cast<const unsigned char*>(src0) + i01 * signed_stride(nb01) +
+                                       i11 * signed_stride(nb02) + i12 * signed_stride(nb03));
         D* out = dst + i10 * signed_stride(s1) + i11 * signed_stride(s2) + i12 * signed_stride(s3);
         for (std::int64_t i00 = 0; i00 < ne00; ++i00) out[i00] = cast<D>(in[i00]);
       }
@@ -80,13 +83,13 @@ int get_rows_float(const Launch& launch, const typename GetRows<S, D>::Values& p
 
 template <class S, class I, class D>
 using SetRows = Signature<const S*, const I*, D*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
-                          std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
-                          std::int64_t, std::int64_t, Uint3, Uint3, Uint3, Uint3, Uint3>;
+                          std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t,
+                          std::int64_t, std::int64_t, std::int64_t, Uint3, Uint3, Uint3, Uint3, Uint3>;
 
 template <class S, class I, class D>
 int set_rows(const Launch& launch, const typename SetRows<S, I, D>::Values& parameters) {
-  const auto& [src0, src1, dst, ne_total, ne10, ne11_unused, ne12_unused, ne13, s01, s02, s03, s10, s11, s12, s1, s2, s3,
-               ne00, ne01, ne02, ne11, ne12] = parameters;
+  const auto& [src0, src1, dst, ne_total, ne10, ne11_unused, ne12_unused, ne13, s01, s02, s03, s10, s11, s12, s1, s2,
+               s3, ne00, ne01, ne02, ne11, ne12] = parameters;
   if (!divisors_valid({ne00, ne01, ne02, ne11, ne12})) return launch.unsupported("an extent of 0");
   const std::int64_t n = std::min<std::int64_t>(ne_total, std::int64_t{launch.grid().x} * launch.block().x);
   if (n <= 0) return 0;
@@ -99,9 +102,10 @@ int set_rows(const Launch& launch, const typename SetRows<S, I, D>::Values& para
   const std::int64_t n01 = n >= matrix ? ne01.z : (n - 1) / row + 1;
   const std::int64_t n00 = std::min(n, row);
   if (!launch.accessible("src0", src0, sizeof(S), {{n00, 1}, {n01, s01}, {n02, s02}, {n03, s03}}, Access::kRead) ||
-      !launch.accessible("src1", src1, sizeof(I),
-                         {{n01, s10}, {std::min<std::int64_t>(n02, ne11.z), s11}, {std::min<std::int64_t>(n03, ne12.z), s12}},
-                         Access::kRead))
+      !launch.accessible(
+          "src1", src1, sizeof(I),
+          {{n01, s10}, {std::min<std::int64_t>(n02, ne11.z), s11}, {std::min<std::int64_t>(n03, ne12.z), s12}},
+          Access::kRead))
     return launch.illegal_address();
   const auto target_row = [&](std::int64_t i01, std::int64_t i02, std::int64_t i03) {
     return static_cast<std::int64_t>(src1[i01 * s10 + (i02 % ne11.z) * s11 + (i03 % ne12.z) * s12]);
@@ -119,7 +123,8 @@ int set_rows(const Launch& launch, const typename SetRows<S, I, D>::Values& para
     const std::int64_t i01 = i / row % ne01.z;
     const std::int64_t i02 = i / matrix % ne02.z;
     const std::int64_t i03 = i / plane;
-    dst[target_row(i01, i02, i03) * s1 + i02 * s2 + i03 * s3 + i00] = cast<D>(src0[i01 * s01 + i02 * s02 + i03 * s03 + i00]);
+    dst[target_row(i01, i02, i03) * s1 + i02 * s2 + i03 * s3 + i00] =
+        cast<D>(src0[i01 * s01 + i02 * s02 + i03 * s03 + i00]);
   }
   return 0;
 }
@@ -130,13 +135,20 @@ std::vector<KernelEntry> rows_kernels() {
   constexpr const char* kGetTail = "EvPKT_PKiPT0_ll5uint3mmmmmmmmm";
   return {
       kernel<GetRows<float, float>, get_rows_float<float, float>>(std::string("_Z16k_get_rows_floatIff") + kGetTail),
-      kernel<GetRows<float, Half>, get_rows_float<float, Half>>(std::string("_Z16k_get_rows_floatIf6__half") + kGetTail),
-      kernel<GetRows<Half, float>, get_rows_float<Half, float>>(std::string("_Z16k_get_rows_floatI6__halff") + kGetTail),
-      kernel<GetRows<Half, Half>, get_rows_float<Half, Half>>(std::string("_Z16k_get_rows_floatI6__halfS0_") + kGetTail),
-      kernel<SetRows<float, std::int64_t, float>, set_rows<float, std::int64_t, float>>("_Z10k_set_rowsIflfEvPKT_PKT0_PT1_llllllllllllll5uint3S8_S8_S8_S8_"),
-      kernel<SetRows<float, std::int32_t, float>, set_rows<float, std::int32_t, float>>("_Z10k_set_rowsIfifEvPKT_PKT0_PT1_llllllllllllll5uint3S8_S8_S8_S8_"),
-      kernel<SetRows<float, std::int64_t, Half>, set_rows<float, std::int64_t, Half>>("_Z10k_set_rowsIfl6__halfEvPKT_PKT0_PT1_llllllllllllll5uint3S9_S9_S9_S9_"),
-      kernel<SetRows<float, std::int32_t, Half>, set_rows<float, std::int32_t, Half>>("_Z10k_set_rowsIfi6__halfEvPKT_PKT0_PT1_llllllllllllll5uint3S9_S9_S9_S9_"),
+      kernel<GetRows<float, Half>, get_rows_float<float, Half>>(std::string("_Z16k_get_rows_floatIf6__half") +
+                                                                kGetTail),
+      kernel<GetRows<Half, float>, get_rows_float<Half, float>>(std::string("_Z16k_get_rows_floatI6__halff") +
+                                                                kGetTail),
+      kernel<GetRows<Half, Half>, get_rows_float<Half, Half>>(std::string("_Z16k_get_rows_floatI6__halfS0_") +
+                                                              kGetTail),
+      kernel<SetRows<float, std::int64_t, float>, set_rows<float, std::int64_t, float>>(
+          "_Z10k_set_rowsIflfEvPKT_PKT0_PT1_llllllllllllll5uint3S8_S8_S8_S8_"),
+      kernel<SetRows<float, std::int32_t, float>, set_rows<float, std::int32_t, float>>(
+          "_Z10k_set_rowsIfifEvPKT_PKT0_PT1_llllllllllllll5uint3S8_S8_S8_S8_"),
+      kernel<SetRows<float, std::int64_t, Half>, set_rows<float, std::int64_t, Half>>(
+          "_Z10k_set_rowsIfl6__halfEvPKT_PKT0_PT1_llllllllllllll5uint3S9_S9_S9_S9_"),
+      kernel<SetRows<float, std::int32_t, Half>, set_rows<float, std::int32_t, Half>>(
+          "_Z10k_set_rowsIfi6__halfEvPKT_PKT0_PT1_llllllllllllll5uint3S9_S9_S9_S9_"),
   };
 }
 

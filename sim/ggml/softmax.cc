@@ -24,7 +24,8 @@ namespace {
 float alibi_slope(const SoftMaxParams& p, std::uint32_t head) {
   if (p.max_bias <= 0.0f) return 1.0f;
   const float base = head < p.n_head_log2 ? p.m0 : p.m1;
-  const int exponent = head < p.n_head_log2 ? static_cast<int>(head) + 1 : 2 * static_cast<int>(head - p.n_head_log2) + 1;
+  const int exponent =
+      head < p.n_head_log2 ? static_cast<int>(head) + 1 : 2 * static_cast<int>(head - p.n_head_log2) + 1;
   return std::pow(base, static_cast<float>(exponent));
 }
 
@@ -37,7 +38,8 @@ int soft_max_f32(const Launch& launch, const typename SoftMax<T>::Values& parame
   const std::int64_t ncols = kColumns == 0 ? p.ncols : kColumns;
   const unsigned block_size = kBlockSize == 0 ? launch.block().x : kBlockSize;
   if (launch.block().x != block_size || launch.block().y != 1 || launch.block().z != 1 || !reducible_block(block_size))
-    return launch.unsupported(fmt::format("a block of ({}, {}, {})", launch.block().x, launch.block().y, launch.block().z));
+    return launch.unsupported(
+        fmt::format("a block of ({}, {}, {})", launch.block().x, launch.block().y, launch.block().z));
   if (kColumns != 0 && kColumns > kBlockSize && kColumns % kBlockSize != 0)
     return launch.unsupported("columns that are not whole blocks");
   if (mask != nullptr && (p.ne12 <= 0 || p.ne13 <= 0)) return launch.unsupported("a mask broadcast extent below 1");
@@ -51,11 +53,12 @@ int soft_max_f32(const Launch& launch, const typename SoftMax<T>::Values& parame
   if (!launch.accessible("x", x, sizeof(float), {{ncols * rows, 1}}, Access::kRead) ||
       !launch.accessible("dst", dst, sizeof(float), {{ncols * rows, 1}}, Access::kWrite) ||
       (sinks != nullptr && !launch.accessible("sinks", sinks, sizeof(float), {{grid.y, 1}}, Access::kRead)) ||
-      (mask != nullptr &&
-       !launch.accessible("mask", mask, sizeof(T),
-                          {{ncols, 1}, {grid.x, p.nb11 / kElement}, {std::min<std::int64_t>(grid.y, p.ne12), p.nb12 / kElement},
-                           {std::min<std::int64_t>(grid.z, p.ne13), p.nb13 / kElement}},
-                          Access::kRead)))
+      (mask != nullptr && !launch.accessible("mask", mask, sizeof(T),
+                                             {{ncols, 1},
+                                              {grid.x, p.nb11 / kElement},
+                                              {std::min<std::int64_t>(grid.y, p.ne12), p.nb12 / kElement},
+                                              {std::min<std::int64_t>(grid.z, p.ne13), p.nb13 / kElement}},
+                                             Access::kRead)))
     return launch.illegal_address();
 
   std::vector<float> values(ncols);
@@ -67,11 +70,13 @@ int soft_max_f32(const Launch& launch, const typename SoftMax<T>::Values& parame
         const std::int64_t row = i01 + std::int64_t{i02} * grid.x + std::int64_t{i03} * grid.x * grid.y;
         const float* in = x + row * ncols;
         float* out = dst + row * ncols;
-        const T* mask_row = mask == nullptr ? nullptr
-                                            : mask + (i01 * p.nb11 + (i02 % p.ne12) * p.nb12 + (i03 % p.ne13) * p.nb13) / kElement;
+        const T* mask_row = mask == nullptr
+                                ? nullptr
+                                : mask + (i01 * p.nb11 + (i02 % p.ne12) * p.nb12 + (i03 % p.ne13) * p.nb13) / kElement;
         float max_value = sinks != nullptr ? sinks[i02] : -std::numeric_limits<float>::infinity();
         for (std::int64_t col = 0; col < ncols; ++col) {
-          values[col] = mask_row != nullptr ? std::fma(in[col], p.scale, slope * cast<float>(mask_row[col])) : in[col] * p.scale;
+          values[col] =
+              mask_row != nullptr ? std::fma(in[col], p.scale, slope * cast<float>(mask_row[col])) : in[col] * p.scale;
           max_value = std::fmax(max_value, values[col]);
         }
         for (unsigned t = 0; t < block_size; ++t) {

@@ -125,11 +125,12 @@ TEST_CASE("rms_norm_f32 normalizes each row of a strided view, and fuses a broad
   for (const auto& [with_mul, with_add] : {std::pair{false, false}, std::pair{true, false}, std::pair{true, true}}) {
     INFO("multiply " << with_mul << ", add " << with_add);
     Buffer<float> dst(rows * shape.ncols, NAN);
-    REQUIRE(launch("rms_norm_f32<" + size + (with_mul ? ", true" : ", false") + (with_add ? ", true>" : ", false>"), grid,
-                   dim(block), x.data(), dst.data(), shape.ncols, shape.stride_row, shape.stride_channel,
-                   shape.stride_sample, eps, static_cast<const float*>(with_mul ? mul.data() : nullptr), std::int64_t{0},
-                   std::int64_t{with_mul ? shape.ncols : 0}, std::int64_t{0}, with_mul ? fastdiv(shape.ncols) : none,
-                   with_mul ? one : none, with_mul ? fastdiv(shape.channels) : none, with_mul ? one : none,
+    REQUIRE(launch("rms_norm_f32<" + size + (with_mul ? ", true" : ", false") + (with_add ? ", true>" : ", false>"),
+                   grid, dim(block), x.data(), dst.data(), shape.ncols, shape.stride_row, shape.stride_channel,
+                   shape.stride_sample, eps, static_cast<const float*>(with_mul ? mul.data() : nullptr),
+                   std::int64_t{0}, std::int64_t{with_mul ? shape.ncols : 0}, std::int64_t{0},
+                   with_mul ? fastdiv(shape.ncols) : none, with_mul ? one : none,
+                   with_mul ? fastdiv(shape.channels) : none, with_mul ? one : none,
                    static_cast<const float*>(with_add ? add.data() : nullptr), std::int64_t{0}, std::int64_t{0},
                    std::int64_t{0}, with_add ? fastdiv(shape.ncols) : none, with_add ? one : none,
                    with_add ? one : none, with_add ? one : none) == 0);
@@ -137,9 +138,10 @@ TEST_CASE("rms_norm_f32 normalizes each row of a strided view, and fuses a broad
   }
 }
 
-TEST_CASE("rms_norm_f32 refuses a block that is not its template's, a layout that is not its signature, and "
-          "memory it may not touch",
-          "[ggml][rms_norm]") {
+TEST_CASE(
+    "rms_norm_f32 refuses a block that is not its template's, a layout that is not its signature, and "
+    "memory it may not touch",
+    "[ggml][rms_norm]") {
   Buffer<float> x(values(64, 1));
   Buffer<float> dst(64);
   const auto run = [&](GpubrokerSimDim3 grid, GpubrokerSimDim3 block, float* out) {
@@ -190,12 +192,13 @@ TEST_CASE("mul_mat_vec_f multiplies half rows by a few columns, broadcasting x's
   Buffer<Half> x(halves(values(stride_channel_x * (channels_dst / ratio), 4)));
   Buffer<float> y(values(stride_channel_y * channels_dst, 5));
   const bool half_sums = GENERATE(false, true);
-  const std::string name = std::string("mul_mat_vec_f<__half, ") + (half_sums ? "__half" : "float") + ", 3, 64, false, false>";
+  const std::string name =
+      std::string("mul_mat_vec_f<__half, ") + (half_sums ? "__half" : "float") + ", 3, 64, false, false>";
   Buffer<float> dst(stride_channel_dst * channels_dst, NAN);
-  REQUIRE(mmvf(name, dim(rows, channels_dst, 1), 64, static_cast<const Half*>(x.data()), static_cast<const float*>(y.data()),
-               static_cast<const std::int32_t*>(nullptr), FusionArgs{}, dst.data(), ncols / 2, Uint3{}, stride_row,
-               stride_col_y / 2, stride_col_dst, fastdiv(ratio), stride_channel_x, stride_channel_y, stride_channel_dst,
-               fastdiv(1), 0, 0, 0, 0) == 0);
+  REQUIRE(mmvf(name, dim(rows, channels_dst, 1), 64, static_cast<const Half*>(x.data()),
+               static_cast<const float*>(y.data()), static_cast<const std::int32_t*>(nullptr), FusionArgs{}, dst.data(),
+               ncols / 2, Uint3{}, stride_row, stride_col_y / 2, stride_col_dst, fastdiv(ratio), stride_channel_x,
+               stride_channel_y, stride_channel_dst, fastdiv(1), 0, 0, 0, 0) == 0);
   for (int c = 0; c < channels_dst; ++c)
     for (int j = 0; j < ncols_dst; ++j)
       for (int r = 0; r < rows; ++r) {
@@ -218,10 +221,11 @@ TEST_CASE("mul_mat_vec_f sums in the precision its instance names: half sums los
   Buffer<float> y(std::vector<float>(ncols, 1.0f + 0x1p-11f));
   Buffer<float> dst(1, NAN);
   for (const bool half_sums : {true, false}) {
-    const std::string name = std::string("mul_mat_vec_f<__half, ") + (half_sums ? "__half" : "float") + ", 1, 64, false, false>";
+    const std::string name =
+        std::string("mul_mat_vec_f<__half, ") + (half_sums ? "__half" : "float") + ", 1, 64, false, false>";
     REQUIRE(mmvf(name, dim(1), 64, static_cast<const Half*>(x.data()), static_cast<const float*>(y.data()),
-                 static_cast<const std::int32_t*>(nullptr), FusionArgs{}, dst.data(), ncols / 2, Uint3{}, ncols, ncols / 2,
-                 1, fastdiv(1), 0, 0, 0, fastdiv(1), 0, 0, 0, 0) == 0);
+                 static_cast<const std::int32_t*>(nullptr), FusionArgs{}, dst.data(), ncols / 2, Uint3{}, ncols,
+                 ncols / 2, 1, fastdiv(1), 0, 0, 0, fastdiv(1), 0, 0, 0, 0) == 0);
     CHECK(dst[0] == (half_sums ? 128.0f : 128.0f * (1.0f + 0x1p-11f)));
   }
 }
@@ -258,8 +262,9 @@ TEST_CASE("mul_mat_vec_f multiplies float rows too, and refuses what it does not
   Buffer<float> y(values(ncols * 2, 12));
   Buffer<float> dst(rows * 2, NAN);
   const auto run = [&](const std::string& name, unsigned block, const std::int32_t* ids, FusionArgs fusion) {
-    return mmvf(name, dim(rows), block, static_cast<const float*>(x.data()), static_cast<const float*>(y.data()), ids, fusion,
-                dst.data(), ncols / 2, Uint3{}, ncols, ncols / 2, rows, fastdiv(1), 0, 0, 0, fastdiv(1), 0, 0, 0, 0);
+    return mmvf(name, dim(rows), block, static_cast<const float*>(x.data()), static_cast<const float*>(y.data()), ids,
+                fusion, dst.data(), ncols / 2, Uint3{}, ncols, ncols / 2, rows, fastdiv(1), 0, 0, 0, fastdiv(1), 0, 0,
+                0, 0);
   };
   REQUIRE(run("mul_mat_vec_f<float, float, 2, 64, false, false>", 64, nullptr, FusionArgs{}) == 0);
   for (int j = 0; j < 2; ++j)
@@ -303,9 +308,10 @@ void rope_reference(const float* in, double pos, const RopeSetup& r, const float
 
 }  // namespace
 
-TEST_CASE("rope_norm turns each pair of the first n_dims columns by its position, forwards and backwards, "
-          "with and without frequency factors",
-          "[ggml][rope]") {
+TEST_CASE(
+    "rope_norm turns each pair of the first n_dims columns by its position, forwards and backwards, "
+    "with and without frequency factors",
+    "[ggml][rope]") {
   const RopeSetup r;
   const bool forward = GENERATE(true, false);
   const bool factors = GENERATE(false, true);
@@ -315,8 +321,8 @@ TEST_CASE("rope_norm turns each pair of the first n_dims columns by its position
   Buffer<std::int32_t> pos(std::vector<std::int32_t>{0, 1, 7, 300});
   Buffer<float> freq_factors(std::vector<float>{1.0f, 2.0f, 0.5f, 4.0f, 1.5f, 3.0f});
   Buffer<float> dst(r.head_dim * r.heads * r.tokens, NAN);
-  const std::string name = std::string("rope_norm<") + (forward ? "true" : "false") + ", " + (factors ? "true" : "false") +
-                           ", float, float>";
+  const std::string name = std::string("rope_norm<") + (forward ? "true" : "false") + ", " +
+                           (factors ? "true" : "false") + ", float, float>";
   REQUIRE(launch(name, dim(r.heads * r.tokens, 1), dim(1, 256), static_cast<const float*>(x.data()), dst.data(),
                  r.head_dim, r.heads, r.tokens, s01, s02, s02 * r.tokens, r.head_dim, r.head_dim * r.heads,
                  r.head_dim * r.heads * r.tokens, r.n_dims, static_cast<const std::int32_t*>(pos.data()), 1.0f, 0.0f,
@@ -327,7 +333,8 @@ TEST_CASE("rope_norm turns each pair of the first n_dims columns by its position
     for (int h = 0; h < r.heads; ++h)
       for (int i0 = 0; i0 < r.head_dim; i0 += 2) {
         double expected[2];
-        rope_reference(&x[t * s02 + h * s01], pos[t], r, factors ? freq_factors.data() : nullptr, forward, i0, expected);
+        rope_reference(&x[t * s02 + h * s01], pos[t], r, factors ? freq_factors.data() : nullptr, forward, i0,
+                       expected);
         const float* got = &dst[(t * r.heads + h) * r.head_dim + i0];
         INFO("token " << t << " head " << h << " column " << i0);
         REQUIRE(close(got[0], expected[0], 1e-4, 1e-4));
@@ -346,8 +353,8 @@ TEST_CASE("rope_norm fused with SET_ROWS writes each token's rotated heads as ha
   REQUIRE(launch("rope_norm<true, false, float, __half>", dim(r.heads * r.tokens, 1), dim(1, 256),
                  static_cast<const float*>(x.data()), cache.data(), r.head_dim, r.heads, r.tokens, r.head_dim,
                  r.head_dim * r.heads, r.head_dim * r.heads * r.tokens, r.head_dim, r.head_dim * r.heads,
-                 r.head_dim * r.heads * r.tokens, r.n_dims, static_cast<const std::int32_t*>(pos.data()), 1.0f, 0.0f, 1.0f,
-                 RopeCorrDims{{0.0f, 0.0f}}, r.theta_scale(), static_cast<const float*>(nullptr),
+                 r.head_dim * r.heads * r.tokens, r.n_dims, static_cast<const std::int32_t*>(pos.data()), 1.0f, 0.0f,
+                 1.0f, RopeCorrDims{{0.0f, 0.0f}}, r.theta_scale(), static_cast<const float*>(nullptr),
                  static_cast<const std::int64_t*>(cache_rows.data()), row_stride) == 0);
   std::set<int> written;
   for (int t = 0; t < r.tokens; ++t) {
@@ -376,7 +383,8 @@ TEST_CASE("rope_norm applies YaRN's ramp and magnitude when ext_factor is set", 
   REQUIRE(launch("rope_norm<true, false, float, float>", dim(1, 1), dim(1, 256), static_cast<const float*>(x.data()),
                  dst.data(), r.head_dim, 1, 1, r.head_dim, r.head_dim, r.head_dim, r.head_dim, r.head_dim, r.head_dim,
                  r.n_dims, static_cast<const std::int32_t*>(pos.data()), freq_scale, ext_factor, attn_factor, corr,
-                 r.theta_scale(), static_cast<const float*>(nullptr), static_cast<const std::int64_t*>(nullptr), 0) == 0);
+                 r.theta_scale(), static_cast<const float*>(nullptr), static_cast<const std::int64_t*>(nullptr),
+                 0) == 0);
   for (int i0 = 0; i0 < r.n_dims; i0 += 2) {
     // YaRN: theta between the interpolated and the extrapolated angle by the ramp over the pair
     // index, and the magnitude scaled by 1 + 0.1 ln(1 / freq_scale).
@@ -413,16 +421,17 @@ TEST_CASE("k_get_rows_float gathers the indexed rows of each matrix into a strid
     }
   // An index past src0 reaches outside its memory.
   src1[2] = 1000;
-  CHECK(launch("k_get_rows_float<__half, float>", dim(picks, 1, matrices), dim(256), static_cast<const Half*>(src0.data()),
-               static_cast<const std::int32_t*>(src1.data()), dst.data(), std::int64_t{ne00}, std::int64_t{matrices},
-               fastdiv(1), std::uint64_t(s1), std::uint64_t(s2), std::uint64_t(s2 * matrices), std::uint64_t(nb01),
-               std::uint64_t(nb02), std::uint64_t(nb02 * matrices), std::uint64_t{1}, std::uint64_t{picks},
-               std::uint64_t{picks * matrices}) == kIllegalAddress);
+  CHECK(launch("k_get_rows_float<__half, float>", dim(picks, 1, matrices), dim(256),
+               static_cast<const Half*>(src0.data()), static_cast<const std::int32_t*>(src1.data()), dst.data(),
+               std::int64_t{ne00}, std::int64_t{matrices}, fastdiv(1), std::uint64_t(s1), std::uint64_t(s2),
+               std::uint64_t(s2 * matrices), std::uint64_t(nb01), std::uint64_t(nb02), std::uint64_t(nb02 * matrices),
+               std::uint64_t{1}, std::uint64_t{picks}, std::uint64_t{picks * matrices}) == kIllegalAddress);
 }
 
-TEST_CASE("k_set_rows stores each source row as halves at the cache row its index names, indices broadcast "
-          "over heads",
-          "[ggml][rows]") {
+TEST_CASE(
+    "k_set_rows stores each source row as halves at the cache row its index names, indices broadcast "
+    "over heads",
+    "[ggml][rows]") {
   // src0: 2 heads (i02) of 3 tokens (i01) of 8 floats; src1: one index per token for both heads.
   const int ne00 = 8, tokens = 3, heads = 2, cache_rows = 6;
   Buffer<float> src0(values(ne00 * tokens * heads, 18));
@@ -432,11 +441,11 @@ TEST_CASE("k_set_rows stores each source row as halves at the cache row its inde
   Buffer<Half> dst(std::vector<Half>(s2 * heads, half(-1.0f)));
   const std::int64_t total = ne00 * tokens * heads;
   REQUIRE(launch("k_set_rows<float, long, __half>", dim((total + 255) / 256), dim(256),
-                 static_cast<const float*>(src0.data()), static_cast<const std::int64_t*>(src1.data()), dst.data(), total,
-                 std::int64_t{tokens}, std::int64_t{1}, std::int64_t{1}, std::int64_t{1}, std::int64_t{ne00},
-                 std::int64_t{ne00 * tokens}, std::int64_t{ne00 * tokens * heads}, std::int64_t{1}, std::int64_t{tokens},
-                 std::int64_t{tokens}, s1, s2, s2 * heads, fastdiv(ne00), fastdiv(tokens), fastdiv(heads), fastdiv(1),
-                 fastdiv(1)) == 0);
+                 static_cast<const float*>(src0.data()), static_cast<const std::int64_t*>(src1.data()), dst.data(),
+                 total, std::int64_t{tokens}, std::int64_t{1}, std::int64_t{1}, std::int64_t{1}, std::int64_t{ne00},
+                 std::int64_t{ne00 * tokens}, std::int64_t{ne00 * tokens * heads}, std::int64_t{1},
+                 std::int64_t{tokens}, std::int64_t{tokens}, s1, s2, s2 * heads, fastdiv(ne00), fastdiv(tokens),
+                 fastdiv(heads), fastdiv(1), fastdiv(1)) == 0);
   for (int h = 0; h < heads; ++h)
     for (int t = 0; t < tokens; ++t)
       for (int c = 0; c < ne00; ++c)
@@ -449,8 +458,7 @@ TEST_CASE("k_set_rows stores each source row as halves at the cache row its inde
 
 // ---- cpy_scalar, convert_unary --------------------------------------------------------------------
 
-TEST_CASE("cpy_scalar copies a transposed view element by element into another layout, converting",
-          "[ggml][copy]") {
+TEST_CASE("cpy_scalar copies a transposed view element by element into another layout, converting", "[ggml][copy]") {
   // src: a 5 x 4 float matrix viewed transposed (element (i00, i01) at i00 * 4 + i01), two of them.
   const std::int64_t ne00 = 5, ne01 = 4, ne02 = 2, ne = ne00 * ne01 * ne02;
   Buffer<float> src(values(ne, 19));
@@ -468,10 +476,10 @@ TEST_CASE("cpy_scalar copies a transposed view element by element into another l
   // A grid of fewer threads than elements copies only the first grid x block of them.
   Buffer<float> some(std::vector<float>(ne, -3.0f));
   REQUIRE(launch("cpy_scalar<&(void cpy_1_scalar<float, float>(char const*, char*))>", dim(1), dim(16),
-                 reinterpret_cast<const char*>(src.data()), reinterpret_cast<char*>(some.data()), ne, ne, std::int64_t{1},
-                 std::int64_t{1}, std::int64_t{4}, std::int64_t{4 * ne}, std::int64_t{4 * ne}, std::int64_t{4 * ne}, ne,
+                 reinterpret_cast<const char*>(src.data()), reinterpret_cast<char*>(some.data()), ne, ne,
                  std::int64_t{1}, std::int64_t{1}, std::int64_t{4}, std::int64_t{4 * ne}, std::int64_t{4 * ne},
-                 std::int64_t{4 * ne}) == 0);
+                 std::int64_t{4 * ne}, ne, std::int64_t{1}, std::int64_t{1}, std::int64_t{4}, std::int64_t{4 * ne},
+                 std::int64_t{4 * ne}, std::int64_t{4 * ne}) == 0);
   for (std::int64_t i = 0; i < ne; ++i) REQUIRE(some[i] == (i < 16 ? src[i] : -3.0f));
 }
 
@@ -480,16 +488,19 @@ TEST_CASE("convert_unary makes a contiguous half copy of a strided float tensor,
   const std::int64_t ne00 = 10, ne01 = 4, ne02 = 3, ne03 = 2, s01 = 12, s02 = s01 * ne01 + 5, s03 = s02 * ne02;
   Buffer<float> x(values(s03 * ne03, 20));
   Buffer<Half> y(ne00 * ne01 * ne02 * ne03);
-  REQUIRE(launch("convert_unary<float, __half>", dim(1, ne01, ne02 * ne03), dim(256), static_cast<const void*>(x.data()),
-                 y.data(), ne00, ne01, ne02 * ne03, fastdiv(ne02), s01, s02, s03) == 0);
+  REQUIRE(launch("convert_unary<float, __half>", dim(1, ne01, ne02 * ne03), dim(256),
+                 static_cast<const void*>(x.data()), y.data(), ne00, ne01, ne02 * ne03, fastdiv(ne02), s01, s02,
+                 s03) == 0);
   for (std::int64_t i3 = 0; i3 < ne03; ++i3)
     for (std::int64_t i2 = 0; i2 < ne02; ++i2)
       for (std::int64_t i1 = 0; i1 < ne01; ++i1)
         for (std::int64_t i0 = 0; i0 < ne00; ++i0)
-          REQUIRE(widen(y[((i3 * ne02 + i2) * ne01 + i1) * ne00 + i0]) == widen(half(x[i3 * s03 + i2 * s02 + i1 * s01 + i0])));
+          REQUIRE(widen(y[((i3 * ne02 + i2) * ne01 + i1) * ne00 + i0]) ==
+                  widen(half(x[i3 * s03 + i2 * s02 + i1 * s01 + i0])));
   Buffer<float> back(y.size());
-  REQUIRE(launch("convert_unary<__half, float>", dim(1, ne01, ne02 * ne03), dim(256), static_cast<const void*>(y.data()),
-                 back.data(), ne00, ne01, ne02 * ne03, fastdiv(ne02), ne00, ne00 * ne01, ne00 * ne01 * ne02) == 0);
+  REQUIRE(launch("convert_unary<__half, float>", dim(1, ne01, ne02 * ne03), dim(256),
+                 static_cast<const void*>(y.data()), back.data(), ne00, ne01, ne02 * ne03, fastdiv(ne02), ne00,
+                 ne00 * ne01, ne00 * ne01 * ne02) == 0);
   for (std::size_t i = 0; i < y.size(); ++i) REQUIRE(back[i] == widen(y[i]));
 }
 
@@ -499,15 +510,17 @@ namespace {
 
 double alibi(const SoftMaxParams& p, int head) {
   if (p.max_bias <= 0) return 1.0;
-  return head < static_cast<int>(p.n_head_log2) ? std::pow(double{p.m0}, head + 1)
-                                                : std::pow(double{p.m1}, 2 * (head - static_cast<int>(p.n_head_log2)) + 1);
+  return head < static_cast<int>(p.n_head_log2)
+             ? std::pow(double{p.m0}, head + 1)
+             : std::pow(double{p.m1}, 2 * (head - static_cast<int>(p.n_head_log2)) + 1);
 }
 
 }  // namespace
 
-TEST_CASE("soft_max_f32 takes each row's softmax of scaled logits plus the head's slope times a broadcast mask, "
-          "with sinks",
-          "[ggml][softmax]") {
+TEST_CASE(
+    "soft_max_f32 takes each row's softmax of scaled logits plus the head's slope times a broadcast mask, "
+    "with sinks",
+    "[ggml][softmax]") {
   const bool templated = GENERATE(false, true);
   const int ncols = templated ? 256 : 100, rows = 3, heads = 4, sequences = 2;
   const unsigned block = templated ? 256 : 32;
@@ -581,9 +594,9 @@ int bin_bcast(const std::string& name, GpubrokerSimDim3 grid, GpubrokerSimDim3 b
               const int (&ne)[4], int s01, const int (&ne1)[4], Operands... operands) {
   const int s1 = ne[0], s2 = s1 * ne[1], s3 = s2 * ne[2];
   const int t1 = ne1[0], t2 = t1 * ne1[1], t3 = t2 * ne1[2];
-  return launch(name, grid, block, src0, static_cast<const float*>(nullptr), dst, ne[0], ne[1], ne[2],
-                fastdiv(ne[3]), fastdiv(ne1[0]), fastdiv(ne1[1]), fastdiv(ne1[2]), fastdiv(ne1[3]), s1, s2, s3, 1, s01,
-                s01 * ne[1], s01 * ne[1] * ne[2], 1, t1, t2, t3, static_cast<const float*>(operands)...);
+  return launch(name, grid, block, src0, static_cast<const float*>(nullptr), dst, ne[0], ne[1], ne[2], fastdiv(ne[3]),
+                fastdiv(ne1[0]), fastdiv(ne1[1]), fastdiv(ne1[2]), fastdiv(ne1[3]), s1, s2, s3, 1, s01, s01 * ne[1],
+                s01 * ne[1] * ne[2], 1, t1, t2, t3, static_cast<const float*>(operands)...);
 }
 
 }  // namespace
@@ -611,14 +624,14 @@ TEST_CASE("k_bin_bcast adds, subtracts, multiplies and divides with src1 broadca
   const GpubrokerSimDim3 grid = dim(1, 2, 2), block = dim(3, 4, 4);  // x loops over the row
   SECTION("add") {
     Buffer<float> dst(count, NAN);
-    REQUIRE(bin_bcast("k_bin_bcast<&op_add, float, float, float, float const*>", grid, block, src0.data(), dst.data(), ne,
-                      s01, ne1, a.data()) == 0);
+    REQUIRE(bin_bcast("k_bin_bcast<&op_add, float, float, float, float const*>", grid, block, src0.data(), dst.data(),
+                      ne, s01, ne1, a.data()) == 0);
     expect(dst, [](float x, float y) { return x + y; }, {&a});
   }
   SECTION("three adds fused") {
     Buffer<float> dst(count, NAN);
-    REQUIRE(bin_bcast("k_bin_bcast<&op_add, float, float, float, float const*, float const*, float const*>", grid, block,
-                      src0.data(), dst.data(), ne, s01, ne1, a.data(), b.data(), c.data()) == 0);
+    REQUIRE(bin_bcast("k_bin_bcast<&op_add, float, float, float, float const*, float const*, float const*>", grid,
+                      block, src0.data(), dst.data(), ne, s01, ne1, a.data(), b.data(), c.data()) == 0);
     expect(dst, [](float x, float y) { return x + y; }, {&a, &b, &c});
   }
   SECTION("two multiplies fused") {
@@ -629,17 +642,17 @@ TEST_CASE("k_bin_bcast adds, subtracts, multiplies and divides with src1 broadca
   }
   SECTION("subtract and divide") {
     Buffer<float> dst(count, NAN);
-    REQUIRE(bin_bcast("k_bin_bcast<&op_sub, float, float, float, float const*>", grid, block, src0.data(), dst.data(), ne,
-                      s01, ne1, a.data()) == 0);
+    REQUIRE(bin_bcast("k_bin_bcast<&op_sub, float, float, float, float const*>", grid, block, src0.data(), dst.data(),
+                      ne, s01, ne1, a.data()) == 0);
     expect(dst, [](float x, float y) { return x - y; }, {&a});
-    REQUIRE(bin_bcast("k_bin_bcast<&op_div, float, float, float, float const*>", grid, block, src0.data(), dst.data(), ne,
-                      s01, ne1, a.data()) == 0);
+    REQUIRE(bin_bcast("k_bin_bcast<&op_div, float, float, float, float const*>", grid, block, src0.data(), dst.data(),
+                      ne, s01, ne1, a.data()) == 0);
     expect(dst, [](float x, float y) { return x / y; }, {&a});
   }
   SECTION("rows past the grid are not written") {
     Buffer<float> dst(count, NAN);
-    REQUIRE(bin_bcast("k_bin_bcast<&op_add, float, float, float, float const*>", dim(1, 1, 2), dim(3, 4, 4), src0.data(),
-                      dst.data(), ne, s01, ne1, a.data()) == 0);
+    REQUIRE(bin_bcast("k_bin_bcast<&op_add, float, float, float, float const*>", dim(1, 1, 2), dim(3, 4, 4),
+                      src0.data(), dst.data(), ne, s01, ne1, a.data()) == 0);
     for (int i23 = 0; i23 < ne[2] * ne[3]; ++i23)
       for (int i1 = 0; i1 < ne[1]; ++i1) CHECK(std::isnan(dst[(i23 * ne[1] + i1) * ne[0]]) == (i1 >= 4));
   }
@@ -654,7 +667,8 @@ TEST_CASE("unary_gated_op_kernel gates one half of each row by the activation of
   const std::string op = GENERATE("op_silu", "op_gelu", "op_relu", "op_sigmoid", "op_gelu_erf", "op_gelu_quick");
   const auto activation = [&](double x) {
     if (op == "op_silu") return silu(x);
-    if (op == "op_gelu") return 0.5 * x * (1.0 + std::tanh(0.79788456080286535587989211986876 * x * (1.0 + 0.044715 * x * x)));
+    if (op == "op_gelu")
+      return 0.5 * x * (1.0 + std::tanh(0.79788456080286535587989211986876 * x * (1.0 + 0.044715 * x * x)));
     if (op == "op_relu") return std::max(x, 0.0);
     if (op == "op_sigmoid") return 1.0 / (1.0 + std::exp(-x));
     if (op == "op_gelu_erf") return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
@@ -662,9 +676,9 @@ TEST_CASE("unary_gated_op_kernel gates one half of each row by the activation of
   };
   SECTION("in float") {
     Buffer<float> dst(k, NAN);
-    REQUIRE(launch("unary_gated_op_kernel<&" + op + ", float>", dim(1), dim(256), static_cast<const float*>(both.data()),
-                   static_cast<const float*>(both.data() + n), dst.data(), std::int64_t{k}, std::int64_t{n},
-                   std::int64_t{2 * n}, std::int64_t{2 * n}) == 0);
+    REQUIRE(launch("unary_gated_op_kernel<&" + op + ", float>", dim(1), dim(256),
+                   static_cast<const float*>(both.data()), static_cast<const float*>(both.data() + n), dst.data(),
+                   std::int64_t{k}, std::int64_t{n}, std::int64_t{2 * n}, std::int64_t{2 * n}) == 0);
     for (int i = 0; i < k; ++i)
       REQUIRE(close(dst[i], activation(both[i / n * 2 * n + i % n]) * both[i / n * 2 * n + n + i % n], 1e-5, 1e-7));
   }
@@ -691,8 +705,8 @@ TEST_CASE("k_compute_batched_ptrs writes each matrix's operand and result addres
   const auto* src1 = reinterpret_cast<const char*>(0x200000);
   auto* dst = reinterpret_cast<char*>(0x300000);
   REQUIRE(launch("k_compute_batched_ptrs", dim(1, 1), dim(16, 16), static_cast<const void*>(src0),
-                 static_cast<const void*>(src1), dst, ptrs_src.data(), ptrs_dst.data(), ne12, ne13, ne23, nb02, nb03, nb12,
-                 nb13, nbd2, nbd3, r2, r3) == 0);
+                 static_cast<const void*>(src1), dst, ptrs_src.data(), ptrs_dst.data(), ne12, ne13, ne23, nb02, nb03,
+                 nb12, nb13, nbd2, nbd3, r2, r3) == 0);
   for (std::int64_t i13 = 0; i13 < ne13; ++i13)
     for (std::int64_t i12 = 0; i12 < ne12; ++i12) {
       const std::int64_t slot = i12 + i13 * ne12;
