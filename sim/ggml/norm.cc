@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "sim/ggml/kernels.h"
 #include "sim/ggml/reduce.h"
 
@@ -104,20 +106,19 @@ int rms_norm_f32(const Launch& launch, const RmsNorm::Values& parameters) {
 }  // namespace
 
 std::vector<KernelEntry> norm_kernels() {
-  return {
-      kernel<RmsNorm, rms_norm_f32<256, false, false>>(
-          "_Z12rms_norm_f32ILi256ELb0ELb0EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"),
-      kernel<RmsNorm, rms_norm_f32<256, true, false>>(
-          "_Z12rms_norm_f32ILi256ELb1ELb0EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"),
-      kernel<RmsNorm, rms_norm_f32<256, true, true>>(
-          "_Z12rms_norm_f32ILi256ELb1ELb1EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"),
-      kernel<RmsNorm, rms_norm_f32<1024, false, false>>(
-          "_Z12rms_norm_f32ILi1024ELb0ELb0EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"),
-      kernel<RmsNorm, rms_norm_f32<1024, true, false>>(
-          "_Z12rms_norm_f32ILi1024ELb1ELb0EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"),
-      kernel<RmsNorm, rms_norm_f32<1024, true, true>>(
-          "_Z12rms_norm_f32ILi1024ELb1ELb1EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"),
+  std::vector<KernelEntry> out;
+  const auto add = [&]<int kBlockSize, bool kMultiply, bool kAdd>() {
+    out.push_back(kernel<RmsNorm, rms_norm_f32<kBlockSize, kMultiply, kAdd>>(
+        fmt::format("_Z12rms_norm_f32ILi{}ELb{}ELb{}EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_", kBlockSize,
+                    kMultiply ? 1 : 0, kAdd ? 1 : 0)));
   };
+  add.operator()<256, false, false>();
+  add.operator()<256, true, false>();
+  add.operator()<256, true, true>();
+  add.operator()<1024, false, false>();
+  add.operator()<1024, true, false>();
+  add.operator()<1024, true, true>();
+  return out;
 }
 
 }  // namespace gpubroker::sim::ggml
