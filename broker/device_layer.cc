@@ -4,8 +4,10 @@
 #include <fmt/core.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <type_traits>
 #include <vector>
 
 #include "gpubroker/sim/sim_driver.h"
@@ -45,17 +47,44 @@ DeviceResult<std::unique_ptr<DeviceLayer>> DeviceLayer::open(DriverChoice choice
   return load(sim, DriverKind::kSim, settings);
 }
 
-// The sim's own configuration entry point, before cuInit reads its defaults: the device count
-// travels as a call, not through the broker's environment (which other threads may read).
-DeviceResult<void> DeviceLayer::configure_sim(const SimSettings& sim) {
-  if (kind_ != DriverKind::kSim || !sim.devices) return boost::outcome_v2::success();
-  auto configure = reinterpret_cast<GpubrokerSimConfigureDevicesFn>(::dlsym(handle_, "gpubroker_sim_configure_devices"));
-  if (configure == nullptr) {
-    return DeviceError{DeviceErrc::kSymbolMissing, fmt::format("{}: no symbol gpubroker_sim_configure_devices", library_)};
+std::string default_sim_kernels(const std::string& sim_library) {
+  std::error_code ignored;
+  const std::filesystem::path directory = std::filesystem::path(sim_library).parent_path();
+  for (const auto& candidate : {directory / "libgpubroker-sim-ggml.so", directory / "ggml/libgpubroker-sim-ggml.so"}) {
+    if (std::filesystem::exists(candidate, ignored)) return std::filesystem::weakly_canonical(candidate, ignored).string();
   }
-  if (const int r = configure(*sim.devices); r != cuda::CUDA_SUCCESS) {
-    return DeviceError{DeviceErrc::kInitFailed, fmt::format("{}: {} devices refused: {}", library_, *sim.devices,
-                                                            cuda_error_text(tables_.driver, r))};
+  return "";
+}
+
+// The sim's own configuration entry points, before cuInit reads its defaults: the settings travel
+// as calls, not through the broker's environment (which other threads may read).
+DeviceResult<void> DeviceLayer::configure_sim(const SimSettings& sim) {
+  if (kind_ != DriverKind::kSim) return boost::outcome_v2::success();
+  auto call = [&](const char* symbol, auto argument, const std::string& what) -> DeviceResult<void> {
+    using Configure = int (*)(decltype(argument));
+    auto configure = reinterpret_cast<Configure>(::dlsym(handle_, symbol));
+    if (configure == nullptr) return DeviceError{DeviceErrc::kSymbolMissing, fmt::format("{}: no symbol {}", library_, symbol)};
+    if (const int r = configure(argument); r != cuda::CUDA_SUCCESS) {
+      return DeviceError{DeviceErrc::kInitFailed, fmt::format("{}: {} refused: {}", library_, what, cuda_error_text(tables_.driver, r))};
+    }
+    return boost::outcome_v2::success();
+  };
+  if (sim.devices) {
+    static_assert(std::is_same_v<GpubrokerSimConfigureDevicesFn, int (*)(unsigned)>);
+    if (auto r = call("gpubroker_sim_configure_devices", *sim.devices, fmt::format("{} devices", *sim.devices)); !r) return r;
+  }
+  // Unset and not in the environment: the plugins shipped with the sim, so that a sim broker runs
+  // llama.cpp out of the box.
+  std::optional<std::string> kernels = sim.kernels;
+  if (!kernels && std::getenv("GPUBROKER_SIM_KERNELS") == nullptr) kernels = default_sim_kernels(library_);
+  if (kernels) {
+    static_assert(std::is_same_v<GpubrokerSimConfigureKernelsFn, int (*)(const char*)>);
+    if (auto r = call("gpubroker_sim_configure_kernels", kernels->c_str(), "kernel plugins '" + *kernels + "'"); !r) return r;
+  }
+  if (!sim.discover.empty()) {
+    static_assert(std::is_same_v<GpubrokerSimConfigureDiscoveryFn, int (*)(const char*)>);
+    if (auto r = call("gpubroker_sim_configure_discovery", sim.discover.c_str(), "discovery record '" + sim.discover + "'"); !r)
+      return r;
   }
   return boost::outcome_v2::success();
 }

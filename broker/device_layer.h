@@ -47,6 +47,10 @@ const char* to_string(DriverKind kind);
 // What the broker asks of the sim driver before it initializes it (ignored for the real driver).
 struct SimSettings {
   std::optional<unsigned> devices;  // unset: the sim's own default (GPUBROKER_SIM_DEVICES, else 1)
+  // Kernel plugins, colon-separated, "" for none; unset: GPUBROKER_SIM_KERNELS if the broker's
+  // environment has it, else the plugins installed next to the sim library (default_sim_kernels).
+  std::optional<std::string> kernels;
+  std::string discover;  // the discovery record (gpubroker/sim/sim_driver.h); empty: off
 };
 
 class DeviceLayer {
@@ -91,5 +95,9 @@ class DeviceLayer {
 // The default path of the sim driver for a broker binary at `broker_path`: the build tree's
 // sim/ folder, else the installed lib/gpubroker/ folder.
 std::string default_sim_library();
+
+// The kernel plugins a sim broker loads when told nothing: the ggml kernels beside the sim library
+// (installed) or in its ggml/ folder (the build tree); "" when neither exists.
+std::string default_sim_kernels(const std::string& sim_library);
 
 }  // namespace gpubroker::broker

@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
   const broker::BrokerOptions& options = parsed.options;
   ipc::set_log_level(options.log_level);
 
-  auto device = broker::DeviceLayer::open(options.driver, options.sim_library, broker::SimSettings{options.sim_devices});
+  auto device = broker::DeviceLayer::open(options.driver, options.sim_library, broker::SimSettings{options.sim_devices, options.sim_kernels, options.sim_discover});
   if (!device) {
     ipc::log(ipc::LogLevel::kError, "no usable driver: {}", device.error().detail);
     sd_notifyf(0, "STATUS=no usable driver: %s", device.error().detail.c_str());

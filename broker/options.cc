@@ -66,6 +66,11 @@ std::string apply(BrokerOptions& o, const std::string& key, const std::string& v
       return fmt::format("--sim-devices takes a device count from 1 to {}, not '{}'", wire::kMaxDevices, value);
     }
     o.sim_devices = devices;
+  } else if (key == "sim-kernels") {
+    if (value.empty()) return "--sim-kernels takes PATH[:PATH...] or none, not ''";
+    o.sim_kernels = value == "none" ? "" : value;
+  } else if (key == "sim-discover") {
+    o.sim_discover = value;
   } else if (key == "allow-uid") {
     if (!parse_id_list(value, o.allowed_uids)) return fmt::format("bad uid list '{}'", value);
   } else if (key == "allow-gid") {
@@ -129,6 +134,10 @@ const char* usage_text() {
          "  --sim-library=PATH          the sim driver library (default: next to this binary)\n"
          "  --sim-devices=N             devices the sim driver offers, 1 to 16 (default 1, or\n"
          "                              $GPUBROKER_SIM_DEVICES); each has its own UUID, PCI bus id and memory\n"
+         "  --sim-kernels=PATH[:PATH]|none  the sim's kernel plugins (default $GPUBROKER_SIM_KERNELS, else\n"
+         "                              the ggml kernels next to the sim driver, which run llama.cpp)\n"
+         "  --sim-discover=FILE         the sim records each distinct kernel a run launches in FILE, and runs\n"
+         "                              a kernel it has no host implementation for as a no-op\n"
          "  --allow-uid=UID[,UID...]    peers allowed by user id (default: anyone who can open the socket)\n"
          "  --allow-gid=GID[,GID...]    peers allowed by primary group id\n"
          "  --session-memory-limit=SIZE device memory one session may hold on each device (e.g. 8G;\n"

@@ -20,6 +20,8 @@ struct BrokerOptions {
   DriverChoice driver = DriverChoice::kAuto;
   std::string sim_library;  // empty: next to the binary
   std::optional<unsigned> sim_devices;  // devices the sim offers; unset: GPUBROKER_SIM_DEVICES, else 1
+  std::optional<std::string> sim_kernels;  // kernel plugins, colon-separated ("" for none); unset: the default
+  std::string sim_discover;  // the sim's discovery record; empty: discovery off
   std::vector<uid_t> allowed_uids;
   std::vector<gid_t> allowed_gids;
   std::uint64_t session_memory_limit = 0;  // bytes; 0: none

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "sim/driver_access.h"
-#include "sim/float16.h"
+#include "gpubroker/sim/float16.h"
 
 namespace gpubroker::sim {
 

@@ -38,10 +38,12 @@
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -58,6 +60,7 @@
 #include "sim/device_profile.h"
 #include "sim/driver_access.h"
 #include "sim/error_text.h"
+#include "sim/kernel_discovery.h"
 #include "sim/kernel_registry.h"
 #include "sim/module_image.h"
 #include "sim/operations.h"
@@ -175,6 +178,10 @@ struct Driver {
   // gpubroker_sim_configure_devices: the device count the first cuInit makes, if set before it
   // (else GPUBROKER_SIM_DEVICES). Guarded by init_once's ordering: written before cuInit only.
   std::atomic<int> configured_devices{-1};
+  // gpubroker_sim_configure_kernels and _discovery: in place of GPUBROKER_SIM_KERNELS and
+  // GPUBROKER_SIM_DISCOVER when set. Written before cuInit only, under `mutex`.
+  std::optional<std::string> configured_plugins;
+  std::optional<std::string> configured_discovery;
   std::atomic<bool> initialized{false};  // release by cuInit, acquire by every entry point
   std::vector<std::unique_ptr<Device>> devices;
 
@@ -243,6 +250,17 @@ CUresult initialize() {
       configured >= 0 ? static_cast<std::size_t>(configured) : env_size("GPUBROKER_SIM_DEVICES", 1, kMaxDevices);
   const std::size_t memory = env_size("GPUBROKER_SIM_MEMORY_BYTES", kDefaultMemoryBytes, std::size_t{1} << 50);
   if (count == 0) return CUDA_ERROR_NO_DEVICE;
+  std::optional<std::string> plugins;
+  std::optional<std::string> discovery;
+  {
+    std::lock_guard lock(d.mutex);
+    plugins = d.configured_plugins;
+    discovery = d.configured_discovery;
+  }
+  if (const char* text = std::getenv("GPUBROKER_SIM_KERNELS"); !plugins && text != nullptr) plugins = text;
+  if (const char* text = std::getenv("GPUBROKER_SIM_DISCOVER"); !discovery && text != nullptr) discovery = text;
+  // Discovery asked for and impossible fails cuInit: a run that records nothing would say nothing.
+  if (discovery && !discovery->empty() && !start_discovery(*discovery)) return CUDA_ERROR_INVALID_VALUE;
   for (std::size_t i = 0; i < count; ++i) {
     auto device = std::make_unique<Device>();
     device->ordinal = static_cast<int>(i);
@@ -251,7 +269,9 @@ CUresult initialize() {
     device->context.null_stream = Stream::start(CU_STREAM_DEFAULT, 0);
     d.devices.push_back(std::move(device));
   }
-  if (const char* plugins = std::getenv("GPUBROKER_SIM_KERNELS"); plugins != nullptr) load_plugins(plugins);
+  if (plugins) load_plugins(*plugins);
+  if (const char* path = std::getenv("GPUBROKER_SIM_COUNTERS"); path != nullptr && *path != '\0')
+    write_counters_at_exit(path);
   return CUDA_SUCCESS;
 }
 
@@ -509,11 +529,27 @@ CUresult launch_kernel(CUfunction function, GpubrokerSimDim3 grid, GpubrokerSimD
   if (CUresult result = resolve_stream(handle, &stream, &stream_context); result != CUDA_SUCCESS) return result;
   if (stream_context != context) return CUDA_ERROR_INVALID_HANDLE;  // another context's stream
   launch.implementation = find_kernel(launch.kernel->name);
+  if (discovery_enabled()) {
+    record_launch(*launch.kernel, grid, block, shared_bytes, launch.implementation != nullptr);
+    if (launch.implementation == nullptr) launch.implementation = no_op_kernel;
+  }
   if (launch.implementation == nullptr) {
     fmt::print(stderr, "sim: no host implementation for kernel '{}'\n", launch.kernel->name);
     return CUDA_ERROR_LAUNCH_FAILED;
   }
   return stream->submit(Operation{std::move(launch)});
+}
+
+// Keeps a configuration string (a copy) for the first cuInit; a later call replaces an earlier one.
+CUresult configure_string(const char* value, std::optional<std::string> Driver::*setting) {
+  if (value == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  Driver& d = driver();
+  if (d.initialized.load(std::memory_order_acquire)) return kIllegalState;
+  return guarded([&] {
+    std::lock_guard lock(d.mutex);
+    d.*setting = value;
+    return CUDA_SUCCESS;
+  });
 }
 
 }  // namespace
@@ -529,6 +565,19 @@ CUresult find_stream(CUstream handle, std::shared_ptr<Stream>* stream) { return 
 bool device_range_valid(std::uintptr_t begin, std::size_t bytes, bool write) {
   std::lock_guard lock(driver().mutex);
   return device_range_valid_locked(begin, bytes, write);
+}
+
+int kernel_memory_accessible(const void* address, std::uint64_t bytes, int write) {
+  const auto begin = reinterpret_cast<std::uintptr_t>(address);
+  if (bytes > std::numeric_limits<std::size_t>::max()) return 0;
+  Driver& d = driver();
+  std::lock_guard lock(d.mutex);
+  if (device_range_valid_locked(begin, bytes, write != 0)) return 1;
+  if (begin == 0 || begin + bytes < begin) return 0;
+  auto after = d.host_registrations.upper_bound(begin);
+  if (after == d.host_registrations.begin()) return 0;
+  const auto& [base, registered] = *std::prev(after);
+  return begin + bytes <= base + registered ? 1 : 0;
 }
 
 }  // namespace gpubroker::sim
@@ -1761,6 +1810,14 @@ GPUBROKER_SIM_API CUresult gpubroker_sim_configure_devices(unsigned count) {
   return CUDA_SUCCESS;
 }
 
+GPUBROKER_SIM_API CUresult gpubroker_sim_configure_kernels(const char* plugin_paths) {
+  return configure_string(plugin_paths, &Driver::configured_plugins);
+}
+
+GPUBROKER_SIM_API CUresult gpubroker_sim_configure_discovery(const char* record_path) {
+  return configure_string(record_path, &Driver::configured_discovery);
+}
+
 GPUBROKER_SIM_API void gpubroker_sim_counters(GpubrokerSimCounters* out) {
   if (out != nullptr) *out = counters().snapshot();
 }
@@ -1776,3 +1833,5 @@ GPUBROKER_DRIVER_API(GPUBROKER_SIM_CHECK_EXPORT)
 }  // namespace gpubroker::cuda
 static_assert(std::is_same_v<decltype(&::gpubroker_sim_counters), GpubrokerSimCountersFn>);
 static_assert(std::is_same_v<decltype(&::gpubroker_sim_configure_devices), GpubrokerSimConfigureDevicesFn>);
+static_assert(std::is_same_v<decltype(&::gpubroker_sim_configure_kernels), GpubrokerSimConfigureKernelsFn>);
+static_assert(std::is_same_v<decltype(&::gpubroker_sim_configure_discovery), GpubrokerSimConfigureDiscoveryFn>);

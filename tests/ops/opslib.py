@@ -53,7 +53,8 @@ def wait_for(predicate, timeout, what):
 class Broker:
     """A gpu-broker on the sim driver in a fresh directory; stop() checks it exits 0."""
 
-    def __init__(self, *extra):
+    def __init__(self, *extra, env=None):
+        """extra: more gpu-broker options; env: more environment for the broker (its sim's)."""
         self.dir = tempfile.mkdtemp(prefix="gpubroker-ops-")
         self.socket = os.path.join(self.dir, "broker.sock")
         self.stats = self.socket + ".stats"
@@ -61,7 +62,7 @@ class Broker:
         self.process = subprocess.Popen(
             [BROKER, "--driver=sim", "--sim-library=" + SIM, "--socket=" + self.socket,
              "--arena-bytes=1G", "--log-level=info", *extra],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ, **(env or {})))
         wait_for(lambda: os.path.exists(self.socket) and os.path.exists(self.stats) or self.process.poll() is not None,
                  SETTLE, "the broker's socket")
         check(self.process.poll() is None, "the broker exited at start:\n" + self.log_text())
