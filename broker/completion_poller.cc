@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <chrono>
 
+#include "broker/device_context.h"
+
 namespace gpubroker::broker {
 
 namespace {
@@ -23,8 +25,7 @@ constexpr std::int64_t kMaxPauseNs = 20'000;
 
 }  // namespace
 
-CompletionPoller::CompletionPoller(const cuda::DriverTable& driver, cuda::CUcontext context)
-    : driver_(driver), context_(context), thread_([this] { run(); }) {}
+CompletionPoller::CompletionPoller(const DeviceContext& context) : context_(context), thread_([this] { run(); }) {}
 
 CompletionPoller::~CompletionPoller() {
   {
@@ -33,7 +34,7 @@ CompletionPoller::~CompletionPoller() {
   }
   wake_.notify_one();
   thread_.join();
-  for (cuda::CUevent event : spare_events_) driver_.event_destroy(event);
+  for (cuda::CUevent event : spare_events_) context_.event_destroy(event);
 }
 
 cuda::CUresult CompletionPoller::watch(cuda::CUstream stream, Done done, void* context) {
@@ -46,11 +47,11 @@ cuda::CUresult CompletionPoller::watch(cuda::CUstream stream, Done done, void* c
     }
   }
   if (event == nullptr) {
-    if (cuda::CUresult r = driver_.event_create(&event, cuda::CU_EVENT_DISABLE_TIMING); r != cuda::CUDA_SUCCESS) {
+    if (cuda::CUresult r = context_.event_create(&event, cuda::CU_EVENT_DISABLE_TIMING); r != cuda::CUDA_SUCCESS) {
       return r;
     }
   }
-  if (cuda::CUresult r = driver_.event_record(event, stream); r != cuda::CUDA_SUCCESS) {
+  if (cuda::CUresult r = context_.event_record(event, stream); r != cuda::CUDA_SUCCESS) {
     std::lock_guard guard(lock_);
     spare_events_.push_back(event);
     return r;
@@ -71,7 +72,6 @@ std::int64_t CompletionPoller::pause_ns(std::int64_t youngest_age_ns) {
 void CompletionPoller::run() {
   // Timed waits end when asked, not up to 50 us later (the default timer slack).
   ::prctl(PR_SET_TIMERSLACK, 1000UL);
-  driver_.ctx_set_current(context_);
   std::vector<Wait> pending;
   std::vector<cuda::CUevent> finished;
   std::unique_lock guard(lock_);
@@ -93,14 +93,14 @@ void CompletionPoller::run() {
     guard.unlock();
 
     std::erase_if(pending, [&](const Wait& wait) {
-      cuda::CUresult status = stopping ? cuda::CUDA_ERROR_DEINITIALIZED : driver_.event_query(wait.event);
+      cuda::CUresult status = stopping ? cuda::CUDA_ERROR_DEINITIALIZED : context_.event_query(wait.event);
       if (status == cuda::CUDA_ERROR_NOT_READY) return false;
       wait.done(wait.context, status);
       finished.push_back(wait.event);
       return true;
     });
     if (stopping) {
-      for (cuda::CUevent event : finished) driver_.event_destroy(event);
+      for (cuda::CUevent event : finished) context_.event_destroy(event);
       finished.clear();
       return;
     }

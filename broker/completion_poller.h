@@ -8,8 +8,9 @@
 // proportion to how long the youngest wait has taken (at most 20 us), so that a long kernel costs
 // little CPU and a short one little latency. A new wait wakes a sleeping poller at once.
 //
-//   CompletionPoller poller(driver, context);
-//   poller.watch(stream, [](void* c, CUresult status) { ... }, c);  // from a bound thread
+//   context.completions().watch(stream, [](void* c, CUresult status) { ... }, c);
+//
+// One per DeviceContext, which makes it; its driver calls go through that context.
 #pragma once
 
 #include <condition_variable>
@@ -22,20 +23,21 @@
 
 namespace gpubroker::broker {
 
+class DeviceContext;
+
 class CompletionPoller {
  public:
   using Done = void (*)(void* context, cuda::CUresult status);
 
-  // `context` is bound on the poller's thread; the streams watched must belong to it.
-  CompletionPoller(const cuda::DriverTable& driver, cuda::CUcontext context);
+  // The streams watched must belong to `context`.
+  explicit CompletionPoller(const DeviceContext& context);
   ~CompletionPoller();  // waits still pending are completed with CUDA_ERROR_DEINITIALIZED
   CompletionPoller(const CompletionPoller&) = delete;
   CompletionPoller& operator=(const CompletionPoller&) = delete;
 
   // Calls done(context, status) on the poller's thread once the work queued on `stream` so far
   // has finished (status CUDA_SUCCESS) or failed (the driver's error). Returns the driver's error,
-  // and never calls done, when the wait cannot be set up. The caller's thread must have the
-  // poller's context current.
+  // and never calls done, when the wait cannot be set up. Any thread.
   cuda::CUresult watch(cuda::CUstream stream, Done done, void* context);
 
  private:
@@ -50,8 +52,7 @@ class CompletionPoller {
   // How long to pause before the next round, from the age of the youngest pending wait.
   static std::int64_t pause_ns(std::int64_t youngest_age_ns);
 
-  const cuda::DriverTable& driver_;
-  cuda::CUcontext context_;
+  const DeviceContext& context_;
   std::mutex lock_;
   std::condition_variable wake_;
   std::vector<Wait> incoming_;              // guarded by lock_

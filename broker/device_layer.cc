@@ -4,8 +4,10 @@
 #include <fmt/core.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <type_traits>
 #include <vector>
 
 #include "gpubroker/sim/sim_driver.h"
@@ -45,17 +47,44 @@ DeviceResult<std::unique_ptr<DeviceLayer>> DeviceLayer::open(DriverChoice choice
   return load(sim, DriverKind::kSim, settings);
 }
 
-// The sim's own configuration entry point, before cuInit reads its defaults: the device count
-// travels as a call, not through the broker's environment (which other threads may read).
-DeviceResult<void> DeviceLayer::configure_sim(const SimSettings& sim) {
-  if (kind_ != DriverKind::kSim || !sim.devices) return boost::outcome_v2::success();
-  auto configure = reinterpret_cast<GpubrokerSimConfigureDevicesFn>(::dlsym(handle_, "gpubroker_sim_configure_devices"));
-  if (configure == nullptr) {
-    return DeviceError{DeviceErrc::kSymbolMissing, fmt::format("{}: no symbol gpubroker_sim_configure_devices", library_)};
+std::string default_sim_kernels(const std::string& sim_library) {
+  std::error_code ignored;
+  const std::filesystem::path directory = std::filesystem::path(sim_library).parent_path();
+  for (const auto& candidate : {directory / "libgpubroker-sim-ggml.so", directory / "ggml/libgpubroker-sim-ggml.so"}) {
+    if (std::filesystem::exists(candidate, ignored)) return std::filesystem::weakly_canonical(candidate, ignored).string();
   }
-  if (const int r = configure(*sim.devices); r != cuda::CUDA_SUCCESS) {
-    return DeviceError{DeviceErrc::kInitFailed, fmt::format("{}: {} devices refused: {}", library_, *sim.devices,
-                                                            cuda_error_text(driver_, r))};
+  return "";
+}
+
+// The sim's own configuration entry points, before cuInit reads its defaults: the settings travel
+// as calls, not through the broker's environment (which other threads may read).
+DeviceResult<void> DeviceLayer::configure_sim(const SimSettings& sim) {
+  if (kind_ != DriverKind::kSim) return boost::outcome_v2::success();
+  auto call = [&](const char* symbol, auto argument, const std::string& what) -> DeviceResult<void> {
+    using Configure = int (*)(decltype(argument));
+    auto configure = reinterpret_cast<Configure>(::dlsym(handle_, symbol));
+    if (configure == nullptr) return DeviceError{DeviceErrc::kSymbolMissing, fmt::format("{}: no symbol {}", library_, symbol)};
+    if (const int r = configure(argument); r != cuda::CUDA_SUCCESS) {
+      return DeviceError{DeviceErrc::kInitFailed, fmt::format("{}: {} refused: {}", library_, what, cuda_error_text(tables_.driver, r))};
+    }
+    return boost::outcome_v2::success();
+  };
+  if (sim.devices) {
+    static_assert(std::is_same_v<GpubrokerSimConfigureDevicesFn, int (*)(unsigned)>);
+    if (auto r = call("gpubroker_sim_configure_devices", *sim.devices, fmt::format("{} devices", *sim.devices)); !r) return r;
+  }
+  // Unset and not in the environment: the plugins shipped with the sim, so that a sim broker runs
+  // llama.cpp out of the box.
+  std::optional<std::string> kernels = sim.kernels;
+  if (!kernels && std::getenv("GPUBROKER_SIM_KERNELS") == nullptr) kernels = default_sim_kernels(library_);
+  if (kernels) {
+    static_assert(std::is_same_v<GpubrokerSimConfigureKernelsFn, int (*)(const char*)>);
+    if (auto r = call("gpubroker_sim_configure_kernels", kernels->c_str(), "kernel plugins '" + *kernels + "'"); !r) return r;
+  }
+  if (!sim.discover.empty()) {
+    static_assert(std::is_same_v<GpubrokerSimConfigureDiscoveryFn, int (*)(const char*)>);
+    if (auto r = call("gpubroker_sim_configure_discovery", sim.discover.c_str(), "discovery record '" + sim.discover + "'"); !r)
+      return r;
   }
   return boost::outcome_v2::success();
 }
@@ -70,7 +99,7 @@ DeviceResult<std::unique_ptr<DeviceLayer>> DeviceLayer::load(const std::string& 
     const char* why = ::dlerror();
     return DeviceError{DeviceErrc::kLibraryNotFound, fmt::format("{}: {}", library, why != nullptr ? why : "?")};
   }
-  cuda::DriverTable& d = layer->driver_;
+  cuda::DriverTable& d = layer->tables_.driver;
 #define GPUBROKER_RESOLVE(member, symbol, type)                                               \
   d.member = reinterpret_cast<decltype(d.member)>(::dlsym(layer->handle_, #symbol));                       \
   if (d.member == nullptr) {                                                                  \
@@ -80,16 +109,16 @@ DeviceResult<std::unique_ptr<DeviceLayer>> DeviceLayer::load(const std::string& 
 #undef GPUBROKER_RESOLVE
   if (auto configured = layer->configure_sim(sim); !configured) return configured.error();
   if (auto enumerated = layer->enumerate(); !enumerated) return enumerated.error();
-  layer->modules_ = std::make_unique<ModuleCache>(layer->driver_);
-  for (cuda::CUcontext context : layer->contexts_) {
-    layer->completions_.push_back(std::make_unique<CompletionPoller>(layer->driver_, context));
-  }
   layer->load_blas();
+  for (std::uint32_t ordinal = 0; ordinal < layer->primary_contexts_.size(); ++ordinal) {
+    layer->contexts_.push_back(std::make_unique<DeviceContext>(layer->tables_, ordinal, layer->primary_contexts_[ordinal]));
+  }
+  layer->modules_ = std::make_unique<ModuleCache>();
   return layer;
 }
 
 DeviceResult<void> DeviceLayer::enumerate() {
-  const cuda::DriverTable& d = driver_;
+  const cuda::DriverTable& d = tables_.driver;
   auto fail = [&](DeviceErrc code, const char* call, cuda::CUresult r) {
     return DeviceError{code, fmt::format("{}: {} failed: {}", library_, call, cuda_error_text(d, r))};
   };
@@ -126,9 +155,8 @@ DeviceResult<void> DeviceLayer::enumerate() {
     if (cuda::CUresult r = d.primary_ctx_retain(&context, device); r != cuda::CUDA_SUCCESS) {
       return fail(DeviceErrc::kContextFailed, "cuDevicePrimaryCtxRetain", r);
     }
-    contexts_.push_back(context);
+    primary_contexts_.push_back(context);
   }
-  bind_thread(0);
   return boost::outcome_v2::success();
 }
 
@@ -160,7 +188,7 @@ void DeviceLayer::load_blas() {
   // first.
   const bool sim = kind_ == DriverKind::kSim;
   const std::vector<void*> blas = sim ? std::vector<void*>{handle_} : open_libraries({"libcublas.so.13", "libcublas.so.12"});
-  blas_loaded_ = resolve_first(blas, blas_, [](void* library, cuda::CublasTable& b) {
+  tables_.blas_loaded = resolve_first(blas, tables_.blas, [](void* library, cuda::CublasTable& b) {
     bool complete = true;
 #define GPUBROKER_RESOLVE(member, symbol, type)                                   \
     b.member = reinterpret_cast<decltype(b.member)>(::dlsym(library, #symbol)); \
@@ -170,7 +198,7 @@ void DeviceLayer::load_blas() {
   });
   const std::vector<void*> lt =
       sim ? std::vector<void*>{handle_} : open_libraries({"libcublasLt.so.13", "libcublasLt.so.12"});
-  blas_lt_loaded_ = resolve_first(lt, blas_lt_, [](void* library, cuda::lt::CublasLtTable& b) {
+  tables_.blas_lt_loaded = resolve_first(lt, tables_.blas_lt, [](void* library, cuda::lt::CublasLtTable& b) {
     bool complete = true;
     GPUBROKER_CUBLASLT_API(GPUBROKER_RESOLVE)
 #undef GPUBROKER_RESOLVE
@@ -178,11 +206,12 @@ void DeviceLayer::load_blas() {
   });
 }
 
-void DeviceLayer::bind_thread(std::uint32_t ordinal) const { driver_.ctx_set_current(contexts_.at(ordinal)); }
-
 DeviceLayer::~DeviceLayer() {
-  completions_.clear();  // their threads use the contexts
-  for (std::size_t i = 0; i < contexts_.size(); ++i) driver_.primary_ctx_release(static_cast<cuda::CUdevice>(i));
+  modules_.reset();   // unloaded through their contexts
+  contexts_.clear();  // their pollers' threads use the primary contexts
+  for (std::size_t i = 0; i < primary_contexts_.size(); ++i) {
+    tables_.driver.primary_ctx_release(static_cast<cuda::CUdevice>(i));
+  }
   // The driver library stays loaded: its worker threads may outlive this object at exit.
 }
 

@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
   ipc::set_log_level(options.log_level);
   if (parsed.command == broker::Command::kCdiSpec) return broker::print_cdi_spec(options, parsed.shim_directory, GPUBROKER_VERSION);
 
-  auto device = broker::DeviceLayer::open(options.driver, options.sim_library, broker::SimSettings{options.sim_devices});
+  auto device = broker::DeviceLayer::open(options.driver, options.sim_library, broker::SimSettings{options.sim_devices, options.sim_kernels, options.sim_discover});
   if (!device) {
     ipc::log(ipc::LogLevel::kError, "no usable driver: {}", device.error().detail);
     sd_notifyf(0, "STATUS=no usable driver: %s", device.error().detail.c_str());
@@ -115,7 +115,7 @@ int main(int argc, char** argv) {
   }
 
   broker::BrokerCounters counters;
-  const broker::SessionLimits limits{options.session_memory_limit};
+  const broker::SessionLimits limits{options.session_memory_limit, options.session_host_memory_limit};
   auto make_handler = [&](const ipc::ServerSession& accepted) -> ipc::RequestHandler {
     auto device_session = std::make_shared<broker::DeviceSession>(layer, limits, counters);
     auto transport = ipc::make_transport_handler();

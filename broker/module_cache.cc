@@ -16,19 +16,9 @@ std::uint64_t hash_of(std::span<const std::byte> bytes) {
   return checksum.value();
 }
 
-// Unloads a module in its own context, from a thread that may have another one current.
-void unload_in_context(const cuda::DriverTable& driver, const ModuleCache::Module& module) {
-  cuda::CUcontext previous = nullptr;
-  const bool switched = driver.ctx_get_current(&previous) == cuda::CUDA_SUCCESS && previous != module.context;
-  if (switched) driver.ctx_set_current(module.context);
-  driver.module_unload(module.handle);
-  if (switched) driver.ctx_set_current(previous);
-}
-
 }  // namespace
 
-cuda::CUresult ModuleCache::load(std::uint32_t device, cuda::CUcontext context, std::span<const std::byte> image,
-                                 bool shareable, std::vector<fatbin::KernelInfo> kernels,
+cuda::CUresult ModuleCache::load(const DeviceContext& context, std::span<const std::byte> image, bool shareable, std::vector<fatbin::KernelInfo> kernels,
                                  std::shared_ptr<const Module>& out) {
   const std::uint64_t hash = shareable ? hash_of(image) : 0;
   // Held across the driver's load so that two sessions shipping the same image at once load it once.
@@ -37,7 +27,7 @@ cuda::CUresult ModuleCache::load(std::uint32_t device, cuda::CUcontext context, 
     guard.lock();
     auto [first, last] = shared_.equal_range(hash);
     for (auto it = first; it != last; ++it) {
-      if (it->second.device != device || !std::ranges::equal(it->second.image, image)) continue;
+      if (it->second.context != &context || !std::ranges::equal(it->second.image, image)) continue;
       if (std::shared_ptr<const Module> alive = it->second.module.lock()) {
         out = std::move(alive);
         return cuda::CUDA_SUCCESS;
@@ -45,23 +35,21 @@ cuda::CUresult ModuleCache::load(std::uint32_t device, cuda::CUcontext context, 
     }
   }
   cuda::CUmodule handle = nullptr;
-  if (cuda::CUresult r = driver_.module_load_data(&handle, image.data()); r != cuda::CUDA_SUCCESS) return r;
-  const cuda::DriverTable* driver = &driver_;
+  if (cuda::CUresult r = context.module_load_data(&handle, image.data()); r != cuda::CUDA_SUCCESS) return r;
   if (!shareable) {
-    out = std::shared_ptr<const Module>(new Module{handle, false, std::move(kernels), device, context},
-                                        [driver](const Module* m) {
-                                          unload_in_context(*driver, *m);
-                                          delete m;
-                                        });
+    out = std::shared_ptr<const Module>(new Module{handle, false, std::move(kernels), &context}, [](const Module* m) {
+      m->context->module_unload(m->handle);
+      delete m;
+    });
     return cuda::CUDA_SUCCESS;
   }
-  auto module = std::shared_ptr<const Module>(new Module{handle, true, std::move(kernels), device, context},
-                                              [this, driver, hash](const Module* m) {
+  auto module = std::shared_ptr<const Module>(new Module{handle, true, std::move(kernels), &context},
+                                              [this, hash](const Module* m) {
                                                 forget(hash, m);
-                                                unload_in_context(*driver, *m);
+                                                m->context->module_unload(m->handle);
                                                 delete m;
                                               });
-  shared_.emplace(hash, Entry{device, std::vector<std::byte>(image.begin(), image.end()), module, module.get()});
+  shared_.emplace(hash, Entry{&context, std::vector<std::byte>(image.begin(), image.end()), module, module.get()});
   out = std::move(module);
   return cuda::CUDA_SUCCESS;
 }

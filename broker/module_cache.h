@@ -4,9 +4,9 @@
 //
 // Sharing is safe only for an image without device or constant variables (the fatbin parser's
 // has_writable_globals): with none, no session can write anything another session's kernels
-// read. Every other image gets a module of its own. Identity is by content and device: the cache
+// read. Every other image gets a module of its own. Identity is by content and context: the cache
 // keeps the bytes of each shared image and compares them in full, so no client can have its code
-// taken for another's by a hash collision, and a module is loaded once per device that runs it.
+// taken for another's by a hash collision, and a module is loaded once per context that runs it.
 #pragma once
 
 #include <cstddef>
@@ -17,8 +17,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "broker/device_context.h"
 #include "fatbin/fatbin.h"
-#include "gpubroker/cuda/driver_api.h"
 
 namespace gpubroker::broker {
 
@@ -28,20 +28,17 @@ class ModuleCache {
     cuda::CUmodule handle = nullptr;
     bool shared = false;  // other sessions may hold it too
     std::vector<fatbin::KernelInfo> kernels;  // the parser's layouts, which clients pack by
-    std::uint32_t device = 0;              // the broker ordinal whose context it is loaded in
-    cuda::CUcontext context = nullptr;     // that context
+    const DeviceContext* context = nullptr;  // where it is loaded: its functions run there
   };
 
-  explicit ModuleCache(const cuda::DriverTable& driver) : driver_(driver) {}
+  ModuleCache() = default;
   ModuleCache(const ModuleCache&) = delete;
   ModuleCache& operator=(const ModuleCache&) = delete;
 
-  // The module of `image` (its bytes, NUL-terminated for the driver) on device `device`: the one
-  // already loaded there from the same bytes when `shareable`, else a new one. The driver unloads
-  // it when the last holder drops it, on whichever thread that is: the module's context is made
-  // current for the unload and the thread's own restored after. The calling thread must have
-  // `context`, the device's, current.
-  cuda::CUresult load(std::uint32_t device, cuda::CUcontext context, std::span<const std::byte> image, bool shareable,
+  // The module of `image` (its bytes, NUL-terminated for the driver) in `context`: the one
+  // already loaded there from the same bytes when `shareable`, else a new one. It is unloaded, in
+  // its context, when the last holder drops it, on whichever thread that is.
+  cuda::CUresult load(const DeviceContext& context, std::span<const std::byte> image, bool shareable,
                       std::vector<fatbin::KernelInfo> kernels, std::shared_ptr<const Module>& out);
 
   // Shared modules loaded now (for tests and stats).
@@ -49,14 +46,13 @@ class ModuleCache {
 
  private:
   struct Entry {
-    std::uint32_t device;
+    const DeviceContext* context;
     std::vector<std::byte> image;
     std::weak_ptr<const Module> module;
     const Module* raw;  // which entry a module's deleter removes
   };
   void forget(std::uint64_t hash, const Module* module);
 
-  const cuda::DriverTable& driver_;
   mutable std::mutex lock_;
   std::unordered_multimap<std::uint64_t, Entry> shared_;  // by a hash of the image
 };

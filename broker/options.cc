@@ -66,14 +66,23 @@ std::string apply(BrokerOptions& o, const std::string& key, const std::string& v
       return fmt::format("--sim-devices takes a device count from 1 to {}, not '{}'", wire::kMaxDevices, value);
     }
     o.sim_devices = devices;
+  } else if (key == "sim-kernels") {
+    if (value.empty()) return "--sim-kernels takes PATH[:PATH...] or none, not ''";
+    o.sim_kernels = value == "none" ? "" : value;
+  } else if (key == "sim-discover") {
+    o.sim_discover = value;
   } else if (key == "allow-uid") {
     if (!parse_id_list(value, o.allowed_uids)) return fmt::format("bad uid list '{}'", value);
   } else if (key == "allow-gid") {
     if (!parse_id_list(value, o.allowed_gids)) return fmt::format("bad gid list '{}'", value);
-  } else if (key == "session-memory-limit" || key == "pipe-bytes" || key == "arena-bytes") {
+  } else if (key == "session-memory-limit" || key == "session-host-memory-limit" || key == "pipe-bytes" ||
+             key == "arena-bytes") {
     auto bytes = parse_bytes(value);
     if (!bytes) return fmt::format("--{} takes a size like 4096, 64M or 16G, not '{}'", key, value);
-    (key == "session-memory-limit" ? o.session_memory_limit : key == "pipe-bytes" ? o.pipe_bytes : o.arena_bytes) = *bytes;
+    (key == "session-memory-limit"        ? o.session_memory_limit
+     : key == "session-host-memory-limit" ? o.session_host_memory_limit
+     : key == "pipe-bytes"                ? o.pipe_bytes
+                                          : o.arena_bytes) = *bytes;
   } else if (key == "wait-policy") {
     if (value == "spin") o.wait = ipc::WaitMode::kSpin;
     else if (value == "adaptive") o.wait = ipc::WaitMode::kAdaptive;
@@ -130,10 +139,16 @@ const char* usage_text() {
          "  --sim-library=PATH          the sim driver library (default: next to this binary)\n"
          "  --sim-devices=N             devices the sim driver offers, 1 to 16 (default 1, or\n"
          "                              $GPUBROKER_SIM_DEVICES); each has its own UUID, PCI bus id and memory\n"
+         "  --sim-kernels=PATH[:PATH]|none  the sim's kernel plugins (default $GPUBROKER_SIM_KERNELS, else\n"
+         "                              the ggml kernels next to the sim driver, which run llama.cpp)\n"
+         "  --sim-discover=FILE         the sim records each distinct kernel a run launches in FILE, and runs\n"
+         "                              a kernel it has no host implementation for as a no-op\n"
          "  --allow-uid=UID[,UID...]    peers allowed by user id (default: anyone who can open the socket)\n"
          "  --allow-gid=GID[,GID...]    peers allowed by primary group id\n"
          "  --session-memory-limit=SIZE device memory one session may hold on each device (e.g. 8G;\n"
          "                              default: no limit); it is the total the session sees per device\n"
+         "  --session-host-memory-limit=SIZE  the broker's host memory one session may hold: its module\n"
+         "                              images and what it is sending (default 2G; 0: no limit)\n"
          "  --pipe-bytes=SIZE           staging pipe size per direction per session (default 8M)\n"
          "  --arena-bytes=SIZE          host arena (pinned memory) per session, sparse (default 16G)\n"
          "  --wait-policy=spin|adaptive|sleep  how dispatchers wait for requests (default adaptive)\n"

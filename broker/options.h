@@ -20,9 +20,14 @@ struct BrokerOptions {
   DriverChoice driver = DriverChoice::kAuto;
   std::string sim_library;  // empty: next to the binary
   std::optional<unsigned> sim_devices;  // devices the sim offers; unset: GPUBROKER_SIM_DEVICES, else 1
+  std::optional<std::string> sim_kernels;  // kernel plugins, colon-separated ("" for none); unset: the default
+  std::string sim_discover;  // the sim's discovery record; empty: discovery off
   std::vector<uid_t> allowed_uids;
   std::vector<gid_t> allowed_gids;
   std::uint64_t session_memory_limit = 0;  // bytes; 0: none
+  // The broker's host memory one session may hold (module images, objects being received). Runners
+  // load the images they launch from, a few MB each; llama.cpp's whole CUDA build is about 200 MB.
+  std::uint64_t session_host_memory_limit = 2ull << 30;
   std::uint64_t pipe_bytes = 8ull << 20;
   std::uint64_t arena_bytes = 16ull << 30;
   ipc::WaitMode wait = ipc::WaitMode::kAdaptive;  // BENCHMARKS.md, "Wait policies": why not sleep

@@ -3,7 +3,7 @@
 // nothing a client created can outlive its session.
 //
 //   std::unordered_map<std::uint64_t, Owned<cuda::CUstream, DestroyStream>> streams;
-//   streams.emplace(id, Owned(stream, DestroyStream{&driver}, &counters.streams));
+//   streams.emplace(id, Owned(stream, DestroyStream{&context}, &counters.streams));
 //   streams.erase(id);  // cuStreamDestroy, and one stream fewer in the totals
 //
 // Move-only. Used on the session's dispatcher thread only (and by its destructor).
@@ -13,9 +13,7 @@
 #include <cstdint>
 #include <utility>
 
-#include "broker/device_binding.h"
-#include "gpubroker/cuda/cublas_api.h"
-#include "gpubroker/cuda/driver_api.h"
+#include "broker/device_context.h"
 
 namespace gpubroker::broker {
 
@@ -60,59 +58,41 @@ class Owned {
   bool held_;
 };
 
-// Where a driver object lives: it is released in its own device's context, whichever device the
-// session's dispatcher is on at the time.
-struct OnDevice {
-  DeviceBinding* binding;
-  std::uint32_t device;
-  void enter() const { binding->bind(device); }
-};
-
-// The releases of the driver objects sessions hold.
+// The releases of the driver objects sessions hold: each in the context the object was made in,
+// whichever context the releasing thread had current.
 struct DestroyStream {
-  const cuda::DriverTable* driver;
-  OnDevice where;
-  int operator()(cuda::CUstream stream) const {
-    where.enter();
-    return driver->stream_destroy(stream);
-  }
+  const DeviceContext* context;
+  int operator()(cuda::CUstream stream) const { return context->stream_destroy(stream); }
 };
 struct DestroyEvent {
-  const cuda::DriverTable* driver;
-  OnDevice where;
-  int operator()(cuda::CUevent event) const {
-    where.enter();
-    return driver->event_destroy(event);
-  }
+  const DeviceContext* context;
+  int operator()(cuda::CUevent event) const { return context->event_destroy(event); }
 };
 struct DestroyGraph {
-  const cuda::DriverTable* driver;
-  OnDevice where;
-  int operator()(cuda::CUgraph graph) const {
-    where.enter();
-    return driver->graph_destroy(graph);
-  }
+  const DeviceContext* context;
+  int operator()(cuda::CUgraph graph) const { return context->graph_destroy(graph); }
 };
 struct DestroyGraphExec {
-  const cuda::DriverTable* driver;
-  OnDevice where;
-  int operator()(cuda::CUgraphExec exec) const {
-    where.enter();
-    return driver->graph_exec_destroy(exec);
-  }
+  const DeviceContext* context;
+  int operator()(cuda::CUgraphExec exec) const { return context->graph_exec_destroy(exec); }
 };
 struct DestroyBlasHandle {
-  const cuda::CublasTable* blas;
-  OnDevice where;
-  int operator()(cuda::cublasHandle_t handle) const {
-    where.enter();
-    return blas->destroy(handle);
-  }
+  const BlasCalls* blas;
+  int operator()(cuda::cublasHandle_t handle) const { return blas->destroy(handle); }
 };
-// Host registrations are portable (every context's): no device to enter.
+struct DestroyLtHandle {
+  const BlasLtCalls* lt;
+  int operator()(cuda::lt::cublasLtHandle_t handle) const { return lt->destroy(handle); }
+};
+// Device memory the broker holds for itself (never the client's to name or free).
+struct FreeBrokerMemory {
+  const DeviceContext* context;
+  int operator()(cuda::CUdeviceptr pointer) const { return context->mem_free(pointer); }
+};
+// Host registrations are portable (every context's): any context unregisters them.
 struct UnregisterHost {
-  const cuda::DriverTable* driver;
-  int operator()(void* host) const { return driver->mem_host_unregister(host); }
+  const DeviceContext* context;
+  int operator()(void* host) const { return context->mem_host_unregister(host); }
 };
 
 using OwnedStream = Owned<cuda::CUstream, DestroyStream>;
@@ -120,5 +100,7 @@ using OwnedEvent = Owned<cuda::CUevent, DestroyEvent>;
 using OwnedGraph = Owned<cuda::CUgraph, DestroyGraph>;
 using OwnedGraphExec = Owned<cuda::CUgraphExec, DestroyGraphExec>;
 using OwnedBlasHandle = Owned<cuda::cublasHandle_t, DestroyBlasHandle>;
+using OwnedBrokerMemory = Owned<cuda::CUdeviceptr, FreeBrokerMemory>;
+using OwnedLtHandle = Owned<cuda::lt::cublasLtHandle_t, DestroyLtHandle>;
 
 }  // namespace gpubroker::broker

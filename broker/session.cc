@@ -28,8 +28,7 @@ constexpr auto kBlasKinds = [] {
 }  // namespace
 
 DeviceSession::DeviceSession(const DeviceLayer& device, const SessionLimits& limits, BrokerCounters& counters)
-    : device_(device), driver_(device.driver()), limits_(limits), counters_(counters), counted_(counters),
-      binding_(device), memory_(*this), vmm_(*this), streams_(*this), modules_(*this), blas_(*this), graphs_(*this),
+    : device_(device), limits_(limits), counters_(counters), counted_(counters), memory_(*this), vmm_(*this), streams_(*this), modules_(*this), blas_(*this), graphs_(*this),
       host_funcs_(*this) {}
 
 // The areas go after this, in reverse order of their members (session.h), and the session leaves
@@ -38,10 +37,7 @@ DeviceSession::~DeviceSession() { quiesce(); }
 
 void DeviceSession::quiesce() {
   host_funcs_.close();
-  if (binding_.bound() == DeviceBinding::kNone) return;  // never touched a device
-  // This may be another thread than the dispatcher's: each object is released in its own
-  // device's context, bound afresh.
-  binding_.forget();
+  if (!served_device_request_) return;  // a discovery pass: nothing queued anywhere
   // Wait for the work the client left queued, and for the callbacks that will complete its
   // synchronize requests: they point at this session.
   streams_.synchronize_everything();
@@ -60,6 +56,17 @@ std::uint32_t DeviceSession::device_of(std::uint64_t pointer) const {
   if (auto device = modules_.device_of(pointer)) return *device;
   if (auto device = vmm_.device_of(pointer)) return *device;
   return current_;
+}
+
+std::uint64_t DeviceSession::memory_serial(std::uint64_t pointer, std::uint64_t bytes) const {
+  if (std::uint64_t serial = memory_.serial_of(pointer, bytes)) return serial;
+  if (std::uint64_t serial = modules_.serial_of(pointer, bytes)) return serial;
+  return vmm_.serial_of(pointer, bytes);
+}
+
+bool DeviceSession::may_hold_host(std::uint64_t bytes) const {
+  const std::uint64_t limit = limits_.host_memory_bytes;
+  return limit == 0 || (bytes <= limit && host_bytes_ <= limit - bytes);
 }
 
 bool DeviceSession::may_allocate(std::uint32_t device, std::uint64_t bytes) const {
@@ -150,13 +157,13 @@ ipc::Result<void> DeviceSession::dispatch(CallContext& call) {
 ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire::RequestSlot& request) {
   last_call_failed_ = false;
   CallContext call{session, request};
-  // The device the request names is the current one; its context is made current now, and the
-  // handlers bind an object's own device where they work on one.
+  // The device the request names is the current one; the handlers run their calls through its
+  // context, or through the context of the object they work on.
   if (request.header.device >= device_.devices().count) {
     return refuse(call, cuda::CUDA_ERROR_INVALID_DEVICE, cuda::CUBLAS_STATUS_INVALID_VALUE);
   }
   current_ = request.header.device;
-  binding_.bind(current_);
+  served_device_request_ = true;
   const wire::RequestKind kind = call.kind();
   if (const int sticky = sticky_error_.load(std::memory_order_relaxed);
       sticky != 0 && kind != wire::RequestKind::kSessionError && kind != wire::RequestKind::kBrokerTotals) {
@@ -202,15 +209,16 @@ Outcome<std::uint64_t> DeviceSession::limit(CallContext&, const wire::LimitReque
   // The runtime's limits; the driver's newer ones (shared memory, CIG) are not the runtime's.
   if (l.limit < 0 || l.limit >= cuda::CU_LIMIT_MAX) return CallError{cuda::CUDA_ERROR_UNSUPPORTED_LIMIT};
   std::lock_guard lock(limits_lock);
+  const DeviceContext& context = current_context();
   std::size_t value = 0;
-  CUresult r = driver_.ctx_get_limit(&value, l.limit);
+  CUresult r = context.ctx_get_limit(&value, l.limit);
   // The L2 limits shape how every session's kernels use the cache: not the session's to change.
   const bool shared_cache_limit = l.limit == 5 || l.limit == 6;
   if (r == CUDA_SUCCESS && l.raise == 1 && shared_cache_limit && l.value != value) {
     r = cuda::CUDA_ERROR_NOT_SUPPORTED;
   } else if (r == CUDA_SUCCESS && l.raise == 1 && l.value > value) {
-    r = driver_.ctx_set_limit(l.limit, l.value);
-    if (r == CUDA_SUCCESS) r = driver_.ctx_get_limit(&value, l.limit);
+    r = context.ctx_set_limit(l.limit, l.value);
+    if (r == CUDA_SUCCESS) r = context.ctx_get_limit(&value, l.limit);
   }
   return answer(r, static_cast<std::uint64_t>(value));
 }

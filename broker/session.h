@@ -16,11 +16,10 @@
 //
 // Devices: each request runs against the device its header names (wire::RequestHeader::device,
 // the client thread's current device) or, where its payload names one (an allocation, a memory
-// figure, a VMM allocation), that one. Every object remembers the device whose context made it,
-// and later work on it, and its release, run in that context (DeviceBinding makes a device's
-// context current only when the device changes). As in CUDA, a kernel launches only onto a stream
-// of the current device, an event records only on a stream of its own device, and copies may
-// cross devices (between devices they are peer copies).
+// figure, a VMM allocation), that one. Every object remembers the DeviceContext that made it, and
+// later work on it, and its release, run through that context (device_context.h). As in CUDA, a
+// kernel launches only onto a stream of the current device, an event records only on a stream of
+// its own device, and copies may cross devices (between devices they are peer copies).
 #pragma once
 
 #include <array>
@@ -30,7 +29,6 @@
 #include <utility>
 
 #include "broker/call.h"
-#include "broker/device_binding.h"
 #include "broker/device_layer.h"
 #include "broker/session_blas.h"
 #include "broker/session_graphs.h"
@@ -66,6 +64,10 @@ struct BrokerCounters {
 // their free memory would count twice.)
 struct SessionLimits {
   std::uint64_t device_memory_bytes = 0;  // per device; 0: no limit beyond the device's own
+  // The broker's own host memory a session may make it hold: the module images it has loaded and
+  // the objects it is sending (an image, a kernel name, a parameter block) while they arrive.
+  // 0: no limit.
+  std::uint64_t host_memory_bytes = 0;
 };
 
 class DeviceSession {
@@ -90,7 +92,6 @@ class DeviceSession {
 
   // ---- For the areas (the dispatcher thread) ----
   [[nodiscard]] const DeviceLayer& device() const { return device_; }
-  [[nodiscard]] const cuda::DriverTable& driver() const { return driver_; }
   [[nodiscard]] BrokerCounters& counters() { return counters_; }
   SessionMemory& memory() { return memory_; }
   SessionStreams& streams() { return streams_; }
@@ -108,13 +109,23 @@ class DeviceSession {
   // device for any other.
   [[nodiscard]] std::uint32_t device_of(std::uint64_t pointer) const;
 
-  // The device the request in hand names, and the binding of the dispatcher thread's context.
+  // The device the request in hand names.
   [[nodiscard]] std::uint32_t current_device() const { return current_; }
   [[nodiscard]] std::uint32_t device_count() const { return device_.devices().count; }
-  void bind(std::uint32_t device) { binding_.bind(device); }
-  [[nodiscard]] std::uint32_t bound_device() const { return binding_.bound(); }
-  // Where an object made now lives: the bound device, for the owner that releases it there.
-  OnDevice on(std::uint32_t device) { return OnDevice{&binding_, device}; }
+  // The context in which the session's calls on `device` run, and the current device's.
+  [[nodiscard]] const DeviceContext& context(std::uint32_t device) const { return device_.context(device); }
+  [[nodiscard]] const DeviceContext& current_context() const { return device_.context(current_); }
+
+  // Which piece of the session's memory a range is: every allocation, module global variable and
+  // VMM mapping gets a serial of its own when it is made, and the epoch moves whenever the session
+  // lets go of any. A graph remembers the serials of what its nodes touch; while the epoch stands
+  // still nothing it names can have gone, so its launch needs no second look (session_graphs.h).
+  std::uint64_t new_memory_serial() { return ++memory_serial_; }
+  void memory_released() { ++memory_epoch_; }
+  [[nodiscard]] std::uint64_t memory_epoch() const { return memory_epoch_; }
+  // The serial of the one piece holding all of [pointer, pointer + bytes) (VMM: of the mappings
+  // that do, back to back), or 0 where the session holds no such memory.
+  [[nodiscard]] std::uint64_t memory_serial(std::uint64_t pointer, std::uint64_t bytes) const;
 
   // Device memory the session holds on each device (cuMemAlloc and VMM alike), against its limit.
   [[nodiscard]] bool may_allocate(std::uint32_t device, std::uint64_t bytes) const;
@@ -122,6 +133,12 @@ class DeviceSession {
   void count_device_bytes(std::uint32_t device, std::uint64_t bytes);
   void uncount_device_bytes(std::uint32_t device, std::uint64_t bytes);
   [[nodiscard]] const SessionLimits& limits() const { return limits_; }
+  // The broker host memory the session holds (SessionLimits::host_memory_bytes): a request may
+  // take `bytes` more only when may_hold_host says so, and gives them back when it lets go.
+  [[nodiscard]] bool may_hold_host(std::uint64_t bytes) const;
+  void count_host_bytes(std::uint64_t bytes) { host_bytes_ += bytes; }
+  void uncount_host_bytes(std::uint64_t bytes) { host_bytes_ -= bytes; }
+  [[nodiscard]] std::uint64_t host_bytes() const { return host_bytes_; }
   Traffic& traffic() { return traffic_; }
 
   // Takes the asynchronous error recorded since the last synchronizing call.
@@ -154,7 +171,6 @@ class DeviceSession {
   void quiesce();
 
   const DeviceLayer& device_;
-  const cuda::DriverTable& driver_;
   SessionLimits limits_;
   BrokerCounters& counters_;
   // Counts the session in the broker's totals from its construction until after its areas are
@@ -170,8 +186,11 @@ class DeviceSession {
     BrokerCounters& counters;
   };
   Counted counted_;
-  DeviceBinding binding_;
   std::uint32_t current_ = 0;  // the device the request in hand names
+  bool served_device_request_ = false;  // whether the client ever reached a device
+  std::uint64_t host_bytes_ = 0;
+  std::uint64_t memory_serial_ = 0;
+  std::uint64_t memory_epoch_ = 0;
   std::uint64_t device_bytes_ = 0;  // on every device
   std::array<std::uint64_t, wire::kMaxDevices> device_bytes_on_{};
   Traffic traffic_;

@@ -27,80 +27,96 @@ bool operation_valid(std::int32_t op) {
 
 }  // namespace
 
-SessionBlas::SessionBlas(DeviceSession& session)
-    : session_(session), driver_(session.driver()), lt_(session.device_count()) {}
+SessionBlas::SessionBlas(DeviceSession& session) : session_(session), lt_(session.device_count()) {}
 
-Lookup<const SessionBlas::Handle*> SessionBlas::bound_handle(std::uint64_t id) {
-  if (session_.device().blas() == nullptr) return CallError{cuda::CUBLAS_STATUS_NOT_INITIALIZED};
+// A handle works on the device it was made on, whichever is current.
+Lookup<SessionBlas::Handle*> SessionBlas::handle_for(std::uint64_t id) {
   auto it = handles_.find(id);
   if (it == handles_.end()) return CallError{cuda::CUBLAS_STATUS_NOT_INITIALIZED};
-  session_.bind(it->second.device);  // a handle works on the device it was made on, whichever is current
   return &it->second;
 }
 
-Lookup<cuda::cublasHandle_t> SessionBlas::handle_for(std::uint64_t id) {
-  auto handle = bound_handle(id);
-  if (!handle) return handle.error();
-  return handle.value()->owner.get();
-}
-
 Outcome<wire::NoReply> SessionBlas::create(CallContext&, const wire::HandleRequest& request) {
-  const cuda::CublasTable* blas = session_.device().blas();
+  const DeviceContext& context = session_.current_context();
+  const BlasCalls* blas = context.blas();
   if (blas == nullptr) return CallError{cuda::CUBLAS_STATUS_NOT_INITIALIZED};
   if (handles_.contains(request.handle)) return CallError{cuda::CUBLAS_STATUS_INVALID_VALUE};
-  const std::uint32_t device = session_.current_device();
-  session_.bind(device);
   cuda::cublasHandle_t handle = nullptr;
   if (const int status = blas->create(&handle); status != cuda::CUBLAS_STATUS_SUCCESS) return CallError{status};
-  handles_.emplace(request.handle, Handle{OwnedBlasHandle(handle, DestroyBlasHandle{blas, session_.on(device)},
-                                                          &session_.counters().blas_handles),
-                                          device});
+  handles_.emplace(request.handle, Handle{OwnedBlasHandle(handle, DestroyBlasHandle{blas}, &session_.counters().blas_handles),
+                                          &context, blas, ArrayCopy{}, 0, 0, 0, 0});
   // Scalars arrive by value in the request: the handle reads them from host memory.
   blas->set_pointer_mode(handle, cuda::CUBLAS_POINTER_MODE_HOST);
-  if (auto stream = session_.streams().stream_for(0)) blas->set_stream(handle, stream.value());
+  if (auto stream = session_.streams().stream_for(0)) blas->set_stream(handle, stream.value().handle);
   return wire::NoReply{};
 }
 
 Outcome<wire::NoReply> SessionBlas::destroy(CallContext&, const wire::HandleRequest& request) {
-  if (auto found = handle_for(request.handle); !found) return found.error();
   auto it = handles_.find(request.handle);
+  if (it == handles_.end()) return CallError{cuda::CUBLAS_STATUS_NOT_INITIALIZED};
   const int status = it->second.owner.reset();
   handles_.erase(it);
   return answer(status);
 }
 
 Outcome<wire::NoReply> SessionBlas::set_stream(CallContext&, const wire::BlasSettingRequest& request) {
-  auto handle = bound_handle(request.handle);
+  auto handle = handle_for(request.handle);
   if (!handle) return handle.error();
   auto stream = session_.streams().stream_for(request.value);
   // A stream of another device than the handle's is refused.
-  if (!stream || session_.bound_device() != handle.value()->device) return CallError{cuda::CUBLAS_STATUS_INVALID_VALUE};
-  return answer(session_.device().blas()->set_stream(handle.value()->owner.get(), stream.value()));
+  Handle& h = *handle.value();
+  if (!stream || stream.value().context != h.context) return CallError{cuda::CUBLAS_STATUS_INVALID_VALUE};
+  const int status = h.blas->set_stream(h.owner.get(), stream.value().handle);
+  if (status == cuda::CUBLAS_STATUS_SUCCESS) h.workspace = h.workspace_bytes = h.workspace_serial = 0;  // cuBLAS drops it
+  return answer(status);
 }
 
 Outcome<wire::NoReply> SessionBlas::set_math_mode(CallContext&, const wire::BlasSettingRequest& request) {
   auto handle = handle_for(request.handle);
   if (!handle) return handle.error();
-  return answer(session_.device().blas()->set_math_mode(handle.value(), static_cast<cuda::cublasMath_t>(request.value)));
+  const Handle& h = *handle.value();
+  return answer(h.blas->set_math_mode(h.owner.get(), static_cast<cuda::cublasMath_t>(request.value)));
 }
 
 Outcome<wire::NoReply> SessionBlas::set_workspace(CallContext&, const wire::BlasWorkspaceRequest& w) {
   auto handle = handle_for(w.handle);
   if (!handle) return handle.error();
-  if (w.bytes != 0 && !session_.owns_range(w.pointer, w.bytes)) return CallError{cuda::CUBLAS_STATUS_INVALID_VALUE};
-  return answer(session_.device().blas()->set_workspace(handle.value(), reinterpret_cast<void*>(w.pointer), w.bytes));
+  Handle& h = *handle.value();
+  const std::uint64_t serial = w.bytes != 0 ? session_.memory_serial(w.pointer, w.bytes) : 0;
+  if (w.bytes != 0 && (serial == 0 || session_.device_of(w.pointer) != h.context->ordinal())) {
+    return CallError{cuda::CUBLAS_STATUS_INVALID_VALUE};
+  }
+  const int status = h.blas->set_workspace(h.owner.get(), reinterpret_cast<void*>(w.pointer), w.bytes);
+  if (status == cuda::CUBLAS_STATUS_SUCCESS) {
+    h.workspace = w.pointer;
+    h.workspace_bytes = w.bytes;
+    h.workspace_serial = serial;
+    h.workspace_epoch = session_.memory_epoch();
+  }
+  return answer(status);
+}
+
+bool SessionBlas::keep_workspace_current(Handle& h) {
+  if (h.workspace_serial == 0 || h.workspace_epoch == session_.memory_epoch()) return true;
+  h.workspace_epoch = session_.memory_epoch();
+  if (session_.memory_serial(h.workspace, h.workspace_bytes) == h.workspace_serial) return true;
+  // As if the client had set no workspace: cuBLAS computes without one.
+  h.workspace = h.workspace_bytes = h.workspace_serial = 0;
+  return h.blas->set_workspace(h.owner.get(), nullptr, 0) == cuda::CUBLAS_STATUS_SUCCESS;
 }
 
 Outcome<wire::NoReply> SessionBlas::gemm(CallContext&, const wire::BlasGemmRequest& request) {
   auto handle = handle_for(request.handle);
   if (!handle) return handle.error();
-  return answer(run_gemm(request, handle.value()));
+  if (!keep_workspace_current(*handle.value())) return CallError{cuda::CUBLAS_STATUS_EXECUTION_FAILED};
+  return answer(run_gemm(request, *handle.value()));
 }
 
 Outcome<wire::NoReply> SessionBlas::trsm_batched(CallContext&, const wire::BlasTrsmRequest& request) {
   auto handle = handle_for(request.handle);
   if (!handle) return handle.error();
-  return answer(run_trsm_batched(request, handle.value()));
+  if (!keep_workspace_current(*handle.value())) return CallError{cuda::CUBLAS_STATUS_EXECUTION_FAILED};
+  return answer(run_trsm_batched(request, *handle.value()));
 }
 
 Outcome<wire::NoReply> SessionBlas::lt_matmul(CallContext&, const wire::BlasLtMatmulRequest& request) {
@@ -136,10 +152,17 @@ Outcome<wire::NoReply> SessionBlas::transfer_matrix(CallContext& call, const wir
                                           cuda::CUBLAS_STATUS_MAPPING_ERROR, refusal});
 }
 
+// A matrix of the session's memory on the device whose context runs the call: cuBLAS would read
+// another device's memory through a peer mapping the broker never made, and fault the context.
+bool SessionBlas::operand(const DeviceContext& on, std::uint64_t pointer, std::uint64_t bytes) const {
+  return session_.owns_range(pointer, bytes) && session_.device_of(pointer) == on.ordinal();
+}
+
 // Checks every matrix the GEMM touches against this session's allocations before cuBLAS sees
 // it: a session never makes cuBLAS read or write memory that is not its own.
-int SessionBlas::run_gemm(const wire::BlasGemmRequest& r, cuda::cublasHandle_t handle) {
-  const cuda::CublasTable& blas = *session_.device().blas();
+int SessionBlas::run_gemm(const wire::BlasGemmRequest& r, Handle& h) {
+  const BlasCalls& blas = *h.blas;
+  const cuda::cublasHandle_t handle = h.owner.get();
   const std::uint64_t ea = element_bytes(r.a_type), eb = element_bytes(r.b_type), ec = element_bytes(r.c_type);
   if (ea == 0 || eb == 0 || ec == 0 || r.m < 0 || r.n < 0 || r.k < 0 || r.batch_count < 1 || r.lda < 1 || r.ldb < 1 ||
       r.ldc < 1) {
@@ -160,7 +183,7 @@ int SessionBlas::run_gemm(const wire::BlasGemmRequest& r, cuda::cublasHandle_t h
   const auto algo = static_cast<cuda::cublasGemmAlgo_t>(r.algo);
   switch (static_cast<wire::GemmVariant>(r.variant)) {
     case wire::GemmVariant::kSingle:
-      if ((a_bytes && !session_.owns_range(r.a, a_bytes)) || (b_bytes && !session_.owns_range(r.b, b_bytes)) || !session_.owns_range(r.c, c_bytes)) {
+      if ((a_bytes && !operand(*h.context, r.a, a_bytes)) || (b_bytes && !operand(*h.context, r.b, b_bytes)) || !operand(*h.context, r.c, c_bytes)) {
         return cuda::CUBLAS_STATUS_INVALID_VALUE;
       }
       return blas.gemm_ex(handle, opa, opb, r.m, r.n, r.k, r.alpha, reinterpret_cast<const void*>(r.a), at, r.lda,
@@ -168,9 +191,9 @@ int SessionBlas::run_gemm(const wire::BlasGemmRequest& r, cuda::cublasHandle_t h
                           r.ldc, compute, algo);
     case wire::GemmVariant::kStridedBatched:
       if (r.stride_a < 0 || r.stride_b < 0 || r.stride_c < 0 ||
-          (a_bytes && !session_.owns_range(r.a, extent(r.stride_a, a_bytes, ea))) ||
-          (b_bytes && !session_.owns_range(r.b, extent(r.stride_b, b_bytes, eb))) ||
-          !session_.owns_range(r.c, extent(r.stride_c, c_bytes, ec))) {
+          (a_bytes && !operand(*h.context, r.a, extent(r.stride_a, a_bytes, ea))) ||
+          (b_bytes && !operand(*h.context, r.b, extent(r.stride_b, b_bytes, eb))) ||
+          !operand(*h.context, r.c, extent(r.stride_c, c_bytes, ec))) {
         return cuda::CUBLAS_STATUS_INVALID_VALUE;
       }
       return blas.gemm_strided_batched_ex(handle, opa, opb, r.m, r.n, r.k, r.alpha, reinterpret_cast<const void*>(r.a),
@@ -179,32 +202,32 @@ int SessionBlas::run_gemm(const wire::BlasGemmRequest& r, cuda::cublasHandle_t h
                                           r.batch_count, compute, algo);
     case wire::GemmVariant::kPointerArrays: {
       // The arrays live in device memory and may have just been written by the stream's work:
-      // wait for it, read them, and check every matrix they point to.
-      const auto arrays = static_cast<std::uint64_t>(r.batch_count) * sizeof(std::uint64_t);
-      if (!session_.owns_range(r.a, arrays) || !session_.owns_range(r.b, arrays) || !session_.owns_range(r.c, arrays)) {
-        return cuda::CUBLAS_STATUS_INVALID_VALUE;
-      }
+      // wait for it, read them, check every matrix they point to, and give cuBLAS the broker's
+      // copy of what was checked.
       cuda::cudaStream_t stream = nullptr;
       blas.get_stream(handle, &stream);
-      std::vector<std::uint64_t> pointers(3 * static_cast<std::size_t>(r.batch_count));
+      std::vector<std::uint64_t> pointers;
       const std::uint64_t sources[3] = {r.a, r.b, r.c};
-      for (int array = 0; array < 3; ++array) {
-        if (driver_.memcpy_dtoh_async(pointers.data() + array * r.batch_count, sources[array], arrays, stream) !=
-            CUDA_SUCCESS) {
-          return cuda::CUBLAS_STATUS_EXECUTION_FAILED;
-        }
+      if (int s = read_pointer_arrays(*h.context, sources, r.batch_count, stream, pointers); s != cuda::CUBLAS_STATUS_SUCCESS) {
+        return s;
       }
-      if (driver_.stream_synchronize(stream) != CUDA_SUCCESS) return cuda::CUBLAS_STATUS_EXECUTION_FAILED;
-      for (int i = 0; i < r.batch_count; ++i) {
-        if ((a_bytes && !session_.owns_range(pointers[i], a_bytes)) || (b_bytes && !session_.owns_range(pointers[r.batch_count + i], b_bytes)) ||
-            !session_.owns_range(pointers[2 * r.batch_count + i], c_bytes)) {
+      const std::size_t n = static_cast<std::size_t>(r.batch_count);
+      for (std::size_t i = 0; i < n; ++i) {
+        if ((a_bytes && !operand(*h.context, pointers[i], a_bytes)) || (b_bytes && !operand(*h.context, pointers[n + i], b_bytes)) ||
+            !operand(*h.context, pointers[2 * n + i], c_bytes)) {
           return cuda::CUBLAS_STATUS_INVALID_VALUE;
         }
       }
-      return blas.gemm_batched_ex(handle, opa, opb, r.m, r.n, r.k, r.alpha,
-                                  reinterpret_cast<const void* const*>(r.a), at, r.lda,
-                                  reinterpret_cast<const void* const*>(r.b), bt, r.ldb, r.beta,
-                                  reinterpret_cast<void* const*>(r.c), ct, r.ldc, r.batch_count, compute, algo);
+      const cuda::CUdeviceptr copy = upload_arrays(h, std::move(pointers), stream);
+      if (copy == 0) return cuda::CUBLAS_STATUS_EXECUTION_FAILED;
+      const auto* arrays = reinterpret_cast<const std::uint64_t*>(copy);
+      const int status = blas.gemm_batched_ex(handle, opa, opb, r.m, r.n, r.k, r.alpha,
+                                              reinterpret_cast<const void* const*>(arrays), at, r.lda,
+                                              reinterpret_cast<const void* const*>(arrays + n), bt, r.ldb, r.beta,
+                                              reinterpret_cast<void* const*>(arrays + 2 * n), ct, r.ldc, r.batch_count,
+                                              compute, algo);
+      release_arrays(h, stream);
+      return status;
     }
   }
   return cuda::CUBLAS_STATUS_INVALID_VALUE;
@@ -215,8 +238,6 @@ int SessionBlas::run_gemm(const wire::BlasGemmRequest& r, cuda::cublasHandle_t h
 // on first use) on the request's stream. The descriptors are host objects, made and destroyed per
 // call.
 int SessionBlas::run_lt_matmul(const wire::BlasLtMatmulRequest& r) {
-  const cuda::lt::CublasLtTable* lt = session_.device().blas_lt();
-  if (lt == nullptr) return cuda::CUBLAS_STATUS_NOT_SUPPORTED;
   namespace lt_abi = cuda::lt;
   switch (r.epilogue) {
     case lt_abi::CUBLASLT_EPILOGUE_DEFAULT:
@@ -252,33 +273,35 @@ int SessionBlas::run_lt_matmul(const wire::BlasLtMatmulRequest& r) {
     if (l.rows < 0 || l.cols < 0 || l.ld < std::max(1, l.rows) || l.batch != d.batch) return cuda::CUBLAS_STATUS_INVALID_VALUE;
     extents[i] = batch_bytes(l.stride, matrix_bytes(l.ld, l.rows, l.cols, element), element, l.batch);
   }
+  auto found = session_.streams().stream_for(r.stream);
+  if (!found) return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  const auto [stream, context] = found.value();
+  const BlasLtCalls* lt = context->blas_lt();  // the stream's device's
+  if (lt == nullptr) return cuda::CUBLAS_STATUS_NOT_SUPPORTED;
   // C may be null only where beta (any nonzero byte) cannot make cuBLASLt read it.
   const bool beta_zero = std::ranges::all_of(r.beta, [](std::uint8_t byte) { return byte == 0; });
-  if (!session_.owns_range(r.a, extents[0]) || !session_.owns_range(r.b, extents[1]) || !session_.owns_range(r.d, extents[3]) ||
-      (r.c != 0 ? !session_.owns_range(r.c, extents[2]) : !beta_zero)) {
+  if (!operand(*context, r.a, extents[0]) || !operand(*context, r.b, extents[1]) || !operand(*context, r.d, extents[3]) ||
+      (r.c != 0 ? !operand(*context, r.c, extents[2]) : !beta_zero)) {
     return cuda::CUBLAS_STATUS_INVALID_VALUE;
   }
   const bool bias = (r.epilogue & lt_abi::CUBLASLT_EPILOGUE_BIAS) != 0;
   const std::int32_t bias_type = r.bias_type < 0 ? static_cast<std::int32_t>(d.type) : r.bias_type;
   if (bias) {
     const std::uint64_t element = element_bytes(bias_type);
-    if (element == 0 || !session_.owns_range(r.bias, batch_bytes(r.bias_stride, d.rows * element, element, d.batch))) {
+    if (element == 0 || !operand(*context, r.bias, batch_bytes(r.bias_stride, d.rows * element, element, d.batch))) {
       return cuda::CUBLAS_STATUS_INVALID_VALUE;
     }
   }
-  auto found = session_.streams().stream_for(r.stream);
-  if (!found) return cuda::CUBLAS_STATUS_INVALID_VALUE;
-  const cuda::CUstream stream = found.value();
-  const std::uint32_t device = session_.bound_device();  // the stream's
+  const std::uint32_t device = context->ordinal();
   if (!lt_[device]) {
     lt_abi::cublasLtHandle_t handle = nullptr;
     if (const int s = lt->create(&handle); s != cuda::CUBLAS_STATUS_SUCCESS) return s;
-    lt_[device].emplace(handle, DestroyLtHandle{lt, session_.on(device)}, nullptr);
+    lt_[device].emplace(handle, DestroyLtHandle{lt}, nullptr);
   }
 
   // The broker's descriptors, released whatever happens.
   struct Descriptors {
-    const lt_abi::CublasLtTable& lt;
+    const BlasLtCalls& lt;
     lt_abi::cublasLtMatmulDesc_t op = nullptr;
     lt_abi::cublasLtMatrixLayout_t layouts[4] = {};
     ~Descriptors() {
@@ -320,21 +343,66 @@ int SessionBlas::run_lt_matmul(const wire::BlasLtMatmulRequest& r) {
                     own.layouts[2], reinterpret_cast<void*>(r.d), own.layouts[3], nullptr, nullptr, 0, stream);
 }
 
-bool SessionBlas::read_pointer_array(std::uint64_t array, int count, cuda::CUstream stream,
-                                       std::vector<std::uint64_t>& out) {
-  const auto bytes = static_cast<std::uint64_t>(count) * sizeof(std::uint64_t);
-  if (!session_.owns_range(array, bytes)) return false;
-  out.resize(static_cast<std::size_t>(count));
-  return driver_.memcpy_dtoh_async(out.data(), array, bytes, stream) == CUDA_SUCCESS &&
-         driver_.stream_synchronize(stream) == CUDA_SUCCESS;
+int SessionBlas::read_pointer_arrays(const DeviceContext& context, std::span<const std::uint64_t> arrays, int count,
+                                     cuda::CUstream stream, std::vector<std::uint64_t>& out) {
+  if (count < 1 || count > kMaxPointerArrayBatch) return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  const auto n = static_cast<std::size_t>(count);
+  const std::uint64_t bytes = n * sizeof(std::uint64_t);
+  for (std::uint64_t array : arrays) {
+    if (!session_.owns_range(array, bytes)) return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  }
+  out.resize(arrays.size() * n);
+  for (std::size_t i = 0; i < arrays.size(); ++i) {
+    if (context.memcpy_dtoh_async(out.data() + i * n, arrays[i], bytes, stream) != CUDA_SUCCESS) {
+      return cuda::CUBLAS_STATUS_EXECUTION_FAILED;
+    }
+  }
+  return context.stream_synchronize(stream) == CUDA_SUCCESS ? cuda::CUBLAS_STATUS_SUCCESS
+                                                           : cuda::CUBLAS_STATUS_EXECUTION_FAILED;
+}
+
+// The copy is the broker's device memory: no request names it, so nothing the client does can
+// change it between the check and cuBLAS's read. One per handle, reused once the call that read
+// it last has passed (usually long since: reading the next call's arrays synchronized the stream).
+cuda::CUdeviceptr SessionBlas::upload_arrays(Handle& h, std::vector<std::uint64_t> pointers, cuda::CUstream stream) {
+  ArrayCopy& copy = h.arrays;
+  const DeviceContext& context = *h.context;
+  if (copy.in_use && context.event_synchronize(copy.done->get()) != CUDA_SUCCESS) return 0;
+  copy.in_use = false;
+  const std::uint64_t bytes = pointers.size() * sizeof(std::uint64_t);
+  if (bytes > copy.capacity) {
+    copy.device.reset();
+    copy.capacity = 0;
+    cuda::CUdeviceptr device = 0;
+    if (context.mem_alloc(&device, bytes) != CUDA_SUCCESS) return 0;
+    copy.device.emplace(device, FreeBrokerMemory{&context}, nullptr);
+    copy.capacity = bytes;
+  }
+  if (!copy.done) {
+    cuda::CUevent event = nullptr;
+    if (context.event_create(&event, cuda::CU_EVENT_DISABLE_TIMING) != CUDA_SUCCESS) return 0;
+    copy.done.emplace(event, DestroyEvent{&context}, nullptr);
+  }
+  // The host side stays in the handle until the upload has run (release_arrays records it).
+  copy.host = std::move(pointers);
+  if (context.memcpy_htod_async(copy.device->get(), copy.host.data(), bytes, stream) != CUDA_SUCCESS) return 0;
+  return copy.device->get();
+}
+
+void SessionBlas::release_arrays(Handle& h, cuda::CUstream stream) {
+  ArrayCopy& copy = h.arrays;
+  // A record that fails leaves nothing to wait for: then wait for the whole stream instead.
+  copy.in_use = h.context->event_record(copy.done->get(), stream) == CUDA_SUCCESS ||
+                h.context->stream_synchronize(stream) != CUDA_SUCCESS;
 }
 
 // Like the pointer-array GEMM: the arrays live in device memory, are read in the handle's stream
 // order, and every triangular matrix and right-hand side they name is checked against the
 // session's memory before cuBLAS sees it.
-int SessionBlas::run_trsm_batched(const wire::BlasTrsmRequest& r, cuda::cublasHandle_t handle) {
+int SessionBlas::run_trsm_batched(const wire::BlasTrsmRequest& r, Handle& h) {
   static_assert(sizeof(wire::BlasTrsmRequest) == 72);
-  const cuda::CublasTable& blas = *session_.device().blas();
+  const BlasCalls& blas = *h.blas;
+  const cuda::cublasHandle_t handle = h.owner.get();
   const bool left = r.side == cuda::CUBLAS_SIDE_LEFT;
   const std::int64_t k = left ? r.m : r.n;
   if ((r.side != cuda::CUBLAS_SIDE_LEFT && r.side != cuda::CUBLAS_SIDE_RIGHT) ||
@@ -349,22 +417,28 @@ int SessionBlas::run_trsm_batched(const wire::BlasTrsmRequest& r, cuda::cublasHa
   const std::uint64_t b_bytes = static_cast<std::uint64_t>(static_cast<std::int64_t>(r.ldb) * (r.n - 1) + r.m) * sizeof(float);
   cuda::cudaStream_t stream = nullptr;
   blas.get_stream(handle, &stream);
-  std::vector<std::uint64_t> a, b;
-  if (!session_.owns_range(r.a, static_cast<std::uint64_t>(r.batch_count) * 8) ||
-      !session_.owns_range(r.b, static_cast<std::uint64_t>(r.batch_count) * 8)) {
-    return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  std::vector<std::uint64_t> pointers;
+  const std::uint64_t sources[2] = {r.a, r.b};
+  if (int s = read_pointer_arrays(*h.context, sources, r.batch_count, stream, pointers); s != cuda::CUBLAS_STATUS_SUCCESS) {
+    return s;
   }
-  if (!read_pointer_array(r.a, r.batch_count, stream, a) || !read_pointer_array(r.b, r.batch_count, stream, b)) {
-    return cuda::CUBLAS_STATUS_EXECUTION_FAILED;
+  const std::size_t n = static_cast<std::size_t>(r.batch_count);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!operand(*h.context, pointers[i], a_bytes) || !operand(*h.context, pointers[n + i], b_bytes)) {
+      return cuda::CUBLAS_STATUS_INVALID_VALUE;
+    }
   }
-  for (int i = 0; i < r.batch_count; ++i) {
-    if (!session_.owns_range(a[i], a_bytes) || !session_.owns_range(b[i], b_bytes)) return cuda::CUBLAS_STATUS_INVALID_VALUE;
-  }
+  const cuda::CUdeviceptr copy = upload_arrays(h, std::move(pointers), stream);
+  if (copy == 0) return cuda::CUBLAS_STATUS_EXECUTION_FAILED;
+  const auto* arrays = reinterpret_cast<const std::uint64_t*>(copy);
   const float alpha = r.alpha;
-  return blas.strsm_batched(handle, static_cast<cuda::cublasSideMode_t>(r.side), static_cast<cuda::cublasFillMode_t>(r.uplo),
-                            static_cast<cuda::cublasOperation_t>(r.trans), static_cast<cuda::cublasDiagType_t>(r.diag),
-                            r.m, r.n, &alpha, reinterpret_cast<const float* const*>(r.a), r.lda,
-                            reinterpret_cast<float* const*>(r.b), r.ldb, r.batch_count);
+  const int status = blas.strsm_batched(
+      handle, static_cast<cuda::cublasSideMode_t>(r.side), static_cast<cuda::cublasFillMode_t>(r.uplo),
+      static_cast<cuda::cublasOperation_t>(r.trans), static_cast<cuda::cublasDiagType_t>(r.diag), r.m, r.n, &alpha,
+      reinterpret_cast<const float* const*>(arrays), r.lda, reinterpret_cast<float* const*>(arrays + n), r.ldb,
+      r.batch_count);
+  release_arrays(h, stream);
+  return status;
 }
 
 }  // namespace gpubroker::broker

@@ -24,9 +24,9 @@ void SessionHostFuncs::close() {
 Outcome<wire::NoReply> SessionHostFuncs::enqueue(CallContext& call, const wire::HostFuncRequest& r) {
   auto stream = session_.streams().stream_for(r.stream);
   if (!stream) return stream.error();
-  const cuda::DriverTable& driver = session_.driver();
+  const auto [handle, context] = stream.value();
   cuda::CUstreamCaptureStatus capturing = cuda::CU_STREAM_CAPTURE_STATUS_NONE;
-  if (driver.stream_is_capturing(stream.value(), &capturing) != cuda::CUDA_SUCCESS ||
+  if (context->stream_is_capturing(handle, &capturing) != cuda::CUDA_SUCCESS ||
       capturing != cuda::CU_STREAM_CAPTURE_STATUS_NONE) {
     return CallError{cuda::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED};
   }
@@ -36,7 +36,7 @@ Outcome<wire::NoReply> SessionHostFuncs::enqueue(CallContext& call, const wire::
   }
   auto* notice = new HostFuncNotice{this, &session_.callbacks_in_flight(), r.id};
   session_.callbacks_in_flight().fetch_add(1, std::memory_order_relaxed);
-  const cuda::CUresult e = driver.launch_host_func(stream.value(), ready, notice);
+  const cuda::CUresult e = context->launch_host_func(handle, ready, notice);
   if (e != cuda::CUDA_SUCCESS) {
     delete notice;
     session_.callbacks_in_flight().fetch_sub(1, std::memory_order_relaxed);

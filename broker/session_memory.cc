@@ -44,16 +44,24 @@ std::uint64_t batch_bytes(std::int64_t stride, std::uint64_t one, std::uint64_t 
 
 int SessionMemory::FreeDeviceMemory::operator()(cuda::CUdeviceptr pointer) const {
   session->uncount_device_bytes(device, bytes);
-  session->bind(device);
+  session->memory_released();
   // cuMemFree synchronizes with outstanding work on the memory, as cudaFree does.
-  return session->driver().mem_free(pointer);
+  return session->context(device).mem_free(pointer);
 }
 
 SessionMemory::SessionMemory(DeviceSession& session)
-    : session_(session), driver_(session.driver()), staging_events_(session.device_count()) {}
+    : session_(session), staging_events_(session.device_count()) {}
 
 bool SessionMemory::owns_allocation(std::uint64_t pointer, std::uint64_t bytes) const {
   return inside_one(allocations_, pointer, bytes);
+}
+
+std::uint64_t SessionMemory::serial_of(std::uint64_t pointer, std::uint64_t bytes) const {
+  auto it = allocations_.upper_bound(pointer);
+  if (it == allocations_.begin()) return 0;
+  --it;
+  const std::uint64_t offset = pointer - it->first;
+  return offset <= it->second.bytes && bytes <= it->second.bytes - offset ? it->second.serial : 0;
 }
 
 std::optional<std::uint32_t> SessionMemory::device_of(std::uint64_t pointer) const {
@@ -68,11 +76,12 @@ Outcome<wire::PointerResult> SessionMemory::allocate(CallContext&, const wire::M
   if (r.device >= session_.device().devices().count) return CallError{cuda::CUDA_ERROR_INVALID_DEVICE};
   if (r.bytes == 0) return wire::PointerResult{0};
   if (!session_.may_allocate(r.device, r.bytes)) return CallError{CUDA_ERROR_OUT_OF_MEMORY};
-  session_.bind(r.device);  // the device the allocation names, whichever is current
-  cuda::CUdeviceptr address = 0;
-  if (CUresult result = driver_.mem_alloc(&address, r.bytes); result != CUDA_SUCCESS) return CallError{result};
+  cuda::CUdeviceptr address = 0;  // on the device the allocation names, whichever is current
+  if (CUresult result = session_.context(r.device).mem_alloc(&address, r.bytes); result != CUDA_SUCCESS) {
+    return CallError{result};
+  }
   session_.count_device_bytes(r.device, r.bytes);
-  allocations_.emplace(address, Allocation{r.bytes, r.device,
+  allocations_.emplace(address, Allocation{r.bytes, r.device, session_.new_memory_serial(),
                                            Owned(address, FreeDeviceMemory{&session_, r.device, r.bytes},
                                                  &session_.counters().allocations)});
   return wire::PointerResult{address};
@@ -89,9 +98,8 @@ Outcome<wire::NoReply> SessionMemory::free(CallContext&, const wire::HandleReque
 
 Outcome<wire::MemInfoResult> SessionMemory::info(CallContext&, const wire::DeviceRequest& request) {
   if (request.device >= session_.device().devices().count) return CallError{cuda::CUDA_ERROR_INVALID_DEVICE};
-  session_.bind(request.device);  // the device asked about, whichever is current
-  std::size_t free = 0, total = 0;
-  const CUresult r = driver_.mem_get_info(&free, &total);
+  std::size_t free = 0, total = 0;  // of the device asked about, whichever is current
+  const CUresult r = session_.context(request.device).mem_get_info(&free, &total);
   wire::MemInfoResult info{free, total};
   const std::uint64_t limit = session_.limits().device_memory_bytes;
   if (limit != 0 && limit < total) {
@@ -106,7 +114,8 @@ Outcome<wire::NoReply> SessionMemory::memset(CallContext&, const wire::MemsetReq
   if (!session_.owns_range(m.pointer, m.bytes)) return CallError{CUDA_ERROR_INVALID_VALUE};
   auto stream = session_.streams().stream_for(m.stream);
   if (!stream) return stream.error();
-  return answer(driver_.memset_d8_async(m.pointer, static_cast<unsigned char>(m.value), m.bytes, stream.value()));
+  const auto [handle, context] = stream.value();
+  return answer(context->memset_d8_async(m.pointer, static_cast<unsigned char>(m.value), m.bytes, handle));
 }
 
 Outcome<wire::NoReply> SessionMemory::copy_device(CallContext&, const wire::CopyRequest& c) {
@@ -115,13 +124,13 @@ Outcome<wire::NoReply> SessionMemory::copy_device(CallContext&, const wire::Copy
   }
   auto stream = session_.streams().stream_for(c.stream);
   if (!stream) return stream.error();
+  const auto [handle, context] = stream.value();
   // Unified addressing lets one copy name both ends; where they lie on two devices the copy is a
   // peer copy, with each end's own context, so that it needs no peer access between the contexts.
   const std::uint32_t to = session_.device_of(c.destination), from = session_.device_of(c.source);
-  if (to == from) return answer(driver_.memcpy_dtod_async(c.destination, c.source, c.bytes, stream.value()));
-  const DeviceLayer& layer = session_.device();
-  return answer(driver_.memcpy_peer_async(c.destination, layer.context(to), c.source, layer.context(from), c.bytes,
-                                          stream.value()));
+  if (to == from) return answer(context->memcpy_dtod_async(c.destination, c.source, c.bytes, handle));
+  return answer(context->memcpy_peer_async(c.destination, session_.context(to).handle(), c.source,
+                                           session_.context(from).handle(), c.bytes, handle));
 }
 
 Outcome<wire::NoReply> SessionMemory::copy_from_arena(CallContext& call, const wire::CopyRequest& c) {
@@ -141,8 +150,9 @@ Outcome<wire::NoReply> SessionMemory::copy_arena(CallContext& call, const wire::
   if (!host || !session_.owns_range(device_pointer, copy.bytes)) return CallError{CUDA_ERROR_INVALID_VALUE};
   auto stream = session_.streams().stream_for(copy.stream);
   if (!stream) return stream.error();
-  const CUresult r = to_device ? driver_.memcpy_htod_async(device_pointer, host.value().data(), copy.bytes, stream.value())
-                               : driver_.memcpy_dtoh_async(host.value().data(), device_pointer, copy.bytes, stream.value());
+  const auto [handle, context] = stream.value();
+  const CUresult r = to_device ? context->memcpy_htod_async(device_pointer, host.value().data(), copy.bytes, handle)
+                               : context->memcpy_dtoh_async(host.value().data(), device_pointer, copy.bytes, handle);
   if (r != CUDA_SUCCESS) return CallError{r};
   session_.counters().zero_copy_bytes.fetch_add(copy.bytes, std::memory_order_relaxed);
   (to_device ? session_.traffic().to_device : session_.traffic().from_device) += copy.bytes;
@@ -154,12 +164,14 @@ Outcome<wire::NoReply> SessionMemory::register_arena(CallContext& call, const wi
   auto host = call.session.arena_range(range.offset, range.bytes);
   if (!host || range.bytes == 0) return CallError{CUDA_ERROR_INVALID_VALUE};
   if (arena_ranges_.contains(range.offset)) return CallError{cuda::CUDA_ERROR_HOST_MEMORY_ALREADY_REGISTERED};
-  if (CUresult r = driver_.mem_host_register(host.value().data(), range.bytes, cuda::CU_MEMHOSTREGISTER_PORTABLE);
+  // Portable: pinned for every context, so any context registers it.
+  const DeviceContext& context = session_.current_context();
+  if (CUresult r = context.mem_host_register(host.value().data(), range.bytes, cuda::CU_MEMHOSTREGISTER_PORTABLE);
       r != CUDA_SUCCESS) {
     return CallError{r};
   }
   arena_ranges_.emplace(range.offset, PinnedRange{range.bytes, Owned(static_cast<void*>(host.value().data()),
-                                                                     UnregisterHost{&driver_},
+                                                                     UnregisterHost{&context},
                                                                      &session_.counters().arena_registrations)});
   pinned_bytes_ += range.bytes;
   return wire::NoReply{};
@@ -183,8 +195,9 @@ void SessionMemory::pin_staging(ipc::ServerSession& session) {
   auto staging = session.staging_memory();
   const auto start = std::chrono::steady_clock::now();
   // Portable: pinned for every device's context, as the copies of any device go through the pipes.
-  if (driver_.mem_host_register(staging.data(), staging.size(), cuda::CU_MEMHOSTREGISTER_PORTABLE) == CUDA_SUCCESS) {
-    staging_pin_.emplace(static_cast<void*>(staging.data()), UnregisterHost{&driver_}, nullptr);
+  const DeviceContext& context = session_.current_context();
+  if (context.mem_host_register(staging.data(), staging.size(), cuda::CU_MEMHOSTREGISTER_PORTABLE) == CUDA_SUCCESS) {
+    staging_pin_.emplace(static_cast<void*>(staging.data()), UnregisterHost{&context}, nullptr);
   }
   ipc::log(ipc::LogLevel::kDebug, "staging pipes ({} bytes) {} in {} us", staging.size(),
            staging_pin_ ? "pinned" : "not pinned",
@@ -218,31 +231,32 @@ Outcome<wire::NoReply> SessionMemory::transfer_staged(CallContext& call, const S
   auto fail = [&](CUresult r) {
     if (r != CUDA_SUCCESS && status == 0) status = t.failure_status != 0 ? t.failure_status : static_cast<int>(r);
   };
+  // The transfers and their events run in the stream's context.
   cuda::CUstream stream = nullptr;
+  const DeviceContext* context = &session_.current_context();
   if (status == 0) {
     auto found = session_.streams().stream_for(t.stream);
     if (found) {
-      stream = found.value();
+      stream = found.value().handle;
+      context = found.value().context;
     } else {
       status = t.failure_status != 0 ? t.failure_status : found.error().status;
     }
   }
   if (status == 0) pin_staging(call.session);
-  // The events are the stream's device's: stream_for bound it.
-  const std::uint32_t device = session_.bound_device();
-  std::vector<OwnedEvent>& events = staging_events_[status == 0 ? device : 0];
+  std::vector<OwnedEvent>& events = staging_events_[context->ordinal()];
   while (status == 0 && events.size() <= kStagingWindow) {
     cuda::CUevent event = nullptr;
-    const CUresult r = driver_.event_create(&event, cuda::CU_EVENT_DISABLE_TIMING);
+    const CUresult r = context->event_create(&event, cuda::CU_EVENT_DISABLE_TIMING);
     fail(r);
-    if (r == CUDA_SUCCESS) events.emplace_back(event, DestroyEvent{&driver_, session_.on(device)}, nullptr);
+    if (r == CUDA_SUCCESS) events.emplace_back(event, DestroyEvent{context}, nullptr);
   }
   auto event_of = [&](std::uint64_t index) { return events[index % events.size()].get(); };
   // A chunk goes back to the pipe only once the device is done with it, even after a failure: the
   // transfers queued before it may still read or write it. Chunks never queued have no event.
   std::uint64_t recorded = 0;  // chunks [0, recorded) had their event recorded
   auto settle = [&](std::uint64_t index) {
-    if (index < recorded) fail(driver_.event_synchronize(event_of(index)));
+    if (index < recorded) fail(context->event_synchronize(event_of(index)));
   };
   // The device address of byte `offset` of the packed data, and how many bytes follow it there.
   auto place = [&](std::uint64_t offset) {
@@ -265,10 +279,10 @@ Outcome<wire::NoReply> SessionMemory::transfer_staged(CallContext& call, const S
         [&](std::span<const std::byte> piece, std::uint64_t index) {
           auto bytes = std::span(const_cast<std::byte*>(piece.data()), piece.size());
           each_run(bytes, done, [&](std::uint64_t device, std::byte* host, std::uint64_t n) {
-            return driver_.memcpy_htod_async(device, host, n, stream);
+            return context->memcpy_htod_async(device, host, n, stream);
           });
           if (status == 0) {
-            fail(driver_.event_record(event_of(index), stream));
+            fail(context->event_record(event_of(index), stream));
             if (status == 0) recorded = index + 1;
           }
           done += piece.size();
@@ -285,10 +299,10 @@ Outcome<wire::NoReply> SessionMemory::transfer_staged(CallContext& call, const S
     moved = call.session.send_staged_windowed(h.staged_bytes, kStagingWindow,
         [&](std::span<std::byte> piece, std::uint64_t index) {
           each_run(piece, done, [&](std::uint64_t device, std::byte* host, std::uint64_t n) {
-            return driver_.memcpy_dtoh_async(host, device, n, stream);
+            return context->memcpy_dtoh_async(host, device, n, stream);
           });
           if (status == 0) {
-            fail(driver_.event_record(event_of(index), stream));
+            fail(context->event_record(event_of(index), stream));
             if (status == 0) recorded = index + 1;
           }
           if (status != 0) std::memset(piece.data(), 0, piece.size());

@@ -26,6 +26,8 @@ class SessionMemory {
 
   // Whether [pointer, pointer + bytes) lies inside one of the session's cuMemAlloc allocations.
   [[nodiscard]] bool owns_allocation(std::uint64_t pointer, std::uint64_t bytes) const;
+  // The serial of the allocation holding all of [pointer, pointer + bytes), or 0.
+  [[nodiscard]] std::uint64_t serial_of(std::uint64_t pointer, std::uint64_t bytes) const;
   // The device of the allocation holding `pointer`, if one does.
   [[nodiscard]] std::optional<std::uint32_t> device_of(std::uint64_t pointer) const;
   [[nodiscard]] std::uint64_t pinned_bytes() const { return pinned_bytes_; }
@@ -69,6 +71,7 @@ class SessionMemory {
   struct Allocation {
     std::uint64_t bytes;
     std::uint32_t device;
+    std::uint64_t serial;  // DeviceSession::new_memory_serial()
     Owned<cuda::CUdeviceptr, FreeDeviceMemory> owner;
   };
   struct PinnedRange {
@@ -80,7 +83,6 @@ class SessionMemory {
   void pin_staging(ipc::ServerSession& session);
 
   DeviceSession& session_;
-  const cuda::DriverTable& driver_;
   // Released last (after the allocations): the pipes' own registration.
   std::optional<Owned<void*, UnregisterHost>> staging_pin_;
   bool staging_tried_ = false;

@@ -50,55 +50,60 @@ void finish_deferred(void* context, CUresult status) {
 
 }  // namespace
 
-SessionStreams::SessionStreams(DeviceSession& session)
-    : session_(session), driver_(session.driver()), per_device_(session.device_count()) {}
+SessionStreams::SessionStreams(DeviceSession& session) : session_(session), per_device_(session.device_count()) {}
 
-Lookup<cuda::CUstream> SessionStreams::stream_for(std::uint64_t id) {
+Lookup<OwnedStream> SessionStreams::make_stream(const DeviceContext& context, int priority, bool counted) {
+  cuda::CUstream stream = nullptr;
+  if (CUresult r = context.stream_create_with_priority(&stream, cuda::CU_STREAM_NON_BLOCKING, priority);
+      r != CUDA_SUCCESS) {
+    return CallError{r};
+  }
+  return OwnedStream(stream, DestroyStream{&context}, counted ? &session_.counters().streams : nullptr);
+}
+
+Lookup<SessionStream> SessionStreams::stream_for(std::uint64_t id) {
   const std::uint32_t current = session_.current_device();
   const std::uint64_t key = is_default_stream(id) ? default_key(current) : id;
   if (auto it = streams_.find(key); it != streams_.end()) {
-    const cuda::CUstream stream = it->second.owner.get();
-    session_.bind(it->second.device);  // work on a stream runs in its own device's context
-    if (!per_device_[it->second.device].blocking.streams.empty()) {
+    const SessionStream stream{it->second.owner.get(), it->second.context};
+    if (!per_device_[stream.context->ordinal()].blocking.streams.empty()) {
       if (CUresult r = join_legacy(key, stream); r != CUDA_SUCCESS) return CallError{r};
     }
     return stream;
   }
   if (key != default_key(current)) return CallError{CUDA_ERROR_INVALID_HANDLE};
-  session_.bind(current);
-  cuda::CUstream stream = nullptr;
-  if (CUresult r = driver_.stream_create_with_priority(&stream, cuda::CU_STREAM_NON_BLOCKING, 0); r != CUDA_SUCCESS) {
-    return CallError{r};
-  }
-  streams_.emplace(key, Stream{OwnedStream(stream, DestroyStream{&driver_, session_.on(current)}, &session_.counters().streams),
-                               0, current});
-  return stream;
+  const DeviceContext& context = session_.context(current);
+  auto made = make_stream(context, 0, true);
+  if (!made) return made.error();
+  const cuda::CUstream stream = made.value().get();
+  streams_.emplace(key, Stream{std::move(made.value()), 0, &context});
+  return SessionStream{stream, &context};
 }
 
 // The legacy default stream's contract, within the session: work on the default stream waits for
 // the work already on every blocking stream (created without cudaStreamNonBlocking), and work on a
 // blocking stream waits for the work already on the default stream. Each join is an event record
 // and a wait, made only when the other side has had work since the last join; a session without
-// blocking streams never comes here. Each device has its own; the stream's device is the bound one.
-cuda::CUresult SessionStreams::join_legacy(std::uint64_t key, cuda::CUstream stream) {
-  const std::uint32_t device = session_.bound_device();
-  BlockingStreams& blocking = per_device_[device].blocking;
-  const std::uint64_t default_stream = default_key(device);
+// blocking streams never comes here. Each device has its own.
+cuda::CUresult SessionStreams::join_legacy(std::uint64_t key, const SessionStream& stream) {
+  const DeviceContext& context = *stream.context;
+  BlockingStreams& blocking = per_device_[context.ordinal()].blocking;
+  const std::uint64_t default_stream = default_key(context.ordinal());
   auto join = [&](std::uint64_t from_key, cuda::CUstream from, cuda::CUstream to) -> CUresult {
     auto it = blocking.events.find(from_key);
     if (it == blocking.events.end()) {
       cuda::CUevent event = nullptr;
-      if (CUresult r = driver_.event_create(&event, cuda::CU_EVENT_DISABLE_TIMING); r != CUDA_SUCCESS) return r;
-      it = blocking.events.emplace(from_key, OwnedEvent(event, DestroyEvent{&driver_, session_.on(device)}, nullptr)).first;
+      if (CUresult r = context.event_create(&event, cuda::CU_EVENT_DISABLE_TIMING); r != CUDA_SUCCESS) return r;
+      it = blocking.events.emplace(from_key, OwnedEvent(event, DestroyEvent{&context}, nullptr)).first;
     }
-    if (CUresult r = driver_.event_record(it->second.get(), from); r != CUDA_SUCCESS) return r;
-    return driver_.stream_wait_event(to, it->second.get(), 0);
+    if (CUresult r = context.event_record(it->second.get(), from); r != CUDA_SUCCESS) return r;
+    return context.stream_wait_event(to, it->second.get(), 0);
   };
   if (key == default_stream) {
     for (std::uint64_t b : blocking.ahead_of_default) {
       auto ahead = streams_.find(b);
       if (ahead == streams_.end()) continue;  // destroyed: forget_blocking took it out already
-      if (CUresult r = join(b, ahead->second.owner.get(), stream); r != CUDA_SUCCESS) return r;
+      if (CUresult r = join(b, ahead->second.owner.get(), stream.handle); r != CUDA_SUCCESS) return r;
     }
     blocking.ahead_of_default.clear();
     blocking.behind_default = blocking.streams;
@@ -108,41 +113,42 @@ cuda::CUresult SessionStreams::join_legacy(std::uint64_t key, cuda::CUstream str
   if (blocking.behind_default.erase(key) != 0) {
     auto joined = streams_.find(default_stream);
     if (joined == streams_.end()) return cuda::CUDA_ERROR_INVALID_HANDLE;  // never made (create_stream makes it first)
-    if (CUresult r = join(default_stream, joined->second.owner.get(), stream); r != CUDA_SUCCESS) return r;
+    if (CUresult r = join(default_stream, joined->second.owner.get(), stream.handle); r != CUDA_SUCCESS) return r;
   }
   blocking.ahead_of_default.insert(key);
   return CUDA_SUCCESS;
 }
 
 void SessionStreams::forget_blocking(std::uint64_t key) {
-  BlockingStreams& blocking = per_device_[streams_.at(key).device].blocking;
+  BlockingStreams& blocking = per_device_[streams_.at(key).context->ordinal()].blocking;
   blocking.streams.erase(key);
   blocking.ahead_of_default.erase(key);
   blocking.behind_default.erase(key);
   blocking.events.erase(key);
 }
 
-Lookup<cuda::CUevent> SessionStreams::event_for(std::uint64_t id) const {
+Lookup<SessionStreams::SessionEvent> SessionStreams::event_for(std::uint64_t id) const {
   auto it = events_.find(id);
   if (it == events_.end()) return CallError{CUDA_ERROR_INVALID_HANDLE};
-  return it->second.owner.get();
+  return SessionEvent{it->second.owner.get(), it->second.context};
 }
 
 // A host function launched into a capturing stream is captured, not run: a synchronize completed
 // that way would never complete, and the session could never be reclaimed. CUDA refuses to
 // synchronize a capturing stream, and so does the broker.
-bool SessionStreams::any_capturing(std::span<const cuda::CUstream> streams) const {
+bool SessionStreams::any_capturing(const DeviceContext& context, std::span<const cuda::CUstream> streams) {
   for (cuda::CUstream stream : streams) {
     cuda::CUstreamCaptureStatus capturing = cuda::CU_STREAM_CAPTURE_STATUS_NONE;
-    if (driver_.stream_is_capturing(stream, &capturing) == CUDA_SUCCESS && capturing != cuda::CU_STREAM_CAPTURE_STATUS_NONE) {
+    if (context.stream_is_capturing(stream, &capturing) == CUDA_SUCCESS && capturing != cuda::CU_STREAM_CAPTURE_STATUS_NONE) {
       return true;
     }
   }
   return false;
 }
 
-Outcome<wire::NoReply> SessionStreams::complete_after(CallContext& call, std::span<const cuda::CUstream> streams) {
-  if (any_capturing(streams)) return CallError{cuda::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED};
+Outcome<wire::NoReply> SessionStreams::complete_after(CallContext& call, const DeviceContext& context,
+                                                      std::span<const cuda::CUstream> streams) {
+  if (any_capturing(context, streams)) return CallError{cuda::CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED};
   // Nothing to wait for: answered now (a completion waiting for no stream would never be written,
   // and the session could never be reclaimed).
   if (streams.empty()) return answer(session_.take_pending_error());
@@ -152,10 +158,9 @@ Outcome<wire::NoReply> SessionStreams::complete_after(CallContext& call, std::sp
   session_.callbacks_in_flight().fetch_add(1, std::memory_order_relaxed);
   for (cuda::CUstream stream : streams) {
     // A stream with nothing left to do answers at once; the others when the poller sees them done.
-    const CUresult idle = driver_.stream_query(stream);
+    const CUresult idle = context.stream_query(stream);
     if (idle == cuda::CUDA_ERROR_NOT_READY) {
-      if (CUresult r = session_.device().completions(session_.bound_device()).watch(stream, finish_deferred, deferred);
-          r != CUDA_SUCCESS) {
+      if (CUresult r = context.completions().watch(stream, finish_deferred, deferred); r != CUDA_SUCCESS) {
         finish_deferred(deferred, r);  // counts for this stream; the others still finish theirs
       }
     } else {
@@ -165,19 +170,14 @@ Outcome<wire::NoReply> SessionStreams::complete_after(CallContext& call, std::sp
   return kCompletesLater;
 }
 
-Outcome<wire::NoReply> SessionStreams::complete_after(CallContext& call, cuda::CUstream stream) {
-  return complete_after(call, std::span(&stream, 1));
+Outcome<wire::NoReply> SessionStreams::complete_after(CallContext& call, const SessionStream& stream) {
+  return complete_after(call, *stream.context, std::span(&stream.handle, 1));
 }
 
 void SessionStreams::synchronize_everything() {
-  for (const auto& [id, stream] : streams_) {
-    session_.bind(stream.device);
-    driver_.stream_synchronize(stream.owner.get());
-  }
+  for (const auto& [id, stream] : streams_) stream.context->stream_synchronize(stream.owner.get());
   for (std::uint32_t device = 0; device < per_device_.size(); ++device) {
-    if (!per_device_[device].sync_stream) continue;
-    session_.bind(device);
-    driver_.stream_synchronize(per_device_[device].sync_stream->get());
+    if (per_device_[device].sync_stream) session_.context(device).stream_synchronize(per_device_[device].sync_stream->get());
   }
 }
 
@@ -189,15 +189,10 @@ Outcome<wire::NoReply> SessionStreams::create_stream(CallContext&, const wire::S
   if ((c.flags & cuda::CU_STREAM_NON_BLOCKING) == 0) {
     if (auto made = stream_for(0); !made) return made.error();
   }
-  session_.bind(device);
-  cuda::CUstream stream = nullptr;
-  if (CUresult r = driver_.stream_create_with_priority(&stream, cuda::CU_STREAM_NON_BLOCKING, c.priority);
-      r != CUDA_SUCCESS) {
-    return CallError{r};
-  }
-  streams_.emplace(c.stream, Stream{OwnedStream(stream, DestroyStream{&driver_, session_.on(device)},
-                                                &session_.counters().streams),
-                                    c.flags, device});
+  const DeviceContext& context = session_.context(device);
+  auto made = make_stream(context, c.priority, true);
+  if (!made) return made.error();
+  streams_.emplace(c.stream, Stream{std::move(made.value()), c.flags, &context});
   if ((c.flags & cuda::CU_STREAM_NON_BLOCKING) == 0) {
     per_device_[device].blocking.streams.insert(c.stream);
     per_device_[device].blocking.behind_default.insert(c.stream);
@@ -224,7 +219,7 @@ Outcome<wire::NoReply> SessionStreams::synchronize_stream(CallContext& call, con
 Outcome<wire::NoReply> SessionStreams::query_stream(CallContext&, const wire::HandleRequest& request) {
   auto stream = stream_for(request.handle);
   if (!stream) return stream.error();
-  return answer(driver_.stream_query(stream.value()));
+  return answer(stream.value().context->stream_query(stream.value().handle));
 }
 
 Outcome<wire::NoReply> SessionStreams::wait_event(CallContext&, const wire::EventStreamRequest& w) {
@@ -232,7 +227,8 @@ Outcome<wire::NoReply> SessionStreams::wait_event(CallContext&, const wire::Even
   if (!stream) return stream.error();
   auto event = event_for(w.event);
   if (!event) return event.error();
-  return answer(driver_.stream_wait_event(stream.value(), event.value(), 0));
+  // Across devices too, as cudaStreamWaitEvent allows: the wait runs in the stream's context.
+  return answer(stream.value().context->stream_wait_event(stream.value().handle, event.value().handle, 0));
 }
 
 // The flags the client created the stream with: the broker's own stream is non-blocking whatever
@@ -248,18 +244,16 @@ Outcome<std::int32_t> SessionStreams::stream_priority(CallContext&, const wire::
   auto stream = stream_for(request.handle);
   if (!stream) return stream.error();
   int priority = 0;
-  const CUresult r = driver_.stream_get_priority(stream.value(), &priority);
+  const CUresult r = stream.value().context->stream_get_priority(stream.value().handle, &priority);
   return answer(r, static_cast<std::int32_t>(priority));
 }
 
 Outcome<wire::NoReply> SessionStreams::create_event(CallContext&, const wire::EventCreateRequest& c) {
   if (events_.contains(c.event)) return CallError{CUDA_ERROR_INVALID_VALUE};
-  const std::uint32_t device = session_.current_device();
-  session_.bind(device);
+  const DeviceContext& context = session_.current_context();
   cuda::CUevent event = nullptr;
-  if (CUresult r = driver_.event_create(&event, c.flags); r != CUDA_SUCCESS) return CallError{r};
-  events_.emplace(c.event, Event{OwnedEvent(event, DestroyEvent{&driver_, session_.on(device)}, &session_.counters().events),
-                                 device});
+  if (CUresult r = context.event_create(&event, c.flags); r != CUDA_SUCCESS) return CallError{r};
+  events_.emplace(c.event, Event{OwnedEvent(event, DestroyEvent{&context}, &session_.counters().events), &context});
   return wire::NoReply{};
 }
 
@@ -281,36 +275,36 @@ Outcome<wire::NoReply> SessionStreams::record_event_with_flags(CallContext&, con
   auto stream = stream_for(e.stream);
   if (!stream) return stream.error();
   // As cudaEventRecord: the event and the stream must be of one device.
-  if (events_.at(e.event).device != session_.bound_device()) return CallError{CUDA_ERROR_INVALID_HANDLE};
-  if (e.flags == 0) return answer(driver_.event_record(event.value(), stream.value()));
+  const DeviceContext& context = *stream.value().context;
+  if (event.value().context != &context) return CallError{CUDA_ERROR_INVALID_HANDLE};
+  if (e.flags == 0) return answer(context.event_record(event.value().handle, stream.value().handle));
   if (e.flags != cuda::CU_EVENT_RECORD_EXTERNAL) return CallError{CUDA_ERROR_INVALID_VALUE};
-  return answer(driver_.event_record_with_flags(event.value(), stream.value(), e.flags));
+  return answer(context.event_record_with_flags(event.value().handle, stream.value().handle, e.flags));
 }
 
 Outcome<wire::NoReply> SessionStreams::synchronize_event(CallContext& call, const wire::HandleRequest& request) {
   auto event = event_for(request.handle);
   if (!event) return event.error();
   // On the event's own device, whichever is current.
-  const std::uint32_t device = events_.at(request.handle).device;
-  session_.bind(device);
-  std::optional<OwnedStream>& sync_stream = per_device_[device].sync_stream;
+  const DeviceContext& context = *event.value().context;
+  std::optional<OwnedStream>& sync_stream = per_device_[context.ordinal()].sync_stream;
   if (!sync_stream) {
-    cuda::CUstream stream = nullptr;
-    if (CUresult r = driver_.stream_create_with_priority(&stream, cuda::CU_STREAM_NON_BLOCKING, 0); r != CUDA_SUCCESS) {
-      return CallError{r};
-    }
-    sync_stream.emplace(stream, DestroyStream{&driver_, session_.on(device)}, nullptr);
+    auto made = make_stream(context, 0, false);
+    if (!made) return made.error();
+    sync_stream.emplace(std::move(made.value()));
   }
   // The wait happens on a private stream, and its end is a callback: nothing blocks here.
-  if (CUresult r = driver_.stream_wait_event(sync_stream->get(), event.value(), 0); r != CUDA_SUCCESS) return CallError{r};
-  return complete_after(call, sync_stream->get());
+  const SessionStream waiting{sync_stream->get(), &context};
+  if (CUresult r = context.stream_wait_event(waiting.handle, event.value().handle, 0); r != CUDA_SUCCESS) {
+    return CallError{r};
+  }
+  return complete_after(call, waiting);
 }
 
 Outcome<wire::NoReply> SessionStreams::query_event(CallContext&, const wire::HandleRequest& request) {
   auto event = event_for(request.handle);
   if (!event) return event.error();
-  session_.bind(events_.at(request.handle).device);
-  return answer(driver_.event_query(event.value()));
+  return answer(event.value().context->event_query(event.value().handle));
 }
 
 Outcome<float> SessionStreams::elapsed_time(CallContext&, const wire::EventPairRequest& p) {
@@ -319,23 +313,21 @@ Outcome<float> SessionStreams::elapsed_time(CallContext&, const wire::EventPairR
   auto end = event_for(p.end);
   if (!end) return end.error();
   // As cudaEventElapsedTime: two events of one device.
-  if (events_.at(p.start).device != events_.at(p.end).device) return CallError{CUDA_ERROR_INVALID_HANDLE};
-  session_.bind(events_.at(p.start).device);
+  if (start.value().context != end.value().context) return CallError{CUDA_ERROR_INVALID_HANDLE};
   float milliseconds = 0;
-  const CUresult r = driver_.event_elapsed_time(&milliseconds, start.value(), end.value());
+  const CUresult r = start.value().context->event_elapsed_time(&milliseconds, start.value().handle, end.value().handle);
   return answer(r, milliseconds);
 }
 
 // The current device's streams, as cudaDeviceSynchronize covers the current device only.
 Outcome<wire::NoReply> SessionStreams::synchronize_all(CallContext& call, wire::NoPayload) {
   if (auto made = stream_for(0); !made) return made.error();
-  const std::uint32_t current = session_.current_device();
+  const DeviceContext& context = session_.current_context();
   std::vector<cuda::CUstream> all;
   for (const auto& [id, stream] : streams_) {
-    if (stream.device == current) all.push_back(stream.owner.get());
+    if (stream.context == &context) all.push_back(stream.owner.get());
   }
-  session_.bind(current);
-  return complete_after(call, all);
+  return complete_after(call, context, all);
 }
 
 }  // namespace gpubroker::broker

@@ -5,7 +5,8 @@
 // first use so that one session's default stream never serializes another's. Every driver stream
 // is non-blocking; the legacy default stream's contract is kept within the session and the device
 // (join_legacy), never through the context's NULL stream, which every session shares. A stream
-// or event is of the device that was current when it was made; work on it runs in that context.
+// or event is of the device that was current when it was made; work on it runs in that device's
+// context (SessionStream::context).
 //
 // Dispatcher thread only, except where a function says otherwise.
 #pragma once
@@ -24,19 +25,32 @@ namespace gpubroker::broker {
 
 class DeviceSession;
 
+// A session stream as the driver knows it: the stream, and the context it was made in, where
+// every call on it runs.
+struct SessionStream {
+  cuda::CUstream handle;
+  const DeviceContext* context;
+};
+
 class SessionStreams {
  public:
   explicit SessionStreams(DeviceSession& session);
 
   // The driver stream of a session stream id, joined to the others as the legacy default stream
-  // requires; its device's context is bound when this returns.
-  Lookup<cuda::CUstream> stream_for(std::uint64_t id);
-  Lookup<cuda::CUevent> event_for(std::uint64_t id) const;
+  // requires.
+  Lookup<SessionStream> stream_for(std::uint64_t id);
+  // An event and the context it was made in.
+  struct SessionEvent {
+    cuda::CUevent handle;
+    const DeviceContext* context;
+  };
+  Lookup<SessionEvent> event_for(std::uint64_t id) const;
 
-  // Completes `call` once `streams` (the bound device's) have finished their current work: at once
-  // where they have, else from that device's completion poller. The answer of a call that uses it.
-  Outcome<wire::NoReply> complete_after(CallContext& call, std::span<const cuda::CUstream> streams);
-  Outcome<wire::NoReply> complete_after(CallContext& call, cuda::CUstream stream);
+  // Completes `call` once `streams` (all of `context`) have finished their current work: at once
+  // where they have, else from that context's completion poller. The answer of a call that uses it.
+  Outcome<wire::NoReply> complete_after(CallContext& call, const DeviceContext& context,
+                                        std::span<const cuda::CUstream> streams);
+  Outcome<wire::NoReply> complete_after(CallContext& call, const SessionStream& stream);
 
   // Waits for the work queued on every stream of the session (the session's end).
   void synchronize_everything();
@@ -62,18 +76,19 @@ class SessionStreams {
   struct Stream {
     OwnedStream owner;
     std::uint32_t flags;  // as the client created it (cudaStreamNonBlocking or not)
-    std::uint32_t device;
+    const DeviceContext* context;
   };
   struct Event {
     OwnedEvent owner;
-    std::uint32_t device;
+    const DeviceContext* context;
   };
-  cuda::CUresult join_legacy(std::uint64_t key, cuda::CUstream stream);
+  // A new driver stream in `context`, owned and counted.
+  Lookup<OwnedStream> make_stream(const DeviceContext& context, int priority, bool counted);
+  cuda::CUresult join_legacy(std::uint64_t key, const SessionStream& stream);
   void forget_blocking(std::uint64_t key);
-  [[nodiscard]] bool any_capturing(std::span<const cuda::CUstream> streams) const;
+  [[nodiscard]] static bool any_capturing(const DeviceContext& context, std::span<const cuda::CUstream> streams);
 
   DeviceSession& session_;
-  const cuda::DriverTable& driver_;
   // Members are destroyed bottom-up: the events before the streams they were recorded on.
   std::unordered_map<std::uint64_t, Stream> streams_;  // default streams under default_key(device)
   std::unordered_map<std::uint64_t, Event> events_;

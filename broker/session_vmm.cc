@@ -20,18 +20,18 @@ static_assert(sizeof(wire::VmmReserveRequest) == 32 && sizeof(wire::VmmCreateReq
 
 }  // namespace
 
-SessionVmm::SessionVmm(DeviceSession& session) : session_(session), driver_(session.driver()) {}
+SessionVmm::SessionVmm(DeviceSession& session) : session_(session) {}
 
 SessionVmm::~SessionVmm() {
-  for (const auto& [address, mapping] : mappings_) driver_.mem_unmap(address, mapping.bytes);
+  for (const auto& [address, mapping] : mappings_) mapping.context->mem_unmap(address, mapping.bytes);
   mappings_.clear();
   for (auto& [id, allocation] : allocations_) {
-    if (!allocation.released) driver_.mem_release(allocation.handle);
+    if (!allocation.released) allocation.context->mem_release(allocation.handle);
     allocation.released = true;
     allocation.mappings = 0;
   }
   while (!allocations_.empty()) forget_allocation(allocations_.begin()->first);
-  for (const auto& [address, bytes] : reservations_) driver_.mem_address_free(address, bytes);
+  for (const auto& [address, reservation] : reservations_) reservation.context->mem_address_free(address, reservation.bytes);
 }
 
 bool SessionVmm::covers(std::uint64_t pointer, std::uint64_t bytes, bool accessible_only) const {
@@ -50,18 +50,27 @@ bool SessionVmm::covers(std::uint64_t pointer, std::uint64_t bytes, bool accessi
   }
 }
 
+std::uint64_t SessionVmm::serial_of(std::uint64_t pointer, std::uint64_t bytes) const {
+  if (!covers(pointer, bytes, true)) return 0;
+  std::uint64_t serial = 0;
+  for (auto it = std::prev(mappings_.upper_bound(pointer)); it != mappings_.end() && it->first < pointer + bytes; ++it) {
+    serial = serial * 0x9E3779B97F4A7C15ull + it->second.serial;  // in order: no two sets of mappings mix alike
+  }
+  return serial == 0 ? 1 : serial;
+}
+
 std::optional<std::uint32_t> SessionVmm::device_of(std::uint64_t pointer) const {
   auto it = mappings_.upper_bound(pointer);
   if (it == mappings_.begin()) return std::nullopt;
   --it;
   if (pointer - it->first >= it->second.bytes) return std::nullopt;
-  return allocations_.at(it->second.allocation).device;
+  return allocations_.at(it->second.allocation).context->ordinal();
 }
 
 void SessionVmm::forget_allocation(std::uint64_t id) {
   auto it = allocations_.find(id);
   if (it == allocations_.end() || !it->second.released || it->second.mappings != 0) return;
-  session_.uncount_device_bytes(it->second.device, it->second.bytes);
+  session_.uncount_device_bytes(it->second.context->ordinal(), it->second.bytes);
   session_.counters().allocations.fetch_sub(1, std::memory_order_relaxed);
   allocations_.erase(it);
 }
@@ -78,7 +87,7 @@ bool SessionVmm::reservation_holding(std::uint64_t pointer, std::uint64_t size) 
   auto it = reservations_.upper_bound(pointer);
   if (it == reservations_.begin() || pointer + size < pointer) return false;
   --it;
-  return pointer - it->first <= it->second && size <= it->second - (pointer - it->first);
+  return pointer - it->first <= it->second.bytes && size <= it->second.bytes - (pointer - it->first);
 }
 
 bool SessionVmm::whole_mappings(std::uint64_t pointer, std::uint64_t size, std::vector<std::uint64_t>& found) const {
@@ -96,7 +105,7 @@ Outcome<std::uint64_t> SessionVmm::granularity(CallContext&, const wire::VmmGran
   if (g.device >= session_.device().devices().count) return CallError{cuda::CUDA_ERROR_INVALID_DEVICE};
   const cuda::CUmemAllocationProp prop = device_prop(g.device);
   std::size_t granularity = 0;
-  const CUresult r = driver_.mem_get_allocation_granularity(&granularity, &prop, g.option);
+  const CUresult r = session_.context(g.device).mem_get_allocation_granularity(&granularity, &prop, g.option);
   return answer(r, static_cast<std::uint64_t>(granularity));
 }
 
@@ -105,22 +114,23 @@ Outcome<wire::PointerResult> SessionVmm::reserve(CallContext&, const wire::VmmRe
   if (v.size > kMaxReservedBytes - reserved_bytes_ || reservations_.size() >= kMaxReservations) {
     return CallError{CUDA_ERROR_OUT_OF_MEMORY};
   }
+  const DeviceContext& context = session_.current_context();
   cuda::CUdeviceptr address = 0;
-  if (CUresult r = driver_.mem_address_reserve(&address, v.size, v.alignment, v.hint, v.flags); r != CUDA_SUCCESS) {
+  if (CUresult r = context.mem_address_reserve(&address, v.size, v.alignment, v.hint, v.flags); r != CUDA_SUCCESS) {
     return CallError{r};
   }
-  reservations_[address] = v.size;
+  reservations_[address] = Reservation{v.size, &context};
   reserved_bytes_ += v.size;
   return wire::PointerResult{address};
 }
 
 Outcome<wire::NoReply> SessionVmm::free_address(CallContext&, const wire::VmmRangeRequest& v) {
   auto it = reservations_.find(v.pointer);
-  if (it == reservations_.end() || it->second != v.size) return CallError{CUDA_ERROR_INVALID_VALUE};
+  if (it == reservations_.end() || it->second.bytes != v.size) return CallError{CUDA_ERROR_INVALID_VALUE};
   auto mapped = mappings_.lower_bound(v.pointer);
   if (mapped != mappings_.end() && mapped->first - v.pointer < v.size) return CallError{CUDA_ERROR_INVALID_VALUE};
-  if (CUresult r = driver_.mem_address_free(v.pointer, v.size); r != CUDA_SUCCESS) return CallError{r};
-  reserved_bytes_ -= it->second;
+  if (CUresult r = it->second.context->mem_address_free(v.pointer, v.size); r != CUDA_SUCCESS) return CallError{r};
+  reserved_bytes_ -= it->second.bytes;
   reservations_.erase(it);
   return wire::NoReply{};
 }
@@ -132,10 +142,11 @@ Outcome<std::uint64_t> SessionVmm::create(CallContext&, const wire::VmmCreateReq
   if (v.handle_types != 0) return CallError{cuda::CUDA_ERROR_NOT_SUPPORTED};
   if (!session_.may_allocate(v.device, v.size)) return CallError{CUDA_ERROR_OUT_OF_MEMORY};
   const cuda::CUmemAllocationProp prop = device_prop(v.device);
+  const DeviceContext& context = session_.context(v.device);
   cuda::CUmemGenericAllocationHandle handle = 0;
-  if (CUresult r = driver_.mem_create(&handle, v.size, &prop, v.flags); r != CUDA_SUCCESS) return CallError{r};
+  if (CUresult r = context.mem_create(&handle, v.size, &prop, v.flags); r != CUDA_SUCCESS) return CallError{r};
   const std::uint64_t id = next_allocation_++;
-  allocations_[id] = Allocation{handle, v.size, v.device};
+  allocations_[id] = Allocation{handle, v.size, &context};
   session_.count_device_bytes(v.device, v.size);
   session_.counters().allocations.fetch_add(1, std::memory_order_relaxed);
   return id;
@@ -145,7 +156,7 @@ Outcome<wire::NoReply> SessionVmm::release(CallContext&, const wire::HandleReque
   auto it = allocations_.find(request.handle);
   if (it == allocations_.end() || it->second.released) return CallError{CUDA_ERROR_INVALID_VALUE};
   // Like cuMemRelease: the id is gone at once, the memory once it is unmapped everywhere.
-  const CUresult r = driver_.mem_release(it->second.handle);
+  const CUresult r = it->second.context->mem_release(it->second.handle);
   it->second.released = true;
   forget_allocation(request.handle);
   return answer(r);
@@ -164,10 +175,11 @@ Outcome<wire::NoReply> SessionVmm::map(CallContext&, const wire::VmmMapRequest& 
       (next != mappings_.begin() && std::prev(next)->first + std::prev(next)->second.bytes > v.pointer)) {
     return CallError{CUDA_ERROR_INVALID_VALUE};  // overlaps a mapping
   }
-  if (CUresult r = driver_.mem_map(v.pointer, v.size, v.offset, allocation->second.handle, v.flags); r != CUDA_SUCCESS) {
+  const DeviceContext& context = session_.current_context();
+  if (CUresult r = context.mem_map(v.pointer, v.size, v.offset, allocation->second.handle, v.flags); r != CUDA_SUCCESS) {
     return CallError{r};
   }
-  mappings_[v.pointer] = Mapping{v.size, v.allocation};
+  mappings_[v.pointer] = Mapping{v.size, v.allocation, &context, session_.new_memory_serial()};
   ++allocation->second.mappings;
   return wire::NoReply{};
 }
@@ -178,12 +190,13 @@ Outcome<wire::NoReply> SessionVmm::unmap(CallContext&, const wire::VmmRangeReque
   CUresult status = CUDA_SUCCESS;
   for (std::uint64_t address : found) {
     auto it = mappings_.find(address);
-    if (CUresult r = driver_.mem_unmap(address, it->second.bytes); r != CUDA_SUCCESS) {
+    if (CUresult r = it->second.context->mem_unmap(address, it->second.bytes); r != CUDA_SUCCESS) {
       status = r;
       continue;
     }
     const std::uint64_t allocation = it->second.allocation;
     mappings_.erase(it);
+    session_.memory_released();
     --allocations_[allocation].mappings;
     forget_allocation(allocation);
   }
@@ -210,8 +223,12 @@ Outcome<wire::NoReply> SessionVmm::set_access(CallContext&, const wire::VmmAcces
   }
   std::vector<std::uint64_t> found;
   if (!whole_mappings(v.pointer, v.size, found)) return CallError{CUDA_ERROR_INVALID_VALUE};
-  if (CUresult r = driver_.mem_set_access(v.pointer, v.size, descriptors, v.count); r != CUDA_SUCCESS) return CallError{r};
+  if (CUresult r = session_.current_context().mem_set_access(v.pointer, v.size, descriptors, v.count);
+      r != CUDA_SUCCESS) {
+    return CallError{r};
+  }
   for (std::uint64_t address : found) mappings_[address].accessible = accessible;
+  session_.memory_released();  // access taken away counts as memory let go
   return wire::NoReply{};
 }
 

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "broker/call.h"
-#include "gpubroker/cuda/driver_api.h"
+#include "broker/device_context.h"
 
 namespace gpubroker::broker {
 
@@ -31,6 +31,9 @@ class SessionVmm {
   [[nodiscard]] bool covers(std::uint64_t pointer, std::uint64_t bytes, bool accessible_only) const;
   // The device of the physical memory mapped at `pointer`, if the session maps any there.
   [[nodiscard]] std::optional<std::uint32_t> device_of(std::uint64_t pointer) const;
+  // A serial for the accessible mappings that hold [pointer, pointer + bytes) back to back (one
+  // mapping's own, or a mix of several), or 0 where covers() would refuse the range.
+  [[nodiscard]] std::uint64_t serial_of(std::uint64_t pointer, std::uint64_t bytes) const;
 
   // ---- Handlers (rows of area `vmm`) ----
   Outcome<std::uint64_t> granularity(CallContext& call, const wire::VmmGranularityRequest& request);
@@ -43,16 +46,23 @@ class SessionVmm {
   Outcome<wire::NoReply> set_access(CallContext& call, const wire::VmmAccessRequest& request);
 
  private:
+  // Each remembers the context it was made in, where it is given back.
+  struct Reservation {
+    std::uint64_t bytes;
+    const DeviceContext* context;
+  };
   struct Allocation {
     cuda::CUmemGenericAllocationHandle handle;
     std::uint64_t bytes;
-    std::uint32_t device;  // broker ordinal of its memory
+    const DeviceContext* context;  // of the device whose memory it is
     std::uint32_t mappings = 0;
     bool released = false;  // the client's id is gone; the memory lives while mapped
   };
   struct Mapping {
     std::uint64_t bytes;
     std::uint64_t allocation;  // id in allocations_
+    const DeviceContext* context;
+    std::uint64_t serial;  // DeviceSession::new_memory_serial()
     bool accessible = false;
   };
   [[nodiscard]] cuda::CUmemAllocationProp device_prop(std::uint32_t device) const;
@@ -63,8 +73,7 @@ class SessionVmm {
   void forget_allocation(std::uint64_t id);  // once released and unmapped everywhere
 
   DeviceSession& session_;
-  const cuda::DriverTable& driver_;
-  std::map<std::uint64_t, std::uint64_t> reservations_;  // address -> bytes
+  std::map<std::uint64_t, Reservation> reservations_;   // by address
   std::map<std::uint64_t, Allocation> allocations_;      // by id
   std::map<std::uint64_t, Mapping> mappings_;            // by address
   std::uint64_t next_allocation_ = 1;

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "sim/driver_access.h"
-#include "sim/float16.h"
+#include "gpubroker/sim/float16.h"
 
 namespace gpubroker::sim {
 
@@ -200,6 +200,7 @@ bool gemm_ranges_valid_at_call(const GemmOp& gemm) {
                    !operand_valid(gemm.b, gemm.transpose_b ? gemm.n : gemm.k, gemm.transpose_b ? gemm.k : gemm.n,
                                   gemm.batch, false)))
     return false;
+  if (gemm.workspace_bytes != 0 && !device_range_valid(gemm.workspace, gemm.workspace_bytes, true)) return false;
   return epilogue_operands_valid(gemm, scalars.on_device || scalars.beta != 0.0f);
 }
 
@@ -223,6 +224,11 @@ cuda::CUresult execute_gemm(const GemmOp& gemm) {
                     !operand_valid(gemm.b, b_rows, b_columns, gemm.batch, false))) ||
       !epilogue_operands_valid(gemm, beta != 0.0f))
     return illegal_address("GEMM");
+  if (gemm.workspace_bytes != 0) {
+    if (!device_range_valid(gemm.workspace, gemm.workspace_bytes, true)) return illegal_address("GEMM workspace");
+    constexpr unsigned char kScratch = 0xCB;
+    std::memset(reinterpret_cast<void*>(gemm.workspace), kScratch, std::min<std::size_t>(gemm.workspace_bytes, 256));
+  }
 
   std::vector<float> packed_a;
   std::vector<float> packed_b;

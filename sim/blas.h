@@ -74,6 +74,12 @@ struct GemmOp {
   BlasOperand d;  // address 0: the result goes to C
   Activation activation = Activation::kNone;
   BlasOperand bias;  // address 0: no bias; else m elements per batch member, `stride` apart
+  // The handle's workspace (cublasSetWorkspace), 0 for the library's own. As cuBLAS does, the GEMM
+  // uses it as scratch: it writes its first bytes, so a workspace that is no longer live device
+  // memory faults the GEMM (CUDA_ERROR_ILLEGAL_ADDRESS), and one given to another owner since is
+  // written.
+  std::uintptr_t workspace = 0;
+  std::size_t workspace_bytes = 0;
 };
 
 // cublasStrsmBatched: solves op(A(i)) X = alpha B(i) (left) or X op(A(i)) = alpha B(i) (right) for

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string>
 
 #include "gpubroker/sim/sim_driver.h"
 
@@ -39,6 +40,11 @@ struct Counters {
 
 // The process's one set; constant-initialized, never destroyed before the workers stop using it.
 Counters& counters();
+
+// Has the process write the counters to `path` when it exits (or unloads the sim), as one JSON
+// object of the GpubrokerSimCounters fields: GPUBROKER_SIM_COUNTERS, for figures taken through a
+// broker, whose sim no other process can ask. Called once, by the first cuInit.
+void write_counters_at_exit(std::string path);
 
 inline void count(std::atomic<std::uint64_t>& counter, std::uint64_t amount = 1) {
   counter.fetch_add(amount, std::memory_order_relaxed);

@@ -276,6 +276,8 @@ cublasStatus_t gemm(const GemmCall& call) {
   op.b = call.b;
   op.c = call.c;
   op.scalars = scalars(*state, call.scalar_type, call.alpha, call.beta);
+  op.workspace = state->workspace;
+  op.workspace_bytes = state->workspace_bytes;
   return enqueue(*state, op, [](const GemmOp& queued) { return gemm_ranges_valid_at_call(queued); });
 }
 

@@ -38,10 +38,12 @@
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -58,6 +60,7 @@
 #include "sim/device_profile.h"
 #include "sim/driver_access.h"
 #include "sim/error_text.h"
+#include "sim/kernel_discovery.h"
 #include "sim/kernel_registry.h"
 #include "sim/module_image.h"
 #include "sim/operations.h"
@@ -152,7 +155,11 @@ struct EventEntry {
 };
 
 // Handle ids: 16 * id + tag, never 0, 1 or 2 (the special stream handles), never reused.
-enum class Tag : std::uintptr_t { kStream = 1, kEvent, kGraph, kExec, kModule, kFunction };
+enum class Tag : std::uintptr_t { kStream = 1, kEvent, kGraph, kExec, kModule, kFunction, kNode };
+
+// A graph node's id: its graph's id and its index there (a graph's nodes never change).
+constexpr unsigned kNodeIndexBits = 24;
+std::uint64_t node_id(std::uint64_t graph, std::size_t index) { return graph << kNodeIndexBits | index; }
 
 template <class Handle>
 Handle make_handle(std::uint64_t id, Tag tag) {
@@ -171,6 +178,10 @@ struct Driver {
   // gpubroker_sim_configure_devices: the device count the first cuInit makes, if set before it
   // (else GPUBROKER_SIM_DEVICES). Guarded by init_once's ordering: written before cuInit only.
   std::atomic<int> configured_devices{-1};
+  // gpubroker_sim_configure_kernels and _discovery: in place of GPUBROKER_SIM_KERNELS and
+  // GPUBROKER_SIM_DISCOVER when set. Written before cuInit only, under `mutex`.
+  std::optional<std::string> configured_plugins;
+  std::optional<std::string> configured_discovery;
   std::atomic<bool> initialized{false};  // release by cuInit, acquire by every entry point
   std::vector<std::unique_ptr<Device>> devices;
 
@@ -239,6 +250,17 @@ CUresult initialize() {
       configured >= 0 ? static_cast<std::size_t>(configured) : env_size("GPUBROKER_SIM_DEVICES", 1, kMaxDevices);
   const std::size_t memory = env_size("GPUBROKER_SIM_MEMORY_BYTES", kDefaultMemoryBytes, std::size_t{1} << 50);
   if (count == 0) return CUDA_ERROR_NO_DEVICE;
+  std::optional<std::string> plugins;
+  std::optional<std::string> discovery;
+  {
+    std::lock_guard lock(d.mutex);
+    plugins = d.configured_plugins;
+    discovery = d.configured_discovery;
+  }
+  if (const char* text = std::getenv("GPUBROKER_SIM_KERNELS"); !plugins && text != nullptr) plugins = text;
+  if (const char* text = std::getenv("GPUBROKER_SIM_DISCOVER"); !discovery && text != nullptr) discovery = text;
+  // Discovery asked for and impossible fails cuInit: a run that records nothing would say nothing.
+  if (discovery && !discovery->empty() && !start_discovery(*discovery)) return CUDA_ERROR_INVALID_VALUE;
   for (std::size_t i = 0; i < count; ++i) {
     auto device = std::make_unique<Device>();
     device->ordinal = static_cast<int>(i);
@@ -247,7 +269,9 @@ CUresult initialize() {
     device->context.null_stream = Stream::start(CU_STREAM_DEFAULT, 0);
     d.devices.push_back(std::move(device));
   }
-  if (const char* plugins = std::getenv("GPUBROKER_SIM_KERNELS"); plugins != nullptr) load_plugins(plugins);
+  if (plugins) load_plugins(*plugins);
+  if (const char* path = std::getenv("GPUBROKER_SIM_COUNTERS"); path != nullptr && *path != '\0')
+    write_counters_at_exit(path);
   return CUDA_SUCCESS;
 }
 
@@ -505,11 +529,27 @@ CUresult launch_kernel(CUfunction function, GpubrokerSimDim3 grid, GpubrokerSimD
   if (CUresult result = resolve_stream(handle, &stream, &stream_context); result != CUDA_SUCCESS) return result;
   if (stream_context != context) return CUDA_ERROR_INVALID_HANDLE;  // another context's stream
   launch.implementation = find_kernel(launch.kernel->name);
+  if (discovery_enabled()) {
+    record_launch(*launch.kernel, grid, block, shared_bytes, launch.implementation != nullptr);
+    if (launch.implementation == nullptr) launch.implementation = no_op_kernel;
+  }
   if (launch.implementation == nullptr) {
     fmt::print(stderr, "sim: no host implementation for kernel '{}'\n", launch.kernel->name);
     return CUDA_ERROR_LAUNCH_FAILED;
   }
   return stream->submit(Operation{std::move(launch)});
+}
+
+// Keeps a configuration string (a copy) for the first cuInit; a later call replaces an earlier one.
+CUresult configure_string(const char* value, std::optional<std::string> Driver::*setting) {
+  if (value == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  Driver& d = driver();
+  if (d.initialized.load(std::memory_order_acquire)) return kIllegalState;
+  return guarded([&] {
+    std::lock_guard lock(d.mutex);
+    d.*setting = value;
+    return CUDA_SUCCESS;
+  });
 }
 
 }  // namespace
@@ -525,6 +565,19 @@ CUresult find_stream(CUstream handle, std::shared_ptr<Stream>* stream) { return 
 bool device_range_valid(std::uintptr_t begin, std::size_t bytes, bool write) {
   std::lock_guard lock(driver().mutex);
   return device_range_valid_locked(begin, bytes, write);
+}
+
+int kernel_memory_accessible(const void* address, std::uint64_t bytes, int write) {
+  const auto begin = reinterpret_cast<std::uintptr_t>(address);
+  if (bytes > std::numeric_limits<std::size_t>::max()) return 0;
+  Driver& d = driver();
+  std::lock_guard lock(d.mutex);
+  if (device_range_valid_locked(begin, bytes, write != 0)) return 1;
+  if (begin == 0 || begin + bytes < begin) return 0;
+  auto after = d.host_registrations.upper_bound(begin);
+  if (after == d.host_registrations.begin()) return 0;
+  const auto& [base, registered] = *std::prev(after);
+  return begin + bytes <= base + registered ? 1 : 0;
 }
 
 }  // namespace gpubroker::sim
@@ -1393,6 +1446,103 @@ GPUBROKER_SIM_API CUresult cuGraphDestroy(CUgraph graph) {
   return CUDA_SUCCESS;
 }
 
+// Node handles name a graph's node by index: as the nodes of a captured graph, in capture order.
+GPUBROKER_SIM_API CUresult cuGraphGetNodes(CUgraph graph, CUgraphNode* nodes, std::size_t* count) {
+  if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
+  if (count == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  Driver& d = driver();
+  std::lock_guard lock(d.mutex);
+  const std::uint64_t id = handle_id(graph, Tag::kGraph);
+  auto found = d.graphs.find(id);
+  if (found == d.graphs.end()) return CUDA_ERROR_INVALID_VALUE;
+  const std::size_t size = found->second->nodes.size();
+  if (size >> kNodeIndexBits != 0) return CUDA_ERROR_NOT_SUPPORTED;
+  if (nodes != nullptr) {
+    // As the driver: the entries past the graph's nodes are NULL, and the count says how many.
+    for (std::size_t i = 0; i < *count; ++i) nodes[i] = i < size ? make_handle<CUgraphNode>(node_id(id, i), Tag::kNode) : nullptr;
+  }
+  *count = size;
+  return CUDA_SUCCESS;
+}
+
+namespace {
+
+// The node a handle names, or nullptr (Driver::mutex held).
+const Operation* node_locked(CUgraphNode node) {
+  const std::uint64_t id = handle_id(node, Tag::kNode);
+  Driver& d = driver();
+  auto found = d.graphs.find(id >> kNodeIndexBits);
+  const std::size_t index = id & ((1u << kNodeIndexBits) - 1);
+  if (id == 0 || found == d.graphs.end() || index >= found->second->nodes.size()) return nullptr;
+  return &found->second->nodes[index];
+}
+
+}  // namespace
+
+// cuBLAS's GEMMs and TRSMs are kernels on a GPU, and so they are here.
+GPUBROKER_SIM_API CUresult cuGraphNodeGetType(CUgraphNode node, CUgraphNodeType* type) {
+  if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
+  if (type == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  std::lock_guard lock(driver().mutex);
+  const Operation* operation = node_locked(node);
+  if (operation == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  *type = std::visit(
+      [](const auto& op) -> CUgraphNodeType {
+        using Op = std::decay_t<decltype(op)>;
+        if constexpr (std::is_same_v<Op, CopyOp>) return CU_GRAPH_NODE_TYPE_MEMCPY;
+        if constexpr (std::is_same_v<Op, MemsetOp>) return CU_GRAPH_NODE_TYPE_MEMSET;
+        if constexpr (std::is_same_v<Op, HostFuncOp>) return CU_GRAPH_NODE_TYPE_HOST;
+        if constexpr (std::is_same_v<Op, EventRecordOp>) return CU_GRAPH_NODE_TYPE_EVENT_RECORD;
+        if constexpr (std::is_same_v<Op, EventWaitOp>) return CU_GRAPH_NODE_TYPE_WAIT_EVENT;
+        return CU_GRAPH_NODE_TYPE_KERNEL;  // kernels, GEMMs, TRSMs
+      },
+      *operation);
+  return CUDA_SUCCESS;
+}
+
+GPUBROKER_SIM_API CUresult cuGraphMemcpyNodeGetParams(CUgraphNode node, CUDA_MEMCPY3D* params) {
+  if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
+  if (params == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  std::lock_guard lock(driver().mutex);
+  const Operation* operation = node_locked(node);
+  const auto* copy = operation != nullptr ? std::get_if<CopyOp>(operation) : nullptr;
+  if (copy == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  *params = CUDA_MEMCPY3D{};
+  const bool from_device = copy->kind == CopyKind::kDeviceToHost || copy->kind == CopyKind::kDeviceToDevice;
+  const bool to_device = copy->kind == CopyKind::kHostToDevice || copy->kind == CopyKind::kDeviceToDevice;
+  params->srcMemoryType = from_device ? CU_MEMORYTYPE_DEVICE : CU_MEMORYTYPE_HOST;
+  if (from_device) {
+    params->srcDevice = reinterpret_cast<CUdeviceptr>(copy->source);
+  } else {
+    params->srcHost = copy->source;
+  }
+  params->dstMemoryType = to_device ? CU_MEMORYTYPE_DEVICE : CU_MEMORYTYPE_HOST;
+  if (to_device) {
+    params->dstDevice = reinterpret_cast<CUdeviceptr>(copy->destination);
+  } else {
+    params->dstHost = copy->destination;
+  }
+  params->srcPitch = copy->source_pitch;
+  params->dstPitch = copy->destination_pitch;
+  params->srcHeight = params->dstHeight = copy->height;
+  params->WidthInBytes = copy->width;
+  params->Height = copy->height;
+  params->Depth = 1;
+  return CUDA_SUCCESS;
+}
+
+GPUBROKER_SIM_API CUresult cuGraphMemsetNodeGetParams(CUgraphNode node, CUDA_MEMSET_NODE_PARAMS* params) {
+  if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
+  if (params == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  std::lock_guard lock(driver().mutex);
+  const Operation* operation = node_locked(node);
+  const auto* memset = operation != nullptr ? std::get_if<MemsetOp>(operation) : nullptr;
+  if (memset == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  *params = CUDA_MEMSET_NODE_PARAMS{reinterpret_cast<CUdeviceptr>(memset->destination), 0, memset->value, 1,
+                                    memset->count, 1};
+  return CUDA_SUCCESS;
+}
+
 // ---- Modules and functions -------------------------------------------------------------------------
 
 GPUBROKER_SIM_API CUresult cuModuleLoadData(CUmodule* module, const void* image) {
@@ -1660,6 +1810,14 @@ GPUBROKER_SIM_API CUresult gpubroker_sim_configure_devices(unsigned count) {
   return CUDA_SUCCESS;
 }
 
+GPUBROKER_SIM_API CUresult gpubroker_sim_configure_kernels(const char* plugin_paths) {
+  return configure_string(plugin_paths, &Driver::configured_plugins);
+}
+
+GPUBROKER_SIM_API CUresult gpubroker_sim_configure_discovery(const char* record_path) {
+  return configure_string(record_path, &Driver::configured_discovery);
+}
+
 GPUBROKER_SIM_API void gpubroker_sim_counters(GpubrokerSimCounters* out) {
   if (out != nullptr) *out = counters().snapshot();
 }
@@ -1675,3 +1833,5 @@ GPUBROKER_DRIVER_API(GPUBROKER_SIM_CHECK_EXPORT)
 }  // namespace gpubroker::cuda
 static_assert(std::is_same_v<decltype(&::gpubroker_sim_counters), GpubrokerSimCountersFn>);
 static_assert(std::is_same_v<decltype(&::gpubroker_sim_configure_devices), GpubrokerSimConfigureDevicesFn>);
+static_assert(std::is_same_v<decltype(&::gpubroker_sim_configure_kernels), GpubrokerSimConfigureKernelsFn>);
+static_assert(std::is_same_v<decltype(&::gpubroker_sim_configure_discovery), GpubrokerSimConfigureDiscoveryFn>);

@@ -27,4 +27,8 @@ namespace gpubroker::sim {
 // mappings with read (and, with `write`, write) access. An empty range is valid.
 [[nodiscard]] bool device_range_valid(std::uintptr_t begin, std::size_t bytes, bool write);
 
+// GpubrokerSimLaunch::memory_accessible: device_range_valid's ranges, or a range inside one
+// cuMemHostRegister'ed host range (mapped pinned memory, which a kernel may touch). 1 or 0.
+int kernel_memory_accessible(const void* address, std::uint64_t bytes, int write);
+
 }  // namespace gpubroker::sim

@@ -7,6 +7,7 @@
 #include <new>
 
 #include "sim/counters.h"
+#include "sim/driver_access.h"
 
 namespace gpubroker::sim {
 
@@ -81,6 +82,7 @@ struct Executor {
     launch.param_bytes = static_cast<std::uint32_t>(kernel.params.size());
     launch.param_layout = kernel.kernel->layout.data();
     launch.param_count = static_cast<std::uint32_t>(kernel.kernel->layout.size());
+    launch.memory_accessible = kernel_memory_accessible;
     int result = kernel.implementation(&launch);
     count(counters().kernels_launched);
     return result;

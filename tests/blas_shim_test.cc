@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "sim/float16.h"
+#include "gpubroker/sim/float16.h"
 #include "tests/support/broker_process.h"
 #include "tests/support/broker_ready.h"
 #include "tests/support/child_expect.h"

@@ -14,6 +14,7 @@ using namespace gpubroker;
 using testing::BrokerProcess;
 using testing::DeviceClient;
 using testing::TempDir;
+using testing::pattern;
 
 TEST_CASE("GEMMs run through the session's cuBLAS handle, and never on another session's memory", "[broker][blas]") {
   TempDir dir;
@@ -75,4 +76,60 @@ TEST_CASE("GEMMs run through the session's cuBLAS handle, and never on another s
   CHECK(client.totals().blas_handles == 1);
   CHECK(client.call(wire::RequestKind::kBlasDestroy, wire::HandleRequest{1}).status == 0);
   CHECK(client.totals().blas_handles == 0);
+}
+
+TEST_CASE("a cuBLAS workspace freed since it was set is never written: the GEMM runs without it, and the memory's "
+          "next owner keeps its bytes",
+          "[broker][blas][hostile]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  DeviceClient client(broker.socket_path()), victim(broker.socket_path());
+  const std::vector<float> a = {1, 4, 2, 5, 3, 6}, b = {7, 9, 11, 8, 10, 12}, expected = {58, 139, 64, 154};
+  const std::uint64_t da = client.alloc(24), db = client.alloc(24), dc = client.alloc(16);
+  REQUIRE(client.upload(da, std::as_bytes(std::span(a))) == 0);
+  REQUIRE(client.upload(db, std::as_bytes(std::span(b))) == 0);
+  REQUIRE(client.call(wire::RequestKind::kBlasCreate, wire::HandleRequest{1}).status == 0);
+  constexpr std::uint64_t kWorkspace = 1 << 16;
+  const std::uint64_t workspace = client.alloc(kWorkspace);
+  REQUIRE(client.upload(workspace, std::vector<std::byte>(kWorkspace)) == 0);
+  CHECK(client.call(wire::RequestKind::kBlasSetWorkspace, wire::BlasWorkspaceRequest{1, workspace, kWorkspace}).status ==
+        0);
+  CHECK(client.call(wire::RequestKind::kBlasSetWorkspace, wire::BlasWorkspaceRequest{1, dc, kWorkspace}).status ==
+        cuda::CUBLAS_STATUS_INVALID_VALUE);  // not that much memory there
+  wire::BlasGemmRequest gemm{};
+  gemm.handle = 1;
+  gemm.transa = gemm.transb = cuda::CUBLAS_OP_N;
+  gemm.m = 2, gemm.n = 2, gemm.k = 3;
+  gemm.a_type = gemm.b_type = gemm.c_type = cuda::CUDA_R_32F;
+  gemm.compute_type = cuda::CUBLAS_COMPUTE_32F;
+  gemm.algo = -1;
+  gemm.lda = 2, gemm.ldb = 3, gemm.ldc = 2, gemm.batch_count = 1;
+  gemm.variant = static_cast<std::uint32_t>(wire::GemmVariant::kSingle);
+  gemm.a = da, gemm.b = db, gemm.c = dc;
+  const float one = 1.0f, zero = 0.0f;
+  std::memcpy(gemm.alpha, &one, sizeof(one));
+  std::memcpy(gemm.beta, &zero, sizeof(zero));
+  auto gemm_result = [&] {
+    REQUIRE(client.call(wire::RequestKind::kBlasGemm, gemm).status == cuda::CUBLAS_STATUS_SUCCESS);
+    std::vector<float> c(4);
+    REQUIRE(client.download(std::as_writable_bytes(std::span(c)), dc) == 0);  // 0: no fault since
+    return c;
+  };
+  CHECK(gemm_result() == expected);
+  std::vector<std::byte> scratch(256);
+  REQUIRE(client.download(scratch, workspace) == 0);
+  CHECK(scratch != std::vector<std::byte>(256));  // the GEMM used its workspace
+
+  REQUIRE(client.free(workspace) == 0);
+  std::vector<std::uint64_t> taken;
+  for (int i = 0; i < 4; ++i) {
+    taken.push_back(victim.alloc(kWorkspace));
+    REQUIRE(victim.upload(taken.back(), pattern(kWorkspace, 50 + i)) == 0);
+  }
+  CHECK(gemm_result() == expected);
+  std::vector<std::byte> back(kWorkspace);
+  for (int i = 0; i < 4; ++i) {
+    REQUIRE(victim.download(back, taken[i]) == 0);
+    CHECK(back == pattern(kWorkspace, 50 + i));
+  }
 }

@@ -88,3 +88,48 @@ TEST_CASE("identical images without device variables share one module; others ge
   CHECK(max_dynamic_shared(a, 30) == 48 << 10);
   CHECK(a.totals().modules == 3);  // a: globals and kernels again; b: globals
 }
+
+namespace {
+
+// The broker's resident memory, from /proc.
+std::uint64_t resident_bytes(pid_t pid) {
+  std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/status").c_str(), "r");
+  REQUIRE(f != nullptr);
+  char line[256];
+  std::uint64_t kib = 0;
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    if (std::sscanf(line, "VmRSS: %lu kB", &kib) == 1) break;
+  }
+  std::fclose(f);
+  return kib * 1024;
+}
+
+}  // namespace
+
+TEST_CASE("module images count against the session's host memory limit, and an announced image is held only as "
+          "its bytes arrive",
+          "[broker][module][hostile]") {
+  const std::vector<std::byte> kernels = read_test_file("fatbin/kernels_sm90_zstd.fatbin");
+  TempDir dir;
+  // Room for two copies of the image and a little more, not three.
+  const std::uint64_t limit = 2 * kernels.size() + kernels.size() / 2;
+  BrokerProcess broker(dir, {.arguments = {"--log-level=error", "--session-host-memory-limit=" + std::to_string(limit)},
+                             .environment = {}});
+  DeviceClient client(broker.socket_path()), other(broker.socket_path());
+  CHECK(load_function(client, kernels, 1, "_Z9no_paramsv", 1) == cuda::CUDA_SUCCESS);
+  CHECK(load_function(client, kernels, 2, "_Z9no_paramsv", 2) == cuda::CUDA_SUCCESS);
+  CHECK(load_function(client, kernels, 3, "_Z9no_paramsv", 3) == cuda::CUDA_ERROR_OUT_OF_MEMORY);
+  CHECK(load_function(other, kernels, 1, "_Z9no_paramsv", 1) == cuda::CUDA_SUCCESS);  // per session
+  CHECK(client.call(wire::RequestKind::kModuleUnload, wire::HandleRequest{1}).status == 0);
+  CHECK(load_function(client, kernels, 3, "_Z9no_paramsv", 3) == cuda::CUDA_SUCCESS);  // room again
+
+  // An object larger than the limit is drained from the pipe unkept: the broker never holds it, and
+  // the session goes on.
+  const std::uint64_t before = resident_bytes(broker.pid());
+  const std::vector<std::byte> large(256u << 20, std::byte{0x5a});
+  CHECK(load_function(client, large, 4, "_Z9no_paramsv", 4) == cuda::CUDA_ERROR_OUT_OF_MEMORY);
+  const std::uint64_t after = resident_bytes(broker.pid());
+  INFO("broker resident before " << before << ", after " << after);
+  CHECK(after < before + (64u << 20));
+  CHECK(client.alloc(4096) != 0);
+}

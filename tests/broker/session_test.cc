@@ -152,6 +152,10 @@ TEST_CASE("gpu-broker answers --help and --version and rejects bad options", "[b
   CHECK(run("--sim-devices=0") == 2);
   CHECK(run("--sim-devices=17") == 2);  // more than the device table carries
   CHECK(run("--sim-devices=two") == 2);
+  CHECK(run("--sim-kernels=") == 2);  // PATH[:PATH...] or none
+  // A discovery record that cannot be written fails the sim's cuInit: no broker, rather than a
+  // run that records nothing.
+  CHECK(run("--driver=sim --sim-discover=/nonexistent-directory/kernels.tsv") == 1);
   CHECK(run("--no-such-option=1") == 2);
 }
 

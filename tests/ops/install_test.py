@@ -75,6 +75,10 @@ check({"libcudart.so.12", "libcudart.so.13"} <= {os.path.basename(p) for p in pr
       "installed gpu-broker-run preloads %s" % preload)
 check(all(os.path.dirname(p) == inside(shim_dir) for p in preload), "preloads from outside the install: %s" % preload)
 
+# The sim's ggml kernels lie beside it, where a sim broker looks for them by default.
+check(os.path.exists(inside(os.path.join(shim_dir, "libgpubroker-sim-ggml.so"))),
+      "the sim's ggml kernel plugin is not installed beside the sim")
+
 # Installed broker + installed gpu-broker-run + installed shims serve an nvcc-built program.
 if BUSY:
     # The broker finds the installed sim by itself (lib/gpubroker beside its bin/).

@@ -55,7 +55,8 @@ class Broker:
     replaces the build's broker and its driver options (an installed broker, run as its user),
     `directory` the fresh directory (one that user may write)."""
 
-    def __init__(self, *extra, command=None, directory=None):
+    def __init__(self, *extra, env=None, command=None, directory=None):
+        """extra: more gpu-broker options; env: more environment for the broker (its sim's)."""
         self.dir = directory or tempfile.mkdtemp(prefix="gpubroker-ops-")
         self.socket = os.path.join(self.dir, "broker.sock")
         self.stats = self.socket + ".stats"
@@ -63,7 +64,7 @@ class Broker:
         self.process = subprocess.Popen(
             (command or [BROKER, "--driver=sim", "--sim-library=" + SIM]) +
             ["--socket=" + self.socket, "--arena-bytes=1G", "--log-level=info", *extra],
-            stdout=self.log, stderr=subprocess.STDOUT)
+            stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ, **(env or {})))
         wait_for(lambda: os.path.exists(self.socket) and os.path.exists(self.stats) or self.process.poll() is not None,
                  SETTLE, "the broker's socket")
         check(self.process.poll() is None, "the broker exited at start:\n" + self.log_text())

@@ -9,10 +9,18 @@ go to stderr.
   runner.py discover                       devices as ggml, libcudart, libcuda and NVML see them
   runner.py load MODEL NGL [--hold]        load and create a context; --hold: print the JSON,
                                            then wait until stdin closes before exiting
-  runner.py generate MODEL NGL TOKENS      greedy decoding of a fixed prompt: the token ids
-  runner.py bench MODEL NGL PROMPT GEN     a PROMPT-token prompt in one batch, then GEN greedy
+  runner.py generate MODEL NGL TOKENS [--prompt-tokens=N] [--logits] [--follow=T1,T2,...]
+                                           greedy decoding of a fixed prompt: the token ids;
+                                           --prompt-tokens: a fixed prompt of N tokens instead of
+                                           PROMPT's; --logits: each step's logits too; --follow:
+                                           decode these tokens as the steps' inputs (another run's
+                                           choices) instead of its own, so that two runs compute
+                                           every step from the same context
+  runner.py bench MODEL NGL PROMPT GEN [--hold]
+                                           a PROMPT-token prompt in one batch, then GEN greedy
                                            tokens: prompt and decode tokens per second, time to
-                                           first token, process start to first token, the tokens
+                                           first token, process start to first token, the tokens;
+                                           --hold: print the JSON, then wait until stdin closes
 
 Times are wall-clock seconds from time.monotonic(). The first CUDA call of the process is made by
 ggml_backend_load_all() (the CUDA backend's registration counts and describes the devices), so
@@ -111,10 +119,18 @@ def discover():
 
 def load(model_path, n_gpu_layers, n_ctx=256, n_batch=64):
     cy, devices, backend_seconds = backends()
+
+    class Model(cy.LlamaModel):
+        # The binding's LlamaContext.get_logits_ith asks its model for n_vocab, which LlamaModel
+        # 0.2.18 lacks (its vocabulary has it).
+        @property
+        def n_vocab(self):
+            return self.get_vocab().n_vocab
+
     t0 = time.monotonic()
     params = cy.LlamaModelParams()
     params.n_gpu_layers = n_gpu_layers
-    model = cy.LlamaModel(model_path, params)
+    model = Model(model_path, params)
     t1 = time.monotonic()
     ctx_params = cy.LlamaContextParams()
     ctx_params.n_ctx = n_ctx
@@ -126,36 +142,50 @@ def load(model_path, n_gpu_layers, n_ctx=256, n_batch=64):
                                 "context_seconds": t2 - t1, "since_start_seconds": t2 - START}
 
 
-def generate(model_path, n_gpu_layers, n_tokens):
+def fixed_prompt(vocab, n_tokens):
+    """BOS, then PROMPT's words over and over: exactly n_tokens tokens, the same every run."""
+    words = vocab.tokenize(PROMPT, add_special=False, parse_special=False)
+    return (vocab.tokenize("", add_special=True, parse_special=False) + words * (n_tokens // len(words) + 1))[:n_tokens]
+
+
+def generate(model_path, n_gpu_layers, n_tokens, n_prompt=None, logits=False, follow=None):
     cy, model, context, report = load(model_path, n_gpu_layers)
     vocab = model.get_vocab()
-    prompt = vocab.tokenize(PROMPT, add_special=True, parse_special=True)
+    prompt = (vocab.tokenize(PROMPT, add_special=True, parse_special=True) if n_prompt is None
+              else fixed_prompt(vocab, n_prompt))
     sampler = cy.LlamaSampler(cy.LlamaSamplerChainParams())
     sampler.add_greedy()
     t0 = time.monotonic()
     batch = cy.llama_batch_get_one(prompt)
-    tokens, position = [], len(prompt)
+    tokens, position, steps = [], len(prompt), []
     first_token_seconds = None
     for _ in range(n_tokens):
         context.decode(batch)
+        if logits:
+            steps.append([float(v) for v in context.get_logits_ith(-1)])
         token = sampler.sample(context, -1)
         if first_token_seconds is None:
             first_token_seconds = time.monotonic() - START
         tokens.append(token)
+        if follow is not None:
+            if len(tokens) >= len(follow):
+                break
+            token = follow[len(tokens) - 1]
         if vocab.is_eog(token):
             break
         batch = cy.llama_batch_get_one([token], position)
         position += 1
     report.update({"prompt_tokens": len(prompt), "tokens": tokens, "decode_seconds": time.monotonic() - t0,
                    "first_token_since_start_seconds": first_token_seconds})
+    if logits:
+        report["logits"] = steps
     return report
 
 
 def bench(model_path, n_gpu_layers, n_prompt, n_generate):
     cy, model, context, report = load(model_path, n_gpu_layers, n_ctx=n_prompt + n_generate + 8, n_batch=n_prompt)
     vocab = model.get_vocab()
-    words = vocab.tokenize(PROMPT, add_special=False, parse_special=False)
-    prompt = (vocab.tokenize("", add_special=True, parse_special=False) + words * (n_prompt // len(words) + 1))[:n_prompt]
+    prompt = fixed_prompt(vocab, n_prompt)
     sampler = cy.LlamaSampler(cy.LlamaSamplerChainParams())
     sampler.add_greedy()
     t0 = time.monotonic()
@@ -178,20 +208,21 @@ def main(argv):
     if len(argv) >= 2 and argv[1] == "discover":
         result = discover()
     elif len(argv) >= 4 and argv[1] == "load":
-        *_, report = load(argv[2], int(argv[3]))
-        result = report
-        if "--hold" in argv:
-            print(json.dumps(result), flush=True)
-            sys.stdin.read()
-            return 0
-    elif len(argv) == 5 and argv[1] == "generate":
-        result = generate(argv[2], int(argv[3]), int(argv[4]))
-    elif len(argv) == 6 and argv[1] == "bench":
+        *_, result = load(argv[2], int(argv[3]))
+    elif len(argv) >= 5 and argv[1] == "generate":
+        options = dict(a[2:].partition("=")[::2] for a in argv[5:])
+        follow = options.get("follow")
+        result = generate(argv[2], int(argv[3]), int(argv[4]),
+                          int(options["prompt-tokens"]) if "prompt-tokens" in options else None, "logits" in options,
+                          [int(t) for t in follow.split(",")] if follow else None)
+    elif len(argv) in (6, 7) and argv[1] == "bench":
         result = bench(argv[2], int(argv[3]), int(argv[4]), int(argv[5]))
     else:
         sys.stderr.write(__doc__)
         return 2
     print(json.dumps(result), flush=True)
+    if "--hold" in argv:  # the process, its CUDA session included, lives on until stdin closes
+        sys.stdin.read()
     return 0
 
 

@@ -9,8 +9,17 @@ on the library path. Each case is one meson test:
   load            the tiny model with every layer offloaded: weights, KV cache and compute buffers on
                   the device, graphs reserved
   generate        no layer offloaded: greedy tokens equal those of the same wheel with CUDA hidden
-  kernel-failure  every layer offloaded: the first kernel (no sim implementation) fails with a CUDA
-                  error that names it, the process ends, the broker reclaims it and serves the next
+  offload         every layer offloaded, the sim running ggml's kernels (sim/ggml/): 64 greedy tokens
+                  after fixed prompts of 3 and 40 tokens, compared with the same wheel's CPU backend
+                  (compare_to_cpu says how), with ggml's CUDA graphs on (its default)
+  offload-no-graphs      the same with GGML_CUDA_DISABLE_GRAPHS=1
+  offload-four-runners   four such runners at once: each output identical, and compared with the CPU's
+  kernel-discovery      the sim's discovery mode (--sim-discover): without the sim's kernels the run goes
+                  on through no-op kernels and the record lists each kernel it launched once, none
+                  implemented; with them, the same kernels, all implemented
+  kernel-failure  every layer offloaded on a broker without the sim's kernels (--sim-kernels=none): the
+                  first kernel fails with a CUDA error that names it, the process ends, the broker
+                  reclaims it and serves the next
   four-runners    four runners hold the model at once; broker-top shows each with its memory; after
                   they exit the device is back to its baseline
   ollama-layout   a library directory with CUDA 12 libraries of its own, prepended to
@@ -111,18 +120,28 @@ def figure(name, value):
     print("figure: %s %s" % (name, value), flush=True)
 
 
-def runner_case(needs_model=True):
+def runner_case(needs_model=True, broker_args=()):
     """A case run against a fresh sim broker (stopped at the end, which must exit 0), with the tiny
-    model in a scratch directory; skipped where the fixture is not installed."""
+    model in a scratch directory; skipped where the fixture is not installed. The broker's sim writes
+    its counters to sim_counters(work) when the broker exits."""
     def wrap(body):
         def case():
             if fixture_missing():
                 return opslib.SKIP
-            with Broker() as broker, tempfile.TemporaryDirectory() as work:
+            with tempfile.TemporaryDirectory() as work, \
+                    Broker(*broker_args, env={"GPUBROKER_SIM_COUNTERS": os.path.join(work, "sim-counters.json")}) as broker:
                 body(broker, tiny_model(work) if needs_model else None, work)
                 broker.stop()
         return case
     return wrap
+
+
+def sim_counters(work):
+    """What the sim of the case's broker did (GpubrokerSimCounters), once the broker has stopped."""
+    path = os.path.join(work, "sim-counters.json")
+    check(os.path.exists(path), "the sim wrote its counters at exit (GPUBROKER_SIM_COUNTERS)")
+    with open(path) as f:
+        return json.load(f)
 
 
 def pci_key(text):
@@ -188,7 +207,189 @@ def case_generate(broker, model, _work):
     figure("generate.cpu_decode_24_tokens_ms", "%.1f" % (b["decode_seconds"] * 1000))
 
 
+# The offloaded runs: fixed prompts of 3 and 40 tokens (one batch each: the 40-token one goes through
+# the batched matrix products, cuBLAS's and the conversions feeding them), then 64 greedy tokens.
+PROMPTS = (3, 40)
+GENERATED = 64
+
+# How far the sim's logits may be from the CPU backend's at any step. Both compute in float from
+# the same F16 weights, but not alike: the CPU rounds activations to F16 and sums its dot products
+# in its own order; ggml's CUDA kernels, which the sim runs as the device does, sum in half or in
+# float as each instance says, in the device's order, with cuBLAS for the batched products. So
+# they differ in rounding, never in what is computed: on the tiny model's logits (about 0.5 in
+# magnitude) the difference seen is at most 6e-4, and a wrong kernel moves them by far more.
+LOGIT_TOLERANCE = 2e-3
+
+
+def decode(broker, model, prompt_tokens, env, follow=None):
+    """runner.py generate with every layer offloaded: the report, with each step's logits, and the
+    runner's stderr. With `follow`, the steps decode those tokens (another run's) as their inputs."""
+    args = ["generate", model, "99", str(GENERATED), "--prompt-tokens=%d" % prompt_tokens, "--logits"]
+    if follow:
+        args.append("--follow=" + ",".join(str(t) for t in follow))
+    result = run_runner(broker, args, env=env)
+    report = report_of(result, "runner.py generate (prompt %d tokens)" % prompt_tokens)
+    check(report["prompt_tokens"] == prompt_tokens, "the prompt has %d tokens: %s" % (prompt_tokens, report["prompt_tokens"]))
+    check(len(report["tokens"]) == GENERATED and len(report["logits"]) == GENERATED,
+          "%d steps decoded: %d" % (GENERATED, len(report["tokens"])))
+    return report, result.stderr
+
+
+def cpu_reference(broker, model, prompt_tokens):
+    """The same wheel with CUDA hidden: its CPU backend's greedy tokens and logits."""
+    report, _ = decode(broker, model, prompt_tokens, runner_env(CUDA_VISIBLE_DEVICES=""))
+    check(not [d for d in report["devices"] if d["type"] == "GPU"], "with CUDA hidden there is no device")
+    return report
+
+
+def offloaded(broker, model, prompt_tokens, cpu, env):
+    """Every layer on the sim device, each step decoding the CPU run's token: so that every step of
+    the two runs starts from the same context, and each step's choice is the sim's own."""
+    report, stderr = decode(broker, model, prompt_tokens, env, follow=cpu["tokens"])
+    check("offloaded 3/3 layers to GPU" in stderr, "every layer is offloaded:\n" + stderr[-3000:])
+    return report
+
+
+def compare_to_cpu(sim, cpu, label):
+    """Identical greedy tokens, or the logits of every step within LOGIT_TOLERANCE; prints which."""
+    worst, worst_step = 0.0, 0
+    for step, (ours, theirs) in enumerate(zip(sim["logits"], cpu["logits"])):
+        difference = max(abs(a - b) for a, b in zip(ours, theirs))
+        if difference > worst:
+            worst, worst_step = difference, step
+    check(worst <= LOGIT_TOLERANCE, "%s: step %d's logits differ from the CPU's by %.2e (tolerance %.0e)"
+          % (label, worst_step, worst, LOGIT_TOLERANCE))
+    differing = [step for step, (ours, theirs) in enumerate(zip(sim["tokens"], cpu["tokens"])) if ours != theirs]
+    if not differing:
+        print("%s: comparison made: identical tokens: the sim's %d greedy tokens are the CPU backend's "
+              "(logits within %.1e of the CPU's at every step)" % (label, GENERATED, worst), flush=True)
+        return
+    for step in differing:  # a different choice is only a tie broken by rounding
+        logits = cpu["logits"][step]
+        gap = logits[cpu["tokens"][step]] - logits[sim["tokens"][step]]
+        check(gap <= LOGIT_TOLERANCE, "%s: at step %d the sim chose token %d, whose CPU logit is %.2e below the "
+              "CPU's choice %d" % (label, step, sim["tokens"][step], gap, cpu["tokens"][step]))
+    print("%s: comparison made: logits of every step within %.0e of the CPU backend's (worst %.1e, step %d), "
+          "each step decoding the CPU's token; greedy tokens identical but at steps %s, where the CPU's top two "
+          "logits are within the tolerance (a tie broken by rounding), so a free run follows the CPU's "
+          "tokens up to step %d" % (label, LOGIT_TOLERANCE, worst, worst_step, differing, differing[0]), flush=True)
+
+
+def offload_case(broker, model, work, graphs):
+    env = runner_env() if graphs else runner_env(GGML_CUDA_DISABLE_GRAPHS="1")
+    for prompt_tokens in PROMPTS:
+        cpu = cpu_reference(broker, model, prompt_tokens)
+        started = time.monotonic()
+        sim = offloaded(broker, model, prompt_tokens, cpu, env)
+        compare_to_cpu(sim, cpu, "prompt of %d tokens, CUDA graphs %s" % (prompt_tokens, "on" if graphs else "off"))
+        figure("offload.prompt_%d.graphs_%s.seconds" % (prompt_tokens, "on" if graphs else "off"),
+               "%.2f" % (time.monotonic() - started))
+    broker.stop()
+    counters = sim_counters(work)
+    print("sim: %d kernels run, %d graph launches, %d GEMMs" % (counters["kernels_launched"],
+                                                                 counters["graphs_launched"], counters["gemms_run"]))
+    check(counters["kernels_launched"] > 0, "the sim ran the kernels")
+    if graphs:
+        check(counters["graphs_launched"] > 0, "ggml replayed its CUDA graphs on the sim")
+    else:
+        check(counters["graphs_launched"] == 0, "with GGML_CUDA_DISABLE_GRAPHS=1 no graph was launched")
+
+
 @runner_case()
+def case_offload(broker, model, work):
+    offload_case(broker, model, work, graphs=True)
+
+
+@runner_case()
+def case_offload_no_graphs(broker, model, work):
+    offload_case(broker, model, work, graphs=False)
+
+
+@runner_case()
+def case_offload_four_runners(broker, model, _work):
+    for prompt_tokens in PROMPTS:
+        cpu = cpu_reference(broker, model, prompt_tokens)
+        command = [opslib.RUN, "--socket=" + broker.socket, "--", PYTHON, RUNNER, "generate", model, "99",
+                   str(GENERATED), "--prompt-tokens=%d" % prompt_tokens, "--logits",
+                   "--follow=" + ",".join(str(t) for t in cpu["tokens"])]
+        runners = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=runner_env())
+                   for _ in range(4)]
+        outputs = []
+        for runner in runners:
+            try:
+                out, err = runner.communicate(timeout=240)
+            except subprocess.TimeoutExpired:
+                for other in runners:
+                    other.kill()
+                fail("a runner of four did not finish within 240 s (a hang)")
+            diagnose(err)
+            check(runner.returncode == 0, "runner pid %d exited %d:\n%s" % (runner.pid, runner.returncode, err[-3000:]))
+            outputs.append(json.loads(out.strip().splitlines()[-1]))
+        for other in outputs[1:]:
+            check(other["tokens"] == outputs[0]["tokens"] and other["logits"] == outputs[0]["logits"],
+                  "the four runners' outputs are identical, tokens and logits (prompt of %d tokens)" % prompt_tokens)
+        compare_to_cpu(outputs[0], cpu, "four runners at once, prompt of %d tokens" % prompt_tokens)
+
+
+def without_parameters(name):
+    """A demangled kernel name without its return type and parameter list."""
+    depth = 0
+    for i, c in enumerate(name):
+        depth += {"<": 1, ">": -1}.get(c, 0)
+        if c == "(" and depth == 0:
+            name = name[:i]
+            break
+    return re.sub(r"^void ", "", re.sub(r"_INTERNAL_[0-9a-f]+_\d+_\w+?_cu_[0-9a-f]+::", "", name))
+
+
+def discovered(record):
+    """The discovery record's lines (sim/kernel_discovery.h), by mangled name."""
+    kernels = {}
+    with open(record) as f:
+        for line in f:
+            fields = line.rstrip("\n").split("\t")
+            check(len(fields) == 8 and fields[0] == "kernel", "a record line has 8 fields: %r" % line)
+            check(fields[1] not in kernels, "each kernel is recorded once: %s" % fields[1])
+            kernels[fields[1]] = dict(f.split("=", 1) for f in fields[2:7])
+            kernels[fields[1]]["name"] = fields[7]
+    return kernels
+
+
+def case_kernel_discovery():
+    if fixture_missing():
+        return opslib.SKIP
+    with tempfile.TemporaryDirectory() as work:
+        model = tiny_model(work)
+        records = {}
+        for plugins in ("none", "default"):
+            record = os.path.join(work, "kernels-%s.tsv" % plugins)
+            args = ["--sim-discover=" + record] + (["--sim-kernels=none"] if plugins == "none" else [])
+            with Broker(*args) as broker:
+                # Three prompt tokens: no batched product, whose pointers a no-op kernel would leave unset.
+                result = run_runner(broker, ["generate", model, "99", "8", "--prompt-tokens=3"])
+                check(result.returncode == 0, "the run goes on to its end (%s):\n%s" % (plugins, result.stderr[-3000:]))
+                broker.stop()
+            records[plugins] = discovered(record)
+        without, with_plugin = records["none"], records["default"]
+        # No-op kernels leave the logits as they were, so that run may end early (at an end-of-text
+        # token): it launches some of the kernels the real run does, and no other.
+        check(len(without) >= 10 and set(without) <= set(with_plugin), "the no-op run launches the real run's kernels: "
+              "%d of them, and %s besides" % (len(without), sorted(set(without) - set(with_plugin))))
+        check(all(k["implemented"] == "no" for k in without.values()), "without plugins no kernel is implemented")
+        check(all(k["implemented"] == "yes" for k in with_plugin.values()), "the ggml plugin implements every one: %s"
+              % [k["name"] for k in with_plugin.values() if k["implemented"] != "yes"])
+        rms = "_Z12rms_norm_f32ILi256ELb1ELb0EEvPKfPfilllfS1_lll5uint3S3_S3_S3_S1_lllS3_S3_S3_S3_"
+        check(rms in without and without[rms]["block"] == "256,1,1" and
+              without[rms]["params"] == "8,8,4,8,8,8,4,8,8,8,8,12,12,12,12,8,8,8,8,12,12,12,12" and
+              without[rms]["name"].startswith("void rms_norm_f32<256, true, false>("),
+              "rms_norm_f32<256, true, false> with its block and parameter sizes: %s" % without.get(rms))
+        for kernel in sorted(with_plugin.values(), key=lambda k: k["name"]):
+            print("%-10s %-12s %-4s %s" % (kernel["grid"], kernel["block"], kernel["implemented"],
+                                          without_parameters(kernel["name"])), flush=True)
+        print("%d distinct kernels" % len(with_plugin), flush=True)
+
+
+@runner_case(broker_args=("--sim-kernels=none",))
 def case_kernel_failure(broker, model, _work):
     started = time.monotonic()
     failed = run_runner(broker, ["generate", model, "99", "4"], timeout=60)
@@ -279,10 +480,90 @@ def case_figures():
         broker.stop()
 
 
+def bench_report(broker, prompt_tokens, generated, model, env, hold=False):
+    """runner.py bench with every layer offloaded; with `hold`, the report and the running process
+    (whose session lives until its stdin closes)."""
+    args = ["bench", model, "99", str(prompt_tokens), str(generated)]
+    if not hold:
+        return report_of(run_runner(broker, args, env=env), "runner.py bench")
+    command = [opslib.RUN, "--socket=" + broker.socket, "--", PYTHON, RUNNER] + args + ["--hold"]
+    runner = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env)
+    line = runner.stdout.readline()
+    check(line.startswith("{"), "runner.py bench --hold reported (exit %s): %s" % (runner.poll(), line))
+    return json.loads(line), runner
+
+
+def work_per_run(prompt_tokens, generated, model, env, work):
+    """What one run of `generated` tokens cost the broker: the calls it served the runner's session
+    (broker-top) and what its sim ran (kernels, graph launches, GEMMs), on a broker of its own."""
+    counters_path = os.path.join(work, "sim-counters.json")
+    with Broker(env={"GPUBROKER_SIM_COUNTERS": counters_path}) as broker:
+        report, runner = bench_report(broker, prompt_tokens, generated, model, env, hold=True)
+        sessions = [s for s in top_json(broker)["sessions"] if s["pid"] == runner.pid]
+        runner.stdin.close()
+        check(runner.wait(timeout=60) == 0, "runner.py bench --hold exits cleanly")
+        broker.stop()
+    check(len(sessions) == 1, "broker-top shows the runner's session")
+    with open(counters_path) as f:
+        counters = json.load(f)
+    return {"calls": sessions[0]["calls"], "kernels": counters["kernels_launched"],
+            "graphs": counters["graphs_launched"], "gemms": counters["gemms_run"], "tokens": report["tokens"]}
+
+
+def case_token_figures():
+    """Not a test (meson does not run it): the tiny model's token loop through the broker with every
+    layer offloaded to the sim, against the same wheel's CPU backend (CUDA hidden) in the same run:
+    prompt and decode tokens per second over ROUNDS rounds (default 10), p50 and p99, alternating,
+    graphs on and off; then the broker's work per decoded token: calls served, kernels and graph
+    launches run by the sim (the difference between runs of 1 and 1 + GENERATED tokens)."""
+    if fixture_missing():
+        return opslib.SKIP
+    rounds = int(os.environ.get("ROUNDS", "10"))
+    prompt_tokens = 40
+    with open("/proc/cpuinfo") as cpuinfo:
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "unknown")
+    print("machine: %s, %d cores; sim driver; tiny model (2 layers, 64 wide, F16); prompt %d tokens, %d generated; "
+          "%d rounds, alternating" % (cpu, os.cpu_count(), prompt_tokens, GENERATED, rounds), flush=True)
+    modes = {"brokered, graphs on": runner_env(), "brokered, graphs off": runner_env(GGML_CUDA_DISABLE_GRAPHS="1"),
+             "CUDA hidden (CPU)": runner_env(CUDA_VISIBLE_DEVICES="")}
+    with tempfile.TemporaryDirectory() as work:
+        model = tiny_model(work)
+        samples = {mode: [] for mode in modes}
+        with Broker() as broker:
+            for _ in range(rounds):
+                for mode, env in modes.items():
+                    samples[mode].append(bench_report(broker, prompt_tokens, GENERATED, model, env))
+            broker.stop()
+        baseline = percentile([r["decode_tokens_per_second"] for r in samples["CUDA hidden (CPU)"]], 0.5)
+        print("%-22s %22s %22s %22s %10s" % ("tokens/s (p50 / p99)", "prompt processing", "decode",
+                                             "time to first token ms", "decode x"))
+        for mode, reports in samples.items():
+            prompt = [r["prompt_tokens_per_second"] for r in reports]
+            decode = [r["decode_tokens_per_second"] for r in reports]
+            first = [r["time_to_first_token_seconds"] * 1000 for r in reports]
+            # p99 of a rate is its slow tail: the 1st percentile of the rates.
+            print("%-22s %10.0f / %9.0f %10.0f / %9.0f %10.2f / %9.2f %10.2f" % (
+                mode, percentile(prompt, 0.5), percentile(prompt, 0.01), percentile(decode, 0.5),
+                percentile(decode, 0.01), percentile(first, 0.5), percentile(first, 0.99),
+                percentile(decode, 0.5) / baseline), flush=True)
+        print("per decoded token (runs of 1 and %d tokens on fresh brokers):" % (GENERATED + 1))
+        for mode in ("brokered, graphs on", "brokered, graphs off"):
+            short = work_per_run(prompt_tokens, 1, model, modes[mode], work)
+            long = work_per_run(prompt_tokens, GENERATED + 1, model, modes[mode], work)
+            per_token = {key: (long[key] - short[key]) / GENERATED for key in ("calls", "kernels", "graphs", "gemms")}
+            print("  %-20s %6.1f calls served, %6.1f kernels run, %4.2f graph launches, %4.2f GEMMs" % (
+                mode, per_token["calls"], per_token["kernels"], per_token["graphs"], per_token["gemms"]), flush=True)
+
+
 CASES = {
     "discovery": case_discovery,
     "load": case_load,
     "generate": case_generate,
+    "offload": case_offload,
+    "offload-no-graphs": case_offload_no_graphs,
+    "offload-four-runners": case_offload_four_runners,
+    "kernel-discovery": case_kernel_discovery,
     "kernel-failure": case_kernel_failure,
     "four-runners": case_four_runners,
     "ollama-layout": case_ollama_layout,
@@ -291,5 +572,7 @@ CASES = {
 if __name__ == "__main__":
     if sys.argv[1:] == ["figures"]:
         run_cases({"figures": case_figures})
+    elif sys.argv[1:] == ["token-figures"]:
+        run_cases({"token-figures": case_token_figures})
     else:
         run_cases(CASES)

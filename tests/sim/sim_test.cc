@@ -513,6 +513,36 @@ TEST_CASE("stream capture records work without running it and each graph launch 
   CHECK(host[0] == 0);
   CHECK(counters().bytes_memset == before.bytes_memset + 4096);  // only the memset before capture
 
+  // The nodes read back as the driver gives them: in capture order, with their parameters.
+  std::size_t count = 0;
+  REQUIRE(cu.graph_get_nodes(graph, nullptr, &count) == CUDA_SUCCESS);
+  REQUIRE(count == 4);
+  std::vector<CUgraphNode> nodes(6, reinterpret_cast<CUgraphNode>(1));
+  count = nodes.size();
+  REQUIRE(cu.graph_get_nodes(graph, nodes.data(), &count) == CUDA_SUCCESS);
+  CHECK(count == 4);
+  CHECK(nodes[4] == nullptr);
+  CHECK(nodes[5] == nullptr);
+  std::vector<CUgraphNodeType> types;
+  for (std::size_t i = 0; i < 4; ++i) {
+    CUgraphNodeType type = -1;
+    REQUIRE(cu.graph_node_get_type(nodes[i], &type) == CUDA_SUCCESS);
+    types.push_back(type);
+  }
+  CHECK(types == std::vector<CUgraphNodeType>{CU_GRAPH_NODE_TYPE_MEMSET, CU_GRAPH_NODE_TYPE_HOST,
+                                              CU_GRAPH_NODE_TYPE_EVENT_RECORD, CU_GRAPH_NODE_TYPE_MEMCPY});
+  CUDA_MEMSET_NODE_PARAMS memset{};
+  REQUIRE(cu.graph_memset_node_get_params(nodes[0], &memset) == CUDA_SUCCESS);
+  CHECK((memset.dst == device && memset.value == 0x11 && memset.elementSize == 1 && memset.width == 4096 &&
+         memset.height == 1));
+  CUDA_MEMCPY3D copy{};
+  REQUIRE(cu.graph_memcpy_node_get_params(nodes[3], &copy) == CUDA_SUCCESS);
+  CHECK((copy.srcMemoryType == CU_MEMORYTYPE_DEVICE && copy.srcDevice == device &&
+         copy.dstMemoryType == CU_MEMORYTYPE_HOST && copy.dstHost == host.data() && copy.WidthInBytes == 4096 &&
+         copy.Height == 1 && copy.Depth == 1));
+  CHECK(cu.graph_memcpy_node_get_params(nodes[0], &copy) == CUDA_ERROR_INVALID_VALUE);  // a memset node
+  CHECK(cu.graph_node_get_type(reinterpret_cast<CUgraphNode>(0x12345), &types[0]) == CUDA_ERROR_INVALID_VALUE);
+
   CUgraphExec exec = nullptr;
   REQUIRE(cu.graph_instantiate(&exec, graph, 0) == CUDA_SUCCESS);
   REQUIRE(cu.graph_launch(exec, stream) == CUDA_SUCCESS);

@@ -144,6 +144,59 @@ struct CUDA_MEMCPY2D {
   std::size_t Height;
 };
 
+// A memcpy node's parameters (cuGraphMemcpyNodeGetParams): a 3D copy of Depth slices of Height
+// rows of WidthInBytes bytes; on each side a row is Pitch bytes after the one before, and a slice
+// Height rows after the one before.
+struct CUDA_MEMCPY3D {
+  std::size_t srcXInBytes;
+  std::size_t srcY;
+  std::size_t srcZ;
+  std::size_t srcLOD;
+  CUmemorytype srcMemoryType;
+  const void* srcHost;
+  CUdeviceptr srcDevice;
+  CUarray srcArray;
+  void* reserved0;
+  std::size_t srcPitch;
+  std::size_t srcHeight;
+  std::size_t dstXInBytes;
+  std::size_t dstY;
+  std::size_t dstZ;
+  std::size_t dstLOD;
+  CUmemorytype dstMemoryType;
+  void* dstHost;
+  CUdeviceptr dstDevice;
+  CUarray dstArray;
+  void* reserved1;
+  std::size_t dstPitch;
+  std::size_t dstHeight;
+  std::size_t WidthInBytes;
+  std::size_t Height;
+  std::size_t Depth;
+};
+
+// A memset node's parameters: `height` rows of `width` elements of `elementSize` bytes (1, 2
+// or 4), rows `pitch` bytes apart.
+struct CUDA_MEMSET_NODE_PARAMS {
+  CUdeviceptr dst;
+  std::size_t pitch;
+  unsigned int value;
+  unsigned int elementSize;
+  std::size_t width;
+  std::size_t height;
+};
+
+// Graph node types (CUgraphNodeType).
+using CUgraphNodeType = int;
+inline constexpr CUgraphNodeType CU_GRAPH_NODE_TYPE_KERNEL = 0;
+inline constexpr CUgraphNodeType CU_GRAPH_NODE_TYPE_MEMCPY = 1;
+inline constexpr CUgraphNodeType CU_GRAPH_NODE_TYPE_MEMSET = 2;
+inline constexpr CUgraphNodeType CU_GRAPH_NODE_TYPE_HOST = 3;
+inline constexpr CUgraphNodeType CU_GRAPH_NODE_TYPE_GRAPH = 4;
+inline constexpr CUgraphNodeType CU_GRAPH_NODE_TYPE_EMPTY = 5;
+inline constexpr CUgraphNodeType CU_GRAPH_NODE_TYPE_WAIT_EVENT = 6;
+inline constexpr CUgraphNodeType CU_GRAPH_NODE_TYPE_EVENT_RECORD = 7;
+
 // Results (CUresult values).
 inline constexpr CUresult CUDA_SUCCESS = 0;
 inline constexpr CUresult CUDA_ERROR_INVALID_VALUE = 1;
@@ -312,7 +365,14 @@ inline constexpr CUmemorytype CU_MEMORYTYPE_DEVICE = 2;
 
 // Every driver function the broker calls: X(member, exported symbol, function type). The type is
 // written like a declaration, so name its pointer std::add_pointer_t<type> (not type*).
-#define GPUBROKER_DRIVER_API(X)                                                                              \
+//
+// Two lists: the driver and its devices, which the broker's device layer calls at start-up
+// (initialization, enumeration, primary contexts, making a context current, error names), and the
+// calls that run in a context, which the layer offers to the rest of the broker only through a
+// context (broker/device_context.h) that makes itself current first.
+#define GPUBROKER_DRIVER_API(X) GPUBROKER_DRIVER_SETUP_API(X) GPUBROKER_DRIVER_CONTEXT_API(X)
+
+#define GPUBROKER_DRIVER_SETUP_API(X)                                                                       \
   X(init, cuInit, CUresult(unsigned int flags))                                                             \
   X(driver_get_version, cuDriverGetVersion, CUresult(int* version))                                         \
   X(device_get_count, cuDeviceGetCount, CUresult(int* count))                                               \
@@ -327,6 +387,10 @@ inline constexpr CUmemorytype CU_MEMORYTYPE_DEVICE = 2;
   X(primary_ctx_release, cuDevicePrimaryCtxRelease_v2, CUresult(CUdevice device))                           \
   X(ctx_set_current, cuCtxSetCurrent, CUresult(CUcontext context))                                          \
   X(ctx_get_current, cuCtxGetCurrent, CUresult(CUcontext* context))                                         \
+  X(get_error_name, cuGetErrorName, CUresult(CUresult error, const char** name))                            \
+  X(get_error_string, cuGetErrorString, CUresult(CUresult error, const char** text))
+
+#define GPUBROKER_DRIVER_CONTEXT_API(X)                                                                     \
   X(ctx_synchronize, cuCtxSynchronize, CUresult())                                                          \
   X(ctx_get_limit, cuCtxGetLimit, CUresult(std::size_t* value, CUlimit limit))                               \
   X(ctx_set_limit, cuCtxSetLimit, CUresult(CUlimit limit, std::size_t value))                                \
@@ -390,6 +454,11 @@ inline constexpr CUmemorytype CU_MEMORYTYPE_DEVICE = 2;
     CUresult(CUgraphExec exec, CUgraph graph, CUgraphExecUpdateResultInfo* info))                           \
   X(graph_exec_destroy, cuGraphExecDestroy, CUresult(CUgraphExec exec))                                     \
   X(graph_destroy, cuGraphDestroy, CUresult(CUgraph graph))                                                 \
+  X(graph_get_nodes, cuGraphGetNodes, CUresult(CUgraph graph, CUgraphNode* nodes, std::size_t* count))       \
+  X(graph_node_get_type, cuGraphNodeGetType, CUresult(CUgraphNode node, CUgraphNodeType* type))              \
+  X(graph_memcpy_node_get_params, cuGraphMemcpyNodeGetParams, CUresult(CUgraphNode node, CUDA_MEMCPY3D* params)) \
+  X(graph_memset_node_get_params, cuGraphMemsetNodeGetParams,                                               \
+    CUresult(CUgraphNode node, CUDA_MEMSET_NODE_PARAMS* params))                                            \
   X(module_load_data, cuModuleLoadData, CUresult(CUmodule* module, const void* image))                      \
   X(module_unload, cuModuleUnload, CUresult(CUmodule module))                                               \
   X(module_get_function, cuModuleGetFunction, CUresult(CUfunction* function, CUmodule module, const char* name)) \
@@ -407,9 +476,7 @@ inline constexpr CUmemorytype CU_MEMORYTYPE_DEVICE = 2;
   X(launch_kernel_ex, cuLaunchKernelEx,                                                                      \
     CUresult(const CUlaunchConfig* config, CUfunction function, void** params, void** extra))                \
   X(occupancy_max_active_blocks, cuOccupancyMaxActiveBlocksPerMultiprocessorWithFlags,                      \
-    CUresult(int* blocks, CUfunction function, int block_size, std::size_t dynamic_shared, unsigned flags)) \
-  X(get_error_name, cuGetErrorName, CUresult(CUresult error, const char** name))                            \
-  X(get_error_string, cuGetErrorString, CUresult(CUresult error, const char** text))
+    CUresult(int* blocks, CUfunction function, int block_size, std::size_t dynamic_shared, unsigned flags))
 
 // The table the broker calls through. Every member is resolved at start-up or the driver is
 // refused as incomplete.

@@ -38,9 +38,11 @@
 #pragma once
 
 #ifdef __cplusplus
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #else
+#include <stddef.h>
 #include <stdint.h>
 #endif
 
@@ -73,7 +75,19 @@ typedef struct GpubrokerSimLaunch {
   uint32_t param_bytes;
   const GpubrokerSimParam* param_layout;  // param_count entries, by ordinal
   uint32_t param_count;
+  // Appended (present when struct_size covers it): whether the kernel may touch [address, address +
+  // bytes), which must lie inside one device allocation, inside contiguous VMM mappings with that
+  // access, or inside one registered host range; `write` (non-zero) asks for write access. A
+  // kernel's parameters come from a client the broker does not trust, and on the sim a device
+  // pointer is an address of the broker's own process: an implementation checks every range it
+  // reads or writes before touching it, and fails the launch with 700 (CUDA_ERROR_ILLEGAL_ADDRESS,
+  // as a GPU faults) when one is refused. An empty range is accessible. Any thread.
+  int (*memory_accessible)(const void* address, uint64_t bytes, int write);
 } GpubrokerSimLaunch;
+
+// Whether `launch` carries member `member` (a plugin built against a newer header than the sim's).
+#define GPUBROKER_SIM_LAUNCH_HAS(launch, member) \
+  ((launch)->struct_size >= offsetof(GpubrokerSimLaunch, member) + sizeof((launch)->member))
 
 // Returns 0 on success, or a CUresult (e.g. 700, CUDA_ERROR_ILLEGAL_ADDRESS) that the launch's
 // stream then reports from its next cuStreamSynchronize / cuStreamQuery / cuCtxSynchronize.

@@ -12,7 +12,15 @@
 //                                    CUDA_ERROR_NO_DEVICE); gpubroker_sim_configure_devices,
 //                                    called before cuInit, overrides it (gpu-broker --sim-devices)
 //   GPUBROKER_SIM_MEMORY_BYTES=B     device memory per device (default 80 GiB)
-//   GPUBROKER_SIM_KERNELS=a.so:b.so  kernel plugins (gpubroker/sim/kernel_plugin.h)
+//   GPUBROKER_SIM_KERNELS=a.so:b.so  kernel plugins (gpubroker/sim/kernel_plugin.h); empty: none;
+//                                    gpubroker_sim_configure_kernels overrides it (gpu-broker
+//                                    --sim-kernels, whose default is the ggml plugin next to the sim)
+//   GPUBROKER_SIM_DISCOVER=FILE      discovery mode (sim/kernel_discovery.h): each distinct kernel a
+//                                    run launches is recorded in FILE, and a kernel without a host
+//                                    implementation runs as a no-op; gpubroker_sim_configure_discovery
+//                                    overrides it (gpu-broker --sim-discover)
+//   GPUBROKER_SIM_COUNTERS=FILE      the counters below, written to FILE as one JSON object when the
+//                                    process exits (figures taken through a broker)
 #pragma once
 
 #ifdef __cplusplus
@@ -62,6 +70,20 @@ typedef void (*GpubrokerSimCountersFn)(GpubrokerSimCounters* counters);
 // (CUDA_ERROR_ILLEGAL_STATE) once cuInit has run. Call it before cuInit, from one thread.
 int gpubroker_sim_configure_devices(unsigned count);
 typedef int (*GpubrokerSimConfigureDevicesFn)(unsigned count);
+
+// Sets the kernel plugins the first cuInit loads (a colon-separated list of paths; "" loads none),
+// in place of GPUBROKER_SIM_KERNELS: the broker's --sim-kernels. Returns 0, 1
+// (CUDA_ERROR_INVALID_VALUE) for a null list, 2 (CUDA_ERROR_OUT_OF_MEMORY) or 401
+// (CUDA_ERROR_ILLEGAL_STATE) once cuInit has run. Call it before cuInit, from one thread.
+int gpubroker_sim_configure_kernels(const char* plugin_paths);
+typedef int (*GpubrokerSimConfigureKernelsFn)(const char* plugin_paths);
+
+// Turns on discovery mode for the first cuInit, recording to `record_path` ("" leaves it off), in
+// place of GPUBROKER_SIM_DISCOVER: the broker's --sim-discover. That cuInit fails with
+// CUDA_ERROR_INVALID_VALUE when the file cannot be opened for appending. Returns as
+// gpubroker_sim_configure_kernels does. Call it before cuInit, from one thread.
+int gpubroker_sim_configure_discovery(const char* record_path);
+typedef int (*GpubrokerSimConfigureDiscoveryFn)(const char* record_path);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -1,5 +1,6 @@
-// The 16-bit floating-point formats the sim's cuBLAS reads and writes: IEEE 754 binary16 (CUDA's
-// __half, CUDA_R_16F) and bfloat16 (CUDA's __nv_bfloat16, CUDA_R_16BF: the top half of a float).
+// The 16-bit floating-point formats the sim's cuBLAS and kernel plugins read and write: IEEE 754
+// binary16 (CUDA's __half, CUDA_R_16F) and bfloat16 (CUDA's __nv_bfloat16, CUDA_R_16BF: the top
+// half of a float).
 //
 // Widening to float is exact. Narrowing rounds to nearest, ties to even, as the GPU's conversions
 // do: overflow gives infinity, NaN stays NaN (quiet), binary16 subnormals are produced and read.
