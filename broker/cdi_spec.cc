@@ -122,7 +122,10 @@ int print_cdi_spec(const BrokerOptions& options, const std::string& shim_directo
   input.shim_directory = shims.paths().front().parent_path();
   input.shim_libraries = shims.paths();
 
-  auto layer = DeviceLayer::open(options.driver, options.sim_library, SimSettings{options.sim_devices});
+  // As the broker opens it, but without the sim's discovery record: that file is the serving
+  // broker's to write.
+  auto layer = DeviceLayer::open(options.driver, options.sim_library,
+                                 SimSettings{options.sim_devices, options.sim_kernels, /*discover=*/""});
   if (!layer) {
     fmt::print(stderr, "gpu-broker cdi-spec: no usable driver: {}\n", layer.error().detail);
     return 1;
