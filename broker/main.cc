@@ -1,7 +1,8 @@
 // gpu-broker: the resident daemon. Opens the device layer (the real driver or the sim driver),
 // listens on its Unix socket, serves each client session on a thread of its own, tells systemd
 // when it is ready and when it stops. SIGTERM or SIGINT: stop accepting, let every session finish
-// the request in hand and reclaim what it held, exit 0.
+// the request in hand and reclaim what it held, exit 0. `gpu-broker cdi-spec` prints the CDI
+// specification of the devices it would serve instead (broker/cdi_spec.h).
 #include <signal.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
@@ -12,6 +13,7 @@
 #include <memory>
 #include <thread>
 
+#include "broker/cdi_spec.h"
 #include "broker/device_layer.h"
 #include "broker/metrics.h"
 #include "broker/options.h"
@@ -50,6 +52,7 @@ int main(int argc, char** argv) {
   }
   const broker::BrokerOptions& options = parsed.options;
   ipc::set_log_level(options.log_level);
+  if (parsed.command == broker::Command::kCdiSpec) return broker::print_cdi_spec(options, parsed.shim_directory, GPUBROKER_VERSION);
 
   auto device = broker::DeviceLayer::open(options.driver, options.sim_library, broker::SimSettings{options.sim_devices, options.sim_kernels, options.sim_discover});
   if (!device) {

@@ -124,9 +124,14 @@ std::string apply_config_file(BrokerOptions& o, const std::string& path) {
 
 const char* usage_text() {
   return "usage: gpu-broker [options]\n"
+         "       gpu-broker cdi-spec [options] [--shim-dir=DIR]\n"
          "\n"
          "The resident GPU broker: owns the GPU and serves CUDA calls of runner processes\n"
-         "over shared memory.\n"
+         "over shared memory. cdi-spec prints, instead, the Container Device Interface\n"
+         "specification (YAML, for /etc/cdi/gpubroker.yaml) of the devices it would serve with\n"
+         "the same options: kind gpubroker.io/gpu, devices all, 0, 1, ... and GPU-<uuid>, each\n"
+         "mounting the socket's directory and the shim directory into the container and\n"
+         "preloading the shims there.\n"
          "\n"
          "  --socket=PATH               listening socket (default /run/gpu-broker/broker.sock as root,\n"
          "                              $XDG_RUNTIME_DIR/gpu-broker.sock otherwise)\n"
@@ -150,13 +155,20 @@ const char* usage_text() {
          "  --log-level=error|warning|info|debug (default info)\n"
          "  --metrics-listen=HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics (default: off)\n"
          "  --config=FILE               read 'key = value' options (the same names) from FILE first\n"
+         "  --shim-dir=DIR              (cdi-spec) the shim libraries the containers get (default: the\n"
+         "                              installation's libdir/gpubroker)\n"
          "  --help, --version\n";
 }
 
 ParsedOptions parse_options(int argc, char** argv) {
   ParsedOptions parsed;
   std::vector<std::pair<std::string, std::string>> given;
-  for (int i = 1; i < argc; ++i) {
+  int first = 1;
+  if (argc > 1 && std::string(argv[1]) == "cdi-spec") {
+    parsed.command = Command::kCdiSpec;
+    first = 2;
+  }
+  for (int i = first; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
       parsed.help = true;
@@ -171,6 +183,10 @@ ParsedOptions parse_options(int argc, char** argv) {
       return parsed;
     }
     const auto equals = arg.find('=');
+    if (parsed.command == Command::kCdiSpec && arg.substr(2, equals - 2) == "shim-dir") {
+      parsed.shim_directory = arg.substr(equals + 1);
+      continue;
+    }
     given.emplace_back(arg.substr(2, equals - 2), arg.substr(equals + 1));
   }
   for (const auto& [key, value] : given) {

@@ -35,8 +35,14 @@ struct BrokerOptions {
   std::string metrics_listen;  // "HOST:PORT" of the Prometheus endpoint; empty: none
 };
 
+// What gpu-broker was asked to do: serve (the daemon), or print the CDI specification of the
+// devices it would serve with the same options (gpu-broker cdi-spec, broker/cdi_spec.h).
+enum class Command { kServe, kCdiSpec };
+
 struct ParsedOptions {
+  Command command = Command::kServe;
   BrokerOptions options;
+  std::string shim_directory;  // cdi-spec's --shim-dir; empty: the installation's
   bool help = false;
   bool version = false;
   std::string error;  // non-empty: the message to print, exit 2

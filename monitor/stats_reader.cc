@@ -66,12 +66,13 @@ std::string json_string(std::string_view text) {
   return out + "\"";
 }
 
+}  // namespace
+
 std::string uuid_text(const std::array<std::uint8_t, 16>& u) {
   return fmt::format("GPU-{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
                      u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14], u[15]);
 }
 
-}  // namespace
 
 StatsResult<StatsFile> StatsFile::open(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);

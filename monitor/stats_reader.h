@@ -180,4 +180,8 @@ std::string socket_to_watch();
 
 inline constexpr const char* kServiceSocket = "/run/gpu-broker/broker.sock";
 
+// "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" for a device's UUID bytes, as nvidia-smi and NVML
+// print it (and CUDA_VISIBLE_DEVICES takes it).
+std::string uuid_text(const std::array<std::uint8_t, 16>& uuid);
+
 }  // namespace gpubroker::monitor

@@ -12,6 +12,9 @@ packages=(
   python3-venv  # the real-runner fixture (tests/runners/setup_venv.sh)
   clang llvm libclang-rt-14-dev
   gnuplot-nox  # the benchmark plots (tools/bench/plot.py)
+  debhelper lintian  # the Debian package (dpkg-buildpackage, debian/) and its check (tests/package/)
+  podman runc  # the CDI container test (runc: Debian 12's crun cannot run on hybrid cgroups)
+  python3-yaml python3-kubernetes  # the CDI specification and Kubernetes manifest checks
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -51,17 +51,19 @@ def wait_for(predicate, timeout, what):
 
 
 class Broker:
-    """A gpu-broker on the sim driver in a fresh directory; stop() checks it exits 0."""
+    """A gpu-broker on the sim driver in a fresh directory; stop() checks it exits 0. `command`
+    replaces the build's broker and its driver options (an installed broker, run as its user),
+    `directory` the fresh directory (one that user may write)."""
 
-    def __init__(self, *extra, env=None):
+    def __init__(self, *extra, env=None, command=None, directory=None):
         """extra: more gpu-broker options; env: more environment for the broker (its sim's)."""
-        self.dir = tempfile.mkdtemp(prefix="gpubroker-ops-")
+        self.dir = directory or tempfile.mkdtemp(prefix="gpubroker-ops-")
         self.socket = os.path.join(self.dir, "broker.sock")
         self.stats = self.socket + ".stats"
         self.log = open(os.path.join(self.dir, "broker.log"), "w+")
         self.process = subprocess.Popen(
-            [BROKER, "--driver=sim", "--sim-library=" + SIM, "--socket=" + self.socket,
-             "--arena-bytes=1G", "--log-level=info", *extra],
+            (command or [BROKER, "--driver=sim", "--sim-library=" + SIM]) +
+            ["--socket=" + self.socket, "--arena-bytes=1G", "--log-level=info", *extra],
             stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ, **(env or {})))
         wait_for(lambda: os.path.exists(self.socket) and os.path.exists(self.stats) or self.process.poll() is not None,
                  SETTLE, "the broker's socket")

@@ -12,19 +12,28 @@
 #include <thread>
 #include <vector>
 
+#include "launch/shim_libraries.h"
+
 namespace gpubroker::bench {
 
-std::string find_beside(std::initializer_list<const char*> relative) {
+std::string find_beside(std::initializer_list<std::filesystem::path> candidates) {
   const std::filesystem::path directory = std::filesystem::read_symlink("/proc/self/exe").parent_path();
-  for (const char* candidate : relative) {
-    const auto path = directory / candidate;
+  for (const std::filesystem::path& candidate : candidates) {
+    const auto path = directory / candidate;  // an absolute candidate stays as it is
     if (std::filesystem::exists(path)) return std::filesystem::weakly_canonical(path).string();
   }
   return "";
 }
 
+std::filesystem::path in_shim_directory(const char* name) { return launch::installed_shim_directory() / name; }
+
 std::string runtime_shim_path() {
-  return find_beside({"../../shim/runtime/13/libcudart.so.13", "../lib/gpubroker/libcudart.so.13"});
+  return find_beside({"../../shim/runtime/13/libcudart.so.13", in_shim_directory("libcudart.so.13")});
+}
+
+std::string default_fatbin_path() {
+  const std::string found = find_beside({GPUBROKER_BENCH_FATBIN, in_shim_directory("bench_kernels_sm90.fatbin")});
+  return found.empty() ? GPUBROKER_BENCH_FATBIN : found;
 }
 
 BenchBroker::BenchBroker(const std::string& socket, const std::string& kernel_plugin, const char* scenario,

@@ -5,18 +5,27 @@
 
 #include <sys/types.h>
 
+#include <filesystem>
 #include <initializer_list>
 #include <string>
 #include <vector>
 
 namespace gpubroker::bench {
 
-// The first of `relative` paths (from this binary's directory: the build tree's layout, then the
-// installed one) that exists, or "".
-std::string find_beside(std::initializer_list<const char*> relative);
+// The first of `candidates` that exists, or "": relative ones from this binary's directory (the
+// build tree's layout), absolute ones as they are (the installed layout: in_shim_directory()).
+std::string find_beside(std::initializer_list<std::filesystem::path> candidates);
+
+// `name` in the installation's shim directory (where the shims, the sim and the bench's kernel
+// plugin and fatbin are installed), found from this binary as installed.
+std::filesystem::path in_shim_directory(const char* name);
 
 // The libcudart.so.13 shim beside this binary, or "".
 std::string runtime_shim_path();
+
+// The fatbin of the launch and graph scenarios' kernels: the source tree's from a build tree's
+// binary, else the installed copy.
+std::string default_fatbin_path();
 
 class BenchBroker {
  public:

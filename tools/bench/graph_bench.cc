@@ -60,7 +60,7 @@ void check(int status, const char* what) {
 
 int run_graph_bench(int argc, char** argv) {
   bool json = false;
-  std::string socket, fatbin_path = GPUBROKER_BENCH_FATBIN;
+  std::string socket, fatbin_path = default_fatbin_path();
   std::size_t count = 100'000;
   int nodes = 10, runs = 5;
   for (int i = 0; i < argc; ++i) {
@@ -79,7 +79,7 @@ int run_graph_bench(int argc, char** argv) {
   file.read(reinterpret_cast<char*>(image.data()), static_cast<std::streamsize>(std::filesystem::file_size(fatbin_path)));
 
   const std::string plugin =
-      socket.empty() ? find_beside({"libbench_kernels_plugin.so", "../lib/gpubroker/libbench_kernels_plugin.so"}) : "";
+      socket.empty() ? find_beside({"libbench_kernels_plugin.so", in_shim_directory("libbench_kernels_plugin.so")}) : "";
   if (socket.empty() && plugin.empty()) fail(kScenario, "no bench kernel plugin beside this binary; pass --socket");
   const BenchBroker broker(socket, plugin, "graph");
   ::setenv("GPUBROKER_SOCKET", broker.socket().c_str(), 1);

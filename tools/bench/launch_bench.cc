@@ -86,7 +86,7 @@ LaunchRun run(std::size_t count, Launch&& launch, const Shim& shim) {
 
 int run_launch_bench(int argc, char** argv) {
   bool json = false;
-  std::string socket, fatbin_path = GPUBROKER_BENCH_FATBIN;
+  std::string socket, fatbin_path = default_fatbin_path();
   std::size_t count = 1'000'000;
   int runs = 5;
   for (int i = 0; i < argc; ++i) {
@@ -104,7 +104,7 @@ int run_launch_bench(int argc, char** argv) {
   file.read(reinterpret_cast<char*>(image.data()), static_cast<std::streamsize>(std::filesystem::file_size(fatbin_path)));
 
   const std::string plugin =
-      socket.empty() ? find_beside({"libbench_kernels_plugin.so", "../lib/gpubroker/libbench_kernels_plugin.so"}) : "";
+      socket.empty() ? find_beside({"libbench_kernels_plugin.so", in_shim_directory("libbench_kernels_plugin.so")}) : "";
   if (socket.empty() && plugin.empty()) die("no bench kernel plugin beside this binary; pass --socket");
   const BenchBroker broker(socket, plugin, "launch");
   socket = broker.socket();

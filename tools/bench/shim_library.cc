@@ -15,11 +15,11 @@ void fail(std::string_view scenario, const std::string& what) {
 }
 
 std::string driver_shim_path() {
-  return find_beside({"../../shim/driver/libcuda.so.1", "../lib/gpubroker/libcuda.so.1"});
+  return find_beside({"../../shim/driver/libcuda.so.1", in_shim_directory("libcuda.so.1")});
 }
 
 std::string nvml_shim_path() {
-  return find_beside({"../../shim/nvml/libnvidia-ml.so.1", "../lib/gpubroker/libnvidia-ml.so.1"});
+  return find_beside({"../../shim/nvml/libnvidia-ml.so.1", in_shim_directory("libnvidia-ml.so.1")});
 }
 
 ShimLibrary::ShimLibrary(const std::string& path, std::string_view scenario)

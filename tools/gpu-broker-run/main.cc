@@ -15,29 +15,24 @@
 // environment is inherited by every child, so runners that Ollama or llama-server spawn get the
 // same treatment.
 //
-// The shim libraries are found, not listed: every lib*.so.N file (the soname file) in the shim
-// directory except gpubroker's own internals (libgpubroker-*), so that a shim added later
-// (libcublas, libcuda, libnvidia-ml) is preloaded without a change here. The shim directory is,
-// in order: --shim-dir, $GPUBROKER_SHIM_DIR, the install's libdir/gpubroker (relative to this
-// executable), the build tree's shim/ (relative to this executable, searched below).
-#include <dirent.h>
+// The shim libraries are found, not listed (launch/shim_libraries.h says which files they are, the
+// same rule as gpu-broker cdi-spec's). The shim directory is, in order: --shim-dir,
+// $GPUBROKER_SHIM_DIR, the install's libdir/gpubroker (relative to this executable), the build
+// tree's shim/ (relative to this executable, searched below).
 #include <dlfcn.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fmt/core.h>
 #include <optional>
-#include <regex>
-#include <set>
 #include <string>
 #include <vector>
 
 #include "ipc/client_session.h"
+#include "launch/shim_libraries.h"
 #include "monitor/stats_reader.h"
 
 // Defined when this program is built with the sanitizers (weak: null otherwise). A sanitized
@@ -48,6 +43,7 @@ extern "C" void __ubsan_handle_add_overflow() __attribute__((weak));
 namespace {
 
 namespace fs = std::filesystem;
+namespace launch = gpubroker::launch;
 
 constexpr int kExitNoBroker = 69;  // EX_UNAVAILABLE
 constexpr int kExitUsage = 2;
@@ -61,7 +57,7 @@ const char* kUsage =
     "  --socket=PATH     the broker's socket (default: $GPUBROKER_SOCKET, else your own broker's\n"
     "                    default socket if it exists, else /run/gpu-broker/broker.sock)\n"
     "  --shim-dir=DIRS   where the shim libraries are (default: $GPUBROKER_SHIM_DIR, else found\n"
-    "                    next to this program: the install's lib/gpubroker, or the build tree)\n"
+    "                    next to this program: the install's libdir/gpubroker, or the build tree)\n"
     "  --print-env       print the environment CMD would get, as shell assignments, and exit\n"
     "                    (without checking for a broker)\n"
     "\n"
@@ -74,75 +70,28 @@ struct Options {
   std::vector<char*> command;
 };
 
-fs::path own_directory() {
-  std::error_code ignored;
-  return fs::read_symlink("/proc/self/exe", ignored).parent_path();
-}
-
-std::vector<std::string> split(const std::string& text, char separator) {
-  std::vector<std::string> parts;
-  std::string part;
-  for (const char c : text) {
-    if (c == separator) {
-      if (!part.empty()) parts.push_back(part);
-      part.clear();
-    } else {
-      part += c;
-    }
-  }
-  if (!part.empty()) parts.push_back(part);
-  return parts;
-}
-
-bool is_shim_library(const fs::directory_entry& entry) {
-  static const std::regex soname_file(R"(lib[A-Za-z0-9_+.-]+\.so\.[0-9]+)");
-  std::error_code ignored;
-  const std::string name = entry.path().filename().string();
-  return entry.is_regular_file(ignored) && !entry.is_symlink(ignored) && std::regex_match(name, soname_file) &&
-         name.rfind("libgpubroker", 0) != 0;
-}
-
-// The shim libraries under `directory` (and, for a build tree, below it), by absolute path, the
-// first of each name winning, sorted by name.
-void collect_shims(const fs::path& directory, int depth, std::vector<fs::path>& shims, std::set<std::string>& names) {
-  std::error_code error;
-  std::vector<fs::directory_entry> entries;
-  for (const auto& entry : fs::directory_iterator(directory, error)) entries.push_back(entry);
-  std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) { return a.path() < b.path(); });
-  for (const auto& entry : entries) {
-    std::error_code ignored;
-    if (depth > 0 && entry.is_directory(ignored) && !entry.is_symlink(ignored) &&
-        entry.path().extension() != ".p") {  // meson's object directories
-      collect_shims(entry.path(), depth - 1, shims, names);
-    } else if (is_shim_library(entry) && names.insert(entry.path().filename().string()).second) {
-      shims.push_back(fs::weakly_canonical(entry.path(), ignored));
-    }
-  }
-}
-
-std::vector<fs::path> find_shims(const Options& options, std::string& searched) {
-  std::vector<fs::path> shims;
-  std::set<std::string> names;
+launch::ShimLibraries find_shims(const Options& options, std::string& searched) {
+  launch::ShimLibraries shims;
   std::string given = options.shim_dirs;
   if (given.empty()) {
     if (const char* env = std::getenv("GPUBROKER_SHIM_DIR"); env != nullptr) given = env;
   }
   if (!given.empty()) {
-    for (const std::string& dir : split(given, ':')) collect_shims(dir, 0, shims, names);
+    for (const std::string& dir : launch::search_path_entries(given)) shims.collect(dir);
     searched = given;
     return shims;
   }
   // Where the install puts them, and where the build tree has them, each relative to where this
   // program lives in the same layout (so a DESTDIR or relocated install works as well).
-  const fs::path self = own_directory();
-  const fs::path installed = self / fs::path(GPUBROKER_INSTALL_SHIM_DIR).lexically_relative(GPUBROKER_INSTALL_BIN_DIR);
-  collect_shims(installed, 0, shims, names);
-  searched = installed.lexically_normal().string();
+  const fs::path installed = launch::installed_shim_directory();
+  shims.collect(installed);
+  searched = installed.string();
   if (!shims.empty()) return shims;
-  const fs::path built = self / fs::path(GPUBROKER_BUILD_SHIM_DIR).lexically_relative(GPUBROKER_BUILD_BIN_DIR);
   std::error_code ignored;
+  const fs::path self = fs::read_symlink("/proc/self/exe", ignored).parent_path();
+  const fs::path built = self / fs::path(GPUBROKER_BUILD_SHIM_DIR).lexically_relative(GPUBROKER_BUILD_BIN_DIR);
   if (fs::exists(built / ".." / "meson-private", ignored)) {
-    collect_shims(built, 3, shims, names);
+    shims.collect(built, 3);
     searched += " and " + built.lexically_normal().string();
   }
   return shims;
@@ -152,22 +101,6 @@ std::string library_of(void* symbol) {
   Dl_info info{};
   if (symbol == nullptr || ::dladdr(symbol, &info) == 0 || info.dli_fname == nullptr) return "";
   return info.dli_fname;
-}
-
-// Prepends `entries` to a ':'-separated list, dropping later duplicates.
-std::string prepend(const std::vector<std::string>& entries, const char* existing) {
-  std::vector<std::string> all = entries;
-  if (existing != nullptr) {
-    for (const std::string& e : split(existing, ':')) all.push_back(e);
-  }
-  std::string joined;
-  std::set<std::string> seen;
-  for (const std::string& e : all) {
-    if (!seen.insert(e).second) continue;
-    if (!joined.empty()) joined += ':';
-    joined += e;
-  }
-  return joined;
 }
 
 std::string shell_quoted(const std::string& text) {
@@ -225,7 +158,7 @@ int main(int argc, char** argv) {
   options.socket_path = fs::absolute(options.socket_path, ignored).string();  // the command may chdir
 
   std::string searched;
-  const std::vector<fs::path> shims = find_shims(options, searched);
+  const launch::ShimLibraries shims = find_shims(options, searched);
   if (shims.empty()) {
     fmt::print(stderr, "gpu-broker-run: no shim libraries (lib*.so.N) in {}; name their directory with --shim-dir=DIR "
                "or GPUBROKER_SHIM_DIR\n", searched);
@@ -252,14 +185,9 @@ int main(int argc, char** argv) {
       preload.push_back(library);
     }
   }
-  std::vector<std::string> directories;
-  for (const fs::path& shim : shims) {
-    preload.push_back(shim.string());
-    const std::string directory = shim.parent_path().string();
-    if (std::find(directories.begin(), directories.end(), directory) == directories.end()) directories.push_back(directory);
-  }
-  const std::string ld_preload = prepend(preload, std::getenv("LD_PRELOAD"));
-  const std::string ld_library_path = prepend(directories, std::getenv("LD_LIBRARY_PATH"));
+  for (const fs::path& shim : shims.paths()) preload.push_back(shim.string());
+  const std::string ld_preload = launch::prepend_search_path(preload, std::getenv("LD_PRELOAD"));
+  const std::string ld_library_path = launch::prepend_search_path(shims.directories(), std::getenv("LD_LIBRARY_PATH"));
 
   if (options.print_env) {
     fmt::print("GPUBROKER_SOCKET={}\nLD_PRELOAD={}\nLD_LIBRARY_PATH={}\n", shell_quoted(options.socket_path),
