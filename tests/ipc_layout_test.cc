@@ -7,8 +7,10 @@
 #include <random>
 #include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
+#include "gpubroker/calls/protocol.h"
 #include "gpubroker/wire/segments.h"
 #include "ipc/checksum.h"
 #include "ipc/doorbell.h"
@@ -75,13 +77,64 @@ TEST_CASE("shared-memory layouts keep their pinned sizes and offsets", "[ipc][la
 }
 
 TEST_CASE("every request kind has a shape row in kind order", "[ipc][layout]") {
-  for (std::size_t i = 0; i < wire::kRequestShapes.size(); ++i) {
-    CHECK(static_cast<std::size_t>(wire::kRequestShapes[i].kind) == i);
-    CHECK(wire::kRequestShapes[i].max_payload <= wire::kInlinePayloadBytes);
-    CHECK(wire::kRequestShapes[i].min_payload <= wire::kRequestShapes[i].max_payload);
+  for (const wire::Protocol& protocol : {wire::kTransportProtocol, wire::kProtocol}) {
+    CHECK(protocol.indexed_by_kind());
+    for (std::size_t i = 0; i < protocol.shapes.size(); ++i) {
+      CHECK(protocol.shapes[i].kind == i);
+      CHECK(protocol.shapes[i].max_payload <= wire::kInlinePayloadBytes);
+      CHECK(protocol.shapes[i].min_payload <= protocol.shapes[i].max_payload);
+    }
+    CHECK(protocol.shape_of(static_cast<std::uint16_t>(protocol.shapes.size())) == nullptr);
+    CHECK(protocol.shape_of(0xffff) == nullptr);
   }
-  CHECK(wire::shape_of(static_cast<std::uint16_t>(wire::RequestKind::kCount)) == nullptr);
-  CHECK(wire::shape_of(0xffff) == nullptr);
+  CHECK(wire::kProtocol.shapes.size() == static_cast<std::size_t>(wire::RequestKind::kCount));
+  CHECK(wire::kTransportProtocol.shapes.size() == static_cast<std::size_t>(wire::TransportKind::kCount));
+}
+
+TEST_CASE("the whole protocol numbers and shapes the transport's kinds as the transport does", "[ipc][layout]") {
+  // The CUDA half numbers its kinds after the transport's, which keep their numbers and shapes, so
+  // that a transport-only peer and the broker agree on kinds 0 .. TransportKind::kCount - 1.
+  REQUIRE(wire::kProtocol.shapes.size() > wire::kTransportShapes.size());
+  for (std::size_t i = 0; i < wire::kTransportShapes.size(); ++i) {
+    INFO("kind " << i << ", " << wire::kTransportShapes[i].name);
+    CHECK(wire::kTransportShapes[i] == wire::kProtocol.shapes[i]);
+  }
+  CHECK(static_cast<std::size_t>(wire::kFirstDeviceKind) == wire::kTransportShapes.size());
+}
+
+TEST_CASE("a protocol's fingerprint covers the layouts and every field of every shape", "[ipc][layout]") {
+  // Two peers built from tables that differ in any shape must not agree; nor may the protocols
+  // that share the layouts but not the table.
+  CHECK(wire::kProtocol.fingerprint == wire::protocol_fingerprint(wire::kRequestShapes));
+  CHECK(wire::kProtocol.fingerprint != wire::kTransportProtocol.fingerprint);
+  CHECK(wire::kProtocol.fingerprint != wire::kLayoutFingerprint);
+  CHECK(wire::protocol_fingerprint({}) == wire::kLayoutFingerprint);
+
+  const std::vector<wire::RequestShape> table(wire::kRequestShapes.begin(), wire::kRequestShapes.end());
+  using Change = void (*)(wire::RequestShape&);
+  const std::pair<const char*, Change> changes[] = {
+      {"kind", [](wire::RequestShape& s) { s.kind ^= 1; }},
+      {"min_payload", [](wire::RequestShape& s) { s.min_payload ^= 8; }},
+      {"max_payload", [](wire::RequestShape& s) { s.max_payload ^= 8; }},
+      {"reply_bytes", [](wire::RequestShape& s) { s.reply_bytes ^= 4; }},
+      {"staging", [](wire::RequestShape& s) {
+         s.staging = s.staging == wire::Staging::kNone ? wire::Staging::kToBroker : wire::Staging::kNone;
+       }},
+      {"posting", [](wire::RequestShape& s) {
+         s.posting = s.posting == wire::Posting::kCall ? wire::Posting::kMayPost : wire::Posting::kCall;
+       }},
+  };
+  for (std::size_t row : {std::size_t{0}, static_cast<std::size_t>(wire::RequestKind::kMemAlloc),
+                          static_cast<std::size_t>(wire::RequestKind::kLaunchKernel), table.size() - 1}) {
+    for (const auto& [field, change] : changes) {
+      std::vector<wire::RequestShape> changed = table;
+      change(changed[row]);
+      INFO("row " << table[row].name << ", field " << field);
+      CHECK(wire::protocol_fingerprint(changed) != wire::kProtocol.fingerprint);
+    }
+  }
+  std::vector<wire::RequestShape> shorter(table.begin(), table.end() - 1);  // a row fewer
+  CHECK(wire::protocol_fingerprint(shorter) != wire::kProtocol.fingerprint);
 }
 
 TEST_CASE("the ring hands requests over in ticket order across many laps", "[ipc][ring]") {
