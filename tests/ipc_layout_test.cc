@@ -173,6 +173,49 @@ TEST_CASE("the ring hands requests over in ticket order across many laps", "[ipc
   CHECK_FALSE(consumer.has_request());
 }
 
+TEST_CASE("the consumer copies every payload length exactly, behind the producer or caught up", "[ipc][ring]") {
+  auto control = std::make_unique<wire::ControlSegment>();
+  ipc::initialize_submission_ring(*control);
+  ipc::SubmissionProducer producer(*control);
+  ipc::SubmissionConsumer consumer(*control);
+  std::vector<std::byte> pattern(wire::kInlinePayloadBytes);
+  std::uint64_t published = 0, taken = 0, wrong = 0;
+  auto publish = [&] {
+    wire::RequestSlot* slot = nullptr;
+    std::uint64_t ticket = 0;
+    REQUIRE(producer.claim(slot, ticket, [] { return true; }, ipc::WaitPolicy::of(ipc::WaitMode::kSpin)) ==
+            ipc::WaitResult::kReady);
+    const auto length = static_cast<std::uint16_t>(ticket % (wire::kInlinePayloadBytes + 1));
+    slot->header.payload_bytes = length;
+    slot->header.mailbox_sequence = static_cast<std::uint32_t>(ticket);
+    ipc::fill_pattern(pattern, ticket, 0);
+    std::memcpy(slot->payload, pattern.data(), wire::kInlinePayloadBytes);  // bytes past the length too
+    producer.publish(slot, ticket);
+    ++published;
+  };
+  auto take = [&] {
+    wire::RequestSlot out;
+    REQUIRE(consumer.try_take(out));
+    const std::size_t length = taken % (wire::kInlinePayloadBytes + 1);
+    ipc::fill_pattern(pattern, taken, 0);
+    if (out.header.payload_bytes != length || out.header.mailbox_sequence != taken ||
+        std::memcmp(out.payload, pattern.data(), length) != 0) {
+      ++wrong;
+    }
+    ++taken;
+  };
+  // Batches of every size up to a full ring, so that the consumer takes slots both with more
+  // published behind them (it prefetches those) and as the last one published.
+  for (std::uint64_t batch : {1u, 2u, 3u, 7u, 64u, wire::kRingSlots, 1u, wire::kRingSlots - 1, 5u}) {
+    for (std::uint64_t i = 0; i < batch; ++i) publish();
+    for (std::uint64_t i = 0; i < batch; ++i) take();
+    consumer.announce_freed_slots();
+  }
+  CHECK(taken == published);
+  CHECK(wrong == 0);
+  CHECK_FALSE(consumer.has_request());
+}
+
 TEST_CASE("the consumer clamps a payload length that claims more than the slot holds", "[ipc][ring]") {
   auto control = std::make_unique<wire::ControlSegment>();
   ipc::initialize_submission_ring(*control);

@@ -228,8 +228,9 @@ std::span<const std::byte> bytes_of(const T& value) {
   return std::as_bytes(std::span<const T, 1>(&value, 1));
 }
 
-// A request's payload read as T, from the broker's private copy of the slot (bytes past the
-// payload's length are the slot's, so a short payload reads as zeros, never out of bounds).
+// A request's payload read as T, from the broker's private copy of the slot: never out of bounds,
+// and within the payload's length wherever validation bounded it by T (bytes past the length are
+// whatever the client's slot or an earlier request left there).
 template <class T>
 T payload_as(const RequestSlot& request) {
   static_assert(sizeof(T) <= kInlinePayloadBytes);
