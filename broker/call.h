@@ -17,7 +17,7 @@
 #include <cstdint>
 #include <span>
 
-#include "gpubroker/wire/protocol.h"
+#include "gpubroker/calls/protocol.h"
 #include "ipc/result.h"
 #include "ipc/server_session.h"
 

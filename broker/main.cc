@@ -46,8 +46,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (parsed.version) {
-    fmt::print("gpu-broker {} (protocol {}, layout {:016x})\n", GPUBROKER_VERSION, wire::kProtocolVersion,
-               wire::kLayoutFingerprint);
+    fmt::print("gpu-broker {} (protocol {}, fingerprint {:016x})\n", GPUBROKER_VERSION, wire::kProtocolVersion,
+               wire::kProtocol.fingerprint);
     return 0;
   }
   const broker::BrokerOptions& options = parsed.options;
@@ -76,6 +76,7 @@ int main(int argc, char** argv) {
   std::filesystem::create_directories(std::filesystem::path(options.socket_path).parent_path(), ignored);
   ipc::ListenerOptions listener_options;
   listener_options.socket_path = options.socket_path;
+  listener_options.protocol = wire::kProtocol;  // every kind of both call tables
   listener_options.policy.uids = options.allowed_uids;
   listener_options.policy.gids = options.allowed_gids;
   listener_options.pipe_bytes = options.pipe_bytes;

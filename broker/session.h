@@ -5,7 +5,7 @@
 // (owned.h), so reclaiming a session is destroying it.
 //
 // A DeviceSession serves the device request kinds of one ServerSession: handle() reads the kind,
-// and the dispatch generated from the call table (gpubroker/wire/cuda_calls.h) calls the row's
+// and the dispatch generated from the call table (gpubroker/calls/cuda_calls.h) calls the row's
 // handler, area().handler(call, payload). handle() runs on that session's dispatcher thread;
 // completions of synchronizing requests (stream and event synchronize) are written from the
 // driver's callback thread, so the dispatcher never waits for device work.

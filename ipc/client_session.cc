@@ -42,10 +42,10 @@ std::string own_program_name() {
   return std::string(text);
 }
 
-bool header_matches(const wire::SegmentHeader& h, wire::SegmentKind kind, std::uint64_t bytes) {
+bool header_matches(const wire::SegmentHeader& h, wire::SegmentKind kind, std::uint64_t bytes,
+                    std::uint64_t fingerprint) {
   return h.magic == wire::kSegmentMagic && h.version == wire::kProtocolVersion &&
-         h.kind == static_cast<std::uint32_t>(kind) && h.fingerprint == wire::kLayoutFingerprint &&
-         h.bytes == bytes;
+         h.kind == static_cast<std::uint32_t>(kind) && h.fingerprint == fingerprint && h.bytes == bytes;
 }
 
 }  // namespace
@@ -140,7 +140,7 @@ Result<std::unique_ptr<ClientSession>> ClientSession::connect(const ClientOption
   hello.magic = wire::kHelloMagic;
   hello.version = wire::kProtocolVersion;
   hello.abi = options.abi;
-  hello.fingerprint = wire::kLayoutFingerprint;
+  hello.fingerprint = options.protocol.fingerprint;
   hello.pid = static_cast<std::uint32_t>(::getpid());
   copy_string(hello.program, options.program.empty() ? own_program_name() : options.program);
   copy_string(hello.visible_devices, options.visible_devices);
@@ -157,7 +157,7 @@ Result<std::unique_ptr<ClientSession>> ClientSession::connect(const ClientOption
   if (welcome.status != static_cast<std::int32_t>(wire::HandshakeStatus::kAccepted)) {
     return IpcError{IpcErrc::kRefused, 0, welcome.status};
   }
-  if (welcome.version != wire::kProtocolVersion || welcome.fingerprint != wire::kLayoutFingerprint) {
+  if (welcome.version != wire::kProtocolVersion || welcome.fingerprint != options.protocol.fingerprint) {
     return IpcError{IpcErrc::kProtocol};
   }
   std::vector<UniqueFd>& fds = received.value().fds;
@@ -180,8 +180,9 @@ Result<std::unique_ptr<ClientSession>> ClientSession::connect(const ClientOption
   if (!arena_map) return arena_map.error();
   auto* control = control_map.value().as<wire::ControlSegment>();
   auto* staging = staging_map.value().as<wire::StagingSegment>();
-  if (!header_matches(control->header, wire::SegmentKind::kControl, welcome.control_bytes) ||
-      !header_matches(staging->header, wire::SegmentKind::kStaging, welcome.staging_bytes) ||
+  const std::uint64_t fingerprint = options.protocol.fingerprint;
+  if (!header_matches(control->header, wire::SegmentKind::kControl, welcome.control_bytes, fingerprint) ||
+      !header_matches(staging->header, wire::SegmentKind::kStaging, welcome.staging_bytes, fingerprint) ||
       staging->header.pipe_bytes != welcome.pipe_bytes) {
     return IpcError{IpcErrc::kBadSegment};
   }
@@ -238,14 +239,14 @@ PeerCheck ClientSession::peer_check() const {
   return PeerCheck{[](const void* self) { return static_cast<const ClientSession*>(self)->alive(); }, this};
 }
 
-Result<void> ClientSession::submit(wire::RequestKind kind, std::span<const std::byte> payload,
+Result<void> ClientSession::submit(wire::KindNumber kind, std::span<const std::byte> payload,
                                    std::uint64_t staged_bytes, const MailboxLease* mailbox) {
   if (payload.size() > wire::kInlinePayloadBytes) return IpcError{IpcErrc::kInvalidArgument};
   wire::RequestSlot* slot = nullptr;
   std::uint64_t ticket = 0;
   if (producer_->claim(slot, ticket, peer_check(), wait_) != WaitResult::kReady) return gone_error();
   wire::RequestHeader& h = slot->header;
-  h.kind = static_cast<std::uint16_t>(kind);
+  h.kind = kind.value;
   h.flags = mailbox != nullptr ? wire::kSynchronous : 0;
   h.mailbox = mailbox != nullptr ? mailbox->index() : 0;
   h.payload_bytes = static_cast<std::uint16_t>(payload.size());
@@ -273,13 +274,13 @@ Result<Completion> ClientSession::wait_for(const MailboxLease& lease) {
   return completion;
 }
 
-Result<Completion> ClientSession::call(wire::RequestKind kind, std::span<const std::byte> payload) {
+Result<Completion> ClientSession::call(wire::KindNumber kind, std::span<const std::byte> payload) {
   MailboxLease mailbox(mailboxes_);
   if (auto submitted = submit(kind, payload, 0, &mailbox); !submitted) return submitted.error();
   return wait_for(mailbox);
 }
 
-Result<Completion> ClientSession::call(wire::RequestKind kind, std::span<const std::byte> payload,
+Result<Completion> ClientSession::call(wire::KindNumber kind, std::span<const std::byte> payload,
                                        StagedOut staged) {
   // The lock spans submit and stream, so that the order of transfers in the pipe is the order of
   // their requests in the ring.
@@ -299,7 +300,7 @@ Result<Completion> ClientSession::call(wire::RequestKind kind, std::span<const s
   return wait_for(mailbox);
 }
 
-Result<Completion> ClientSession::call(wire::RequestKind kind, std::span<const std::byte> payload,
+Result<Completion> ClientSession::call(wire::KindNumber kind, std::span<const std::byte> payload,
                                        StagedIn staged) {
   std::unique_lock guard(from_broker_lock_);
   MailboxLease mailbox(mailboxes_);
@@ -317,7 +318,7 @@ Result<Completion> ClientSession::call(wire::RequestKind kind, std::span<const s
   return wait_for(mailbox);
 }
 
-Result<void> ClientSession::post(wire::RequestKind kind, std::span<const std::byte> payload) {
+Result<void> ClientSession::post(wire::KindNumber kind, std::span<const std::byte> payload) {
   return submit(kind, payload, 0, nullptr);
 }
 

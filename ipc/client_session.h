@@ -4,8 +4,11 @@
 //
 //   auto session = ClientSession::connect({.socket_path = path, .program = "llama-server"});
 //   if (!session) return fail(session.error());
-//   auto reply = session.value()->call(wire::RequestKind::kEcho, bytes);       // waits
-//   session.value()->post(wire::RequestKind::kNull, {});                      // does not wait
+//   auto reply = session.value()->call(wire::TransportKind::kEcho, bytes);     // waits
+//   session.value()->post(wire::TransportKind::kNull, {});                    // does not wait
+//
+// A client that speaks more kinds than the transport's own (the shims: gpubroker/calls) says so
+// with ClientOptions::protocol, and names its kinds with its own enum.
 //
 // Thread safety: every member may be called from any thread at once. The requests of one thread
 // reach the broker in the order that thread made them. Each thread that makes synchronous calls
@@ -36,6 +39,10 @@ namespace gpubroker::ipc {
 
 struct ClientOptions {
   std::string socket_path;
+  // The request kinds this client speaks, as the broker must: the handshake and the segment
+  // headers compare its fingerprint. The transport's own kinds unless the caller speaks more (the
+  // shims: gpubroker/calls' wire::kProtocol).
+  wire::Protocol protocol = wire::kTransportProtocol;
   std::uint32_t abi = 0;
   std::string program;
   std::string visible_devices;
@@ -74,15 +81,15 @@ class ClientSession {
   ~ClientSession();
 
   // A synchronous request: waits for its completion.
-  Result<Completion> call(wire::RequestKind kind, std::span<const std::byte> payload);
+  Result<Completion> call(wire::KindNumber kind, std::span<const std::byte> payload);
   // A synchronous request whose staged bytes flow to the broker, pipelined with its handling.
-  Result<Completion> call(wire::RequestKind kind, std::span<const std::byte> payload, StagedOut staged);
+  Result<Completion> call(wire::KindNumber kind, std::span<const std::byte> payload, StagedOut staged);
   // A synchronous request whose staged bytes flow back into `staged`.
-  Result<Completion> call(wire::RequestKind kind, std::span<const std::byte> payload, StagedIn staged);
+  Result<Completion> call(wire::KindNumber kind, std::span<const std::byte> payload, StagedIn staged);
 
   // An asynchronous request: posted, not waited for. kPeerGone/kSessionClosed once the session
   // is over.
-  Result<void> post(wire::RequestKind kind, std::span<const std::byte> payload);
+  Result<void> post(wire::KindNumber kind, std::span<const std::byte> payload);
 
   // Says which device the calling thread's requests name (wire::RequestHeader::device): `of_thread`
   // is called with `context` on the submitting thread, once per request. The layer above the
@@ -115,7 +122,7 @@ class ClientSession {
   ClientSession() = default;
 
   // Claims a slot, fills its header and inline payload; the caller publishes.
-  Result<void> submit(wire::RequestKind kind, std::span<const std::byte> payload,
+  Result<void> submit(wire::KindNumber kind, std::span<const std::byte> payload,
                       std::uint64_t staged_bytes, const MailboxLease* mailbox);
   Result<Completion> wait_for(const MailboxLease& mailbox);
   IpcError gone_error() const;

@@ -16,12 +16,13 @@ namespace {
 using wire::bytes_of;
 using wire::payload_as;
 
-wire::SegmentHeader segment_header(wire::SegmentKind kind, std::uint64_t bytes, std::uint64_t pipe_bytes) {
+wire::SegmentHeader segment_header(wire::SegmentKind kind, std::uint64_t bytes, std::uint64_t pipe_bytes,
+                                   std::uint64_t fingerprint) {
   wire::SegmentHeader h{};
   h.magic = wire::kSegmentMagic;
   h.version = wire::kProtocolVersion;
   h.kind = static_cast<std::uint32_t>(kind);
-  h.fingerprint = wire::kLayoutFingerprint;
+  h.fingerprint = fingerprint;
   h.bytes = bytes;
   h.pipe_bytes = pipe_bytes;
   return h;
@@ -76,7 +77,7 @@ WaitResult ServerSession::wait_for_request(WaitPolicy policy, const std::atomic<
 
 ViolationCode ServerSession::validate(const wire::RequestSlot& request) const {
   const wire::RequestHeader& h = request.header;
-  const wire::RequestShape* shape = wire::shape_of(h.kind);
+  const wire::RequestShape* shape = protocol_.shape_of(h.kind);
   if (shape == nullptr) return ViolationCode::kUnknownKind;
   if (h.payload_bytes < shape->min_payload || h.payload_bytes > shape->max_payload) {
     return ViolationCode::kPayloadSize;
@@ -156,6 +157,7 @@ Result<Listener> Listener::bind(ListenerOptions options) {
     return IpcError{IpcErrc::kInvalidArgument};
   }
   if (options.arena_bytes < (1u << 20)) return IpcError{IpcErrc::kInvalidArgument};
+  if (!options.protocol.indexed_by_kind()) return IpcError{IpcErrc::kInvalidArgument};
   auto socket = listen_seqpacket(options.socket_path);
   if (!socket) return socket.error();
   Listener listener(std::move(options), std::move(socket.value()));
@@ -176,7 +178,7 @@ Result<std::unique_ptr<ServerSession>> Listener::handshake(UniqueFd connection) 
   wire::Welcome welcome{};
   welcome.magic = wire::kWelcomeMagic;
   welcome.version = wire::kProtocolVersion;
-  welcome.fingerprint = wire::kLayoutFingerprint;
+  welcome.fingerprint = options_.protocol.fingerprint;
   welcome.broker_pid = static_cast<std::uint32_t>(::getpid());
   auto refuse = [&](wire::HandshakeStatus status) -> IpcError {
     welcome.status = static_cast<std::int32_t>(status);
@@ -197,7 +199,7 @@ Result<std::unique_ptr<ServerSession>> Listener::handshake(UniqueFd connection) 
   // that is still sending (a reply to an unread socket can be lost to a reset).
   if (!options_.policy.allows(peer.value())) return refuse(wire::HandshakeStatus::kCredentialsRefused);
   if (hello.version != wire::kProtocolVersion) return refuse(wire::HandshakeStatus::kVersionMismatch);
-  if (hello.fingerprint != wire::kLayoutFingerprint) {
+  if (hello.fingerprint != options_.protocol.fingerprint) {
     return refuse(wire::HandshakeStatus::kFingerprintMismatch);
   }
   hello.program[sizeof(hello.program) - 1] = '\0';
@@ -214,6 +216,7 @@ Result<std::unique_ptr<ServerSession>> Listener::handshake(UniqueFd connection) 
   session->peer_ = peer.value();
   session->hello_ = hello;
   session->pipe_bytes_ = options_.pipe_bytes;
+  session->protocol_ = options_.protocol;
   session->control_ = s.control_map.as<wire::ControlSegment>();
   if (options_.prepare_control) options_.prepare_control(*session->control_, hello, peer.value());
   session->consumer_.emplace(*session->control_);
@@ -257,10 +260,10 @@ Result<Listener::Segments> Listener::make_segments() const {
   if (!staging_map) return staging_map.error();
   if (!arena_map) return arena_map.error();
   auto* control = control_map.value().as<wire::ControlSegment>();
-  control->header = segment_header(wire::SegmentKind::kControl, control_bytes, 0);
+  control->header = segment_header(wire::SegmentKind::kControl, control_bytes, 0, options_.protocol.fingerprint);
   initialize_submission_ring(*control);
   staging_map.value().as<wire::StagingSegment>()->header =
-      segment_header(wire::SegmentKind::kStaging, staging_bytes, options_.pipe_bytes);
+      segment_header(wire::SegmentKind::kStaging, staging_bytes, options_.pipe_bytes, options_.protocol.fingerprint);
   return Segments{std::move(control_fd.value()), std::move(staging_fd.value()), std::move(arena_fd.value()),
                   std::move(control_map.value()), std::move(staging_map.value()), std::move(arena_map.value())};
 }

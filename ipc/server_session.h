@@ -4,7 +4,7 @@
 //
 // Example (one thread per session):
 //
-//   auto listener = Listener::bind({.socket_path = path});
+//   auto listener = Listener::bind({.socket_path = path, .protocol = wire::kProtocol});
 //   auto session = listener.value().accept(std::chrono::milliseconds(100));
 //   SessionEnd end = serve_session(*session.value(), handler, WaitPolicy::of(WaitMode::kAdaptive), stop);
 //
@@ -59,6 +59,10 @@ struct CredentialPolicy {
 
 struct ListenerOptions {
   std::string socket_path;
+  // The request kinds the sessions speak: each request is checked against its kind's shape here,
+  // and a client whose fingerprint differs is refused at the handshake. The transport's own kinds
+  // unless the caller serves more (the broker: gpubroker/calls' wire::kProtocol).
+  wire::Protocol protocol = wire::kTransportProtocol;
   CredentialPolicy policy;
   std::uint64_t pipe_bytes = 8ull << 20;    // each direction; power of two, chunk multiple
   std::uint64_t arena_bytes = 16ull << 30;  // sparse
@@ -135,6 +139,7 @@ class ServerSession {
   UniqueFd socket_;
   Mapping control_map_, staging_map_, arena_map_;
   std::uint64_t pipe_bytes_ = 0;
+  wire::Protocol protocol_;  // the listener's: validate() checks requests against its shapes
   wire::ControlSegment* control_ = nullptr;
   std::optional<SubmissionConsumer> consumer_;
   std::unique_ptr<PipeReader> to_broker_;
@@ -147,6 +152,8 @@ class ServerSession {
 class Listener {
  public:
   // Binds the socket (replacing a stale socket file, refusing if a broker answers on it).
+  // kInvalidArgument for pipe or arena sizes it cannot use, or a protocol whose shapes are not
+  // indexed by kind.
   static Result<Listener> bind(ListenerOptions options);
 
   // Accepts one client and performs the handshake. kTimedOut when none came; kRefused (detail:

@@ -28,9 +28,9 @@ class TransportService {
  public:
   Result<void> serve(ServerSession& session, const wire::RequestSlot& request) {
     using namespace wire;  // the rows name wire types unqualified
-    switch (static_cast<RequestKind>(request.header.kind)) {
+    switch (static_cast<TransportKind>(request.header.kind)) {
 #define GPUBROKER_TRANSPORT_DISPATCH(name, payload, reply, staging, posting, area, handler) \
-  case RequestKind::k##name:                                                              \
+  case TransportKind::k##name:                                                              \
     return handler(session, request.header, read<payload>(request));
       GPUBROKER_TRANSPORT_CALLS(GPUBROKER_TRANSPORT_DISPATCH)
 #undef GPUBROKER_TRANSPORT_DISPATCH

@@ -10,12 +10,17 @@
       Makes, for each module whose rule is not "*", an include root OUT_DIR/<module> that holds
       only the module itself and the modules it may include (symbolic links to their folders), so
       that a target compiled with that root alone cannot include anything else while #include
-      keeps its spelling ("ipc/system.h", "gpubroker/wire/protocol.h"). Prints "MODULE DIR" per
+      keeps its spelling ("ipc/system.h", "gpubroker/calls/protocol.h"). Prints "MODULE DIR" per
       root, DIR relative to OUT_DIR's parent. Run by the root meson.build at configure time.
   layers.py check-headers SOURCE_ROOT BUILD_DIR
       Compiles every header of the tree alone (-fsyntax-only, included twice), with the command
       that BUILD_DIR's compile_commands.json gives a source file that includes it. Exit 1 when a
       header does not compile alone; 77 (skipped) when the build has no compilation database.
+  layers.py forbids SOURCE_ROOT BUILD_DIR MODULE HEADER
+      Pins one boundary: exit 0 when the rules forbid MODULE to include HEADER (a header of the
+      tree, spelled as an #include spells it) and a file of MODULE, compiled with its own flags
+      (BUILD_DIR's compile_commands.json), cannot include it; exit 1 when either lets it through,
+      so that a rule widened by mistake fails too. 77 (skipped) without a compilation database.
   layers.py self-test
       Checks the checker on a small tree with known faults.
 """
@@ -331,22 +336,38 @@ def check_headers(root, build):
     modules = load_modules(root)
     files = source_files(root)
     includers = {}  # header -> the compiled sources that include it directly
+    header_includers = {}  # header -> the headers that include it directly
     for path in files:
-        if path not in commands:
+        compiled = path in commands
+        if not compiled and not path.endswith(HEADER_SUFFIXES):
             continue
         for _, spelling, delimiter in includes_of(root, path):
             target = resolve(root, path, spelling, delimiter)
             if target is not None:
-                includers.setdefault(target, []).append(path)
+                (includers if compiled else header_includers).setdefault(target, []).append(path)
+
+    def users_through_headers(header):
+        """The compiled sources that include the header through the fewest other headers (a
+        header only other headers include: gpubroker/calls/cuda_calls.h through protocol.h)."""
+        seen, layer = {header}, [header]
+        while layer:
+            layer = sorted({h for current in layer for h in header_includers.get(current, []) if h not in seen})
+            seen.update(layer)
+            users = sorted({s for h in layer for s in includers.get(h, [])})
+            if users:
+                return users
+        return []
 
     def candidates(header):
         """Compiled sources whose flags the header is tried with: those that include it (from its
-        own folder first), else those beside it; one per distinct command, at most four. The
-        header then compiles with the flags and the include root it is used with; a header that
-        needs a definition from the command line (tests/cuda_abi/check_support.h) finds the
-        sources that give it."""
+        own folder first), else those that include it through other headers, else those beside
+        it; one per distinct command, at most four. The header then compiles with the flags and
+        the include root it is used with; a header that needs a definition from the command line
+        (tests/cuda_abi/check_support.h) finds the sources that give it."""
         folder = os.path.dirname(header)
         users = sorted(includers.get(header, []), key=lambda s: (os.path.dirname(s) != folder, s))
+        if not users:
+            users = users_through_headers(header)
         if not users:
             users = sorted(s for s in commands if os.path.dirname(s) == folder)
         chosen, seen = [], set()
@@ -401,6 +422,55 @@ def check_headers(root, build):
             print(f"  ... {len(lines) - 40} more lines")
     print(f"{passed} headers compile alone, {len(failed)} do not, {len(skipped)} not compiled by this build")
     return 1 if failed else 0
+
+
+def forbids(root, build, module_name, header):
+    modules = load_modules(root)
+    if module_name not in modules:
+        print(f"{module_name} is no module of {RULES}")
+        return 1
+    module = modules[module_name]
+    target = resolve(root, module.folder + "/x.cc", header, '"')
+    if target is None:
+        print(f"{header} names no header of the tree")
+        return 1
+    other = module_of(modules, target)
+    if other is None or other is module or module.everything or other.name in module.allowed:
+        rule = f"{RULES}:{module.rule.line}: {module.rule.text}"
+        print(f"FAIL: the rules let {module_name} include {header} ({rule})")
+        return 1
+    database = os.path.join(build, "compile_commands.json")
+    if not os.path.isfile(database):
+        print(f"SKIP: no {database}: the build has no compilation database to take {module_name}'s flags from")
+        return SKIP
+    real_root = os.path.realpath(root)
+    with open(database, encoding="utf-8") as f:
+        entries = [e for e in json.load(f)
+                   if module_of(modules, os.path.relpath(os.path.realpath(os.path.join(e["directory"], e["file"])),
+                                                         real_root).replace(os.sep, "/")) is module]
+    if not entries:
+        print(f"FAIL: the build compiles no file of {module_name}")
+        return 1
+    work = tempfile.mkdtemp(prefix="gpubroker-forbids-")
+    try:
+        unit = os.path.join(work, "includes_it.cc")
+        with open(unit, "w", encoding="utf-8") as f:
+            f.write(f'#include "{header}"\n')
+        entry = entries[0]
+        run = subprocess.run(compile_command(entry, root) + ["-fsyntax-only", "-fdiagnostics-color=never", unit],
+                             cwd=entry["directory"], capture_output=True, text=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if run.returncode == 0:
+        print(f"FAIL: {header} compiles with the flags of {entry['file']}: {module_name}'s include root reaches it")
+        return 1
+    if "No such file" not in run.stderr:
+        print(f"FAIL: including {header} with the flags of {entry['file']} failed otherwise than by not finding it:\n"
+              f"{run.stderr.strip()}")
+        return 1
+    print(f"{module_name} may not include {header} ({other.name}): the rules forbid it and its include root "
+          f"does not reach it (flags of {entry['file']})")
+    return 0
 
 
 def self_test():
@@ -495,6 +565,8 @@ def main(argv):
             return make_roots(argv[2], argv[3])
         if argv[1:2] == ["check-headers"] and len(argv) == 4:
             return check_headers(argv[2], argv[3])
+        if argv[1:2] == ["forbids"] and len(argv) == 6:
+            return forbids(argv[2], argv[3], argv[4], argv[5])
         if argv[1:2] == ["self-test"] and len(argv) == 2:
             return self_test()
     except RulesError as error:

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "gpubroker/calls/protocol.h"
 #include "ipc/system.h"
 #include "shim/client/connection.h"
 #include "shim/client/visible_devices.h"

@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "gpubroker/cuda/runtime_abi.h"
-#include "gpubroker/wire/protocol.h"
+#include "gpubroker/calls/protocol.h"
 #include "shim/client/connection.h"
 #include "tests/support/broker_process.h"
 #include "tests/support/eventually.h"

@@ -54,7 +54,7 @@ void publish_raw(wire::ControlSegment* control, std::uint64_t ticket, wire::Requ
 
 // Synchronous (into mailbox 0, where nobody waits): kinds the table never lets a client post are
 // refused before any later check when posted.
-wire::RequestHeader header(wire::RequestKind kind, std::uint16_t payload_bytes = 0) {
+wire::RequestHeader header(wire::TransportKind kind, std::uint16_t payload_bytes = 0) {
   wire::RequestHeader h{};
   h.kind = static_cast<std::uint16_t>(kind);
   h.flags = wire::kSynchronous;
@@ -70,47 +70,47 @@ struct Malformed {
 
 const Malformed kMalformed[] = {
     {"an unknown kind", ipc::ViolationCode::kUnknownKind,
-     [](ipc::ClientSession& s) { publish_raw(control_of(s), 0, header(static_cast<wire::RequestKind>(0x7777))); }},
+     [](ipc::ClientSession& s) { publish_raw(control_of(s), 0, header(static_cast<wire::TransportKind>(0x7777))); }},
     {"a payload longer than the kind allows", ipc::ViolationCode::kPayloadSize,
-     [](ipc::ClientSession& s) { publish_raw(control_of(s), 0, header(wire::RequestKind::kEcho, 200)); }},
+     [](ipc::ClientSession& s) { publish_raw(control_of(s), 0, header(wire::TransportKind::kEcho, 200)); }},
     {"a payload length past the slot", ipc::ViolationCode::kPayloadSize,
-     [](ipc::ClientSession& s) { publish_raw(control_of(s), 0, header(wire::RequestKind::kEcho, 0xffff)); }},
+     [](ipc::ClientSession& s) { publish_raw(control_of(s), 0, header(wire::TransportKind::kEcho, 0xffff)); }},
     {"a mailbox out of range", ipc::ViolationCode::kMailboxIndex,
      [](ipc::ClientSession& s) {
-       auto h = header(wire::RequestKind::kNull);
+       auto h = header(wire::TransportKind::kNull);
        h.flags = wire::kSynchronous;
        h.mailbox = 300;
        publish_raw(control_of(s), 0, h);
      }},
     {"staged bytes on a kind that stages nothing", ipc::ViolationCode::kStagingMisuse,
      [](ipc::ClientSession& s) {
-       auto h = header(wire::RequestKind::kNull);
+       auto h = header(wire::TransportKind::kNull);
        h.staged_bytes = 5;
        publish_raw(control_of(s), 0, h);
      }},
     {"unknown flags", ipc::ViolationCode::kRequest,
      [](ipc::ClientSession& s) {
-       auto h = header(wire::RequestKind::kNull);
+       auto h = header(wire::TransportKind::kNull);
        h.flags = 0x80;
        publish_raw(control_of(s), 0, h);
      }},
     {"a call the table never lets a client post, posted", ipc::ViolationCode::kRequest,
      [](ipc::ClientSession& s) {
        // StageChecksum answers with a value: only a synchronous call of it has a place to go.
-       auto h = header(wire::RequestKind::kStageChecksum);
+       auto h = header(wire::TransportKind::kStageChecksum);
        h.flags = 0;
        publish_raw(control_of(s), 0, h);
      }},
     {"a host-arena range past the arena", ipc::ViolationCode::kArenaRange,
      [](ipc::ClientSession& s) {
        const wire::ArenaRange range{(256ull << 20) - 8, 16};
-       publish_raw(control_of(s), 0, header(wire::RequestKind::kArenaChecksum, sizeof(range)),
+       publish_raw(control_of(s), 0, header(wire::TransportKind::kArenaChecksum, sizeof(range)),
                    std::as_bytes(std::span(&range, 1)));
      }},
     {"a to-broker pipe tail far beyond the pipe", ipc::ViolationCode::kPipePosition,
      [](ipc::ClientSession& s) {
        staging_of(s)->to_broker.tail = 10ull << 30;
-       auto h = header(wire::RequestKind::kStageChecksum);
+       auto h = header(wire::TransportKind::kStageChecksum);
        h.staged_bytes = 100;
        publish_raw(control_of(s), 0, h);
      }},
@@ -118,7 +118,7 @@ const Malformed kMalformed[] = {
      [](ipc::ClientSession& s) {
        staging_of(s)->from_broker.head = 1ull << 62;
        const std::uint64_t seed = 1;
-       auto h = header(wire::RequestKind::kStagePattern, sizeof(seed));
+       auto h = header(wire::TransportKind::kStagePattern, sizeof(seed));
        h.staged_bytes = 4 * kPipeBytes;  // more than fits, so the broker must read the head
        publish_raw(control_of(s), 0, h, std::as_bytes(std::span(&seed, 1)));
      }},
@@ -167,7 +167,7 @@ int hostile_client(const std::string& socket_path, std::uint64_t seed, std::chro
       case 2: {
         if (!malformed_allowed) {
           const bool echo = random() % 2 == 0;
-          auto h = header(echo ? wire::RequestKind::kEcho : wire::RequestKind::kNull,
+          auto h = header(echo ? wire::TransportKind::kEcho : wire::TransportKind::kNull,
                           echo ? static_cast<std::uint16_t>(random() % (wire::kMailboxResultBytes + 1)) : 0);
           h.flags = wire::kSynchronous;
           h.mailbox = static_cast<std::uint16_t>(random() % wire::kMailboxes);
@@ -175,7 +175,7 @@ int hostile_client(const std::string& socket_path, std::uint64_t seed, std::chro
           break;
         }
         wire::RequestHeader h{};
-        h.kind = static_cast<std::uint16_t>(random() % (static_cast<unsigned>(wire::RequestKind::kCount) + 2));
+        h.kind = static_cast<std::uint16_t>(random() % (static_cast<unsigned>(wire::TransportKind::kCount) + 2));
         h.flags = static_cast<std::uint16_t>(random() % 3);
         h.mailbox = static_cast<std::uint16_t>(random() % 300);
         h.payload_bytes = static_cast<std::uint16_t>(random() % 40);
@@ -186,7 +186,7 @@ int hostile_client(const std::string& socket_path, std::uint64_t seed, std::chro
         publish(h, std::as_bytes(std::span(payload)));
         break;
       }
-      default: publish(header(wire::RequestKind::kNull)); break;
+      default: publish(header(wire::TransportKind::kNull)); break;
     }
     if (random() % 64 == 0) std::this_thread::sleep_for(std::chrono::microseconds(random() % 200));
   }
@@ -196,7 +196,7 @@ int hostile_client(const std::string& socket_path, std::uint64_t seed, std::chro
   // The broker's position is somewhere in the last lap before `ticket`: put a malformed request
   // where it will look, whichever position that is.
   for (std::uint64_t h = ticket >= wire::kRingSlots ? ticket + 1 - wire::kRingSlots : 0; h <= ticket; ++h) {
-    publish_raw(control_of(session), h, header(static_cast<wire::RequestKind>(0xffff)));
+    publish_raw(control_of(session), h, header(static_cast<wire::TransportKind>(0xffff)));
   }
   (void)testing::poll_until([&] { return !session.alive(); });
   return session.state() == wire::SessionState::kViolation ? 0 : 2;
@@ -214,12 +214,12 @@ int honest_client(const std::string& socket_path, std::chrono::milliseconds dura
     ipc::fill_pattern(out, seed, 0);
     ipc::Checksum sum;
     sum.update(out);
-    auto up = session.call(wire::RequestKind::kStageChecksum, {}, ipc::StagedOut{out});
+    auto up = session.call(wire::TransportKind::kStageChecksum, {}, ipc::StagedOut{out});
     if (!up || up.value().result_as<wire::ChecksumResult>().checksum != sum.value()) ++failures;
-    auto down = session.call(wire::RequestKind::kStagePattern, std::as_bytes(std::span(&seed, 1)), ipc::StagedIn{in});
+    auto down = session.call(wire::TransportKind::kStagePattern, std::as_bytes(std::span(&seed, 1)), ipc::StagedIn{in});
     ipc::fill_pattern(expected, seed, 0);
     if (!down || in != expected) ++failures;
-    if (!session.call(wire::RequestKind::kEcho, std::as_bytes(std::span(&seed, 1)))) ++failures;
+    if (!session.call(wire::TransportKind::kEcho, std::as_bytes(std::span(&seed, 1)))) ++failures;
   }
   return rounds > 0 ? std::min(failures, 99) : 101;
 }
@@ -243,11 +243,11 @@ TEST_CASE("each kind of malformed request closes only its own session, with its 
     CHECK(report->violation == m.expected);
     CHECK(offender.value()->state() == wire::SessionState::kViolation);
     CHECK(offender.value()->violation() == static_cast<std::uint32_t>(m.expected));
-    auto after = offender.value()->call(wire::RequestKind::kNull, {});
+    auto after = offender.value()->call(wire::TransportKind::kNull, {});
     REQUIRE_FALSE(after);
     CHECK(after.error().code == ipc::IpcErrc::kSessionClosed);
     // The bystander never notices.
-    CHECK(bystander.value()->call(wire::RequestKind::kNull, {}));
+    CHECK(bystander.value()->call(wire::TransportKind::kNull, {}));
   }
   CHECK(server.running());
 }
@@ -283,5 +283,5 @@ TEST_CASE("hostile clients scribbling over their segments are cut off while an h
   CHECK(server.running());
   auto fresh = ipc::ClientSession::connect(testing::client_options(server.socket_path()));
   REQUIRE(fresh);
-  CHECK(fresh.value()->call(wire::RequestKind::kNull, {}));
+  CHECK(fresh.value()->call(wire::TransportKind::kNull, {}));
 }

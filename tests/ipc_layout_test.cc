@@ -7,8 +7,10 @@
 #include <random>
 #include <thread>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
+#include "gpubroker/calls/protocol.h"
 #include "gpubroker/wire/segments.h"
 #include "ipc/checksum.h"
 #include "ipc/doorbell.h"
@@ -75,13 +77,64 @@ TEST_CASE("shared-memory layouts keep their pinned sizes and offsets", "[ipc][la
 }
 
 TEST_CASE("every request kind has a shape row in kind order", "[ipc][layout]") {
-  for (std::size_t i = 0; i < wire::kRequestShapes.size(); ++i) {
-    CHECK(static_cast<std::size_t>(wire::kRequestShapes[i].kind) == i);
-    CHECK(wire::kRequestShapes[i].max_payload <= wire::kInlinePayloadBytes);
-    CHECK(wire::kRequestShapes[i].min_payload <= wire::kRequestShapes[i].max_payload);
+  for (const wire::Protocol& protocol : {wire::kTransportProtocol, wire::kProtocol}) {
+    CHECK(protocol.indexed_by_kind());
+    for (std::size_t i = 0; i < protocol.shapes.size(); ++i) {
+      CHECK(protocol.shapes[i].kind == i);
+      CHECK(protocol.shapes[i].max_payload <= wire::kInlinePayloadBytes);
+      CHECK(protocol.shapes[i].min_payload <= protocol.shapes[i].max_payload);
+    }
+    CHECK(protocol.shape_of(static_cast<std::uint16_t>(protocol.shapes.size())) == nullptr);
+    CHECK(protocol.shape_of(0xffff) == nullptr);
   }
-  CHECK(wire::shape_of(static_cast<std::uint16_t>(wire::RequestKind::kCount)) == nullptr);
-  CHECK(wire::shape_of(0xffff) == nullptr);
+  CHECK(wire::kProtocol.shapes.size() == static_cast<std::size_t>(wire::RequestKind::kCount));
+  CHECK(wire::kTransportProtocol.shapes.size() == static_cast<std::size_t>(wire::TransportKind::kCount));
+}
+
+TEST_CASE("the whole protocol numbers and shapes the transport's kinds as the transport does", "[ipc][layout]") {
+  // The CUDA half numbers its kinds after the transport's, which keep their numbers and shapes, so
+  // that a transport-only peer and the broker agree on kinds 0 .. TransportKind::kCount - 1.
+  REQUIRE(wire::kProtocol.shapes.size() > wire::kTransportShapes.size());
+  for (std::size_t i = 0; i < wire::kTransportShapes.size(); ++i) {
+    INFO("kind " << i << ", " << wire::kTransportShapes[i].name);
+    CHECK(wire::kTransportShapes[i] == wire::kProtocol.shapes[i]);
+  }
+  CHECK(static_cast<std::size_t>(wire::kFirstDeviceKind) == wire::kTransportShapes.size());
+}
+
+TEST_CASE("a protocol's fingerprint covers the layouts and every field of every shape", "[ipc][layout]") {
+  // Two peers built from tables that differ in any shape must not agree; nor may the protocols
+  // that share the layouts but not the table.
+  CHECK(wire::kProtocol.fingerprint == wire::protocol_fingerprint(wire::kRequestShapes));
+  CHECK(wire::kProtocol.fingerprint != wire::kTransportProtocol.fingerprint);
+  CHECK(wire::kProtocol.fingerprint != wire::kLayoutFingerprint);
+  CHECK(wire::protocol_fingerprint({}) == wire::kLayoutFingerprint);
+
+  const std::vector<wire::RequestShape> table(wire::kRequestShapes.begin(), wire::kRequestShapes.end());
+  using Change = void (*)(wire::RequestShape&);
+  const std::pair<const char*, Change> changes[] = {
+      {"kind", [](wire::RequestShape& s) { s.kind ^= 1; }},
+      {"min_payload", [](wire::RequestShape& s) { s.min_payload ^= 8; }},
+      {"max_payload", [](wire::RequestShape& s) { s.max_payload ^= 8; }},
+      {"reply_bytes", [](wire::RequestShape& s) { s.reply_bytes ^= 4; }},
+      {"staging", [](wire::RequestShape& s) {
+         s.staging = s.staging == wire::Staging::kNone ? wire::Staging::kToBroker : wire::Staging::kNone;
+       }},
+      {"posting", [](wire::RequestShape& s) {
+         s.posting = s.posting == wire::Posting::kCall ? wire::Posting::kMayPost : wire::Posting::kCall;
+       }},
+  };
+  for (std::size_t row : {std::size_t{0}, static_cast<std::size_t>(wire::RequestKind::kMemAlloc),
+                          static_cast<std::size_t>(wire::RequestKind::kLaunchKernel), table.size() - 1}) {
+    for (const auto& [field, change] : changes) {
+      std::vector<wire::RequestShape> changed = table;
+      change(changed[row]);
+      INFO("row " << table[row].name << ", field " << field);
+      CHECK(wire::protocol_fingerprint(changed) != wire::kProtocol.fingerprint);
+    }
+  }
+  std::vector<wire::RequestShape> shorter(table.begin(), table.end() - 1);  // a row fewer
+  CHECK(wire::protocol_fingerprint(shorter) != wire::kProtocol.fingerprint);
 }
 
 TEST_CASE("the ring hands requests over in ticket order across many laps", "[ipc][ring]") {
@@ -117,6 +170,49 @@ TEST_CASE("the ring hands requests over in ticket order across many laps", "[ipc
   }
   consumer_thread.join();
   CHECK(out_of_order == 0);
+  CHECK_FALSE(consumer.has_request());
+}
+
+TEST_CASE("the consumer copies every payload length exactly, behind the producer or caught up", "[ipc][ring]") {
+  auto control = std::make_unique<wire::ControlSegment>();
+  ipc::initialize_submission_ring(*control);
+  ipc::SubmissionProducer producer(*control);
+  ipc::SubmissionConsumer consumer(*control);
+  std::vector<std::byte> pattern(wire::kInlinePayloadBytes);
+  std::uint64_t published = 0, taken = 0, wrong = 0;
+  auto publish = [&] {
+    wire::RequestSlot* slot = nullptr;
+    std::uint64_t ticket = 0;
+    REQUIRE(producer.claim(slot, ticket, [] { return true; }, ipc::WaitPolicy::of(ipc::WaitMode::kSpin)) ==
+            ipc::WaitResult::kReady);
+    const auto length = static_cast<std::uint16_t>(ticket % (wire::kInlinePayloadBytes + 1));
+    slot->header.payload_bytes = length;
+    slot->header.mailbox_sequence = static_cast<std::uint32_t>(ticket);
+    ipc::fill_pattern(pattern, ticket, 0);
+    std::memcpy(slot->payload, pattern.data(), wire::kInlinePayloadBytes);  // bytes past the length too
+    producer.publish(slot, ticket);
+    ++published;
+  };
+  auto take = [&] {
+    wire::RequestSlot out;
+    REQUIRE(consumer.try_take(out));
+    const std::size_t length = taken % (wire::kInlinePayloadBytes + 1);
+    ipc::fill_pattern(pattern, taken, 0);
+    if (out.header.payload_bytes != length || out.header.mailbox_sequence != taken ||
+        std::memcmp(out.payload, pattern.data(), length) != 0) {
+      ++wrong;
+    }
+    ++taken;
+  };
+  // Batches of every size up to a full ring, so that the consumer takes slots both with more
+  // published behind them (it prefetches those) and as the last one published.
+  for (std::uint64_t batch : {1u, 2u, 3u, 7u, 64u, wire::kRingSlots, 1u, wire::kRingSlots - 1, 5u}) {
+    for (std::uint64_t i = 0; i < batch; ++i) publish();
+    for (std::uint64_t i = 0; i < batch; ++i) take();
+    consumer.announce_freed_slots();
+  }
+  CHECK(taken == published);
+  CHECK(wrong == 0);
   CHECK_FALSE(consumer.has_request());
 }
 

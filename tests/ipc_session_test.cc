@@ -14,8 +14,10 @@
 #include <atomic>
 #include <cerrno>
 #include <thread>
+#include <utility>
 #include <vector>
 
+#include "gpubroker/calls/protocol.h"
 #include "ipc/checksum.h"
 #include "ipc/client_session.h"
 #include "ipc/system.h"
@@ -56,7 +58,8 @@ struct HandshakeReply {
 };
 
 // A handshake done by hand, to look at what the broker hands over.
-HandshakeReply raw_handshake(const std::string& socket_path, std::uint64_t fingerprint = wire::kLayoutFingerprint) {
+HandshakeReply raw_handshake(const std::string& socket_path,
+                             std::uint64_t fingerprint = wire::kTransportProtocol.fingerprint) {
   auto socket = ipc::connect_seqpacket(socket_path);
   REQUIRE(socket);
   wire::Hello hello{};
@@ -84,13 +87,13 @@ TEST_CASE("a client completes the handshake and echoes through the rings", "[ipc
   CHECK(session.value()->session_id() == 1);
   CHECK(session.value()->broker_pid() == server.pid());
   const std::array<std::uint8_t, 5> message{1, 2, 3, 4, 5};
-  auto reply = session.value()->call(wire::RequestKind::kEcho, std::as_bytes(std::span(message)));
+  auto reply = session.value()->call(wire::TransportKind::kEcho, std::as_bytes(std::span(message)));
   REQUIRE(reply);
   CHECK(reply.value().status == 0);
   REQUIRE(reply.value().result_bytes == 5);
   CHECK(std::memcmp(reply.value().result, message.data(), 5) == 0);
-  CHECK(session.value()->post(wire::RequestKind::kNull, {}));
-  CHECK(session.value()->call(wire::RequestKind::kNull, {}));
+  CHECK(session.value()->post(wire::TransportKind::kNull, {}));
+  CHECK(session.value()->call(wire::TransportKind::kNull, {}));
   CHECK(session.value()->alive());
 }
 
@@ -163,9 +166,65 @@ TEST_CASE("a client refuses a segment that is not sealed", "[ipc][seal]") {
 TEST_CASE("a client built from another layout is refused at the handshake", "[ipc][session]") {
   TempDir dir;
   ForkedServer server(listener_options(dir));
-  HandshakeReply reply = raw_handshake(server.socket_path(), wire::kLayoutFingerprint ^ 1);
+  HandshakeReply reply = raw_handshake(server.socket_path(), wire::kTransportProtocol.fingerprint ^ 1);
   CHECK(reply.welcome.status == static_cast<std::int32_t>(wire::HandshakeStatus::kFingerprintMismatch));
   CHECK(reply.fds.empty());
+}
+
+namespace {
+
+// The transport's table, to be edited as another build's table would differ from it.
+struct EditedTable {
+  std::vector<wire::RequestShape> shapes{wire::kTransportShapes.begin(), wire::kTransportShapes.end()};
+  wire::Protocol protocol() const { return {shapes, wire::protocol_fingerprint(shapes)}; }
+};
+
+}  // namespace
+
+TEST_CASE("a client and a server built from different call tables refuse each other", "[ipc][session]") {
+  TempDir dir;
+  EditedTable edited;
+  auto row = [&](wire::TransportKind kind) -> wire::RequestShape& {
+    return edited.shapes[static_cast<std::size_t>(kind)];
+  };
+  SECTION("one reply size differs") { row(wire::TransportKind::kArenaChecksum).reply_bytes += 8; }
+  SECTION("one posting differs") { row(wire::TransportKind::kStagePattern).posting = wire::Posting::kMayPost; }
+  SECTION("the server speaks more kinds (the broker's whole table)") {
+    edited.shapes.assign(wire::kProtocol.shapes.begin(), wire::kProtocol.shapes.end());
+  }
+  const wire::Protocol other = edited.protocol();
+  REQUIRE(other.fingerprint != wire::kTransportProtocol.fingerprint);
+
+  // A server with the edited table refuses a client of the transport's own, and the other way.
+  for (const auto& [server_protocol, client_protocol] :
+       {std::pair{other, wire::kTransportProtocol}, std::pair{wire::kTransportProtocol, other}}) {
+    auto options = listener_options(dir);
+    options.protocol = server_protocol;
+    ForkedServer server(options);
+    auto refused = ipc::ClientSession::connect(testing::client_options(server.socket_path(), client_protocol));
+    REQUIRE_FALSE(refused);
+    CHECK(refused.error().code == ipc::IpcErrc::kRefused);
+    CHECK(refused.error().detail == static_cast<std::int64_t>(wire::HandshakeStatus::kFingerprintMismatch));
+    // The same table on both sides is served, and its segments carry its fingerprint.
+    auto served = ipc::ClientSession::connect(testing::client_options(server.socket_path(), server_protocol));
+    REQUIRE(served);
+    CHECK(served.value()->call(wire::TransportKind::kNull, {}));
+    const auto* control = reinterpret_cast<const wire::ControlSegment*>(served.value()->control_bytes().data());
+    CHECK(control->header.fingerprint == server_protocol.fingerprint);
+  }
+}
+
+TEST_CASE("a listener refuses a protocol whose shapes are not indexed by kind", "[ipc][session]") {
+  TempDir dir;
+  EditedTable edited;
+  std::swap(edited.shapes[0], edited.shapes[1]);
+  auto options = listener_options(dir);
+  options.protocol = edited.protocol();
+  auto listener = ipc::Listener::bind(options);
+  REQUIRE_FALSE(listener);
+  CHECK(listener.error().code == ipc::IpcErrc::kInvalidArgument);
+  options.protocol = wire::Protocol{};
+  CHECK_FALSE(ipc::Listener::bind(options));
 }
 
 TEST_CASE("a peer whose credentials the policy does not allow is refused", "[ipc][session][credentials][root]") {
@@ -203,7 +262,7 @@ TEST_CASE("a peer whose credentials the policy does not allow is refused", "[ipc
     const pid_t child = testing::run_in_child([&] {
       if (::setgid(65534) != 0 || ::setuid(65534) != 0) return 10;
       auto session = ipc::ClientSession::connect(testing::client_options(server.socket_path()));
-      return session && session.value()->call(wire::RequestKind::kNull, {}) ? 0 : 11;
+      return session && session.value()->call(wire::TransportKind::kNull, {}) ? 0 : 11;
     });
     CHECK(testing::wait_for_child(child) == 0);
   }
@@ -249,14 +308,14 @@ TEST_CASE("requests of each thread stay in order while many threads submit at on
       for (std::uint64_t i = 0; i < kPerThread; ++i) {
         const std::uint64_t pair[2] = {static_cast<std::uint64_t>(t), i};
         // Mostly asynchronous, every 100th synchronous: both kinds share one order per thread.
-        const bool ok = i % 100 == 99 ? bool(session.value()->call(wire::RequestKind::kEcho, std::as_bytes(std::span(pair))))
-                                      : bool(session.value()->post(wire::RequestKind::kEcho, std::as_bytes(std::span(pair))));
+        const bool ok = i % 100 == 99 ? bool(session.value()->call(wire::TransportKind::kEcho, std::as_bytes(std::span(pair))))
+                                      : bool(session.value()->post(wire::TransportKind::kEcho, std::as_bytes(std::span(pair))));
         if (!ok) ++failures;
       }
     });
   }
   for (auto& t : threads) t.join();
-  auto counts = session.value()->call(wire::RequestKind::kEcho, {});
+  auto counts = session.value()->call(wire::TransportKind::kEcho, {});
   REQUIRE(counts);
   const auto result = counts.value().result_as<wire::ChecksumResult>();
   CHECK(failures == 0);
@@ -275,7 +334,7 @@ TEST_CASE("more threads than mailboxes still get every synchronous answer", "[ip
     threads.emplace_back([&, t] {
       for (int i = 0; i < 20; ++i) {
         const int message[2] = {t, i};
-        auto reply = session.value()->call(wire::RequestKind::kEcho, std::as_bytes(std::span(message)));
+        auto reply = session.value()->call(wire::TransportKind::kEcho, std::as_bytes(std::span(message)));
         if (!reply || reply.value().result_bytes != sizeof(message) ||
             std::memcmp(reply.value().result, message, sizeof(message)) != 0) {
           ++wrong;
@@ -294,7 +353,7 @@ TEST_CASE("the broker notices a killed idle client within 100 ms", "[ipc][sessio
   REQUIRE(::pipe(ready) == 0);
   const pid_t client = testing::run_in_child([&] {
     auto session = ipc::ClientSession::connect(testing::client_options(server.socket_path()));
-    if (!session || !session.value()->call(wire::RequestKind::kNull, {})) return 1;
+    if (!session || !session.value()->call(wire::TransportKind::kNull, {})) return 1;
     [[maybe_unused]] auto n = ::write(ready[1], "r", 1);
     ::pause();
     return 0;
@@ -324,7 +383,7 @@ TEST_CASE("the broker notices a client killed in the middle of a staged transfer
     // Not larger: the kernel closes a killed process's socket only after unmapping its memory.
     std::vector<std::byte> big(64ull << 20);
     [[maybe_unused]] auto n = ::write(ready[1], "r", 1);
-    for (;;) (void)session.value()->call(wire::RequestKind::kStageChecksum, {}, ipc::StagedOut{big});
+    for (;;) (void)session.value()->call(wire::TransportKind::kStageChecksum, {}, ipc::StagedOut{big});
   });
   char byte;
   REQUIRE(::read(ready[0], &byte, 1) == 1);
@@ -348,7 +407,7 @@ TEST_CASE("a client waiting on a killed broker gets an error within 100 ms", "[i
   std::int64_t returned = 0;
   bool failed_with_peer_gone = false;
   std::thread caller([&] {
-    auto reply = session.value()->call(wire::RequestKind::kNull, {});
+    auto reply = session.value()->call(wire::TransportKind::kNull, {});
     returned = ipc::monotonic_ns();
     failed_with_peer_gone = !reply && reply.error().code == ipc::IpcErrc::kPeerGone;
   });
@@ -359,7 +418,7 @@ TEST_CASE("a client waiting on a killed broker gets an error within 100 ms", "[i
   CHECK(failed_with_peer_gone);
   CHECK(ms_since(killed, returned) < 100);
   // Every later call fails at once.
-  auto later = session.value()->call(wire::RequestKind::kNull, {});
+  auto later = session.value()->call(wire::TransportKind::kNull, {});
   REQUIRE_FALSE(later);
   CHECK(later.error().code == ipc::IpcErrc::kPeerGone);
   CHECK_FALSE(session.value()->alive());
@@ -374,7 +433,7 @@ TEST_CASE("a client blocked on a full staging pipe gets an error within 100 ms w
   std::int64_t returned = 0;
   bool failed = false;
   std::thread caller([&] {
-    auto reply = session.value()->call(wire::RequestKind::kStageChecksum, {}, ipc::StagedOut{big});
+    auto reply = session.value()->call(wire::TransportKind::kStageChecksum, {}, ipc::StagedOut{big});
     returned = ipc::monotonic_ns();
     failed = !reply;
   });
@@ -407,6 +466,6 @@ TEST_CASE("several sessions are served at once, each with its own id", "[ipc][se
   }
   for (std::size_t i = 0; i < sessions.size(); ++i) {
     CHECK(sessions[i]->session_id() == i + 1);
-    CHECK(sessions[i]->call(wire::RequestKind::kNull, {}));
+    CHECK(sessions[i]->call(wire::TransportKind::kNull, {}));
   }
 }

@@ -41,7 +41,7 @@ TEST_CASE("staged payloads from 0 bytes to 1 GiB reach the broker intact", "[ipc
                              (8ull << 20) + 3, 1ull << 30}) {
     std::vector<std::byte> data(size);
     ipc::fill_pattern(data, size * 31 + 1, 0);
-    auto reply = session.value()->call(wire::RequestKind::kStageChecksum, {}, ipc::StagedOut{data});
+    auto reply = session.value()->call(wire::TransportKind::kStageChecksum, {}, ipc::StagedOut{data});
     REQUIRE(reply);
     const auto result = reply.value().result_as<wire::ChecksumResult>();
     INFO("size " << size);
@@ -59,7 +59,7 @@ TEST_CASE("staged payloads from 0 bytes to 1 GiB come back from the broker intac
     std::vector<std::byte> received(size), expected(size);
     const std::uint64_t seed = size ^ 0x5eed;
     ipc::fill_pattern(expected, seed, 0);
-    auto reply = session.value()->call(wire::RequestKind::kStagePattern, std::as_bytes(std::span(&seed, 1)),
+    auto reply = session.value()->call(wire::TransportKind::kStagePattern, std::as_bytes(std::span(&seed, 1)),
                                        ipc::StagedIn{received});
     REQUIRE(reply);
     INFO("size " << size);
@@ -80,9 +80,9 @@ TEST_CASE("sixteen threads staging 128 KiB pieces at once each get their own dat
       for (int i = 0; i < 40; ++i) {
         const std::uint64_t seed = static_cast<std::uint64_t>(t) * 1000 + static_cast<std::uint64_t>(i);
         ipc::fill_pattern(out, seed, 0);
-        auto up = session.value()->call(wire::RequestKind::kStageChecksum, {}, ipc::StagedOut{out});
+        auto up = session.value()->call(wire::TransportKind::kStageChecksum, {}, ipc::StagedOut{out});
         if (!up || up.value().result_as<wire::ChecksumResult>().checksum != checksum_of(out)) ++wrong;
-        auto down = session.value()->call(wire::RequestKind::kStagePattern, std::as_bytes(std::span(&seed, 1)),
+        auto down = session.value()->call(wire::TransportKind::kStagePattern, std::as_bytes(std::span(&seed, 1)),
                                           ipc::StagedIn{in});
         ipc::fill_pattern(expected, seed, 0);
         if (!down || in != expected) ++wrong;
@@ -109,7 +109,7 @@ TEST_CASE("the broker reads host-arena memory in place at the offset the client 
     const auto offset = arena.offset_of(block.value(), size);
     REQUIRE(offset);
     const wire::ArenaRange range{*offset, size};
-    auto reply = session.value()->call(wire::RequestKind::kArenaChecksum, std::as_bytes(std::span(&range, 1)));
+    auto reply = session.value()->call(wire::TransportKind::kArenaChecksum, std::as_bytes(std::span(&range, 1)));
     REQUIRE(reply);
     CHECK(reply.value().result_as<wire::ChecksumResult>().checksum == checksum_of(bytes));
     blocks.push_back(block.value());

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "gpubroker/calls/protocol.h"
 #include "gpubroker/cuda/runtime_abi.h"
 #include "gpubroker/wire/stats.h"
 #include "ipc/client_session.h"
@@ -585,7 +586,7 @@ TEST_CASE("a request naming a device the broker lacks fails with CUDA_ERROR_INVA
   TempDir dir;
   BrokerProcess broker(dir, testing::BrokerSettings{{"--sim-devices=2", "--session-memory-limit=64M"}, {}});
   REQUIRE(testing::wait_until_listening(broker.socket_path()));
-  auto connected = ipc::ClientSession::connect(testing::client_options(broker.socket_path()));
+  auto connected = ipc::ClientSession::connect(testing::client_options(broker.socket_path(), wire::kProtocol));
   REQUIRE(connected);
   ipc::ClientSession& session = *connected.value();
   session.set_device_of_thread(request_device, nullptr);

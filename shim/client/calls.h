@@ -1,5 +1,5 @@
 // The shims' typed calls to the broker, one template per way of sending, each checked against the
-// call table (gpubroker/wire/cuda_calls.h) at compile time: the payload must be the row's, a
+// call table (gpubroker/calls/cuda_calls.h) at compile time: the payload must be the row's, a
 // staged call must stage the row's way, only a row that may be posted can be, and the reply comes
 // back as the row's reply type.
 //
@@ -13,7 +13,7 @@
 #include <cstring>
 #include <span>
 
-#include "gpubroker/wire/protocol.h"
+#include "gpubroker/calls/protocol.h"
 #include "ipc/client_session.h"
 
 namespace gpubroker::shim {

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <mutex>
 
+#include "gpubroker/calls/protocol.h"
 #include "ipc/log.h"
 #include "ipc/socket_path.h"
 #include "shim/client/visible_devices.h"
@@ -63,6 +64,7 @@ Connection* Connection::get() {
 
   ipc::ClientOptions options;
   options.socket_path = ipc::client_socket_path();
+  options.protocol = wire::kProtocol;  // the shims speak every kind of both call tables
   options.handshake_timeout = kHandshakeTimeout;
   options.abi = g_abi.load(std::memory_order_relaxed);
   if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES")) options.visible_devices = visible;

@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "gpubroker/cuda/cublas_api.h"
-#include "gpubroker/wire/protocol.h"
+#include "gpubroker/calls/protocol.h"
 #include "shim/client/calls.h"
 #include "shim/client/connection.h"
 

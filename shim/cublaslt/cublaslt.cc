@@ -25,7 +25,7 @@
 
 #include "gpubroker/cuda/cublas_api.h"
 #include "gpubroker/cuda/cublaslt_abi.h"
-#include "gpubroker/wire/protocol.h"
+#include "gpubroker/calls/protocol.h"
 #include "shim/abi/unsupported.h"
 #include "shim/cublas/version.h"
 #include "shim/client/calls.h"

@@ -19,7 +19,7 @@
 #include <string_view>
 
 #include "gpubroker/cuda/driver_api.h"
-#include "gpubroker/wire/protocol.h"
+#include "gpubroker/calls/protocol.h"
 #include "shim/client/connection.h"
 
 using namespace gpubroker;

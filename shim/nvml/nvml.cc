@@ -22,7 +22,7 @@
 #include <string>
 
 #include "gpubroker/cuda/driver_api.h"
-#include "gpubroker/wire/protocol.h"
+#include "gpubroker/calls/protocol.h"
 #include "shim/client/connection.h"
 #include "shim/client/visible_devices.h"
 

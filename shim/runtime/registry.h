@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "fatbin/fatbin.h"
-#include "gpubroker/wire/protocol.h"
+#include "gpubroker/calls/protocol.h"
 #include "shim/client/connection.h"
 
 namespace gpubroker::shim::rt {

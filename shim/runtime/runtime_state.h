@@ -15,7 +15,7 @@
 #include <mutex>
 #include <optional>
 
-#include "gpubroker/wire/protocol.h"
+#include "gpubroker/calls/protocol.h"
 #include "ipc/client_session.h"
 #include "shim/client/calls.h"
 #include "shim/client/connection.h"

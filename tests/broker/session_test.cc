@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "gpubroker/calls/protocol.h"
 #include "gpubroker/cuda/driver_api.h"
 #include "gpubroker/wire/stats.h"
 #include "ipc/client_session.h"
@@ -62,7 +63,7 @@ TEST_CASE("clients SIGKILLed at random points leave zero bytes and zero handles 
   for (int i = 0; i < iterations; ++i) {
     const auto delay = std::chrono::microseconds(random() % 2000);
     const pid_t client = testing::run_in_child([&] {
-      auto session = ipc::ClientSession::connect(testing::client_options(broker.socket_path()));
+      auto session = ipc::ClientSession::connect(testing::client_options(broker.socket_path(), wire::kProtocol));
       if (!session) return 1;
       ipc::ClientSession& s = *session.value();
       std::vector<std::byte> data(1 << 20);

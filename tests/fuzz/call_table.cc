@@ -1,9 +1,9 @@
-// Prints the call table (gpubroker/wire/protocol.h) one row a line, for make_request_corpus.py:
+// Prints the call table (gpubroker/calls/protocol.h) one row a line, for make_request_corpus.py:
 // name, kind number, inline payload bounds, staging way and posting, tab-separated. The corpus is
 // written from these rows, so a renumbered or resized call cannot leave the seeds behind.
 #include <cstdio>
 
-#include "gpubroker/wire/protocol.h"
+#include "gpubroker/calls/protocol.h"
 
 int main() {
   using namespace gpubroker::wire;

@@ -8,7 +8,7 @@ call_table program the build makes (tests/fuzz/call_table.cc), which prints ever
 that does not fit its row, or staged bytes that flow against it, stop the script. With --check DIR
 nothing is written: the seeds are compared with DIR's, and any difference fails (the suite runs it,
 so a change to the table cannot leave the committed seeds behind). Payload layouts follow
-include/gpubroker/wire/cuda_calls.h."""
+include/gpubroker/calls/cuda_calls.h."""
 import os
 import struct
 import subprocess

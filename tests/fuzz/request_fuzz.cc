@@ -32,6 +32,7 @@
 
 #include "broker/device_layer.h"
 #include "broker/session.h"
+#include "gpubroker/calls/protocol.h"
 #include "ipc/client_session.h"
 #include "ipc/log.h"
 #include "ipc/server_session.h"
@@ -68,6 +69,7 @@ Harness& harness() {
     made->socket_path = std::string(dir) + "/broker.sock";
     ipc::ListenerOptions options;
     options.socket_path = made->socket_path;
+    options.protocol = wire::kProtocol;  // gpu-broker's
     options.pipe_bytes = kPipeBytes;
     options.arena_bytes = 4ull << 20;
     auto listener = ipc::Listener::bind(options);
@@ -109,6 +111,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::thread connecting([&] {
     ipc::ClientOptions options;
     options.socket_path = h.socket_path;
+    options.protocol = wire::kProtocol;
     options.program = "request-fuzz";
     auto connected = ipc::ClientSession::connect(options);
     if (connected) client = std::move(connected.value());

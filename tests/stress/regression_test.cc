@@ -17,6 +17,7 @@
 #include <random>
 #include <vector>
 
+#include "gpubroker/calls/protocol.h"
 #include "gpubroker/cuda/driver_api.h"
 #include "ipc/client_session.h"
 #include "ipc/host_arena.h"
@@ -45,9 +46,9 @@ std::int32_t call(ipc::ClientSession& s, wire::RequestKind kind) {
 
 // The first session of a broker just started: its socket file exists from bind(), before listen().
 std::unique_ptr<ipc::ClientSession> connect(const BrokerProcess& broker) {
-  auto session = ipc::ClientSession::connect(testing::client_options(broker.socket_path()));
+  auto session = ipc::ClientSession::connect(testing::client_options(broker.socket_path(), wire::kProtocol));
   REQUIRE(testing::poll_until([&] {
-    if (!session) session = ipc::ClientSession::connect(testing::client_options(broker.socket_path()));
+    if (!session) session = ipc::ClientSession::connect(testing::client_options(broker.socket_path(), wire::kProtocol));
     return session.has_value();
   }));
   return std::move(session.value());
@@ -92,7 +93,7 @@ TEST_CASE("synchronizing a capturing stream fails at once, and the session is st
   BrokerProcess broker(dir);
   auto observer = connect(broker);
   const pid_t client = testing::run_in_child([&] {
-    auto session = ipc::ClientSession::connect(testing::client_options(broker.socket_path()));
+    auto session = ipc::ClientSession::connect(testing::client_options(broker.socket_path(), wire::kProtocol));
     if (!session) return 10;
     ipc::ClientSession& s = *session.value();
     if (call(s, wire::RequestKind::kStreamCreate, wire::StreamCreateRequest{5, 1, 0}) != 0) return 11;
@@ -275,7 +276,7 @@ TEST_CASE("a broker that has served many sessions holds no stack or mapping for 
   BrokerProcess broker(dir, settings);
   auto observer = connect(broker);
   auto one_session = [&] {
-    auto session = ipc::ClientSession::connect(testing::client_options(broker.socket_path()));
+    auto session = ipc::ClientSession::connect(testing::client_options(broker.socket_path(), wire::kProtocol));
     REQUIRE(session);
     const wire::MemAllocRequest alloc{0, 0, 4096};
     REQUIRE(session.value()->call(wire::RequestKind::kMemAlloc, wire::bytes_of(alloc)));

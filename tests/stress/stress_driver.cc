@@ -38,6 +38,7 @@
 #include <thread>
 #include <vector>
 
+#include "gpubroker/calls/protocol.h"
 #include "gpubroker/cuda/driver_api.h"
 #include "gpubroker/wire/stats.h"
 #include "ipc/client_session.h"
@@ -125,7 +126,7 @@ class Broker {
   std::unique_ptr<ipc::ClientSession> connect(std::chrono::milliseconds timeout = testing::kSettleTimeout) const {
     const std::int64_t deadline = now_ns() + std::chrono::nanoseconds(timeout).count();
     do {
-      auto session = ipc::ClientSession::connect(testing::client_options(socket_path_));
+      auto session = ipc::ClientSession::connect(testing::client_options(socket_path_, wire::kProtocol));
       if (session) return std::move(session.value());
       std::this_thread::sleep_for(200us);
     } while (now_ns() < deadline);
@@ -445,7 +446,7 @@ std::uint64_t hostile_word(std::mt19937_64& random, const std::vector<std::uint6
 void hostile_round(const std::string& socket, std::uint64_t seed, HostileCounters& counters,
                    const std::vector<std::vector<std::byte>>& fatbins) {
   std::mt19937_64 random(seed);
-  auto session = ipc::ClientSession::connect(testing::client_options(socket));
+  auto session = ipc::ClientSession::connect(testing::client_options(socket, wire::kProtocol));
   if (!session) return;
   ipc::ClientSession& s = *session.value();
   counters.rounds++;
@@ -720,7 +721,7 @@ int as_user(uid_t uid, gid_t gid, const std::function<int()>& body) {
 }
 
 int handshake_status(const std::string& socket) {
-  auto session = ipc::ClientSession::connect(testing::client_options(socket));
+  auto session = ipc::ClientSession::connect(testing::client_options(socket, wire::kProtocol));
   if (session) return 0;
   return session.error().code == ipc::IpcErrc::kRefused ? static_cast<int>(session.error().detail) : 100;
 }

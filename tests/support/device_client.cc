@@ -6,7 +6,7 @@
 namespace gpubroker::testing {
 
 DeviceClient::DeviceClient(const std::string& socket_path) {
-  auto session = ipc::ClientSession::connect(client_options(socket_path));
+  auto session = ipc::ClientSession::connect(client_options(socket_path, wire::kProtocol));
   if (!session) FAIL("connect failed: " << ipc::describe(session.error()));
   session_ = std::move(session.value());
 }

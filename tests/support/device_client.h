@@ -21,8 +21,8 @@
 #include <string>
 #include <vector>
 
+#include "gpubroker/calls/protocol.h"
 #include "gpubroker/cuda/driver_api.h"
-#include "gpubroker/wire/cuda_calls.h"
 #include "ipc/client_session.h"
 
 namespace gpubroker::testing {

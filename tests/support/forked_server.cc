@@ -85,9 +85,10 @@ void ForkedServer::kill_now() {
   pid_ = -1;
 }
 
-ipc::ClientOptions client_options(const std::string& socket_path) {
+ipc::ClientOptions client_options(const std::string& socket_path, const wire::Protocol& protocol) {
   ipc::ClientOptions options;
   options.socket_path = socket_path;
+  options.protocol = protocol;
   options.program = "ipc-test";
   return options;
 }

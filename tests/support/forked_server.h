@@ -29,7 +29,7 @@ class TempDir {
 class ForkedServer {
  public:
   // Binds in the calling process, then serves in a child until destroyed. The default handler
-  // serves the transport kinds.
+  // serves the transport kinds (the protocol `options` has by default).
   explicit ForkedServer(ipc::ListenerOptions options, ipc::HandlerFactory make_handler = nullptr,
                         ipc::WaitPolicy policy = ipc::WaitPolicy::of(ipc::WaitMode::kAdaptive));
   ForkedServer(const ForkedServer&) = delete;
@@ -49,8 +49,11 @@ class ForkedServer {
   std::string socket_path_;
 };
 
-// Client options for a test client of `server`.
-ipc::ClientOptions client_options(const std::string& socket_path);
+// Client options for a test client at `socket_path`: of a ForkedServer serving the transport's own
+// kinds by default; of a gpu-broker with `protocol` wire::kProtocol (gpubroker/calls), as the
+// shims connect.
+ipc::ClientOptions client_options(const std::string& socket_path,
+                                  const wire::Protocol& protocol = wire::kTransportProtocol);
 
 // Runs `body` in a forked child; its return value is the child's exit status.
 pid_t run_in_child(const std::function<int()>& body);

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <vector>
 
+#include "gpubroker/calls/protocol.h"
 #include "ipc/client_session.h"
 #include "tools/bench/shim_library.h"
 
@@ -63,6 +64,7 @@ namespace {
 std::unique_ptr<ipc::ClientSession> open_session(const std::string& socket) {
   ipc::ClientOptions options;
   options.socket_path = socket;
+  options.protocol = wire::kProtocol;  // gpu-broker's
   options.program = "gpubroker-bench";
   auto session = ipc::ClientSession::connect(options);
   if (!session) fail("baseline", "cannot open a transport session: " + ipc::describe(session.error()));

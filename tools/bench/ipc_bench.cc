@@ -150,7 +150,7 @@ Percentiles ring_round_trips(ipc::ClientSession& session, std::size_t count) {
   samples.reserve(count);
   for (std::size_t i = 0; i < count + count / 10; ++i) {
     const std::int64_t t0 = monotonic_ns();
-    auto reply = session.call(wire::RequestKind::kEcho, message);
+    auto reply = session.call(wire::TransportKind::kEcho, message);
     if (!reply || reply.value().result_bytes != kMessageBytes) die("echo through the rings failed");
     if (i >= count / 10) samples.push_back(static_cast<double>(monotonic_ns() - t0));
   }
@@ -160,9 +160,9 @@ Percentiles ring_round_trips(ipc::ClientSession& session, std::size_t count) {
 double async_rate(ipc::ClientSession& session, std::size_t messages) {
   const std::int64_t t0 = monotonic_ns();
   for (std::size_t i = 0; i < messages; ++i) {
-    if (!session.post(wire::RequestKind::kNull, {})) die("post failed");
+    if (!session.post(wire::TransportKind::kNull, {})) die("post failed");
   }
-  if (!session.call(wire::RequestKind::kNull, {})) die("call failed");  // all executed
+  if (!session.call(wire::TransportKind::kNull, {})) die("call failed");  // all executed
   return static_cast<double>(messages + 1) * 1e9 / static_cast<double>(monotonic_ns() - t0);
 }
 
@@ -172,11 +172,11 @@ double gbps(std::uint64_t bytes, std::int64_t ns) { return static_cast<double>(b
 std::pair<double, double> staging_throughput(ipc::ClientSession& session, std::vector<std::byte>& buffer,
                                              int repeats) {
   auto to = [&] {
-    auto r = session.call(wire::RequestKind::kStageToScratch, {}, ipc::StagedOut{buffer});
+    auto r = session.call(wire::TransportKind::kStageToScratch, {}, ipc::StagedOut{buffer});
     if (!r) die("staging to the broker failed: " + ipc::describe(r.error()));
   };
   auto from = [&] {
-    auto r = session.call(wire::RequestKind::kStageFromScratch, {}, ipc::StagedIn{buffer});
+    auto r = session.call(wire::TransportKind::kStageFromScratch, {}, ipc::StagedIn{buffer});
     if (!r) die("staging from the broker failed: " + ipc::describe(r.error()));
   };
   to();  // the broker's scratch buffer is faulted in by the first transfer

@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "gpubroker/calls/protocol.h"
 #include "gpubroker/cuda/runtime_abi.h"
 #include "ipc/client_session.h"
 #include "tools/bench/bench_broker.h"
@@ -158,6 +159,7 @@ int run_launch_bench(int argc, char** argv) {
   {
     ipc::ClientOptions options;
     options.socket_path = socket;
+    options.protocol = wire::kProtocol;  // gpu-broker's
     auto session = ipc::ClientSession::connect(options);
     if (!session) die("cannot open a baseline session");
     std::vector<double> rates;

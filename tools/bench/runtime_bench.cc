@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "gpubroker/calls/protocol.h"
 #include "ipc/client_session.h"
 #include "ipc/socket_path.h"
 #include "tools/bench/bench_broker.h"
@@ -64,6 +65,7 @@ struct Runtime {
 std::uint64_t staged_bytes(const std::string& socket) {
   ipc::ClientOptions options;
   options.socket_path = socket;
+  options.protocol = wire::kProtocol;  // gpu-broker's
   options.program = "gpubroker-bench";
   auto session = ipc::ClientSession::connect(options);
   if (!session) die("cannot read the broker's counters: " + ipc::describe(session.error()));

@@ -31,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include "gpubroker/calls/protocol.h"
 #include "ipc/client_session.h"
 #include "launch/shim_libraries.h"
 #include "monitor/stats_reader.h"
@@ -113,6 +114,7 @@ std::string shell_quoted(const std::string& text) {
 bool broker_answers(const std::string& socket_path, std::string& why) {
   gpubroker::ipc::ClientOptions client;
   client.socket_path = socket_path;
+  client.protocol = gpubroker::wire::kProtocol;  // what the shims will speak: a broker that refuses it is reported
   client.program = "gpu-broker-run";
   client.handshake_timeout = std::chrono::milliseconds(800);
   auto session = gpubroker::ipc::ClientSession::connect(client);

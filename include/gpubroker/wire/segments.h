@@ -14,8 +14,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 
-#include "gpubroker/wire/protocol.h"
+#include "gpubroker/wire/transport.h"
 
 namespace gpubroker::wire {
 
@@ -158,8 +159,10 @@ constexpr std::uint64_t fnv1a(std::uint64_t hash, std::uint64_t value) {
 }
 }  // namespace detail
 
-// A hash of every size, offset and shape a peer relies on. Both sides compute it at compile time
-// and compare at the handshake and in each segment header.
+// A hash of every size and offset of the segments and the handshake messages that a peer relies
+// on. Both sides compute it at compile time. It covers no request shapes: a protocol's fingerprint
+// (below) continues it over the shape table, and that is what a session's peers compare. The stats
+// file (stats.h), whose layout does not depend on the call tables, carries this one.
 constexpr std::uint64_t layout_fingerprint() {
   std::uint64_t h = 0xcbf29ce484222325ull;
   const std::uint64_t facts[] = {
@@ -172,8 +175,18 @@ constexpr std::uint64_t layout_fingerprint() {
       sizeof(PipeControl), offsetof(PipeControl, head), offsetof(PipeControl, filled),
       sizeof(StagingSegment), sizeof(Hello), sizeof(Welcome)};
   for (std::uint64_t f : facts) h = detail::fnv1a(h, f);
-  for (const RequestShape& s : kRequestShapes) {
-    h = detail::fnv1a(h, static_cast<std::uint64_t>(s.kind));
+  return h;
+}
+
+inline constexpr std::uint64_t kLayoutFingerprint = layout_fingerprint();
+
+// The layout fingerprint continued over every shape of a table (kind, payload bounds, reply size,
+// staging way, posting): a client and a broker built from tables that differ in any of them, or
+// in the layouts, refuse each other at the handshake instead of misreading requests.
+constexpr std::uint64_t protocol_fingerprint(std::span<const RequestShape> shapes) {
+  std::uint64_t h = kLayoutFingerprint;
+  for (const RequestShape& s : shapes) {
+    h = detail::fnv1a(h, s.kind);
     h = detail::fnv1a(h, s.min_payload);
     h = detail::fnv1a(h, s.max_payload);
     h = detail::fnv1a(h, s.reply_bytes);
@@ -183,6 +196,30 @@ constexpr std::uint64_t layout_fingerprint() {
   return h;
 }
 
-inline constexpr std::uint64_t kLayoutFingerprint = layout_fingerprint();
+// The request kinds a session speaks, as the transport needs them: the shape of each kind, indexed
+// by kind, and the fingerprint its peers compare at the handshake and in each segment header. The
+// transport knows only its own (kTransportProtocol); whoever runs it with more kinds hands it the
+// larger one (gpubroker/calls' wire::kProtocol: the broker in its ListenerOptions, the shims in
+// their ClientOptions). `shapes` refers to a table of static storage.
+struct Protocol {
+  std::span<const RequestShape> shapes;
+  std::uint64_t fingerprint = 0;
+
+  // The shape of a kind, or nullptr for a value outside the table.
+  [[nodiscard]] constexpr const RequestShape* shape_of(std::uint16_t kind) const {
+    return kind < shapes.size() ? &shapes[kind] : nullptr;
+  }
+
+  // Whether the table is one the transport can index: not empty, row i the shape of kind i.
+  [[nodiscard]] constexpr bool indexed_by_kind() const {
+    for (std::size_t i = 0; i < shapes.size(); ++i) {
+      if (shapes[i].kind != i) return false;
+    }
+    return !shapes.empty();
+  }
+};
+
+inline constexpr Protocol kTransportProtocol{kTransportShapes, protocol_fingerprint(kTransportShapes)};
+static_assert(kTransportProtocol.indexed_by_kind());
 
 }  // namespace gpubroker::wire

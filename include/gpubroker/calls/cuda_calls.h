@@ -1,6 +1,7 @@
-// The CUDA half of the wire protocol: every remoted CUDA call as one row of GPUBROKER_CUDA_CALLS,
-// and the payload and reply structs the rows name. protocol.h turns the rows (after the transport
-// kinds of transport.h) into the RequestKind enum and the shape table; the broker's dispatch
+// The CUDA half of the wire protocol (module gpubroker/calls, which the transport may not include):
+// every remoted CUDA call as one row of GPUBROKER_CUDA_CALLS, and the payload and reply structs the
+// rows name. protocol.h turns the rows (after the transport kinds of gpubroker/wire/transport.h)
+// into the RequestKind enum, the shape table and the Protocol handed to the transport; the broker's dispatch
 // (broker/session.cc) calls each row's handler, so a row without one does not compile; the
 // shims' typed calls (shim/client/calls.h) check each payload against its row at compile time.
 //
