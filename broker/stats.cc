@@ -41,6 +41,7 @@ void SessionStatsWriter::record_call(std::int64_t handling_ns, bool failed, std:
   if (slot_ == nullptr) return;
   const auto ns = static_cast<std::uint64_t>(std::max<std::int64_t>(handling_ns, 1));
   const unsigned bucket = std::min<unsigned>(std::bit_width(ns) - 1, wire::kLatencyBuckets - 1);
+  const bool timed = handling_ns >= 0;
   publish(*slot_, [&](wire::SessionStats& s) {
     ++s.calls;
     s.errors += failed ? 1 : 0;
@@ -48,7 +49,7 @@ void SessionStatsWriter::record_call(std::int64_t handling_ns, bool failed, std:
     s.bytes_from_device += bytes_from_device;
     s.device_bytes = device_bytes;
     s.pinned_bytes = pinned_bytes;
-    ++s.latency_buckets[bucket];
+    if (timed) ++s.latency_buckets[bucket];
   });
 }
 

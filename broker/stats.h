@@ -26,7 +26,8 @@ class SessionStatsWriter {
   SessionStatsWriter& operator=(SessionStatsWriter&&) = delete;
   ~SessionStatsWriter();  // marks the slot free
 
-  // One handled request: how long the broker spent on it and what it moved.
+  // One handled request: how long the broker spent on it (negative: not timed, not in the latency
+  // histogram) and what it moved.
   void record_call(std::int64_t handling_ns, bool failed, std::uint64_t bytes_to_device,
                    std::uint64_t bytes_from_device, std::uint64_t device_bytes, std::uint64_t pinned_bytes);
 

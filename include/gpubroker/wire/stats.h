@@ -62,6 +62,7 @@ struct SessionStats {
   std::uint64_t errors;  // completions with a non-success status
   std::uint64_t bytes_to_device;
   std::uint64_t bytes_from_device;
+  // The broker's handling time of every synchronous request and of one posted request in 64.
   std::uint64_t latency_buckets[kLatencyBuckets];
 };
 
