@@ -20,6 +20,7 @@
 
 #include "gpubroker/cuda/driver_api.h"
 #include "gpubroker/calls/protocol.h"
+#include "shim/client/calls.h"
 #include "shim/client/connection.h"
 
 using namespace gpubroker;
@@ -52,13 +53,16 @@ std::int64_t broker_ordinal(int device) {
 // The status a lookup failure means: no session at all, or a device that is not visible.
 CUresult device_error() { return connection() == nullptr ? kNotInitialized : kInvalidDevice; }
 
-CUresult request(wire::RequestKind kind, std::span<const std::byte> payload, ipc::Completion* completion = nullptr) {
+// A synchronous call of row `Kind` (shim/client/calls.h checks the payload and the reply against
+// the row); `reply`, when given, receives the row's reply.
+template <wire::RequestKind Kind>
+CUresult request(const shim::PayloadOf<Kind>& payload, shim::ReplyOf<Kind>* reply = nullptr) {
   shim::Connection* c = connection();
   if (c == nullptr) return kNotInitialized;
-  auto reply = c->session().call(kind, payload);
-  if (!reply) return kDeviceUnavailable;
-  if (completion != nullptr) *completion = reply.value();
-  return reply.value().status;
+  auto answer = shim::call<Kind>(c->session(), payload);
+  if (!answer) return kDeviceUnavailable;
+  if (reply != nullptr) *reply = answer.value().reply;
+  return answer.value().status;
 }
 
 void copy_string(char* destination, int length, const char* source) {
@@ -71,11 +75,10 @@ void copy_string(char* destination, int length, const char* source) {
 CUresult memory_info(std::uint64_t& free, std::uint64_t& total) {
   const std::int64_t ordinal = broker_ordinal(shim::Connection::current_device());
   if (ordinal < 0) return device_error();
-  ipc::Completion completion;
-  const CUresult r = request(wire::RequestKind::kMemGetInfo,
-                             wire::bytes_of(wire::DeviceRequest{static_cast<std::uint32_t>(ordinal), 0}), &completion);
+  wire::MemInfoResult info{};
+  const CUresult r =
+      request<wire::RequestKind::kMemGetInfo>(wire::DeviceRequest{static_cast<std::uint32_t>(ordinal), 0}, &info);
   if (r != kSuccess) return r;
-  const auto info = completion.result_as<wire::MemInfoResult>();
   free = info.free;
   total = info.total;
   return kSuccess;
@@ -292,26 +295,25 @@ CUresult cuMemGetAllocationGranularity(std::size_t* granularity, const cuda::CUm
   }
   const std::int64_t ordinal = broker_ordinal(prop->location.id);
   if (ordinal < 0) return device_error();
-  ipc::Completion completion;
-  const CUresult r = request(wire::RequestKind::kVmmGranularity,
-                             wire::bytes_of(wire::VmmGranularityRequest{static_cast<std::uint32_t>(ordinal), option}),
-                             &completion);
-  if (r == kSuccess) *granularity = completion.result_as<std::uint64_t>();
+  std::uint64_t value = 0;
+  const CUresult r = request<wire::RequestKind::kVmmGranularity>(
+      wire::VmmGranularityRequest{static_cast<std::uint32_t>(ordinal), option}, &value);
+  if (r == kSuccess) *granularity = value;
   return r;
 }
 
 CUresult cuMemAddressReserve(cuda::CUdeviceptr* pointer, std::size_t size, std::size_t alignment,
                              cuda::CUdeviceptr hint, unsigned long long flags) {
   if (pointer == nullptr) return kInvalidValue;
-  ipc::Completion completion;
-  const CUresult r = request(wire::RequestKind::kVmmAddressReserve,
-                             wire::bytes_of(wire::VmmReserveRequest{size, alignment, hint, flags}), &completion);
-  if (r == kSuccess) *pointer = completion.result_as<wire::PointerResult>().pointer;
+  wire::PointerResult reserved{};
+  const CUresult r =
+      request<wire::RequestKind::kVmmAddressReserve>(wire::VmmReserveRequest{size, alignment, hint, flags}, &reserved);
+  if (r == kSuccess) *pointer = reserved.pointer;
   return r;
 }
 
 CUresult cuMemAddressFree(cuda::CUdeviceptr pointer, std::size_t size) {
-  return request(wire::RequestKind::kVmmAddressFree, wire::bytes_of(wire::VmmRangeRequest{pointer, size}));
+  return request<wire::RequestKind::kVmmAddressFree>(wire::VmmRangeRequest{pointer, size});
 }
 
 // The handle the program holds is the session-local id the broker chose.
@@ -323,24 +325,24 @@ CUresult cuMemCreate(cuda::CUmemGenericAllocationHandle* handle, std::size_t siz
   }
   const std::int64_t ordinal = broker_ordinal(prop->location.id);
   if (ordinal < 0) return device_error();
-  ipc::Completion completion;
+  std::uint64_t id = 0;
   const wire::VmmCreateRequest r{size, static_cast<std::uint32_t>(ordinal), prop->requestedHandleTypes, flags};
-  const CUresult status = request(wire::RequestKind::kVmmCreate, wire::bytes_of(r), &completion);
-  if (status == kSuccess) *handle = completion.result_as<std::uint64_t>();
+  const CUresult status = request<wire::RequestKind::kVmmCreate>(r, &id);
+  if (status == kSuccess) *handle = id;
   return status;
 }
 
 CUresult cuMemRelease(cuda::CUmemGenericAllocationHandle handle) {
-  return request(wire::RequestKind::kVmmRelease, wire::bytes_of(wire::HandleRequest{handle}));
+  return request<wire::RequestKind::kVmmRelease>(wire::HandleRequest{handle});
 }
 
 CUresult cuMemMap(cuda::CUdeviceptr pointer, std::size_t size, std::size_t offset,
                   cuda::CUmemGenericAllocationHandle handle, unsigned long long flags) {
-  return request(wire::RequestKind::kVmmMap, wire::bytes_of(wire::VmmMapRequest{pointer, size, offset, handle, flags}));
+  return request<wire::RequestKind::kVmmMap>(wire::VmmMapRequest{pointer, size, offset, handle, flags});
 }
 
 CUresult cuMemUnmap(cuda::CUdeviceptr pointer, std::size_t size) {
-  return request(wire::RequestKind::kVmmUnmap, wire::bytes_of(wire::VmmRangeRequest{pointer, size}));
+  return request<wire::RequestKind::kVmmUnmap>(wire::VmmRangeRequest{pointer, size});
 }
 
 CUresult cuMemSetAccess(cuda::CUdeviceptr pointer, std::size_t size, const cuda::CUmemAccessDesc* descriptors,
@@ -359,7 +361,7 @@ CUresult cuMemSetAccess(cuda::CUdeviceptr pointer, std::size_t size, const cuda:
     r.descriptors[i].device = static_cast<std::uint32_t>(ordinal);
     r.descriptors[i].flags = descriptors[i].flags;
   }
-  return request(wire::RequestKind::kVmmSetAccess, wire::bytes_of(r));
+  return request<wire::RequestKind::kVmmSetAccess>(r);
 }
 
 // ---- cuGetProcAddress -----------------------------------------------------------------------

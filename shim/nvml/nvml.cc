@@ -23,6 +23,7 @@
 
 #include "gpubroker/cuda/driver_api.h"
 #include "gpubroker/calls/protocol.h"
+#include "shim/client/calls.h"
 #include "shim/client/connection.h"
 #include "shim/client/visible_devices.h"
 
@@ -111,10 +112,10 @@ std::string nvml_bus_id(const wire::DeviceRecord& d) {
 Return memory_of(const Device* device, std::uint64_t& free, std::uint64_t& total) {
   std::uint32_t ordinal = 0;
   if (record_of(device, &ordinal) == nullptr) return handle_error();
-  auto reply = connection()->session().call(wire::RequestKind::kMemGetInfo, wire::bytes_of(wire::DeviceRequest{ordinal, 0}));
+  auto reply = shim::call<wire::RequestKind::kMemGetInfo>(connection()->session(), wire::DeviceRequest{ordinal, 0});
   if (!reply) return kGpuIsLost;
   if (reply.value().status != 0) return kUnknown;
-  const auto info = reply.value().result_as<wire::MemInfoResult>();
+  const wire::MemInfoResult& info = reply.value().reply;
   free = info.free;
   total = info.total;
   return kSuccess;

@@ -35,8 +35,8 @@ bool is_sticky(Error e) { return cuda::poisons_context(e); }
 void report_sticky(Error error) {
   wire::SessionErrorReport report{};
   if (Connection* c = Connection::get()) {
-    (void)c->session().call(wire::RequestKind::kSessionError, {},
-                            ipc::StagedIn{std::span(reinterpret_cast<std::byte*>(&report), sizeof report)});
+    (void)shim::call<wire::RequestKind::kSessionError>(c->session(), {},
+                                                       std::span(reinterpret_cast<std::byte*>(&report), sizeof report));
   }
   report.kernel[sizeof report.kernel - 1] = '\0';
   std::string kernel = report.kernel;
