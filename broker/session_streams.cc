@@ -319,9 +319,10 @@ Outcome<float> SessionStreams::elapsed_time(CallContext&, const wire::EventPairR
   return answer(r, milliseconds);
 }
 
-// The current device's streams, as cudaDeviceSynchronize covers the current device only.
+// The current device's streams, as cudaDeviceSynchronize covers the current device only. A
+// device the session never used has none, and none is made for it (cudaFreeHost synchronizes
+// every visible device).
 Outcome<wire::NoReply> SessionStreams::synchronize_all(CallContext& call, wire::NoPayload) {
-  if (auto made = stream_for(0); !made) return made.error();
   const DeviceContext& context = session_.current_context();
   std::vector<cuda::CUstream> all;
   for (const auto& [id, stream] : streams_) {

@@ -103,3 +103,19 @@ TEST_CASE("the default stream and blocking streams order each other as CUDA's le
     CHECK(tail == std::vector<std::byte>(4096, std::byte(value)));
   }
 }
+
+TEST_CASE("a device synchronize makes no stream on a device the session never used, and waits for the ones it did",
+          "[broker][stream]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  DeviceClient client(broker.socket_path());
+  CHECK(client.call(wire::RequestKind::kContextSynchronize).status == 0);
+  CHECK(client.totals().streams == 0);  // answered at once: nothing to wait for, nothing made
+  const std::uint64_t p = client.alloc(1 << 20);
+  client.post(wire::RequestKind::kMemset, wire::MemsetRequest{p, 1 << 20, 0, 0x5a, 0});
+  CHECK(client.call(wire::RequestKind::kContextSynchronize).status == 0);
+  CHECK(client.totals().streams == 1);  // the default stream the memset used
+  std::vector<std::byte> back(1 << 20);
+  REQUIRE(client.download(back, p) == 0);
+  CHECK(back == std::vector<std::byte>(1 << 20, std::byte{0x5a}));
+}
