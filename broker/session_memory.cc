@@ -57,11 +57,8 @@ bool SessionMemory::owns_allocation(std::uint64_t pointer, std::uint64_t bytes) 
 }
 
 std::uint64_t SessionMemory::serial_of(std::uint64_t pointer, std::uint64_t bytes) const {
-  auto it = allocations_.upper_bound(pointer);
-  if (it == allocations_.begin()) return 0;
-  --it;
-  const std::uint64_t offset = pointer - it->first;
-  return offset <= it->second.bytes && bytes <= it->second.bytes - offset ? it->second.serial : 0;
+  const Allocation* allocation = entry_holding(allocations_, pointer, bytes);
+  return allocation != nullptr ? allocation->serial : 0;
 }
 
 std::optional<std::uint32_t> SessionMemory::device_of(std::uint64_t pointer) const {

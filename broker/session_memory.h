@@ -102,15 +102,20 @@ std::uint64_t matrix_bytes(std::int64_t ld, std::int64_t rows, std::int64_t cols
 // spanning `one` bytes; UINT64_MAX when a negative stride or the arithmetic would wrap.
 std::uint64_t batch_bytes(std::int64_t stride, std::uint64_t one, std::uint64_t element, std::int64_t batch);
 
-// Whether [pointer, pointer + bytes) lies inside one of `ranges` (start address -> an entry with
-// a `bytes` member).
+// The entry of `ranges` (start address -> an entry with a `bytes` member) that holds all of
+// [pointer, pointer + bytes), or nullptr.
 template <class Map>
-bool inside_one(const Map& ranges, std::uint64_t pointer, std::uint64_t bytes) {
+const typename Map::mapped_type* entry_holding(const Map& ranges, std::uint64_t pointer, std::uint64_t bytes) {
   auto it = ranges.upper_bound(pointer);
-  if (it == ranges.begin()) return false;
+  if (it == ranges.begin()) return nullptr;
   --it;
   const std::uint64_t offset = pointer - it->first;
-  return offset <= it->second.bytes && bytes <= it->second.bytes - offset;
+  return offset <= it->second.bytes && bytes <= it->second.bytes - offset ? &it->second : nullptr;
+}
+
+template <class Map>
+bool inside_one(const Map& ranges, std::uint64_t pointer, std::uint64_t bytes) {
+  return entry_holding(ranges, pointer, bytes) != nullptr;
 }
 
 }  // namespace gpubroker::broker

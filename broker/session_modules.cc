@@ -27,11 +27,8 @@ bool SessionModules::owns_global(std::uint64_t pointer, std::uint64_t bytes) con
 }
 
 std::uint64_t SessionModules::serial_of(std::uint64_t pointer, std::uint64_t bytes) const {
-  auto it = globals_.upper_bound(pointer);
-  if (it == globals_.begin()) return 0;
-  --it;
-  const std::uint64_t offset = pointer - it->first;
-  return offset <= it->second.bytes && bytes <= it->second.bytes - offset ? it->second.serial : 0;
+  const Global* global = entry_holding(globals_, pointer, bytes);
+  return global != nullptr ? global->serial : 0;
 }
 
 std::optional<std::uint32_t> SessionModules::device_of(std::uint64_t pointer) const {
