@@ -119,6 +119,17 @@ Outcome<wire::NoReply> SessionBlas::trsm_batched(CallContext&, const wire::BlasT
   return answer(run_trsm_batched(request, *handle.value()));
 }
 
+Outcome<std::uint64_t> SessionBlas::vector(CallContext&, const wire::BlasVectorRequest& request) {
+  auto handle = handle_for(request.handle);
+  if (!handle) return handle.error();
+  if (!keep_workspace_current(*handle.value())) return CallError{cuda::CUBLAS_STATUS_EXECUTION_FAILED};
+  std::uint64_t result = 0;
+  if (const int status = run_vector(request, *handle.value(), result); status != cuda::CUBLAS_STATUS_SUCCESS) {
+    return CallError{status};
+  }
+  return result;
+}
+
 Outcome<wire::NoReply> SessionBlas::lt_matmul(CallContext&, const wire::BlasLtMatmulRequest& request) {
   return answer(run_lt_matmul(request));
 }
@@ -438,6 +449,63 @@ int SessionBlas::run_trsm_batched(const wire::BlasTrsmRequest& r, Handle& h) {
       reinterpret_cast<const float* const*>(arrays), r.lda, reinterpret_cast<float* const*>(arrays + n), r.ldb,
       r.batch_count);
   release_arrays(h, stream);
+  return status;
+}
+
+// A BLAS-1 call through cuBLAS's *Ex form of its function. Every vector it reads or writes, and a
+// device-mode result, is checked against the session's memory on the handle's device first, with
+// the span of a strided vector computed overflow-checked (a negative increment walks the same span
+// from its far end). A host-mode result is the broker's own variable, which cuBLAS fills before it
+// returns (it waits for the handle's stream, as it does for any program in host pointer mode); a
+// device-mode one is written in stream order, with the handle switched to device pointer mode for
+// this call only: every other call hands cuBLAS its scalars by value.
+int SessionBlas::run_vector(const wire::BlasVectorRequest& r, Handle& h, std::uint64_t& result) {
+  using F = wire::BlasVectorFunction;
+  const auto function = static_cast<F>(r.function);
+  if (r.function > static_cast<std::uint32_t>(F::kSwap)) return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  if (r.type != cuda::CUDA_R_32F && r.type != cuda::CUDA_R_64F) return cuda::CUBLAS_STATUS_NOT_SUPPORTED;
+  const std::uint64_t element = element_bytes(r.type);
+  auto span = [&](std::int32_t increment) -> std::uint64_t {
+    if (r.n <= 0) return 0;
+    const std::uint64_t stride = increment < 0 ? std::uint64_t(-std::int64_t(increment)) : std::uint64_t(increment);
+    std::uint64_t bytes = 0;
+    if (__builtin_mul_overflow(std::uint64_t(r.n - 1), stride, &bytes) || __builtin_add_overflow(bytes, 1, &bytes) ||
+        __builtin_mul_overflow(bytes, element, &bytes)) {
+      return UINT64_MAX;  // owns no range
+    }
+    return bytes;
+  };
+  const bool x_only = function == F::kScal || function == F::kNrm2 || function == F::kAsum || function == F::kAmax ||
+                      function == F::kAmin;
+  const bool answers = function == F::kDot || (x_only && function != F::kScal);
+  const std::uint64_t x_bytes = x_only && r.incx <= 0 ? 0 : span(r.incx);  // x alone: not read then
+  const std::uint64_t y_bytes = x_only ? 0 : span(r.incy);
+  const std::uint64_t result_bytes = function == F::kAmax || function == F::kAmin ? sizeof(int) : element;
+  if ((x_bytes != 0 && !operand(*h.context, r.x, x_bytes)) || (y_bytes != 0 && !operand(*h.context, r.y, y_bytes)) ||
+      (answers && r.result != 0 && !operand(*h.context, r.result, result_bytes))) {
+    return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  }
+  const BlasCalls& blas = *h.blas;
+  const cuda::cublasHandle_t handle = h.owner.get();
+  const auto type = static_cast<cuda::cudaDataType>(r.type);
+  const auto* x = reinterpret_cast<const void*>(r.x);
+  auto* y = reinterpret_cast<void*>(r.y);
+  const bool on_device = answers && r.result != 0;
+  void* out = on_device ? reinterpret_cast<void*>(r.result) : static_cast<void*>(&result);
+  if (on_device) blas.set_pointer_mode(handle, cuda::CUBLAS_POINTER_MODE_DEVICE);
+  int status = cuda::CUBLAS_STATUS_INVALID_VALUE;
+  switch (function) {
+    case F::kAxpy: status = blas.axpy_ex(handle, r.n, r.alpha, type, x, type, r.incx, y, type, r.incy, type); break;
+    case F::kScal: status = blas.scal_ex(handle, r.n, r.alpha, type, reinterpret_cast<void*>(r.x), type, r.incx, type); break;
+    case F::kDot: status = blas.dot_ex(handle, r.n, x, type, r.incx, y, type, r.incy, out, type, type); break;
+    case F::kNrm2: status = blas.nrm2_ex(handle, r.n, x, type, r.incx, out, type, type); break;
+    case F::kAsum: status = blas.asum_ex(handle, r.n, x, type, r.incx, out, type, type); break;
+    case F::kAmax: status = blas.iamax_ex(handle, r.n, x, type, r.incx, static_cast<int*>(out)); break;
+    case F::kAmin: status = blas.iamin_ex(handle, r.n, x, type, r.incx, static_cast<int*>(out)); break;
+    case F::kCopy: status = blas.copy_ex(handle, r.n, x, type, r.incx, y, type, r.incy); break;
+    case F::kSwap: status = blas.swap_ex(handle, r.n, reinterpret_cast<void*>(r.x), type, r.incx, y, type, r.incy); break;
+  }
+  if (on_device) blas.set_pointer_mode(handle, cuda::CUBLAS_POINTER_MODE_HOST);
   return status;
 }
 

@@ -38,6 +38,8 @@ class SessionBlas {
   Outcome<wire::NoReply> lt_matmul(CallContext& call, const wire::BlasLtMatmulRequest& request);
   Outcome<wire::NoReply> set_matrix(CallContext& call, const wire::BlasMatrixRequest& request);
   Outcome<wire::NoReply> get_matrix(CallContext& call, const wire::BlasMatrixRequest& request);
+  // A BLAS-1 call: its result's bytes (dot, nrm2, asum, amax, amin in host pointer mode), else 0.
+  Outcome<std::uint64_t> vector(CallContext& call, const wire::BlasVectorRequest& request);
 
  private:
   // The broker's device copy of a call's checked pointer arrays, reused by the handle's next call
@@ -69,6 +71,7 @@ class SessionBlas {
   [[nodiscard]] bool operand(const DeviceContext& on, std::uint64_t pointer, std::uint64_t bytes) const;
   int run_gemm(const wire::BlasGemmRequest& r, Handle& handle);
   int run_trsm_batched(const wire::BlasTrsmRequest& r, Handle& handle);
+  int run_vector(const wire::BlasVectorRequest& r, Handle& handle, std::uint64_t& result);
   // Uploads `pointers` (checked) into the handle's array copy in `stream` order; the copy's device
   // address, or 0 when the upload could not be queued. After the call that reads it is queued,
   // release_arrays() marks it.

@@ -100,11 +100,42 @@ struct TrsmOp {
   BlasScalars scalars;
 };
 
+// The BLAS-1 functions (cublasAxpyEx and its family, and every typed form over them): vectors of
+// n elements of float or double, x and y `incx`/`incy` elements apart. A negative increment walks
+// the vector from its far end, as reference BLAS does (element i of x is at x + (n-1-i)|incx| then);
+// the functions of x alone (scal, nrm2, asum, amax, amin) do nothing, or answer 0, for incx <= 0.
+enum class VectorFunction : std::uint8_t { kAxpy, kScal, kDot, kNrm2, kAsum, kAmax, kAmin, kCopy, kSwap };
+
+struct VectorOp {
+  VectorFunction function = VectorFunction::kAxpy;
+  bool is_double = false;  // the element type: double, else float
+  int n = 0;
+  std::uintptr_t x = 0;
+  int incx = 1;
+  std::uintptr_t y = 0;
+  int incy = 1;
+  // alpha (axpy, scal) read at the call, or its device address (device pointer mode).
+  double alpha = 0.0;
+  std::uintptr_t alpha_address = 0;
+  // Where the result goes (dot, nrm2, asum: the element type; amax, amin: a 1-based int): device
+  // memory (device pointer mode), or the calling thread's host variable, which the call waits for.
+  std::uintptr_t result = 0;
+  bool result_on_host = false;
+};
+
+// Bytes from a strided vector's first element to one past its last: 0 for n <= 0, UINT64_MAX when
+// that does not fit in 64 bits.
+[[nodiscard]] std::uint64_t vector_span_bytes(int n, int increment, std::size_t element);
+
+// The ranges of a VectorOp, checked at the call and again when it runs.
+[[nodiscard]] bool vector_ranges_valid(const VectorOp& vector);
+
 // Run on a stream's worker thread. CUDA_ERROR_ILLEGAL_ADDRESS when a range the operation would
 // read or write is not live device memory (nothing is written then for that matrix; earlier batch
 // members may have been).
 [[nodiscard]] cuda::CUresult execute_gemm(const GemmOp& gemm);
 [[nodiscard]] cuda::CUresult execute_trsm(const TrsmOp& trsm);
+[[nodiscard]] cuda::CUresult execute_vector(const VectorOp& vector);
 
 // The checks an API call can make before the operation runs (outside a capture, whose pointers
 // may be placeholders): device-mode scalars, strided operands over the whole batch, and the

@@ -27,6 +27,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <mutex>
 #include <new>
 #include <optional>
@@ -287,6 +288,58 @@ BlasOperand strided(const void* address, ElementType type, int ld, long long str
 
 BlasOperand pointer_array(const void* array, ElementType type, int ld) {
   return {reinterpret_cast<std::uintptr_t>(array), type, ld, 0, true};
+}
+
+// Every BLAS-1 entry point (sim/blas.h, VectorOp): the handle, the types (float or double
+// throughout, as the typed functions over the *Ex ones pass), the scalars per the handle's pointer
+// mode, then the operation on the handle's stream. A result read in host pointer mode is the
+// caller's variable, so the call waits for the operation, as cuBLAS does; such a call cannot be
+// captured into a graph (the variable would be written at each replay, long after the call).
+cublasStatus_t vector_call(cublasHandle_t handle, VectorOp op, std::initializer_list<cudaDataType> types,
+                           const void* alpha, void* result) {
+  const std::optional<BlasHandle> state = handle_state(handle);
+  if (!state) return CUBLAS_STATUS_NOT_INITIALIZED;
+  const cudaDataType type = *types.begin();
+  if ((type != CUDA_R_32F && type != CUDA_R_64F) ||
+      std::any_of(types.begin(), types.end(), [type](cudaDataType t) { return t != type; }))
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  op.is_double = type == CUDA_R_64F;
+  const bool on_device = state->pointer_mode == CUBLAS_POINTER_MODE_DEVICE;
+  const bool scaled = op.function == VectorFunction::kAxpy || op.function == VectorFunction::kScal;
+  const bool answers = op.function == VectorFunction::kDot || op.function == VectorFunction::kNrm2 ||
+                       op.function == VectorFunction::kAsum || op.function == VectorFunction::kAmax ||
+                       op.function == VectorFunction::kAmin;
+  if ((scaled && alpha == nullptr) || (answers && result == nullptr)) return CUBLAS_STATUS_INVALID_VALUE;
+  if (scaled && on_device) {
+    op.alpha_address = reinterpret_cast<std::uintptr_t>(alpha);
+  } else if (scaled) {
+    double value = 0.0;
+    if (op.is_double) {
+      std::memcpy(&value, alpha, sizeof value);
+    } else {
+      float narrow = 0.0f;
+      std::memcpy(&narrow, alpha, sizeof narrow);
+      value = narrow;
+    }
+    op.alpha = value;
+  }
+  if (answers) {
+    op.result = reinterpret_cast<std::uintptr_t>(result);
+    op.result_on_host = !on_device;
+  }
+  std::shared_ptr<Stream> stream;
+  if (find_stream(state->stream, &stream) != CUDA_SUCCESS) return CUBLAS_STATUS_EXECUTION_FAILED;
+  const bool capturing = stream->capture_status() != CU_STREAM_CAPTURE_STATUS_NONE;
+  if (capturing && op.result_on_host) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (!capturing && !vector_ranges_valid(op)) return CUBLAS_STATUS_INVALID_VALUE;
+  if (stream->submit(Operation{op}) != CUDA_SUCCESS) return CUBLAS_STATUS_EXECUTION_FAILED;
+  if (op.result_on_host && stream->synchronize() != CUDA_SUCCESS) return CUBLAS_STATUS_EXECUTION_FAILED;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+VectorOp vector_op(VectorFunction function, int n, const void* x, int incx, const void* y = nullptr, int incy = 0) {
+  return VectorOp{.function = function, .n = n, .x = reinterpret_cast<std::uintptr_t>(x), .incx = incx,
+                  .y = reinterpret_cast<std::uintptr_t>(y), .incy = incy};
 }
 
 struct StatusText {
@@ -629,6 +682,74 @@ GPUBROKER_SIM_API cublasStatus_t cublasStrsmBatched(cublasHandle_t handle, cubla
     op.ldb = ldb;
     op.scalars = scalars(*state, ElementType::kFloat32, alpha, nullptr);
     return enqueue(*state, op, [](const TrsmOp& queued) { return trsm_ranges_valid_at_call(queued); });
+  });
+}
+
+// ---- BLAS-1 (the *Ex forms the broker calls for every type) --------------------------------------
+
+GPUBROKER_SIM_API cublasStatus_t cublasAxpyEx(cublasHandle_t handle, int n, const void* alpha, cudaDataType alpha_type,
+                                              const void* x, cudaDataType x_type, int incx, void* y,
+                                              cudaDataType y_type, int incy, cudaDataType execution_type) {
+  return guarded([&] {
+    return vector_call(handle, vector_op(VectorFunction::kAxpy, n, x, incx, y, incy),
+                       {x_type, alpha_type, y_type, execution_type}, alpha, nullptr);
+  });
+}
+
+GPUBROKER_SIM_API cublasStatus_t cublasScalEx(cublasHandle_t handle, int n, const void* alpha, cudaDataType alpha_type,
+                                              void* x, cudaDataType x_type, int incx, cudaDataType execution_type) {
+  return guarded([&] {
+    return vector_call(handle, vector_op(VectorFunction::kScal, n, x, incx), {x_type, alpha_type, execution_type},
+                       alpha, nullptr);
+  });
+}
+
+GPUBROKER_SIM_API cublasStatus_t cublasDotEx(cublasHandle_t handle, int n, const void* x, cudaDataType x_type, int incx,
+                                             const void* y, cudaDataType y_type, int incy, void* result,
+                                             cudaDataType result_type, cudaDataType execution_type) {
+  return guarded([&] {
+    return vector_call(handle, vector_op(VectorFunction::kDot, n, x, incx, y, incy),
+                       {x_type, y_type, result_type, execution_type}, nullptr, result);
+  });
+}
+
+GPUBROKER_SIM_API cublasStatus_t cublasNrm2Ex(cublasHandle_t handle, int n, const void* x, cudaDataType x_type, int incx,
+                                              void* result, cudaDataType result_type, cudaDataType execution_type) {
+  return guarded([&] {
+    return vector_call(handle, vector_op(VectorFunction::kNrm2, n, x, incx), {x_type, result_type, execution_type},
+                       nullptr, result);
+  });
+}
+
+GPUBROKER_SIM_API cublasStatus_t cublasAsumEx(cublasHandle_t handle, int n, const void* x, cudaDataType x_type, int incx,
+                                              void* result, cudaDataType result_type, cudaDataType execution_type) {
+  return guarded([&] {
+    return vector_call(handle, vector_op(VectorFunction::kAsum, n, x, incx), {x_type, result_type, execution_type},
+                       nullptr, result);
+  });
+}
+
+GPUBROKER_SIM_API cublasStatus_t cublasIamaxEx(cublasHandle_t handle, int n, const void* x, cudaDataType x_type, int incx,
+                                               int* result) {
+  return guarded([&] { return vector_call(handle, vector_op(VectorFunction::kAmax, n, x, incx), {x_type}, nullptr, result); });
+}
+
+GPUBROKER_SIM_API cublasStatus_t cublasIaminEx(cublasHandle_t handle, int n, const void* x, cudaDataType x_type, int incx,
+                                               int* result) {
+  return guarded([&] { return vector_call(handle, vector_op(VectorFunction::kAmin, n, x, incx), {x_type}, nullptr, result); });
+}
+
+GPUBROKER_SIM_API cublasStatus_t cublasCopyEx(cublasHandle_t handle, int n, const void* x, cudaDataType x_type, int incx,
+                                              void* y, cudaDataType y_type, int incy) {
+  return guarded([&] {
+    return vector_call(handle, vector_op(VectorFunction::kCopy, n, x, incx, y, incy), {x_type, y_type}, nullptr, nullptr);
+  });
+}
+
+GPUBROKER_SIM_API cublasStatus_t cublasSwapEx(cublasHandle_t handle, int n, void* x, cudaDataType x_type, int incx, void* y,
+                                              cudaDataType y_type, int incy) {
+  return guarded([&] {
+    return vector_call(handle, vector_op(VectorFunction::kSwap, n, x, incx, y, incy), {x_type, y_type}, nullptr, nullptr);
   });
 }
 

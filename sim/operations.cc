@@ -109,6 +109,11 @@ struct Executor {
     return result;
   }
 
+  cuda::CUresult operator()(const VectorOp& vector) const {
+    if (faulted) return cuda::CUDA_SUCCESS;
+    return execute_vector(vector);
+  }
+
   cuda::CUresult operator()(const EventRecordOp& record) const {
     record.event->complete(record.generation);
     return cuda::CUDA_SUCCESS;

@@ -1,7 +1,8 @@
 // The cuBLAS shim (libcublas.so.13) against a sim broker: every GEMM form and type/transpose
 // combination a runner uses (runner-api-surface.md) checked against a reference computed here in
 // double precision, the pointer-array forms with their arrays in device memory, cublasStrsmBatched,
-// device pointer mode, the checks the broker makes on every matrix, and the strings and versions.
+// device pointer mode, the checks the broker makes on every matrix, and the strings and versions;
+// the BLAS-1 functions of S and D, of the handle API and the legacy one, against a reference.
 //
 // Each case runs in a child process (the shims keep one session per process), which prints what
 // differs and exits non-zero.
@@ -953,4 +954,226 @@ TEST_CASE("cublasLtMatmul cannot write or read another session's memory, as D, C
   CHECK(::write(done_pipe[1], "x", 1) == 1);
   CHECK(testing::wait_for_child(victim) == 0);
   for (int fd : {address_pipe[0], address_pipe[1], done_pipe[0], done_pipe[1]}) ::close(fd);
+}
+
+// ---- BLAS-1 ---------------------------------------------------------------------------------
+
+extern "C" {
+int cublasSaxpy_v2(void*, int, const float*, const float*, int, float*, int);
+int cublasDaxpy_v2(void*, int, const double*, const double*, int, double*, int);
+int cublasSscal_v2(void*, int, const float*, float*, int);
+int cublasDscal_v2(void*, int, const double*, double*, int);
+int cublasSdot_v2(void*, int, const float*, int, const float*, int, float*);
+int cublasDdot_v2(void*, int, const double*, int, const double*, int, double*);
+int cublasSnrm2_v2(void*, int, const float*, int, float*);
+int cublasDnrm2_v2(void*, int, const double*, int, double*);
+int cublasSasum_v2(void*, int, const float*, int, float*);
+int cublasDasum_v2(void*, int, const double*, int, double*);
+int cublasIsamax_v2(void*, int, const float*, int, int*);
+int cublasIdamax_v2(void*, int, const double*, int, int*);
+int cublasIsamin_v2(void*, int, const float*, int, int*);
+int cublasIdamin_v2(void*, int, const double*, int, int*);
+int cublasScopy_v2(void*, int, const float*, int, float*, int);
+int cublasDcopy_v2(void*, int, const double*, int, double*, int);
+int cublasSswap_v2(void*, int, float*, int, float*, int);
+int cublasDswap_v2(void*, int, double*, int, double*, int);
+float cublasSdot(int, const float*, int, const float*, int);
+double cublasDnrm2(int, const double*, int);
+int cublasIdamax(int, const double*, int);
+void cublasDaxpy(int, double, const double*, int, double*, int);
+int cublasGetError();
+int cublasInit();
+int cublasShutdown();
+}
+
+namespace {
+
+// The typed BLAS-1 functions of one element type, so that one test body checks S and D.
+template <class T>
+struct Level1;
+#define GPUBROKER_TEST_LEVEL1(T, U, l)                                                                      \
+  template <>                                                                                             \
+  struct Level1<T> {                                                                                      \
+    static constexpr auto axpy = cublas##U##axpy_v2, scal = cublas##U##scal_v2;                            \
+    static constexpr auto dot = cublas##U##dot_v2;                                                        \
+    static constexpr auto nrm2 = cublas##U##nrm2_v2, asum = cublas##U##asum_v2;                            \
+    static constexpr auto amax = cublasI##l##amax_v2, amin = cublasI##l##amin_v2;                          \
+    static constexpr auto copy = cublas##U##copy_v2;                                                      \
+    static constexpr auto swap = cublas##U##swap_v2;                                                      \
+    static constexpr double tolerance = sizeof(T) == 4 ? 1e-5 : 1e-12;                                    \
+  };
+GPUBROKER_TEST_LEVEL1(float, S, s)
+GPUBROKER_TEST_LEVEL1(double, D, d)
+#undef GPUBROKER_TEST_LEVEL1
+
+// Index of element i of a strided vector of n (reference BLAS: a negative increment starts at the end).
+std::size_t at(int n, int inc, int i) { return static_cast<std::size_t>(inc >= 0 ? i * inc : (n - 1 - i) * -inc); }
+
+template <class T>
+void* upload_values(const std::vector<T>& values) {
+  void* d = nullptr;
+  EXPECT(cudaMalloc(&d, values.size() * sizeof(T)) == 0 && cudaMemcpy(d, values.data(), values.size() * sizeof(T), kHostToDevice) == 0,
+         "upload");
+  return d;
+}
+
+template <class T>
+std::vector<T> download_values(const void* d, std::size_t count) {
+  std::vector<T> out(count);
+  EXPECT(cudaMemcpy(out.data(), d, count * sizeof(T), kDeviceToHost) == 0, "download");
+  return out;
+}
+
+template <class T>
+bool near(double got, double want) {
+  return std::fabs(got - want) <= Level1<T>::tolerance * std::max(1.0, std::fabs(want));
+}
+
+// Every BLAS-1 function of type T on strided vectors (x every 2nd element, y backwards), each
+// checked against a reference computed here in double.
+template <class T>
+void level1_matches_reference(void* handle, std::mt19937& rng) {
+  using L = Level1<T>;
+  const int n = 11, incx = 2, incy = -3;
+  std::uniform_real_distribution<double> value(-2.0, 2.0);
+  std::vector<T> x(static_cast<std::size_t>(n * incx)), y(static_cast<std::size_t>(n * 3));
+  for (T& v : x) v = static_cast<T>(value(rng));
+  for (T& v : y) v = static_cast<T>(value(rng));
+  auto* dx = static_cast<T*>(upload_values(x));
+  auto* dy = static_cast<T*>(upload_values(y));
+  const char* type = sizeof(T) == 4 ? "S" : "D";
+
+  double dot = 0, squares = 0, sum = 0;
+  int amax = 1, amin = 1;
+  for (int i = 0; i < n; ++i) {
+    const double xi = x[at(n, incx, i)];
+    dot += xi * static_cast<double>(y[at(n, incy, i)]);
+    squares += xi * xi;
+    sum += std::fabs(xi);
+    if (std::fabs(xi) > std::fabs(static_cast<double>(x[at(n, incx, amax - 1)]))) amax = i + 1;
+    if (std::fabs(xi) < std::fabs(static_cast<double>(x[at(n, incx, amin - 1)]))) amin = i + 1;
+  }
+  T got{};
+  int index = 0;
+  EXPECT(L::dot(handle, n, dx, incx, dy, incy, &got) == 0 && near<T>(got, dot), "%sdot: %g, want %g", type, double(got), dot);
+  EXPECT(L::nrm2(handle, n, dx, incx, &got) == 0 && near<T>(got, std::sqrt(squares)), "%snrm2: %g", type, double(got));
+  EXPECT(L::asum(handle, n, dx, incx, &got) == 0 && near<T>(got, sum), "%sasum: %g, want %g", type, double(got), sum);
+  EXPECT(L::amax(handle, n, dx, incx, &index) == 0 && index == amax, "I%samax: %d, want %d", type, index, amax);
+  EXPECT(L::amin(handle, n, dx, incx, &index) == 0 && index == amin, "I%samin: %d, want %d", type, index, amin);
+  EXPECT(L::nrm2(handle, n, dx, 0, &got) == 0 && got == 0, "%snrm2 with incx 0 is 0", type);
+
+  // axpy: y += alpha x, y walked backwards.
+  const T alpha = static_cast<T>(-0.75);
+  std::vector<T> want = y;
+  for (int i = 0; i < n; ++i) want[at(n, incy, i)] = static_cast<T>(want[at(n, incy, i)] + double(alpha) * x[at(n, incx, i)]);
+  EXPECT(L::axpy(handle, n, &alpha, dx, incx, dy, incy) == 0, "%saxpy", type);
+  std::vector<T> after = download_values<T>(dy, y.size());
+  for (std::size_t i = 0; i < y.size(); ++i) EXPECT(near<T>(after[i], want[i]), "%saxpy element %zu: %g, want %g", type, i, double(after[i]), double(want[i]));
+
+  // scal: x *= alpha; the elements between the strided ones are untouched.
+  std::vector<T> scaled = x;
+  for (int i = 0; i < n; ++i) scaled[at(n, incx, i)] = static_cast<T>(double(alpha) * x[at(n, incx, i)]);
+  EXPECT(L::scal(handle, n, &alpha, dx, incx) == 0, "%sscal", type);
+  after = download_values<T>(dx, x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) EXPECT(near<T>(after[i], scaled[i]), "%sscal element %zu", type, i);
+
+  // swap, then copy back: x and y exchange their strided elements.
+  const std::vector<T> x0 = download_values<T>(dx, x.size()), y0 = download_values<T>(dy, y.size());
+  EXPECT(L::swap(handle, n, dx, incx, dy, incy) == 0, "%sswap", type);
+  const std::vector<T> x1 = download_values<T>(dx, x.size()), y1 = download_values<T>(dy, y.size());
+  for (int i = 0; i < n; ++i) {
+    EXPECT(x1[at(n, incx, i)] == y0[at(n, incy, i)] && y1[at(n, incy, i)] == x0[at(n, incx, i)], "%sswap element %d", type, i);
+  }
+  EXPECT(L::copy(handle, n, dy, incy, dx, incx) == 0, "%scopy", type);
+  const std::vector<T> x2 = download_values<T>(dx, x.size());
+  for (int i = 0; i < n; ++i) EXPECT(x2[at(n, incx, i)] == x0[at(n, incx, i)], "%scopy element %d", type, i);
+  cudaFree(dx);
+  cudaFree(dy);
+}
+
+// A fresh broker, `body` in a child process of it, and the broker's clean exit.
+void with_fresh_broker(const std::function<void()>& body) {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  CHECK(in_broker_child(broker, body) == 0);
+  CHECK(broker.stop() == 0);  // a clean exit: nothing left behind, no sanitizer report
+}
+
+}  // namespace
+
+TEST_CASE("the BLAS-1 functions match a reference for S and D, strided both ways, in host and device pointer mode",
+          "[cublas][blas1]") {
+  with_fresh_broker([] {
+    std::mt19937 rng(11);
+    void* handle = nullptr;
+    EXPECT(cublasCreate_v2(&handle) == 0, "cublasCreate_v2");
+    level1_matches_reference<float>(handle, rng);
+    level1_matches_reference<double>(handle, rng);
+
+    // Device pointer mode: alpha read from device memory, the result written there.
+    EXPECT(cublasSetPointerMode_v2(handle, 1) == 0, "device pointer mode");
+    const std::vector<double> x = {1, -2, 3, -4}, scalars = {0.5, 0};
+    auto* dx = static_cast<double*>(upload_values(x));
+    auto* ds = static_cast<double*>(upload_values(scalars));
+    EXPECT(cublasDaxpy_v2(handle, 4, ds, dx, 1, dx, 1) == 0, "Daxpy, alpha on the device");  // x = 1.5 x
+    EXPECT(cublasDdot_v2(handle, 4, dx, 1, dx, 1, ds + 1) == 0, "Ddot into device memory");
+    EXPECT(cudaDeviceSynchronize() == 0, "synchronize");
+    const double dot = download_values<double>(ds, 2)[1];
+    EXPECT(dot == 2.25 * 30, "device-mode Ddot: %g", dot);
+    int* index = reinterpret_cast<int*>(ds);
+    EXPECT(cublasIdamax_v2(handle, 4, dx, 1, index) == 0, "Idamax into device memory");
+    int found = 0;
+    EXPECT(cudaMemcpy(&found, index, sizeof found, kDeviceToHost) == 0 && found == 4, "device-mode Idamax: %d", found);
+    cudaFree(dx);
+    cudaFree(ds);
+    cublasDestroy_v2(handle);
+  });
+}
+
+TEST_CASE("the legacy BLAS-1 functions compute through the same calls and report through cublasGetError",
+          "[cublas][blas1]") {
+  with_fresh_broker([] {
+    EXPECT(cublasInit() == 0, "cublasInit");
+    const std::vector<double> x = {3, -7, 2};
+    const std::vector<float> f = {1, 2, 3};
+    auto* dx = static_cast<double*>(upload_values(x));
+    auto* df = static_cast<float*>(upload_values(f));
+    const float sdot = cublasSdot(3, df, 1, df, 1);
+    const int sdot_error = cublasGetError();
+    EXPECT(sdot == 14.0f && sdot_error == 0, "cublasSdot: %g, cublasGetError %d", double(sdot), sdot_error);
+    EXPECT(cublasIdamax(3, dx, 1) == 2 && cublasGetError() == 0, "cublasIdamax");
+    cublasDaxpy(3, 2.0, dx, 1, dx, 1);  // x = 3x
+    EXPECT(cublasGetError() == 0 && cublasDnrm2(3, dx, 1) == std::sqrt(9.0 * 62), "cublasDaxpy, cublasDnrm2");
+    // A host vector: zero, and the broker's refusal for cublasGetError, which it clears.
+    EXPECT(cublasSdot(3, f.data(), 1, f.data(), 1) == 0.0f, "a host vector gives 0");
+    EXPECT(cublasGetError() == kInvalidValue && cublasGetError() == 0, "reported once");
+    cudaFree(dx);
+    cudaFree(df);
+    EXPECT(cublasShutdown() == 0, "cublasShutdown");
+  });
+}
+
+TEST_CASE("the broker refuses BLAS-1 calls that touch memory that is not the session's", "[cublas][blas1][security]") {
+  with_fresh_broker([] {
+    void* handle = nullptr;
+    EXPECT(cublasCreate_v2(&handle) == 0, "cublasCreate_v2");
+    void* d = nullptr;
+    EXPECT(cudaMalloc(&d, 64 * sizeof(float)) == 0, "cudaMalloc");
+    auto* f = static_cast<float*>(d);
+    float result = 0;
+    const float alpha = 2;
+    EXPECT(cublasSdot_v2(handle, 33, f, 2, f, 1, &result) == kInvalidValue, "x past the end by one element");
+    EXPECT(cublasSdot_v2(handle, 32, f, 2, f, 1, &result) == 0, "x up to the end");
+    EXPECT(cublasSaxpy_v2(handle, 8, &alpha, f, 1, f + 60, -1) == kInvalidValue, "y backwards past the end");
+    EXPECT(cublasSscal_v2(handle, 3, &alpha, f, 0x7fffffff) == kInvalidValue, "a span beyond any allocation");
+    EXPECT(cublasSswap_v2(handle, 0x7fffffff, f, -0x7fffffff, f, 1) == kInvalidValue, "a span that overflows");
+    float host[4] = {};
+    EXPECT(cublasScopy_v2(handle, 4, f, 1, host, 1) == kInvalidValue, "a host destination");
+    EXPECT(cublasSetPointerMode_v2(handle, 1) == 0, "device pointer mode");
+    EXPECT(cublasSnrm2_v2(handle, 4, f, 1, &result) == kInvalidValue, "a device-mode result in host memory");
+    EXPECT(cublasSnrm2_v2(handle, 4, f, 1, f + 64) == kInvalidValue, "a device-mode result past the end");
+    EXPECT(cublasSnrm2_v2(reinterpret_cast<void*>(0x777), 4, f, 1, f) == kNotInitialized, "an unknown handle");
+    cudaFree(d);
+    cublasDestroy_v2(handle);
+  });
 }

@@ -14,6 +14,10 @@
 // (the arrays live in device memory, and the broker checks every entry against the session's
 // allocations), cublasSgemmStridedBatched the strided form.
 //
+// The BLAS-1 functions (axpy, scal, dot, nrm2, asum, amax, amin, copy, swap) of S and D, of the
+// handle API and of the legacy one (cublas.h, on one handle of the process), are each one
+// wire::BlasVectorRequest; the broker runs them through cuBLAS's *Ex forms.
+//
 // Built twice, as libcublas.so.12 and libcublas.so.13 (GPUBROKER_CUBLAS_ABI = 12 or 13).
 #include <atomic>
 #include <cstdint>
@@ -26,9 +30,12 @@
 #include "gpubroker/calls/protocol.h"
 #include "shim/client/calls.h"
 #include "shim/client/connection.h"
+#include "shim/cublas/legacy.h"
 
 using namespace gpubroker;
 using cuda::cublasStatus_t;
+
+extern "C" int cublasCreate_v2(void** handle);  // below; the legacy API's handle is made with it
 
 namespace {
 
@@ -186,6 +193,81 @@ Status gemm(Handle handle, const Gemm& g) {
   if (Status s = read_scalar(state, g.alpha, bytes, r.alpha); s != kSuccess) return s;
   if (Status s = read_scalar(state, g.beta, bytes, r.beta); s != kSuccess) return s;
   return request<wire::RequestKind::kBlasGemm>(r);
+}
+
+// One BLAS-1 call (wire::BlasVectorRequest). alpha is read as the pointer mode says and travels by
+// value; a result comes back in the reply (host pointer mode), or the broker writes it to the
+// program's device memory in the handle's stream order (device pointer mode).
+struct VectorCall {
+  wire::BlasVectorFunction function;
+  int type;  // cudaDataType: CUDA_R_32F or CUDA_R_64F
+  int n;
+  const void* x;
+  int incx;
+  const void* y = nullptr;
+  int incy = 0;
+  const void* alpha = nullptr;  // axpy, scal
+  void* result = nullptr;       // dot, nrm2, asum, amax, amin
+};
+
+Status vector(Handle handle, const VectorCall& v) {
+  using F = wire::BlasVectorFunction;
+  HandleState state;
+  if (!handles().get(id_of(handle), state)) return kNotInitialized;
+  const bool scaled = v.function == F::kAxpy || v.function == F::kScal;
+  const bool answers = v.function == F::kDot || v.function == F::kNrm2 || v.function == F::kAsum ||
+                       v.function == F::kAmax || v.function == F::kAmin;
+  if (answers && v.result == nullptr) return kInvalidValue;
+  wire::BlasVectorRequest r{};
+  r.handle = id_of(handle);
+  r.function = static_cast<std::uint32_t>(v.function);
+  r.type = v.type;
+  r.n = v.n;
+  r.incx = v.incx;
+  r.incy = v.incy;
+  r.x = reinterpret_cast<std::uint64_t>(v.x);
+  r.y = reinterpret_cast<std::uint64_t>(v.y);
+  const std::size_t element = v.type == cuda::CUDA_R_64F ? sizeof(double) : sizeof(float);
+  if (scaled) {
+    if (Status s = read_scalar(state, v.alpha, element, r.alpha); s != kSuccess) return s;
+  }
+  const bool on_device = answers && state.pointer_mode == cuda::CUBLAS_POINTER_MODE_DEVICE;
+  if (on_device) r.result = reinterpret_cast<std::uint64_t>(v.result);
+  shim::Connection* c = shim::Connection::get();
+  if (c == nullptr) return kNotInitialized;
+  auto answer = shim::call<wire::RequestKind::kBlasVector>(c->session(), r);
+  if (!answer) return kExecutionFailed;  // the broker is gone
+  if (answer.value().status == kSuccess && answers && !on_device) {
+    const bool index = v.function == F::kAmax || v.function == F::kAmin;
+    std::memcpy(v.result, &answer.value().reply, index ? sizeof(int) : element);
+  }
+  return answer.value().status;
+}
+
+// The legacy API's functions (cublas.h) run on one handle of the process, made on first use (or by
+// cublasInit), on the default stream in host pointer mode; their status goes to cublasGetError.
+std::atomic<std::uint64_t> g_legacy_handle{0};
+std::mutex g_legacy_lock;
+
+Handle legacy_handle() {
+  if (std::uint64_t id = g_legacy_handle.load(std::memory_order_acquire); id != 0) return reinterpret_cast<Handle>(id);
+  std::lock_guard guard(g_legacy_lock);
+  if (g_legacy_handle.load(std::memory_order_relaxed) == 0) {
+    Handle made = nullptr;
+    if (cublasCreate_v2(&made) == kSuccess) g_legacy_handle.store(id_of(made), std::memory_order_release);
+  }
+  return reinterpret_cast<Handle>(g_legacy_handle.load(std::memory_order_relaxed));
+}
+
+// A legacy call's status for cublasGetError.
+void legacy(Status status) { shim::record_legacy_status(status); }
+
+// A legacy function with a result: `call` fills it through the pointer it is given.
+template <class T, class Call>
+T legacy_result(Call&& call) {
+  T out{};
+  legacy(call(&out));
+  return out;
 }
 
 }  // namespace
@@ -393,6 +475,83 @@ int cublasStrsmBatched(Handle handle, int side, int uplo, int trans, int diag, i
   if (Status s = read_scalar(state, alpha, sizeof(float), scalar); s != kSuccess) return s;
   std::memcpy(&r.alpha, scalar, sizeof(float));
   return request<wire::RequestKind::kBlasTrsmBatched>(r);
+}
+
+
+// ---- BLAS-1: the typed functions of both APIs, one row per element type ----------------------
+
+// X(upper, lower, element type, cudaDataType): cublasSaxpy_v2, cublasIsamax_v2, cublasSdot, ...
+#define GPUBROKER_BLAS1_TYPES(X)          \
+  X(S, s, float, cuda::CUDA_R_32F)        \
+  X(D, d, double, cuda::CUDA_R_64F)
+
+using F = wire::BlasVectorFunction;
+
+#define GPUBROKER_BLAS1_ENTRIES(U, l, T, type)                                                                    \
+  int cublas##U##axpy_v2(Handle h, int n, const T* alpha, const T* x, int incx, T* y, int incy) {                  \
+    return vector(h, {F::kAxpy, type, n, x, incx, y, incy, alpha});                                                \
+  }                                                                                                                \
+  int cublas##U##scal_v2(Handle h, int n, const T* alpha, T* x, int incx) {                                        \
+    return vector(h, {F::kScal, type, n, x, incx, nullptr, 0, alpha});                                             \
+  }                                                                                                                \
+  int cublas##U##dot_v2(Handle h, int n, const T* x, int incx, const T* y, int incy, T* result) {                  \
+    return vector(h, {F::kDot, type, n, x, incx, y, incy, nullptr, result});                                       \
+  }                                                                                                                \
+  int cublas##U##nrm2_v2(Handle h, int n, const T* x, int incx, T* result) {                                       \
+    return vector(h, {F::kNrm2, type, n, x, incx, nullptr, 0, nullptr, result});                                   \
+  }                                                                                                                \
+  int cublas##U##asum_v2(Handle h, int n, const T* x, int incx, T* result) {                                       \
+    return vector(h, {F::kAsum, type, n, x, incx, nullptr, 0, nullptr, result});                                   \
+  }                                                                                                                \
+  int cublasI##l##amax_v2(Handle h, int n, const T* x, int incx, int* result) {                                    \
+    return vector(h, {F::kAmax, type, n, x, incx, nullptr, 0, nullptr, result});                                   \
+  }                                                                                                                \
+  int cublasI##l##amin_v2(Handle h, int n, const T* x, int incx, int* result) {                                    \
+    return vector(h, {F::kAmin, type, n, x, incx, nullptr, 0, nullptr, result});                                   \
+  }                                                                                                                \
+  int cublas##U##copy_v2(Handle h, int n, const T* x, int incx, T* y, int incy) {                                  \
+    return vector(h, {F::kCopy, type, n, x, incx, y, incy});                                                       \
+  }                                                                                                                \
+  int cublas##U##swap_v2(Handle h, int n, T* x, int incx, T* y, int incy) {                                        \
+    return vector(h, {F::kSwap, type, n, x, incx, y, incy});                                                       \
+  }                                                                                                                \
+  /* The legacy forms: alpha by value, results returned, status for cublasGetError. */                            \
+  void cublas##U##axpy(int n, T alpha, const T* x, int incx, T* y, int incy) {                                     \
+    legacy(cublas##U##axpy_v2(legacy_handle(), n, &alpha, x, incx, y, incy));                                      \
+  }                                                                                                                \
+  void cublas##U##scal(int n, T alpha, T* x, int incx) { legacy(cublas##U##scal_v2(legacy_handle(), n, &alpha, x, incx)); } \
+  T cublas##U##dot(int n, const T* x, int incx, const T* y, int incy) {                                            \
+    return legacy_result<T>([&](T* out) { return cublas##U##dot_v2(legacy_handle(), n, x, incx, y, incy, out); });  \
+  }                                                                                                                \
+  T cublas##U##nrm2(int n, const T* x, int incx) {                                                                 \
+    return legacy_result<T>([&](T* out) { return cublas##U##nrm2_v2(legacy_handle(), n, x, incx, out); });         \
+  }                                                                                                                \
+  T cublas##U##asum(int n, const T* x, int incx) {                                                                 \
+    return legacy_result<T>([&](T* out) { return cublas##U##asum_v2(legacy_handle(), n, x, incx, out); });         \
+  }                                                                                                                \
+  int cublasI##l##amax(int n, const T* x, int incx) {                                                              \
+    return legacy_result<int>([&](int* out) { return cublasI##l##amax_v2(legacy_handle(), n, x, incx, out); });    \
+  }                                                                                                                \
+  int cublasI##l##amin(int n, const T* x, int incx) {                                                              \
+    return legacy_result<int>([&](int* out) { return cublasI##l##amin_v2(legacy_handle(), n, x, incx, out); });    \
+  }                                                                                                                \
+  void cublas##U##copy(int n, const T* x, int incx, T* y, int incy) {                                              \
+    legacy(cublas##U##copy_v2(legacy_handle(), n, x, incx, y, incy));                                              \
+  }                                                                                                                \
+  void cublas##U##swap(int n, T* x, int incx, T* y, int incy) { legacy(cublas##U##swap_v2(legacy_handle(), n, x, incx, y, incy)); }
+
+GPUBROKER_BLAS1_TYPES(GPUBROKER_BLAS1_ENTRIES)
+#undef GPUBROKER_BLAS1_ENTRIES
+#undef GPUBROKER_BLAS1_TYPES
+
+// cublasInit makes the legacy API's handle (which its functions otherwise make on first use);
+// cublasShutdown destroys it.
+int cublasInit() { return legacy_handle() != nullptr ? kSuccess : kNotInitialized; }
+
+int cublasShutdown() {
+  std::lock_guard guard(g_legacy_lock);
+  const std::uint64_t id = g_legacy_handle.exchange(0, std::memory_order_acq_rel);
+  return id == 0 ? kSuccess : cublasDestroy_v2(reinterpret_cast<Handle>(id));
 }
 
 

@@ -2,14 +2,16 @@
 // and the legacy (cublas.h) functions whose return value is not a status.
 //
 // The legacy BLAS-1 functions (cublasSdot, cublasIsamax, ...) return their result and report
-// failure through cublasGetError. The shim does not serve them: each logs its name once, records
-// CUBLAS_STATUS_NOT_SUPPORTED for cublasGetError and returns zero. (A generated stub would put 15
-// in eax while the caller reads xmm0: a made-up value with no error.)
+// failure through cublasGetError. The real and double ones are served (shim/cublas/cublas.cc); the
+// complex ones are not: each logs its name once, records CUBLAS_STATUS_NOT_SUPPORTED for
+// cublasGetError and returns zero. (A generated stub would put 15 in eax while the caller reads
+// xmm0: a made-up value with no error.)
 #include <atomic>
 #include <cstddef>
 
 #include "gpubroker/cuda/cublas_api.h"
 #include "shim/abi/unsupported.h"
+#include "shim/cublas/legacy.h"
 #include "shim/cublas/version.h"
 
 namespace {
@@ -44,28 +46,26 @@ T legacy_unsupported(const char* name) {
 
 extern "C" {
 
-GPUBROKER_LEGACY(float, cublasSdot)
-GPUBROKER_LEGACY(double, cublasDdot)
 GPUBROKER_LEGACY(Complex, cublasCdotu)
 GPUBROKER_LEGACY(Complex, cublasCdotc)
 GPUBROKER_LEGACY(DoubleComplex, cublasZdotu)
 GPUBROKER_LEGACY(DoubleComplex, cublasZdotc)
-GPUBROKER_LEGACY(float, cublasSnrm2)
-GPUBROKER_LEGACY(double, cublasDnrm2)
 GPUBROKER_LEGACY(float, cublasScnrm2)
 GPUBROKER_LEGACY(double, cublasDznrm2)
-GPUBROKER_LEGACY(float, cublasSasum)
-GPUBROKER_LEGACY(double, cublasDasum)
 GPUBROKER_LEGACY(float, cublasScasum)
 GPUBROKER_LEGACY(double, cublasDzasum)
-GPUBROKER_LEGACY(int, cublasIsamax)
-GPUBROKER_LEGACY(int, cublasIsamin)
-GPUBROKER_LEGACY(int, cublasIdamax)
-GPUBROKER_LEGACY(int, cublasIdamin)
 GPUBROKER_LEGACY(int, cublasIcamax)
 GPUBROKER_LEGACY(int, cublasIcamin)
 GPUBROKER_LEGACY(int, cublasIzamax)
 GPUBROKER_LEGACY(int, cublasIzamin)
+
+}  // extern "C"
+
+void gpubroker::shim::record_legacy_status(int status) {
+  if (status != kSuccess) g_legacy_error.store(status, std::memory_order_relaxed);
+}
+
+extern "C" {
 
 int cublasGetError() { return g_legacy_error.exchange(kSuccess, std::memory_order_relaxed); }
 

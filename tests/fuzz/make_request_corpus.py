@@ -179,6 +179,18 @@ s.add("BlasGetMatrix", struct.pack("<QQqqqiI", R(0), 9, 4, 3, 8, 4, 0), staged_b
 s.add("EventSynchronize", struct.pack("<Q", 10))
 s.write("table_additions")
 
+# BLAS-1 on a float vector: axpy with alpha by value, a dot whose result comes back in the reply,
+# and an amax written to device memory (device pointer mode).
+s = Session()
+s.add("MemAlloc", struct.pack("<IIQ", 0, 0, 64 * 4)).add("BlasCreate", struct.pack("<Q", 11))
+def blas_vector(function, n, incx, incy, y, result, alpha=0.0):
+    return struct.pack("<QIiiiiIQQQ8s", 11, function, 0, n, incx, incy, 0, R(0), y, result, struct.pack("<f", alpha).ljust(8, b"\0"))
+s.add("BlasVector", blas_vector(0, 16, 2, -1, R(0, 4), 0, 0.5))
+s.add("BlasVector", blas_vector(2, 16, 1, 2, R(0, 4), 0))
+s.add("BlasVector", blas_vector(5, 32, 2, 0, 0, R(0, 252)))
+s.add("BlasDestroy", struct.pack("<Q", 11))
+s.write("blas_vector")
+
 s = Session()
 s.add("Null").add("Echo", b"hello").add("StageChecksum", staged=data).add("StagePattern", struct.pack("<Q", 42), staged_back=1000).add("StageToScratch", staged=data).add("StageFromScratch", staged_back=4096)
 s.write("transport")

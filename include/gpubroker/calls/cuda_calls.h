@@ -280,6 +280,24 @@ struct BlasMatrixRequest {
   std::uint32_t reserved;
 };
 
+// The BLAS-1 functions, every typed form (cublasSaxpy_v2, cublasDdot_v2, the legacy cublasSdot,
+// ...) as the broker calls them, through cuBLAS's *Ex forms.
+enum class BlasVectorFunction : std::uint32_t { kAxpy, kScal, kDot, kNrm2, kAsum, kAmax, kAmin, kCopy, kSwap };
+// One BLAS-1 call on vectors of n elements of `type` (a cudaDataType), x and y `incx`/`incy`
+// elements apart. alpha (axpy, scal) by value in `type`'s representation. The result (dot, nrm2,
+// asum: a `type`; amax, amin: a 1-based int) comes back in the reply's bytes, or, where `result`
+// is nonzero (device pointer mode), is written to that device memory in the handle's stream order.
+struct BlasVectorRequest {
+  std::uint64_t handle;
+  std::uint32_t function;  // BlasVectorFunction
+  std::int32_t type;
+  std::int32_t n, incx, incy;
+  std::uint32_t reserved;
+  std::uint64_t x, y, result;
+  std::uint8_t alpha[8];
+};
+static_assert(sizeof(BlasVectorRequest) == 64);
+
 // X(Name, Payload, Reply, Staging, Posting, area, handler): the request kind k<Name>; its inline
 // payload; its reply (in the mailbox); which way staged bytes flow; whether a client may post it
 // without waiting; and the broker's handler, area().handler(call, payload). Completion::status
@@ -351,6 +369,7 @@ struct BlasMatrixRequest {
   X(StreamGetFlags, HandleRequest, std::uint32_t, kNone, kCall, streams, stream_flags)                     \
   X(StreamGetPriority, HandleRequest, std::int32_t, kNone, kCall, streams, stream_priority)                \
   X(BlasSetMatrix, BlasMatrixRequest, NoReply, kToBroker, kCall, blas, set_matrix)                         \
-  X(BlasGetMatrix, BlasMatrixRequest, NoReply, kFromBroker, kCall, blas, get_matrix)
+  X(BlasGetMatrix, BlasMatrixRequest, NoReply, kFromBroker, kCall, blas, get_matrix)                       \
+  X(BlasVector, BlasVectorRequest, std::uint64_t, kNone, kCall, blas, vector) /* the result's bytes */
 
 }  // namespace gpubroker::wire

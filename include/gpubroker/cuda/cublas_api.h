@@ -262,6 +262,33 @@ using cudaDataType = cudaDataType_t;
     cublasStatus_t(cublasHandle_t handle, cublasSideMode_t side, cublasFillMode_t uplo,                      \
                    cublasOperation_t trans, cublasDiagType_t diag, int m, int n, const float* alpha,         \
                    const float* const* a_array, int lda, float* const* b_array, int ldb, int batch_count))   \
+  X(axpy_ex, cublasAxpyEx,                                                                                   \
+    cublasStatus_t(cublasHandle_t handle, int n, const void* alpha, cudaDataType alpha_type, const void* x,  \
+                   cudaDataType x_type, int incx, void* y, cudaDataType y_type, int incy,                    \
+                   cudaDataType execution_type))                                                             \
+  X(scal_ex, cublasScalEx,                                                                                   \
+    cublasStatus_t(cublasHandle_t handle, int n, const void* alpha, cudaDataType alpha_type, void* x,        \
+                   cudaDataType x_type, int incx, cudaDataType execution_type))                              \
+  X(dot_ex, cublasDotEx,                                                                                     \
+    cublasStatus_t(cublasHandle_t handle, int n, const void* x, cudaDataType x_type, int incx, const void* y, \
+                   cudaDataType y_type, int incy, void* result, cudaDataType result_type,                    \
+                   cudaDataType execution_type))                                                             \
+  X(nrm2_ex, cublasNrm2Ex,                                                                                   \
+    cublasStatus_t(cublasHandle_t handle, int n, const void* x, cudaDataType x_type, int incx, void* result, \
+                   cudaDataType result_type, cudaDataType execution_type))                                   \
+  X(asum_ex, cublasAsumEx,                                                                                   \
+    cublasStatus_t(cublasHandle_t handle, int n, const void* x, cudaDataType x_type, int incx, void* result, \
+                   cudaDataType result_type, cudaDataType execution_type))                                   \
+  X(iamax_ex, cublasIamaxEx,                                                                                 \
+    cublasStatus_t(cublasHandle_t handle, int n, const void* x, cudaDataType x_type, int incx, int* result)) \
+  X(iamin_ex, cublasIaminEx,                                                                                 \
+    cublasStatus_t(cublasHandle_t handle, int n, const void* x, cudaDataType x_type, int incx, int* result)) \
+  X(copy_ex, cublasCopyEx,                                                                                   \
+    cublasStatus_t(cublasHandle_t handle, int n, const void* x, cudaDataType x_type, int incx, void* y,      \
+                   cudaDataType y_type, int incy))                                                           \
+  X(swap_ex, cublasSwapEx,                                                                                   \
+    cublasStatus_t(cublasHandle_t handle, int n, void* x, cudaDataType x_type, int incx, void* y,            \
+                   cudaDataType y_type, int incy))                                                           \
   X(get_status_string, cublasGetStatusString, const char*(cublasStatus_t status))                            \
   X(get_status_name, cublasGetStatusName, const char*(cublasStatus_t status))
 
