@@ -12,8 +12,16 @@
 
 namespace gpubroker::sim {
 
+double load_double(ElementType type, std::uintptr_t address) {
+  if (type != ElementType::kFloat64) return load_element(type, address);
+  double value;
+  std::memcpy(&value, reinterpret_cast<const void*>(address), sizeof value);
+  return value;
+}
+
 float load_element(ElementType type, std::uintptr_t address) {
   const void* source = reinterpret_cast<const void*>(address);
+  if (type == ElementType::kFloat64) return static_cast<float>(load_double(type, address));
   if (type == ElementType::kFloat32) {
     float value;
     std::memcpy(&value, source, sizeof value);
@@ -26,8 +34,13 @@ float load_element(ElementType type, std::uintptr_t address) {
 
 namespace {
 
+void store_double(std::uintptr_t address, double value) {
+  std::memcpy(reinterpret_cast<void*>(address), &value, sizeof value);
+}
+
 void store(ElementType type, std::uintptr_t address, float value) {
   void* destination = reinterpret_cast<void*>(address);
+  if (type == ElementType::kFloat64) return store_double(address, value);
   if (type == ElementType::kFloat32) {
     std::memcpy(destination, &value, sizeof value);
     return;
@@ -36,9 +49,8 @@ void store(ElementType type, std::uintptr_t address, float value) {
   std::memcpy(destination, &bits, sizeof bits);
 }
 
-// alpha and, unless `beta` is null, beta as floats; false when device-mode scalars are not in
-// device memory.
-bool read_scalars(const BlasScalars& scalars, float* alpha, float* beta) {
+// alpha and, unless `beta` is null, beta; false when device-mode scalars are not in device memory.
+bool read_scalars(const BlasScalars& scalars, double* alpha, double* beta) {
   if (!scalars.on_device) {
     *alpha = scalars.alpha;
     if (beta != nullptr) *beta = scalars.beta;
@@ -47,8 +59,8 @@ bool read_scalars(const BlasScalars& scalars, float* alpha, float* beta) {
   const std::size_t bytes = element_bytes(scalars.type);
   if (!device_range_valid(scalars.alpha_address, bytes, false)) return false;
   if (beta != nullptr && !device_range_valid(scalars.beta_address, bytes, false)) return false;
-  *alpha = load_element(scalars.type, scalars.alpha_address);
-  if (beta != nullptr) *beta = load_element(scalars.type, scalars.beta_address);
+  *alpha = load_double(scalars.type, scalars.alpha_address);
+  if (beta != nullptr) *beta = load_double(scalars.type, scalars.beta_address);
   return true;
 }
 
@@ -172,6 +184,24 @@ void multiply(const std::vector<float>& a, const std::vector<float>& b, int m, i
   }
 }
 
+// The FP64 GEMM of one batch member: C = alpha op(A) op(B) + beta C, each element a straightforward
+// sum in double (C not read when beta is 0). FP64 has no epilogue (cuBLASLt matmuls are FP32/16).
+void multiply_double(const GemmOp& gemm, std::uintptr_t a, std::uintptr_t b, std::uintptr_t c, int k, double alpha,
+                     double beta) {
+  auto at = [](std::uintptr_t base, int ld, bool transpose, int row, int column) {
+    const int r = transpose ? column : row, col = transpose ? row : column;
+    return load_double(ElementType::kFloat64, base + (std::size_t(col) * std::size_t(ld) + std::size_t(r)) * sizeof(double));
+  };
+  for (int j = 0; j < gemm.n; ++j) {
+    for (int i = 0; i < gemm.m; ++i) {
+      double sum = 0.0;
+      for (int p = 0; p < k; ++p) sum += at(a, gemm.a.ld, gemm.transpose_a, i, p) * at(b, gemm.b.ld, gemm.transpose_b, p, j);
+      const std::uintptr_t element = c + (std::size_t(j) * std::size_t(gemm.c.ld) + std::size_t(i)) * sizeof(double);
+      store_double(element, alpha * sum + (beta != 0.0 ? beta * load_double(ElementType::kFloat64, element) : 0.0));
+    }
+  }
+}
+
 // C, and D and the bias where the GEMM has them: C is read when beta may be nonzero, and written
 // unless the result goes to D.
 bool epilogue_operands_valid(const GemmOp& gemm, bool reads_c) {
@@ -211,18 +241,20 @@ bool trsm_ranges_valid_at_call(const TrsmOp& trsm) {
 }
 
 cuda::CUresult execute_gemm(const GemmOp& gemm) {
-  float alpha = 0.0f;
-  float beta = 0.0f;
-  if (!read_scalars(gemm.scalars, &alpha, &beta)) return illegal_address("GEMM alpha/beta");
+  double alpha_exact = 0.0;
+  double beta_exact = 0.0;
+  if (!read_scalars(gemm.scalars, &alpha_exact, &beta_exact)) return illegal_address("GEMM alpha/beta");
+  const auto alpha = static_cast<float>(alpha_exact), beta = static_cast<float>(beta_exact);
+  const bool fp64 = gemm.c.type == ElementType::kFloat64;
   // With alpha == 0 or k == 0, A and B are not read (as in cuBLAS): C = beta * C.
-  const bool reads_ab = gemm.k > 0 && alpha != 0.0f;
+  const bool reads_ab = gemm.k > 0 && alpha_exact != 0.0;
   const int a_rows = gemm.transpose_a ? gemm.k : gemm.m;
   const int a_columns = gemm.transpose_a ? gemm.m : gemm.k;
   const int b_rows = gemm.transpose_b ? gemm.n : gemm.k;
   const int b_columns = gemm.transpose_b ? gemm.k : gemm.n;
   if ((reads_ab && (!operand_valid(gemm.a, a_rows, a_columns, gemm.batch, false) ||
                     !operand_valid(gemm.b, b_rows, b_columns, gemm.batch, false))) ||
-      !epilogue_operands_valid(gemm, beta != 0.0f))
+      !epilogue_operands_valid(gemm, beta_exact != 0.0))
     return illegal_address("GEMM");
   if (gemm.workspace_bytes != 0) {
     if (!device_range_valid(gemm.workspace, gemm.workspace_bytes, true)) return illegal_address("GEMM workspace");
@@ -248,8 +280,14 @@ cuda::CUresult execute_gemm(const GemmOp& gemm) {
       if (gemm.b.pointer_array &&
           !device_range_valid(b, matrix_span_bytes(b_rows, b_columns, gemm.b.ld, gemm.b.type), false))
         return illegal_address("batched GEMM (B array)");
-      pack(gemm.a.type, a, gemm.a.ld, gemm.transpose_a, gemm.m, k, packed_a);
-      pack(gemm.b.type, b, gemm.b.ld, gemm.transpose_b, k, gemm.n, packed_b);
+      if (!fp64) {
+        pack(gemm.a.type, a, gemm.a.ld, gemm.transpose_a, gemm.m, k, packed_a);
+        pack(gemm.b.type, b, gemm.b.ld, gemm.transpose_b, k, gemm.n, packed_b);
+      }
+    }
+    if (fp64) {
+      multiply_double(gemm, a, b, c, k, alpha_exact, beta_exact);
+      continue;
     }
     std::uintptr_t d = c;
     std::uintptr_t bias = 0;
@@ -263,8 +301,9 @@ cuda::CUresult execute_gemm(const GemmOp& gemm) {
 }
 
 cuda::CUresult execute_trsm(const TrsmOp& trsm) {
-  float alpha = 0.0f;
-  if (!read_scalars(trsm.scalars, &alpha, nullptr)) return illegal_address("TRSM alpha");
+  double alpha_exact = 0.0;
+  if (!read_scalars(trsm.scalars, &alpha_exact, nullptr)) return illegal_address("TRSM alpha");
+  const auto alpha = static_cast<float>(alpha_exact);
   const std::size_t array_bytes = std::size_t(trsm.batch) * sizeof(void*);
   if (!device_range_valid(trsm.a_array, array_bytes, false) || !device_range_valid(trsm.b_array, array_bytes, false))
     return illegal_address("batched TRSM (pointer arrays)");

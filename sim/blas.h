@@ -11,7 +11,8 @@
 //
 // Arithmetic: every element is widened to float, products are accumulated in float, and
 // C = alpha * sum + beta * C is rounded once to C's type (for CUBLAS_COMPUTE_16F too). With
-// beta == 0, C is not read (a NaN there does not propagate).
+// beta == 0, C is not read (a NaN there does not propagate). FP64 GEMMs (all of A, B and C in
+// kFloat64) are computed in double throughout.
 #pragma once
 
 #include <cstddef>
@@ -21,23 +22,26 @@
 
 namespace gpubroker::sim {
 
-enum class ElementType : std::uint8_t { kFloat32, kFloat16, kBfloat16 };
+// kFloat64: the FP64 GEMMs (CUBLAS_COMPUTE_64F), computed in double throughout.
+enum class ElementType : std::uint8_t { kFloat32, kFloat16, kBfloat16, kFloat64 };
 
 [[nodiscard]] constexpr std::size_t element_bytes(ElementType type) {
-  return type == ElementType::kFloat32 ? 4 : 2;
+  return type == ElementType::kFloat64 ? 8 : type == ElementType::kFloat32 ? 4 : 2;
 }
 
 // One element at a host address (device memory is host memory at the CUdeviceptr address), widened
 // to float. The address may be unaligned (a client's choice): the access goes through memcpy.
 [[nodiscard]] float load_element(ElementType type, std::uintptr_t address);
+// The same in double: exact for kFloat64, the widened float for the others.
+[[nodiscard]] double load_double(ElementType type, std::uintptr_t address);
 
 // alpha and beta: values read at the call (host pointer mode), or device addresses read when the
-// operation runs (device pointer mode). `type` is kFloat32 or kFloat16.
+// operation runs (device pointer mode). `type` is kFloat32, kFloat16 or kFloat64.
 struct BlasScalars {
   ElementType type = ElementType::kFloat32;
   bool on_device = false;
-  float alpha = 1.0f;
-  float beta = 0.0f;
+  double alpha = 1.0;
+  double beta = 0.0;
   std::uintptr_t alpha_address = 0;
   std::uintptr_t beta_address = 0;
 };

@@ -20,7 +20,8 @@
 //   take the work (unknown, its sticky error, an invalidated capture) gives
 //   CUBLAS_STATUS_EXECUTION_FAILED. Memory the operation finds bad when it runs faults the stream
 //   (CUDA_ERROR_ILLEGAL_ADDRESS), as a GPU fault would.
-// - The math mode and the algorithm are accepted and kept; every mode computes in float.
+// - The math mode and the algorithm are accepted and kept; every mode computes in float, and
+//   CUBLAS_COMPUTE_64F in double.
 //
 // Threads: any function from any thread; one mutex guards the handle table and is never held
 // while calling the driver.
@@ -156,6 +157,7 @@ std::optional<ElementType> element_type(cudaDataType type) {
     case CUDA_R_32F: return ElementType::kFloat32;
     case CUDA_R_16F: return ElementType::kFloat16;
     case CUDA_R_16BF: return ElementType::kBfloat16;
+    case CUDA_R_64F: return ElementType::kFloat64;
     default: return std::nullopt;
   }
 }
@@ -164,7 +166,8 @@ std::optional<ElementType> element_type(cudaDataType type) {
 //   CUBLAS_COMPUTE_16F[_PEDANTIC]: A, B, C in CUDA_R_16F, half alpha/beta;
 //   CUBLAS_COMPUTE_32F[_PEDANTIC]: A and B both 16F, 16BF or 32F, C the same type or 32F;
 //   CUBLAS_COMPUTE_32F_FAST_16F/_16BF/_TF32, _EMULATED_16BFX9: A, B, C in CUDA_R_32F;
-// float alpha/beta for the 32F compute types. Other known combinations (FP64, integer, complex,
+//   CUBLAS_COMPUTE_64F[_PEDANTIC]: A, B, C in CUDA_R_64F, double alpha/beta;
+// float alpha/beta for the 32F compute types. Other known combinations (integer, complex, emulated FP64,
 // FP8) are CUBLAS_STATUS_NOT_SUPPORTED; unknown compute types CUBLAS_STATUS_INVALID_VALUE.
 cublasStatus_t gemm_types(cudaDataType a_type, cudaDataType b_type, cudaDataType c_type,
                           cublasComputeType_t compute_type, GemmTypes* types) {
@@ -181,7 +184,8 @@ cublasStatus_t gemm_types(cudaDataType a_type, cudaDataType b_type, cudaDataType
       return CUBLAS_STATUS_SUCCESS;
     case CUBLAS_COMPUTE_32F:
     case CUBLAS_COMPUTE_32F_PEDANTIC:
-      if (!all_known || *a != *b || (*c != *a && *c != ElementType::kFloat32)) return CUBLAS_STATUS_NOT_SUPPORTED;
+      if (!all_known || *a != *b || *a == ElementType::kFloat64 || (*c != *a && *c != ElementType::kFloat32))
+        return CUBLAS_STATUS_NOT_SUPPORTED;
       *types = {*a, *b, *c, ElementType::kFloat32};
       return CUBLAS_STATUS_SUCCESS;
     case CUBLAS_COMPUTE_32F_FAST_16F:
@@ -194,6 +198,10 @@ cublasStatus_t gemm_types(cudaDataType a_type, cudaDataType b_type, cudaDataType
       return CUBLAS_STATUS_SUCCESS;
     case CUBLAS_COMPUTE_64F:
     case CUBLAS_COMPUTE_64F_PEDANTIC:
+      if (!all_known || *a != ElementType::kFloat64 || *b != ElementType::kFloat64 || *c != ElementType::kFloat64)
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+      *types = {*a, *b, *c, ElementType::kFloat64};
+      return CUBLAS_STATUS_SUCCESS;
     case CUBLAS_COMPUTE_64F_EMULATED_FIXEDPOINT:
     case CUBLAS_COMPUTE_32I:
     case CUBLAS_COMPUTE_32I_PEDANTIC:
@@ -221,7 +229,7 @@ BlasScalars scalars(const BlasHandle& state, ElementType type, const void* alpha
     return out;
   }
   auto read = [type](const void* pointer) {
-    return pointer == nullptr ? 0.0f : load_element(type, reinterpret_cast<std::uintptr_t>(pointer));
+    return pointer == nullptr ? 0.0 : load_double(type, reinterpret_cast<std::uintptr_t>(pointer));
   };
   out.alpha = read(alpha);
   out.beta = read(beta);

@@ -1177,3 +1177,140 @@ TEST_CASE("the broker refuses BLAS-1 calls that touch memory that is not the ses
     cublasDestroy_v2(handle);
   });
 }
+
+// ---- GEMM, gemv and ger of S and D ------------------------------------------------------------
+
+extern "C" {
+int cublasDgemm_v2(void*, int, int, int, int, int, const double*, const double*, int, const double*, int, const double*,
+                   double*, int);
+int cublasDgemmStridedBatched(void*, int, int, int, int, int, const double*, const double*, int, long long,
+                              const double*, int, long long, const double*, double*, int, long long, int);
+int cublasSgemv_v2(void*, int, int, int, const float*, const float*, int, const float*, int, const float*, float*, int);
+int cublasDgemv_v2(void*, int, int, int, const double*, const double*, int, const double*, int, const double*, double*,
+                   int);
+int cublasSger_v2(void*, int, int, const float*, const float*, int, const float*, int, float*, int);
+int cublasDger_v2(void*, int, int, const double*, const double*, int, const double*, int, double*, int);
+}
+
+namespace {
+
+template <class T>
+struct Level23;
+template <>
+struct Level23<float> {
+  static constexpr auto gemv = cublasSgemv_v2;
+  static constexpr auto ger = cublasSger_v2;
+};
+template <>
+struct Level23<double> {
+  static constexpr auto gemv = cublasDgemv_v2;
+  static constexpr auto ger = cublasDger_v2;
+};
+
+template <class T>
+std::vector<T> random_values(std::size_t count, std::mt19937& rng) {
+  std::uniform_real_distribution<double> value(-1.0, 1.0);
+  std::vector<T> out(count);
+  for (T& v : out) v = static_cast<T>(value(rng));
+  return out;
+}
+
+// gemv of both transposes (x every 2nd element, y every 3rd) and ger, against references computed here.
+template <class T>
+void gemv_and_ger_match_reference(void* handle, std::mt19937& rng) {
+  const int m = 7, n = 5, lda = 9;
+  const char* type = sizeof(T) == 4 ? "S" : "D";
+  const std::vector<T> a = random_values<T>(std::size_t(lda) * n, rng);
+  auto* da = static_cast<T*>(upload_values(a));
+  for (int trans : {kOpN, kOpT}) {
+    const int rows = trans == kOpN ? m : n, columns = trans == kOpN ? n : m;
+    const std::vector<T> x = random_values<T>(std::size_t(columns) * 2, rng), y = random_values<T>(std::size_t(rows) * 3, rng);
+    auto* dx = static_cast<T*>(upload_values(x));
+    auto* dy = static_cast<T*>(upload_values(y));
+    const T alpha = static_cast<T>(1.25), beta = static_cast<T>(-0.5);
+    EXPECT(Level23<T>::gemv(handle, trans, m, n, &alpha, da, lda, dx, 2, &beta, dy, 3) == 0, "%sgemv op %d", type, trans);
+    const std::vector<T> got = download_values<T>(dy, y.size());
+    for (int i = 0; i < rows; ++i) {
+      double sum = 0;
+      for (int j = 0; j < columns; ++j) {
+        const double aij = trans == kOpN ? a[std::size_t(j) * lda + i] : a[std::size_t(i) * lda + j];
+        sum += aij * x[std::size_t(j) * 2];
+      }
+      const double want = double(alpha) * sum + double(beta) * y[std::size_t(i) * 3];
+      EXPECT(near<T>(got[std::size_t(i) * 3], want), "%sgemv op %d row %d: %g, want %g", type, trans, i,
+             double(got[std::size_t(i) * 3]), want);
+    }
+    for (std::size_t i = 0; i < y.size(); ++i) {
+      EXPECT(i % 3 == 0 || got[i] == y[i], "%sgemv wrote element %zu between the strided ones", type, i);
+    }
+    EXPECT(Level23<T>::gemv(handle, trans, m, n, &alpha, da, lda, dx, -2, &beta, dy, 3) == 15, "%sgemv: a negative increment is not served", type);
+    EXPECT(Level23<T>::gemv(handle, trans, m, n, &alpha, da, lda, dx, 0, &beta, dy, 3) == kInvalidValue, "%sgemv: increment 0", type);
+    cudaFree(dx);
+    cudaFree(dy);
+  }
+  // ger: A += alpha x y^T, x every 2nd element, y every 3rd.
+  const std::vector<T> x = random_values<T>(std::size_t(m) * 2, rng), y = random_values<T>(std::size_t(n) * 3, rng);
+  auto* dx = static_cast<T*>(upload_values(x));
+  auto* dy = static_cast<T*>(upload_values(y));
+  const T alpha = static_cast<T>(0.75);
+  EXPECT(Level23<T>::ger(handle, m, n, &alpha, dx, 2, dy, 3, da, lda) == 0, "%sger", type);
+  const std::vector<T> got = download_values<T>(da, a.size());
+  for (int j = 0; j < n; ++j) {
+    for (int i = 0; i < lda; ++i) {
+      const std::size_t at_ij = std::size_t(j) * lda + i;
+      const double want = i < m ? a[at_ij] + double(alpha) * x[std::size_t(i) * 2] * y[std::size_t(j) * 3] : a[at_ij];
+      EXPECT(near<T>(got[at_ij], want), "%sger (%d, %d): %g, want %g", type, i, j, double(got[at_ij]), want);
+    }
+  }
+  cudaFree(dx);
+  cudaFree(dy);
+  cudaFree(da);
+}
+
+}  // namespace
+
+TEST_CASE("cublasDgemm_v2 and cublasDgemmStridedBatched compute in double; gemv and ger of S and D match a reference",
+          "[cublas][fp64]") {
+  with_fresh_broker([] {
+    std::mt19937 rng(17);
+    void* handle = nullptr;
+    EXPECT(cublasCreate_v2(&handle) == 0, "cublasCreate_v2");
+    // C (m x n) = alpha A^T B + beta C for two batch members, A k x m, B k x n, all with ld 12.
+    const int m = 9, n = 6, k = 11, ld = 12, batch = 2;
+    const long long stride = static_cast<long long>(ld) * ld;
+    const std::vector<double> a = random_values<double>(std::size_t(stride) * batch, rng);
+    const std::vector<double> b = random_values<double>(std::size_t(stride) * batch, rng);
+    const std::vector<double> c = random_values<double>(std::size_t(stride) * batch, rng);
+    auto* da = static_cast<double*>(upload_values(a));
+    auto* db = static_cast<double*>(upload_values(b));
+    auto* dc = static_cast<double*>(upload_values(c));
+    const double alpha = 1.0 / 3.0, beta = -0.25;
+    EXPECT(cublasDgemmStridedBatched(handle, kOpT, kOpN, m, n, k, &alpha, da, ld, stride, db, ld, stride, &beta, dc, ld,
+                                     stride, batch) == 0,
+           "DgemmStridedBatched");
+    std::vector<double> got = download_values<double>(dc, c.size());
+    for (int member = 0; member < batch; ++member) {
+      const std::size_t base = std::size_t(member) * std::size_t(stride);
+      for (int j = 0; j < n; ++j) {
+        for (int i = 0; i < m; ++i) {
+          double sum = 0;
+          for (int p = 0; p < k; ++p) sum += a[base + std::size_t(i) * ld + p] * b[base + std::size_t(j) * ld + p];
+          const double want = alpha * sum + beta * c[base + std::size_t(j) * ld + i];
+          const double have = got[base + std::size_t(j) * ld + i];
+          // Double precision throughout: a float computation would miss by about 1e-7.
+          EXPECT(std::fabs(have - want) <= 1e-13, "Dgemm member %d (%d, %d): %.17g, want %.17g", member, i, j, have, want);
+        }
+      }
+    }
+    EXPECT(cublasDgemm_v2(handle, kOpT, kOpN, m, n, k, &alpha, da, ld, db, ld, &beta, dc, ld) == 0, "Dgemm_v2");
+    EXPECT(cublasDgemm_v2(handle, kOpN, kOpN, 64, 64, 64, &alpha, da, 64, db, 64, &beta, dc + stride * batch - 1, 64) ==
+               kInvalidValue,
+           "Dgemm: C past the end");
+    cudaFree(da);
+    cudaFree(db);
+    cudaFree(dc);
+    gemv_and_ger_match_reference<float>(handle, rng);
+    gemv_and_ger_match_reference<double>(handle, rng);
+    cublasDestroy_v2(handle);
+  });
+}

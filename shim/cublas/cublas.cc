@@ -19,6 +19,7 @@
 // wire::BlasVectorRequest; the broker runs them through cuBLAS's *Ex forms.
 //
 // Built twice, as libcublas.so.12 and libcublas.so.13 (GPUBROKER_CUBLAS_ABI = 12 or 13).
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -28,6 +29,7 @@
 
 #include "gpubroker/cuda/cublas_api.h"
 #include "gpubroker/calls/protocol.h"
+#include "shim/abi/unsupported.h"
 #include "shim/client/calls.h"
 #include "shim/client/connection.h"
 #include "shim/cublas/legacy.h"
@@ -157,6 +159,7 @@ struct Gemm {
   wire::GemmVariant variant = wire::GemmVariant::kSingle;
   long long stride_a = 0, stride_b = 0, stride_c = 0;
   int batch_count = 1;
+  bool beta_on_host = false;  // beta is the shim's own constant, whatever the pointer mode (ger)
 };
 
 Status gemm(Handle handle, const Gemm& g) {
@@ -191,7 +194,9 @@ Status gemm(Handle handle, const Gemm& g) {
   r.stride_c = g.stride_c;
   const std::size_t bytes = scalar_bytes(g.compute_type);
   if (Status s = read_scalar(state, g.alpha, bytes, r.alpha); s != kSuccess) return s;
-  if (Status s = read_scalar(state, g.beta, bytes, r.beta); s != kSuccess) return s;
+  HandleState beta_from = state;
+  if (g.beta_on_host) beta_from.pointer_mode = cuda::CUBLAS_POINTER_MODE_HOST;
+  if (Status s = read_scalar(beta_from, g.beta, bytes, r.beta); s != kSuccess) return s;
   return request<wire::RequestKind::kBlasGemm>(r);
 }
 
@@ -268,6 +273,38 @@ T legacy_result(Call&& call) {
   T out{};
   legacy(call(&out));
   return out;
+}
+
+// cublas?gemv as a GEMM: y^T (1 x rows) = alpha x^T (1 x columns) op(A)^T + beta y^T, with x and y
+// one-row matrices whose leading dimensions are their increments, so the broker checks and cuBLAS
+// computes it as any GEMM. cuBLAS refuses a zero increment; a negative one (the vector walked from
+// its far end) has no such form, and is answered CUBLAS_STATUS_NOT_SUPPORTED with its name logged.
+Status gemv(const char* name, Handle handle, int trans, int m, int n, const void* alpha, const void* a, int lda,
+            const void* x, int incx, const void* beta, void* y, int incy, int type, int compute) {
+  if (!valid_operation(trans) || m < 0 || n < 0 || lda < std::max(1, m) || incx == 0 || incy == 0) return kInvalidValue;
+  if (incx < 0 || incy < 0) {
+    gpubroker_log_unsupported_in(name, "cuBLAS", "CUBLAS_STATUS_NOT_SUPPORTED (a negative increment)");
+    return cuda::CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+  const bool plain = trans == cuda::CUBLAS_OP_N;
+  const int rows = plain ? m : n, columns = plain ? n : m;
+  return gemm(handle, Gemm{cuda::CUBLAS_OP_N, plain ? cuda::CUBLAS_OP_T : cuda::CUBLAS_OP_N, 1, rows, columns, alpha, x,
+                           type, incx, a, type, lda, beta, y, type, incy, compute, cuda::CUBLAS_GEMM_DEFAULT});
+}
+
+// cublas?ger as a GEMM of depth 1: A (m x n) = alpha x y^T + 1 A, x a 1 x m matrix transposed and y
+// a 1 x n one, leading dimensions their increments (negative ones as for gemv).
+Status ger(const char* name, Handle handle, int m, int n, const void* alpha, const void* x, int incx, const void* y,
+           int incy, void* a, int lda, const void* one, int type, int compute) {
+  if (m < 0 || n < 0 || lda < std::max(1, m) || incx == 0 || incy == 0) return kInvalidValue;
+  if (incx < 0 || incy < 0) {
+    gpubroker_log_unsupported_in(name, "cuBLAS", "CUBLAS_STATUS_NOT_SUPPORTED (a negative increment)");
+    return cuda::CUBLAS_STATUS_NOT_SUPPORTED;
+  }
+  Gemm g{cuda::CUBLAS_OP_T, cuda::CUBLAS_OP_N, m, n, 1, alpha, x, type, incx, y, type, incy, one, a, type, lda, compute,
+         cuda::CUBLAS_GEMM_DEFAULT};
+  g.beta_on_host = true;
+  return gemm(handle, g);
 }
 
 }  // namespace
@@ -423,12 +460,6 @@ int cublasGemmBatchedEx(Handle handle, int transa, int transb, int m, int n, int
                            c_type, ldc, compute_type, algo, wire::GemmVariant::kPointerArrays, 0, 0, 0, batch_count});
 }
 
-int cublasSgemm_v2(Handle handle, int transa, int transb, int m, int n, int k, const float* alpha, const float* a,
-                   int lda, const float* b, int ldb, const float* beta, float* c, int ldc) {
-  return gemm(handle, Gemm{transa, transb, m, n, k, alpha, a, cuda::CUDA_R_32F, lda, b, cuda::CUDA_R_32F, ldb, beta,
-                           c, cuda::CUDA_R_32F, ldc, cuda::CUBLAS_COMPUTE_32F, cuda::CUBLAS_GEMM_DEFAULT});
-}
-
 int cublasHgemm(Handle handle, int transa, int transb, int m, int n, int k, const cuda::HalfBits* alpha,
                 const cuda::HalfBits* a, int lda, const cuda::HalfBits* b, int ldb, const cuda::HalfBits* beta,
                 cuda::HalfBits* c, int ldc) {
@@ -436,21 +467,47 @@ int cublasHgemm(Handle handle, int transa, int transb, int m, int n, int k, cons
                            c, cuda::CUDA_R_16F, ldc, cuda::CUBLAS_COMPUTE_16F, cuda::CUBLAS_GEMM_DEFAULT});
 }
 
-int cublasSgemmBatched(Handle handle, int transa, int transb, int m, int n, int k, const float* alpha,
-                       const float* const* a_array, int lda, const float* const* b_array, int ldb, const float* beta,
-                       float* const* c_array, int ldc, int batch_count) {
-  return gemm(handle, Gemm{transa, transb, m, n, k, alpha, a_array, cuda::CUDA_R_32F, lda, b_array, cuda::CUDA_R_32F,
-                           ldb, beta, c_array, cuda::CUDA_R_32F, ldc, cuda::CUBLAS_COMPUTE_32F,
-                           cuda::CUBLAS_GEMM_DEFAULT, wire::GemmVariant::kPointerArrays, 0, 0, 0, batch_count});
-}
+// The typed GEMMs, one row per element type: cublasSgemm_v2 and cublasDgemm_v2 are cublasGemmEx
+// with fixed types, the Batched forms its pointer-array form, the StridedBatched ones its strided
+// form; gemv and ger are GEMMs too (gemv() and ger() above).
+// X(upper, element type, cudaDataType, cublasComputeType_t)
+#define GPUBROKER_GEMM_TYPES(X)                                 \
+  X(S, float, cuda::CUDA_R_32F, cuda::CUBLAS_COMPUTE_32F)       \
+  X(D, double, cuda::CUDA_R_64F, cuda::CUBLAS_COMPUTE_64F)
 
-int cublasSgemmStridedBatched(Handle handle, int transa, int transb, int m, int n, int k, const float* alpha,
-                              const float* a, int lda, long long stride_a, const float* b, int ldb, long long stride_b,
-                              const float* beta, float* c, int ldc, long long stride_c, int batch_count) {
-  return gemm(handle, Gemm{transa, transb, m, n, k, alpha, a, cuda::CUDA_R_32F, lda, b, cuda::CUDA_R_32F, ldb, beta,
-                           c, cuda::CUDA_R_32F, ldc, cuda::CUBLAS_COMPUTE_32F, cuda::CUBLAS_GEMM_DEFAULT,
-                           wire::GemmVariant::kStridedBatched, stride_a, stride_b, stride_c, batch_count});
-}
+#define GPUBROKER_GEMM_ENTRIES(U, T, type, compute)                                                                  \
+  int cublas##U##gemm_v2(Handle handle, int transa, int transb, int m, int n, int k, const T* alpha, const T* a,      \
+                         int lda, const T* b, int ldb, const T* beta, T* c, int ldc) {                               \
+    return gemm(handle, Gemm{transa, transb, m, n, k, alpha, a, type, lda, b, type, ldb, beta, c, type, ldc, compute, \
+                             cuda::CUBLAS_GEMM_DEFAULT});                                                            \
+  }                                                                                                                  \
+  int cublas##U##gemmBatched(Handle handle, int transa, int transb, int m, int n, int k, const T* alpha,            \
+                             const T* const* a_array, int lda, const T* const* b_array, int ldb, const T* beta,     \
+                             T* const* c_array, int ldc, int batch_count) {                                         \
+    return gemm(handle, Gemm{transa, transb, m, n, k, alpha, a_array, type, lda, b_array, type, ldb, beta, c_array,  \
+                             type, ldc, compute, cuda::CUBLAS_GEMM_DEFAULT, wire::GemmVariant::kPointerArrays, 0, 0, \
+                             0, batch_count});                                                                       \
+  }                                                                                                                  \
+  int cublas##U##gemmStridedBatched(Handle handle, int transa, int transb, int m, int n, int k, const T* alpha,     \
+                                    const T* a, int lda, long long stride_a, const T* b, int ldb, long long stride_b, \
+                                    const T* beta, T* c, int ldc, long long stride_c, int batch_count) {             \
+    return gemm(handle, Gemm{transa, transb, m, n, k, alpha, a, type, lda, b, type, ldb, beta, c, type, ldc, compute, \
+                             cuda::CUBLAS_GEMM_DEFAULT, wire::GemmVariant::kStridedBatched, stride_a, stride_b,      \
+                             stride_c, batch_count});                                                                \
+  }                                                                                                                  \
+  int cublas##U##gemv_v2(Handle handle, int trans, int m, int n, const T* alpha, const T* a, int lda, const T* x,    \
+                         int incx, const T* beta, T* y, int incy) {                                                  \
+    return gemv("cublas" #U "gemv_v2", handle, trans, m, n, alpha, a, lda, x, incx, beta, y, incy, type, compute);   \
+  }                                                                                                                  \
+  int cublas##U##ger_v2(Handle handle, int m, int n, const T* alpha, const T* x, int incx, const T* y, int incy,      \
+                        T* a, int lda) {                                                                             \
+    static constexpr T kOne = 1;                                                                                     \
+    return ger("cublas" #U "ger_v2", handle, m, n, alpha, x, incx, y, incy, a, lda, &kOne, type, compute);           \
+  }
+
+GPUBROKER_GEMM_TYPES(GPUBROKER_GEMM_ENTRIES)
+#undef GPUBROKER_GEMM_ENTRIES
+#undef GPUBROKER_GEMM_TYPES
 
 // The arrays of A and B pointers live in device memory; the broker reads and checks them.
 int cublasStrsmBatched(Handle handle, int side, int uplo, int trans, int diag, int m, int n, const float* alpha,

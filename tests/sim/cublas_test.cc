@@ -784,7 +784,10 @@ TEST_CASE("arguments are checked as cuBLAS checks them", "[sim][cublas][errors]"
   CHECK(counters().gemms_run == gemms_before);
 
   // Types and compute types.
+  // FP64 is computed with CUBLAS_COMPUTE_64F only (tests/blas_shim_test.cc checks its values).
   CHECK(blas.gemm_ex(h, N, N, 4, 4, 4, &one, a, CUDA_R_64F, 4, a, CUDA_R_64F, 4, &one, c, CUDA_R_64F, 4,
+                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_NOT_SUPPORTED);
+  CHECK(blas.gemm_ex(h, N, N, 4, 4, 4, &one, a, CUDA_R_64F, 4, a, CUDA_R_64F, 4, &one, c, CUDA_R_32F, 4,
                      CUBLAS_COMPUTE_64F, CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_NOT_SUPPORTED);
   CHECK(blas.gemm_ex(h, N, N, 4, 4, 4, &one, a, CUDA_R_16F, 4, a, CUDA_R_16F, 4, &one, c, CUDA_R_32F, 4,
                      CUBLAS_COMPUTE_16F, CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_NOT_SUPPORTED);
