@@ -1314,3 +1314,27 @@ TEST_CASE("cublasDgemm_v2 and cublasDgemmStridedBatched compute in double; gemv 
     cublasDestroy_v2(handle);
   });
 }
+
+extern "C" {
+int cublasSetAtomicsMode(void*, int);
+int cublasGetAtomicsMode(void*, int*);
+int cublasGetPointerMode_v2(void*, int*);
+}
+
+TEST_CASE("the pointer and atomics modes are kept per handle and read back", "[cublas]") {
+  with_fresh_broker([] {
+    void *first = nullptr, *second = nullptr;
+    EXPECT(cublasCreate_v2(&first) == 0 && cublasCreate_v2(&second) == 0, "two handles");
+    int mode = -1;
+    EXPECT(cublasSetAtomicsMode(first, 1) == 0 && cublasGetAtomicsMode(first, &mode) == 0 && mode == 1, "atomics allowed");
+    EXPECT(cublasGetAtomicsMode(second, &mode) == 0 && mode == 0, "the other handle keeps the default");
+    EXPECT(cublasSetAtomicsMode(first, 2) == kInvalidValue && cublasGetAtomicsMode(first, &mode) == 0 && mode == 1,
+           "an unknown mode is refused and changes nothing");
+    EXPECT(cublasSetPointerMode_v2(second, 1) == 0 && cublasGetPointerMode_v2(second, &mode) == 0 && mode == 1, "device mode");
+    EXPECT(cublasSetPointerMode_v2(second, 7) == kInvalidValue, "an unknown pointer mode");
+    EXPECT(cublasGetAtomicsMode(second, nullptr) == kInvalidValue, "no place for the answer");
+    EXPECT(cublasSetAtomicsMode(reinterpret_cast<void*>(0x999), 0) == kNotInitialized, "an unknown handle");
+    cublasDestroy_v2(first);
+    cublasDestroy_v2(second);
+  });
+}

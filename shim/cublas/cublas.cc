@@ -54,6 +54,7 @@ struct HandleState {
   std::uint64_t stream = 0;
   int pointer_mode = cuda::CUBLAS_POINTER_MODE_HOST;
   int math_mode = cuda::CUBLAS_DEFAULT_MATH;
+  int atomics_mode = 0;  // CUBLAS_ATOMICS_NOT_ALLOWED
   std::uint64_t workspace = 0;
   std::uint64_t workspace_bytes = 0;
 };
@@ -99,6 +100,25 @@ Handles& handles() {
 }
 
 std::uint64_t id_of(Handle handle) { return reinterpret_cast<std::uint64_t>(handle); }
+
+// A setting kept in the shim alone: the handle's `field` = `value` where `valid`.
+Status keep_setting(Handle handle, int value, bool valid, int HandleState::*field) {
+  if (!handles().update(id_of(handle), [&](HandleState& h) {
+        if (valid) h.*field = value;
+      })) {
+    return kNotInitialized;
+  }
+  return valid ? kSuccess : kInvalidValue;
+}
+
+// A getter answered in the process: *out = the handle's `field`.
+Status read_setting(Handle handle, int* out, int HandleState::*field) {
+  HandleState state;
+  if (!handles().get(id_of(handle), state)) return kNotInitialized;
+  if (out == nullptr) return kInvalidValue;
+  *out = state.*field;
+  return kSuccess;
+}
 
 // One synchronous request; the completion's status is the cublasStatus_t.
 template <wire::RequestKind Kind>
@@ -394,13 +414,7 @@ int cublasSetMathMode(Handle handle, int mode) {
   return s;
 }
 
-int cublasGetMathMode(Handle handle, int* mode) {
-  HandleState state;
-  if (!handles().get(id_of(handle), state)) return kNotInitialized;
-  if (mode == nullptr) return kInvalidValue;
-  *mode = state.math_mode;
-  return kSuccess;
-}
+int cublasGetMathMode(Handle handle, int* mode) { return read_setting(handle, mode, &HandleState::math_mode); }
 
 int cublasSetWorkspace_v2(Handle handle, void* workspace, std::size_t bytes) {
   HandleState state;
@@ -420,19 +434,20 @@ int cublasSetWorkspace_v2(Handle handle, void* workspace, std::size_t bytes) {
 // The broker always runs its handles in host pointer mode (scalars arrive by value); the mode the
 // program chose decides where the shim reads them.
 int cublasSetPointerMode_v2(Handle handle, int mode) {
-  if (mode != cuda::CUBLAS_POINTER_MODE_HOST && mode != cuda::CUBLAS_POINTER_MODE_DEVICE) {
-    return handles().update(id_of(handle), [](HandleState&) {}) ? kInvalidValue : kNotInitialized;
-  }
-  return handles().update(id_of(handle), [&](HandleState& h) { h.pointer_mode = mode; }) ? kSuccess : kNotInitialized;
+  return keep_setting(handle, mode, mode == cuda::CUBLAS_POINTER_MODE_HOST || mode == cuda::CUBLAS_POINTER_MODE_DEVICE,
+                      &HandleState::pointer_mode);
 }
 
-int cublasGetPointerMode_v2(Handle handle, int* mode) {
-  HandleState state;
-  if (!handles().get(id_of(handle), state)) return kNotInitialized;
-  if (mode == nullptr) return kInvalidValue;
-  *mode = state.pointer_mode;
-  return kSuccess;
+int cublasGetPointerMode_v2(Handle handle, int* mode) { return read_setting(handle, mode, &HandleState::pointer_mode); }
+
+// The atomics mode only lets cuBLAS pick non-deterministic algorithms for a few functions; the
+// broker's handles keep the default (not allowed), which computes the same results, so the mode
+// is kept here for the getter.
+int cublasSetAtomicsMode(Handle handle, int mode) {
+  return keep_setting(handle, mode, mode == 0 || mode == 1, &HandleState::atomics_mode);
 }
+
+int cublasGetAtomicsMode(Handle handle, int* mode) { return read_setting(handle, mode, &HandleState::atomics_mode); }
 
 // ---- GEMMs ----------------------------------------------------------------------------------
 
