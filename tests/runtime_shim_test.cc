@@ -183,10 +183,15 @@ TEST_CASE("a function the shim does not serve returns cudaErrorNotSupported and 
           // cudaGraphicsMapResources (graphics interop) is one the broker will never serve.
           auto unsupported = reinterpret_cast<int (*)(int, void*, void*)>(::dlsym(handle, "cudaGraphicsMapResources"));
           if (unsupported == nullptr) return 12;
+          auto get_last = reinterpret_cast<int (*)()>(::dlsym(handle, "cudaGetLastError"));
+          auto peek_last = reinterpret_cast<int (*)()>(::dlsym(handle, "cudaPeekAtLastError"));
+          if (get_last == nullptr || peek_last == nullptr) return 13;
           const int first = unsupported(0, nullptr, nullptr);
+          // The stub's error is the thread's last error, as the real runtime records a failed call's.
+          const int peeked = peek_last(), taken = get_last(), cleared = get_last();
           const int second = unsupported(0, nullptr, nullptr);
           std::fflush(stderr);
-          return first == 801 && second == 801 ? 0 : 1;
+          return first == 801 && second == 801 && peeked == 801 && taken == 801 && cleared == 0 ? 0 : 1;
         }) == 0);
   FILE* file = std::fopen(log.c_str(), "r");
   REQUIRE(file != nullptr);

@@ -9,8 +9,9 @@
 // a failing call. That does not hold for functions returning a pointer, a struct or a
 // non-error integer; gen_exports.py refuses to stub those (its MUST_IMPLEMENT table).
 //
-// Limits: a stub does not set the shim's sticky "last error" (cudaGetLastError reports nothing
-// after it); a caller that ignores the 801 continues as if the call happened.
+// A stub records its 801 as the calling thread's last error, as the real runtime records a failed
+// call's (cudaGetLastError and cudaPeekAtLastError return it), through the hook the runtime shim
+// defines. Limit: a caller that ignores the 801 continues as if the call happened.
 #pragma once
 
 // Writes one line naming `name` to stderr the first time each name is passed in this process, and
@@ -30,10 +31,16 @@ extern "C" void gpubroker_log_unsupported_in(const char* name, const char* libra
     return value;                                                       \
   }
 
-#define GPUBROKER_UNSUPPORTED_CUDA_FUNCTION(name)                       \
-  extern "C" __attribute__((visibility("default"))) int name() noexcept { \
-    gpubroker_log_unsupported_once(#name);                              \
-    return 801; /* cudaErrorNotSupported */                             \
+// Defined by the runtime shims (shim/runtime/runtime_state.cc): records `error` as the calling
+// thread's last error. Weak, so that a library or test that stubs names without a runtime links;
+// null there.
+extern "C" void gpubroker_runtime_record_error(int error) noexcept __attribute__((weak));
+
+#define GPUBROKER_UNSUPPORTED_CUDA_FUNCTION(name)                                    \
+  extern "C" __attribute__((visibility("default"))) int name() noexcept {              \
+    gpubroker_log_unsupported_once(#name);                                           \
+    if (gpubroker_runtime_record_error != nullptr) gpubroker_runtime_record_error(801); \
+    return 801; /* cudaErrorNotSupported */                                          \
   }
 
 // A per-thread-default-stream entry point (`_ptsz`, `_ptds`, which programs built with

@@ -528,12 +528,26 @@ int cudaDeviceGetLimit(std::size_t* value, int limit) {
   return e;
 }
 
+// Forwarded to the broker, which owns the device's context: a limit is the context's, so every
+// session on the device shares it. The broker only raises the stack, heap and other per-thread
+// limits (a raise costs the other sessions nothing they rely on; lowering would take from them),
+// and refuses to change the persisting-L2 limits, which decide how every session's kernels use the
+// cache: that refusal (cudaErrorNotSupported) is logged once, with the reason.
 int cudaDeviceSetLimit(int limit, std::size_t value) {
   shim::ReplyOf<wire::RequestKind::kDeviceLimit> reply{};
   const Error e = call<wire::RequestKind::kDeviceLimit>(wire::LimitRequest{limit, 1, value}, &reply);
+  if (e == kErrorNotSupported) {
+    gpubroker_log_unsupported_once("cudaDeviceSetLimit of an L2 cache limit (the device's cache is shared "
+                                   "by every session)");
+  }
   if (e == kSuccess && reply < value) return record(kErrorInvalidValue);
   return e;
 }
+
+// The profiler calls only mark the range a profiler (Nsight, nvprof) records; without one
+// attached, as here, the runtime answers success and does nothing.
+int cudaProfilerStart() { return kSuccess; }
+int cudaProfilerStop() { return kSuccess; }
 
 // Peer access would let this process's kernels on one device read another device's memory
 // directly. Enabling it is a change to the devices' shared contexts (every session's kernels in

@@ -10,6 +10,7 @@
 
 #include "gpubroker/cuda/driver_api.h"
 #include "gpubroker/cuda/runtime_abi.h"
+#include "shim/abi/unsupported.h"
 
 namespace gpubroker::shim::rt {
 
@@ -76,6 +77,13 @@ Error record(Error error) {
 }
 
 Error sticky_error() { return g_sticky.load(std::memory_order_relaxed); }
+
+}  // namespace gpubroker::shim::rt (reopened below)
+
+// The generated stubs' hook (shim/abi/unsupported.h): an unsupported call is the thread's last error.
+extern "C" void gpubroker_runtime_record_error(int error) noexcept { gpubroker::shim::rt::record(error); }
+
+namespace gpubroker::shim::rt {
 
 Error last_error(bool reset) {
   if (const Error sticky = sticky_error(); sticky != kSuccess) return sticky;

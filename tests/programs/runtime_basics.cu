@@ -58,6 +58,10 @@ static void CUDART_CB on_stream_done(cudaStream_t stream, cudaError_t status, vo
   log->order = log->order == 1 ? 2 : -1;
 }
 
+// cuda_profiler_api.h's, which PyPI's CUDA 12 runtime headers lack.
+extern "C" cudaError_t cudaProfilerStart();
+extern "C" cudaError_t cudaProfilerStop();
+
 int main() {
   int count = -1;
   OK(cudaGetDeviceCount(&count));
@@ -279,6 +283,17 @@ int main() {
     void* managed = nullptr;
     CHECK(cudaMallocManaged(&managed, 4096) == cudaErrorNotSupported);
     CHECK(cudaGetLastError() == cudaErrorNotSupported);
+    // The persisting-L2 limit shapes every session's use of the shared cache: refused, and logged.
+    CHECK(cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, 1 << 20) == cudaErrorNotSupported);
+    CHECK(cudaGetLastError() == cudaErrorNotSupported);
+    // A generated stub (graphics interop, never served) records its error as the last error.
+    CHECK(cudaGraphicsMapResources(0, nullptr, 0) == cudaErrorNotSupported);
+    CHECK(cudaPeekAtLastError() == cudaErrorNotSupported);
+    CHECK(cudaGetLastError() == cudaErrorNotSupported);
+    CHECK(cudaGetLastError() == cudaSuccess);
+    // The profiler calls mark ranges for a profiler; without one they succeed and do nothing.
+    OK(cudaProfilerStart());
+    OK(cudaProfilerStop());
   }
 
   {
