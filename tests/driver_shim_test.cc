@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,6 +18,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <thread>
 #include <vector>
@@ -592,4 +595,46 @@ TEST_CASE("libcudart.so.12's cudaGetDeviceProperties_v2 fills the fields CUDA 13
                  "the texture and surface limits, as in 13.0");
           EXPECT(p.major == 9 && p.minor == 0, "compute capability %d.%d", p.major, p.minor);
         }) == 0);
+}
+
+TEST_CASE("every NVML call that fails says so once on stderr, naming the call and the error", "[nvml]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  const std::string log = dir.path() + "/nvml-stderr.txt";
+  CHECK(in_child(broker, [&] {
+          EXPECT(nvmlInit_v2() == 0, "nvmlInit_v2");
+          void* device = nullptr;
+          EXPECT(nvmlDeviceGetHandleByIndex_v2(0, &device) == 0, "handle");
+          // Only the calls' own lines go to the file: EXPECT writes to stderr too.
+          const int saved = ::dup(STDERR_FILENO);
+          const int file = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+          EXPECT(saved >= 0 && file >= 0 && ::dup2(file, STDERR_FILENO) == STDERR_FILENO, "stderr to %s", log.c_str());
+          unsigned value = 0, utilization[2] = {};
+          char version[80] = {};
+          const int temperature = nvmlDeviceGetTemperature(device, 0, &value);
+          const int again = nvmlDeviceGetTemperature(device, 0, &value);
+          const int busy = nvmlDeviceGetUtilizationRates(device, utilization);
+          const int driver = nvmlSystemGetDriverVersion(version, sizeof version);
+          const int name = nvmlDeviceGetName(device, version, sizeof version);
+          ::dup2(saved, STDERR_FILENO);
+          ::close(saved);
+          ::close(file);
+          EXPECT(temperature == kNvmlNotSupported && again == kNvmlNotSupported && busy == kNvmlNotSupported &&
+                     driver == kNvmlNotSupported && name == 0,
+                 "the answers");
+          nvmlShutdown();
+        }) == 0);
+  CHECK(broker.stop() == 0);
+  std::ifstream in(log);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto count = [&](const std::string& what) {
+    int n = 0;
+    for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+    return n;
+  };
+  INFO(text);
+  CHECK(count("nvmlDeviceGetTemperature failed in the gpubroker NVML shim: it returns Not Supported") == 1);
+  CHECK(count("nvmlDeviceGetUtilizationRates failed") == 1);
+  CHECK(count("nvmlSystemGetDriverVersion failed") == 1);
+  CHECK(count("nvmlDeviceGetName") == 0);  // it succeeded
 }

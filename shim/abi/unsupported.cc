@@ -48,12 +48,12 @@ bool claim(const char* name) {
 
 namespace {
 
-void write_line(const char* name, const char* library, const char* result) {
+constexpr const char* kUnsupportedLine = "gpubroker: pid %d: %s is not supported by the gpubroker %s shim; it returns %s (logged once)\n";
+constexpr const char* kFailureLine = "gpubroker: pid %d: %s failed in the gpubroker %s shim: it returns %s (logged once)\n";
+
+void write_line(const char* name, const char* library, const char* result, const char* format = kUnsupportedLine) {
   char line[256];
-  int length = std::snprintf(line, sizeof line,
-                             "gpubroker: pid %d: %s is not supported by the gpubroker %s shim; it "
-                             "returns %s (logged once)\n",
-                             static_cast<int>(getpid()), name, library, result);
+  int length = std::snprintf(line, sizeof line, format, static_cast<int>(getpid()), name, library, result);
   if (length <= 0) return;
   std::size_t size = std::min(static_cast<std::size_t>(length), sizeof line - 1);
   line[size - 1] = '\n';  // already there unless truncated: the line stays one whole line
@@ -71,4 +71,9 @@ extern "C" void gpubroker_log_unsupported_once(const char* name) noexcept {
 extern "C" void gpubroker_log_unsupported_in(const char* name, const char* library, const char* result) noexcept {
   if (name == nullptr || library == nullptr || result == nullptr || !claim(name)) return;
   write_line(name, library, result);
+}
+
+extern "C" void gpubroker_log_failure_once(const char* name, const char* library, const char* result) noexcept {
+  if (name == nullptr || library == nullptr || result == nullptr || !claim(name)) return;
+  write_line(name, library, result, kFailureLine);
 }

@@ -24,6 +24,10 @@ extern "C" void gpubroker_log_unsupported_once(const char* name) noexcept;
 // and the error the stub returns. `library` and `result` must be string literals.
 extern "C" void gpubroker_log_unsupported_in(const char* name, const char* library, const char* result) noexcept;
 
+// For a served function that fails (NVML's): one line the first time `name` fails in this process
+// (or was logged by the functions above), saying what it returned. String literals, as above.
+extern "C" void gpubroker_log_failure_once(const char* name, const char* library, const char* result) noexcept;
+
 // A stub of a library whose status type is an int-sized enum: logs once, returns `value`.
 #define GPUBROKER_UNSUPPORTED_FUNCTION(name, value, library, result)      \
   extern "C" __attribute__((visibility("default"))) int name() noexcept { \

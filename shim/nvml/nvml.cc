@@ -23,11 +23,14 @@
 
 #include "gpubroker/cuda/driver_api.h"
 #include "gpubroker/calls/protocol.h"
+#include "shim/abi/unsupported.h"
 #include "shim/client/calls.h"
 #include "shim/client/connection.h"
 #include "shim/client/visible_devices.h"
 
 using namespace gpubroker;
+
+extern "C" const char* nvmlErrorString(int result);  // below; answered() names errors with it
 
 namespace {
 
@@ -143,6 +146,14 @@ bool parse_bus_id(const char* text, unsigned& domain, unsigned& bus, unsigned& s
   return std::sscanf(text, "%x:%x.%x", &bus, &slot, &function) == 3 && function == 0;
 }
 
+// Every failure an exported function answers is logged once per function (its first), naming the
+// error, so that a program that stops at an NVML error says which call and why. `function` is the
+// caller's __func__ (static storage, as the log requires).
+Return answered(const char* function, Return result) {
+  if (result != kSuccess) gpubroker_log_failure_once(function, "NVML", nvmlErrorString(result));
+  return result;
+}
+
 }  // namespace
 
 extern "C" {
@@ -151,7 +162,7 @@ extern "C" {
 
 Return nvmlInitWithFlags(unsigned /*flags*/) {
   shim::Connection* c = connection();
-  if (c == nullptr) return kDriverNotLoaded;
+  if (c == nullptr) return answered(__func__, kDriverNotLoaded);
   for (std::uint32_t i = 0; i < wire::kMaxDevices; ++i) g_devices[i].index = i;
   g_initialized.fetch_add(1, std::memory_order_relaxed);
   return kSuccess;
@@ -163,7 +174,7 @@ Return nvmlInit() { return nvmlInitWithFlags(0); }
 Return nvmlShutdown() {
   int count = g_initialized.load(std::memory_order_relaxed);
   do {
-    if (count <= 0) return kUninitialized;
+    if (count <= 0) return answered(__func__, kUninitialized);
   } while (!g_initialized.compare_exchange_weak(count, count - 1, std::memory_order_relaxed));
   return kSuccess;
 }
@@ -199,28 +210,29 @@ const char* nvmlErrorString(Return result) {
 // The NVIDIA kernel module's version. The broker's device table does not carry it; on a GPU host
 // the module's /proc file says it, and the sim driver has none.
 Return nvmlSystemGetDriverVersion(char* version, unsigned length) {
-  if (version == nullptr) return kInvalidArgument;
-  if (g_initialized.load(std::memory_order_relaxed) <= 0) return kUninitialized;
+  if (version == nullptr) return answered(__func__, kInvalidArgument);
+  if (g_initialized.load(std::memory_order_relaxed) <= 0) return answered(__func__, kUninitialized);
   shim::Connection* c = connection();
-  if (c == nullptr) return kUninitialized;
-  if (c->device_table().simulated != 0) return kNotSupported;
+  if (c == nullptr) return answered(__func__, kUninitialized);
+  if (c->device_table().simulated != 0) return answered(__func__, kNotSupported);
   std::ifstream file("/proc/driver/nvidia/version");
   std::string line;
-  if (!file || !std::getline(file, line)) return kNoPermission;
+  if (!file || !std::getline(file, line)) return answered(__func__, kNoPermission);
   // "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.65.06  Sun Jul 27 ..."
   const auto module = line.find("Kernel Module");
-  if (module == std::string::npos) return kUnknown;
+  if (module == std::string::npos) return answered(__func__, kUnknown);
   std::size_t start = line.find_first_not_of(' ', module + 13);
   std::size_t end = start == std::string::npos ? std::string::npos : line.find(' ', start);
-  if (start == std::string::npos) return kUnknown;
-  return copy_string(version, length, line.substr(start, end == std::string::npos ? std::string::npos : end - start));
+  if (start == std::string::npos) return answered(__func__, kUnknown);
+  const std::string text = line.substr(start, end == std::string::npos ? std::string::npos : end - start);
+  return answered(__func__, copy_string(version, length, text));
 }
 
 Return nvmlSystemGetCudaDriverVersion_v2(int* version) {
-  if (version == nullptr) return kInvalidArgument;
-  if (g_initialized.load(std::memory_order_relaxed) <= 0) return kUninitialized;
+  if (version == nullptr) return answered(__func__, kInvalidArgument);
+  if (g_initialized.load(std::memory_order_relaxed) <= 0) return answered(__func__, kUninitialized);
   shim::Connection* c = connection();
-  if (c == nullptr) return kUninitialized;
+  if (c == nullptr) return answered(__func__, kUninitialized);
   *version = c->device_table().driver_version;
   return kSuccess;
 }
@@ -230,10 +242,10 @@ Return nvmlSystemGetCudaDriverVersion(int* version) { return nvmlSystemGetCudaDr
 // ---- devices --------------------------------------------------------------------------------
 
 Return nvmlDeviceGetCount_v2(unsigned* count) {
-  if (count == nullptr) return kInvalidArgument;
-  if (g_initialized.load(std::memory_order_relaxed) <= 0) return kUninitialized;
+  if (count == nullptr) return answered(__func__, kInvalidArgument);
+  if (g_initialized.load(std::memory_order_relaxed) <= 0) return answered(__func__, kUninitialized);
   shim::Connection* c = connection();
-  if (c == nullptr) return kUninitialized;
+  if (c == nullptr) return answered(__func__, kUninitialized);
   *count = static_cast<unsigned>(c->visible().size());
   return kSuccess;
 }
@@ -241,11 +253,11 @@ Return nvmlDeviceGetCount_v2(unsigned* count) {
 Return nvmlDeviceGetCount(unsigned* count) { return nvmlDeviceGetCount_v2(count); }
 
 Return nvmlDeviceGetHandleByIndex_v2(unsigned index, Device** device) {
-  if (device == nullptr) return kInvalidArgument;
-  if (g_initialized.load(std::memory_order_relaxed) <= 0) return kUninitialized;
+  if (device == nullptr) return answered(__func__, kInvalidArgument);
+  if (g_initialized.load(std::memory_order_relaxed) <= 0) return answered(__func__, kUninitialized);
   shim::Connection* c = connection();
-  if (c == nullptr) return kUninitialized;
-  if (index >= c->visible().size()) return kInvalidArgument;
+  if (c == nullptr) return answered(__func__, kUninitialized);
+  if (index >= c->visible().size()) return answered(__func__, kInvalidArgument);
   *device = &g_devices[index];
   return kSuccess;
 }
@@ -253,47 +265,47 @@ Return nvmlDeviceGetHandleByIndex_v2(unsigned index, Device** device) {
 Return nvmlDeviceGetHandleByIndex(unsigned index, Device** device) { return nvmlDeviceGetHandleByIndex_v2(index, device); }
 
 Return nvmlDeviceGetHandleByUUID(const char* uuid, Device** device) {
-  if (uuid == nullptr) return kInvalidArgument;
-  return find_device(device, [&](const wire::DeviceRecord& d) { return shim::uuid_string(d.uuid) == uuid; });
+  if (uuid == nullptr) return answered(__func__, kInvalidArgument);
+  return answered(__func__, find_device(device, [&](const wire::DeviceRecord& d) { return shim::uuid_string(d.uuid) == uuid; }));
 }
 
 Return nvmlDeviceGetHandleByPciBusId_v2(const char* bus_id, Device** device) {
   unsigned domain = 0, bus = 0, slot = 0;
-  if (bus_id == nullptr || !parse_bus_id(bus_id, domain, bus, slot)) return kInvalidArgument;
-  return find_device(device, [&](const wire::DeviceRecord& d) {
+  if (bus_id == nullptr || !parse_bus_id(bus_id, domain, bus, slot)) return answered(__func__, kInvalidArgument);
+  return answered(__func__, find_device(device, [&](const wire::DeviceRecord& d) {
     return static_cast<unsigned>(d.attributes[cuda::CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID]) == domain &&
            static_cast<unsigned>(d.attributes[cuda::CU_DEVICE_ATTRIBUTE_PCI_BUS_ID]) == bus &&
            static_cast<unsigned>(d.attributes[cuda::CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID]) == slot;
-  });
+  }));
 }
 
 Return nvmlDeviceGetHandleByPciBusId(const char* bus_id, Device** device) {
-  return nvmlDeviceGetHandleByPciBusId_v2(bus_id, device);
+  return answered(__func__, nvmlDeviceGetHandleByPciBusId_v2(bus_id, device));
 }
 
 Return nvmlDeviceGetIndex(Device* device, unsigned* index) {
-  if (index == nullptr) return kInvalidArgument;
-  if (record_of(device) == nullptr) return handle_error();
+  if (index == nullptr) return answered(__func__, kInvalidArgument);
+  if (record_of(device) == nullptr) return answered(__func__, handle_error());
   *index = device->index;
   return kSuccess;
 }
 
 Return nvmlDeviceGetName(Device* device, char* name, unsigned length) {
   const wire::DeviceRecord* d = record_of(device);
-  if (d == nullptr) return handle_error();
-  return copy_string(name, std::min(length, kNameBytes), d->name);
+  if (d == nullptr) return answered(__func__, handle_error());
+  return answered(__func__, copy_string(name, std::min(length, kNameBytes), d->name));
 }
 
 Return nvmlDeviceGetUUID(Device* device, char* uuid, unsigned length) {
   const wire::DeviceRecord* d = record_of(device);
-  if (d == nullptr) return handle_error();
-  return copy_string(uuid, std::min(length, kUuidBytes), shim::uuid_string(d->uuid));
+  if (d == nullptr) return answered(__func__, handle_error());
+  return answered(__func__, copy_string(uuid, std::min(length, kUuidBytes), shim::uuid_string(d->uuid)));
 }
 
 Return nvmlDeviceGetPciInfo_v3(Device* device, nvmlPciInfo_t* pci) {
-  if (pci == nullptr) return kInvalidArgument;
+  if (pci == nullptr) return answered(__func__, kInvalidArgument);
   const wire::DeviceRecord* d = record_of(device);
-  if (d == nullptr) return handle_error();
+  if (d == nullptr) return answered(__func__, handle_error());
   std::memset(pci, 0, sizeof *pci);
   pci->domain = static_cast<unsigned>(d->attributes[cuda::CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID]);
   pci->bus = static_cast<unsigned>(d->attributes[cuda::CU_DEVICE_ATTRIBUTE_PCI_BUS_ID]);
@@ -309,18 +321,18 @@ Return nvmlDeviceGetPciInfo_v3(Device* device, nvmlPciInfo_t* pci) {
 
 // The session's view, the same request (and so the same figures) as cudaMemGetInfo.
 Return nvmlDeviceGetMemoryInfo(Device* device, nvmlMemory_t* memory) {
-  if (memory == nullptr) return kInvalidArgument;
+  if (memory == nullptr) return answered(__func__, kInvalidArgument);
   std::uint64_t free = 0, total = 0;
-  if (const Return r = memory_of(device, free, total); r != kSuccess) return r;
+  if (const Return r = memory_of(device, free, total); r != kSuccess) return answered(__func__, r);
   *memory = nvmlMemory_t{total, free, total - free};
   return kSuccess;
 }
 
 Return nvmlDeviceGetMemoryInfo_v2(Device* device, nvmlMemory_v2_t* memory) {
-  if (memory == nullptr) return kInvalidArgument;
-  if (memory->version != kMemoryV2Version) return 25;  // NVML_ERROR_ARGUMENT_VERSION_MISMATCH
+  if (memory == nullptr) return answered(__func__, kInvalidArgument);
+  if (memory->version != kMemoryV2Version) return answered(__func__, 25);  // NVML_ERROR_ARGUMENT_VERSION_MISMATCH
   std::uint64_t free = 0, total = 0;
-  if (const Return r = memory_of(device, free, total); r != kSuccess) return r;
+  if (const Return r = memory_of(device, free, total); r != kSuccess) return answered(__func__, r);
   memory->total = total;
   memory->reserved = 0;
   memory->free = free;
@@ -329,9 +341,9 @@ Return nvmlDeviceGetMemoryInfo_v2(Device* device, nvmlMemory_v2_t* memory) {
 }
 
 Return nvmlDeviceGetCudaComputeCapability(Device* device, int* major, int* minor) {
-  if (major == nullptr || minor == nullptr) return kInvalidArgument;
+  if (major == nullptr || minor == nullptr) return answered(__func__, kInvalidArgument);
   const wire::DeviceRecord* d = record_of(device);
-  if (d == nullptr) return handle_error();
+  if (d == nullptr) return answered(__func__, handle_error());
   *major = d->attributes[cuda::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR];
   *minor = d->attributes[cuda::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR];
   return kSuccess;
@@ -340,22 +352,22 @@ Return nvmlDeviceGetCudaComputeCapability(Device* device, int* major, int* minor
 // nvmlComputeMode_t and CUcomputemode share their values (0 default, 2 prohibited, 3 exclusive
 // process).
 Return nvmlDeviceGetComputeMode(Device* device, int* mode) {
-  if (mode == nullptr) return kInvalidArgument;
+  if (mode == nullptr) return answered(__func__, kInvalidArgument);
   const wire::DeviceRecord* d = record_of(device);
-  if (d == nullptr) return handle_error();
+  if (d == nullptr) return answered(__func__, handle_error());
   *mode = d->attributes[cuda::CU_DEVICE_ATTRIBUTE_COMPUTE_MODE];
   return kSuccess;
 }
 
 // Not carried by the broker's device table: not invented.
 Return nvmlDeviceGetUtilizationRates(Device* device, nvmlUtilization_t* utilization) {
-  if (utilization == nullptr) return kInvalidArgument;
-  return record_of(device) == nullptr ? handle_error() : kNotSupported;
+  if (utilization == nullptr) return answered(__func__, kInvalidArgument);
+  return answered(__func__, record_of(device) == nullptr ? handle_error() : kNotSupported);
 }
 
 Return nvmlDeviceGetTemperature(Device* device, int /*sensor*/, unsigned* temperature) {
-  if (temperature == nullptr) return kInvalidArgument;
-  return record_of(device) == nullptr ? handle_error() : kNotSupported;
+  if (temperature == nullptr) return answered(__func__, kInvalidArgument);
+  return answered(__func__, record_of(device) == nullptr ? handle_error() : kNotSupported);
 }
 
 }  // extern "C"
