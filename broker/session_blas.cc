@@ -130,6 +130,13 @@ Outcome<std::uint64_t> SessionBlas::vector(CallContext&, const wire::BlasVectorR
   return result;
 }
 
+Outcome<wire::NoReply> SessionBlas::getrf_batched(CallContext&, const wire::BlasLuRequest& request) {
+  auto handle = handle_for(request.handle);
+  if (!handle) return handle.error();
+  if (!keep_workspace_current(*handle.value())) return CallError{cuda::CUBLAS_STATUS_EXECUTION_FAILED};
+  return answer(run_getrf_batched(request, *handle.value()));
+}
+
 Outcome<wire::NoReply> SessionBlas::lt_matmul(CallContext&, const wire::BlasLtMatmulRequest& request) {
   return answer(run_lt_matmul(request));
 }
@@ -506,6 +513,47 @@ int SessionBlas::run_vector(const wire::BlasVectorRequest& r, Handle& h, std::ui
     case F::kSwap: status = blas.swap_ex(handle, r.n, reinterpret_cast<void*>(r.x), type, r.incx, y, type, r.incy); break;
   }
   if (on_device) blas.set_pointer_mode(handle, cuda::CUBLAS_POINTER_MODE_HOST);
+  return status;
+}
+
+// Like the pointer-array GEMM: the array of matrices is read in the handle's stream order, every
+// matrix it names is checked against the session's memory on the handle's device, and cuBLAS is
+// handed the broker's copy of what was checked. The pivot and info arrays are checked whole.
+int SessionBlas::run_getrf_batched(const wire::BlasLuRequest& r, Handle& h) {
+  if ((r.type != cuda::CUDA_R_32F && r.type != cuda::CUDA_R_64F) || r.n < 0 || r.lda < std::max(1, r.n) ||
+      r.batch_count < 0) {
+    return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  }
+  if (r.n == 0 || r.batch_count == 0) return cuda::CUBLAS_STATUS_SUCCESS;
+  const std::uint64_t element = element_bytes(r.type);
+  const auto count = static_cast<std::uint64_t>(r.batch_count), n = static_cast<std::uint64_t>(r.n);
+  std::uint64_t pivot_bytes = 0;
+  if (__builtin_mul_overflow(count * n, sizeof(int), &pivot_bytes) || !operand(*h.context, r.info, count * sizeof(int)) ||
+      (r.pivots != 0 && !operand(*h.context, r.pivots, pivot_bytes))) {
+    return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  }
+  const BlasCalls& blas = *h.blas;
+  const cuda::cublasHandle_t handle = h.owner.get();
+  cuda::cudaStream_t stream = nullptr;
+  blas.get_stream(handle, &stream);
+  std::vector<std::uint64_t> pointers;
+  const std::uint64_t sources[1] = {r.a};
+  if (int s = read_pointer_arrays(*h.context, sources, r.batch_count, stream, pointers); s != cuda::CUBLAS_STATUS_SUCCESS) {
+    return s;
+  }
+  const std::uint64_t matrix = matrix_bytes(r.lda, r.n, r.n, element);
+  for (std::uint64_t pointer : pointers) {
+    if (!operand(*h.context, pointer, matrix)) return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  }
+  const cuda::CUdeviceptr copy = upload_arrays(h, std::move(pointers), stream);
+  if (copy == 0) return cuda::CUBLAS_STATUS_EXECUTION_FAILED;
+  auto* pivots = reinterpret_cast<int*>(r.pivots);
+  auto* info = reinterpret_cast<int*>(r.info);
+  const int status =
+      r.type == cuda::CUDA_R_64F
+          ? blas.dgetrf_batched(handle, r.n, reinterpret_cast<double* const*>(copy), r.lda, pivots, info, r.batch_count)
+          : blas.sgetrf_batched(handle, r.n, reinterpret_cast<float* const*>(copy), r.lda, pivots, info, r.batch_count);
+  release_arrays(h, stream);
   return status;
 }
 

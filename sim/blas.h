@@ -127,6 +127,23 @@ struct VectorOp {
   bool result_on_host = false;
 };
 
+// cublas?getrfBatched: the LU factorization P A = L U of each n x n matrix whose address is in
+// the device array `a_array`, in place (L's unit diagonal not stored), with partial pivoting when
+// `pivots` is set (n 1-based row indices per matrix, LAPACK's ipiv); info[i] = 0, or the 1-based
+// column of the first zero pivot of matrix i (the factorization goes on, as LAPACK's does).
+struct LuOp {
+  bool is_double = false;
+  int n = 0;
+  int batch = 0;
+  std::uintptr_t a_array = 0;
+  int lda = 0;
+  std::uintptr_t pivots = 0;  // 0: no pivoting
+  std::uintptr_t info = 0;
+};
+
+[[nodiscard]] bool lu_ranges_valid_at_call(const LuOp& lu);
+[[nodiscard]] cuda::CUresult execute_lu(const LuOp& lu);
+
 // Bytes from a strided vector's first element to one past its last: 0 for n <= 0, UINT64_MAX when
 // that does not fit in 64 bits.
 [[nodiscard]] std::uint64_t vector_span_bytes(int n, int increment, std::size_t element);

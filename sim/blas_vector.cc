@@ -1,7 +1,9 @@
-// The sim's BLAS-1 (sim/blas.h, VectorOp): each function a loop over the vectors on the stream's
-// worker, in double whatever the element type, rounded once to it.
+// The sim's BLAS-1 (sim/blas.h, VectorOp) and batched LU factorization (LuOp): each a loop on the
+// stream's worker, in double whatever the element type, rounded once to it.
 #include <cmath>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "sim/blas.h"
 #include "sim/driver_access.h"
@@ -131,6 +133,72 @@ cuda::CUresult execute_vector(const VectorOp& v) {
     }
   }
   if (has_result(v.function)) write_result(v, v.function == VectorFunction::kNrm2 ? std::sqrt(sum) : sum, index);
+  return cuda::CUDA_SUCCESS;
+}
+
+}  // namespace gpubroker::sim
+
+// ---- LU factorization (LuOp) ----------------------------------------------------------------
+
+namespace gpubroker::sim {
+
+namespace {
+
+std::size_t lu_element(const LuOp& lu) { return lu.is_double ? sizeof(double) : sizeof(float); }
+
+bool lu_outputs_valid(const LuOp& lu) {
+  const std::size_t count = std::size_t(lu.batch);
+  return device_range_valid(lu.a_array, count * sizeof(void*), false) &&
+         device_range_valid(lu.info, count * sizeof(int), true) &&
+         (lu.pivots == 0 || device_range_valid(lu.pivots, count * std::size_t(lu.n) * sizeof(int), true));
+}
+
+}  // namespace
+
+bool lu_ranges_valid_at_call(const LuOp& lu) { return lu_outputs_valid(lu); }
+
+// Doolittle's elimination, column by column, in double whatever the element type: the pivot is
+// the first largest magnitude of the column at or below the diagonal (no search without pivoting).
+cuda::CUresult execute_lu(const LuOp& lu) {
+  if (!lu_outputs_valid(lu)) return cuda::CUDA_ERROR_ILLEGAL_ADDRESS;
+  const std::size_t element = lu_element(lu), n = std::size_t(lu.n), ld = std::size_t(lu.lda);
+  std::vector<double> a(n * n);
+  for (int index = 0; index < lu.batch; ++index) {
+    std::uintptr_t base = 0;
+    std::memcpy(&base, reinterpret_cast<const void*>(lu.a_array + std::size_t(index) * sizeof(void*)), sizeof base);
+    if (!device_range_valid(base, matrix_span_bytes(lu.n, lu.n, lu.lda, lu.is_double ? ElementType::kFloat64 : ElementType::kFloat32), true))
+      return cuda::CUDA_ERROR_ILLEGAL_ADDRESS;
+    auto address = [&](std::size_t row, std::size_t column) { return base + (column * ld + row) * element; };
+    VectorOp typed;  // load/store in the operation's element type
+    typed.is_double = lu.is_double;
+    for (std::size_t c = 0; c < n; ++c)
+      for (std::size_t r = 0; r < n; ++r) a[c * n + r] = load(typed, address(r, c));
+    int info = 0;
+    for (std::size_t k = 0; k < n; ++k) {
+      std::size_t pivot = k;
+      if (lu.pivots != 0) {
+        for (std::size_t r = k + 1; r < n; ++r)
+          if (std::fabs(a[k * n + r]) > std::fabs(a[k * n + pivot])) pivot = r;
+        const int one_based = static_cast<int>(pivot + 1);
+        std::memcpy(reinterpret_cast<void*>(lu.pivots + (std::size_t(index) * n + k) * sizeof(int)), &one_based, sizeof(int));
+        if (pivot != k)
+          for (std::size_t c = 0; c < n; ++c) std::swap(a[c * n + k], a[c * n + pivot]);
+      }
+      const double diagonal = a[k * n + k];
+      if (diagonal == 0.0) {
+        if (info == 0) info = static_cast<int>(k + 1);
+        continue;
+      }
+      for (std::size_t r = k + 1; r < n; ++r) {
+        const double factor = a[k * n + r] / diagonal;
+        a[k * n + r] = factor;
+        for (std::size_t c = k + 1; c < n; ++c) a[c * n + r] -= factor * a[c * n + k];
+      }
+    }
+    for (std::size_t c = 0; c < n; ++c)
+      for (std::size_t r = 0; r < n; ++r) store(typed, address(r, c), a[c * n + r]);
+    std::memcpy(reinterpret_cast<void*>(lu.info + std::size_t(index) * sizeof(int)), &info, sizeof info);
+  }
   return cuda::CUDA_SUCCESS;
 }
 

@@ -456,6 +456,20 @@ bool layout_fits_int(const LtLayout& l) {
   return l.rows <= 0x7fffffffu && l.cols <= 0x7fffffffu && l.ld >= 0 && l.ld <= 0x7fffffff;
 }
 
+// ---- batched LU (sim/blas.h, LuOp) -------------------------------------------------------------
+
+// The typed forms differ only in the element type.
+cublasStatus_t getrf_batched(cublasHandle_t handle, bool is_double, int n, const void* a_array, int lda, int* pivots,
+                             int* info, int batch_count) {
+  const std::optional<BlasHandle> state = handle_state(handle);
+  if (!state) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (n < 0 || lda < std::max(1, n) || batch_count < 0) return CUBLAS_STATUS_INVALID_VALUE;
+  if (n == 0 || batch_count == 0) return CUBLAS_STATUS_SUCCESS;
+  LuOp op{.is_double = is_double, .n = n, .batch = batch_count, .a_array = reinterpret_cast<std::uintptr_t>(a_array),
+          .lda = lda, .pivots = reinterpret_cast<std::uintptr_t>(pivots), .info = reinterpret_cast<std::uintptr_t>(info)};
+  return enqueue(*state, op, [](const LuOp& queued) { return lu_ranges_valid_at_call(queued); });
+}
+
 }  // namespace
 }  // namespace gpubroker::sim
 
@@ -691,6 +705,17 @@ GPUBROKER_SIM_API cublasStatus_t cublasStrsmBatched(cublasHandle_t handle, cubla
     op.scalars = scalars(*state, ElementType::kFloat32, alpha, nullptr);
     return enqueue(*state, op, [](const TrsmOp& queued) { return trsm_ranges_valid_at_call(queued); });
   });
+}
+
+
+GPUBROKER_SIM_API cublasStatus_t cublasSgetrfBatched(cublasHandle_t handle, int n, float* const* a_array, int lda,
+                                                     int* pivots, int* info, int batch_count) {
+  return guarded([&] { return getrf_batched(handle, false, n, a_array, lda, pivots, info, batch_count); });
+}
+
+GPUBROKER_SIM_API cublasStatus_t cublasDgetrfBatched(cublasHandle_t handle, int n, double* const* a_array, int lda,
+                                                     int* pivots, int* info, int batch_count) {
+  return guarded([&] { return getrf_batched(handle, true, n, a_array, lda, pivots, info, batch_count); });
 }
 
 // ---- BLAS-1 (the *Ex forms the broker calls for every type) --------------------------------------

@@ -114,6 +114,11 @@ struct Executor {
     return execute_vector(vector);
   }
 
+  cuda::CUresult operator()(const LuOp& lu) const {
+    if (faulted) return cuda::CUDA_SUCCESS;
+    return execute_lu(lu);
+  }
+
   cuda::CUresult operator()(const EventRecordOp& record) const {
     record.event->complete(record.generation);
     return cuda::CUDA_SUCCESS;

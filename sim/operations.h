@@ -111,8 +111,8 @@ struct EventWaitOp {
   std::uint64_t generation = 0;  // assigned when enqueued
 };
 
-// GemmOp, TrsmOp and VectorOp (sim/blas.h) check their device ranges when they run, not when they are built.
-using Operation = std::variant<CopyOp, MemsetOp, KernelOp, HostFuncOp, EventRecordOp, EventWaitOp, GemmOp, TrsmOp, VectorOp>;
+// GemmOp, TrsmOp, VectorOp and LuOp (sim/blas.h) check their device ranges when they run, not when they are built.
+using Operation = std::variant<CopyOp, MemsetOp, KernelOp, HostFuncOp, EventRecordOp, EventWaitOp, GemmOp, TrsmOp, VectorOp, LuOp>;
 
 // Runs one operation on the calling (worker) thread; returns the error it raises, if any. With
 // `faulted` (an earlier operation of the stream failed) only event records and waits run, so that

@@ -1338,3 +1338,95 @@ TEST_CASE("the pointer and atomics modes are kept per handle and read back", "[c
     cublasDestroy_v2(second);
   });
 }
+
+// ---- batched LU ---------------------------------------------------------------------------------
+
+extern "C" {
+int cublasSgetrfBatched(void*, int, float* const*, int, int*, int*, int);
+int cublasDgetrfBatched(void*, int, double* const*, int, int*, int*, int);
+}
+
+namespace {
+
+template <class T>
+int getrf_batched(void* handle, int n, T* const* arrays, int lda, int* pivots, int* info, int batch) {
+  if constexpr (sizeof(T) == 4) {
+    return cublasSgetrfBatched(handle, n, arrays, lda, pivots, info, batch);
+  } else {
+    return cublasDgetrfBatched(handle, n, arrays, lda, pivots, info, batch);
+  }
+}
+
+// Two random matrices and a singular one, factored with pivoting: L U must equal the rows of A
+// swapped as the pivots say (checked by applying them, as LAPACK's getrs does), and info names the
+// singular matrix's zero pivot.
+template <class T>
+void getrf_matches_reference(void* handle, std::mt19937& rng) {
+  const int n = 6, lda = 8, batch = 3;
+  const char* type = sizeof(T) == 4 ? "S" : "D";
+  std::vector<T> all = random_values<T>(std::size_t(lda) * n * batch, rng);
+  const std::size_t singular = std::size_t(2) * lda * n;
+  for (int c = 0; c < n; ++c) all[singular + std::size_t(c) * lda + 3] = 0;  // row 3 of matrix 2: zeros
+  auto* device = static_cast<T*>(upload_values(all));
+  std::vector<std::uint64_t> pointers;
+  for (int i = 0; i < batch; ++i) pointers.push_back(reinterpret_cast<std::uint64_t>(device + std::size_t(i) * lda * n));
+  void* arrays = upload_values(pointers);
+  auto* pivots = static_cast<int*>(upload_values(std::vector<int>(std::size_t(n) * batch)));
+  auto* info = static_cast<int*>(upload_values(std::vector<int>(batch, -1)));
+  EXPECT(getrf_batched<T>(handle, n, static_cast<T* const*>(arrays), lda, pivots, info, batch) == 0, "%sgetrfBatched", type);
+  const std::vector<T> lu = download_values<T>(device, all.size());
+  const std::vector<int> p = download_values<int>(pivots, std::size_t(n) * batch), infos = download_values<int>(info, batch);
+  EXPECT(infos[0] == 0 && infos[1] == 0 && infos[2] > 0, "%sgetrfBatched info %d %d %d", type, infos[0], infos[1], infos[2]);
+  for (int m = 0; m < 2; ++m) {
+    const std::size_t base = std::size_t(m) * lda * n;
+    std::vector<double> a(std::size_t(n) * n);  // A with the pivots' row swaps applied, in order
+    for (int c = 0; c < n; ++c)
+      for (int r = 0; r < n; ++r) a[std::size_t(c) * n + r] = all[base + std::size_t(c) * lda + r];
+    for (int k = 0; k < n; ++k) {
+      const int swap_with = p[std::size_t(m) * n + k] - 1;
+      EXPECT(swap_with >= k && swap_with < n, "%sgetrf pivot %d of matrix %d: %d", type, k, m, swap_with + 1);
+      if (swap_with >= k && swap_with < n)
+        for (int c = 0; c < n; ++c) std::swap(a[std::size_t(c) * n + k], a[std::size_t(c) * n + swap_with]);
+    }
+    for (int c = 0; c < n; ++c) {
+      for (int r = 0; r < n; ++r) {
+        double sum = 0;
+        for (int k = 0; k <= std::min(r, c); ++k) {
+          const double l = k == r ? 1.0 : double(lu[base + std::size_t(k) * lda + r]);
+          sum += l * double(lu[base + std::size_t(c) * lda + k]);
+        }
+        EXPECT(near<T>(sum, a[std::size_t(c) * n + r]) || std::fabs(sum - a[std::size_t(c) * n + r]) < 1e-5,
+               "%sgetrf matrix %d: (L U)(%d, %d) = %g, P A has %g", type, m, r, c, sum, a[std::size_t(c) * n + r]);
+      }
+    }
+  }
+  // The broker checks what the array names, and the outputs.
+  const std::vector<std::uint64_t> outside = {reinterpret_cast<std::uint64_t>(all.data())};
+  void* bad = upload_values(outside);
+  EXPECT(getrf_batched<T>(handle, n, static_cast<T* const*>(bad), lda, pivots, info, 1) == kInvalidValue,
+         "%sgetrf: a host matrix in the array", type);
+  int host_info = 0;
+  EXPECT(getrf_batched<T>(handle, n, static_cast<T* const*>(arrays), lda, pivots, &host_info, batch) == kInvalidValue,
+         "%sgetrf: info in host memory", type);
+  EXPECT(getrf_batched<T>(handle, n, static_cast<T* const*>(arrays), lda, pivots + 1, info, batch) == kInvalidValue,
+         "%sgetrf: pivots past the end", type);
+  cudaFree(bad);
+  cudaFree(device);
+  cudaFree(arrays);
+  cudaFree(pivots);
+  cudaFree(info);
+}
+
+}  // namespace
+
+TEST_CASE("cublasSgetrfBatched and DgetrfBatched factor each matrix of their device array, checked by the broker",
+          "[cublas][lu]") {
+  with_fresh_broker([] {
+    std::mt19937 rng(23);
+    void* handle = nullptr;
+    EXPECT(cublasCreate_v2(&handle) == 0, "cublasCreate_v2");
+    getrf_matches_reference<float>(handle, rng);
+    getrf_matches_reference<double>(handle, rng);
+    cublasDestroy_v2(handle);
+  });
+}

@@ -327,6 +327,17 @@ Status ger(const char* name, Handle handle, int m, int n, const void* alpha, con
   return gemm(handle, g);
 }
 
+// cublas?getrfBatched: the array of matrices, the pivots and the infos live in device memory; the
+// broker reads the array and checks what it names.
+Status getrf_batched(Handle handle, int type, int n, const void* a_array, int lda, int* pivots, int* info, int batch) {
+  HandleState state;
+  if (!handles().get(id_of(handle), state)) return kNotInitialized;
+  if (n < 0 || lda < std::max(1, n) || batch < 0) return kInvalidValue;
+  return request<wire::RequestKind::kBlasGetrfBatched>(wire::BlasLuRequest{
+      id_of(handle), type, n, lda, batch, reinterpret_cast<std::uint64_t>(a_array), reinterpret_cast<std::uint64_t>(pivots),
+      reinterpret_cast<std::uint64_t>(info)});
+}
+
 }  // namespace
 
 // cublasSetMatrix/GetMatrix and the Vector forms: a column-major matrix between host memory
@@ -513,6 +524,9 @@ int cublasHgemm(Handle handle, int transa, int transb, int m, int n, int k, cons
   int cublas##U##gemv_v2(Handle handle, int trans, int m, int n, const T* alpha, const T* a, int lda, const T* x,    \
                          int incx, const T* beta, T* y, int incy) {                                                  \
     return gemv("cublas" #U "gemv_v2", handle, trans, m, n, alpha, a, lda, x, incx, beta, y, incy, type, compute);   \
+  }                                                                                                                  \
+  int cublas##U##getrfBatched(Handle handle, int n, T* const* a_array, int lda, int* pivots, int* info, int batch) {  \
+    return getrf_batched(handle, type, n, a_array, lda, pivots, info, batch);                                        \
   }                                                                                                                  \
   int cublas##U##ger_v2(Handle handle, int m, int n, const T* alpha, const T* x, int incx, const T* y, int incy,      \
                         T* a, int lda) {                                                                             \

@@ -180,7 +180,7 @@ s.add("EventSynchronize", struct.pack("<Q", 10))
 s.write("table_additions")
 
 # BLAS-1 on a float vector: axpy with alpha by value, a dot whose result comes back in the reply,
-# and an amax written to device memory (device pointer mode).
+# and an amax written to device memory (device pointer mode); then a batched LU.
 s = Session()
 s.add("MemAlloc", struct.pack("<IIQ", 0, 0, 64 * 4)).add("BlasCreate", struct.pack("<Q", 11))
 def blas_vector(function, n, incx, incy, y, result, alpha=0.0):
@@ -188,6 +188,8 @@ def blas_vector(function, n, incx, incy, y, result, alpha=0.0):
 s.add("BlasVector", blas_vector(0, 16, 2, -1, R(0, 4), 0, 0.5))
 s.add("BlasVector", blas_vector(2, 16, 1, 2, R(0, 4), 0))
 s.add("BlasVector", blas_vector(5, 32, 2, 0, 0, R(0, 252)))
+# a getrf of one 4 x 4 matrix whose pointer array is device memory (its contents unset: refused).
+s.add("BlasGetrfBatched", struct.pack("<QiiiiQQQ", 11, 0, 4, 4, 1, R(0), R(0, 128), R(0, 192)))
 s.add("BlasDestroy", struct.pack("<Q", 11))
 s.write("blas_vector")
 

@@ -298,6 +298,16 @@ struct BlasVectorRequest {
 };
 static_assert(sizeof(BlasVectorRequest) == 64);
 
+// cublas?getrfBatched: `a` is a device array of batch_count device pointers to n x n matrices of
+// `type` (CUDA_R_32F or CUDA_R_64F), factored in place; `pivots` (0: no pivoting) and `info` are
+// device int arrays of n * batch_count and batch_count elements.
+struct BlasLuRequest {
+  std::uint64_t handle;
+  std::int32_t type, n, lda, batch_count;
+  std::uint64_t a, pivots, info;
+};
+static_assert(sizeof(BlasLuRequest) == 48);
+
 // X(Name, Payload, Reply, Staging, Posting, area, handler): the request kind k<Name>; its inline
 // payload; its reply (in the mailbox); which way staged bytes flow; whether a client may post it
 // without waiting; and the broker's handler, area().handler(call, payload). Completion::status
@@ -370,6 +380,7 @@ static_assert(sizeof(BlasVectorRequest) == 64);
   X(StreamGetPriority, HandleRequest, std::int32_t, kNone, kCall, streams, stream_priority)                \
   X(BlasSetMatrix, BlasMatrixRequest, NoReply, kToBroker, kCall, blas, set_matrix)                         \
   X(BlasGetMatrix, BlasMatrixRequest, NoReply, kFromBroker, kCall, blas, get_matrix)                       \
-  X(BlasVector, BlasVectorRequest, std::uint64_t, kNone, kCall, blas, vector) /* the result's bytes */
+  X(BlasVector, BlasVectorRequest, std::uint64_t, kNone, kCall, blas, vector) /* the result's bytes */  \
+  X(BlasGetrfBatched, BlasLuRequest, NoReply, kNone, kCall, blas, getrf_batched)
 
 }  // namespace gpubroker::wire

@@ -289,6 +289,12 @@ using cudaDataType = cudaDataType_t;
   X(swap_ex, cublasSwapEx,                                                                                   \
     cublasStatus_t(cublasHandle_t handle, int n, void* x, cudaDataType x_type, int incx, void* y,            \
                    cudaDataType y_type, int incy))                                                           \
+  X(sgetrf_batched, cublasSgetrfBatched,                                                                     \
+    cublasStatus_t(cublasHandle_t handle, int n, float* const* a_array, int lda, int* pivots, int* info,      \
+                   int batch_count))                                                                         \
+  X(dgetrf_batched, cublasDgetrfBatched,                                                                     \
+    cublasStatus_t(cublasHandle_t handle, int n, double* const* a_array, int lda, int* pivots, int* info,     \
+                   int batch_count))                                                                         \
   X(get_status_string, cublasGetStatusString, const char*(cublasStatus_t status))                            \
   X(get_status_name, cublasGetStatusName, const char*(cublasStatus_t status))
 
