@@ -130,11 +130,11 @@ Outcome<std::uint64_t> SessionBlas::vector(CallContext&, const wire::BlasVectorR
   return result;
 }
 
-Outcome<wire::NoReply> SessionBlas::getrf_batched(CallContext&, const wire::BlasLuRequest& request) {
+Outcome<wire::NoReply> SessionBlas::lu_batched(CallContext&, const wire::BlasLuRequest& request) {
   auto handle = handle_for(request.handle);
   if (!handle) return handle.error();
   if (!keep_workspace_current(*handle.value())) return CallError{cuda::CUBLAS_STATUS_EXECUTION_FAILED};
-  return answer(run_getrf_batched(request, *handle.value()));
+  return answer(run_lu_batched(request, *handle.value()));
 }
 
 Outcome<wire::NoReply> SessionBlas::lt_matmul(CallContext&, const wire::BlasLtMatmulRequest& request) {
@@ -516,19 +516,24 @@ int SessionBlas::run_vector(const wire::BlasVectorRequest& r, Handle& h, std::ui
   return status;
 }
 
-// Like the pointer-array GEMM: the array of matrices is read in the handle's stream order, every
-// matrix it names is checked against the session's memory on the handle's device, and cuBLAS is
+// Like the pointer-array GEMM: the arrays of matrices are read in the handle's stream order, every
+// matrix they name is checked against the session's memory on the handle's device, and cuBLAS is
 // handed the broker's copy of what was checked. The pivot and info arrays are checked whole.
-int SessionBlas::run_getrf_batched(const wire::BlasLuRequest& r, Handle& h) {
-  if ((r.type != cuda::CUDA_R_32F && r.type != cuda::CUDA_R_64F) || r.n < 0 || r.lda < std::max(1, r.n) ||
-      r.batch_count < 0) {
+// getrs's info is a host int in cuBLAS (argument errors only): the broker's own, here.
+int SessionBlas::run_lu_batched(const wire::BlasLuRequest& r, Handle& h) {
+  using F = wire::BlasLuFunction;
+  const auto function = static_cast<F>(r.function);
+  if (r.function > static_cast<std::uint32_t>(F::kGetri) || (r.type != cuda::CUDA_R_32F && r.type != cuda::CUDA_R_64F) ||
+      r.n < 0 || r.nrhs < 0 || r.lda < std::max(1, r.n) || r.batch_count < 0 ||
+      (function != F::kGetrf && r.ldb < std::max(1, r.n)) || (function == F::kGetrs && !operation_valid(r.trans))) {
     return cuda::CUBLAS_STATUS_INVALID_VALUE;
   }
-  if (r.n == 0 || r.batch_count == 0) return cuda::CUBLAS_STATUS_SUCCESS;
+  if (r.n == 0 || r.batch_count == 0 || (function == F::kGetrs && r.nrhs == 0)) return cuda::CUBLAS_STATUS_SUCCESS;
   const std::uint64_t element = element_bytes(r.type);
   const auto count = static_cast<std::uint64_t>(r.batch_count), n = static_cast<std::uint64_t>(r.n);
   std::uint64_t pivot_bytes = 0;
-  if (__builtin_mul_overflow(count * n, sizeof(int), &pivot_bytes) || !operand(*h.context, r.info, count * sizeof(int)) ||
+  if (__builtin_mul_overflow(count * n, sizeof(int), &pivot_bytes) ||
+      (function != F::kGetrs && !operand(*h.context, r.info, count * sizeof(int))) ||
       (r.pivots != 0 && !operand(*h.context, r.pivots, pivot_bytes))) {
     return cuda::CUBLAS_STATUS_INVALID_VALUE;
   }
@@ -537,22 +542,45 @@ int SessionBlas::run_getrf_batched(const wire::BlasLuRequest& r, Handle& h) {
   cuda::cudaStream_t stream = nullptr;
   blas.get_stream(handle, &stream);
   std::vector<std::uint64_t> pointers;
-  const std::uint64_t sources[1] = {r.a};
-  if (int s = read_pointer_arrays(*h.context, sources, r.batch_count, stream, pointers); s != cuda::CUBLAS_STATUS_SUCCESS) {
+  const std::uint64_t sources[2] = {r.a, r.b};
+  const std::size_t arrays = function == F::kGetrf ? 1 : 2;
+  if (int s = read_pointer_arrays(*h.context, std::span(sources, arrays), r.batch_count, stream, pointers);
+      s != cuda::CUBLAS_STATUS_SUCCESS) {
     return s;
   }
-  const std::uint64_t matrix = matrix_bytes(r.lda, r.n, r.n, element);
-  for (std::uint64_t pointer : pointers) {
-    if (!operand(*h.context, pointer, matrix)) return cuda::CUBLAS_STATUS_INVALID_VALUE;
+  const std::uint64_t a_bytes = matrix_bytes(r.lda, r.n, r.n, element);
+  const std::uint64_t b_bytes = matrix_bytes(r.ldb, r.n, function == F::kGetrs ? r.nrhs : r.n, element);
+  for (std::size_t i = 0; i < pointers.size(); ++i) {
+    if (!operand(*h.context, pointers[i], i < count ? a_bytes : b_bytes)) return cuda::CUBLAS_STATUS_INVALID_VALUE;
   }
   const cuda::CUdeviceptr copy = upload_arrays(h, std::move(pointers), stream);
   if (copy == 0) return cuda::CUBLAS_STATUS_EXECUTION_FAILED;
+  const auto* a = reinterpret_cast<const std::uint64_t*>(copy);
+  const std::uint64_t* b = a + count;
   auto* pivots = reinterpret_cast<int*>(r.pivots);
   auto* info = reinterpret_cast<int*>(r.info);
-  const int status =
-      r.type == cuda::CUDA_R_64F
-          ? blas.dgetrf_batched(handle, r.n, reinterpret_cast<double* const*>(copy), r.lda, pivots, info, r.batch_count)
-          : blas.sgetrf_batched(handle, r.n, reinterpret_cast<float* const*>(copy), r.lda, pivots, info, r.batch_count);
+  int solve_info = 0;
+  const auto trans = static_cast<cuda::cublasOperation_t>(r.trans);
+  const bool fp64 = r.type == cuda::CUDA_R_64F;
+  int status = cuda::CUBLAS_STATUS_INVALID_VALUE;
+  switch (function) {
+    case F::kGetrf:
+      status = fp64 ? blas.dgetrf_batched(handle, r.n, reinterpret_cast<double* const*>(a), r.lda, pivots, info, r.batch_count)
+                    : blas.sgetrf_batched(handle, r.n, reinterpret_cast<float* const*>(a), r.lda, pivots, info, r.batch_count);
+      break;
+    case F::kGetrs:
+      status = fp64 ? blas.dgetrs_batched(handle, trans, r.n, r.nrhs, reinterpret_cast<const double* const*>(a), r.lda,
+                                          pivots, reinterpret_cast<double* const*>(b), r.ldb, &solve_info, r.batch_count)
+                    : blas.sgetrs_batched(handle, trans, r.n, r.nrhs, reinterpret_cast<const float* const*>(a), r.lda,
+                                          pivots, reinterpret_cast<float* const*>(b), r.ldb, &solve_info, r.batch_count);
+      break;
+    case F::kGetri:
+      status = fp64 ? blas.dgetri_batched(handle, r.n, reinterpret_cast<const double* const*>(a), r.lda, pivots,
+                                          reinterpret_cast<double* const*>(b), r.ldb, info, r.batch_count)
+                    : blas.sgetri_batched(handle, r.n, reinterpret_cast<const float* const*>(a), r.lda, pivots,
+                                          reinterpret_cast<float* const*>(b), r.ldb, info, r.batch_count);
+      break;
+  }
   release_arrays(h, stream);
   return status;
 }

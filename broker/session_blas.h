@@ -40,7 +40,7 @@ class SessionBlas {
   Outcome<wire::NoReply> get_matrix(CallContext& call, const wire::BlasMatrixRequest& request);
   // A BLAS-1 call: its result's bytes (dot, nrm2, asum, amax, amin in host pointer mode), else 0.
   Outcome<std::uint64_t> vector(CallContext& call, const wire::BlasVectorRequest& request);
-  Outcome<wire::NoReply> getrf_batched(CallContext& call, const wire::BlasLuRequest& request);
+  Outcome<wire::NoReply> lu_batched(CallContext& call, const wire::BlasLuRequest& request);
 
  private:
   // The broker's device copy of a call's checked pointer arrays, reused by the handle's next call
@@ -73,7 +73,7 @@ class SessionBlas {
   int run_gemm(const wire::BlasGemmRequest& r, Handle& handle);
   int run_trsm_batched(const wire::BlasTrsmRequest& r, Handle& handle);
   int run_vector(const wire::BlasVectorRequest& r, Handle& handle, std::uint64_t& result);
-  int run_getrf_batched(const wire::BlasLuRequest& r, Handle& handle);
+  int run_lu_batched(const wire::BlasLuRequest& r, Handle& handle);
   // Uploads `pointers` (checked) into the handle's array copy in `stream` order; the copy's device
   // address, or 0 when the upload could not be queued. After the call that reads it is queued,
   // release_arrays() marks it.

@@ -127,16 +127,27 @@ struct VectorOp {
   bool result_on_host = false;
 };
 
-// cublas?getrfBatched: the LU factorization P A = L U of each n x n matrix whose address is in
-// the device array `a_array`, in place (L's unit diagonal not stored), with partial pivoting when
-// `pivots` is set (n 1-based row indices per matrix, LAPACK's ipiv); info[i] = 0, or the 1-based
-// column of the first zero pivot of matrix i (the factorization goes on, as LAPACK's does).
+// The batched LU functions, on the matrices whose addresses are in the device array `a_array`
+// (n x n, leading dimension lda), with LAPACK's pivots (n 1-based row indices per matrix; 0: none):
+// - kFactor (cublas?getrfBatched): P A = L U in place (L's unit diagonal not stored); info[i] = 0,
+//   or the 1-based column of matrix i's first zero pivot (the factorization goes on, as LAPACK's).
+// - kSolve (cublas?getrsBatched): op(A) X = B for the factored A, X over B (n x nrhs in `b_array`,
+//   leading dimension ldb); `info` unused (the call reports argument errors itself).
+// - kInvert (cublas?getriBatched): C = inv(A) for the factored A, C in `b_array` (ldb); info[i] as
+//   for kFactor, C left unwritten for a singular A.
+enum class LuFunction : std::uint8_t { kFactor, kSolve, kInvert };
+
 struct LuOp {
+  LuFunction function = LuFunction::kFactor;
   bool is_double = false;
+  bool transpose = false;  // kSolve: A^T X = B
   int n = 0;
+  int nrhs = 0;
   int batch = 0;
   std::uintptr_t a_array = 0;
   int lda = 0;
+  std::uintptr_t b_array = 0;
+  int ldb = 0;
   std::uintptr_t pivots = 0;  // 0: no pivoting
   std::uintptr_t info = 0;
 };

@@ -138,66 +138,156 @@ cuda::CUresult execute_vector(const VectorOp& v) {
 
 }  // namespace gpubroker::sim
 
-// ---- LU factorization (LuOp) ----------------------------------------------------------------
+// ---- batched LU (LuOp) -------------------------------------------------------------------------
 
 namespace gpubroker::sim {
 
 namespace {
 
-std::size_t lu_element(const LuOp& lu) { return lu.is_double ? sizeof(double) : sizeof(float); }
+ElementType lu_type(const LuOp& lu) { return lu.is_double ? ElementType::kFloat64 : ElementType::kFloat32; }
 
 bool lu_outputs_valid(const LuOp& lu) {
   const std::size_t count = std::size_t(lu.batch);
+  const bool infos = lu.function != LuFunction::kSolve;
   return device_range_valid(lu.a_array, count * sizeof(void*), false) &&
-         device_range_valid(lu.info, count * sizeof(int), true) &&
-         (lu.pivots == 0 || device_range_valid(lu.pivots, count * std::size_t(lu.n) * sizeof(int), true));
+         (lu.function == LuFunction::kFactor || device_range_valid(lu.b_array, count * sizeof(void*), false)) &&
+         (!infos || device_range_valid(lu.info, count * sizeof(int), true)) &&
+         (lu.pivots == 0 ||
+          device_range_valid(lu.pivots, count * std::size_t(lu.n) * sizeof(int), lu.function == LuFunction::kFactor));
+}
+
+// A column-major matrix of device memory, read whole into double and written back.
+struct Dense {
+  const LuOp& op;
+  std::uintptr_t base;
+  std::size_t rows, columns, ld;
+  std::vector<double> values;
+
+  std::uintptr_t address(std::size_t row, std::size_t column) const {
+    return base + (column * ld + row) * (op.is_double ? sizeof(double) : sizeof(float));
+  }
+  double& at(std::size_t row, std::size_t column) { return values[column * rows + row]; }
+  void read() {
+    values.resize(rows * columns);
+    for (std::size_t c = 0; c < columns; ++c)
+      for (std::size_t r = 0; r < rows; ++r) at(r, c) = load_double(lu_type(op), address(r, c));
+  }
+  void write() {
+    VectorOp typed;
+    typed.is_double = op.is_double;
+    for (std::size_t c = 0; c < columns; ++c)
+      for (std::size_t r = 0; r < rows; ++r) store(typed, address(r, c), at(r, c));
+  }
+};
+
+std::uintptr_t member(std::uintptr_t array, int index) {
+  std::uintptr_t address = 0;
+  std::memcpy(&address, reinterpret_cast<const void*>(array + std::size_t(index) * sizeof(void*)), sizeof address);
+  return address;
+}
+
+int pivot_of(const LuOp& lu, int index, std::size_t k) {
+  int row = 0;
+  std::memcpy(&row, reinterpret_cast<const void*>(lu.pivots + (std::size_t(index) * std::size_t(lu.n) + k) * sizeof(int)),
+              sizeof row);
+  return row;
+}
+
+// Doolittle's elimination, column by column: the pivot is the first largest magnitude of the column
+// at or below the diagonal (no search without pivoting). The first zero pivot's 1-based column, or 0.
+int factor(const LuOp& lu, int index, Dense& a) {
+  const std::size_t n = a.rows;
+  int info = 0;
+  for (std::size_t k = 0; k < n; ++k) {
+    std::size_t pivot = k;
+    if (lu.pivots != 0) {
+      for (std::size_t r = k + 1; r < n; ++r)
+        if (std::fabs(a.at(r, k)) > std::fabs(a.at(pivot, k))) pivot = r;
+      const int one_based = static_cast<int>(pivot + 1);
+      std::memcpy(reinterpret_cast<void*>(lu.pivots + (std::size_t(index) * n + k) * sizeof(int)), &one_based, sizeof(int));
+      if (pivot != k)
+        for (std::size_t c = 0; c < n; ++c) std::swap(a.at(k, c), a.at(pivot, c));
+    }
+    if (a.at(k, k) == 0.0) {
+      if (info == 0) info = static_cast<int>(k + 1);
+      continue;
+    }
+    for (std::size_t r = k + 1; r < n; ++r) {
+      a.at(r, k) /= a.at(k, k);
+      for (std::size_t c = k + 1; c < n; ++c) a.at(r, c) -= a.at(r, k) * a.at(k, c);
+    }
+  }
+  return info;
+}
+
+// op(A) X = B for A = P^T L U (factored), column by column of B: A X = B is L U X = P B (rows
+// swapped in pivot order, then the two triangles); A^T X = B is U^T L^T P X = B (the triangles
+// transposed, then the swaps undone in reverse order).
+void solve(const LuOp& lu, int index, Dense& a, Dense& b) {
+  const std::size_t n = a.rows;
+  for (std::size_t column = 0; column < b.columns; ++column) {
+    auto x = [&](std::size_t i) -> double& { return b.at(i, column); };
+    auto swap_rows = [&](std::size_t k) {
+      if (lu.pivots == 0) return;
+      const int row = pivot_of(lu, index, k);
+      if (row >= 1 && std::size_t(row) <= n) std::swap(x(k), x(std::size_t(row - 1)));
+    };
+    if (!lu.transpose) {
+      for (std::size_t k = 0; k < n; ++k) swap_rows(k);
+      for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t j = 0; j < i; ++j) x(i) -= a.at(i, j) * x(j);  // L, unit diagonal
+      for (std::size_t i = n; i-- > 0;) {
+        for (std::size_t j = i + 1; j < n; ++j) x(i) -= a.at(i, j) * x(j);
+        x(i) /= a.at(i, i);
+      }
+    } else {
+      for (std::size_t i = 0; i < n; ++i) {  // U^T, lower triangular
+        for (std::size_t j = 0; j < i; ++j) x(i) -= a.at(j, i) * x(j);
+        x(i) /= a.at(i, i);
+      }
+      for (std::size_t i = n; i-- > 0;)
+        for (std::size_t j = i + 1; j < n; ++j) x(i) -= a.at(j, i) * x(j);  // L^T, unit diagonal
+      for (std::size_t k = n; k-- > 0;) swap_rows(k);
+    }
+  }
 }
 
 }  // namespace
 
 bool lu_ranges_valid_at_call(const LuOp& lu) { return lu_outputs_valid(lu); }
 
-// Doolittle's elimination, column by column, in double whatever the element type: the pivot is
-// the first largest magnitude of the column at or below the diagonal (no search without pivoting).
 cuda::CUresult execute_lu(const LuOp& lu) {
   if (!lu_outputs_valid(lu)) return cuda::CUDA_ERROR_ILLEGAL_ADDRESS;
-  const std::size_t element = lu_element(lu), n = std::size_t(lu.n), ld = std::size_t(lu.lda);
-  std::vector<double> a(n * n);
+  const auto n = std::size_t(lu.n);
+  const std::size_t b_columns = lu.function == LuFunction::kSolve ? std::size_t(lu.nrhs) : n;
   for (int index = 0; index < lu.batch; ++index) {
-    std::uintptr_t base = 0;
-    std::memcpy(&base, reinterpret_cast<const void*>(lu.a_array + std::size_t(index) * sizeof(void*)), sizeof base);
-    if (!device_range_valid(base, matrix_span_bytes(lu.n, lu.n, lu.lda, lu.is_double ? ElementType::kFloat64 : ElementType::kFloat32), true))
+    Dense a{lu, member(lu.a_array, index), n, n, std::size_t(lu.lda), {}};
+    const bool writes_a = lu.function == LuFunction::kFactor;
+    if (!device_range_valid(a.base, matrix_span_bytes(lu.n, lu.n, lu.lda, lu_type(lu)), writes_a))
       return cuda::CUDA_ERROR_ILLEGAL_ADDRESS;
-    auto address = [&](std::size_t row, std::size_t column) { return base + (column * ld + row) * element; };
-    VectorOp typed;  // load/store in the operation's element type
-    typed.is_double = lu.is_double;
-    for (std::size_t c = 0; c < n; ++c)
-      for (std::size_t r = 0; r < n; ++r) a[c * n + r] = load(typed, address(r, c));
-    int info = 0;
-    for (std::size_t k = 0; k < n; ++k) {
-      std::size_t pivot = k;
-      if (lu.pivots != 0) {
-        for (std::size_t r = k + 1; r < n; ++r)
-          if (std::fabs(a[k * n + r]) > std::fabs(a[k * n + pivot])) pivot = r;
-        const int one_based = static_cast<int>(pivot + 1);
-        std::memcpy(reinterpret_cast<void*>(lu.pivots + (std::size_t(index) * n + k) * sizeof(int)), &one_based, sizeof(int));
-        if (pivot != k)
-          for (std::size_t c = 0; c < n; ++c) std::swap(a[c * n + k], a[c * n + pivot]);
-      }
-      const double diagonal = a[k * n + k];
-      if (diagonal == 0.0) {
-        if (info == 0) info = static_cast<int>(k + 1);
-        continue;
-      }
-      for (std::size_t r = k + 1; r < n; ++r) {
-        const double factor = a[k * n + r] / diagonal;
-        a[k * n + r] = factor;
-        for (std::size_t c = k + 1; c < n; ++c) a[c * n + r] -= factor * a[c * n + k];
-      }
+    a.read();
+    if (lu.function == LuFunction::kFactor) {
+      const int info = factor(lu, index, a);
+      a.write();
+      std::memcpy(reinterpret_cast<void*>(lu.info + std::size_t(index) * sizeof(int)), &info, sizeof info);
+      continue;
     }
-    for (std::size_t c = 0; c < n; ++c)
-      for (std::size_t r = 0; r < n; ++r) store(typed, address(r, c), a[c * n + r]);
-    std::memcpy(reinterpret_cast<void*>(lu.info + std::size_t(index) * sizeof(int)), &info, sizeof info);
+    Dense b{lu, member(lu.b_array, index), n, b_columns, std::size_t(lu.ldb), {}};
+    if (!device_range_valid(b.base, matrix_span_bytes(lu.n, int(b_columns), lu.ldb, lu_type(lu)), true))
+      return cuda::CUDA_ERROR_ILLEGAL_ADDRESS;
+    int info = 0;
+    if (lu.function == LuFunction::kInvert) {
+      for (std::size_t k = 0; k < n && info == 0; ++k)
+        if (a.at(k, k) == 0.0) info = static_cast<int>(k + 1);
+      std::memcpy(reinterpret_cast<void*>(lu.info + std::size_t(index) * sizeof(int)), &info, sizeof info);
+      if (info != 0) continue;
+      b.values.assign(n * n, 0.0);
+      for (std::size_t k = 0; k < n; ++k) b.at(k, k) = 1.0;  // inv(A) solves A X = I
+    } else {
+      b.read();
+    }
+    solve(lu, index, a, b);
+    b.write();
   }
   return cuda::CUDA_SUCCESS;
 }

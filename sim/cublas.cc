@@ -458,17 +458,19 @@ bool layout_fits_int(const LtLayout& l) {
 
 // ---- batched LU (sim/blas.h, LuOp) -------------------------------------------------------------
 
-// The typed forms differ only in the element type.
-cublasStatus_t getrf_batched(cublasHandle_t handle, bool is_double, int n, const void* a_array, int lda, int* pivots,
-                             int* info, int batch_count) {
+// Every batched LU entry point: the handle, cuBLAS's argument checks, then the operation. The
+// typed forms differ only in the element type.
+cublasStatus_t lu_call(cublasHandle_t handle, LuOp op) {
   const std::optional<BlasHandle> state = handle_state(handle);
   if (!state) return CUBLAS_STATUS_NOT_INITIALIZED;
-  if (n < 0 || lda < std::max(1, n) || batch_count < 0) return CUBLAS_STATUS_INVALID_VALUE;
-  if (n == 0 || batch_count == 0) return CUBLAS_STATUS_SUCCESS;
-  LuOp op{.is_double = is_double, .n = n, .batch = batch_count, .a_array = reinterpret_cast<std::uintptr_t>(a_array),
-          .lda = lda, .pivots = reinterpret_cast<std::uintptr_t>(pivots), .info = reinterpret_cast<std::uintptr_t>(info)};
+  if (op.n < 0 || op.nrhs < 0 || op.lda < std::max(1, op.n) || op.batch < 0 ||
+      (op.function != LuFunction::kFactor && op.ldb < std::max(1, op.n)))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  if (op.n == 0 || op.batch == 0 || (op.function == LuFunction::kSolve && op.nrhs == 0)) return CUBLAS_STATUS_SUCCESS;
   return enqueue(*state, op, [](const LuOp& queued) { return lu_ranges_valid_at_call(queued); });
 }
+
+std::uintptr_t address_of(const void* pointer) { return reinterpret_cast<std::uintptr_t>(pointer); }
 
 }  // namespace
 }  // namespace gpubroker::sim
@@ -708,15 +710,44 @@ GPUBROKER_SIM_API cublasStatus_t cublasStrsmBatched(cublasHandle_t handle, cubla
 }
 
 
-GPUBROKER_SIM_API cublasStatus_t cublasSgetrfBatched(cublasHandle_t handle, int n, float* const* a_array, int lda,
-                                                     int* pivots, int* info, int batch_count) {
-  return guarded([&] { return getrf_batched(handle, false, n, a_array, lda, pivots, info, batch_count); });
-}
-
-GPUBROKER_SIM_API cublasStatus_t cublasDgetrfBatched(cublasHandle_t handle, int n, double* const* a_array, int lda,
-                                                     int* pivots, int* info, int batch_count) {
-  return guarded([&] { return getrf_batched(handle, true, n, a_array, lda, pivots, info, batch_count); });
-}
+// X(upper, element type): the batched LU functions of each real type.
+#define GPUBROKER_SIM_LU_TYPES(X) X(S, float) X(D, double)
+#define GPUBROKER_SIM_LU_EXPORTS(U, T)                                                                                \
+  GPUBROKER_SIM_API cublasStatus_t cublas##U##getrfBatched(cublasHandle_t handle, int n, T* const* a_array, int lda, \
+                                                           int* pivots, int* info, int batch_count) {                \
+    return guarded([&] {                                                                                              \
+      return lu_call(handle, LuOp{.function = LuFunction::kFactor, .is_double = sizeof(T) == 8, .n = n,               \
+                                  .batch = batch_count, .a_array = address_of(a_array), .lda = lda,                   \
+                                  .pivots = address_of(pivots), .info = address_of(info)});                           \
+    });                                                                                                               \
+  }                                                                                                                   \
+  GPUBROKER_SIM_API cublasStatus_t cublas##U##getrsBatched(cublasHandle_t handle, cublasOperation_t trans, int n,    \
+                                                           int nrhs, const T* const* a_array, int lda,               \
+                                                           const int* pivots, T* const* b_array, int ldb, int* info, \
+                                                           int batch_count) {                                         \
+    return guarded([&] {                                                                                              \
+      if (info == nullptr) return CUBLAS_STATUS_INVALID_VALUE;                                                        \
+      *info = 0;                                                                                                      \
+      if (!operation_valid(trans)) return CUBLAS_STATUS_INVALID_VALUE;                                                \
+      return lu_call(handle, LuOp{.function = LuFunction::kSolve, .is_double = sizeof(T) == 8,                        \
+                                  .transpose = trans != CUBLAS_OP_N, .n = n, .nrhs = nrhs, .batch = batch_count,      \
+                                  .a_array = address_of(a_array), .lda = lda, .b_array = address_of(b_array),         \
+                                  .ldb = ldb, .pivots = address_of(pivots)});                                         \
+    });                                                                                                               \
+  }                                                                                                                   \
+  GPUBROKER_SIM_API cublasStatus_t cublas##U##getriBatched(cublasHandle_t handle, int n, const T* const* a_array,    \
+                                                           int lda, const int* pivots, T* const* c_array, int ldc,   \
+                                                           int* info, int batch_count) {                             \
+    return guarded([&] {                                                                                              \
+      return lu_call(handle, LuOp{.function = LuFunction::kInvert, .is_double = sizeof(T) == 8, .n = n,               \
+                                  .batch = batch_count, .a_array = address_of(a_array), .lda = lda,                   \
+                                  .b_array = address_of(c_array), .ldb = ldc, .pivots = address_of(pivots),           \
+                                  .info = address_of(info)});                                                         \
+    });                                                                                                               \
+  }
+GPUBROKER_SIM_LU_TYPES(GPUBROKER_SIM_LU_EXPORTS)
+#undef GPUBROKER_SIM_LU_EXPORTS
+#undef GPUBROKER_SIM_LU_TYPES
 
 // ---- BLAS-1 (the *Ex forms the broker calls for every type) --------------------------------------
 

@@ -1344,17 +1344,100 @@ TEST_CASE("the pointer and atomics modes are kept per handle and read back", "[c
 extern "C" {
 int cublasSgetrfBatched(void*, int, float* const*, int, int*, int*, int);
 int cublasDgetrfBatched(void*, int, double* const*, int, int*, int*, int);
+int cublasSgetrsBatched(void*, int, int, int, const float* const*, int, const int*, float* const*, int, int*, int);
+int cublasDgetrsBatched(void*, int, int, int, const double* const*, int, const int*, double* const*, int, int*, int);
+int cublasSgetriBatched(void*, int, const float* const*, int, const int*, float* const*, int, int*, int);
+int cublasDgetriBatched(void*, int, const double* const*, int, const int*, double* const*, int, int*, int);
 }
 
 namespace {
 
 template <class T>
+struct Lu;
+template <>
+struct Lu<float> {
+  static constexpr auto getrf = cublasSgetrfBatched;
+  static constexpr auto getrs = cublasSgetrsBatched;
+  static constexpr auto getri = cublasSgetriBatched;
+};
+template <>
+struct Lu<double> {
+  static constexpr auto getrf = cublasDgetrfBatched;
+  static constexpr auto getrs = cublasDgetrsBatched;
+  static constexpr auto getri = cublasDgetriBatched;
+};
+
+template <class T>
 int getrf_batched(void* handle, int n, T* const* arrays, int lda, int* pivots, int* info, int batch) {
-  if constexpr (sizeof(T) == 4) {
-    return cublasSgetrfBatched(handle, n, arrays, lda, pivots, info, batch);
-  } else {
-    return cublasDgetrfBatched(handle, n, arrays, lda, pivots, info, batch);
+  return Lu<T>::getrf(handle, n, arrays, lda, pivots, info, batch);
+}
+
+// A (n x n, lda) times X (n x columns, ldx) at (row, column), from host copies.
+template <class T>
+double product_at(const std::vector<T>& a, std::size_t a_base, int lda, const std::vector<T>& x, std::size_t x_base, int ldx,
+                  int n, int row, int column, bool transpose) {
+  double sum = 0;
+  for (int k = 0; k < n; ++k) {
+    const double aik = transpose ? a[a_base + std::size_t(row) * lda + k] : a[a_base + std::size_t(k) * lda + row];
+    sum += aik * x[x_base + std::size_t(column) * ldx + k];
   }
+  return sum;
+}
+
+// getrs (both transposes) and getri on the two regular matrices factored in `arrays`: A X = B and
+// A inv(A) = I, checked against the original matrices `original`.
+template <class T>
+void solve_and_invert_match(void* handle, const std::vector<T>& original, void* arrays, int* pivots, int n, int lda) {
+  const char* type = sizeof(T) == 4 ? "S" : "D";
+  const int nrhs = 3, ldb = n + 1;
+  std::mt19937 rng(3);
+  const double tolerance = sizeof(T) == 4 ? 1e-3 : 1e-10;
+  for (int trans : {kOpN, kOpT}) {
+    const std::vector<T> rhs = random_values<T>(std::size_t(ldb) * nrhs * 2, rng);
+    auto* db = static_cast<T*>(upload_values(rhs));
+    const std::vector<std::uint64_t> b_pointers = {reinterpret_cast<std::uint64_t>(db),
+                                                   reinterpret_cast<std::uint64_t>(db + std::size_t(ldb) * nrhs)};
+    void* b_arrays = upload_values(b_pointers);
+    int info = -1;
+    EXPECT(Lu<T>::getrs(handle, trans, n, nrhs, static_cast<const T* const*>(arrays), lda, pivots,
+                        static_cast<T* const*>(b_arrays), ldb, &info, 2) == 0 && info == 0,
+           "%sgetrsBatched op %d (info %d)", type, trans, info);
+    const std::vector<T> x = download_values<T>(db, rhs.size());
+    for (int m = 0; m < 2; ++m)
+      for (int c = 0; c < nrhs; ++c)
+        for (int r = 0; r < n; ++r) {
+          const std::size_t xb = std::size_t(m) * ldb * nrhs;
+          const double got = product_at(original, std::size_t(m) * lda * n, lda, x, xb, ldb, n, r, c, trans == kOpT);
+          EXPECT(std::fabs(got - rhs[xb + std::size_t(c) * ldb + r]) < tolerance, "%sgetrs op %d matrix %d: (A X)(%d,%d) %g vs B %g",
+                 type, trans, m, r, c, got, double(rhs[xb + std::size_t(c) * ldb + r]));
+        }
+    EXPECT(Lu<T>::getrs(handle, trans, n, nrhs, static_cast<const T* const*>(arrays), lda, pivots,
+                        static_cast<T* const*>(b_arrays), n - 1, &info, 2) == kInvalidValue && info == -9,
+           "%sgetrs: ldb below n is argument 9 (info %d)", type, info);
+    cudaFree(db);
+    cudaFree(b_arrays);
+  }
+  const std::vector<T> zeros(std::size_t(n) * n * 2);
+  auto* dc = static_cast<T*>(upload_values(zeros));
+  const std::vector<std::uint64_t> c_pointers = {reinterpret_cast<std::uint64_t>(dc),
+                                                 reinterpret_cast<std::uint64_t>(dc + std::size_t(n) * n)};
+  void* c_arrays = upload_values(c_pointers);
+  auto* info = static_cast<int*>(upload_values(std::vector<int>(2, -1)));
+  EXPECT(Lu<T>::getri(handle, n, static_cast<const T* const*>(arrays), lda, pivots, static_cast<T* const*>(c_arrays), n, info,
+                      2) == 0,
+         "%sgetriBatched", type);
+  const std::vector<T> inverse = download_values<T>(dc, zeros.size());
+  const std::vector<int> infos = download_values<int>(info, 2);
+  EXPECT(infos[0] == 0 && infos[1] == 0, "%sgetri info %d %d", type, infos[0], infos[1]);
+  for (int m = 0; m < 2; ++m)
+    for (int c = 0; c < n; ++c)
+      for (int r = 0; r < n; ++r) {
+        const double got = product_at(original, std::size_t(m) * lda * n, lda, inverse, std::size_t(m) * n * n, n, n, r, c, false);
+        EXPECT(std::fabs(got - (r == c ? 1.0 : 0.0)) < tolerance, "%sgetri matrix %d: (A inv(A))(%d,%d) = %g", type, m, r, c, got);
+      }
+  cudaFree(dc);
+  cudaFree(c_arrays);
+  cudaFree(info);
 }
 
 // Two random matrices and a singular one, factored with pivoting: L U must equal the rows of A
@@ -1400,6 +1483,7 @@ void getrf_matches_reference(void* handle, std::mt19937& rng) {
       }
     }
   }
+  solve_and_invert_match<T>(handle, all, arrays, pivots, n, lda);
   // The broker checks what the array names, and the outputs.
   const std::vector<std::uint64_t> outside = {reinterpret_cast<std::uint64_t>(all.data())};
   void* bad = upload_values(outside);
@@ -1419,7 +1503,7 @@ void getrf_matches_reference(void* handle, std::mt19937& rng) {
 
 }  // namespace
 
-TEST_CASE("cublasSgetrfBatched and DgetrfBatched factor each matrix of their device array, checked by the broker",
+TEST_CASE("the batched LU (getrf, getrs, getri) of S and D computes on each matrix of its device arrays, checked by the broker",
           "[cublas][lu]") {
   with_fresh_broker([] {
     std::mt19937 rng(23);

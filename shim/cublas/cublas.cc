@@ -327,15 +327,29 @@ Status ger(const char* name, Handle handle, int m, int n, const void* alpha, con
   return gemm(handle, g);
 }
 
-// cublas?getrfBatched: the array of matrices, the pivots and the infos live in device memory; the
-// broker reads the array and checks what it names.
-Status getrf_batched(Handle handle, int type, int n, const void* a_array, int lda, int* pivots, int* info, int batch) {
+// The batched LU functions: the arrays of matrices, the pivots and getrf's and getri's infos live
+// in device memory; the broker reads the arrays and checks what they name. getrs's info is the
+// caller's host int, which cuBLAS sets to 0 or to minus the position of a bad argument.
+Status lu_batched(Handle handle, wire::BlasLuRequest r) {
   HandleState state;
   if (!handles().get(id_of(handle), state)) return kNotInitialized;
-  if (n < 0 || lda < std::max(1, n) || batch < 0) return kInvalidValue;
-  return request<wire::RequestKind::kBlasGetrfBatched>(wire::BlasLuRequest{
-      id_of(handle), type, n, lda, batch, reinterpret_cast<std::uint64_t>(a_array), reinterpret_cast<std::uint64_t>(pivots),
-      reinterpret_cast<std::uint64_t>(info)});
+  r.handle = id_of(handle);
+  return request<wire::RequestKind::kBlasLuBatched>(r);
+}
+
+std::uint64_t address(const void* pointer) { return reinterpret_cast<std::uint64_t>(pointer); }
+
+Status getrs_batched(Handle handle, int trans, int type, int n, int nrhs, const void* a_array, int lda, const int* pivots,
+                     const void* b_array, int ldb, int* info, int batch) {
+  if (info == nullptr) return kInvalidValue;
+  // cuBLAS's argument order: the first bad one's position, negated.
+  const int bad = !valid_operation(trans) ? 2 : n < 0 ? 3 : nrhs < 0 ? 4 : lda < std::max(1, n) ? 6
+                  : ldb < std::max(1, n) ? 9 : batch < 0 ? 11 : 0;
+  *info = -bad;
+  if (bad != 0) return kInvalidValue;
+  using F = wire::BlasLuFunction;
+  return lu_batched(handle, {0, static_cast<std::uint32_t>(F::kGetrs), type, trans, n, nrhs, lda, ldb, batch,
+                             address(a_array), address(b_array), address(pivots), 0});
 }
 
 }  // namespace
@@ -526,7 +540,17 @@ int cublasHgemm(Handle handle, int transa, int transb, int m, int n, int k, cons
     return gemv("cublas" #U "gemv_v2", handle, trans, m, n, alpha, a, lda, x, incx, beta, y, incy, type, compute);   \
   }                                                                                                                  \
   int cublas##U##getrfBatched(Handle handle, int n, T* const* a_array, int lda, int* pivots, int* info, int batch) {  \
-    return getrf_batched(handle, type, n, a_array, lda, pivots, info, batch);                                        \
+    return lu_batched(handle, {0, static_cast<std::uint32_t>(wire::BlasLuFunction::kGetrf), type, 0, n, 0, lda, 0,  \
+                               batch, address(a_array), 0, address(pivots), address(info)});                         \
+  }                                                                                                                  \
+  int cublas##U##getrsBatched(Handle handle, int trans, int n, int nrhs, const T* const* a_array, int lda,          \
+                              const int* pivots, T* const* b_array, int ldb, int* info, int batch) {                \
+    return getrs_batched(handle, trans, type, n, nrhs, a_array, lda, pivots, b_array, ldb, info, batch);             \
+  }                                                                                                                  \
+  int cublas##U##getriBatched(Handle handle, int n, const T* const* a_array, int lda, const int* pivots,            \
+                              T* const* c_array, int ldc, int* info, int batch) {                                    \
+    return lu_batched(handle, {0, static_cast<std::uint32_t>(wire::BlasLuFunction::kGetri), type, 0, n, 0, lda, ldc, \
+                               batch, address(a_array), address(c_array), address(pivots), address(info)});          \
   }                                                                                                                  \
   int cublas##U##ger_v2(Handle handle, int m, int n, const T* alpha, const T* x, int incx, const T* y, int incy,      \
                         T* a, int lda) {                                                                             \

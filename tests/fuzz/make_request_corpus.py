@@ -188,8 +188,13 @@ def blas_vector(function, n, incx, incy, y, result, alpha=0.0):
 s.add("BlasVector", blas_vector(0, 16, 2, -1, R(0, 4), 0, 0.5))
 s.add("BlasVector", blas_vector(2, 16, 1, 2, R(0, 4), 0))
 s.add("BlasVector", blas_vector(5, 32, 2, 0, 0, R(0, 252)))
-# a getrf of one 4 x 4 matrix whose pointer array is device memory (its contents unset: refused).
-s.add("BlasGetrfBatched", struct.pack("<QiiiiQQQ", 11, 0, 4, 4, 1, R(0), R(0, 128), R(0, 192)))
+# getrf, getrs and getri of one 4 x 4 matrix whose pointer arrays are device memory (their contents
+# unset: refused).
+def blas_lu(function, trans, nrhs, b, info):
+    return struct.pack("<QIiiiiiiiQQQQ", 11, function, 0, trans, 4, nrhs, 4, 4, 1, R(0), b, R(0, 128), info)
+s.add("BlasLuBatched", blas_lu(0, 0, 0, 0, R(0, 192)))
+s.add("BlasLuBatched", blas_lu(1, 1, 2, R(0, 64), 0))
+s.add("BlasLuBatched", blas_lu(2, 0, 0, R(0, 64), R(0, 192)))
 s.add("BlasDestroy", struct.pack("<Q", 11))
 s.write("blas_vector")
 

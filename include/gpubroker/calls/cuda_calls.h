@@ -298,15 +298,19 @@ struct BlasVectorRequest {
 };
 static_assert(sizeof(BlasVectorRequest) == 64);
 
-// cublas?getrfBatched: `a` is a device array of batch_count device pointers to n x n matrices of
-// `type` (CUDA_R_32F or CUDA_R_64F), factored in place; `pivots` (0: no pivoting) and `info` are
-// device int arrays of n * batch_count and batch_count elements.
+// The batched LU functions. `a` is a device array of batch_count device pointers to n x n matrices
+// of `type` (CUDA_R_32F or CUDA_R_64F); `pivots` (0: none) a device int array of n * batch_count.
+// kGetrf factors the matrices in place, `info` a device int array of batch_count; kGetrs solves
+// op(A) X = B (`trans`), `b` the array of the n x nrhs right-hand sides (leading dimension ldb);
+// kGetri writes inv(A) to the matrices of the array `b` (ldb), `info` as for kGetrf.
+enum class BlasLuFunction : std::uint32_t { kGetrf, kGetrs, kGetri };
 struct BlasLuRequest {
   std::uint64_t handle;
-  std::int32_t type, n, lda, batch_count;
-  std::uint64_t a, pivots, info;
+  std::uint32_t function;  // BlasLuFunction
+  std::int32_t type, trans, n, nrhs, lda, ldb, batch_count;
+  std::uint64_t a, b, pivots, info;
 };
-static_assert(sizeof(BlasLuRequest) == 48);
+static_assert(sizeof(BlasLuRequest) == 72);
 
 // X(Name, Payload, Reply, Staging, Posting, area, handler): the request kind k<Name>; its inline
 // payload; its reply (in the mailbox); which way staged bytes flow; whether a client may post it
@@ -381,6 +385,6 @@ static_assert(sizeof(BlasLuRequest) == 48);
   X(BlasSetMatrix, BlasMatrixRequest, NoReply, kToBroker, kCall, blas, set_matrix)                         \
   X(BlasGetMatrix, BlasMatrixRequest, NoReply, kFromBroker, kCall, blas, get_matrix)                       \
   X(BlasVector, BlasVectorRequest, std::uint64_t, kNone, kCall, blas, vector) /* the result's bytes */  \
-  X(BlasGetrfBatched, BlasLuRequest, NoReply, kNone, kCall, blas, getrf_batched)
+  X(BlasLuBatched, BlasLuRequest, NoReply, kNone, kCall, blas, lu_batched)
 
 }  // namespace gpubroker::wire

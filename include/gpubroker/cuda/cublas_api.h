@@ -295,6 +295,18 @@ using cudaDataType = cudaDataType_t;
   X(dgetrf_batched, cublasDgetrfBatched,                                                                     \
     cublasStatus_t(cublasHandle_t handle, int n, double* const* a_array, int lda, int* pivots, int* info,     \
                    int batch_count))                                                                         \
+  X(sgetrs_batched, cublasSgetrsBatched,                                                                     \
+    cublasStatus_t(cublasHandle_t handle, cublasOperation_t trans, int n, int nrhs, const float* const* a_array, \
+                   int lda, const int* pivots, float* const* b_array, int ldb, int* info, int batch_count))   \
+  X(dgetrs_batched, cublasDgetrsBatched,                                                                     \
+    cublasStatus_t(cublasHandle_t handle, cublasOperation_t trans, int n, int nrhs, const double* const* a_array, \
+                   int lda, const int* pivots, double* const* b_array, int ldb, int* info, int batch_count))  \
+  X(sgetri_batched, cublasSgetriBatched,                                                                     \
+    cublasStatus_t(cublasHandle_t handle, int n, const float* const* a_array, int lda, const int* pivots,     \
+                   float* const* c_array, int ldc, int* info, int batch_count))                              \
+  X(dgetri_batched, cublasDgetriBatched,                                                                     \
+    cublasStatus_t(cublasHandle_t handle, int n, const double* const* a_array, int lda, const int* pivots,    \
+                   double* const* c_array, int ldc, int* info, int batch_count))                             \
   X(get_status_string, cublasGetStatusString, const char*(cublasStatus_t status))                            \
   X(get_status_name, cublasGetStatusName, const char*(cublasStatus_t status))
 
