@@ -1,6 +1,7 @@
 #include "broker/session_blas.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "broker/session.h"
 
@@ -416,28 +417,36 @@ void SessionBlas::release_arrays(Handle& h, cuda::CUstream stream) {
 
 // Like the pointer-array GEMM: the arrays live in device memory, are read in the handle's stream
 // order, and every triangular matrix and right-hand side they name is checked against the
-// session's memory before cuBLAS sees it.
+// session's memory before cuBLAS sees it. A single TRSM (cublas?trsm_v2) names its two matrices
+// directly: the broker makes the arrays of one, so that cuBLAS's batched form computes it.
 int SessionBlas::run_trsm_batched(const wire::BlasTrsmRequest& r, Handle& h) {
-  static_assert(sizeof(wire::BlasTrsmRequest) == 72);
+  static_assert(sizeof(wire::BlasTrsmRequest) == 80);
   const BlasCalls& blas = *h.blas;
   const cuda::cublasHandle_t handle = h.owner.get();
   const bool left = r.side == cuda::CUBLAS_SIDE_LEFT;
+  const bool single = r.variant == static_cast<std::uint32_t>(wire::TrsmVariant::kSingle);
   const std::int64_t k = left ? r.m : r.n;
   if ((r.side != cuda::CUBLAS_SIDE_LEFT && r.side != cuda::CUBLAS_SIDE_RIGHT) ||
       (r.uplo != cuda::CUBLAS_FILL_MODE_LOWER && r.uplo != cuda::CUBLAS_FILL_MODE_UPPER) ||
       (r.trans != cuda::CUBLAS_OP_N && r.trans != cuda::CUBLAS_OP_T && r.trans != cuda::CUBLAS_OP_C) ||
       (r.diag != cuda::CUBLAS_DIAG_NON_UNIT && r.diag != cuda::CUBLAS_DIAG_UNIT) || r.m < 0 || r.n < 0 ||
-      r.batch_count < 0 || r.lda < std::max<std::int64_t>(1, k) || r.ldb < std::max(1, r.m)) {
+      r.batch_count < 0 || r.lda < std::max<std::int64_t>(1, k) || r.ldb < std::max(1, r.m) ||
+      (r.type != cuda::CUDA_R_32F && r.type != cuda::CUDA_R_64F) ||
+      r.variant > static_cast<std::uint32_t>(wire::TrsmVariant::kSingle) || (single && r.batch_count != 1)) {
     return cuda::CUBLAS_STATUS_INVALID_VALUE;
   }
   if (r.m == 0 || r.n == 0 || r.batch_count == 0) return cuda::CUBLAS_STATUS_SUCCESS;
-  const std::uint64_t a_bytes = static_cast<std::uint64_t>(r.lda * (k - 1) + k) * sizeof(float);
-  const std::uint64_t b_bytes = static_cast<std::uint64_t>(static_cast<std::int64_t>(r.ldb) * (r.n - 1) + r.m) * sizeof(float);
+  const std::uint64_t element = element_bytes(r.type);
+  const std::uint64_t a_bytes = matrix_bytes(r.lda, k, k, element);
+  const std::uint64_t b_bytes = matrix_bytes(r.ldb, r.m, r.n, element);
   cuda::cudaStream_t stream = nullptr;
   blas.get_stream(handle, &stream);
   std::vector<std::uint64_t> pointers;
   const std::uint64_t sources[2] = {r.a, r.b};
-  if (int s = read_pointer_arrays(*h.context, sources, r.batch_count, stream, pointers); s != cuda::CUBLAS_STATUS_SUCCESS) {
+  if (single) {
+    pointers.assign(sources, sources + 2);
+  } else if (int s = read_pointer_arrays(*h.context, sources, r.batch_count, stream, pointers);
+             s != cuda::CUBLAS_STATUS_SUCCESS) {
     return s;
   }
   const std::size_t n = static_cast<std::size_t>(r.batch_count);
@@ -449,12 +458,24 @@ int SessionBlas::run_trsm_batched(const wire::BlasTrsmRequest& r, Handle& h) {
   const cuda::CUdeviceptr copy = upload_arrays(h, std::move(pointers), stream);
   if (copy == 0) return cuda::CUBLAS_STATUS_EXECUTION_FAILED;
   const auto* arrays = reinterpret_cast<const std::uint64_t*>(copy);
-  const float alpha = r.alpha;
-  const int status = blas.strsm_batched(
-      handle, static_cast<cuda::cublasSideMode_t>(r.side), static_cast<cuda::cublasFillMode_t>(r.uplo),
-      static_cast<cuda::cublasOperation_t>(r.trans), static_cast<cuda::cublasDiagType_t>(r.diag), r.m, r.n, &alpha,
-      reinterpret_cast<const float* const*>(arrays), r.lda, reinterpret_cast<float* const*>(arrays + n), r.ldb,
-      r.batch_count);
+  const auto side = static_cast<cuda::cublasSideMode_t>(r.side);
+  const auto uplo = static_cast<cuda::cublasFillMode_t>(r.uplo);
+  const auto trans = static_cast<cuda::cublasOperation_t>(r.trans);
+  const auto diag = static_cast<cuda::cublasDiagType_t>(r.diag);
+  int status = cuda::CUBLAS_STATUS_SUCCESS;
+  if (r.type == cuda::CUDA_R_64F) {
+    double alpha = 0;
+    std::memcpy(&alpha, r.alpha, sizeof alpha);
+    status = blas.dtrsm_batched(handle, side, uplo, trans, diag, r.m, r.n, &alpha,
+                                reinterpret_cast<const double* const*>(arrays), r.lda,
+                                reinterpret_cast<double* const*>(arrays + n), r.ldb, r.batch_count);
+  } else {
+    float alpha = 0;
+    std::memcpy(&alpha, r.alpha, sizeof alpha);
+    status = blas.strsm_batched(handle, side, uplo, trans, diag, r.m, r.n, &alpha,
+                                reinterpret_cast<const float* const*>(arrays), r.lda,
+                                reinterpret_cast<float* const*>(arrays + n), r.ldb, r.batch_count);
+  }
   release_arrays(h, stream);
   return status;
 }

@@ -236,7 +236,8 @@ bool gemm_ranges_valid_at_call(const GemmOp& gemm) {
 
 bool trsm_ranges_valid_at_call(const TrsmOp& trsm) {
   const std::size_t array_bytes = std::size_t(trsm.batch) * sizeof(void*);
-  if (trsm.scalars.on_device && !device_range_valid(trsm.scalars.alpha_address, sizeof(float), false)) return false;
+  if (trsm.scalars.on_device && !device_range_valid(trsm.scalars.alpha_address, element_bytes(trsm.type), false))
+    return false;
   return device_range_valid(trsm.a_array, array_bytes, false) && device_range_valid(trsm.b_array, array_bytes, false);
 }
 
@@ -303,7 +304,16 @@ cuda::CUresult execute_gemm(const GemmOp& gemm) {
 cuda::CUresult execute_trsm(const TrsmOp& trsm) {
   double alpha_exact = 0.0;
   if (!read_scalars(trsm.scalars, &alpha_exact, nullptr)) return illegal_address("TRSM alpha");
-  const auto alpha = static_cast<float>(alpha_exact);
+  // FP32 solves round alpha to float first, as the API passes it.
+  const double alpha = trsm.type == ElementType::kFloat64 ? alpha_exact : double(static_cast<float>(alpha_exact));
+  const std::size_t width = element_bytes(trsm.type);
+  auto store_value = [&](std::uintptr_t address, double value) {
+    if (trsm.type == ElementType::kFloat64) {
+      store_double(address, value);
+    } else {
+      store(trsm.type, address, static_cast<float>(value));
+    }
+  };
   const std::size_t array_bytes = std::size_t(trsm.batch) * sizeof(void*);
   if (!device_range_valid(trsm.a_array, array_bytes, false) || !device_range_valid(trsm.b_array, array_bytes, false))
     return illegal_address("batched TRSM (pointer arrays)");
@@ -318,17 +328,17 @@ cuda::CUresult execute_trsm(const TrsmOp& trsm) {
     std::uintptr_t b = 0;
     std::memcpy(&a, reinterpret_cast<const void*>(trsm.a_array + std::size_t(index) * sizeof(void*)), sizeof a);
     std::memcpy(&b, reinterpret_cast<const void*>(trsm.b_array + std::size_t(index) * sizeof(void*)), sizeof b);
-    if (!device_range_valid(b, matrix_span_bytes(trsm.m, trsm.n, trsm.ldb, ElementType::kFloat32), true))
+    if (!device_range_valid(b, matrix_span_bytes(trsm.m, trsm.n, trsm.ldb, trsm.type), true))
       return illegal_address("batched TRSM (B array)");
     auto b_at = [&](int row, int column) {
-      return b + (std::size_t(column) * std::size_t(trsm.ldb) + std::size_t(row)) * sizeof(float);
+      return b + (std::size_t(column) * std::size_t(trsm.ldb) + std::size_t(row)) * width;
     };
-    if (alpha == 0.0f) {  // B = 0, A not read (as in cuBLAS)
+    if (alpha == 0.0) {  // B = 0, A not read (as in cuBLAS)
       for (int column = 0; column < trsm.n; ++column)
-        for (int row = 0; row < trsm.m; ++row) store(ElementType::kFloat32, b_at(row, column), 0.0f);
+        for (int row = 0; row < trsm.m; ++row) store_value(b_at(row, column), 0.0);
       continue;
     }
-    if (!device_range_valid(a, matrix_span_bytes(size, size, trsm.lda, ElementType::kFloat32), false))
+    if (!device_range_valid(a, matrix_span_bytes(size, size, trsm.lda, trsm.type), false))
       return illegal_address("batched TRSM (A array)");
     for (int row = 0; row < size; ++row) {
       for (int column = 0; column < size; ++column) {
@@ -338,8 +348,7 @@ cuda::CUresult execute_trsm(const TrsmOp& trsm) {
         } else if (op_lower ? row >= column : row <= column) {
           const int a_row = trsm.transpose ? column : row;
           const int a_column = trsm.transpose ? row : column;
-          value = load_element(ElementType::kFloat32,
-                       a + (std::size_t(a_column) * std::size_t(trsm.lda) + std::size_t(a_row)) * sizeof(float));
+          value = load_double(trsm.type, a + (std::size_t(a_column) * std::size_t(trsm.lda) + std::size_t(a_row)) * width);
         }
         op_a[std::size_t(row) * std::size_t(size) + std::size_t(column)] = value;
       }
@@ -354,7 +363,7 @@ cuda::CUresult execute_trsm(const TrsmOp& trsm) {
     const int systems = trsm.left ? trsm.n : trsm.m;
     for (int system = 0; system < systems; ++system) {
       auto element = [&](int i) { return trsm.left ? b_at(i, system) : b_at(system, i); };
-      for (int i = 0; i < size; ++i) x[std::size_t(i)] = double(alpha) * load_element(ElementType::kFloat32, element(i));
+      for (int i = 0; i < size; ++i) x[std::size_t(i)] = alpha * load_double(trsm.type, element(i));
       for (int step = 0; step < size; ++step) {
         const int i = system_lower ? step : size - 1 - step;
         double value = x[std::size_t(i)];
@@ -365,7 +374,7 @@ cuda::CUresult execute_trsm(const TrsmOp& trsm) {
         }
         x[std::size_t(i)] = value / coefficient(i, i);
       }
-      for (int i = 0; i < size; ++i) store(ElementType::kFloat32, element(i), static_cast<float>(x[std::size_t(i)]));
+      for (int i = 0; i < size; ++i) store_value(element(i), x[std::size_t(i)]);
     }
   }
   return cuda::CUDA_SUCCESS;

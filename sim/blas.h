@@ -88,8 +88,10 @@ struct GemmOp {
 
 // cublasStrsmBatched: solves op(A(i)) X = alpha B(i) (left) or X op(A(i)) = alpha B(i) (right) for
 // each i < batch, X overwriting B(i) (m x n); A(i) is triangular, m x m (left) or n x n (right),
-// and only its `lower` or upper triangle is read. FP32, pointer arrays in device memory.
+// and only its `lower` or upper triangle is read. FP32 or FP64 (`type`), pointer arrays in device
+// memory.
 struct TrsmOp {
+  ElementType type = ElementType::kFloat32;
   bool left = true;
   bool lower = true;
   bool transpose = false;

@@ -456,6 +456,37 @@ bool layout_fits_int(const LtLayout& l) {
   return l.rows <= 0x7fffffffu && l.cols <= 0x7fffffffu && l.ld >= 0 && l.ld <= 0x7fffffff;
 }
 
+// Both types: the checks and the operation; `type` kFloat32 or kFloat64.
+cublasStatus_t trsm_batched(ElementType type, cublasHandle_t handle, cublasSideMode_t side, cublasFillMode_t uplo,
+                            cublasOperation_t trans, cublasDiagType_t diag, int m, int n, const void* alpha,
+                            const void* a_array, int lda, const void* b_array, int ldb, int batch_count) {
+  const std::optional<BlasHandle> state = handle_state(handle);
+  if (!state) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if ((side != CUBLAS_SIDE_LEFT && side != CUBLAS_SIDE_RIGHT) ||
+      (uplo != CUBLAS_FILL_MODE_LOWER && uplo != CUBLAS_FILL_MODE_UPPER) || !operation_valid(trans) ||
+      (diag != CUBLAS_DIAG_NON_UNIT && diag != CUBLAS_DIAG_UNIT))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  if (m < 0 || n < 0 || batch_count < 0) return CUBLAS_STATUS_INVALID_VALUE;
+  if (lda < std::max(1, side == CUBLAS_SIDE_LEFT ? m : n) || ldb < std::max(1, m)) return CUBLAS_STATUS_INVALID_VALUE;
+  if (m == 0 || n == 0 || batch_count == 0) return CUBLAS_STATUS_SUCCESS;
+  if (alpha == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
+  TrsmOp op;
+  op.type = type;
+  op.left = side == CUBLAS_SIDE_LEFT;
+  op.lower = uplo == CUBLAS_FILL_MODE_LOWER;
+  op.transpose = trans != CUBLAS_OP_N;
+  op.unit_diagonal = diag == CUBLAS_DIAG_UNIT;
+  op.m = m;
+  op.n = n;
+  op.batch = batch_count;
+  op.a_array = reinterpret_cast<std::uintptr_t>(a_array);
+  op.lda = lda;
+  op.b_array = reinterpret_cast<std::uintptr_t>(b_array);
+  op.ldb = ldb;
+  op.scalars = scalars(*state, type, alpha, nullptr);
+  return enqueue(*state, op, [](const TrsmOp& queued) { return trsm_ranges_valid_at_call(queued); });
+}
+
 // ---- batched LU (sim/blas.h, LuOp) -------------------------------------------------------------
 
 // Every batched LU entry point: the handle, cuBLAS's argument checks, then the operation. The
@@ -682,33 +713,21 @@ GPUBROKER_SIM_API cublasStatus_t cublasStrsmBatched(cublasHandle_t handle, cubla
                                                     const float* const* a_array, int lda, float* const* b_array,
                                                     int ldb, int batch_count) {
   return guarded([&] {
-    const std::optional<BlasHandle> state = handle_state(handle);
-    if (!state) return CUBLAS_STATUS_NOT_INITIALIZED;
-    if ((side != CUBLAS_SIDE_LEFT && side != CUBLAS_SIDE_RIGHT) ||
-        (uplo != CUBLAS_FILL_MODE_LOWER && uplo != CUBLAS_FILL_MODE_UPPER) || !operation_valid(trans) ||
-        (diag != CUBLAS_DIAG_NON_UNIT && diag != CUBLAS_DIAG_UNIT))
-      return CUBLAS_STATUS_INVALID_VALUE;
-    if (m < 0 || n < 0 || batch_count < 0) return CUBLAS_STATUS_INVALID_VALUE;
-    if (lda < std::max(1, side == CUBLAS_SIDE_LEFT ? m : n) || ldb < std::max(1, m)) return CUBLAS_STATUS_INVALID_VALUE;
-    if (m == 0 || n == 0 || batch_count == 0) return CUBLAS_STATUS_SUCCESS;
-    if (alpha == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
-    TrsmOp op;
-    op.left = side == CUBLAS_SIDE_LEFT;
-    op.lower = uplo == CUBLAS_FILL_MODE_LOWER;
-    op.transpose = trans != CUBLAS_OP_N;
-    op.unit_diagonal = diag == CUBLAS_DIAG_UNIT;
-    op.m = m;
-    op.n = n;
-    op.batch = batch_count;
-    op.a_array = reinterpret_cast<std::uintptr_t>(a_array);
-    op.lda = lda;
-    op.b_array = reinterpret_cast<std::uintptr_t>(b_array);
-    op.ldb = ldb;
-    op.scalars = scalars(*state, ElementType::kFloat32, alpha, nullptr);
-    return enqueue(*state, op, [](const TrsmOp& queued) { return trsm_ranges_valid_at_call(queued); });
+    return trsm_batched(ElementType::kFloat32, handle, side, uplo, trans, diag, m, n, alpha, a_array, lda, b_array, ldb,
+                        batch_count);
   });
 }
 
+GPUBROKER_SIM_API cublasStatus_t cublasDtrsmBatched(cublasHandle_t handle, cublasSideMode_t side,
+                                                    cublasFillMode_t uplo, cublasOperation_t trans,
+                                                    cublasDiagType_t diag, int m, int n, const double* alpha,
+                                                    const double* const* a_array, int lda, double* const* b_array,
+                                                    int ldb, int batch_count) {
+  return guarded([&] {
+    return trsm_batched(ElementType::kFloat64, handle, side, uplo, trans, diag, m, n, alpha, a_array, lda, b_array, ldb,
+                        batch_count);
+  });
+}
 
 // X(upper, element type): the batched LU functions of each real type.
 #define GPUBROKER_SIM_LU_TYPES(X) X(S, float) X(D, double)

@@ -1514,3 +1514,109 @@ TEST_CASE("the batched LU (getrf, getrs, getri) of S and D computes on each matr
     cublasDestroy_v2(handle);
   });
 }
+
+// ---- TRSM of S and D, single and batched --------------------------------------------------------
+
+extern "C" {
+int cublasStrsm_v2(void*, int, int, int, int, int, int, const float*, const float*, int, float*, int);
+int cublasDtrsm_v2(void*, int, int, int, int, int, int, const double*, const double*, int, double*, int);
+int cublasDtrsmBatched(void*, int, int, int, int, int, int, const double*, const double* const*, int, double* const*, int,
+                       int);
+}
+
+namespace {
+
+template <class T>
+struct Trsm;
+template <>
+struct Trsm<float> {
+  static constexpr auto single = cublasStrsm_v2;
+};
+template <>
+struct Trsm<double> {
+  static constexpr auto single = cublasDtrsm_v2;
+};
+
+// op(A)(row, column) of a triangular A (the `lower` or upper triangle read, unit diagonal or not).
+template <class T>
+double triangle(const std::vector<T>& a, int lda, bool lower, bool transpose, bool unit, int row, int column) {
+  const int r = transpose ? column : row, c = transpose ? row : column;
+  if (r == c) return unit ? 1.0 : double(a[std::size_t(c) * lda + r]);
+  return (lower ? r > c : r < c) ? double(a[std::size_t(c) * lda + r]) : 0.0;
+}
+
+// X = alpha op(A)^-1 B (left) or alpha B op(A)^-1 (right) for every side, fill and transpose: op(A) X
+// (or X op(A)) must give alpha B back.
+template <class T>
+void trsm_matches_reference(void* handle, std::mt19937& rng) {
+  const char* type = sizeof(T) == 4 ? "S" : "D";
+  const int m = 6, n = 4, ld = 7;
+  const double tolerance = sizeof(T) == 4 ? 1e-3 : 1e-10;
+  const T alpha = static_cast<T>(1.5);
+  for (int side : {0, 1}) {     // CUBLAS_SIDE_LEFT, RIGHT
+    for (int uplo : {0, 1}) {   // CUBLAS_FILL_MODE_LOWER, UPPER
+      for (int trans : {kOpN, kOpT}) {
+        const int k = side == 0 ? m : n;
+        std::vector<T> a = random_values<T>(std::size_t(ld) * k, rng);
+        for (int i = 0; i < k; ++i) a[std::size_t(i) * ld + i] = static_cast<T>(2.0 + i);  // well away from singular
+        const std::vector<T> b = random_values<T>(std::size_t(ld) * n, rng);
+        auto* da = static_cast<T*>(upload_values(a));
+        auto* db = static_cast<T*>(upload_values(b));
+        EXPECT(Trsm<T>::single(handle, side, uplo, trans, 0, m, n, &alpha, da, ld, db, ld) == 0, "%strsm_v2 %d %d %d", type, side,
+               uplo, trans);
+        const std::vector<T> x = download_values<T>(db, b.size());
+        for (int c = 0; c < n; ++c) {
+          for (int r = 0; r < m; ++r) {
+            double got = 0;
+            for (int q = 0; q < k; ++q) {
+              got += side == 0 ? triangle(a, ld, uplo == 0, trans == kOpT, false, r, q) * x[std::size_t(c) * ld + q]
+                               : x[std::size_t(q) * ld + r] * triangle(a, ld, uplo == 0, trans == kOpT, false, q, c);
+            }
+            const double want = double(alpha) * b[std::size_t(c) * ld + r];
+            EXPECT(std::fabs(got - want) < tolerance, "%strsm side %d uplo %d op %d (%d, %d): %g, want %g", type, side, uplo,
+                   trans, r, c, got, want);
+          }
+        }
+        cudaFree(da);
+        cudaFree(db);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("cublasStrsm_v2, Dtrsm_v2 and DtrsmBatched solve the triangular systems a reference checks", "[cublas][trsm]") {
+  with_fresh_broker([] {
+    std::mt19937 rng(29);
+    void* handle = nullptr;
+    EXPECT(cublasCreate_v2(&handle) == 0, "cublasCreate_v2");
+    trsm_matches_reference<float>(handle, rng);
+    trsm_matches_reference<double>(handle, rng);
+    // DtrsmBatched: two lower systems of 3 x 3 through device pointer arrays; a matrix outside the
+    // session's memory is refused.
+    const std::vector<double> a = {2, 1, 1, 0, 4, 1, 0, 0, 8, 3, 1, 1, 0, 5, 1, 0, 0, 7};  // two column-major lower triangles
+    const std::vector<double> b = {2, 5, 17, 3, 6, 13};
+    auto* da = static_cast<double*>(upload_values(a));
+    auto* db = static_cast<double*>(upload_values(b));
+    const std::vector<std::uint64_t> pointers = {reinterpret_cast<std::uint64_t>(da), reinterpret_cast<std::uint64_t>(da + 9),
+                                                 reinterpret_cast<std::uint64_t>(db), reinterpret_cast<std::uint64_t>(db + 3)};
+    auto* arrays = static_cast<std::uint64_t*>(upload_values(pointers));
+    const double one = 1.0;
+    EXPECT(cublasDtrsmBatched(handle, 0, 0, kOpN, 0, 3, 1, &one, reinterpret_cast<const double* const*>(arrays), 3,
+                              reinterpret_cast<double* const*>(arrays + 2), 3, 2) == 0,
+           "DtrsmBatched");
+    const std::vector<double> x = download_values<double>(db, 6);
+    // 2 x0 = 2; x0 + 4 x1 = 5; x0 + x1 + 8 x2 = 17  ->  1, 1, 15/8; and 3 y0 = 3; y0 + 5 y1 = 6; y0 + y1 + 7 y2 = 13 -> 1, 1, 11/7
+    EXPECT(std::fabs(x[0] - 1) < 1e-12 && std::fabs(x[1] - 1) < 1e-12 && std::fabs(x[2] - 15.0 / 8) < 1e-12 &&
+               std::fabs(x[3] - 1) < 1e-12 && std::fabs(x[4] - 1) < 1e-12 && std::fabs(x[5] - 11.0 / 7) < 1e-12,
+           "DtrsmBatched values %g %g %g %g %g %g", x[0], x[1], x[2], x[3], x[4], x[5]);
+    double host[9] = {};
+    EXPECT(cublasDtrsm_v2(handle, 0, 0, kOpN, 0, 3, 1, &one, host, 3, db, 3) == kInvalidValue, "a host A");
+    EXPECT(cublasDtrsm_v2(handle, 0, 0, kOpN, 0, 3, 2, &one, da, 3, db + 1, 3) == kInvalidValue, "B past the end");
+    cudaFree(da);
+    cudaFree(db);
+    cudaFree(arrays);
+    cublasDestroy_v2(handle);
+  });
+}

@@ -352,6 +352,32 @@ Status getrs_batched(Handle handle, int trans, int type, int n, int nrhs, const 
                              address(a_array), address(b_array), address(pivots), 0});
 }
 
+// cublas?trsmBatched (the arrays of A and B pointers live in device memory; the broker reads and
+// checks them) and cublas?trsm_v2 (the matrices themselves: the broker makes the arrays of one).
+Status trsm(Handle handle, wire::TrsmVariant variant, int type, int side, int uplo, int trans, int diag, int m, int n,
+            const void* alpha, const void* a, int lda, const void* b, int ldb, int batch_count) {
+  HandleState state;
+  if (!handles().get(id_of(handle), state)) return kNotInitialized;
+  if (!valid_operation(trans) || m < 0 || n < 0 || batch_count < 0) return kInvalidValue;
+  wire::BlasTrsmRequest r{};
+  r.handle = id_of(handle);
+  r.side = side;
+  r.uplo = uplo;
+  r.trans = trans;
+  r.diag = diag;
+  r.m = m;
+  r.n = n;
+  r.lda = lda;
+  r.ldb = ldb;
+  r.batch_count = batch_count;
+  r.type = type;
+  r.a = reinterpret_cast<std::uint64_t>(a);
+  r.b = reinterpret_cast<std::uint64_t>(b);
+  r.variant = static_cast<std::uint32_t>(variant);
+  if (Status s = read_scalar(state, alpha, type == cuda::CUDA_R_64F ? 8 : 4, r.alpha); s != kSuccess) return s;
+  return request<wire::RequestKind::kBlasTrsmBatched>(r);
+}
+
 }  // namespace
 
 // cublasSetMatrix/GetMatrix and the Vector forms: a column-major matrix between host memory
@@ -552,6 +578,15 @@ int cublasHgemm(Handle handle, int transa, int transb, int m, int n, int k, cons
     return lu_batched(handle, {0, static_cast<std::uint32_t>(wire::BlasLuFunction::kGetri), type, 0, n, 0, lda, ldc, \
                                batch, address(a_array), address(c_array), address(pivots), address(info)});          \
   }                                                                                                                  \
+  int cublas##U##trsm_v2(Handle handle, int side, int uplo, int trans, int diag, int m, int n, const T* alpha,       \
+                         const T* a, int lda, T* b, int ldb) {                                                       \
+    return trsm(handle, wire::TrsmVariant::kSingle, type, side, uplo, trans, diag, m, n, alpha, a, lda, b, ldb, 1);  \
+  }                                                                                                                  \
+  int cublas##U##trsmBatched(Handle handle, int side, int uplo, int trans, int diag, int m, int n, const T* alpha,   \
+                             const T* const* a_array, int lda, T* const* b_array, int ldb, int batch_count) {        \
+    return trsm(handle, wire::TrsmVariant::kPointerArrays, type, side, uplo, trans, diag, m, n, alpha, a_array, lda, \
+                b_array, ldb, batch_count);                                                                          \
+  }                                                                                                                  \
   int cublas##U##ger_v2(Handle handle, int m, int n, const T* alpha, const T* x, int incx, const T* y, int incy,      \
                         T* a, int lda) {                                                                             \
     static constexpr T kOne = 1;                                                                                     \
@@ -561,32 +596,6 @@ int cublasHgemm(Handle handle, int transa, int transb, int m, int n, int k, cons
 GPUBROKER_GEMM_TYPES(GPUBROKER_GEMM_ENTRIES)
 #undef GPUBROKER_GEMM_ENTRIES
 #undef GPUBROKER_GEMM_TYPES
-
-// The arrays of A and B pointers live in device memory; the broker reads and checks them.
-int cublasStrsmBatched(Handle handle, int side, int uplo, int trans, int diag, int m, int n, const float* alpha,
-                       const float* const* a_array, int lda, float* const* b_array, int ldb, int batch_count) {
-  HandleState state;
-  if (!handles().get(id_of(handle), state)) return kNotInitialized;
-  if (!valid_operation(trans) || m < 0 || n < 0 || batch_count < 0) return kInvalidValue;
-  wire::BlasTrsmRequest r{};
-  r.handle = id_of(handle);
-  r.side = side;
-  r.uplo = uplo;
-  r.trans = trans;
-  r.diag = diag;
-  r.m = m;
-  r.n = n;
-  r.lda = lda;
-  r.ldb = ldb;
-  r.batch_count = batch_count;
-  r.a = reinterpret_cast<std::uint64_t>(a_array);
-  r.b = reinterpret_cast<std::uint64_t>(b_array);
-  std::uint8_t scalar[8];
-  if (Status s = read_scalar(state, alpha, sizeof(float), scalar); s != kSuccess) return s;
-  std::memcpy(&r.alpha, scalar, sizeof(float));
-  return request<wire::RequestKind::kBlasTrsmBatched>(r);
-}
-
 
 // ---- BLAS-1: the typed functions of both APIs, one row per element type ----------------------
 

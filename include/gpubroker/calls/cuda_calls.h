@@ -212,14 +212,18 @@ static_assert(sizeof(SessionErrorReport) == 256);
 enum SessionErrorFlags : std::uint32_t {
   kSessionErrorSimDriver = 1u << 0,  // the broker runs the sim driver
 };
-// cublasStrsmBatched: a and b are device arrays of batch_count device pointers; alpha by value.
+// cublas?trsmBatched: a and b are device arrays of batch_count device pointers (kPointerArrays), or
+// the matrices themselves (kSingle, cublas?trsm_v2: batch_count 1); `type` CUDA_R_32F or
+// CUDA_R_64F; alpha by value in its representation.
+enum class TrsmVariant : std::uint32_t { kPointerArrays = 0, kSingle = 1 };
 struct BlasTrsmRequest {
   std::uint64_t handle;
   std::int32_t side, uplo, trans, diag, m, n, lda, ldb, batch_count;
-  std::int32_t reserved;
+  std::int32_t type;
   std::uint64_t a, b;
-  float alpha;
-  std::uint32_t reserved2;
+  std::uint8_t alpha[8];
+  std::uint32_t variant;  // TrsmVariant
+  std::uint32_t reserved;
 };
 // Payloads of the VMM kinds. Devices are broker ordinals.
 struct VmmGranularityRequest {

@@ -307,6 +307,10 @@ using cudaDataType = cudaDataType_t;
   X(dgetri_batched, cublasDgetriBatched,                                                                     \
     cublasStatus_t(cublasHandle_t handle, int n, const double* const* a_array, int lda, const int* pivots,    \
                    double* const* c_array, int ldc, int* info, int batch_count))                             \
+  X(dtrsm_batched, cublasDtrsmBatched,                                                                       \
+    cublasStatus_t(cublasHandle_t handle, cublasSideMode_t side, cublasFillMode_t uplo,                      \
+                   cublasOperation_t trans, cublasDiagType_t diag, int m, int n, const double* alpha,        \
+                   const double* const* a_array, int lda, double* const* b_array, int ldb, int batch_count)) \
   X(get_status_string, cublasGetStatusString, const char*(cublasStatus_t status))                            \
   X(get_status_name, cublasGetStatusName, const char*(cublasStatus_t status))
 
