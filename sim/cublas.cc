@@ -707,27 +707,21 @@ GPUBROKER_SIM_API cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t handle
 
 // ---- Triangular solve ----------------------------------------------------------------------------
 
-GPUBROKER_SIM_API cublasStatus_t cublasStrsmBatched(cublasHandle_t handle, cublasSideMode_t side,
-                                                    cublasFillMode_t uplo, cublasOperation_t trans,
-                                                    cublasDiagType_t diag, int m, int n, const float* alpha,
-                                                    const float* const* a_array, int lda, float* const* b_array,
-                                                    int ldb, int batch_count) {
-  return guarded([&] {
-    return trsm_batched(ElementType::kFloat32, handle, side, uplo, trans, diag, m, n, alpha, a_array, lda, b_array, ldb,
-                        batch_count);
-  });
-}
-
-GPUBROKER_SIM_API cublasStatus_t cublasDtrsmBatched(cublasHandle_t handle, cublasSideMode_t side,
-                                                    cublasFillMode_t uplo, cublasOperation_t trans,
-                                                    cublasDiagType_t diag, int m, int n, const double* alpha,
-                                                    const double* const* a_array, int lda, double* const* b_array,
-                                                    int ldb, int batch_count) {
-  return guarded([&] {
-    return trsm_batched(ElementType::kFloat64, handle, side, uplo, trans, diag, m, n, alpha, a_array, lda, b_array, ldb,
-                        batch_count);
-  });
-}
+// X(upper, element type, ElementType): the batched TRSM of each real type.
+#define GPUBROKER_SIM_TRSM_TYPES(X) X(S, float, ElementType::kFloat32) X(D, double, ElementType::kFloat64)
+#define GPUBROKER_SIM_TRSM_EXPORT(U, T, type)                                                                       \
+  GPUBROKER_SIM_API cublasStatus_t cublas##U##trsmBatched(                                                          \
+      cublasHandle_t handle, cublasSideMode_t side, cublasFillMode_t uplo, cublasOperation_t trans,                 \
+      cublasDiagType_t diag, int m, int n, const T* alpha, const T* const* a_array, int lda, T* const* b_array,     \
+      int ldb, int batch_count) {                                                                                   \
+    return guarded([&] {                                                                                            \
+      return trsm_batched(type, handle, side, uplo, trans, diag, m, n, alpha, a_array, lda, b_array, ldb,           \
+                          batch_count);                                                                             \
+    });                                                                                                             \
+  }
+GPUBROKER_SIM_TRSM_TYPES(GPUBROKER_SIM_TRSM_EXPORT)
+#undef GPUBROKER_SIM_TRSM_EXPORT
+#undef GPUBROKER_SIM_TRSM_TYPES
 
 // X(upper, element type): the batched LU functions of each real type.
 #define GPUBROKER_SIM_LU_TYPES(X) X(S, float) X(D, double)
