@@ -529,6 +529,7 @@ CUresult launch_kernel(CUfunction function, GpubrokerSimDim3 grid, GpubrokerSimD
   if (CUresult result = resolve_stream(handle, &stream, &stream_context); result != CUDA_SUCCESS) return result;
   if (stream_context != context) return CUDA_ERROR_INVALID_HANDLE;  // another context's stream
   launch.implementation = find_kernel(launch.kernel->name);
+  launch.waits_for_other_streams = kernel_waits(launch.kernel->name);
   if (discovery_enabled()) {
     record_launch(*launch.kernel, grid, block, shared_bytes, launch.implementation != nullptr);
     if (launch.implementation == nullptr) launch.implementation = no_op_kernel;

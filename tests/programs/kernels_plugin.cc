@@ -2,6 +2,7 @@
 // the sim driver: the same arithmetic, one iteration per device thread of the launch, registered
 // under the names the fatbins give them (mangled where the source is C++).
 #include <cstring>
+#include <ctime>
 
 #include "gpubroker/sim/kernel_plugin.h"
 
@@ -68,7 +69,19 @@ int fill(const GpubrokerSimLaunch* l) {
   return 0;
 }
 
+// tests/programs/free_beside_busy.cu: runs until another stream sets the flag.
+int hold_until_set(const GpubrokerSimLaunch* l) {
+  const auto* flag = argument<const int*>(l, 0);
+  while (__atomic_load_n(flag, __ATOMIC_ACQUIRE) == 0) {
+    const timespec pause{0, 200'000};
+    nanosleep(&pause, nullptr);
+  }
+  return 0;
+}
+
 }  // namespace
+
+extern "C" const char* const gpubroker_sim_waiting_kernels[] = {"hold_until_set", nullptr};
 
 extern "C" void gpubroker_sim_plugin_init(GpubrokerSimRegisterKernel register_kernel) {
   register_kernel("vector_add", vector_add);
@@ -77,4 +90,5 @@ extern "C" void gpubroker_sim_plugin_init(GpubrokerSimRegisterKernel register_ke
   register_kernel("_Z5scaleIfEvPT_S0_i", scale<float>);  // scale<float>
   register_kernel("_Z5scaleIiEvPT_S0_i", scale<int>);    // scale<int>
   register_kernel("_ZN3ops4fillEPiii", fill);            // ops::fill
+  register_kernel("hold_until_set", hold_until_set);
 }
