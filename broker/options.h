@@ -22,6 +22,9 @@ struct BrokerOptions {
   std::optional<unsigned> sim_devices;  // devices the sim offers; unset: GPUBROKER_SIM_DEVICES, else 1
   std::optional<std::string> sim_kernels;  // kernel plugins, colon-separated ("" for none); unset: the default
   std::string sim_discover;  // the sim's discovery record; empty: discovery off
+  // Whose sessions share a CUDA context: each user's own (the default), or everyone's (trusted
+  // runners only: one session's kernels can then reach any other session's memory).
+  Isolation isolation = Isolation::kUid;
   std::vector<uid_t> allowed_uids;
   std::vector<gid_t> allowed_gids;
   std::uint64_t session_memory_limit = 0;  // bytes; 0: none
