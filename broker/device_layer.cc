@@ -217,7 +217,10 @@ ContextGroup::~ContextGroup() {
 DeviceResult<std::shared_ptr<const ContextGroup>> DeviceLayer::contexts_for(Isolation isolation, uid_t uid) const {
   if (isolation == Isolation::kNone) return shared_group_;
   std::lock_guard guard(groups_lock_);
-  if (auto existing = user_groups_[uid].lock()) return existing;
+  if (auto existing = user_groups_.find(uid); existing != user_groups_.end()) {
+    existing->second.idle_since_ns = 0;
+    return existing->second.group;
+  }
   const cuda::DriverTable& d = tables_.driver;
   auto group = std::shared_ptr<ContextGroup>(new ContextGroup(d));
   for (std::uint32_t ordinal = 0; ordinal < devices_.count; ++ordinal) {
@@ -234,13 +237,35 @@ DeviceResult<std::shared_ptr<const ContextGroup>> DeviceLayer::contexts_for(Isol
     group->owned_.push_back(std::make_unique<DeviceContext>(tables_, ordinal, made));
     group->contexts_.push_back(group->owned_.back().get());
   }
-  user_groups_[uid] = group;
-  std::erase_if(user_groups_, [](const auto& entry) { return entry.second.expired(); });
-  return std::shared_ptr<const ContextGroup>(std::move(group));
+  std::shared_ptr<const ContextGroup> made = std::move(group);
+  user_groups_[uid] = UserGroup{made, 0};
+  return made;
+}
+
+std::size_t DeviceLayer::release_idle_contexts(std::int64_t now_ns, std::int64_t linger_ns) const {
+  std::vector<std::shared_ptr<const ContextGroup>> expired;  // destroyed after the lock is let go
+  {
+    std::lock_guard guard(groups_lock_);
+    for (auto it = user_groups_.begin(); it != user_groups_.end();) {
+      UserGroup& user = it->second;
+      if (user.group.use_count() > 1) {  // a session holds it
+        user.idle_since_ns = 0;
+      } else if (user.idle_since_ns == 0) {
+        user.idle_since_ns = now_ns;
+      } else if (now_ns - user.idle_since_ns >= linger_ns) {
+        expired.push_back(std::move(user.group));
+        it = user_groups_.erase(it);
+        continue;
+      }
+      ++it;
+    }
+  }
+  return expired.size();
 }
 
 DeviceLayer::~DeviceLayer() {
   modules_.reset();   // unloaded through their contexts
+  user_groups_.clear();
   shared_group_.reset();
   contexts_.clear();  // their pollers' threads use the primary contexts
   for (std::size_t i = 0; i < primary_contexts_.size(); ++i) {

@@ -64,8 +64,9 @@ struct SimSettings {
 class DeviceLayer;
 
 // One context per device for the sessions of one isolation key (a user id, or everyone). A
-// session holds its group; the last holder of a user's group destroys its contexts (after the
-// sessions, whose objects live in them, are gone). Any thread.
+// session holds its group; a user's group outlives its last session by the layer's linger time
+// (a runner's discovery pass and the runner that follows it find it made), then the layer destroys
+// its contexts. Any thread.
 class ContextGroup {
  public:
   ContextGroup(const ContextGroup&) = delete;
@@ -109,6 +110,11 @@ class DeviceLayer {
   // cannot be made.
   [[nodiscard]] DeviceResult<std::shared_ptr<const ContextGroup>> contexts_for(Isolation isolation, uid_t uid) const;
 
+  // Destroys the contexts of users whose sessions have all been gone for `linger_ns` (each call
+  // notes which groups have no session now). Called from the broker's heartbeat; returns how many
+  // users' contexts it destroyed.
+  std::size_t release_idle_contexts(std::int64_t now_ns, std::int64_t linger_ns) const;
+
   // Modules shared between sessions (module_cache.h); the driver does the locking it needs.
   [[nodiscard]] ModuleCache& modules() const { return *modules_; }
 
@@ -128,8 +134,12 @@ class DeviceLayer {
   std::vector<cuda::CUcontext> primary_contexts_;  // retained by enumerate(), by ordinal
   std::vector<std::unique_ptr<DeviceContext>> contexts_;  // by ordinal
   std::shared_ptr<const ContextGroup> shared_group_;       // the primary contexts, for kNone
+  struct UserGroup {
+    std::shared_ptr<const ContextGroup> group;
+    std::int64_t idle_since_ns = 0;  // 0: a session holds it (as of the last release_idle_contexts)
+  };
   mutable std::mutex groups_lock_;
-  mutable std::map<uid_t, std::weak_ptr<const ContextGroup>> user_groups_;  // guarded by groups_lock_
+  mutable std::map<uid_t, UserGroup> user_groups_;  // guarded by groups_lock_
   std::unique_ptr<ModuleCache> modules_;
 };
 

@@ -161,11 +161,15 @@ int main(int argc, char** argv) {
       return handled;
     };
   };
+  const std::int64_t linger_ns = static_cast<std::int64_t>(options.context_linger_seconds) * 1'000'000'000;
   std::thread heartbeat([&] {
     while (!g_stop.load()) {
       std::array<std::uint64_t, wire::kMaxDevices> used{};
       for (std::size_t d = 0; d < used.size(); ++d) used[d] = counters.device_bytes_on[d].load(std::memory_order_relaxed);
       publisher.heartbeat(used);
+      if (std::size_t released = layer.release_idle_contexts(ipc::monotonic_ns(), linger_ns); released != 0) {
+        ipc::log(ipc::LogLevel::kInfo, "released the contexts of {} user(s) without a session", released);
+      }
       for (int i = 0; i < 10 && !g_stop.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   });

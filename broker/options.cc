@@ -75,6 +75,9 @@ std::string apply(BrokerOptions& o, const std::string& key, const std::string& v
     if (value == "uid") o.isolation = Isolation::kUid;
     else if (value == "none") o.isolation = Isolation::kNone;
     else return fmt::format("--isolation must be uid or none, not '{}'", value);
+  } else if (key == "context-linger") {
+    auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), o.context_linger_seconds);
+    if (ec != std::errc() || p != value.data() + value.size()) return fmt::format("--context-linger takes seconds, not '{}'", value);
   } else if (key == "allow-uid") {
     if (!parse_id_list(value, o.allowed_uids)) return fmt::format("bad uid list '{}'", value);
   } else if (key == "allow-gid") {
@@ -150,6 +153,7 @@ const char* usage_text() {
          "  --isolation=uid|none        uid (default): each user's sessions run in CUDA contexts of their\n"
          "                              own, which no other user's kernel can reach; none: one context for\n"
          "                              all (trusted runners only: any session's kernel can reach any memory)\n"
+         "  --context-linger=SECONDS    how long a user's contexts outlive its last session (default 60)\n"
          "  --allow-uid=UID[,UID...]    peers allowed by user id (default: anyone who can open the socket)\n"
          "  --allow-gid=GID[,GID...]    peers allowed by primary group id\n"
          "  --session-memory-limit=SIZE device memory one session may hold on each device (e.g. 8G;\n"
