@@ -9,6 +9,7 @@ DeviceContext::DeviceContext(const DriverTables& tables, std::uint32_t ordinal, 
   if (tables.blas_loaded) blas_.emplace(*this, tables.blas);
   if (tables.blas_lt_loaded) blas_lt_.emplace(*this, tables.blas_lt);
   completions_ = std::make_unique<CompletionPoller>(*this);
+  releases_ = std::make_unique<DeferredFrees>(*this);
 }
 
 DeviceContext::~DeviceContext() = default;

@@ -25,6 +25,7 @@
 #include <optional>
 
 #include "broker/completion_poller.h"
+#include "broker/device_releases.h"
 #include "gpubroker/cuda/cublas_api.h"
 #include "gpubroker/cuda/cublaslt_abi.h"
 #include "gpubroker/cuda/driver_api.h"
@@ -87,6 +88,9 @@ class DeviceContext {
   // Completes the requests that wait for this context's work (completion_poller.h).
   [[nodiscard]] CompletionPoller& completions() const { return *completions_; }
 
+  // Frees the device memory sessions let go of, without making them wait (device_releases.h).
+  [[nodiscard]] DeferredFrees& releases() const { return *releases_; }
+
   // cuBLAS and cuBLASLt in this context; nullptr where no such library is usable (cuBLAS requests
   // then fail with NOT_INITIALIZED, cuBLASLt matmuls with NOT_SUPPORTED).
   [[nodiscard]] const BlasCalls* blas() const { return blas_ ? &*blas_ : nullptr; }
@@ -113,6 +117,7 @@ class DeviceContext {
   std::optional<BlasCalls> blas_;
   std::optional<BlasLtCalls> blas_lt_;
   std::unique_ptr<CompletionPoller> completions_;
+  std::unique_ptr<DeferredFrees> releases_;  // destroyed first: its last frees use the poller's context
 };
 
 #undef GPUBROKER_IN_CONTEXT

@@ -110,9 +110,12 @@ DeviceResult<std::unique_ptr<DeviceLayer>> DeviceLayer::load(const std::string& 
   if (auto configured = layer->configure_sim(sim); !configured) return configured.error();
   if (auto enumerated = layer->enumerate(); !enumerated) return enumerated.error();
   layer->load_blas();
+  auto shared = std::shared_ptr<ContextGroup>(new ContextGroup(layer->tables_.driver));
   for (std::uint32_t ordinal = 0; ordinal < layer->primary_contexts_.size(); ++ordinal) {
     layer->contexts_.push_back(std::make_unique<DeviceContext>(layer->tables_, ordinal, layer->primary_contexts_[ordinal]));
+    shared->contexts_.push_back(layer->contexts_.back().get());
   }
+  layer->shared_group_ = std::move(shared);
   layer->modules_ = std::make_unique<ModuleCache>();
   return layer;
 }
@@ -206,8 +209,64 @@ void DeviceLayer::load_blas() {
   });
 }
 
+ContextGroup::~ContextGroup() {
+  owned_.clear();  // their pollers and release threads first
+  for (cuda::CUcontext context : created_) (void)driver_.ctx_destroy(context);
+}
+
+DeviceResult<std::shared_ptr<const ContextGroup>> DeviceLayer::contexts_for(Isolation isolation, uid_t uid) const {
+  if (isolation == Isolation::kNone) return shared_group_;
+  std::lock_guard guard(groups_lock_);
+  if (auto existing = user_groups_.find(uid); existing != user_groups_.end()) {
+    existing->second.idle_since_ns = 0;
+    return existing->second.group;
+  }
+  const cuda::DriverTable& d = tables_.driver;
+  auto group = std::shared_ptr<ContextGroup>(new ContextGroup(d));
+  for (std::uint32_t ordinal = 0; ordinal < devices_.count; ++ordinal) {
+    cuda::CUcontext made = nullptr;
+    // cuCtxCreate makes the new context current on this thread; popping it leaves the thread as
+    // it was, which DeviceContext's per-thread record of the current context relies on.
+    if (cuda::CUresult r = d.ctx_create(&made, 0, static_cast<cuda::CUdevice>(ordinal)); r != cuda::CUDA_SUCCESS) {
+      return DeviceError{DeviceErrc::kContextFailed,
+                         fmt::format("cuCtxCreate on device {} for uid {}: {}", ordinal, uid, cuda_error_text(d, r))};
+    }
+    group->created_.push_back(made);
+    cuda::CUcontext popped = nullptr;
+    (void)d.ctx_pop_current(&popped);
+    group->owned_.push_back(std::make_unique<DeviceContext>(tables_, ordinal, made));
+    group->contexts_.push_back(group->owned_.back().get());
+  }
+  std::shared_ptr<const ContextGroup> made = std::move(group);
+  user_groups_[uid] = UserGroup{made, 0};
+  return made;
+}
+
+std::size_t DeviceLayer::release_idle_contexts(std::int64_t now_ns, std::int64_t linger_ns) const {
+  std::vector<std::shared_ptr<const ContextGroup>> expired;  // destroyed after the lock is let go
+  {
+    std::lock_guard guard(groups_lock_);
+    for (auto it = user_groups_.begin(); it != user_groups_.end();) {
+      UserGroup& user = it->second;
+      if (user.group.use_count() > 1) {  // a session holds it
+        user.idle_since_ns = 0;
+      } else if (user.idle_since_ns == 0) {
+        user.idle_since_ns = now_ns;
+      } else if (now_ns - user.idle_since_ns >= linger_ns) {
+        expired.push_back(std::move(user.group));
+        it = user_groups_.erase(it);
+        continue;
+      }
+      ++it;
+    }
+  }
+  return expired.size();
+}
+
 DeviceLayer::~DeviceLayer() {
   modules_.reset();   // unloaded through their contexts
+  user_groups_.clear();
+  shared_group_.reset();
   contexts_.clear();  // their pollers' threads use the primary contexts
   for (std::size_t i = 0; i < primary_contexts_.size(); ++i) {
     tables_.driver.primary_ctx_release(static_cast<cuda::CUdevice>(i));

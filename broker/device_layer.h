@@ -5,13 +5,20 @@
 // wire::DeviceTable that sessions hand to their clients.
 //
 // Per device (by broker ordinal, the index into devices()) it holds a DeviceContext: the primary
-// context, through which every call on that device runs, with its completion poller.
+// context, with its completion poller. Sessions reach devices through a ContextGroup, one
+// context per device: the primary contexts for everyone (Isolation::kNone), or contexts of
+// their own per user id (Isolation::kUid), so that one user's kernels cannot reach another
+// user's memory: a GPU gives each context its own page tables.
 //
 // Created once at broker start-up, on the main thread; read-only afterwards, so any thread may use
 // it (the driver itself is thread-safe).
 #pragma once
 
 #include <boost/outcome/result.hpp>
+#include <sys/types.h>
+
+#include <map>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,6 +31,7 @@
 namespace gpubroker::broker {
 
 enum class DriverChoice { kAuto, kCuda, kSim };
+enum class Isolation { kUid, kNone };
 enum class DriverKind { kCuda, kSim };
 
 enum class DeviceErrc {
@@ -53,6 +61,32 @@ struct SimSettings {
   std::string discover;  // the discovery record (gpubroker/sim/sim_driver.h); empty: off
 };
 
+class DeviceLayer;
+
+// One context per device for the sessions of one isolation key (a user id, or everyone). A
+// session holds its group; a user's group outlives its last session by the layer's linger time
+// (a runner's discovery pass and the runner that follows it find it made), then the layer destroys
+// its contexts. Any thread.
+class ContextGroup {
+ public:
+  ContextGroup(const ContextGroup&) = delete;
+  ContextGroup& operator=(const ContextGroup&) = delete;
+  ~ContextGroup();
+
+  [[nodiscard]] const DeviceContext& context(std::uint32_t ordinal) const { return *contexts_.at(ordinal); }
+  // Whether these contexts are this group's own (a user's), not the primary ones everyone shares.
+  [[nodiscard]] bool isolated() const { return !created_.empty(); }
+
+ private:
+  friend class DeviceLayer;
+  explicit ContextGroup(const cuda::DriverTable& driver) : driver_(driver) {}
+
+  const cuda::DriverTable& driver_;
+  std::vector<const DeviceContext*> contexts_;     // by ordinal
+  std::vector<std::unique_ptr<DeviceContext>> owned_;  // an isolated group's, by ordinal
+  std::vector<cuda::CUcontext> created_;           // cuCtxCreate's, destroyed after owned_
+};
+
 class DeviceLayer {
  public:
   // kAuto: the real driver when it loads and reports a device, else the sim driver. `sim_library`
@@ -70,6 +104,16 @@ class DeviceLayer {
   // Device `ordinal`'s primary context: where the sessions' calls on that device run. cuBLAS is
   // the sim driver's own, or the system's libcublas.so.13 (else .12), and cuBLASLt likewise.
   [[nodiscard]] const DeviceContext& context(std::uint32_t ordinal) const { return *contexts_.at(ordinal); }
+
+  // The contexts a session of user `uid` runs in: under kUid that user's own (made by its first
+  // session), under kNone the primary ones. nullptr with the driver's error text when a context
+  // cannot be made.
+  [[nodiscard]] DeviceResult<std::shared_ptr<const ContextGroup>> contexts_for(Isolation isolation, uid_t uid) const;
+
+  // Destroys the contexts of users whose sessions have all been gone for `linger_ns` (each call
+  // notes which groups have no session now). Called from the broker's heartbeat; returns how many
+  // users' contexts it destroyed.
+  std::size_t release_idle_contexts(std::int64_t now_ns, std::int64_t linger_ns) const;
 
   // Modules shared between sessions (module_cache.h); the driver does the locking it needs.
   [[nodiscard]] ModuleCache& modules() const { return *modules_; }
@@ -89,6 +133,13 @@ class DeviceLayer {
   wire::DeviceTable devices_{};
   std::vector<cuda::CUcontext> primary_contexts_;  // retained by enumerate(), by ordinal
   std::vector<std::unique_ptr<DeviceContext>> contexts_;  // by ordinal
+  std::shared_ptr<const ContextGroup> shared_group_;       // the primary contexts, for kNone
+  struct UserGroup {
+    std::shared_ptr<const ContextGroup> group;
+    std::int64_t idle_since_ns = 0;  // 0: a session holds it (as of the last release_idle_contexts)
+  };
+  mutable std::mutex groups_lock_;
+  mutable std::map<uid_t, UserGroup> user_groups_;  // guarded by groups_lock_
   std::unique_ptr<ModuleCache> modules_;
 };
 

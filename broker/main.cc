@@ -81,8 +81,19 @@ int main(int argc, char** argv) {
   listener_options.policy.gids = options.allowed_gids;
   listener_options.pipe_bytes = options.pipe_bytes;
   listener_options.arena_bytes = options.arena_bytes;
-  listener_options.prepare_control = [&layer](wire::ControlSegment& control, const wire::Hello&,
-                                              const ipc::PeerCredentials&) { control.devices = layer.devices(); };
+  const broker::Isolation isolation = options.isolation;
+  listener_options.prepare_control = [&layer, isolation](wire::ControlSegment& control, const wire::Hello&,
+                                                         const ipc::PeerCredentials&) {
+    control.devices = layer.devices();
+    // A VMM mapping belongs to the process, not to a context: every context of the broker could
+    // reach it. So with contexts per user the broker serves no VMM, and says so as a device
+    // without it would (ggml then allocates with cudaMalloc).
+    if (isolation == broker::Isolation::kUid) {
+      for (wire::DeviceRecord& device : control.devices.devices) {
+        device.attributes[cuda::CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED] = 0;
+      }
+    }
+  };
   auto listener = ipc::Listener::bind(listener_options);
   if (!listener) {
     ipc::log(ipc::LogLevel::kError, "cannot listen on {}: {}", options.socket_path, ipc::describe(listener.error()));
@@ -118,8 +129,19 @@ int main(int argc, char** argv) {
   broker::BrokerCounters counters;
   const broker::SessionLimits limits{options.session_memory_limit, options.session_host_memory_limit};
   auto make_handler = [&](const ipc::ServerSession& accepted) -> ipc::RequestHandler {
-    auto device_session = std::make_shared<broker::DeviceSession>(layer, limits, counters);
     auto transport = ipc::make_transport_handler();
+    auto contexts = layer.contexts_for(isolation, accepted.peer().uid);
+    if (!contexts) {
+      // No context of its own for this user (device memory, most likely): every device call of
+      // the session fails, none runs anywhere else.
+      ipc::log(ipc::LogLevel::kError, "session {}: {}", accepted.id(), contexts.error().detail);
+      return [transport](ipc::ServerSession& session, const wire::RequestSlot& request) -> ipc::Result<void> {
+        if (is_transport_kind(request.header.kind)) return transport(session, request);
+        if ((request.header.flags & wire::kSynchronous) != 0) session.complete(request.header, cuda::CUDA_ERROR_OUT_OF_MEMORY);
+        return boost::outcome_v2::success();
+      };
+    }
+    auto device_session = std::make_shared<broker::DeviceSession>(layer, std::move(contexts.value()), limits, counters);
     auto writer = std::make_shared<broker::SessionStatsWriter>(publisher.open_session(
         accepted.id(), accepted.hello().pid, accepted.hello().abi, accepted.hello().program));
     // Every synchronous request is timed for the latency histogram; of the posted ones (launches,
@@ -139,11 +161,15 @@ int main(int argc, char** argv) {
       return handled;
     };
   };
+  const std::int64_t linger_ns = static_cast<std::int64_t>(options.context_linger_seconds) * 1'000'000'000;
   std::thread heartbeat([&] {
     while (!g_stop.load()) {
       std::array<std::uint64_t, wire::kMaxDevices> used{};
       for (std::size_t d = 0; d < used.size(); ++d) used[d] = counters.device_bytes_on[d].load(std::memory_order_relaxed);
       publisher.heartbeat(used);
+      if (std::size_t released = layer.release_idle_contexts(ipc::monotonic_ns(), linger_ns); released != 0) {
+        ipc::log(ipc::LogLevel::kInfo, "released the contexts of {} user(s) without a session", released);
+      }
       for (int i = 0; i < 10 && !g_stop.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   });

@@ -71,6 +71,13 @@ std::string apply(BrokerOptions& o, const std::string& key, const std::string& v
     o.sim_kernels = value == "none" ? "" : value;
   } else if (key == "sim-discover") {
     o.sim_discover = value;
+  } else if (key == "isolation") {
+    if (value == "uid") o.isolation = Isolation::kUid;
+    else if (value == "none") o.isolation = Isolation::kNone;
+    else return fmt::format("--isolation must be uid or none, not '{}'", value);
+  } else if (key == "context-linger") {
+    auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), o.context_linger_seconds);
+    if (ec != std::errc() || p != value.data() + value.size()) return fmt::format("--context-linger takes seconds, not '{}'", value);
   } else if (key == "allow-uid") {
     if (!parse_id_list(value, o.allowed_uids)) return fmt::format("bad uid list '{}'", value);
   } else if (key == "allow-gid") {
@@ -143,6 +150,10 @@ const char* usage_text() {
          "                              the ggml kernels next to the sim driver, which run llama.cpp)\n"
          "  --sim-discover=FILE         the sim records each distinct kernel a run launches in FILE, and runs\n"
          "                              a kernel it has no host implementation for as a no-op\n"
+         "  --isolation=uid|none        uid (default): each user's sessions run in CUDA contexts of their\n"
+         "                              own, which no other user's kernel can reach; none: one context for\n"
+         "                              all (trusted runners only: any session's kernel can reach any memory)\n"
+         "  --context-linger=SECONDS    how long a user's contexts outlive its last session (default 60)\n"
          "  --allow-uid=UID[,UID...]    peers allowed by user id (default: anyone who can open the socket)\n"
          "  --allow-gid=GID[,GID...]    peers allowed by primary group id\n"
          "  --session-memory-limit=SIZE device memory one session may hold on each device (e.g. 8G;\n"

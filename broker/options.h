@@ -22,6 +22,12 @@ struct BrokerOptions {
   std::optional<unsigned> sim_devices;  // devices the sim offers; unset: GPUBROKER_SIM_DEVICES, else 1
   std::optional<std::string> sim_kernels;  // kernel plugins, colon-separated ("" for none); unset: the default
   std::string sim_discover;  // the sim's discovery record; empty: discovery off
+  // Whose sessions share a CUDA context: each user's own (the default), or everyone's (trusted
+  // runners only: one session's kernels can then reach any other session's memory).
+  Isolation isolation = Isolation::kUid;
+  // How long a user's contexts outlive the user's last session (a discovery pass and the runner
+  // after it should not make them twice: a context costs a GPU tens of milliseconds to make).
+  std::uint64_t context_linger_seconds = 60;
   std::vector<uid_t> allowed_uids;
   std::vector<gid_t> allowed_gids;
   std::uint64_t session_memory_limit = 0;  // bytes; 0: none

@@ -84,10 +84,15 @@ struct DestroyLtHandle {
   const BlasLtCalls* lt;
   int operator()(cuda::lt::cublasLtHandle_t handle) const { return lt->destroy(handle); }
 };
-// Device memory the broker holds for itself (never the client's to name or free).
+// Device memory the broker holds for itself (never the client's to name or free); freed on the
+// context's release thread, so that no session waits for another's work (device_releases.h).
 struct FreeBrokerMemory {
   const DeviceContext* context;
-  int operator()(cuda::CUdeviceptr pointer) const { return context->mem_free(pointer); }
+  std::uint64_t bytes;
+  int operator()(cuda::CUdeviceptr pointer) const {
+    (void)context->releases().free_later(pointer, bytes);
+    return 0;
+  }
 };
 // Host registrations are portable (every context's): any context unregisters them.
 struct UnregisterHost {

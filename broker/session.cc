@@ -27,8 +27,9 @@ constexpr auto kBlasKinds = [] {
 
 }  // namespace
 
-DeviceSession::DeviceSession(const DeviceLayer& device, const SessionLimits& limits, BrokerCounters& counters)
-    : device_(device), limits_(limits), counters_(counters), counted_(counters), memory_(*this), vmm_(*this), streams_(*this), modules_(*this), blas_(*this), graphs_(*this),
+DeviceSession::DeviceSession(const DeviceLayer& device, std::shared_ptr<const ContextGroup> contexts,
+                             const SessionLimits& limits, BrokerCounters& counters)
+    : device_(device), contexts_(std::move(contexts)), limits_(limits), counters_(counters), counted_(counters), memory_(*this), vmm_(*this), streams_(*this), modules_(*this), blas_(*this), graphs_(*this),
       host_funcs_(*this) {}
 
 // The areas go after this, in reverse order of their members (session.h), and the session leaves

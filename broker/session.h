@@ -72,7 +72,9 @@ struct SessionLimits {
 
 class DeviceSession {
  public:
-  DeviceSession(const DeviceLayer& device, const SessionLimits& limits, BrokerCounters& counters);
+  // `contexts`: where the session's work runs (DeviceLayer::contexts_for its user).
+  DeviceSession(const DeviceLayer& device, std::shared_ptr<const ContextGroup> contexts, const SessionLimits& limits,
+                BrokerCounters& counters);
   DeviceSession(const DeviceSession&) = delete;
   DeviceSession& operator=(const DeviceSession&) = delete;
   ~DeviceSession();  // reclaims everything
@@ -113,8 +115,10 @@ class DeviceSession {
   [[nodiscard]] std::uint32_t current_device() const { return current_; }
   [[nodiscard]] std::uint32_t device_count() const { return device_.devices().count; }
   // The context in which the session's calls on `device` run, and the current device's.
-  [[nodiscard]] const DeviceContext& context(std::uint32_t device) const { return device_.context(device); }
-  [[nodiscard]] const DeviceContext& current_context() const { return device_.context(current_); }
+  [[nodiscard]] const DeviceContext& context(std::uint32_t device) const { return contexts_->context(device); }
+  [[nodiscard]] const DeviceContext& current_context() const { return contexts_->context(current_); }
+  // Whether the session's contexts are its user's own (--isolation=uid), not shared by everyone.
+  [[nodiscard]] bool isolated() const { return contexts_->isolated(); }
 
   // Which piece of the session's memory a range is: every allocation, module global variable and
   // VMM mapping gets a serial of its own when it is made, and the epoch moves whenever the session
@@ -171,6 +175,7 @@ class DeviceSession {
   void quiesce();
 
   const DeviceLayer& device_;
+  std::shared_ptr<const ContextGroup> contexts_;  // outlives the areas, whose objects live in it
   SessionLimits limits_;
   BrokerCounters& counters_;
   // Counts the session in the broker's totals from its construction until after its areas are

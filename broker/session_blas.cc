@@ -394,7 +394,7 @@ cuda::CUdeviceptr SessionBlas::upload_arrays(Handle& h, std::vector<std::uint64_
     copy.capacity = 0;
     cuda::CUdeviceptr device = 0;
     if (context.mem_alloc(&device, bytes) != CUDA_SUCCESS) return 0;
-    copy.device.emplace(device, FreeBrokerMemory{&context}, nullptr);
+    copy.device.emplace(device, FreeBrokerMemory{&context, bytes}, nullptr);
     copy.capacity = bytes;
   }
   if (!copy.done) {

@@ -42,15 +42,20 @@ std::uint64_t batch_bytes(std::int64_t stride, std::uint64_t one, std::uint64_t 
   return total;
 }
 
+// Out of the session's hands now; the driver frees it on the context's release thread, once the
+// context's work is done (cuMemFree waits for all of it), so that this session waits for nobody.
 int SessionMemory::FreeDeviceMemory::operator()(cuda::CUdeviceptr pointer) const {
   session->uncount_device_bytes(device, bytes);
   session->memory_released();
-  // cuMemFree synchronizes with outstanding work on the memory, as cudaFree does.
-  return session->context(device).mem_free(pointer);
+  DeferredFrees& releases = session->context(device).releases();
+  const DeferredFrees::Ticket released = releases.released_through();
+  std::erase_if(*pending, [&](const PendingRelease& p) { return p.ticket <= released; });  // kept short
+  pending->push_back({releases.free_later(pointer, bytes), bytes});
+  return 0;
 }
 
 SessionMemory::SessionMemory(DeviceSession& session)
-    : session_(session), staging_events_(session.device_count()) {}
+    : session_(session), pending_releases_(session.device_count()), staging_events_(session.device_count()) {}
 
 bool SessionMemory::owns_allocation(std::uint64_t pointer, std::uint64_t bytes) const {
   return inside_one(allocations_, pointer, bytes);
@@ -74,29 +79,43 @@ Outcome<wire::PointerResult> SessionMemory::allocate(CallContext&, const wire::M
   if (r.bytes == 0) return wire::PointerResult{0};
   if (!session_.may_allocate(r.device, r.bytes)) return CallError{CUDA_ERROR_OUT_OF_MEMORY};
   cuda::CUdeviceptr address = 0;  // on the device the allocation names, whichever is current
-  if (CUresult result = session_.context(r.device).mem_alloc(&address, r.bytes); result != CUDA_SUCCESS) {
-    return CallError{result};
+  const DeviceContext& context = session_.context(r.device);
+  CUresult result = context.mem_alloc(&address, r.bytes);
+  if (result == CUDA_ERROR_OUT_OF_MEMORY && context.releases().pending_bytes() > 0) {
+    context.releases().wait_until_released();  // memory on its way back: worth the wait
+    result = context.mem_alloc(&address, r.bytes);
   }
+  if (result != CUDA_SUCCESS) return CallError{result};
   session_.count_device_bytes(r.device, r.bytes);
   allocations_.emplace(address, Allocation{r.bytes, r.device, session_.new_memory_serial(),
-                                           Owned(address, FreeDeviceMemory{&session_, r.device, r.bytes},
+                                           Owned(address, FreeDeviceMemory{&session_, r.device, r.bytes, &pending_releases_[r.device]},
                                                  &session_.counters().allocations)});
   return wire::PointerResult{address};
 }
 
-Outcome<wire::NoReply> SessionMemory::free(CallContext&, const wire::HandleRequest& request) {
+// As cudaFree: answered once the session's own work on the device is done; the range is no longer
+// the session's from this moment, and the driver frees it later (FreeDeviceMemory).
+Outcome<wire::NoReply> SessionMemory::free(CallContext& call, const wire::HandleRequest& request) {
   if (request.handle == 0) return wire::NoReply{};  // cudaFree(nullptr)
   auto it = allocations_.find(request.handle);
   if (it == allocations_.end()) return CallError{CUDA_ERROR_INVALID_VALUE};  // not this session's
-  const int r = it->second.owner.reset();
+  const DeviceContext& context = session_.context(it->second.device);
   allocations_.erase(it);
-  return answer(r);
+  return session_.streams().synchronize_for_free(call, context);
 }
 
 Outcome<wire::MemInfoResult> SessionMemory::info(CallContext&, const wire::DeviceRequest& request) {
   if (request.device >= session_.device().devices().count) return CallError{cuda::CUDA_ERROR_INVALID_DEVICE};
+  const DeviceContext& context = session_.context(request.device);
   std::size_t free = 0, total = 0;  // of the device asked about, whichever is current
-  const CUresult r = session_.context(request.device).mem_get_info(&free, &total);
+  const CUresult r = context.mem_get_info(&free, &total);
+  // What this session freed is free to it, as after a native cudaFree (which waited for the
+  // release). Read after the driver's figure: a release done by then is in that figure.
+  const DeferredFrees::Ticket released = context.releases().released_through();
+  std::vector<PendingRelease>& pending = pending_releases_[request.device];
+  std::erase_if(pending, [&](const PendingRelease& p) { return p.ticket <= released; });
+  for (const PendingRelease& p : pending) free += p.bytes;
+  free = std::min<std::size_t>(free, total);
   wire::MemInfoResult info{free, total};
   const std::uint64_t limit = session_.limits().device_memory_bytes;
   if (limit != 0 && limit < total) {

@@ -61,11 +61,16 @@ class SessionMemory {
   Outcome<wire::NoReply> unregister_arena(CallContext& call, const wire::ArenaRange& range);
 
  private:
+  struct PendingRelease {
+    DeferredFrees::Ticket ticket;
+    std::uint64_t bytes;
+  };
   // Frees a cuMemAlloc allocation and counts it out of the session's and the broker's totals.
   struct FreeDeviceMemory {
     DeviceSession* session;
     std::uint32_t device;
     std::uint64_t bytes;
+    std::vector<PendingRelease>* pending;  // the device's entry of pending_releases_
     int operator()(cuda::CUdeviceptr pointer) const;
   };
   struct Allocation {
@@ -88,6 +93,9 @@ class SessionMemory {
   bool staging_tried_ = false;
   std::map<std::uint64_t, PinnedRange> arena_ranges_;  // registered, by arena offset
   std::uint64_t pinned_bytes_ = 0;
+  // By device: what the session freed that the driver may not have released yet (cudaMemGetInfo
+  // counts it as free). Outlives allocations_, whose destruction adds to it.
+  std::vector<std::vector<PendingRelease>> pending_releases_;
   std::map<std::uint64_t, Allocation> allocations_;  // by device address
   // Staged copies keep this many pipe chunks in flight, each followed by an event of its own.
   static constexpr unsigned kStagingWindow = 8;

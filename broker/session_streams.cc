@@ -324,11 +324,24 @@ Outcome<float> SessionStreams::elapsed_time(CallContext&, const wire::EventPairR
 // every visible device).
 Outcome<wire::NoReply> SessionStreams::synchronize_all(CallContext& call, wire::NoPayload) {
   const DeviceContext& context = session_.current_context();
-  std::vector<cuda::CUstream> all;
+  return complete_after(call, context, streams_on(context, true));
+}
+
+// cudaFree's wait: this session's work on the memory's device, never another session's. A stream
+// being captured has queued nothing yet (a graph over the memory is refused at launch once it is
+// freed), so it is passed by rather than refusing the free.
+Outcome<wire::NoReply> SessionStreams::synchronize_for_free(CallContext& call, const DeviceContext& context) {
+  return complete_after(call, context, streams_on(context, false));
+}
+
+std::vector<cuda::CUstream> SessionStreams::streams_on(const DeviceContext& context, bool capturing_too) const {
+  std::vector<cuda::CUstream> found;
   for (const auto& [id, stream] : streams_) {
-    if (stream.context == &context) all.push_back(stream.owner.get());
+    if (stream.context != &context) continue;
+    if (!capturing_too && any_capturing(context, std::span(&stream.owner.get(), 1))) continue;
+    found.push_back(stream.owner.get());
   }
-  return complete_after(call, context, all);
+  return found;
 }
 
 }  // namespace gpubroker::broker

@@ -72,6 +72,9 @@ class SessionStreams {
   Outcome<float> elapsed_time(CallContext& call, const wire::EventPairRequest& request);
   Outcome<wire::NoReply> synchronize_all(CallContext& call, wire::NoPayload);
 
+  // Completes `call` once this session's streams on `context` (not being captured) are done.
+  Outcome<wire::NoReply> synchronize_for_free(CallContext& call, const DeviceContext& context);
+
  private:
   struct Stream {
     OwnedStream owner;
@@ -87,6 +90,7 @@ class SessionStreams {
   cuda::CUresult join_legacy(std::uint64_t key, const SessionStream& stream);
   void forget_blocking(std::uint64_t key);
   [[nodiscard]] static bool any_capturing(const DeviceContext& context, std::span<const cuda::CUstream> streams);
+  [[nodiscard]] std::vector<cuda::CUstream> streams_on(const DeviceContext& context, bool capturing_too) const;
 
   DeviceSession& session_;
   // Members are destroyed bottom-up: the events before the streams they were recorded on.

@@ -109,7 +109,11 @@ Outcome<std::uint64_t> SessionVmm::granularity(CallContext&, const wire::VmmGran
   return answer(r, static_cast<std::uint64_t>(granularity));
 }
 
+// A mapping is the process's, visible to every context of the broker on that device: with
+// contexts per user (--isolation=uid) it would cross the boundary, so none is made; the device
+// says it has no VMM (broker/main.cc), as a device without it would.
 Outcome<wire::PointerResult> SessionVmm::reserve(CallContext&, const wire::VmmReserveRequest& v) {
+  if (session_.isolated()) return CallError{cuda::CUDA_ERROR_NOT_SUPPORTED};
   if (v.size == 0) return CallError{CUDA_ERROR_INVALID_VALUE};
   if (v.size > kMaxReservedBytes - reserved_bytes_ || reservations_.size() >= kMaxReservations) {
     return CallError{CUDA_ERROR_OUT_OF_MEMORY};
@@ -136,6 +140,7 @@ Outcome<wire::NoReply> SessionVmm::free_address(CallContext&, const wire::VmmRan
 }
 
 Outcome<std::uint64_t> SessionVmm::create(CallContext&, const wire::VmmCreateRequest& v) {
+  if (session_.isolated()) return CallError{cuda::CUDA_ERROR_NOT_SUPPORTED};  // as reserve()
   if (v.device >= session_.device().devices().count) return CallError{cuda::CUDA_ERROR_INVALID_DEVICE};
   if (v.size == 0) return CallError{CUDA_ERROR_INVALID_VALUE};
   // An exportable handle would name broker memory in the client's process: not offered.

@@ -7,13 +7,18 @@
 //
 // Model:
 // - One primary context per device, created by cuInit and never destroyed: releasing the last
-//   reference keeps its objects (the real driver would destroy them). The current context is
-//   per thread (cuCtxSetCurrent); calls that need one fail with CUDA_ERROR_INVALID_CONTEXT.
+//   reference keeps its objects (the real driver would destroy them). cuCtxCreate adds contexts of
+//   a device; cuCtxDestroy retires one (its objects must have been released: the sim frees none of
+//   them). The current context is per thread (cuCtxSetCurrent, with cuCtxCreate/cuCtxPopCurrent's
+//   stack below it); calls that need one fail with CUDA_ERROR_INVALID_CONTEXT.
 //   Streams, events and modules belong to the context current when they were made, and the sim
 //   keeps the rules a GPU keeps between contexts where a caller could break them unnoticed: an
 //   event is recorded only on a stream of its own context, and a kernel is launched only from
 //   the current context's modules onto its streams (else CUDA_ERROR_INVALID_HANDLE). Waits,
-//   queries and copies work across contexts, as on a GPU with unified addressing.
+//   queries and copies work across contexts, as on a GPU with unified addressing. A kernel,
+//   though, reaches only its own context's device memory (and every context's VMM mappings and
+//   registered host memory): a GPU gives each context its own page tables, and a kernel pointed at
+//   another context's allocation faults (memory_accessible refuses it, and the launch fails 700).
 // - Device memory is host memory: a CUdeviceptr is the host address (mmap, MAP_NORESERVE, so a
 //   large allocation commits nothing until touched), page aligned. Free memory per device is the
 //   configured total less cuMemAlloc blocks, module globals and live VMM physical allocations.
@@ -90,6 +95,7 @@ std::size_t round_up(std::size_t value, std::size_t multiple) {
 
 struct Context {
   int device = 0;
+  bool destroyed = false;              // by cuCtxDestroy; guarded by Driver::mutex
   int retains = 0;                     // guarded by Driver::mutex
   std::shared_ptr<Stream> null_stream;  // set by cuInit
   // cuCtxGetLimit/cuCtxSetLimit, an H100's defaults; guarded by Driver::mutex.
@@ -108,7 +114,8 @@ struct Allocation {
   std::size_t bytes = 0;         // as requested
   std::size_t mapped_bytes = 0;  // page-rounded, what mmap returned and what is accounted
   int device = 0;
-  bool module_owned = false;  // cuMemFree refuses these
+  bool module_owned = false;          // cuMemFree refuses these
+  const Context* context = nullptr;  // whose kernels may reach it
 };
 
 // A cuMemCreate allocation: a memfd, mapped at reserved addresses by cuMemMap.
@@ -201,6 +208,8 @@ struct Driver {
   std::unordered_map<std::uint64_t, std::shared_ptr<Graph>> execs;
   std::unordered_map<std::uint64_t, Module> modules;
   std::unordered_map<std::uint64_t, Function> functions;
+  // cuCtxCreate's contexts, live and destroyed (kept: objects and streams may still name them).
+  std::vector<std::unique_ptr<Context>> created_contexts;
 };
 
 Driver& driver() {
@@ -209,6 +218,28 @@ Driver& driver() {
 }
 
 thread_local Context* current_context = nullptr;
+// The contexts below the current one on this thread's stack (cuCtxCreate pushes, cuCtxPopCurrent
+// pops; cuCtxSetCurrent replaces the top).
+thread_local std::vector<Context*> contexts_below;
+// The context of the kernel this thread is running (operations.cc sets it around a launch).
+thread_local const void* running_kernel_context = nullptr;
+
+// Every live context: the primary ones and cuCtxCreate's. Caller holds mutex.
+template <class Visit>
+void for_each_context_locked(Visit&& visit) {
+  for (const auto& device : driver().devices) visit(device->context);
+  for (const auto& created : driver().created_contexts) {
+    if (!created->destroyed) visit(*created);
+  }
+}
+
+Context* find_context_locked(CUcontext handle) {
+  Context* found = nullptr;
+  for_each_context_locked([&](Context& context) {
+    if (reinterpret_cast<CUcontext>(&context) == handle) found = &context;
+  });
+  return found;
+}
 
 template <class Body>
 CUresult guarded(Body&& body) {
@@ -305,14 +336,19 @@ std::shared_ptr<Event> find_event(CUevent handle, Context** context = nullptr) {
 
 // Whether [begin, begin + bytes) lies inside one cuMemAlloc block, or inside VMM mappings that
 // are contiguous and accessible (readable; writable too with `write`). Caller holds the mutex.
-bool device_range_valid_locked(std::uintptr_t begin, std::size_t bytes, bool write) {
+// `kernel_context`: the range is for a kernel of that context, which reaches no allocation of
+// another (nullptr: any context's, as copies may).
+bool device_range_valid_locked(std::uintptr_t begin, std::size_t bytes, bool write,
+                               const void* kernel_context = nullptr) {
   Driver& d = driver();
   if (begin == 0 || bytes == 0) return bytes == 0;
   if (begin + bytes < begin) return false;
   const std::uintptr_t end = begin + bytes;
   if (auto after = d.allocations.upper_bound(begin); after != d.allocations.begin()) {
     const auto& [base, allocation] = *std::prev(after);
-    if (begin >= base && end <= base + allocation.bytes) return true;
+    if (begin >= base && end <= base + allocation.bytes) {
+      return kernel_context == nullptr || allocation.context == kernel_context;
+    }
   }
   std::uintptr_t position = begin;
   while (position < end) {
@@ -333,7 +369,7 @@ void wait_for_all_streams() {
   std::vector<std::shared_ptr<Stream>> all;
   {
     std::lock_guard lock(d.mutex);
-    for (const auto& device : d.devices) all.push_back(device->context.null_stream);
+    for_each_context_locked([&](const Context& context) { all.push_back(context.null_stream); });
     for (const auto& [id, entry] : d.streams) all.push_back(entry.stream);
     std::erase_if(d.retired_streams, [&](const std::weak_ptr<Stream>& retired) {
       auto stream = retired.lock();
@@ -369,7 +405,7 @@ CUresult allocate_locked(Device& device, std::size_t bytes, bool module_owned, C
     return CUDA_ERROR_OUT_OF_MEMORY;
   }
   const auto base = reinterpret_cast<std::uintptr_t>(memory);
-  driver().allocations[base] = Allocation{bytes, mapped, device.ordinal, module_owned};
+  driver().allocations[base] = Allocation{bytes, mapped, device.ordinal, module_owned, current_context};
   *pointer = base;
   return CUDA_SUCCESS;
 }
@@ -529,6 +565,8 @@ CUresult launch_kernel(CUfunction function, GpubrokerSimDim3 grid, GpubrokerSimD
   if (CUresult result = resolve_stream(handle, &stream, &stream_context); result != CUDA_SUCCESS) return result;
   if (stream_context != context) return CUDA_ERROR_INVALID_HANDLE;  // another context's stream
   launch.implementation = find_kernel(launch.kernel->name);
+  launch.waits_for_other_streams = kernel_waits(launch.kernel->name);
+  launch.context = context;
   if (discovery_enabled()) {
     record_launch(*launch.kernel, grid, block, shared_bytes, launch.implementation != nullptr);
     if (launch.implementation == nullptr) launch.implementation = no_op_kernel;
@@ -560,6 +598,10 @@ bool driver_initialized() { return initialized(); }
 
 bool context_current() { return current_context != nullptr; }
 
+const void* current_context_id() { return current_context; }
+
+void set_running_kernel_context(const void* context) { running_kernel_context = context; }
+
 CUresult find_stream(CUstream handle, std::shared_ptr<Stream>* stream) { return resolve_stream(handle, stream); }
 
 bool device_range_valid(std::uintptr_t begin, std::size_t bytes, bool write) {
@@ -572,7 +614,7 @@ int kernel_memory_accessible(const void* address, std::uint64_t bytes, int write
   if (bytes > std::numeric_limits<std::size_t>::max()) return 0;
   Driver& d = driver();
   std::lock_guard lock(d.mutex);
-  if (device_range_valid_locked(begin, bytes, write != 0)) return 1;
+  if (device_range_valid_locked(begin, bytes, write != 0, running_kernel_context)) return 1;
   if (begin == 0 || begin + bytes < begin) return 0;
   auto after = d.host_registrations.upper_bound(begin);
   if (after == d.host_registrations.begin()) return 0;
@@ -699,13 +741,70 @@ GPUBROKER_SIM_API CUresult cuCtxSetCurrent(CUcontext context) {
     current_context = nullptr;
     return CUDA_SUCCESS;
   }
-  for (const auto& device : driver().devices) {
-    if (reinterpret_cast<CUcontext>(&device->context) == context) {
-      current_context = &device->context;
-      return CUDA_SUCCESS;
+  std::lock_guard lock(driver().mutex);
+  Context* found = find_context_locked(context);
+  if (found == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
+  current_context = found;
+  return CUDA_SUCCESS;
+}
+
+// A new context of `device`, pushed on this thread's stack (current until popped).
+GPUBROKER_SIM_API CUresult cuCtxCreate_v2(CUcontext* context, unsigned int flags, CUdevice device) {
+  return guarded([&] {
+    if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
+    if (context == nullptr) return CUDA_ERROR_INVALID_VALUE;
+    (void)flags;  // scheduling flags: the sim's streams have none to choose
+    Device* found = find_device(device);
+    if (found == nullptr) return CUDA_ERROR_INVALID_DEVICE;
+    auto made = std::make_unique<Context>();
+    made->device = found->ordinal;
+    made->retains = 1;
+    made->null_stream = Stream::start(CU_STREAM_DEFAULT, 0);
+    Context* raw = made.get();
+    {
+      std::lock_guard lock(driver().mutex);
+      driver().created_contexts.push_back(std::move(made));
     }
-  }
-  return CUDA_ERROR_INVALID_CONTEXT;
+    contexts_below.push_back(current_context);
+    current_context = raw;
+    *context = reinterpret_cast<CUcontext>(raw);
+    return CUDA_SUCCESS;
+  });
+}
+
+// Waits for the context's work, then retires it. Its objects must be gone already (the broker
+// destroys a context after the sessions using it): the sim releases none of them.
+GPUBROKER_SIM_API CUresult cuCtxDestroy_v2(CUcontext context) {
+  return guarded([&] {
+    if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
+    Context* found = nullptr;
+    {
+      std::lock_guard lock(driver().mutex);
+      for (const auto& created : driver().created_contexts) {
+        if (reinterpret_cast<CUcontext>(created.get()) == context && !created->destroyed) found = created.get();
+      }
+    }
+    if (found == nullptr) return CUDA_ERROR_INVALID_CONTEXT;  // a primary context, or none
+    (void)found->null_stream->wait_idle();
+    {
+      std::lock_guard lock(driver().mutex);
+      found->destroyed = true;
+      driver().retired_streams.push_back(found->null_stream);
+    }
+    found->null_stream->retire();
+    if (current_context == found) current_context = nullptr;
+    std::erase(contexts_below, found);
+    return CUDA_SUCCESS;
+  });
+}
+
+GPUBROKER_SIM_API CUresult cuCtxPopCurrent_v2(CUcontext* context) {
+  if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
+  if (current_context == nullptr) return CUDA_ERROR_INVALID_CONTEXT;
+  if (context != nullptr) *context = reinterpret_cast<CUcontext>(current_context);
+  current_context = contexts_below.empty() ? nullptr : contexts_below.back();
+  if (!contexts_below.empty()) contexts_below.pop_back();
+  return CUDA_SUCCESS;
 }
 
 GPUBROKER_SIM_API CUresult cuCtxGetCurrent(CUcontext* context) {
@@ -836,12 +935,11 @@ GPUBROKER_SIM_API CUresult cuMemcpyPeerAsync(CUdeviceptr destination, CUcontext 
                                              CUcontext source_context, std::size_t bytes, CUstream stream) {
   return guarded([&] {
     if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
-    auto known = [](CUcontext context) {
-      return std::ranges::any_of(driver().devices, [&](const std::unique_ptr<Device>& device) {
-        return reinterpret_cast<CUcontext>(&device->context) == context;
-      });
-    };
-    if (!known(destination_context) || !known(source_context)) return CUDA_ERROR_INVALID_CONTEXT;
+    {
+      std::lock_guard lock(driver().mutex);
+      if (find_context_locked(destination_context) == nullptr || find_context_locked(source_context) == nullptr)
+        return CUDA_ERROR_INVALID_CONTEXT;
+    }
     return copy_1d(reinterpret_cast<void*>(destination), reinterpret_cast<const void*>(source), bytes,
                    CopyKind::kDeviceToDevice, stream);
   });

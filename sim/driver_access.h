@@ -28,7 +28,12 @@ namespace gpubroker::sim {
 [[nodiscard]] bool device_range_valid(std::uintptr_t begin, std::size_t bytes, bool write);
 
 // GpubrokerSimLaunch::memory_accessible: device_range_valid's ranges, or a range inside one
-// cuMemHostRegister'ed host range (mapped pinned memory, which a kernel may touch). 1 or 0.
+// cuMemHostRegister'ed host range (mapped pinned memory, which a kernel may touch). 1 or 0. A
+// cuMemAlloc block only where it belongs to the context of the kernel the calling thread runs.
 int kernel_memory_accessible(const void* address, std::uint64_t bytes, int write);
+
+// The calling thread runs a kernel of `context` (a Context*, nullptr once done): what
+// kernel_memory_accessible lets it reach.
+void set_running_kernel_context(const void* context);
 
 }  // namespace gpubroker::sim

@@ -4,6 +4,7 @@
 
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 
 #include <fmt/format.h>
@@ -14,6 +15,7 @@ namespace {
 struct Registry {
   std::mutex mutex;
   std::map<std::string, GpubrokerSimKernel, std::less<>> kernels;
+  std::set<std::string, std::less<>> waiting;  // named by a plugin's gpubroker_sim_waiting_kernels
 };
 
 Registry& registry() {
@@ -40,6 +42,12 @@ GpubrokerSimKernel find_kernel(std::string_view mangled_name) {
   return found == r.kernels.end() ? nullptr : found->second;
 }
 
+bool kernel_waits(std::string_view mangled_name) {
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  return r.waiting.contains(mangled_name);
+}
+
 void load_plugins(std::string_view colon_separated_paths) {
   while (!colon_separated_paths.empty()) {
     std::size_t colon = colon_separated_paths.find(':');
@@ -55,6 +63,11 @@ void load_plugins(std::string_view colon_separated_paths) {
     }
     if (void* init = dlsym(plugin, "gpubroker_sim_plugin_init"); init != nullptr)
       reinterpret_cast<GpubrokerSimPluginInit>(init)(&register_from_plugin);
+    if (void* names = dlsym(plugin, "gpubroker_sim_waiting_kernels"); names != nullptr) {
+      Registry& r = registry();
+      std::lock_guard lock(r.mutex);
+      for (auto* name = static_cast<const char* const*>(names); *name != nullptr; ++name) r.waiting.emplace(*name);
+    }
   }
 }
 

@@ -83,7 +83,9 @@ struct Executor {
     launch.param_layout = kernel.kernel->layout.data();
     launch.param_count = static_cast<std::uint32_t>(kernel.kernel->layout.size());
     launch.memory_accessible = kernel_memory_accessible;
+    set_running_kernel_context(kernel.context);
     int result = kernel.implementation(&launch);
+    set_running_kernel_context(nullptr);
     count(counters().kernels_launched);
     return result;
   }

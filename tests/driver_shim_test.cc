@@ -39,6 +39,10 @@ using testing::TempDir;
 using testing::in_child;
 using testing::start_child;
 
+// The VMM cases run with one context for all, the only mode that serves VMM (with contexts per
+// user, a mapping would be visible to every user's context: tests/broker/vmm_test.cc).
+const testing::BrokerSettings kServesVmm{{"--isolation=none"}, {}};
+
 extern "C" {
 int cudaMalloc(void**, std::size_t);
 int cudaFree(void*);
@@ -120,7 +124,7 @@ std::vector<std::uint8_t> pattern(std::size_t bytes, std::uint8_t seed) {
 
 TEST_CASE("ggml's VMM pool: reserve, create, map, set access, copy through cudaMemcpy, unmap, release", "[driver][vmm]") {
   TempDir dir;
-  BrokerProcess broker(dir);
+  BrokerProcess broker(dir, kServesVmm);
   CHECK(in_child(broker, [] {
           const AllocationProp prop = device_prop(0);
           std::size_t granularity = 0;
@@ -184,7 +188,7 @@ TEST_CASE("ggml's VMM pool: reserve, create, map, set access, copy through cudaM
 
 TEST_CASE("a session killed while it holds VMM mappings leaves the broker at its baseline", "[driver][vmm][fault]") {
   TempDir dir;
-  BrokerProcess broker(dir);
+  BrokerProcess broker(dir, kServesVmm);
   CHECK(in_child(broker, [&] {
           const wire::BrokerTotals before = broker_totals();
           std::size_t free_before = 0, total = 0;
@@ -236,7 +240,7 @@ TEST_CASE("a session killed while it holds VMM mappings leaves the broker at its
 
 TEST_CASE("one session cannot map, unmap or free another session's VMM objects", "[driver][vmm][security]") {
   TempDir dir;
-  BrokerProcess broker(dir);
+  BrokerProcess broker(dir, kServesVmm);
   int to_other[2];
   REQUIRE(::pipe(to_other) == 0);
   int done[2];
@@ -387,7 +391,7 @@ TEST_CASE("NVML answers discovery from the device table and invents no figures",
 
 TEST_CASE("malformed VMM and cublasStrsmBatched requests get errors; the broker and the session go on", "[driver][vmm][hostile]") {
   TempDir dir;
-  BrokerProcess broker(dir);
+  BrokerProcess broker(dir, kServesVmm);
   CHECK(in_child(broker, [] {
           shim::Connection* connection = shim::Connection::get();
           EXPECT(connection != nullptr, "connected");
@@ -431,7 +435,7 @@ TEST_CASE("malformed VMM and cublasStrsmBatched requests get errors; the broker 
 
 TEST_CASE("a session's VMM reservations and mappings are bounded", "[driver][vmm][hostile]") {
   TempDir dir;
-  BrokerProcess broker(dir);
+  BrokerProcess broker(dir, kServesVmm);
   CHECK(in_child(broker, [] {
           constexpr int kOutOfMemory = 2;
           const AllocationProp prop = device_prop(0);

@@ -19,10 +19,29 @@ using testing::DeviceClient;
 using testing::TempDir;
 using testing::pattern;
 
+TEST_CASE("with contexts per user (the default) the broker makes no VMM reservation or allocation", "[broker][vmm]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  DeviceClient client(broker.socket_path());
+  using wire::RequestKind;
+  const auto granularity =
+      client.call(RequestKind::kVmmGranularity, wire::VmmGranularityRequest{0, cuda::CU_MEM_ALLOC_GRANULARITY_MINIMUM});
+  REQUIRE(granularity.status == cuda::CUDA_SUCCESS);
+  const std::uint64_t granule = granularity.result_as<std::uint64_t>();
+  CHECK(client.call(RequestKind::kVmmAddressReserve, wire::VmmReserveRequest{granule, 0, 0, 0}).status ==
+        cuda::CUDA_ERROR_NOT_SUPPORTED);
+  CHECK(client.call(RequestKind::kVmmCreate, wire::VmmCreateRequest{granule, 0, 0, 0}).status ==
+        cuda::CUDA_ERROR_NOT_SUPPORTED);
+  CHECK(client.totals().device_bytes == 0);
+  const std::uint64_t plain = client.alloc(granule);  // cudaMalloc serves instead
+  CHECK(client.free(plain) == cuda::CUDA_SUCCESS);
+}
+
+// One context for all (--isolation=none): the mode that serves VMM.
 TEST_CASE("a VMM mapping is the session's memory once access is granted, out of another session's reach, "
           "and gone with its last unmap", "[broker][vmm]") {
   TempDir dir;
-  BrokerProcess broker(dir);
+  BrokerProcess broker(dir, {.arguments = {"--isolation=none"}, .environment = {}});
   DeviceClient owner(broker.socket_path()), intruder(broker.socket_path());
   using wire::RequestKind;
   const wire::BrokerTotals before = owner.totals();

@@ -146,7 +146,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (!server.try_next(null_request)) std::abort();
 
   {
-    broker::DeviceSession device(*h.device, broker::SessionLimits{64ull << 20}, h.counters);
+    broker::DeviceSession device(*h.device, h.device->contexts_for(broker::Isolation::kNone, 0).value(),
+                                 broker::SessionLimits{64ull << 20}, h.counters);
     ipc::RequestHandler transport = ipc::make_transport_handler();
     const auto* control = reinterpret_cast<const wire::ControlSegment*>(client->control_bytes().data());
     std::vector<std::uint64_t> addresses;

@@ -58,9 +58,15 @@ fi
 head -n 20 "$work/broker.log"
 
 run=("$build/tools/gpu-broker-run/gpu-broker-run" --socket="$socket" --)
-for program in discovery runtime_basics_13 kernels_13 loader_pattern_13 runtime_basics_12 kernels_12; do
+for program in discovery runtime_basics_13 kernels_13 loader_pattern_13 runtime_basics_12 kernels_12 free_beside_busy_13; do
   [ -x "$build/tests/programs/$program" ] && step "program $program" 30 "${run[@]}" "$build/tests/programs/$program"
 done
+# Contexts per user on the real driver: nobody's kernel pointed at root's buffer must fault in
+# nobody's context only (a broker of its own per mode; needs root for the second user).
+[ -x "$build/tests/programs/isolation_probe_13" ] &&
+  LD_LIBRARY_PATH="$broker_library_path" step "isolation: one user's kernel against another's memory" 60 \
+    bash tests/programs/isolation_test.sh "$build/broker/gpu-broker" "$PWD/$build/shim/runtime/13" \
+    "$build/tests/programs/isolation_probe_13" --driver=cuda
 # A second broker of its own, beside this one: the GPU takes both contexts.
 LD_LIBRARY_PATH="$broker_library_path" step "native against brokered (tests/gpu/bench.sh)" 120 \
   bash tests/gpu/bench.sh "$build"

@@ -1,7 +1,9 @@
 // Host implementations of the kernels of tests/programs/kernels.cu and kernels_templates.cu for
 // the sim driver: the same arithmetic, one iteration per device thread of the launch, registered
 // under the names the fatbins give them (mangled where the source is C++).
+#include <cstdint>
 #include <cstring>
+#include <ctime>
 
 #include "gpubroker/sim/kernel_plugin.h"
 
@@ -68,7 +70,30 @@ int fill(const GpubrokerSimLaunch* l) {
   return 0;
 }
 
+// tests/programs/free_beside_busy.cu: runs until another stream sets the flag.
+int hold_until_set(const GpubrokerSimLaunch* l) {
+  const auto* flag = argument<const int*>(l, 0);
+  while (__atomic_load_n(flag, __ATOMIC_ACQUIRE) == 0) {
+    const timespec pause{0, 200'000};
+    nanosleep(&pause, nullptr);
+  }
+  return 0;
+}
+
+// tests/programs/isolation_probe.cu: every range checked first, as a GPU's page tables check it.
+int copy_words(const GpubrokerSimLaunch* l) {
+  auto* destination = argument<int*>(l, 0);
+  const auto* source = argument<const int*>(l, 1);
+  const int n = argument<int>(l, 2);
+  const std::uint64_t bytes = static_cast<std::uint64_t>(n > 0 ? n : 0) * sizeof(int);
+  if (!l->memory_accessible(source, bytes, 0) || !l->memory_accessible(destination, bytes, 1)) return 700;
+  for (int i = 0; i < n; ++i) destination[i] = source[i];
+  return 0;
+}
+
 }  // namespace
+
+extern "C" const char* const gpubroker_sim_waiting_kernels[] = {"hold_until_set", nullptr};
 
 extern "C" void gpubroker_sim_plugin_init(GpubrokerSimRegisterKernel register_kernel) {
   register_kernel("vector_add", vector_add);
@@ -77,4 +102,6 @@ extern "C" void gpubroker_sim_plugin_init(GpubrokerSimRegisterKernel register_ke
   register_kernel("_Z5scaleIfEvPT_S0_i", scale<float>);  // scale<float>
   register_kernel("_Z5scaleIiEvPT_S0_i", scale<int>);    // scale<int>
   register_kernel("_ZN3ops4fillEPiii", fill);            // ops::fill
+  register_kernel("hold_until_set", hold_until_set);
+  register_kernel("copy_words", copy_words);
 }

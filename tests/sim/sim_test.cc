@@ -1020,6 +1020,85 @@ TEST_CASE("a captured kernel launch replays, and an exec update gives it new arg
   require_nothing_left(before);
 }
 
+TEST_CASE("a kernel reaches its own context's memory only; copies reach every context's", "[sim][context][nvcc]") {
+  SKIP_WITHOUT_IMAGES();
+  DriverTable& cu = sim().cu;
+  CUcontext primary = nullptr;
+  REQUIRE(cu.ctx_get_current(&primary) == CUDA_SUCCESS);
+  constexpr int n = 256;
+  const std::vector<float> ones(n, 1.0f);
+  CUdeviceptr theirs = 0;  // the primary context's: another user's memory
+  REQUIRE(cu.mem_alloc(&theirs, n * sizeof(float)) == CUDA_SUCCESS);
+  REQUIRE(cu.memcpy_htod_async(theirs, ones.data(), n * sizeof(float), nullptr) == CUDA_SUCCESS);
+  REQUIRE(cu.ctx_synchronize() == CUDA_SUCCESS);
+
+  const std::vector<unsigned char> image = read_file(image_path("sim_kernels_sm90.fatbin"));
+  // From here on no helper that calls sim(), which makes the primary context current again.
+  CUcontext mine = nullptr;
+  REQUIRE(cu.ctx_create(&mine, 0, 0) == CUDA_SUCCESS);
+  CUcontext current = nullptr;
+  REQUIRE(cu.ctx_get_current(&current) == CUDA_SUCCESS);
+  CHECK(current == mine);  // pushed
+  CUmodule module = nullptr;
+  REQUIRE(cu.module_load_data(&module, image.data()) == CUDA_SUCCESS);
+  CUfunction vector_add = nullptr;
+  REQUIRE(cu.module_get_function(&vector_add, module, "_Z10vector_addPKfS0_Pfi") == CUDA_SUCCESS);
+  CUdeviceptr a = 0, out = 0;
+  REQUIRE(cu.mem_alloc(&a, n * sizeof(float)) == CUDA_SUCCESS);
+  REQUIRE(cu.mem_alloc(&out, n * sizeof(float)) == CUDA_SUCCESS);
+  REQUIRE(cu.memcpy_htod_async(a, ones.data(), n * sizeof(float), nullptr) == CUDA_SUCCESS);
+  int count = n;
+  {
+    void* params[] = {&a, &a, &out, &count};  // all its own
+    REQUIRE(cu.launch_kernel(vector_add, 1, 1, 1, n, 1, 1, 0, nullptr, params, nullptr) == CUDA_SUCCESS);
+    REQUIRE(cu.ctx_synchronize() == CUDA_SUCCESS);
+    float value = 0;
+    REQUIRE(cu.memcpy_dtoh_async(&value, out + 10 * sizeof(float), sizeof value, nullptr) == CUDA_SUCCESS);
+    REQUIRE(cu.ctx_synchronize() == CUDA_SUCCESS);
+    CHECK(value == 2.0f);
+  }
+  // A copy names both by address, as unified addressing allows (the broker's checks govern those).
+  REQUIRE(cu.memcpy_dtod_async(out, theirs, n * sizeof(float), nullptr) == CUDA_SUCCESS);
+  REQUIRE(cu.ctx_synchronize() == CUDA_SUCCESS);
+  CUstream stream = nullptr;
+  REQUIRE(cu.stream_create_with_priority(&stream, CU_STREAM_NON_BLOCKING, 0) == CUDA_SUCCESS);
+  {
+    void* params[] = {&a, &theirs, &out, &count};  // reads the other context's memory
+    REQUIRE(cu.launch_kernel(vector_add, 1, 1, 1, n, 1, 1, 0, stream, params, nullptr) == CUDA_SUCCESS);
+    CHECK(cu.stream_synchronize(stream) == CUDA_ERROR_ILLEGAL_ADDRESS);
+  }
+  {
+    CUstream clean = nullptr;
+    REQUIRE(cu.stream_create_with_priority(&clean, CU_STREAM_NON_BLOCKING, 0) == CUDA_SUCCESS);
+    void* params[] = {&a, &a, &theirs, &count};  // writes it
+    REQUIRE(cu.launch_kernel(vector_add, 1, 1, 1, n, 1, 1, 0, clean, params, nullptr) == CUDA_SUCCESS);
+    CHECK(cu.stream_synchronize(clean) == CUDA_ERROR_ILLEGAL_ADDRESS);
+    CHECK(cu.stream_destroy(clean) == CUDA_SUCCESS);
+  }
+
+  CUcontext popped = nullptr;
+  REQUIRE(cu.ctx_pop_current(&popped) == CUDA_SUCCESS);
+  CHECK(popped == mine);
+  REQUIRE(cu.ctx_get_current(&current) == CUDA_SUCCESS);
+  CHECK(current == primary);
+  CHECK(cu.ctx_synchronize() == CUDA_SUCCESS);  // the faults were the other context's
+  std::vector<float> back(n, 0);  // the other context's memory is untouched
+  REQUIRE(cu.memcpy_dtoh_async(back.data(), theirs, n * sizeof(float), nullptr) == CUDA_SUCCESS);
+  REQUIRE(cu.ctx_synchronize() == CUDA_SUCCESS);
+  CHECK(back == ones);
+  REQUIRE(cu.mem_free(theirs) == CUDA_SUCCESS);
+
+  REQUIRE(cu.ctx_set_current(mine) == CUDA_SUCCESS);
+  REQUIRE(cu.mem_free(a) == CUDA_SUCCESS);
+  REQUIRE(cu.mem_free(out) == CUDA_SUCCESS);
+  REQUIRE(cu.module_unload(module) == CUDA_SUCCESS);
+  (void)cu.stream_destroy(stream);
+  REQUIRE(cu.ctx_set_current(primary) == CUDA_SUCCESS);
+  REQUIRE(cu.ctx_destroy(mine) == CUDA_SUCCESS);
+  CHECK(cu.ctx_set_current(mine) == CUDA_ERROR_INVALID_CONTEXT);  // gone
+  CHECK(cu.ctx_destroy(primary) == CUDA_ERROR_INVALID_CONTEXT);   // not cuCtxCreate's
+}
+
 TEST_CASE("a launch of a kernel without a host implementation fails and names the kernel", "[sim][module][launch][nvcc]") {
   SKIP_WITHOUT_IMAGES();
   const GpubrokerSimCounters before = counters();

@@ -1,5 +1,6 @@
 // A kernel plugin for the sim driver's tests: host implementations of tests/sim/sim_kernels.cu,
 // registered through gpubroker_sim_plugin_init (gpubroker/sim/kernel_plugin.h).
+#include <algorithm>
 #include <cstdint>
 
 #include "gpubroker/sim/kernel_plugin.h"
@@ -16,11 +17,19 @@ std::uint64_t threads(const GpubrokerSimLaunch* launch) {
          launch->block.z;
 }
 
+constexpr int kIllegalAddress = 700;
+
+// As the plugin contract asks: every range checked before it is touched.
 int vector_add(const GpubrokerSimLaunch* launch) {
   const auto* a = gpubroker_sim_arg<const float*>(launch, 0);
   const auto* b = gpubroker_sim_arg<const float*>(launch, 1);
   auto* out = gpubroker_sim_arg<float*>(launch, 2);
   const int n = gpubroker_sim_arg<int>(launch, 3);
+  const std::uint64_t bytes = std::min<std::uint64_t>(threads(launch), n > 0 ? n : 0) * sizeof(float);
+  if (!launch->memory_accessible(a, bytes, 0) || !launch->memory_accessible(b, bytes, 0) ||
+      !launch->memory_accessible(out, bytes, 1)) {
+    return kIllegalAddress;
+  }
   for (std::uint64_t i = 0; i < threads(launch) && i < static_cast<std::uint64_t>(n); ++i) out[i] = a[i] + b[i];
   return 0;
 }

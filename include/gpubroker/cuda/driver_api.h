@@ -387,6 +387,9 @@ inline constexpr CUmemorytype CU_MEMORYTYPE_DEVICE = 2;
   X(primary_ctx_release, cuDevicePrimaryCtxRelease_v2, CUresult(CUdevice device))                           \
   X(ctx_set_current, cuCtxSetCurrent, CUresult(CUcontext context))                                          \
   X(ctx_get_current, cuCtxGetCurrent, CUresult(CUcontext* context))                                         \
+  X(ctx_create, cuCtxCreate_v2, CUresult(CUcontext* context, unsigned int flags, CUdevice device))           \
+  X(ctx_destroy, cuCtxDestroy_v2, CUresult(CUcontext context))                                               \
+  X(ctx_pop_current, cuCtxPopCurrent_v2, CUresult(CUcontext* context))                                       \
   X(get_error_name, cuGetErrorName, CUresult(CUresult error, const char** name))                            \
   X(get_error_string, cuGetErrorString, CUresult(CUresult error, const char** text))
 

@@ -15,6 +15,10 @@
 //      This needs the symbol to be visible to the plugin: link the plugin against
 //      libgpubroker-sim.so, or load the sim with RTLD_GLOBAL.
 // A program that has the sim loaded may also call gpubroker_sim_register_kernel directly (tests).
+// A kernel launched on an idle stream may run in the launching thread; one that waits for work of
+// another stream (a flag another stream sets) must not, and its plugin lists it in an exported,
+// null-terminated array of mangled names:
+//   extern "C" const char* const gpubroker_sim_waiting_kernels[] = {"hold_until_set", nullptr};
 // Registering a name again replaces the earlier implementation.
 //
 // Example plugin (C++):
