@@ -564,8 +564,9 @@ CUresult launch_kernel(CUfunction function, GpubrokerSimDim3 grid, GpubrokerSimD
   Context* stream_context = nullptr;
   if (CUresult result = resolve_stream(handle, &stream, &stream_context); result != CUDA_SUCCESS) return result;
   if (stream_context != context) return CUDA_ERROR_INVALID_HANDLE;  // another context's stream
-  launch.implementation = find_kernel(launch.kernel->name);
-  launch.waits_for_other_streams = kernel_waits(launch.kernel->name);
+  const FoundKernel found = find_kernel(launch.kernel->name);
+  launch.implementation = found.implementation;
+  launch.waits_for_other_streams = found.waits_for_other_streams;
   launch.context = context;
   if (discovery_enabled()) {
     record_launch(*launch.kernel, grid, block, shared_bytes, launch.implementation != nullptr);

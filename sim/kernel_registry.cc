@@ -35,17 +35,12 @@ void register_kernel(std::string_view mangled_name, GpubrokerSimKernel kernel) {
   r.kernels.insert_or_assign(std::string(mangled_name), kernel);
 }
 
-GpubrokerSimKernel find_kernel(std::string_view mangled_name) {
+FoundKernel find_kernel(std::string_view mangled_name) {
   Registry& r = registry();
   std::lock_guard lock(r.mutex);
   auto found = r.kernels.find(mangled_name);
-  return found == r.kernels.end() ? nullptr : found->second;
-}
-
-bool kernel_waits(std::string_view mangled_name) {
-  Registry& r = registry();
-  std::lock_guard lock(r.mutex);
-  return r.waiting.contains(mangled_name);
+  if (found == r.kernels.end()) return {};
+  return {found->second, r.waiting.contains(mangled_name)};
 }
 
 void load_plugins(std::string_view colon_separated_paths) {

@@ -13,12 +13,15 @@ namespace gpubroker::sim {
 
 void register_kernel(std::string_view mangled_name, GpubrokerSimKernel kernel);
 
-// nullptr when nothing is registered under that name.
-[[nodiscard]] GpubrokerSimKernel find_kernel(std::string_view mangled_name);
+struct FoundKernel {
+  GpubrokerSimKernel implementation = nullptr;  // nullptr when nothing is registered under the name
+  // A plugin listed it in its gpubroker_sim_waiting_kernels: it waits for work of other streams, so
+  // it never runs in the launching thread (Stream::submit_kernel).
+  bool waits_for_other_streams = false;
+};
 
-// Whether a plugin listed the kernel in its gpubroker_sim_waiting_kernels: it waits for work of
-// other streams, so it never runs in the launching thread (Stream::submit_kernel).
-[[nodiscard]] bool kernel_waits(std::string_view mangled_name);
+// One lookup per launch: the implementation and whether it waits.
+[[nodiscard]] FoundKernel find_kernel(std::string_view mangled_name);
 
 // dlopens each path of the colon-separated list and calls its gpubroker_sim_plugin_init if it
 // exports one. A plugin that fails to load is logged (one line to stderr) and skipped: its

@@ -62,7 +62,7 @@ struct KernelOp {
   GpubrokerSimDim3 block{};
   std::uint32_t shared_bytes = 0;
   std::vector<unsigned char> params;
-  bool waits_for_other_streams = false;  // kernel_waits: always on the stream's worker
+  bool waits_for_other_streams = false;  // FoundKernel: always on the stream's worker
   const void* context = nullptr;          // the launching context: the memory the kernel reaches
 };
 

@@ -78,7 +78,7 @@ cuda::CUresult Stream::submit(Operation operation) {
 // instead costs a wake-up and a context switch, which would make the sim's launch rate a measure
 // of the scheduler. So a kernel launched on an idle stream (nothing queued or running, not
 // capturing, not faulted) runs at once in the launching thread, which is as ordered as the queue:
-// whatever comes next waits for it. A kernel that waits for other streams' work (kernel_waits)
+// whatever comes next waits for it. A kernel that waits for other streams' work (FoundKernel)
 // would hold the launching thread, and whoever must launch that work: it always goes to the worker. Copies always go to the worker, so that they stay
 // asynchronous to the broker, which overlaps them with its staging.
 cuda::CUresult Stream::submit_kernel(Operation operation) {
