@@ -4,8 +4,9 @@
 // and the checks it made; the driver exits non-zero if any check failed.
 //
 //   stress_driver --profile=short|long [--scenario=NAME[,NAME...]]
-//     scenarios: storm, broker-kill, hostile, isolation, load (default: all, in that order)
+//     scenarios: storm, broker-kill, hostile, targeted, isolation, load (default: all, in that order)
 //   environment: GPUBROKER_BROKER, GPUBROKER_SIM_LIBRARY, GPUBROKER_STRESS_CLIENT,
+//                GPUBROKER_TARGETED_CLIENT (the targeted attacker),
 //                GPUBROKER_SIM_KERNELS (stress_kernels plugin), GPUBROKER_STRESS_SCALE (a factor
 //                on counts and durations; the sanitizer build runs the short profile scaled down)
 #include <fcntl.h>
@@ -30,6 +31,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <regex>
 #include <set>
@@ -219,6 +221,13 @@ struct ClientProcess {
 
   static ClientProcess start(const std::string& socket_path, const std::string& mode, int threads, double seconds,
                              std::uint64_t seed, int ready_fd = -1) {
+    return run(socket_path, {env_or("GPUBROKER_STRESS_CLIENT", "stress_client"), mode, std::to_string(threads),
+                             std::to_string(seconds), std::to_string(seed)},
+               ready_fd);
+  }
+  // Any program with `argv`, as user `uid` where one is given (the caller is root).
+  static ClientProcess run(const std::string& socket_path, std::vector<std::string> argv, int ready_fd = -1,
+                           std::optional<uid_t> uid = std::nullopt) {
     int out[2];
     if (::pipe2(out, O_CLOEXEC) != 0) std::abort();
     ClientProcess c;
@@ -226,10 +235,12 @@ struct ClientProcess {
     if (c.pid == 0) {
       ::dup2(out[1], 1);
       if (ready_fd >= 0) ::dup2(ready_fd, 3);
+      if (uid && (::setgroups(0, nullptr) != 0 || ::setgid(*uid) != 0 || ::setuid(*uid) != 0)) ::_exit(126);
       ::setenv("GPUBROKER_SOCKET", socket_path.c_str(), 1);
-      const std::string t = std::to_string(threads), s = std::to_string(seconds), r = std::to_string(seed);
-      const char* client = env_or("GPUBROKER_STRESS_CLIENT", "stress_client");
-      ::execl(client, client, mode.c_str(), t.c_str(), s.c_str(), r.c_str(), static_cast<char*>(nullptr));
+      std::vector<char*> args;
+      for (auto& a : argv) args.push_back(a.data());
+      args.push_back(nullptr);
+      ::execv(args[0], args.data());
       ::_exit(127);
     }
     ::close(out[1]);
@@ -959,6 +970,122 @@ void scenario_isolation(const Profile&, const std::string& dir) {
   }
 }
 
+// ---- targeted hostile --------------------------------------------------------------------------
+
+// Attackers that make valid-looking requests aimed at other sessions' memory and at the broker's
+// edges (tests/stress/targeted_client.cc says which), respawned for the whole run, beside honest
+// CUDA clients that check every byte. One attacker runs as the honest clients' user; where the
+// driver is root, another runs as nobody (uid 65534) and ends each process with its kernel
+// pointed at memory it freed, which the honest clients may hold by then.
+void scenario_targeted(const Profile& profile, const std::string& dir) {
+  const double seconds = profile.seconds(profile.long_run ? 120 : 8);
+  std::printf("== targeted: attackers making valid-looking requests at others' memory, beside honest clients, %.0f s\n",
+              seconds);
+  const std::string socket = dir + "/targeted.sock";  // the temporary directory lets nobody in
+  constexpr std::uint64_t kSessionLimit = 256ull << 20;
+  Broker broker(socket, dir + "/targeted.log", {"--session-memory-limit=" + std::to_string(kSessionLimit)});
+  auto observer = broker.connect();
+  if (!observer) return check(false, "the broker accepts a client");
+  const bool other_user = ::geteuid() == 0;
+  const char* attacker = env_or("GPUBROKER_TARGETED_CLIENT", "targeted_client");
+  const std::string limit_arg = "--session-limit=" + std::to_string(kSessionLimit);
+  std::vector<ClientProcess> honest;
+  for (int c = 0; c < 2; ++c) honest.push_back(ClientProcess::start(socket, "load", 2, seconds, 4100 + c));
+
+  struct Attacks {
+    std::uint64_t processes = 0, attempts = 0, refused = 0, breaches = 0, controls_failed = 0, kernel_faults = 0,
+                  unclean_exits = 0, exhausted_at = 0;
+  } same, other;
+  auto collect = [](ClientProcess& p, Attacks& into) {
+    const int status = p.finish(60000ms);
+    ++into.processes;
+    if (p.field("attempts") == ~0ull) {
+      ++into.unclean_exits;
+      std::printf("  attacker exit %d with no result line\n", status);
+      return;
+    }
+    into.unclean_exits += status != 0;
+    into.attempts += p.field("attempts");
+    into.refused += p.field("refused");
+    into.breaches += p.field("breaches");
+    into.controls_failed += p.field("controls_failed");
+    into.kernel_faults += p.field("kernel_faults");
+    into.exhausted_at = p.field("exhausted_at");
+  };
+  std::uint64_t seed = 7000;
+  auto spawn = [&](bool as_other) {
+    std::vector<std::string> argv = {attacker, "2", std::to_string(++seed), limit_arg};
+    if (as_other) argv.push_back("--kernel");
+    return ClientProcess::run(socket, argv, -1, as_other ? std::optional<uid_t>(65534) : std::nullopt);
+  };
+  std::optional<ClientProcess> running_same = spawn(false), running_other;
+  if (other_user) running_other = spawn(true);
+  const std::int64_t end = now_ns() + static_cast<std::int64_t>(seconds * 1e9);
+  auto exited = [](const ClientProcess& p) {  // without reaping it: finish() does
+    siginfo_t info{};
+    return ::waitid(P_PID, static_cast<id_t>(p.pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == p.pid;
+  };
+  while (now_ns() < end) {
+    if (exited(*running_same)) {
+      collect(*running_same, same);
+      running_same = spawn(false);
+    }
+    if (running_other && exited(*running_other)) {
+      collect(*running_other, other);
+      running_other = spawn(true);
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  collect(*running_same, same);
+  if (running_other) collect(*running_other, other);
+
+  std::uint64_t checked = 0, corrupted = 0, errors = 0;
+  int honest_failed = 0;
+  for (ClientProcess& c : honest) {
+    const int status = c.finish(120000ms);
+    if (status != 0 || c.field("ops") == ~0ull) {
+      ++honest_failed;
+      std::printf("  honest client exit %d: %s", status, c.line.c_str());
+      continue;
+    }
+    checked += c.field("checked_bytes");
+    corrupted += c.field("corrupted");
+    errors += c.field("errors");
+  }
+  check(broker.alive(), "the broker is alive after the attacks");
+  check(same.processes > 0 && same.attempts > 0 && same.unclean_exits == 0,
+        "attackers of the honest clients' user ran to the end: " + std::to_string(same.processes) + " processes, " +
+            std::to_string(same.unclean_exits) + " unclean exits");
+  check(same.breaches == 0 && other.breaches == 0,
+        "no attack succeeded: " + std::to_string(same.breaches + other.breaches) + " of " +
+            std::to_string(same.attempts + other.attempts));
+  check(same.controls_failed == 0 && other.controls_failed == 0,
+        "every control (the same call on the attacker's own objects) succeeded: " +
+            std::to_string(same.controls_failed + other.controls_failed) + " failed");
+  check(honest_failed == 0 && errors == 0, "every honest client ran clean: every call succeeded (" +
+                                               std::to_string(honest_failed) + " clients did not)");
+  check(corrupted == 0, "0 corrupted bytes of " + std::to_string(checked) + " checked by the honest clients");
+  if (other_user) {
+    check(other.processes > 0 && other.unclean_exits == 0 && other.kernel_faults >= other.processes,
+          "every attacker of another user ran, and its kernel at foreign memory faulted in its own session (" +
+              std::to_string(other.kernel_faults) + " faults, " + std::to_string(other.processes) + " processes)");
+  } else {
+    skip("an attacker of another user", "running a process as nobody needs root");
+  }
+  wire::BrokerTotals last{};
+  const double reclaim = wait_for_baseline(*observer, testing::kSettleTimeout, last);
+  check(reclaim >= 0, "afterwards the broker holds nothing: " + describe(last));
+  figure("targeted.attacker_processes", std::to_string(same.processes) + " same user, " + std::to_string(other.processes) + " other user");
+  figure("targeted.attacks_refused", std::to_string(same.refused + other.refused) + " of " +
+                                         std::to_string(same.attempts + other.attempts));
+  figure("targeted.breaches", std::to_string(same.breaches + other.breaches));
+  figure("targeted.exhaustion", std::to_string(same.exhausted_at) + " x 16 MiB allocations before the refusal (limit " +
+                                    std::to_string(kSessionLimit >> 20) + " MiB)");
+  figure("targeted.kernel_faults", std::to_string(other.kernel_faults));
+  figure("targeted.honest_bytes_checked", std::to_string(checked));
+  figure("targeted.honest_corrupted_bytes", std::to_string(corrupted));
+}
+
 // ---- load -----------------------------------------------------------------------------------------
 
 void scenario_load(const Profile& profile, const std::string& dir) {
@@ -1036,7 +1163,7 @@ int main(int argc, char** argv) {
       std::string name;
       while (std::getline(list, name, ',')) scenarios.insert(name);
     } else {
-      std::fprintf(stderr, "usage: stress_driver --profile=short|long [--scenario=storm,broker-kill,hostile,isolation,load]\n");
+      std::fprintf(stderr, "usage: stress_driver --profile=short|long [--scenario=storm,broker-kill,hostile,targeted,isolation,load]\n");
       return 2;
     }
   }
@@ -1049,7 +1176,7 @@ int main(int argc, char** argv) {
               std::thread::hardware_concurrency());
   const std::vector<std::pair<const char*, std::function<void(const Profile&, const std::string&)>>> all = {
       {"storm", scenario_storm},     {"broker-kill", scenario_broker_kill}, {"hostile", scenario_hostile},
-      {"isolation", scenario_isolation}, {"load", scenario_load}};
+      {"targeted", scenario_targeted},       {"isolation", scenario_isolation}, {"load", scenario_load}};
   for (const auto& [name, run] : all) {
     if (!wanted(name)) continue;
     const std::int64_t t = now_ns();
