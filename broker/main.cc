@@ -129,7 +129,8 @@ int main(int argc, char** argv) {
   broker::BrokerCounters counters;
   const broker::SessionLimits limits{options.session_memory_limit, options.session_host_memory_limit};
   auto make_handler = [&](const ipc::ServerSession& accepted) -> ipc::RequestHandler {
-    auto transport = ipc::make_transport_handler();
+    // The transport's own kinds: only those that hold nothing (the staging tests' are not served).
+    auto transport = ipc::make_transport_handler(ipc::TransportKinds::kProduction);
     auto contexts = layer.contexts_for(isolation, accepted.peer().uid);
     if (!contexts) {
       // No context of its own for this user (device memory, most likely): every device call of

@@ -26,9 +26,13 @@ IpcError as_session_error(const IpcError& error) {
 // row's payload and completes the request itself. The scratch buffer models device memory.
 class TransportService {
  public:
+  explicit TransportService(TransportKinds kinds) : kinds_(kinds) {}
+
   Result<void> serve(ServerSession& session, const wire::RequestSlot& request) {
     using namespace wire;  // the rows name wire types unqualified
-    switch (static_cast<TransportKind>(request.header.kind)) {
+    const auto kind = static_cast<TransportKind>(request.header.kind);
+    if (!serves(kinds_, kind)) return IpcError{IpcErrc::kProtocol, 0, static_cast<std::int64_t>(ViolationCode::kUnknownKind)};
+    switch (kind) {
 #define GPUBROKER_TRANSPORT_DISPATCH(name, payload, reply, staging, posting, area, handler) \
   case TransportKind::k##name:                                                              \
     return handler(session, request.header, read<payload>(request));
@@ -117,19 +121,25 @@ class TransportService {
     return boost::outcome_v2::success();
   }
 
+  TransportKinds kinds_;
   std::vector<std::byte> scratch_;
 };
 
 }  // namespace
 
-RequestHandler make_transport_handler() {
-  return [service = std::make_shared<TransportService>()](ServerSession& session, const wire::RequestSlot& request) {
+bool serves(TransportKinds kinds, wire::TransportKind kind) {
+  if (kind >= wire::TransportKind::kCount) return false;
+  return kinds == TransportKinds::kAll || kind == wire::TransportKind::kNull || kind == wire::TransportKind::kEcho;
+}
+
+RequestHandler make_transport_handler(TransportKinds kinds) {
+  return [service = std::make_shared<TransportService>(kinds)](ServerSession& session, const wire::RequestSlot& request) {
     return service->serve(session, request);
   };
 }
 
 HandlerFactory transport_handlers() {
-  return [](const ServerSession&) { return make_transport_handler(); };
+  return [](const ServerSession&) { return make_transport_handler(TransportKinds::kAll); };
 }
 
 }  // namespace gpubroker::ipc

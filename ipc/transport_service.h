@@ -7,11 +7,20 @@
 
 namespace gpubroker::ipc {
 
+// Which of the transport kinds a handler serves. kAll: every one (the transport's tests and its
+// benchmark). kProduction: Null and Echo, which measure the rings and hold nothing. The others
+// exist to test the pipes and the arena, and the scratch copies hold up to 256 MiB of broker
+// memory per session, so a production broker takes them as a protocol violation of that session.
+enum class TransportKinds { kAll, kProduction };
+
+// Whether `kind` (a transport kind) is served under `kinds`.
+bool serves(TransportKinds kinds, wire::TransportKind kind);
+
 // A handler for the transport kinds, with its own per-session scratch buffer (the model of device
 // memory for the scratch copies). Serves one session; create one per session.
-RequestHandler make_transport_handler();
+RequestHandler make_transport_handler(TransportKinds kinds);
 
-// A HandlerFactory that serves every session with the transport kinds alone.
+// A HandlerFactory that serves every session with all the transport kinds alone.
 HandlerFactory transport_handlers();
 
 }  // namespace gpubroker::ipc

@@ -13,6 +13,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <random>
 #include <string>
 #include <thread>
@@ -22,6 +23,7 @@
 #include "gpubroker/cuda/driver_api.h"
 #include "gpubroker/wire/stats.h"
 #include "ipc/client_session.h"
+#include "ipc/server_session.h"
 #include "ipc/system.h"
 #include "tests/support/broker_process.h"
 #include "tests/support/device_client.h"
@@ -205,4 +207,49 @@ TEST_CASE("the stats file shows each session and the memory it holds, and disapp
   }
   CHECK(broker.stop() == 0);
   CHECK(::access(path.c_str(), F_OK) != 0);
+}
+
+TEST_CASE("a production broker serves the transport's Null and Echo, and closes a session that asks for a staging "
+          "test kind, alone",
+          "[broker][hostile]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  DeviceClient honest(broker.socket_path());
+  const std::uint64_t kept = honest.alloc(4096);
+  REQUIRE(honest.upload(kept, pattern(4096, 3)) == 0);
+  using Kind = wire::TransportKind;
+  std::vector<std::byte> big(1 << 20);
+  const std::vector<std::pair<const char*, std::function<ipc::Result<ipc::Completion>(ipc::ClientSession&)>>> test_kinds = {
+      {"StagePattern",
+       [&](ipc::ClientSession& s) {
+         const wire::PatternRequest seed{1};
+         return s.call(Kind::kStagePattern, wire::bytes_of(seed), ipc::StagedIn{big});
+       }},
+      {"StageChecksum", [&](ipc::ClientSession& s) { return s.call(Kind::kStageChecksum, {}, ipc::StagedOut{big}); }},
+      {"StageToScratch", [&](ipc::ClientSession& s) { return s.call(Kind::kStageToScratch, {}, ipc::StagedOut{big}); }},
+      {"StageFromScratch", [&](ipc::ClientSession& s) { return s.call(Kind::kStageFromScratch, {}, ipc::StagedIn{big}); }},
+      {"ArenaChecksum",
+       [&](ipc::ClientSession& s) {
+         const wire::ArenaRange range{0, 4096};
+         return s.call(Kind::kArenaChecksum, wire::bytes_of(range));
+       }},
+  };
+  for (const auto& [name, ask] : test_kinds) {
+    INFO(name);
+    DeviceClient tester(broker.socket_path());
+    // The kinds that measure the rings are served: benchmarks use them against a real broker.
+    CHECK(tester.session().call(Kind::kNull, {}).has_value());
+    const std::string hello = "echo";
+    auto echoed = tester.session().call(Kind::kEcho, std::as_bytes(std::span(hello.data(), hello.size())));
+    REQUIRE(echoed.has_value());
+    CHECK(std::string(reinterpret_cast<const char*>(echoed.value().result), echoed.value().result_bytes) == hello);
+    auto refused = ask(tester.session());
+    REQUIRE_FALSE(refused.has_value());
+    CHECK(refused.error().code == ipc::IpcErrc::kSessionClosed);
+    CHECK(tester.session().violation() == static_cast<std::uint32_t>(ipc::ViolationCode::kUnknownKind));
+  }
+  // The honest session next to them lost nothing.
+  std::vector<std::byte> back(4096);
+  REQUIRE(honest.download(back, kept) == 0);
+  CHECK(back == pattern(4096, 3));
 }

@@ -148,7 +148,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   {
     broker::DeviceSession device(*h.device, h.device->contexts_for(broker::Isolation::kNone, 0).value(),
                                  broker::SessionLimits{64ull << 20}, h.counters);
-    ipc::RequestHandler transport = ipc::make_transport_handler();
+    ipc::RequestHandler transport = ipc::make_transport_handler(ipc::TransportKinds::kProduction);  // as the broker
     const auto* control = reinterpret_cast<const wire::ControlSegment*>(client->control_bytes().data());
     std::vector<std::uint64_t> addresses;
     for (std::size_t i = 0; i < slots; ++i) {

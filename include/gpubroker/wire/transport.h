@@ -123,7 +123,8 @@ struct PatternRequest {
 };
 
 // The transport's own kinds, served by ipc/transport_service.cc: they measure and test the rings
-// and pipes, and a broker serves them on every session.
+// and pipes. A broker serves Null and Echo on every session; the rest only in the transport's own
+// test and benchmark servers (ipc::TransportKinds).
 //
 // X(Name, Payload, Reply, Staging, Posting, area, handler): the request kind k<Name>; its inline
 // payload; its reply (in the mailbox); which way staged bytes flow; whether a client may post it
