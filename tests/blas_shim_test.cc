@@ -38,6 +38,11 @@ int cudaStreamCreateWithPriority(void**, unsigned, int);
 int cudaStreamGetFlags(void*, unsigned*);
 int cudaStreamGetFlags_ptsz(void*, unsigned*);  // the generator's alias of cudaStreamGetFlags
 int cudaStreamGetPriority(void*, int*);
+int cudaStreamGetAttribute(void*, int, void*);
+int cudaStreamSetAttribute(void*, int, const void*);
+int cudaDeviceSetCacheConfig(int);
+int cudaDeviceGetCacheConfig(int*);
+int cudaGetLastError();
 int cudaStreamDestroy(void*);
 int cudaEventCreate(void**);
 int cudaEventRecordWithFlags(void*, void*, unsigned);
@@ -602,6 +607,62 @@ TEST_CASE("cudaStreamGetFlags and GetPriority answer for the stream, and cudaEve
           // An unknown flag fails asynchronously, at the next synchronizing call.
           EXPECT(cudaEventRecordWithFlags(event, urgent, 4) == 0, "posted");
           EXPECT(cudaEventQuery(event) == kCudaInvalidValue, "the bad flag surfaces");
+        }) == 0);
+  CHECK(broker.stop() == 0);
+}
+
+TEST_CASE("cudaStreamGetAttribute reads a stream's priority and synchronization policy; what would take from the "
+          "shared L2 cache is refused; the cache configuration preference is kept per device",
+          "[runtime][stream]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  CHECK(in_broker_child(broker, [] {
+          constexpr int kAccessPolicyWindow = 1, kSynchronizationPolicy = 3, kPriority = 8, kMemSyncDomain = 10;
+          constexpr int kSyncAuto = 1, kSyncSpin = 2, kNotSupported = 801;
+          union Value {
+            char pad[64];
+            int word;
+            struct {
+              void* base;
+              std::size_t bytes;
+              float hit_ratio;
+              int hit, miss;
+            } window;
+          };
+          void* urgent = nullptr;
+          EXPECT(cudaStreamCreateWithPriority(&urgent, 1, -2) == 0, "a stream of priority -2");
+          Value value{};
+          EXPECT(cudaStreamGetAttribute(urgent, kPriority, &value) == 0 && value.word == -2, "priority %d", value.word);
+          value.word = 0;
+          EXPECT(cudaStreamGetAttribute(urgent, kSynchronizationPolicy, &value) == 0 && value.word == kSyncAuto,
+                 "synchronization policy %d", value.word);
+          std::memset(&value, 0x5a, sizeof value);
+          EXPECT(cudaStreamGetAttribute(nullptr, kAccessPolicyWindow, &value) == 0 && value.window.base == nullptr &&
+                     value.window.bytes == 0,
+                 "the default stream's access policy window is empty");
+          EXPECT(cudaStreamGetAttribute(reinterpret_cast<void*>(0x7777), kPriority, &value) == kCudaInvalidHandle,
+                 "an unknown stream");
+          EXPECT(cudaStreamGetAttribute(urgent, kPriority, nullptr) == kCudaInvalidValue, "a null value");
+          value = Value{};
+          value.word = kSyncAuto;
+          EXPECT(cudaStreamSetAttribute(urgent, kSynchronizationPolicy, &value) == 0, "the policy the shim waits by");
+          value.word = kSyncSpin;
+          EXPECT(cudaStreamSetAttribute(urgent, kSynchronizationPolicy, &value) == kNotSupported, "another policy");
+          EXPECT(cudaGetLastError() == kNotSupported, "the refusal is the last error");
+          void* buffer = nullptr;
+          EXPECT(cudaMalloc(&buffer, 1 << 20) == 0, "cudaMalloc");
+          value = Value{};
+          value.window = {buffer, 1 << 20, 1.0f, 2, 0};
+          EXPECT(cudaStreamSetAttribute(urgent, kAccessPolicyWindow, &value) == kNotSupported,
+                 "an access policy window (persisting L2 lines) is refused");
+          EXPECT(cudaStreamGetAttribute(urgent, kMemSyncDomain, &value) == kNotSupported, "an attribute not served");
+          (void)cudaGetLastError();
+          int config = -1;
+          EXPECT(cudaDeviceGetCacheConfig(&config) == 0 && config == 0, "the default preference %d", config);
+          EXPECT(cudaDeviceSetCacheConfig(2) == 0 && cudaDeviceGetCacheConfig(&config) == 0 && config == 2,
+                 "prefer L1, read back: %d", config);
+          EXPECT(cudaDeviceSetCacheConfig(7) == kCudaInvalidValue, "a configuration that does not exist");
+          EXPECT(cudaFree(buffer) == 0, "cudaFree");
         }) == 0);
   CHECK(broker.stop() == 0);
 }

@@ -19,6 +19,9 @@ namespace cudart = gpubroker::cuda::rt;
 namespace {
 
 using Stream = void*;  // cudaStream_t
+
+// The cache configuration this process prefers, per device (cudaDeviceSetCacheConfig).
+int g_cache_config[wire::kMaxDevices] = {};
 using Event = void*;   // cudaEvent_t
 
 // The wire id of a stream that work is about to be submitted to, once the host functions enqueued
@@ -548,6 +551,69 @@ int cudaDeviceSetLimit(int limit, std::size_t value) {
 // attached, as here, the runtime answers success and does nothing.
 int cudaProfilerStart() { return kSuccess; }
 int cudaProfilerStop() { return kSuccess; }
+
+// The cache configuration is "only a preference" that the runtime may ignore (CUDA's words), and
+// the context it would set is shared with every other session on the device: the process keeps
+// its preference per device, cudaDeviceGetCacheConfig reads it back, and kernels run with the
+// device's default split of L1 and shared memory (each kernel's own cudaFuncSetCacheConfig is
+// served).
+int cudaDeviceSetCacheConfig(int config) {
+  if (config < cudart::cudaFuncCachePreferNone || config > cudart::cudaFuncCachePreferEqual) {
+    return record(kErrorInvalidValue);
+  }
+  __atomic_store_n(&g_cache_config[current_device()], config, __ATOMIC_RELAXED);
+  return kSuccess;
+}
+
+int cudaDeviceGetCacheConfig(int* config) {
+  if (config == nullptr) return record(kErrorInvalidValue);
+  *config = __atomic_load_n(&g_cache_config[current_device()], __ATOMIC_RELAXED);
+  return kSuccess;
+}
+
+// A stream's attributes. Its priority is read from the broker. The synchronization policy is how a
+// host thread waits for the stream: the shim always waits as cudaSyncPolicyAuto does (a short spin,
+// then a sleep), so that is what it reports and the only one it takes. An access policy window
+// reserves part of the L2 cache, which every session shares, so none is set: reading one gives the
+// empty window, setting one is refused (logged once), as cudaDeviceSetLimit refuses the
+// persisting-L2 limit. Other attributes are not served.
+int cudaStreamGetAttribute(Stream stream, int attribute, cudart::cudaLaunchAttributeValue* value) {
+  if (value == nullptr) return record(kErrorInvalidValue);
+  switch (attribute) {
+    case cudart::cudaLaunchAttributePriority: {
+      int priority = 0;
+      const Error e = cudaStreamGetPriority(stream, &priority);
+      if (e == kSuccess) value->priority = priority;
+      return e;
+    }
+    case cudart::cudaLaunchAttributeSynchronizationPolicy:
+    case cudart::cudaLaunchAttributeAccessPolicyWindow: {
+      unsigned flags = 0;  // the stream must exist
+      if (const Error e = cudaStreamGetFlags(stream, &flags); e != kSuccess) return e;
+      std::memset(value, 0, sizeof *value);
+      if (attribute == cudart::cudaLaunchAttributeSynchronizationPolicy) value->syncPolicy = cudart::cudaSyncPolicyAuto;
+      return kSuccess;
+    }
+    default:
+      gpubroker_log_unsupported_once("cudaStreamGetAttribute of an attribute other than priority, "
+                                     "synchronization policy or access policy window");
+      return record(kErrorNotSupported);
+  }
+}
+
+int cudaStreamSetAttribute(Stream stream, int attribute, const cudart::cudaLaunchAttributeValue* value) {
+  if (value == nullptr) return record(kErrorInvalidValue);
+  unsigned flags = 0;  // the stream must exist
+  if (const Error e = cudaStreamGetFlags(stream, &flags); e != kSuccess) return e;
+  if (attribute == cudart::cudaLaunchAttributeSynchronizationPolicy && value->syncPolicy == cudart::cudaSyncPolicyAuto) {
+    return kSuccess;
+  }
+  gpubroker_log_unsupported_once(attribute == cudart::cudaLaunchAttributeAccessPolicyWindow
+                                     ? "cudaStreamSetAttribute of an access policy window (the device's L2 cache is "
+                                       "shared by every session)"
+                                     : "cudaStreamSetAttribute of an attribute other than cudaSyncPolicyAuto");
+  return record(kErrorNotSupported);
+}
 
 // Peer access would let this process's kernels on one device read another device's memory
 // directly. Enabling it is a change to the devices' shared contexts (every session's kernels in
