@@ -9,6 +9,8 @@
 
 #include <array>
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <thread>
@@ -94,13 +96,20 @@ int main(int argc, char** argv) {
       }
     }
   };
+  // The socket is made with its mode (the umask around bind), so that no client outside it can
+  // connect before a chmod; the chmod then sets it whatever the umask had kept.
+  const mode_t umask_before = ::umask(0777 & ~options.socket_mode);
   auto listener = ipc::Listener::bind(listener_options);
+  ::umask(umask_before);
   if (!listener) {
     ipc::log(ipc::LogLevel::kError, "cannot listen on {}: {}", options.socket_path, ipc::describe(listener.error()));
     return 1;
   }
-  // Who may connect is the policy's job; the file itself is open to all local users.
-  ::chmod(options.socket_path.c_str(), 0666);
+  if (::chmod(options.socket_path.c_str(), options.socket_mode) != 0) {
+    ipc::log(ipc::LogLevel::kError, "cannot set the mode of {} to {:04o}: {}", options.socket_path, options.socket_mode,
+             std::strerror(errno));
+    return 1;
+  }
 
   struct sigaction action{};
   action.sa_handler = on_stop_signal;

@@ -52,6 +52,13 @@ bool parse_id_list(const std::string& text, std::vector<T>& out) {
 std::string apply(BrokerOptions& o, const std::string& key, const std::string& value) {
   if (key == "socket") {
     o.socket_path = value;
+  } else if (key == "socket-mode") {
+    unsigned mode = 0;
+    auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), mode, 8);
+    if (ec != std::errc() || p != value.data() + value.size() || value.empty() || mode > 0777) {
+      return fmt::format("--socket-mode takes an octal file mode such as 0660, not '{}'", value);
+    }
+    o.socket_mode = static_cast<mode_t>(mode);
   } else if (key == "driver") {
     if (value == "auto") o.driver = DriverChoice::kAuto;
     else if (value == "cuda") o.driver = DriverChoice::kCuda;
@@ -142,6 +149,8 @@ const char* usage_text() {
          "\n"
          "  --socket=PATH               listening socket (default /run/gpu-broker/broker.sock as root,\n"
          "                              $XDG_RUNTIME_DIR/gpu-broker.sock otherwise)\n"
+         "  --socket-mode=MODE          the socket file's mode, octal (default 0660: the broker's user and\n"
+         "                              group may connect; 0666: every local user, gated by --allow-*)\n"
          "  --driver=auto|cuda|sim      auto: the real driver when a GPU is usable, else sim\n"
          "  --sim-library=PATH          the sim driver library (default: next to this binary)\n"
          "  --sim-devices=N             devices the sim driver offers, 1 to 16 (default 1, or\n"
@@ -155,7 +164,7 @@ const char* usage_text() {
          "                              all (trusted runners only: any session's kernel can reach any memory)\n"
          "  --context-linger=SECONDS    how long a user's contexts outlive its last session (default 60)\n"
          "  --allow-uid=UID[,UID...]    peers allowed by user id (default: anyone who can open the socket)\n"
-         "  --allow-gid=GID[,GID...]    peers allowed by primary group id\n"
+         "  --allow-gid=GID[,GID...]    peers allowed by group id, primary or supplementary\n"
          "  --session-memory-limit=SIZE device memory one session may hold on each device (e.g. 8G;\n"
          "                              default: no limit); it is the total the session sees per device\n"
          "  --session-host-memory-limit=SIZE  the broker's host memory one session may hold: its module\n"

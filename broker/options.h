@@ -17,6 +17,9 @@ namespace gpubroker::broker {
 
 struct BrokerOptions {
   std::string socket_path;  // default: ipc::default_socket_path()
+  // The socket file's mode, set when it is made: connecting takes write permission on it, so the
+  // default lets in the broker's user and group only (the service's group, gpu-broker).
+  mode_t socket_mode = 0660;
   DriverChoice driver = DriverChoice::kAuto;
   std::string sim_library;  // empty: next to the binary
   std::optional<unsigned> sim_devices;  // devices the sim offers; unset: GPUBROKER_SIM_DEVICES, else 1

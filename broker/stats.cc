@@ -1,6 +1,7 @@
 #include "broker/stats.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -55,8 +56,11 @@ void SessionStatsWriter::record_call(std::int64_t handling_ns, bool failed, std:
 
 ipc::Result<std::unique_ptr<StatsPublisher>> StatsPublisher::create(const std::string& path, const DeviceLayer& device) {
   ::unlink(path.c_str());
-  ipc::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+  // Readable by the broker's group (the socket's users, broker-top's) only: it names every
+  // session's pid and program. fchmod: whatever the umask.
+  ipc::UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640));
   if (!fd.valid()) return ipc::system_error(errno);
+  if (::fchmod(fd.get(), 0640) != 0) return ipc::system_error(errno);
   if (::ftruncate(fd.get(), sizeof(wire::StatsSegment)) != 0) return ipc::system_error(errno);
   auto mapping = ipc::map_shared(fd.get(), sizeof(wire::StatsSegment));
   if (!mapping) return mapping.error();

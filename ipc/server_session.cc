@@ -59,8 +59,9 @@ const char* to_string(ViolationCode code) {
 
 bool CredentialPolicy::allows(const PeerCredentials& peer) const {
   if (uids.empty() && gids.empty()) return true;
-  return std::find(uids.begin(), uids.end(), peer.uid) != uids.end() ||
-         std::find(gids.begin(), gids.end(), peer.gid) != gids.end();
+  auto allowed_group = [this](gid_t gid) { return std::find(gids.begin(), gids.end(), gid) != gids.end(); };
+  return std::find(uids.begin(), uids.end(), peer.uid) != uids.end() || allowed_group(peer.gid) ||
+         std::any_of(peer.groups.begin(), peer.groups.end(), allowed_group);
 }
 
 ServerSession::~ServerSession() {

@@ -48,8 +48,9 @@ enum class ViolationCode : std::uint32_t {
 
 const char* to_string(ViolationCode code);
 
-// Which peers may open a session: those whose uid or (primary) gid is listed. Both lists empty
-// means any peer that can open the socket file, whose permissions are then the only gate.
+// Which peers may open a session: those whose uid, primary gid or one of whose supplementary
+// groups is listed. Both lists empty means any peer that can open the socket file, whose
+// permissions are then the only gate.
 struct CredentialPolicy {
   std::vector<uid_t> uids;
   std::vector<gid_t> gids;

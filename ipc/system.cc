@@ -14,6 +14,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <utility>
 
 namespace gpubroker::ipc {
@@ -167,11 +169,42 @@ Result<UniqueFd> accept_seqpacket(int listener, std::chrono::milliseconds timeou
   return fd;
 }
 
+namespace {
+
+// The "Groups:" line of /proc/PID/status: the fallback for kernels without SO_PEERGROUPS.
+std::vector<gid_t> groups_from_proc(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::vector<gid_t> groups;
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("Groups:", 0) != 0) continue;
+    std::istringstream ids(line.substr(7));
+    for (gid_t id = 0; ids >> id;) groups.push_back(id);
+  }
+  return groups;
+}
+
+}  // namespace
+
 Result<PeerCredentials> peer_credentials(int socket) {
   ucred cred{};
   socklen_t length = sizeof(cred);
   if (::getsockopt(socket, SOL_SOCKET, SO_PEERCRED, &cred, &length) != 0) return system_error(errno);
-  return PeerCredentials{cred.pid, cred.uid, cred.gid};
+  PeerCredentials peer{cred.pid, cred.uid, cred.gid, std::vector<gid_t>(64)};
+  // Asked once more with the size the kernel says where 64 groups were not enough.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    socklen_t bytes = static_cast<socklen_t>(peer.groups.size() * sizeof(gid_t));
+    if (::getsockopt(socket, SOL_SOCKET, SO_PEERGROUPS, peer.groups.data(), &bytes) == 0) {
+      peer.groups.resize(bytes / sizeof(gid_t));
+      return peer;
+    }
+    if (errno == ENOPROTOOPT) {
+      peer.groups = groups_from_proc(cred.pid);
+      return peer;
+    }
+    if (errno != ERANGE) return system_error(errno);
+    peer.groups.resize(bytes / sizeof(gid_t));
+  }
+  return system_error(ERANGE);
 }
 
 Result<void> send_message(int socket, std::span<const std::byte> bytes, std::span<const int> fds) {

@@ -82,13 +82,17 @@ void futex_wake_all(std::uint32_t* word);
 struct PeerCredentials {
   pid_t pid;
   uid_t uid;
-  gid_t gid;
+  gid_t gid;                  // primary
+  std::vector<gid_t> groups;  // supplementary (SO_PEERGROUPS), as the peer had them when it connected
 };
 
 [[nodiscard]] Result<UniqueFd> listen_seqpacket(const std::string& path);
 [[nodiscard]] Result<UniqueFd> connect_seqpacket(const std::string& path);
 // Waits up to `timeout` for a connection; kTimedOut when none came.
 [[nodiscard]] Result<UniqueFd> accept_seqpacket(int listener, std::chrono::milliseconds timeout);
+// The peer's pid, uid and groups, as the kernel recorded them when it connected (SO_PEERCRED,
+// SO_PEERGROUPS; where the kernel has no SO_PEERGROUPS, before Linux 4.13, the groups are read
+// from /proc/PID/status instead).
 [[nodiscard]] Result<PeerCredentials> peer_credentials(int socket);
 
 [[nodiscard]] Result<void> send_message(int socket, std::span<const std::byte> bytes,

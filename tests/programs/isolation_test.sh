@@ -23,7 +23,7 @@ failures=0
 one_mode() {  # one_mode ISOLATION NOBODY_EXPECTS ROOT_EXPECTS
   local isolation=$1 nobody_expects=$2 root_expects=$3 socket="$dir/$1.sock"
   echo "== --isolation=$isolation"
-  "$broker" --socket="$socket" --isolation="$isolation" --log-level=warning "${broker_options[@]}" &
+  "$broker" --socket="$socket" --socket-mode=0666 --isolation="$isolation" --log-level=warning "${broker_options[@]}" &
   broker_pid=$!
   local started=$SECONDS
   until [ -S "$socket" ]; do  # a deadline for a loaded machine, not a figure

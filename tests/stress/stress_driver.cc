@@ -14,6 +14,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -725,9 +726,9 @@ std::vector<std::string> memfd_paths(pid_t pid) {
 }
 
 // Runs `body` in a child as uid/gid `id`; its exit status.
-int as_user(uid_t uid, gid_t gid, const std::function<int()>& body) {
+int as_user(uid_t uid, gid_t gid, const std::function<int()>& body, const std::vector<gid_t>& groups = {}) {
   return testing::wait_for_child(testing::run_in_child([&] {
-    if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) return 99;
+    if (::setgroups(groups.size(), groups.data()) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) return 99;
     return body();
   }));
 }
@@ -950,23 +951,46 @@ void scenario_isolation(const Profile&, const std::string& dir) {
                                std::to_string(own_fds.size() + broker_fds.size()) + " segments");
   holder.session.reset();
 
-  // Credentials: uid and gid policies are applied at the handshake.
+  // Credentials: uid and gid policies are applied at the handshake (the sockets open to every
+  // user, so that the policy is what refuses).
   const int refused = static_cast<int>(wire::HandshakeStatus::kCredentialsRefused);
   {
-    Broker root_only(dir + "/uid.sock", dir + "/uid.log", {"--allow-uid=0"});
+    Broker root_only(dir + "/uid.sock", dir + "/uid.log", {"--allow-uid=0", "--socket-mode=0666"});
     check(root_only.listening(), "the broker with --allow-uid=0 listens");
     check(handshake_status(dir + "/uid.sock") == 0, "--allow-uid=0: uid 0 is accepted");
     check(as_user(65534, 65534, [&] { return handshake_status(dir + "/uid.sock"); }) == refused,
           "--allow-uid=0: uid 65534 is refused at the handshake");
   }
   {
-    Broker group_only(dir + "/gid.sock", dir + "/gid.log", {"--allow-gid=4242"});
+    Broker group_only(dir + "/gid.sock", dir + "/gid.log", {"--allow-gid=4242", "--socket-mode=0666"});
     check(group_only.listening(), "the broker with --allow-gid=4242 listens");
     check(handshake_status(dir + "/gid.sock") == refused, "--allow-gid=4242: uid 0 (gid 0) is refused");
     check(as_user(65534, 4242, [&] { return handshake_status(dir + "/gid.sock"); }) == 0,
           "--allow-gid=4242: uid 65534 with gid 4242 is accepted");
     check(as_user(65534, 65534, [&] { return handshake_status(dir + "/gid.sock"); }) == refused,
           "--allow-gid=4242: uid 65534 with gid 65534 is refused");
+    check(as_user(65534, 65534, [&] { return handshake_status(dir + "/gid.sock"); }, {4243, 4242}) == 0,
+          "--allow-gid=4242: uid 65534 with gid 65534 and supplementary groups 4243, 4242 is accepted "
+          "(as `usermod -aG` makes a member)");
+  }
+  // By default the socket lets in the broker's user and group only (the service's group), and
+  // the stats file is readable by that group only.
+  {
+    Broker plain(dir + "/mode.sock", dir + "/mode.log");
+    check(plain.listening(), "the broker with the default socket mode listens");
+    struct stat socket_stat{}, stats_stat{};
+    check(::stat((dir + "/mode.sock").c_str(), &socket_stat) == 0 && (socket_stat.st_mode & 07777) == 0660,
+          "the socket's mode is 0660");
+    check(testing::poll_until([&] { return ::stat((dir + "/mode.sock.stats").c_str(), &stats_stat) == 0; },
+                              testing::kSettleTimeout)
+                  .held &&
+              (stats_stat.st_mode & 07777) == 0640,
+          "the stats file's mode is 0640");
+    check(handshake_status(dir + "/mode.sock") == 0, "the broker's own user (root) connects");
+    check(as_user(65534, 65534, [&] { return handshake_status(dir + "/mode.sock"); }) != 0,
+          "uid 65534, not of the broker's group, cannot connect");
+    check(as_user(65534, 65534, [&] { return handshake_status(dir + "/mode.sock"); }, {socket_stat.st_gid}) == 0,
+          "uid 65534 with the socket's group as a supplementary group connects");
   }
 }
 
@@ -983,7 +1007,8 @@ void scenario_targeted(const Profile& profile, const std::string& dir) {
               seconds);
   const std::string socket = dir + "/targeted.sock";  // the temporary directory lets nobody in
   constexpr std::uint64_t kSessionLimit = 256ull << 20;
-  Broker broker(socket, dir + "/targeted.log", {"--session-memory-limit=" + std::to_string(kSessionLimit)});
+  Broker broker(socket, dir + "/targeted.log",
+                {"--session-memory-limit=" + std::to_string(kSessionLimit), "--socket-mode=0666"});
   auto observer = broker.connect();
   if (!observer) return check(false, "the broker accepts a client");
   const bool other_user = ::geteuid() == 0;
