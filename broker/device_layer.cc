@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <system_error>
 #include <type_traits>
 #include <vector>
 
@@ -234,7 +235,12 @@ DeviceResult<std::shared_ptr<const ContextGroup>> DeviceLayer::contexts_for(Isol
     group->created_.push_back(made);
     cuda::CUcontext popped = nullptr;
     (void)d.ctx_pop_current(&popped);
-    group->owned_.push_back(std::make_unique<DeviceContext>(tables_, ordinal, made));
+    try {
+      group->owned_.push_back(std::make_unique<DeviceContext>(tables_, ordinal, made));
+    } catch (const std::system_error& e) {  // its completion poller's thread (a process limit)
+      return DeviceError{DeviceErrc::kContextFailed,
+                         fmt::format("device {} for uid {}: no thread for its completions: {}", ordinal, uid, e.what())};
+    }
     group->contexts_.push_back(group->owned_.back().get());
   }
   std::shared_ptr<const ContextGroup> made = std::move(group);

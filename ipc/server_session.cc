@@ -339,21 +339,48 @@ void run_sessions(Listener& listener, const HandlerFactory& make_handler, WaitPo
       }
       continue;
     }
-    RequestHandler handler = make_handler(*accepted.value());
-    auto finished = std::make_shared<std::atomic<bool>>(false);
-    std::thread thread([session = std::move(accepted.value()), handler = std::move(handler), policy, &stop,
-                        &on_session_end, &report_lock, finished]() mutable {
-      const SessionEnd end = serve_session(*session, handler, policy, stop);
-      handler = nullptr;  // the handler's state (and its reclaim) goes before the session's memory
-      const SessionReport report{session->id(), session->peer().pid, end, session->violation(), monotonic_ns()};
-      {
-        std::lock_guard guard(report_lock);
-        if (on_session_end) on_session_end(report);
+    // The session and its handler, shared with its thread; the handler's state (and its reclaim)
+    // always goes before the session's memory, on whichever thread lets go of them.
+    struct Served {
+      std::unique_ptr<ServerSession> session;
+      RequestHandler handler;
+      void end(wire::SessionState state) {
+        handler = nullptr;
+        if (state != wire::SessionState::kOpen) session->close(state);
+        session.reset();
       }
-      session.reset();
-      finished->store(true, std::memory_order_release);
-    });
-    threads.push_back({std::move(thread), std::move(finished)});
+    };
+    auto served = std::make_shared<Served>();
+    served->session = std::move(accepted.value());
+    const std::uint64_t id = served->session->id();
+    const pid_t pid = served->session->peer().pid;
+    auto finished = std::make_shared<std::atomic<bool>>(false);
+    try {
+      served->handler = make_handler(*served->session);
+      std::thread thread([served, policy, &stop, &on_session_end, &report_lock, finished] {
+        SessionEnd end = SessionEnd::kFailed;
+        try {
+          end = serve_session(*served->session, served->handler, policy, stop);
+        } catch (const std::exception& e) {  // memory, most likely: the session goes, the broker stays
+          log(LogLevel::kError, "session {} (pid {}) closed: the broker could not serve it: {}", served->session->id(),
+              served->session->peer().pid, e.what());
+          served->session->close(wire::SessionState::kClosed);
+        }
+        const SessionReport report{served->session->id(), served->session->peer().pid, end,
+                                   served->session->violation(), monotonic_ns()};
+        served->end(wire::SessionState::kOpen);
+        {
+          std::lock_guard guard(report_lock);
+          if (on_session_end) on_session_end(report);
+        }
+        finished->store(true, std::memory_order_release);
+      });
+      threads.push_back({std::move(thread), std::move(finished)});
+    } catch (const std::exception& e) {  // no thread (a process limit) or no memory for its handler
+      log(LogLevel::kError, "session {} (pid {}) refused: the broker could not start serving it: {}", id, pid, e.what());
+      served->end(wire::SessionState::kClosed);
+      if (on_session_end) on_session_end(SessionReport{id, pid, SessionEnd::kFailed, ViolationCode::kNone, monotonic_ns()});
+    }
   }
   for (SessionThread& t : threads) t.thread.join();
 }

@@ -185,7 +185,9 @@ class Listener {
 };
 
 // How a served session ended.
-enum class SessionEnd : std::uint8_t { kClientGone, kViolation, kStopped };
+// kFailed: the broker could not go on serving it (a thread, memory or another resource ran out);
+// the session is closed and reclaimed, and the broker serves the others.
+enum class SessionEnd : std::uint8_t { kClientGone, kViolation, kStopped, kFailed };
 
 // What a service does with one valid request: complete it (if synchronous) and return success,
 // or return an error: kProtocol (detail: ViolationCode) closes the session as a violation,

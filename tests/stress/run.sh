@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the reliability scenarios of RELIABILITY.md against a build's broker, sim and shims:
-#   tests/stress/run.sh [--build=DIR] --profile=short|long [--scenario=storm,broker-kill,hostile,targeted,isolation,load]
+#   tests/stress/run.sh [--build=DIR] --profile=short|long [--scenario=storm,broker-kill,hostile,targeted,isolation,resources,load]
 # The short profile (about a minute on 2 cores) is also the meson test 'stress short profile'.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)

@@ -4,7 +4,8 @@
 // and the checks it made; the driver exits non-zero if any check failed.
 //
 //   stress_driver --profile=short|long [--scenario=NAME[,NAME...]]
-//     scenarios: storm, broker-kill, hostile, targeted, isolation, load (default: all, in that order)
+//     scenarios: storm, broker-kill, hostile, targeted, isolation, resources, load (default: all, in
+//     that order)
 //   environment: GPUBROKER_BROKER, GPUBROKER_SIM_LIBRARY, GPUBROKER_STRESS_CLIENT,
 //                GPUBROKER_TARGETED_CLIENT (the targeted attacker),
 //                GPUBROKER_SIM_KERNELS (stress_kernels plugin), GPUBROKER_STRESS_SCALE (a factor
@@ -14,6 +15,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -103,7 +105,9 @@ std::uint64_t proc_status_kb(pid_t pid, const char* field) {
 // A gpu-broker process whose stderr goes to a log file.
 class Broker {
  public:
-  Broker(const std::string& socket_path, const std::string& log_path, std::vector<std::string> extra = {})
+  // `uid`: run as that user (the driver is root), which the process limits apply to.
+  Broker(const std::string& socket_path, const std::string& log_path, std::vector<std::string> extra = {},
+         std::optional<uid_t> uid = std::nullopt)
       : socket_path_(socket_path), log_path_(log_path) {
     std::vector<std::string> args = {env_or("GPUBROKER_BROKER", "gpu-broker"), "--driver=sim",
                                      "--socket=" + socket_path, "--log-level=warning", "--arena-bytes=1G"};
@@ -114,6 +118,7 @@ class Broker {
     if (pid_ == 0) {
       const int log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
       if (log >= 0) ::dup2(log, 2);
+      if (uid && (::setgroups(0, nullptr) != 0 || ::setgid(*uid) != 0 || ::setuid(*uid) != 0)) ::_exit(126);
       std::vector<char*> argv;
       for (auto& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
@@ -994,6 +999,102 @@ void scenario_isolation(const Profile&, const std::string& dir) {
   }
 }
 
+// ---- resources ----------------------------------------------------------------------------------
+
+// Threads of every process whose real uid is `uid`: what RLIMIT_NPROC counts for that user.
+std::uint64_t threads_of_user(uid_t uid) {
+  std::uint64_t threads = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream status(entry.path() / "status");
+    std::uint64_t real_uid = ~0ull, count = 0;
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("Uid:", 0) == 0) real_uid = std::strtoull(line.c_str() + 4, nullptr, 10);
+      if (line.rfind("Threads:", 0) == 0) count = std::strtoull(line.c_str() + 8, nullptr, 10);
+    }
+    if (real_uid == uid) threads += count;
+  }
+  return threads;
+}
+
+// Sets the soft RLIMIT_NPROC of `pid`, a process of uid 65534, from a process of that user: root
+// may lack CAP_SYS_RESOURCE (in a container), and a process may change the limits of its own
+// user's processes below their hard limit.
+bool set_process_limit(pid_t pid, std::uint64_t threads) {
+  return as_user(65534, 65534, [&] {
+           rlimit limit{};
+           if (::prlimit(pid, RLIMIT_NPROC, nullptr, &limit) != 0) return 1;
+           limit.rlim_cur = std::min<rlim_t>(threads, limit.rlim_max);
+           return ::prlimit(pid, RLIMIT_NPROC, &limit, nullptr) == 0 ? 0 : 2;
+         }) == 0;
+}
+
+// A broker that cannot start a thread, as under a process limit (RLIMIT_NPROC of its user): the
+// session it cannot serve is refused with the reason logged, a session whose stream cannot get
+// its worker gets an error for that call, and once the limit is raised the broker serves clients
+// as before. The broker runs as nobody: root ignores the limit.
+void scenario_resources(const Profile&, const std::string& dir) {
+  std::printf("== resources: a broker under a process limit loses sessions, never itself\n");
+  if (::geteuid() != 0) return skip("a broker under a process limit", "running it as another user needs root");
+  const std::string home = dir + "/resources";
+  std::filesystem::create_directory(home);
+  if (::chown(home.c_str(), 65534, 65534) != 0) return check(false, "the broker's directory is made nobody's");
+  const std::string socket = home + "/broker.sock";
+  Broker broker(socket, dir + "/resources.log", {"--socket-mode=0666"}, 65534);
+  auto first = broker.connect();  // also makes root's contexts (and their threads) before the limit
+  if (!broker.listening() || !first) return check(false, "the broker, run as nobody, accepts a client");
+  // The limit is set once that session's thread has gone, so that it leaves no room.
+  (void)first->call(wire::RequestKind::kNull, {});  // answered: the session's thread runs
+  const std::uint64_t with_session = threads_of_user(65534);
+  first.reset();
+  check(testing::poll_until([&] { return threads_of_user(65534) < with_session; }, testing::kSettleTimeout).held,
+        "the first session's thread ends with it");
+  const std::uint64_t threads = threads_of_user(65534);
+  check(set_process_limit(broker.pid(), threads), "the broker's user may start no more threads (RLIMIT_NPROC " +
+                                                      std::to_string(threads) + ")");
+
+  // A user with no contexts yet: making them needs threads too (each context's completion poller).
+  const int other_user = as_user(65533, 65533, [&] {
+    auto session = ipc::ClientSession::connect(testing::client_options(socket, wire::kProtocol));
+    if (!session) return 1;
+    return session.value()->call(wire::RequestKind::kNull, {}).has_value() ? 2 : 0;
+  });
+  check(other_user == 0, "a client of a user without contexts completes its handshake, and its session is closed (" +
+                             std::to_string(other_user) + ")");
+  RawClient refused{broker.connect()};
+  check(refused.session != nullptr, "a client still completes its handshake");
+  const bool served = refused.session && refused.session->call(wire::RequestKind::kNull, {}).has_value();
+  check(!served, "its session, which the broker has no thread for, is closed: its call fails instead of hanging");
+  check(broker.alive(), "the broker is alive");
+  std::ifstream log_file(broker.log_path());
+  const std::string log((std::istreambuf_iterator<char>(log_file)), std::istreambuf_iterator<char>());
+  check(log.find("could not start serving it") != std::string::npos, "the broker logged why it refused the sessions");
+  check(log.find("for uid 65533") != std::string::npos,
+        "and why it could not make the new user's contexts");
+
+  // One thread more: the session's own. A stream needs a worker thread on the sim: that call
+  // fails, the session goes on.
+  check(set_process_limit(broker.pid(), threads + 1), "the limit raised by one thread");
+  RawClient one{broker.connect()};
+  const bool null_served = one.session && one.session->call(wire::RequestKind::kNull, {}).has_value();
+  check(null_served, "a session now gets its thread and is served");
+  const std::int32_t stream = one.session ? one.call(wire::RequestKind::kStreamCreate, wire::StreamCreateRequest{5, 1, 0}) : -1;
+  check(one.session && stream != 0 && stream != -1000, "its cudaStreamCreate, whose worker cannot start, fails with an error (" +
+                                            std::to_string(stream) + ") and leaves the session open");
+  const std::uint64_t allocation =
+      one.session ? one.call_for_word(wire::RequestKind::kMemAlloc, wire::MemAllocRequest{0, 0, 4096}) : 0;
+  check(allocation != 0 && one.call(wire::RequestKind::kMemFree, wire::HandleRequest{allocation}) == 0,
+        "the same session allocates and frees after the failure");
+  one.session.reset();
+
+  check(set_process_limit(broker.pid(), RLIM_INFINITY), "the limit lifted");
+  RawClient after{broker.connect()};
+  const std::int32_t created = after.session ? after.call(wire::RequestKind::kStreamCreate, wire::StreamCreateRequest{5, 1, 0}) : -1;
+  check(created == 0, "once the limit is lifted, a new client is served in full (a stream made)");
+  check(broker.alive(), "the broker is alive at the end");
+}
+
 // ---- targeted hostile --------------------------------------------------------------------------
 
 // Attackers that make valid-looking requests aimed at other sessions' memory and at the broker's
@@ -1188,7 +1289,7 @@ int main(int argc, char** argv) {
       std::string name;
       while (std::getline(list, name, ',')) scenarios.insert(name);
     } else {
-      std::fprintf(stderr, "usage: stress_driver --profile=short|long [--scenario=storm,broker-kill,hostile,targeted,isolation,load]\n");
+      std::fprintf(stderr, "usage: stress_driver --profile=short|long [--scenario=storm,broker-kill,hostile,targeted,isolation,resources,load]\n");
       return 2;
     }
   }
@@ -1201,7 +1302,8 @@ int main(int argc, char** argv) {
               std::thread::hardware_concurrency());
   const std::vector<std::pair<const char*, std::function<void(const Profile&, const std::string&)>>> all = {
       {"storm", scenario_storm},     {"broker-kill", scenario_broker_kill}, {"hostile", scenario_hostile},
-      {"targeted", scenario_targeted},       {"isolation", scenario_isolation}, {"load", scenario_load}};
+      {"targeted", scenario_targeted},       {"isolation", scenario_isolation},
+      {"resources", scenario_resources}, {"load", scenario_load}};
   for (const auto& [name, run] : all) {
     if (!wanted(name)) continue;
     const std::int64_t t = now_ns();
