@@ -83,6 +83,7 @@ int main(int argc, char** argv) {
   listener_options.policy.gids = options.allowed_gids;
   listener_options.pipe_bytes = options.pipe_bytes;
   listener_options.arena_bytes = options.arena_bytes;
+  listener_options.limits = options.limits;
   const broker::Isolation isolation = options.isolation;
   listener_options.prepare_control = [&layer, isolation](wire::ControlSegment& control, const wire::Hello&,
                                                          const ipc::PeerCredentials&) {

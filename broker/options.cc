@@ -97,6 +97,17 @@ std::string apply(BrokerOptions& o, const std::string& key, const std::string& v
      : key == "session-host-memory-limit" ? o.session_host_memory_limit
      : key == "pipe-bytes"                ? o.pipe_bytes
                                           : o.arena_bytes) = *bytes;
+  } else if (key == "max-sessions" || key == "max-sessions-per-user" || key == "max-handshakes" ||
+             key == "max-handshakes-per-user") {
+    std::uint32_t count = 0;
+    auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), count);
+    if (ec != std::errc() || p != value.data() + value.size() || count < 1) {
+      return fmt::format("--{} takes a count of at least 1, not '{}'", key, value);
+    }
+    (key == "max-sessions"            ? o.limits.sessions
+     : key == "max-sessions-per-user" ? o.limits.sessions_per_user
+     : key == "max-handshakes"        ? o.limits.handshakes
+                                      : o.limits.handshakes_per_user) = count;
   } else if (key == "wait-policy") {
     if (value == "spin") o.wait = ipc::WaitMode::kSpin;
     else if (value == "adaptive") o.wait = ipc::WaitMode::kAdaptive;
@@ -171,6 +182,12 @@ const char* usage_text() {
          "                              images and what it is sending (default 2G; 0: no limit)\n"
          "  --pipe-bytes=SIZE           staging pipe size per direction per session (default 8M)\n"
          "  --arena-bytes=SIZE          host arena (pinned memory) per session, sparse (default 16G)\n"
+         "  --max-sessions=N            sessions open at once, in total (default 1024); a client past it\n"
+         "                              is refused at once, told which limit it hit\n"
+         "  --max-sessions-per-user=N   sessions open at once by one uid (default 256)\n"
+         "  --max-handshakes=N          connections whose hello has not come yet, in total (default 4096);\n"
+         "                              each is closed if its hello takes over a second\n"
+         "  --max-handshakes-per-user=N the same, of one uid (default 64)\n"
          "  --wait-policy=spin|adaptive|sleep  how dispatchers wait for requests (default adaptive)\n"
          "  --log-level=error|warning|info|debug (default info)\n"
          "  --metrics-listen=HOST:PORT  serve Prometheus metrics at http://HOST:PORT/metrics (default: off)\n"

@@ -12,6 +12,7 @@
 #include "broker/device_layer.h"
 #include "ipc/doorbell.h"
 #include "ipc/log.h"
+#include "ipc/server_session.h"
 
 namespace gpubroker::broker {
 
@@ -42,6 +43,7 @@ struct BrokerOptions {
   ipc::WaitMode wait = ipc::WaitMode::kAdaptive;  // BENCHMARKS.md, "Wait policies": why not sleep
   ipc::LogLevel log_level = ipc::LogLevel::kInfo;
   std::string metrics_listen;  // "HOST:PORT" of the Prometheus endpoint; empty: none
+  ipc::ListenerLimits limits;  // sessions and handshakes at once, in total and per uid
 };
 
 // What gpu-broker was asked to do: serve (the daemon), or print the CDI specification of the

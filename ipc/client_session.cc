@@ -145,17 +145,18 @@ Result<std::unique_ptr<ClientSession>> ClientSession::connect(const ClientOption
   copy_string(hello.program, options.program.empty() ? own_program_name() : options.program);
   copy_string(hello.visible_devices, options.visible_devices);
   auto sent = send_message(socket.value().get(), std::as_bytes(std::span(&hello, 1)));
-  if (!sent) return sent.error();
 
+  // A broker that is full refuses a connection before its hello arrives, and hangs up: its answer
+  // (which limit) is still to be read even where the hello could not be sent.
   wire::Welcome welcome{};
   auto received = receive_message(socket.value().get(), std::as_writable_bytes(std::span(&welcome, 1)),
-                                  options.handshake_timeout);
-  if (!received) return received.error();
+                                  sent ? options.handshake_timeout : std::chrono::milliseconds(0));
+  if (!received) return sent ? received.error() : sent.error();
   if (received.value().bytes != sizeof(welcome) || welcome.magic != wire::kWelcomeMagic) {
     return IpcError{IpcErrc::kProtocol};
   }
   if (welcome.status != static_cast<std::int32_t>(wire::HandshakeStatus::kAccepted)) {
-    return IpcError{IpcErrc::kRefused, 0, welcome.status};
+    return IpcError{IpcErrc::kRefused, 0, refusal_detail(welcome.status, welcome.limit)};
   }
   if (welcome.version != wire::kProtocolVersion || welcome.fingerprint != options.protocol.fingerprint) {
     return IpcError{IpcErrc::kProtocol};

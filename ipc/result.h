@@ -15,7 +15,7 @@ enum class IpcErrc : std::uint8_t {
   kSystem,              // a system call failed; IpcError::sys_errno says why
   kTimedOut,            // a bounded wait ran out with the peer still alive
   kPeerGone,            // the peer closed the socket or died
-  kRefused,             // the broker refused the handshake (HandshakeStatus in `detail`)
+  kRefused,             // the broker refused the handshake (`detail`: refusal_detail)
   kProtocol,            // the peer sent something malformed
   kBadSegment,          // a segment failed its seal, size or header checks
   kSessionClosed,       // the broker closed this session (state word says why)
@@ -36,6 +36,12 @@ std::string describe(const IpcError& error);
 
 template <class T>
 using Result = boost::outcome_v2::result<T, IpcError, boost::outcome_v2::policy::terminate>;
+
+// A refusal's detail: the HandshakeStatus in the low byte, the BrokerLimit (wire/segments.h) of a
+// kBrokerFull above it.
+constexpr std::int64_t refusal_detail(std::int32_t status, std::uint32_t limit) {
+  return static_cast<std::int64_t>(status) | static_cast<std::int64_t>(limit) << 8;
+}
 
 inline IpcError system_error(int err) { return IpcError{IpcErrc::kSystem, err, 0}; }
 

@@ -1,9 +1,13 @@
 #include "ipc/server_session.h"
 
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <thread>
 
@@ -29,6 +33,17 @@ wire::SegmentHeader segment_header(wire::SegmentKind kind, std::uint64_t bytes, 
 }
 
 bool is_power_of_two(std::uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+wire::Welcome welcome_of(std::uint64_t fingerprint, wire::HandshakeStatus status, wire::BrokerLimit limit) {
+  wire::Welcome welcome{};
+  welcome.magic = wire::kWelcomeMagic;
+  welcome.version = wire::kProtocolVersion;
+  welcome.fingerprint = fingerprint;
+  welcome.broker_pid = static_cast<std::uint32_t>(::getpid());
+  welcome.status = static_cast<std::int32_t>(status);
+  welcome.limit = static_cast<std::uint32_t>(limit);
+  return welcome;
+}
 
 // Both the stop flag and the socket: a session ends when its client goes or the broker stops.
 struct PeerContext {
@@ -67,6 +82,11 @@ bool CredentialPolicy::allows(const PeerCredentials& peer) const {
 ServerSession::~ServerSession() {
   if (control_ != nullptr && std::atomic_ref(control_->session.state).load() == 0) {
     close(wire::SessionState::kClosed);
+  }
+  if (open_sessions_) {
+    std::lock_guard guard(open_sessions_->lock);
+    --open_sessions_->total;
+    if (--open_sessions_->by_user[peer_.uid] == 0) open_sessions_->by_user.erase(peer_.uid);
   }
 }
 
@@ -161,65 +181,214 @@ Result<Listener> Listener::bind(ListenerOptions options) {
   if (!options.protocol.indexed_by_kind()) return IpcError{IpcErrc::kInvalidArgument};
   auto socket = listen_seqpacket(options.socket_path);
   if (!socket) return socket.error();
-  Listener listener(std::move(options), std::move(socket.value()));
+  // Non-blocking: take_connections accepts until none is left, and must not then wait.
+  if (const int flags = ::fcntl(socket.value().get(), F_GETFL); flags < 0 ||
+      ::fcntl(socket.value().get(), F_SETFL, flags | O_NONBLOCK) != 0) {
+    return system_error(errno);
+  }
+  UniqueFd events(::epoll_create1(EPOLL_CLOEXEC));
+  if (!events.valid()) return system_error(errno);
+  epoll_event listening{};
+  listening.events = EPOLLIN;
+  listening.data.fd = socket.value().get();
+  if (::epoll_ctl(events.get(), EPOLL_CTL_ADD, socket.value().get(), &listening) != 0) return system_error(errno);
+  Listener listener(std::move(options), std::move(socket.value()), std::move(events));
+  listener.reserve_fd_ = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (auto first = listener.make_segments()) listener.spare_.emplace(std::move(first.value()));
   return listener;
 }
 
 Result<std::unique_ptr<ServerSession>> Listener::accept(std::chrono::milliseconds timeout) {
-  auto connection = accept_seqpacket(socket_.get(), timeout);
-  if (!connection) return connection.error();
-  return handshake(std::move(connection.value()));
+  const std::int64_t give_up_ns = monotonic_ns() + std::chrono::nanoseconds(timeout).count();
+  for (;;) {
+    const std::int64_t now_ns = monotonic_ns();
+    close_expired(now_ns);
+    const std::int64_t wake_ns = std::min(give_up_ns, earliest_deadline());
+    // Rounded up, so that a deadline less than a millisecond away is waited for, not spun on.
+    const int wait_ms = static_cast<int>(std::max<std::int64_t>(0, (wake_ns - now_ns + 999'999) / 1'000'000));
+    epoll_event ready[64];
+    const int n = ::epoll_wait(events_.get(), ready, std::size(ready), wait_ms);
+    if (n < 0 && errno != EINTR) return system_error(errno);
+    // Level-triggered: the hellos not read in this round are reported again in the next.
+    int hello_fd = -1;
+    for (int i = 0; i < n; ++i) {
+      if (ready[i].data.fd == socket_.get()) {
+        take_connections();
+      } else if (auto refused = refusing_.find(ready[i].data.fd); refused != refusing_.end()) {
+        // Its hello (or its hang-up): read, so that closing does not reset the refusal away.
+        std::byte drain[512];
+        while (::recv(refused->first, drain, sizeof drain, MSG_DONTWAIT) > 0) {
+        }
+        ::epoll_ctl(events_.get(), EPOLL_CTL_DEL, refused->first, nullptr);
+        refusing_.erase(refused);
+      } else if (hello_fd < 0 && pending_.contains(ready[i].data.fd)) {
+        hello_fd = ready[i].data.fd;
+      }
+    }
+    if (hello_fd >= 0) {
+      auto node = pending_.extract(hello_fd);
+      ::epoll_ctl(events_.get(), EPOLL_CTL_DEL, hello_fd, nullptr);
+      if (--pending_by_user_[node.mapped().peer.uid] == 0) pending_by_user_.erase(node.mapped().peer.uid);
+      return handshake(std::move(node.mapped()));
+    }
+    if (monotonic_ns() >= give_up_ns) return IpcError{IpcErrc::kTimedOut};
+  }
 }
 
-Result<std::unique_ptr<ServerSession>> Listener::handshake(UniqueFd connection) {
-  auto peer = peer_credentials(connection.get());
-  if (!peer) return peer.error();
+void Listener::take_connections() {
+  // A bounded batch, so that a flood of connections cannot keep the hellos already here waiting.
+  for (int taken = 0; taken < 64; ++taken) {
+    UniqueFd connection(::accept4(socket_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+    if (!connection.valid()) {
+      if ((errno == EMFILE || errno == ENFILE) && reserve_fd_.valid()) {
+        // No descriptor left: take the connection with the reserve one, tell it why, and keep
+        // the reserve for next time.
+        reserve_fd_.reset();
+        UniqueFd turned_away(::accept4(socket_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+        if (turned_away.valid()) {
+          refuse(turned_away.get(), wire::HandshakeStatus::kBrokerFull, wire::BrokerLimit::kDescriptors);
+          log(LogLevel::kWarning, "connection refused: the broker has no file descriptor left (RLIMIT_NOFILE)");
+        }
+        turned_away.reset();
+        reserve_fd_ = UniqueFd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+        continue;
+      }
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
+        log(LogLevel::kWarning, "accept failed: {}", std::strerror(errno));
+      }
+      return;
+    }
+    auto peer = peer_credentials(connection.get());
+    if (!peer) continue;
+    if (const wire::BrokerLimit limit = limit_reached_by(peer.value()); limit != wire::BrokerLimit::kNone) {
+      refuse(connection.get(), wire::HandshakeStatus::kBrokerFull, limit);
+      log(LogLevel::kDebug, "connection of pid {} uid {} refused: limit {} reached", peer.value().pid,
+          peer.value().uid, static_cast<unsigned>(limit));
+      keep_until_read(std::move(connection));
+      continue;
+    }
+    epoll_event waiting{};
+    waiting.events = EPOLLIN | EPOLLRDHUP;
+    waiting.data.fd = connection.get();
+    if (::epoll_ctl(events_.get(), EPOLL_CTL_ADD, connection.get(), &waiting) != 0) {
+      log(LogLevel::kWarning, "connection of pid {} closed: cannot watch it: {}", peer.value().pid, std::strerror(errno));
+      continue;
+    }
+    const int fd = connection.get();
+    ++pending_by_user_[peer.value().uid];
+    pending_.emplace(fd, Pending{std::move(connection), peer.value(),
+                                 monotonic_ns() + std::chrono::nanoseconds(options_.handshake_timeout).count()});
+  }
+}
 
-  wire::Welcome welcome{};
-  welcome.magic = wire::kWelcomeMagic;
-  welcome.version = wire::kProtocolVersion;
-  welcome.fingerprint = options_.protocol.fingerprint;
-  welcome.broker_pid = static_cast<std::uint32_t>(::getpid());
-  auto refuse = [&](wire::HandshakeStatus status) -> IpcError {
-    welcome.status = static_cast<std::int32_t>(status);
-    (void)send_message(connection.get(), bytes_of(welcome));
-    log(LogLevel::kWarning, "handshake refused for pid {} uid {}: status {}", peer.value().pid,
-        peer.value().uid, static_cast<int>(status));
-    return IpcError{IpcErrc::kRefused, 0, static_cast<std::int64_t>(status)};
+wire::BrokerLimit Listener::limit_reached_by(const PeerCredentials& peer) const {
+  const ListenerLimits& limits = options_.limits;
+  if (pending_.size() >= limits.handshakes) return wire::BrokerLimit::kHandshakes;
+  auto pending = pending_by_user_.find(peer.uid);
+  if (pending != pending_by_user_.end() && pending->second >= limits.handshakes_per_user) {
+    return wire::BrokerLimit::kHandshakesPerUser;
+  }
+  return wire::BrokerLimit::kNone;
+}
+
+void Listener::keep_until_read(UniqueFd connection) {
+  if (refusing_.size() >= kMaxRefusing) return;  // a flood: closed at once
+  epoll_event waiting{};
+  waiting.events = EPOLLIN | EPOLLRDHUP;
+  waiting.data.fd = connection.get();
+  if (::epoll_ctl(events_.get(), EPOLL_CTL_ADD, connection.get(), &waiting) != 0) return;
+  const int fd = connection.get();
+  const auto linger = std::min<std::chrono::nanoseconds>(options_.handshake_timeout, std::chrono::milliseconds(200));
+  refusing_.emplace(fd, Refusing{std::move(connection), monotonic_ns() + linger.count()});
+}
+
+void Listener::close_expired(std::int64_t now_ns) {
+  std::erase_if(refusing_, [&](const auto& entry) {
+    if (entry.second.deadline_ns > now_ns) return false;
+    ::epoll_ctl(events_.get(), EPOLL_CTL_DEL, entry.first, nullptr);
+    return true;
+  });
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    const Pending& p = it->second;
+    if (p.deadline_ns > now_ns) {
+      ++it;
+      continue;
+    }
+    log(LogLevel::kDebug, "connection of pid {} uid {} closed: no hello within {} ms", p.peer.pid, p.peer.uid,
+        options_.handshake_timeout.count());
+    ::epoll_ctl(events_.get(), EPOLL_CTL_DEL, p.connection.get(), nullptr);
+    if (--pending_by_user_[p.peer.uid] == 0) pending_by_user_.erase(p.peer.uid);
+    it = pending_.erase(it);
+  }
+}
+
+std::int64_t Listener::earliest_deadline() const {
+  std::int64_t earliest = std::numeric_limits<std::int64_t>::max();
+  for (const auto& [fd, p] : pending_) earliest = std::min(earliest, p.deadline_ns);
+  for (const auto& [fd, r] : refusing_) earliest = std::min(earliest, r.deadline_ns);
+  return earliest;
+}
+
+Result<std::unique_ptr<ServerSession>> Listener::handshake(Pending pending) {
+  UniqueFd connection = std::move(pending.connection);
+  const PeerCredentials& peer = pending.peer;
+  auto refused = [&](wire::HandshakeStatus status, wire::BrokerLimit limit = wire::BrokerLimit::kNone) -> IpcError {
+    refuse(connection.get(), status, limit);
+    log(LogLevel::kWarning, "handshake refused for pid {} uid {}: status {} limit {}", peer.pid, peer.uid,
+        static_cast<int>(status), static_cast<unsigned>(limit));
+    return IpcError{IpcErrc::kRefused, 0, refusal_detail(static_cast<std::int32_t>(status), static_cast<std::uint32_t>(limit))};
   };
 
   wire::Hello hello{};
   auto received = receive_message(connection.get(), std::as_writable_bytes(std::span(&hello, 1)),
-                                  options_.handshake_timeout);
+                                  std::chrono::milliseconds(0));
   if (!received) return received.error();
+  if (received.value().bytes == 0) return IpcError{IpcErrc::kPeerGone};  // it hung up: nobody to tell
   if (received.value().bytes != sizeof(hello) || hello.magic != wire::kHelloMagic) {
-    return refuse(wire::HandshakeStatus::kMalformed);
+    return refused(wire::HandshakeStatus::kMalformed);
   }
   // Credentials are judged after the hello has been read, so that the refusal reaches a client
   // that is still sending (a reply to an unread socket can be lost to a reset).
-  if (!options_.policy.allows(peer.value())) return refuse(wire::HandshakeStatus::kCredentialsRefused);
-  if (hello.version != wire::kProtocolVersion) return refuse(wire::HandshakeStatus::kVersionMismatch);
+  if (!options_.policy.allows(peer)) return refused(wire::HandshakeStatus::kCredentialsRefused);
+  if (hello.version != wire::kProtocolVersion) return refused(wire::HandshakeStatus::kVersionMismatch);
   if (hello.fingerprint != options_.protocol.fingerprint) {
-    return refuse(wire::HandshakeStatus::kFingerprintMismatch);
+    return refused(wire::HandshakeStatus::kFingerprintMismatch);
   }
   hello.program[sizeof(hello.program) - 1] = '\0';
   hello.visible_devices[sizeof(hello.visible_devices) - 1] = '\0';
+  {
+    std::lock_guard guard(open_sessions_->lock);
+    const ListenerLimits& limits = options_.limits;
+    if (open_sessions_->total >= limits.sessions) {
+      return refused(wire::HandshakeStatus::kBrokerFull, wire::BrokerLimit::kSessions);
+    }
+    std::uint32_t& of_user = open_sessions_->by_user[peer.uid];
+    if (of_user >= limits.sessions_per_user) {
+      return refused(wire::HandshakeStatus::kBrokerFull, wire::BrokerLimit::kSessionsPerUser);
+    }
+    // Counted in now; ServerSession's destructor counts it out, whichever way this ends.
+    ++of_user;
+    ++open_sessions_->total;
+  }
+  auto session = std::unique_ptr<ServerSession>(new ServerSession());
+  session->open_sessions_ = open_sessions_;
+  session->peer_ = peer;
 
   const std::uint64_t control_bytes = sizeof(wire::ControlSegment);
   const std::uint64_t staging_bytes = wire::staging_segment_bytes(options_.pipe_bytes);
   auto segments = take_segments();
-  if (!segments) return refuse(wire::HandshakeStatus::kBrokerError);
+  if (!segments) {
+    log(LogLevel::kWarning, "no segments for pid {}: {}", peer.pid, describe(segments.error()));
+    return refused(wire::HandshakeStatus::kBrokerError);
+  }
   Segments& s = segments.value();
 
-  auto session = std::unique_ptr<ServerSession>(new ServerSession());
   session->id_ = next_session_id_++;
-  session->peer_ = peer.value();
   session->hello_ = hello;
   session->pipe_bytes_ = options_.pipe_bytes;
   session->protocol_ = options_.protocol;
   session->control_ = s.control_map.as<wire::ControlSegment>();
-  if (options_.prepare_control) options_.prepare_control(*session->control_, hello, peer.value());
+  if (options_.prepare_control) options_.prepare_control(*session->control_, hello, peer);
   session->consumer_.emplace(*session->control_);
   auto* staging = s.staging_map.as<wire::StagingSegment>();
   session->to_broker_ = std::make_unique<PipeReader>(to_broker_pipe(staging, options_.pipe_bytes));
@@ -228,7 +397,8 @@ Result<std::unique_ptr<ServerSession>> Listener::handshake(UniqueFd connection) 
   session->staging_map_ = std::move(s.staging_map);
   session->arena_map_ = std::move(s.arena_map);
 
-  welcome.status = static_cast<std::int32_t>(wire::HandshakeStatus::kAccepted);
+  wire::Welcome welcome = welcome_of(options_.protocol.fingerprint, wire::HandshakeStatus::kAccepted,
+                                     wire::BrokerLimit::kNone);
   welcome.session_id = session->id_;
   welcome.control_bytes = control_bytes;
   welcome.staging_bytes = staging_bytes;
@@ -243,6 +413,11 @@ Result<std::unique_ptr<ServerSession>> Listener::handshake(UniqueFd connection) 
   log(LogLevel::kInfo, "session {} opened: pid {} uid {} program '{}' abi {}", session->id_,
       session->peer_.pid, session->peer_.uid, hello.program, hello.abi);
   return session;
+}
+
+void Listener::refuse(int connection, wire::HandshakeStatus status, wire::BrokerLimit limit) const {
+  const wire::Welcome welcome = welcome_of(options_.protocol.fingerprint, status, limit);
+  (void)send_message(connection, bytes_of(welcome));
 }
 
 Result<Listener::Segments> Listener::make_segments() const {

@@ -22,7 +22,9 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "gpubroker/wire/segments.h"
@@ -58,6 +60,17 @@ struct CredentialPolicy {
   [[nodiscard]] bool allows(const PeerCredentials& peer) const;
 };
 
+// How many clients the listener takes at once; a client past one is refused with kBrokerFull and
+// the limit's name (wire::BrokerLimit), at once, never left waiting. Handshakes are connections
+// whose hello has not come yet: each costs the broker one descriptor until its deadline
+// (ListenerOptions::handshake_timeout).
+struct ListenerLimits {
+  std::uint32_t sessions = 1024;
+  std::uint32_t sessions_per_user = 256;
+  std::uint32_t handshakes = 4096;
+  std::uint32_t handshakes_per_user = 64;
+};
+
 struct ListenerOptions {
   std::string socket_path;
   // The request kinds the sessions speak: each request is checked against its kind's shape here,
@@ -67,10 +80,21 @@ struct ListenerOptions {
   CredentialPolicy policy;
   std::uint64_t pipe_bytes = 8ull << 20;    // each direction; power of two, chunk multiple
   std::uint64_t arena_bytes = 16ull << 30;  // sparse
+  // How long a connection may take to send its hello; it is closed then. Handshakes run
+  // concurrently: one that never finishes delays no other.
   std::chrono::milliseconds handshake_timeout{1000};
+  ListenerLimits limits;
   // Fills what the session's client may read before its first request (the device table), after
   // the segments exist and before they are handed over. Called on the accepting thread.
   std::function<void(wire::ControlSegment&, const wire::Hello&, const PeerCredentials&)> prepare_control;
+};
+
+// The sessions open now, by uid: the accepting thread counts a session in, its destructor (on
+// its own thread) counts it out.
+struct OpenSessions {
+  std::mutex lock;
+  std::uint32_t total = 0;                           // guarded by lock
+  std::unordered_map<uid_t, std::uint32_t> by_user;  // guarded by lock
 };
 
 class ServerSession {
@@ -148,6 +172,7 @@ class ServerSession {
   WaitPolicy staging_policy_ = WaitPolicy::of(WaitMode::kAdaptive);
   const std::atomic<bool>* stop_ = nullptr;
   ViolationCode violation_ = ViolationCode::kNone;
+  std::shared_ptr<OpenSessions> open_sessions_;  // counted out on destruction
 };
 
 class Listener {
@@ -157,17 +182,35 @@ class Listener {
   // indexed by kind.
   static Result<Listener> bind(ListenerOptions options);
 
-  // Accepts one client and performs the handshake. kTimedOut when none came; kRefused (detail:
-  // HandshakeStatus) when one was turned away. Sessions get consecutive ids from 1.
+  // Takes new connections and reads the hellos that arrived, until one handshake ends or
+  // `timeout` passes: the session of a client that was accepted, kTimedOut when none ended,
+  // kRefused (detail: refusal_detail()) when one was turned away. A connection whose hello does not
+  // come within the handshake timeout is closed. Sessions get consecutive ids from 1.
   Result<std::unique_ptr<ServerSession>> accept(std::chrono::milliseconds timeout);
+
+  // Connections waiting for their hello, for tests and figures.
+  [[nodiscard]] std::size_t handshakes_in_progress() const { return pending_.size(); }
 
   [[nodiscard]] const ListenerOptions& options() const { return options_; }
   [[nodiscard]] int fd() const { return socket_.get(); }
 
  private:
-  Listener(ListenerOptions options, UniqueFd socket)
-      : options_(std::move(options)), socket_(std::move(socket)) {}
-  Result<std::unique_ptr<ServerSession>> handshake(UniqueFd connection);
+  Listener(ListenerOptions options, UniqueFd socket, UniqueFd events)
+      : options_(std::move(options)), socket_(std::move(socket)), events_(std::move(events)) {}
+
+  // A connection whose hello has not come yet.
+  struct Pending {
+    UniqueFd connection;
+    PeerCredentials peer;
+    std::int64_t deadline_ns;
+  };
+  void take_connections();
+  void close_expired(std::int64_t now_ns);
+  [[nodiscard]] std::int64_t earliest_deadline() const;
+  [[nodiscard]] wire::BrokerLimit limit_reached_by(const PeerCredentials& peer) const;
+  Result<std::unique_ptr<ServerSession>> handshake(Pending pending);
+  // Sends a refusal; the caller closes the connection.
+  void refuse(int connection, wire::HandshakeStatus status, wire::BrokerLimit limit) const;
 
   // A new session's three segments, created, mapped and initialized. Each set serves one session
   // only; the next one is made ready after a handshake, off the following client's path.
@@ -180,6 +223,24 @@ class Listener {
 
   ListenerOptions options_;
   UniqueFd socket_;
+  UniqueFd events_;  // epoll: the listening socket and every pending connection
+  // A descriptor held in reserve: when accept finds none left, it is given up to take the
+  // connection, refuse it with kDescriptors, and taken back (else the socket stays readable
+  // and the accepting thread spins).
+  UniqueFd reserve_fd_;
+  std::unordered_map<int, Pending> pending_;  // by descriptor; accepting thread only
+  // Connections refused at once (a limit), kept until their hello has come and been read, or a
+  // short deadline: a Unix socket closed with unread bytes resets its peer, whose read of the
+  // refusal would then fail. At most kMaxRefusing; past that they are closed at once.
+  struct Refusing {
+    UniqueFd connection;
+    std::int64_t deadline_ns;
+  };
+  static constexpr std::size_t kMaxRefusing = 256;
+  std::unordered_map<int, Refusing> refusing_;  // by descriptor; accepting thread only
+  void keep_until_read(UniqueFd connection);
+  std::unordered_map<uid_t, std::uint32_t> pending_by_user_;
+  std::shared_ptr<OpenSessions> open_sessions_ = std::make_shared<OpenSessions>();
   std::uint64_t next_session_id_ = 1;
   std::optional<Segments> spare_;
 };

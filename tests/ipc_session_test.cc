@@ -4,6 +4,8 @@
 #include <catch2/catch.hpp>
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/resource.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -468,4 +470,135 @@ TEST_CASE("several sessions are served at once, each with its own id", "[ipc][se
     CHECK(sessions[i]->session_id() == i + 1);
     CHECK(sessions[i]->call(wire::TransportKind::kNull, {}));
   }
+}
+
+namespace {
+
+// Raises this process's descriptor limit to `wanted` where the hard limit allows; the limit it has.
+rlim_t raise_descriptor_limit(rlim_t wanted) {
+  rlimit limit{};
+  ::getrlimit(RLIMIT_NOFILE, &limit);
+  limit.rlim_cur = std::min(wanted, limit.rlim_max);
+  ::setrlimit(RLIMIT_NOFILE, &limit);
+  ::getrlimit(RLIMIT_NOFILE, &limit);
+  return limit.rlim_cur;
+}
+
+// `count` connections to `path` that never send a hello.
+std::vector<ipc::UniqueFd> silent_connections(const std::string& path, int count) {
+  std::vector<ipc::UniqueFd> held;
+  for (int i = 0; i < count; ++i) {
+    auto socket = ipc::connect_seqpacket(path);
+    if (!socket) break;
+    held.push_back(std::move(socket.value()));
+  }
+  return held;
+}
+
+}  // namespace
+
+TEST_CASE("a thousand connections that never say hello, and malformed hellos, do not keep an honest client out",
+          "[ipc][session][hostile]") {
+  TempDir dir;
+  const rlim_t descriptors = raise_descriptor_limit(4096);
+  const int idle = static_cast<int>(std::min<rlim_t>(1000, descriptors > 200 ? (descriptors - 100) / 2 : 0));
+  INFO("descriptor limit " << descriptors << ": " << idle << " silent connections");
+  REQUIRE(idle >= 100);
+  auto options = listener_options(dir);
+  options.limits.handshakes = 4096;
+  options.limits.handshakes_per_user = 4096;  // one user holds them all here: the per-user limit is the next case's
+  options.handshake_timeout = 60s;            // they stay for the whole test
+  ForkedServer server(options);
+  const auto held = silent_connections(server.socket_path(), idle);
+  CHECK(static_cast<int>(held.size()) == idle);
+  // Short hellos: a whole message on a seqpacket socket, too short to be one.
+  for (int i = 0; i < 5; ++i) {
+    auto socket = ipc::connect_seqpacket(server.socket_path());
+    REQUIRE(socket);
+    const std::uint64_t half_hello = wire::kHelloMagic;
+    REQUIRE(ipc::send_message(socket.value().get(), std::as_bytes(std::span(&half_hello, 1))));
+    wire::Welcome welcome{};
+    auto answer = ipc::receive_message(socket.value().get(), std::as_writable_bytes(std::span(&welcome, 1)), 5000ms);
+    REQUIRE(answer);
+    CHECK(welcome.status == static_cast<std::int32_t>(wire::HandshakeStatus::kMalformed));
+  }
+  for (int i = 0; i < 5; ++i) {
+    const std::int64_t start = ipc::monotonic_ns();
+    auto session = ipc::ClientSession::connect(testing::client_options(server.socket_path()));
+    REQUIRE(session);
+    WARN("an honest handshake beside " << idle << " silent connections: " << (ipc::monotonic_ns() - start) / 1000
+                                       << " us (a figure, not a check)");
+    const std::array<std::uint8_t, 3> message{7, 8, 9};
+    auto reply = session.value()->call(wire::TransportKind::kEcho, std::as_bytes(std::span(message)));
+    REQUIRE(reply);
+    CHECK(reply.value().result_bytes == 3);
+  }
+  CHECK(server.running());
+}
+
+TEST_CASE("a silent connection is closed at its handshake deadline, and the per-user handshake limit refuses the "
+          "user past it with kBrokerFull while another user gets in",
+          "[ipc][session][hostile][limits]") {
+  TempDir dir;
+  auto options = listener_options(dir);
+  options.limits.handshakes_per_user = 8;
+  options.handshake_timeout = 300ms;
+  ForkedServer server(options);
+  ::chmod(server.socket_path().c_str(), 0666);
+  auto held = silent_connections(server.socket_path(), 8);
+  REQUIRE(held.size() == 8);
+  // The ninth of this user is turned away at once, told which limit and what raises it.
+  auto refused = ipc::ClientSession::connect(testing::client_options(server.socket_path()));
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code == ipc::IpcErrc::kRefused);
+  CHECK((refused.error().detail & 0xff) == static_cast<std::int64_t>(wire::HandshakeStatus::kBrokerFull));
+  CHECK((refused.error().detail >> 8) == static_cast<std::int64_t>(wire::BrokerLimit::kHandshakesPerUser));
+  CHECK_THAT(ipc::describe(refused.error()), Catch::Contains("--max-handshakes-per-user"));
+  if (::getuid() == 0) {
+    const pid_t other = testing::run_in_child([&] {
+      if (::setgid(65534) != 0 || ::setuid(65534) != 0) return 10;
+      return ipc::ClientSession::connect(testing::client_options(server.socket_path())) ? 0 : 11;
+    });
+    CHECK(testing::wait_for_child(other) == 0);
+  }
+  // At their deadline the silent ones are closed (the broker hangs up), and the user gets in.
+  for (auto& fd : held) {
+    pollfd p{fd.get(), POLLIN | POLLRDHUP, 0};
+    CHECK(::poll(&p, 1, 10000) == 1);
+  }
+  CHECK(ipc::ClientSession::connect(testing::client_options(server.socket_path())));
+}
+
+TEST_CASE("sessions past the per-user and total limits are refused with the limit named, until one ends",
+          "[ipc][session][limits]") {
+  TempDir dir;
+  auto options = listener_options(dir);
+  options.limits.sessions_per_user = 2;
+  options.limits.sessions = 3;
+  ForkedServer server(options);
+  auto first = ipc::ClientSession::connect(testing::client_options(server.socket_path()));
+  auto second = ipc::ClientSession::connect(testing::client_options(server.socket_path()));
+  REQUIRE(first);
+  REQUIRE(second);
+  auto third = ipc::ClientSession::connect(testing::client_options(server.socket_path()));
+  REQUIRE_FALSE(third);
+  CHECK((third.error().detail >> 8) == static_cast<std::int64_t>(wire::BrokerLimit::kSessionsPerUser));
+  CHECK_THAT(ipc::describe(third.error()), Catch::Contains("--max-sessions-per-user"));
+  if (::getuid() == 0) {
+    ::chmod(server.socket_path().c_str(), 0666);
+    const pid_t other = testing::run_in_child([&] {
+      if (::setgid(65534) != 0 || ::setuid(65534) != 0) return 10;
+      auto mine = ipc::ClientSession::connect(testing::client_options(server.socket_path()));
+      if (!mine) return 11;  // another user's first session: under both limits
+      auto again = ipc::ClientSession::connect(testing::client_options(server.socket_path()));
+      if (again || (again.error().detail >> 8) != static_cast<std::int64_t>(wire::BrokerLimit::kSessions)) return 12;
+      return 0;
+    });
+    CHECK(testing::wait_for_child(other) == 0);
+  }
+  // One ends: its user gets in again once the broker has seen it go.
+  first.value().reset();
+  CHECK(testing::poll_until([&] { return ipc::ClientSession::connect(testing::client_options(server.socket_path())).has_value(); },
+                            testing::kSettleTimeout)
+            .held);
 }

@@ -741,7 +741,7 @@ int as_user(uid_t uid, gid_t gid, const std::function<int()>& body, const std::v
 int handshake_status(const std::string& socket) {
   auto session = ipc::ClientSession::connect(testing::client_options(socket, wire::kProtocol));
   if (session) return 0;
-  return session.error().code == ipc::IpcErrc::kRefused ? static_cast<int>(session.error().detail) : 100;
+  return session.error().code == ipc::IpcErrc::kRefused ? static_cast<int>(session.error().detail & 0xff) : 100;
 }
 
 void scenario_isolation(const Profile&, const std::string& dir) {

@@ -135,6 +135,17 @@ enum class HandshakeStatus : std::int32_t {
   kBrokerError = 6,
 };
 
+// Which of the broker's limits turned a client away with kBrokerFull (Welcome::limit); each is a
+// broker option that raises it (docs/configuration.md).
+enum class BrokerLimit : std::uint32_t {
+  kNone = 0,
+  kSessions = 1,           // --max-sessions: sessions open in total
+  kSessionsPerUser = 2,    // --max-sessions-per-user: sessions open by the client's uid
+  kHandshakes = 3,         // --max-handshakes: connections that have not finished their hello
+  kHandshakesPerUser = 4,  // --max-handshakes-per-user: the same, by the client's uid
+  kDescriptors = 5,        // the broker ran out of file descriptors (its RLIMIT_NOFILE)
+};
+
 struct Welcome {
   std::uint64_t magic;  // kWelcomeMagic
   std::uint32_t version;
@@ -146,7 +157,7 @@ struct Welcome {
   std::uint64_t arena_bytes;
   std::uint64_t pipe_bytes;
   std::uint32_t broker_pid;
-  std::uint32_t reserved;
+  std::uint32_t limit;  // BrokerLimit, with status kBrokerFull
 };
 
 namespace detail {
