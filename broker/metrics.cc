@@ -123,6 +123,11 @@ std::string prometheus_text(const monitor::Snapshot& snapshot, const char* versi
   for (const auto& d : view.devices) out.sample("gpubroker_device_memory_used_bytes", device_labels(d.sample), d.sample.used_bytes);
   out.family("gpubroker_device_memory_free_bytes", "gauge", "Device memory not held through the broker.");
   for (const auto& d : view.devices) out.sample("gpubroker_device_memory_free_bytes", device_labels(d.sample), d.free_bytes);
+  out.family("gpubroker_device_driver_memory_used_bytes", "gauge",
+             "Device memory in use as the driver reports it (total - free): every context and process.");
+  for (const auto& d : view.devices) {
+    out.sample("gpubroker_device_driver_memory_used_bytes", device_labels(d.sample), d.sample.driver_used_bytes);
+  }
   out.family("gpubroker_device_utilization_ratio", "gauge", "Device utilization (0..1), where the driver reports it.");
   for (const auto& d : view.devices) {
     if (d.sample.utilization_percent >= 0) {
@@ -135,6 +140,7 @@ std::string prometheus_text(const monitor::Snapshot& snapshot, const char* versi
     const char* type;
     const char* help;
     double (*value)(const monitor::SessionRow&);
+    bool per_session_only = false;  // no meaning summed over the others
   };
   static constexpr SessionFamily families[] = {
       {"gpubroker_session_device_memory_bytes", "gauge", "Device memory the session holds.",
@@ -150,12 +156,20 @@ std::string prometheus_text(const monitor::Snapshot& snapshot, const char* versi
       {"gpubroker_session_bytes_from_device_total", "counter", "Bytes the session copied device to host.",
        [](const monitor::SessionRow& r) { return static_cast<double>(r.sample.bytes_from_device); }},
       {"gpubroker_session_start_time_seconds", "gauge", "When the session opened, in seconds since the epoch.",
-       [](const monitor::SessionRow& r) { return static_cast<double>(r.sample.started_ns) / 1e9; }},
+       [](const monitor::SessionRow& r) { return static_cast<double>(r.sample.started_ns) / 1e9; }, true},
   };
   for (const SessionFamily& f : families) {
     out.family(f.name, f.type, f.help);
     for (const auto& row : view.sessions) out.sample(f.name, session_labels(row.sample), f.value(row));
+    // The sessions without a slot of their own, summed, so that a sum over sessions is exact (a
+    // start time has no sum).
+    if (view.others && !f.per_session_only) {
+      out.sample(f.name, "session=\"others\",pid=\"\",program=\"\",abi=\"\"", f.value(*view.others));
+    }
   }
+  out.family("gpubroker_other_sessions", "gauge",
+             "Open sessions past the stats file's slots; they appear summed as session=\"others\".");
+  out.sample("gpubroker_other_sessions", "", static_cast<double>(snapshot.other_sessions));
   // The broker's histogram has no sum, so it is published as the quantiles broker-top shows.
   out.family("gpubroker_session_call_latency_seconds", "gauge",
              "Broker handling time of the session's calls over its life, by quantile (from a power-of-two histogram).");

@@ -150,13 +150,17 @@ std::vector<ScreenLine> render_screen(const View& view, const SortOrder& order, 
                                  human_age(static_cast<double>(s.taken_realtime_ns - s.started_ns) / 1e9),
                                  view.totals.sessions, s.sessions_total, s.violations_total));
   add(Style::kPlain, "");
-  add(Style::kTableHeader, fmt::format("{:>3}  {:<28} {:>8} {:>8} {:>8} {:>5}  {}", "DEV", "NAME", "USED", "FREE", "TOTAL",
-                                       "UTIL", "UUID"));
+  // USED and FREE are the driver's (cuMemGetInfo: every context and process); SESSIONS is what the
+  // broker's sessions hold of it.
+  add(Style::kTableHeader, fmt::format("{:>3}  {:<28} {:>8} {:>8} {:>8} {:>8} {:>5}  {}", "DEV", "NAME", "USED", "FREE",
+                                       "TOTAL", "SESSIONS", "UTIL", "UUID"));
   for (const DeviceRow& d : view.devices) {
+    const std::uint64_t used = d.sample.driver_used_bytes, total = d.sample.total_bytes;
     add(Style::kPlain,
-        fmt::format("{:>3}  {:<28} {:>8} {:>8} {:>8} {:>5}  {}", d.sample.index, fit(printable_utf8(d.sample.name), 28, true),
-                    human_bytes(static_cast<double>(d.sample.used_bytes)), human_bytes(static_cast<double>(d.free_bytes)),
-                    human_bytes(static_cast<double>(d.sample.total_bytes)),
+        fmt::format("{:>3}  {:<28} {:>8} {:>8} {:>8} {:>8} {:>5}  {}", d.sample.index,
+                    fit(printable_utf8(d.sample.name), 28, true), human_bytes(static_cast<double>(used)),
+                    human_bytes(static_cast<double>(total > used ? total - used : 0)),
+                    human_bytes(static_cast<double>(total)), human_bytes(static_cast<double>(d.sample.used_bytes)),
                     d.sample.utilization_percent < 0 ? std::string("-") : fmt::format("{}%", d.sample.utilization_percent),
                     uuid_short(d.sample.uuid)));
   }
@@ -200,7 +204,19 @@ std::vector<ScreenLine> render_screen(const View& view, const SortOrder& order, 
     return text;
   };
   for (const SessionRow* r : rows) add(Style::kPlain, row_text([&](Column c) { return cell(*r, c); }));
-  if (rows.empty()) add(Style::kNote, "(no sessions)");
+  if (view.others) {
+    // The sessions past the stats file's slots, summed (wire::OtherSessions).
+    const std::uint64_t others = view.snapshot.other_sessions;
+    add(Style::kPlain, row_text([&](Column c) -> std::string {
+          switch (c) {
+            case Column::kPid: return "OTHERS";
+            case Column::kProgram: return fmt::format("{} more session{}", others, others == 1 ? "" : "s");
+            case Column::kAbi: case Column::kLatencyP50: case Column::kLatencyP99: case Column::kAge: return "";
+            default: return cell(*view.others, c);
+          }
+        }));
+  }
+  if (rows.empty() && !view.others) add(Style::kNote, "(no sessions)");
 
   const Totals& t = view.totals;
   add(Style::kTotals, row_text([&](Column c) -> std::string {
