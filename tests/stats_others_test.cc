@@ -1,7 +1,7 @@
 // Every session is counted by the monitors, however many there are: 300 real client processes,
 // each holding a different small amount of device memory, against a sim broker whose stats file
 // has 256 session slots. The sessions past the slots are summed in the "others" row, so the
-// totals that broker-top, its JSON and /metrics show equal the sum the clients allocated; when
+// totals that broker-top, its JSON and the /metrics text show equal the sum the clients allocated; when
 // the clients leave, the totals return to zero (the others' memory included).
 #include <catch2/catch.hpp>
 
@@ -10,11 +10,13 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <sstream>
 #include <fmt/format.h>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "broker/metrics.h"
 #include "gpubroker/wire/stats.h"
 #include "monitor/stats_reader.h"
 #include "tests/support/broker_process.h"
@@ -83,6 +85,21 @@ TEST_CASE("sessions past the stats slots are counted in 'others' with exact tota
   const std::string json = monitor::to_json(*view, broker.socket_path());
   CHECK(json.find(fmt::format("\"totals\":{{\"sessions\":{},\"device_bytes_used\":{},", kClients, expected_bytes)) !=
         std::string::npos);
+
+  // /metrics: the per-session series, "others" included, sum to the same bytes.
+  std::istringstream exposition(broker::prometheus_text(view->snapshot, "test"));
+  std::uint64_t metrics_bytes = 0;
+  int metrics_rows = 0;
+  for (std::string line; std::getline(exposition, line);) {
+    if (line.rfind("gpubroker_session_device_memory_bytes{", 0) != 0) continue;
+    metrics_bytes += std::stoull(line.substr(line.rfind(' ') + 1));
+    ++metrics_rows;
+    if (line.find("session=\"others\"") != std::string::npos) {
+      CHECK(std::stoull(line.substr(line.rfind(' ') + 1)) == view->others->sample.device_bytes);
+    }
+  }
+  CHECK(metrics_bytes == expected_bytes);
+  CHECK(metrics_rows == static_cast<int>(wire::kStatsSessionSlots) + 1);
 
   ::close(release[1]);
   for (const pid_t child : children) CHECK(testing::wait_for_child(child) == 0);
