@@ -177,7 +177,13 @@ int main(int argc, char** argv) {
     while (!g_stop.load()) {
       std::array<std::uint64_t, wire::kMaxDevices> used{};
       for (std::size_t d = 0; d < used.size(); ++d) used[d] = counters.device_bytes_on[d].load(std::memory_order_relaxed);
-      publisher.heartbeat(used);
+      // The driver's view of each device, through its primary context (the device layer).
+      std::array<std::uint64_t, wire::kMaxDevices> driver_used{};
+      for (std::uint32_t d = 0; d < layer.devices().count && d < driver_used.size(); ++d) {
+        std::size_t free = 0, total = 0;
+        if (layer.context(d).mem_get_info(&free, &total) == cuda::CUDA_SUCCESS && total >= free) driver_used[d] = total - free;
+      }
+      publisher.heartbeat(used, driver_used);
       if (std::size_t released = layer.release_idle_contexts(ipc::monotonic_ns(), linger_ns); released != 0) {
         ipc::log(ipc::LogLevel::kInfo, "released the contexts of {} user(s) without a session", released);
       }

@@ -7,10 +7,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <fmt/format.h>
 #include <string_view>
+#include <vector>
 
 #include "ipc/log.h"
 
@@ -56,20 +59,20 @@ std::string device_labels(const monitor::DeviceSample& d) {
   return fmt::format("device=\"{}\",name=\"{}\"", d.index, label(d.name));
 }
 
-bool send_all(int fd, std::string_view bytes) {
-  while (!bytes.empty()) {
-    const ssize_t sent = ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL);
-    if (sent <= 0) return false;
-    bytes.remove_prefix(static_cast<std::size_t>(sent));
-  }
-  return true;
+// A whole HTTP response; a HEAD request gets the head alone.
+std::string response(std::string_view status, std::string_view content_type, std::string_view body, bool head) {
+  std::string out = fmt::format("HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                status, content_type, body.size());
+  if (!head) out += body;
+  return out;
 }
 
-void respond(int fd, std::string_view status, std::string_view content_type, std::string_view body, bool head) {
-  const std::string header = fmt::format("HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                                         status, content_type, body.size());
-  if (send_all(fd, header) && !head) send_all(fd, body);
+bool head_complete(const std::string& request) {
+  return request.find("\r\n\r\n") != std::string::npos || request.find("\n\n") != std::string::npos;
 }
+
+// The request head only; a scrape has no body. Anything past 8 KiB is not a scrape.
+constexpr std::size_t kMaxRequestBytes = 8192;
 
 }  // namespace
 
@@ -123,6 +126,11 @@ std::string prometheus_text(const monitor::Snapshot& snapshot, const char* versi
   for (const auto& d : view.devices) out.sample("gpubroker_device_memory_used_bytes", device_labels(d.sample), d.sample.used_bytes);
   out.family("gpubroker_device_memory_free_bytes", "gauge", "Device memory not held through the broker.");
   for (const auto& d : view.devices) out.sample("gpubroker_device_memory_free_bytes", device_labels(d.sample), d.free_bytes);
+  out.family("gpubroker_device_driver_memory_used_bytes", "gauge",
+             "Device memory in use as the driver reports it (total - free): every context and process.");
+  for (const auto& d : view.devices) {
+    out.sample("gpubroker_device_driver_memory_used_bytes", device_labels(d.sample), d.sample.driver_used_bytes);
+  }
   out.family("gpubroker_device_utilization_ratio", "gauge", "Device utilization (0..1), where the driver reports it.");
   for (const auto& d : view.devices) {
     if (d.sample.utilization_percent >= 0) {
@@ -135,6 +143,7 @@ std::string prometheus_text(const monitor::Snapshot& snapshot, const char* versi
     const char* type;
     const char* help;
     double (*value)(const monitor::SessionRow&);
+    bool per_session_only = false;  // no meaning summed over the others
   };
   static constexpr SessionFamily families[] = {
       {"gpubroker_session_device_memory_bytes", "gauge", "Device memory the session holds.",
@@ -150,12 +159,20 @@ std::string prometheus_text(const monitor::Snapshot& snapshot, const char* versi
       {"gpubroker_session_bytes_from_device_total", "counter", "Bytes the session copied device to host.",
        [](const monitor::SessionRow& r) { return static_cast<double>(r.sample.bytes_from_device); }},
       {"gpubroker_session_start_time_seconds", "gauge", "When the session opened, in seconds since the epoch.",
-       [](const monitor::SessionRow& r) { return static_cast<double>(r.sample.started_ns) / 1e9; }},
+       [](const monitor::SessionRow& r) { return static_cast<double>(r.sample.started_ns) / 1e9; }, true},
   };
   for (const SessionFamily& f : families) {
     out.family(f.name, f.type, f.help);
     for (const auto& row : view.sessions) out.sample(f.name, session_labels(row.sample), f.value(row));
+    // The sessions without a slot of their own, summed, so that a sum over sessions is exact (a
+    // start time has no sum).
+    if (view.others && !f.per_session_only) {
+      out.sample(f.name, "session=\"others\",pid=\"\",program=\"\",abi=\"\"", f.value(*view.others));
+    }
   }
+  out.family("gpubroker_other_sessions", "gauge",
+             "Open sessions past the stats file's slots; they appear summed as session=\"others\".");
+  out.sample("gpubroker_other_sessions", "", static_cast<double>(snapshot.other_sessions));
   // The broker's histogram has no sum, so it is published as the quantiles broker-top shows.
   out.family("gpubroker_session_call_latency_seconds", "gauge",
              "Broker handling time of the session's calls over its life, by quantile (from a power-of-two histogram).");
@@ -219,53 +236,86 @@ MetricsServer::~MetricsServer() {
 }
 
 void MetricsServer::serve() {
+  // One scrape: its request as it arrives, then its reply as the client takes it, all by a
+  // deadline. Sockets are non-blocking, so no client holds this thread: a silent or slow one
+  // only keeps its own entry until its deadline.
+  struct Scrape {
+    ipc::UniqueFd fd;
+    std::int64_t deadline_ns;
+    std::string request;
+    std::string reply;  // empty while the request is still arriving
+    std::size_t sent = 0;
+  };
+  std::vector<Scrape> scrapes;
+  std::vector<pollfd> polled;
   while (!stop_.load(std::memory_order_relaxed)) {
-    pollfd pfd{listener_.get(), POLLIN, 0};
-    if (::poll(&pfd, 1, 200) <= 0) continue;
-    ipc::UniqueFd connection(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    if (!connection.valid()) continue;
-    const timeval limit{2, 0};
-    ::setsockopt(connection.get(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
-    ::setsockopt(connection.get(), SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof(limit));
-    answer(connection.get());
+    std::int64_t now = ipc::monotonic_ns();
+    int wait_ms = 200;  // how often stop_ is looked at
+    polled.assign(1, pollfd{listener_.get(), POLLIN, 0});
+    for (const Scrape& s : scrapes) {
+      polled.push_back(pollfd{s.fd.get(), static_cast<short>(s.reply.empty() ? POLLIN : POLLOUT), 0});
+      wait_ms = std::min<std::int64_t>(wait_ms, std::max<std::int64_t>(0, (s.deadline_ns - now) / 1'000'000 + 1));
+    }
+    if (::poll(polled.data(), polled.size(), wait_ms) < 0) continue;
+    now = ipc::monotonic_ns();
+    for (std::size_t i = 0; i < scrapes.size(); ++i) {
+      Scrape& s = scrapes[i];
+      if (polled[i + 1].revents == 0) continue;
+      if (s.reply.empty()) {
+        char buffer[2048];
+        const ssize_t got = ::recv(s.fd.get(), buffer, sizeof(buffer), MSG_DONTWAIT);
+        if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+          s.deadline_ns = 0;  // the client left: dropped below
+          continue;
+        }
+        if (got > 0) s.request.append(buffer, static_cast<std::size_t>(got));
+        if (s.request.size() > kMaxRequestBytes) {
+          s.reply = response("431 Request Header Fields Too Large", "text/plain", "", false);
+        } else if (head_complete(s.request)) {
+          s.reply = reply_to(s.request);
+        }
+      }
+      if (!s.reply.empty()) {
+        const ssize_t sent = ::send(s.fd.get(), s.reply.data() + s.sent, s.reply.size() - s.sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (sent > 0) s.sent += static_cast<std::size_t>(sent);
+        if ((sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) || s.sent == s.reply.size()) {
+          s.deadline_ns = 0;  // answered, or the client is gone
+        }
+      }
+    }
+    std::erase_if(scrapes, [&](const Scrape& s) { return s.deadline_ns <= now; });
+    if ((polled[0].revents & POLLIN) != 0) {
+      ipc::UniqueFd connection(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+      // Past kMaxScrapes at once the newcomer is closed at once: the ones in progress keep their turn.
+      if (connection.valid() && scrapes.size() < kMaxScrapes) {
+        scrapes.push_back(Scrape{std::move(connection), now + kScrapeDeadlineNs, {}, {}, 0});
+      }
+    }
   }
 }
 
-void MetricsServer::answer(int connection) {
-  // The request head only; a scrape has no body. Anything past 8 KiB is not a scrape.
-  std::string request;
-  char buffer[2048];
-  while (request.find("\r\n\r\n") == std::string::npos && request.find("\n\n") == std::string::npos) {
-    if (request.size() > 8192) return respond(connection, "431 Request Header Fields Too Large", "text/plain", "", false);
-    const ssize_t got = ::recv(connection, buffer, sizeof(buffer), 0);
-    if (got <= 0) return;  // closed or timed out
-    request.append(buffer, static_cast<std::size_t>(got));
-  }
+std::string MetricsServer::reply_to(const std::string& request) {
   const std::string line = request.substr(0, request.find_first_of("\r\n"));
   const auto first_space = line.find(' ');
   const auto second_space = line.find(' ', first_space + 1);
   if (first_space == std::string::npos || second_space == std::string::npos) {
-    return respond(connection, "400 Bad Request", "text/plain", "bad request\n", false);
+    return response("400 Bad Request", "text/plain", "bad request\n", false);
   }
   const std::string method = line.substr(0, first_space);
   std::string target = line.substr(first_space + 1, second_space - first_space - 1);
   target = target.substr(0, target.find('?'));
   const bool head = method == "HEAD";
-  if (method != "GET" && !head) return respond(connection, "405 Method Not Allowed", "text/plain", "GET only\n", false);
-  if (target == "/") {
-    return respond(connection, "200 OK", "text/plain; charset=utf-8", "gpu-broker: metrics at /metrics\n", head);
-  }
-  if (target != "/metrics") return respond(connection, "404 Not Found", "text/plain", "not found; try /metrics\n", head);
+  if (method != "GET" && !head) return response("405 Method Not Allowed", "text/plain", "GET only\n", false);
+  if (target == "/") return response("200 OK", "text/plain; charset=utf-8", "gpu-broker: metrics at /metrics\n", head);
+  if (target != "/metrics") return response("404 Not Found", "text/plain", "not found; try /metrics\n", head);
 
   if (!stats_) {
     auto opened = monitor::StatsFile::open(stats_path_);
-    if (!opened) {
-      return respond(connection, "503 Service Unavailable", "text/plain", opened.error().message + "\n", head);
-    }
+    if (!opened) return response("503 Service Unavailable", "text/plain", opened.error().message + "\n", head);
     stats_.emplace(std::move(opened.value()));
   }
-  respond(connection, "200 OK", "text/plain; version=0.0.4; charset=utf-8", prometheus_text(stats_->read(), version_.c_str()),
-          head);
+  return response("200 OK", "text/plain; version=0.0.4; charset=utf-8", prometheus_text(stats_->read(), version_.c_str()),
+                  head);
 }
 
 }  // namespace gpubroker::broker

@@ -1,9 +1,11 @@
 // The broker's Prometheus endpoint (--metrics-listen=HOST:PORT): the stats file, read through the
 // same reader as broker-top, served as Prometheus text (exposition format 0.0.4) at /metrics.
 //
-// MetricsServer runs one thread of its own that accepts scrapes one at a time, each bounded by a
-// 2-second socket timeout. It only reads the stats file (seqlocked copies), so a slow or hostile
-// scraper delays other scrapes and never a session. Created and destroyed on the main thread.
+// MetricsServer runs one thread of its own that serves up to kMaxScrapes scrapes at once on
+// non-blocking sockets, each with a whole-request deadline (kScrapeDeadlineNs from accept to the
+// last byte of the reply): a client that sends nothing, or a byte a second, delays no other
+// scrape and is dropped at its deadline. It only reads the stats file (seqlocked copies), so no
+// scraper ever delays a session. Created and destroyed on the main thread.
 #pragma once
 
 #include <atomic>
@@ -42,8 +44,12 @@ class MetricsServer {
 
  private:
   MetricsServer() = default;
+  static constexpr std::size_t kMaxScrapes = 64;
+  static constexpr std::int64_t kScrapeDeadlineNs = 2'000'000'000;
+
   void serve();
-  void answer(int connection);
+  // The whole HTTP response to a complete request head.
+  std::string reply_to(const std::string& request);
 
   ipc::UniqueFd listener_;
   std::uint16_t port_ = 0;

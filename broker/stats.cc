@@ -24,6 +24,11 @@ void publish(Block& block, Update&& update) {
   sequence.store(s + 2, std::memory_order_release);
 }
 
+// The OtherSessions words are counters any session thread adds to; readers load them one by one.
+void add_to(std::uint64_t& word, std::uint64_t delta) {
+  std::atomic_ref(word).fetch_add(delta, std::memory_order_relaxed);
+}
+
 }  // namespace
 
 std::int64_t realtime_ns() {
@@ -32,13 +37,30 @@ std::int64_t realtime_ns() {
   return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
+SessionStatsWriter::SessionStatsWriter(wire::OtherSessions* others) : others_(others) { add_to(others_->sessions, 1); }
+
 SessionStatsWriter::~SessionStatsWriter() {
   if (slot_ != nullptr) publish(*slot_, [](wire::SessionStats& s) { s.in_use = 0; });
+  if (others_ != nullptr) {
+    // Unsigned wrap-around subtracts: the gauges lose exactly what this session added.
+    add_to(others_->device_bytes, -device_bytes_);
+    add_to(others_->pinned_bytes, -pinned_bytes_);
+    add_to(others_->sessions, -std::uint64_t{1});
+  }
 }
 
 void SessionStatsWriter::record_call(std::int64_t handling_ns, bool failed, std::uint64_t bytes_to_device,
                                      std::uint64_t bytes_from_device, std::uint64_t device_bytes,
                                      std::uint64_t pinned_bytes) {
+  if (others_ != nullptr) {
+    add_to(others_->calls, 1);
+    add_to(others_->errors, failed ? 1 : 0);
+    add_to(others_->bytes_to_device, bytes_to_device);
+    add_to(others_->bytes_from_device, bytes_from_device);
+    add_to(others_->device_bytes, device_bytes - std::exchange(device_bytes_, device_bytes));
+    add_to(others_->pinned_bytes, pinned_bytes - std::exchange(pinned_bytes_, pinned_bytes));
+    return;
+  }
   if (slot_ == nullptr) return;
   const auto ns = static_cast<std::uint64_t>(std::max<std::int64_t>(handling_ns, 1));
   const unsigned bucket = std::min<unsigned>(std::bit_width(ns) - 1, wire::kLatencyBuckets - 1);
@@ -111,16 +133,19 @@ SessionStatsWriter StatsPublisher::open_session(std::uint64_t session_id, std::u
     });
     return SessionStatsWriter(&slot);
   }
-  return SessionStatsWriter();
+  return SessionStatsWriter(&stats_->others);
 }
 
 void StatsPublisher::count_violation() {
   std::atomic_ref(stats_->header.violations_total).fetch_add(1, std::memory_order_relaxed);
 }
 
-void StatsPublisher::heartbeat(std::span<const std::uint64_t> used_bytes) {
+void StatsPublisher::heartbeat(std::span<const std::uint64_t> used_bytes, std::span<const std::uint64_t> driver_used_bytes) {
   publish(stats_->devices, [&](wire::DeviceStats& d) {
     for (std::size_t i = 0; i < d.count && i < used_bytes.size(); ++i) d.devices[i].used_bytes = used_bytes[i];
+    for (std::size_t i = 0; i < d.count && i < driver_used_bytes.size(); ++i) {
+      d.devices[i].driver_used_bytes = driver_used_bytes[i];
+    }
   });
   std::atomic_ref(stats_->header.heartbeat_ns).store(realtime_ns(), std::memory_order_release);
 }

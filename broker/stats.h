@@ -10,6 +10,7 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <utility>
 
 #include "broker/device_layer.h"
 #include "gpubroker/wire/stats.h"
@@ -22,9 +23,15 @@ class SessionStatsWriter {
  public:
   SessionStatsWriter() = default;
   explicit SessionStatsWriter(wire::SessionStats* slot) : slot_(slot) {}
-  SessionStatsWriter(SessionStatsWriter&& other) noexcept : slot_(std::exchange(other.slot_, nullptr)) {}
+  // A session without a slot of its own: counted in `others` (wire::OtherSessions) until it ends.
+  explicit SessionStatsWriter(wire::OtherSessions* others);
+  SessionStatsWriter(SessionStatsWriter&& other) noexcept
+      : slot_(std::exchange(other.slot_, nullptr)),
+        others_(std::exchange(other.others_, nullptr)),
+        device_bytes_(other.device_bytes_),
+        pinned_bytes_(other.pinned_bytes_) {}
   SessionStatsWriter& operator=(SessionStatsWriter&&) = delete;
-  ~SessionStatsWriter();  // marks the slot free
+  ~SessionStatsWriter();  // marks the slot free, or takes the session's memory out of `others`
 
   // One handled request: how long the broker spent on it (negative: not timed, not in the latency
   // histogram) and what it moved.
@@ -32,7 +39,11 @@ class SessionStatsWriter {
                    std::uint64_t bytes_from_device, std::uint64_t device_bytes, std::uint64_t pinned_bytes);
 
  private:
-  wire::SessionStats* slot_ = nullptr;  // nullptr: all slots were taken; nothing is published
+  wire::SessionStats* slot_ = nullptr;     // the session's own slot, or
+  wire::OtherSessions* others_ = nullptr;  // where it is summed with the others (all slots taken)
+  // What this session last added to others_' gauges, so that the next call adds the difference.
+  std::uint64_t device_bytes_ = 0;
+  std::uint64_t pinned_bytes_ = 0;
 };
 
 class StatsPublisher {
@@ -43,9 +54,9 @@ class StatsPublisher {
 
   SessionStatsWriter open_session(std::uint64_t session_id, std::uint32_t pid, std::uint32_t abi, const char* program);
   void count_violation();
-  // Rewrites the heartbeat and the device block (`used_bytes[i]`: what sessions hold on device i);
-  // call about once a second.
-  void heartbeat(std::span<const std::uint64_t> used_bytes);
+  // Rewrites the heartbeat and the device block (`used_bytes[i]`: what sessions hold on device i;
+  // `driver_used_bytes[i]`: the driver's total - free of device i); call about once a second.
+  void heartbeat(std::span<const std::uint64_t> used_bytes, std::span<const std::uint64_t> driver_used_bytes);
 
   [[nodiscard]] const std::string& path() const { return path_; }
 

@@ -161,6 +161,7 @@ Snapshot StatsFile::read() const {
       std::copy(std::begin(d.uuid), std::end(d.uuid), sample.uuid.begin());
       sample.total_bytes = d.total_bytes;
       sample.used_bytes = d.used_bytes;
+      sample.driver_used_bytes = d.driver_used_bytes;
       sample.utilization_percent = d.utilization_percent;
       snapshot.devices.push_back(std::move(sample));
     }
@@ -189,6 +190,14 @@ Snapshot StatsFile::read() const {
     std::copy(std::begin(copy.latency_buckets), std::end(copy.latency_buckets), s.latency_buckets.begin());
     snapshot.sessions.push_back(std::move(s));
   }
+  const wire::OtherSessions& others = stats_->others;
+  snapshot.other_sessions = load(others.sessions);
+  snapshot.others.device_bytes = load(others.device_bytes);
+  snapshot.others.pinned_bytes = load(others.pinned_bytes);
+  snapshot.others.calls = load(others.calls);
+  snapshot.others.errors = load(others.errors);
+  snapshot.others.bytes_to_device = load(others.bytes_to_device);
+  snapshot.others.bytes_from_device = load(others.bytes_from_device);
   return snapshot;
 }
 
@@ -232,13 +241,9 @@ View derive(const Snapshot* previous, const Snapshot& current) {
     for (const SessionSample& s : previous->sessions) before[s.session_id] = &s;
   }
   const SessionSample none{};
-  for (const SessionSample& s : current.sessions) {
+  auto add_row = [&](const SessionSample& s, const SessionSample& was, std::uint32_t sessions) {
     SessionRow row;
     row.sample = s;
-    // A session absent from the previous snapshot opened within the interval: its counters
-    // started from zero inside it.
-    const auto found = before.find(s.session_id);
-    const SessionSample& was = found != before.end() ? *found->second : none;
     row.calls_per_second = per_second(s.calls, was.calls, view.interval_seconds);
     row.bytes_to_device_per_second = per_second(s.bytes_to_device, was.bytes_to_device, view.interval_seconds);
     row.bytes_from_device_per_second = per_second(s.bytes_from_device, was.bytes_from_device, view.interval_seconds);
@@ -254,19 +259,34 @@ View derive(const Snapshot* previous, const Snapshot& current) {
                                                                 : std::span<const std::uint64_t>(s.latency_buckets);
     row.latency_p50_ns = latency_quantile_ns(histogram, 0.50);
     row.latency_p99_ns = latency_quantile_ns(histogram, 0.99);
-    row.age_seconds = std::max<double>(0.0, static_cast<double>(current.taken_realtime_ns - s.started_ns) / 1e9);
+    if (s.started_ns != 0) {
+      row.age_seconds = std::max<double>(0.0, static_cast<double>(current.taken_realtime_ns - s.started_ns) / 1e9);
+    }
 
     Totals& t = view.totals;
-    ++t.sessions;
+    t.sessions += sessions;
     t.device_bytes += s.device_bytes;
     t.pinned_bytes += s.pinned_bytes;
     t.errors += s.errors;
     add(t.calls_per_second, row.calls_per_second);
     add(t.bytes_to_device_per_second, row.bytes_to_device_per_second);
     add(t.bytes_from_device_per_second, row.bytes_from_device_per_second);
-    view.sessions.push_back(std::move(row));
+    return row;
+  };
+  for (const SessionSample& s : current.sessions) {
+    // A session absent from the previous snapshot opened within the interval: its counters
+    // started from zero inside it.
+    const auto found = before.find(s.session_id);
+    view.sessions.push_back(add_row(s, found != before.end() ? *found->second : none, 1));
   }
-  if (view.interval_seconds && view.sessions.empty()) {
+  // The others' counters only grow (closed sessions' calls stay in them), so one interval's
+  // difference is their calls in it.
+  const bool others_called = previous != nullptr && current.others.calls != previous->others.calls;
+  if (current.other_sessions != 0 || others_called) {
+    view.others = add_row(current.others, previous != nullptr ? previous->others : current.others,
+                          static_cast<std::uint32_t>(current.other_sessions));
+  }
+  if (view.interval_seconds && view.sessions.empty() && !view.others) {
     view.totals.calls_per_second = view.totals.bytes_to_device_per_second = view.totals.bytes_from_device_per_second = 0.0;
   }
   return view;
@@ -319,9 +339,9 @@ std::string to_json(const View& view, const std::string& socket_path) {
   for (std::size_t i = 0; i < view.devices.size(); ++i) {
     const DeviceRow& d = view.devices[i];
     out += fmt::format("{}{{\"index\":{},\"name\":{},\"uuid\":\"{}\",\"total_bytes\":{},\"device_bytes_used\":{},"
-                       "\"free_bytes\":{},\"utilization_percent\":{}}}",
+                       "\"free_bytes\":{},\"driver_used_bytes\":{},\"utilization_percent\":{}}}",
                        i == 0 ? "" : ",", d.sample.index, json_string(d.sample.name), uuid_text(d.sample.uuid),
-                       d.sample.total_bytes, d.sample.used_bytes, d.free_bytes,
+                       d.sample.total_bytes, d.sample.used_bytes, d.free_bytes, d.sample.driver_used_bytes,
                        d.sample.utilization_percent < 0 ? std::string("null") : std::to_string(d.sample.utilization_percent));
   }
   out += "],\"sessions\":[";
@@ -338,8 +358,18 @@ std::string to_json(const View& view, const std::string& socket_path) {
                        json_number(r.bytes_from_device_per_second), json_number(r.latency_p50_ns),
                        json_number(r.latency_p99_ns), json_number(r.age_seconds));
   }
+  out += "]";
+  if (view.others) {
+    // The sessions that found every slot taken, summed (counted in the totals too).
+    const SessionRow& r = *view.others;
+    out += fmt::format(",\"others\":{{\"sessions\":{},\"device_bytes_used\":{},\"pinned_bytes\":{},\"calls\":{},"
+                       "\"errors\":{},\"bytes_to_device\":{},\"bytes_from_device\":{},\"calls_per_second\":{}}}",
+                       view.snapshot.other_sessions, r.sample.device_bytes, r.sample.pinned_bytes, r.sample.calls,
+                       r.sample.errors, r.sample.bytes_to_device, r.sample.bytes_from_device,
+                       json_number(r.calls_per_second));
+  }
   const Totals& t = view.totals;
-  out += fmt::format("],\"totals\":{{\"sessions\":{},\"device_bytes_used\":{},\"pinned_bytes\":{},\"errors\":{},"
+  out += fmt::format(",\"totals\":{{\"sessions\":{},\"device_bytes_used\":{},\"pinned_bytes\":{},\"errors\":{},"
                      "\"calls_per_second\":{},\"bytes_to_device_per_second\":{},\"bytes_from_device_per_second\":{}}}}}",
                      t.sessions, t.device_bytes, t.pinned_bytes, t.errors, json_number(t.calls_per_second),
                      json_number(t.bytes_to_device_per_second), json_number(t.bytes_from_device_per_second));

@@ -52,7 +52,8 @@ struct DeviceSample {
   std::string name;
   std::array<std::uint8_t, 16> uuid{};
   std::uint64_t total_bytes = 0;
-  std::uint64_t used_bytes = 0;
+  std::uint64_t used_bytes = 0;         // held by the broker's sessions
+  std::uint64_t driver_used_bytes = 0;  // the driver's total - free (every context, every process)
   std::int32_t utilization_percent = -1;  // -1: unknown
 };
 
@@ -85,6 +86,10 @@ struct Snapshot {
   std::vector<DeviceSample> devices;
   std::vector<SessionSample> sessions;  // open sessions, in slot order
   std::uint32_t unreadable_slots = 0;   // slots mid-update in every try (skipped this time)
+  // The open sessions that found every slot taken, summed (wire::OtherSessions): their memory,
+  // calls and bytes in one sample whose session_id, pid, abi and program are empty.
+  std::uint64_t other_sessions = 0;
+  SessionSample others;
 };
 
 enum class BrokerState : std::uint8_t {
@@ -155,6 +160,9 @@ struct View {
   std::optional<double> interval_seconds;  // since the previous snapshot
   std::vector<DeviceRow> devices;
   std::vector<SessionRow> sessions;
+  // The sessions without a slot (Snapshot::other_sessions), as one row; nullopt when there are
+  // none now and none made a call in the interval. Counted in the totals like the rest.
+  std::optional<SessionRow> others;
   Totals totals;
 };
 

@@ -126,6 +126,41 @@ def client_rows(screen, pids):
     return order
 
 
+def live_screen_draws_history():
+    """The live screen's history lines: sparklines of the driver's used memory and of calls/s fill
+    in while a client holds memory and calls; USED is the driver's figure (nonzero); utilization,
+    which the sim does not report, says n/a."""
+    if shutil.which("tmux") is None:
+        print("tmux not installed")
+        return SKIP
+    blocks = set("\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588")
+    with Broker() as broker:
+        client = Client(broker, BUSY_SECONDS, 64).started()
+        terminal = Terminal(broker, "history")
+        try:
+            def history_line(screen, label):
+                found = [l for l in screen.splitlines() if label in l and l.split()[:1] in (["0"], ["all"])]
+                return found[0] if found else ""
+
+            def drawn(screen):
+                # A few samples of each, so the line is a history and not one reading.
+                return all(sum(c in blocks for c in history_line(screen, label)) >= 3 for label in ("mem used", "calls/s"))
+            screen = terminal.wait_for_screen(drawn, "sparklines of memory and calls/s")
+            print(screen)
+            device_rows = [l.split() for l in screen.splitlines() if l.split()[:1] == ["0"] and "GPU-" in l]
+            check(len(device_rows) == 1, "no device row")
+            # NAME may be several words: USED is the first size after it, read from the header's column.
+            header = [l for l in screen.splitlines() if "USED" in l and "FREE" in l][0]
+            row = [l for l in screen.splitlines() if l.split()[:1] == ["0"] and "GPU-" in l][0]
+            used = row[header.index("NAME") + 28:header.index("USED") + 4].split()[-1]
+            check(used not in ("0", ""), "the driver's USED reads %r" % used)
+            check("n/a" in history_line(screen, "utilization"), "utilization is not n/a on the sim")
+            check(client.stop() == 0, "client failed: %s" % client.lines)
+        finally:
+            terminal.close()
+        broker.stop()
+
+
 def live_screen_sorts_by_keys():
     if shutil.which("tmux") is None:
         print("tmux not installed")
@@ -207,6 +242,7 @@ def once_without_a_broker_says_what_to_start():
 run_cases({
     "once": once_shows_every_column_and_the_clients_row,
     "json": json_carries_device_bytes_used_everywhere,
+    "history": live_screen_draws_history,
     "sort": live_screen_sorts_by_keys,
     "stop": live_screen_leaves_when_the_broker_stops,
     "kill": live_screen_leaves_when_the_broker_is_killed,

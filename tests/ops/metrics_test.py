@@ -134,6 +134,46 @@ def scrape_parses_with_per_session_series():
         broker.stop()
 
 
+def silent_and_slow_scrapers_hold_up_no_one():
+    """Twenty connections that send nothing and one that sends a byte at a time: a normal scrape
+    is answered while they are all still open (one scrape at a time would have answered it only
+    after each had run out its time), and the trickling one is dropped at its whole-request
+    deadline although it never stops sending."""
+    port = free_port()
+    with Broker("--metrics-listen=127.0.0.1:%d" % port) as broker:
+        wait_for(lambda: scrape(port), SETTLE, "the metrics endpoint")
+        silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        trickle = socket.create_connection(("127.0.0.1", port))
+        trickle.sendall(b"G")
+        families = parse_exposition(scrape(port))
+        check(series(families, "gpubroker_sessions") == [0], "the scrape beside the silent ones")
+
+        def still_open(connection):
+            try:
+                return connection.recv(1, socket.MSG_DONTWAIT) != b""
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+        check(all(still_open(c) for c in silent), "a silent connection was closed before the scrape was answered")
+
+        # The trickling client goes on sending; the server closes it at its deadline.
+        def trickle_dropped():
+            try:
+                trickle.send(b"E", socket.MSG_DONTWAIT)
+            except (BrokenPipeError, ConnectionResetError):
+                return True
+            except BlockingIOError:
+                pass
+            return not still_open(trickle)
+        wait_for(trickle_dropped, SETTLE, "the trickling client to be dropped at its deadline")
+        wait_for(lambda: not any(still_open(c) for c in silent), SETTLE, "the silent ones to be dropped")
+        for c in silent + [trickle]:
+            c.close()
+        check(series(parse_exposition(scrape(port)), "gpubroker_sessions") == [0], "a scrape after them")
+        broker.stop()
+
+
 def bad_listen_addresses_are_refused():
     for bad in ["nonsense", "127.0.0.1", "127.0.0.1:99999", "example.com:80", ":80", "[::1:80"]:
         result = subprocess.run([BROKER, "--driver=sim", "--metrics-listen=" + bad], capture_output=True, text=True,
@@ -145,4 +185,5 @@ def bad_listen_addresses_are_refused():
 run_cases({
     "scrape": scrape_parses_with_per_session_series,
     "bad-address": bad_listen_addresses_are_refused,
+    "slow-scrapers": silent_and_slow_scrapers_hold_up_no_one,
 })

@@ -50,7 +50,7 @@ TEST_CASE("rates come from two snapshots, and a session that opened between them
   fresh.calls = 60;
   fresh.device_bytes = 1 << 20;
   after.sessions.push_back(fresh);
-  after.devices.push_back(monitor::DeviceSample{0, "gpu", {}, 10 << 20, 4 << 20, -1});
+  after.devices.push_back(monitor::DeviceSample{0, "gpu", {}, 10 << 20, 4 << 20, 0, -1});
 
   const monitor::View first = monitor::derive(nullptr, before);
   REQUIRE(first.sessions.size() == 1);

@@ -118,10 +118,11 @@ int attribute_of(ScreenLine::Style style) {
   }
 }
 
-void draw(const View& view, const Options& options) {
+void draw(const View& view, const Options& options, const History& history) {
   erase();
   const int rows = LINES, columns = COLS;
-  const auto lines = render_screen(view, options.order, options.socket_path, static_cast<std::size_t>(std::max(columns, 1)));
+  const auto lines =
+      render_screen(view, options.order, options.socket_path, static_cast<std::size_t>(std::max(columns, 1)), &history);
   int y = 0;
   for (const ScreenLine& line : lines) {
     if (y >= rows - 1) break;
@@ -180,6 +181,7 @@ int run_live(Options options, const std::string& stats_path) {
   const auto interval = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options.interval_seconds));
   std::optional<Snapshot> previous;
   std::optional<View> view;
+  History history;  // this screen's samples, for the history lines
   auto next_sample = Clock::now();
   std::string goodbye;
   while (!g_stop.load()) {
@@ -187,19 +189,20 @@ int run_live(Options options, const std::string& stats_path) {
       Snapshot current = stats->read();
       if (goodbye = gone_reason(stats->broker_state(current)); !goodbye.empty()) break;
       view = derive(previous ? &*previous : nullptr, current);
+      history.add(*view);
       previous = std::move(current);
       next_sample += interval;
       if (next_sample < Clock::now()) next_sample = Clock::now() + interval;
-      draw(*view, options);
+      draw(*view, options, history);
     }
     const int key = getch();
     if (key == ERR) continue;
     if (key == KEY_RESIZE) {
-      if (view) draw(*view, options);
+      if (view) draw(*view, options, history);
       continue;
     }
     if (!handle_key(key, options.order)) break;
-    if (view) draw(*view, options);
+    if (view) draw(*view, options, history);
   }
   endwin();
   if (!goodbye.empty()) {

@@ -136,8 +136,37 @@ std::string human_age(double seconds) {
   return fmt::format("{}d{:02}h", s / 86400, s % 86400 / 3600);
 }
 
+void History::add(const View& view) {
+  auto push = [](auto& ring, auto value) {
+    ring.push_back(value);
+    if (ring.size() > kSamples) ring.pop_front();
+  };
+  devices_.resize(view.devices.size());
+  for (std::size_t i = 0; i < view.devices.size(); ++i) {
+    const DeviceSample& d = view.devices[i].sample;
+    push(devices_[i].used_bytes, static_cast<double>(d.driver_used_bytes));
+    push(devices_[i].utilization_percent,
+         d.utilization_percent < 0 ? std::nullopt : std::optional<double>(d.utilization_percent));
+  }
+  if (view.totals.calls_per_second) push(calls_per_second_, *view.totals.calls_per_second);
+}
+
+std::string sparkline(const std::deque<double>& values, double full, std::size_t width) {
+  static constexpr const char* kBlocks[] = {"\u2581", "\u2582", "\u2583", "\u2584",
+                                            "\u2585", "\u2586", "\u2587", "\u2588"};
+  std::string out;
+  const std::size_t skip = values.size() > width ? values.size() - width : 0;
+  for (std::size_t i = skip; i < values.size(); ++i) {
+    const double v = values[i];
+    // Zero is blank, so that "none" and "a little" (the lowest block) differ.
+    const double level = full > 0 ? std::clamp(v / full, 0.0, 1.0) * 7.0 : 0.0;
+    out += v > 0 ? kBlocks[static_cast<std::size_t>(std::lround(level))] : " ";
+  }
+  return out;
+}
+
 std::vector<ScreenLine> render_screen(const View& view, const SortOrder& order, const std::string& socket_path,
-                                      std::size_t width) {
+                                      std::size_t width, const History* history) {
   using Style = ScreenLine::Style;
   std::vector<ScreenLine> lines;
   auto add = [&](Style style, std::string text) {
@@ -150,15 +179,44 @@ std::vector<ScreenLine> render_screen(const View& view, const SortOrder& order, 
                                  human_age(static_cast<double>(s.taken_realtime_ns - s.started_ns) / 1e9),
                                  view.totals.sessions, s.sessions_total, s.violations_total));
   add(Style::kPlain, "");
-  add(Style::kTableHeader, fmt::format("{:>3}  {:<28} {:>8} {:>8} {:>8} {:>5}  {}", "DEV", "NAME", "USED", "FREE", "TOTAL",
-                                       "UTIL", "UUID"));
+  // USED and FREE are the driver's (cuMemGetInfo: every context and process); SESSIONS is what the
+  // broker's sessions hold of it.
+  add(Style::kTableHeader, fmt::format("{:>3}  {:<28} {:>8} {:>8} {:>8} {:>8} {:>5}  {}", "DEV", "NAME", "USED", "FREE",
+                                       "TOTAL", "SESSIONS", "UTIL", "UUID"));
   for (const DeviceRow& d : view.devices) {
+    const std::uint64_t used = d.sample.driver_used_bytes, total = d.sample.total_bytes;
     add(Style::kPlain,
-        fmt::format("{:>3}  {:<28} {:>8} {:>8} {:>8} {:>5}  {}", d.sample.index, fit(printable_utf8(d.sample.name), 28, true),
-                    human_bytes(static_cast<double>(d.sample.used_bytes)), human_bytes(static_cast<double>(d.free_bytes)),
-                    human_bytes(static_cast<double>(d.sample.total_bytes)),
+        fmt::format("{:>3}  {:<28} {:>8} {:>8} {:>8} {:>8} {:>5}  {}", d.sample.index,
+                    fit(printable_utf8(d.sample.name), 28, true), human_bytes(static_cast<double>(used)),
+                    human_bytes(static_cast<double>(total > used ? total - used : 0)),
+                    human_bytes(static_cast<double>(total)), human_bytes(static_cast<double>(d.sample.used_bytes)),
                     d.sample.utilization_percent < 0 ? std::string("-") : fmt::format("{}%", d.sample.utilization_percent),
                     uuid_short(d.sample.uuid)));
+  }
+  if (history != nullptr && !history->devices().empty()) {
+    // The sparklines fill what the label leaves of the width (one column per sample).
+    constexpr std::size_t kLabel = 22;
+    const std::size_t columns = width > kLabel + 12 ? width - kLabel - 12 : 1;
+    add(Style::kPlain, "");
+    for (std::size_t i = 0; i < history->devices().size() && i < view.devices.size(); ++i) {
+      const History::Device& h = history->devices()[i];
+      const double total = static_cast<double>(view.devices[i].sample.total_bytes);
+      add(Style::kPlain, fmt::format("{:>3}  {:<17}{} {}", i, "mem used", sparkline(h.used_bytes, total, columns),
+                                     human_bytes(h.used_bytes.empty() ? 0.0 : h.used_bytes.back())));
+      std::deque<double> utilization;
+      for (const auto& u : h.utilization_percent) {
+        if (u) utilization.push_back(*u);
+      }
+      add(Style::kPlain, fmt::format("{:>3}  {:<17}{}", i, "utilization",
+                                     utilization.empty() ? std::string("n/a (the driver does not report it)")
+                                                         : sparkline(utilization, 100.0, columns) +
+                                                               fmt::format(" {:.0f}%", utilization.back())));
+    }
+    const std::deque<double>& calls = history->calls_per_second();
+    const double peak = calls.empty() ? 0.0 : *std::max_element(calls.begin(), calls.end());
+    add(Style::kPlain, fmt::format("{:>3}  {:<17}{} {} (peak {})", "all", "calls/s", sparkline(calls, peak, columns),
+                                   optional_rate(calls.empty() ? std::nullopt : std::optional<double>(calls.back()), false),
+                                   optional_rate(peak, false)));
   }
   add(Style::kPlain, "");
 
@@ -200,7 +258,19 @@ std::vector<ScreenLine> render_screen(const View& view, const SortOrder& order, 
     return text;
   };
   for (const SessionRow* r : rows) add(Style::kPlain, row_text([&](Column c) { return cell(*r, c); }));
-  if (rows.empty()) add(Style::kNote, "(no sessions)");
+  if (view.others) {
+    // The sessions past the stats file's slots, summed (wire::OtherSessions).
+    const std::uint64_t others = view.snapshot.other_sessions;
+    add(Style::kPlain, row_text([&](Column c) -> std::string {
+          switch (c) {
+            case Column::kPid: return "OTHERS";
+            case Column::kProgram: return fmt::format("{} more session{}", others, others == 1 ? "" : "s");
+            case Column::kAbi: case Column::kLatencyP50: case Column::kLatencyP99: case Column::kAge: return "";
+            default: return cell(*view.others, c);
+          }
+        }));
+  }
+  if (rows.empty() && !view.others) add(Style::kNote, "(no sessions)");
 
   const Totals& t = view.totals;
   add(Style::kTotals, row_text([&](Column c) -> std::string {

@@ -2,6 +2,9 @@
 // --once, to stdout. Sorting is part of the screen so that both show the same order.
 #pragma once
 
+#include <cstddef>
+#include <deque>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,8 +35,34 @@ const char* column_title(Column column);
 // The keys, for the help line and --help.
 const char* sort_keys_help();
 
+// What broker-top remembers of past samples, for the history lines: per device its driver-used
+// memory and utilization (nullopt: the driver does not report it), and the broker's calls/s (the
+// stats count calls per session, not per device). The newest sample is last; at most kSamples.
+class History {
+ public:
+  static constexpr std::size_t kSamples = 120;  // two minutes at the default interval
+
+  void add(const View& view);
+
+  struct Device {
+    std::deque<double> used_bytes;
+    std::deque<std::optional<double>> utilization_percent;
+  };
+  [[nodiscard]] const std::vector<Device>& devices() const { return devices_; }
+  [[nodiscard]] const std::deque<double>& calls_per_second() const { return calls_per_second_; }
+
+ private:
+  std::vector<Device> devices_;
+  std::deque<double> calls_per_second_;
+};
+
+// `values` as one block character each (U+2581..U+2588), scaled to [0, `full`]; a value above
+// zero shows at least the lowest block. The newest `width` values when there are more.
+std::string sparkline(const std::deque<double>& values, double full, std::size_t width);
+
+// `history`, when given, adds a history line per device under the device table.
 std::vector<ScreenLine> render_screen(const View& view, const SortOrder& order, const std::string& socket_path,
-                                      std::size_t width);
+                                      std::size_t width, const History* history = nullptr);
 
 // "1.5G", "512M", "12K", "0": bytes for people.
 std::string human_bytes(double bytes);

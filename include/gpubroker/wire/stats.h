@@ -17,7 +17,7 @@
 namespace gpubroker::wire {
 
 inline constexpr std::uint64_t kStatsMagic = 0x7374617473627067ull;  // "gpbstats"
-inline constexpr std::uint32_t kStatsVersion = 1;
+inline constexpr std::uint32_t kStatsVersion = 2;
 inline constexpr std::uint32_t kStatsSessionSlots = 256;
 inline constexpr std::uint32_t kLatencyBuckets = 32;  // bucket i: [2^i, 2^(i+1)) ns of handling time
 
@@ -45,6 +45,9 @@ struct DeviceStats {
     std::uint64_t used_bytes;  // held by sessions through the broker
     std::int32_t utilization_percent;  // -1 when unknown
     std::int32_t reserved;
+    // The driver's figure (total - free from cuMemGetInfo in the device's primary context),
+    // sampled by the heartbeat: every context's memory, the broker's own and other processes'.
+    std::uint64_t driver_used_bytes;
   } devices[kMaxDevices];
 };
 
@@ -66,9 +69,23 @@ struct SessionStats {
   std::uint64_t latency_buckets[kLatencyBuckets];
 };
 
+// The sessions that found every slot taken, summed: they are counted here instead of being left
+// out, so totals stay exact however many sessions there are. Each word is an atomic counter of
+// its own (fetch_add by the sessions' threads; no sequence: a reader loads each word once).
+struct OtherSessions {
+  alignas(kLineBytes) std::uint64_t sessions;  // open now
+  std::uint64_t device_bytes;
+  std::uint64_t pinned_bytes;
+  std::uint64_t calls;   // since the broker started, closed sessions' included
+  std::uint64_t errors;  // likewise
+  std::uint64_t bytes_to_device;
+  std::uint64_t bytes_from_device;
+};
+
 struct StatsSegment {
   StatsHeader header;
   DeviceStats devices;
+  OtherSessions others;
   SessionStats sessions[kStatsSessionSlots];
 };
 
