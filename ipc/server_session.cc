@@ -209,11 +209,15 @@ Result<std::unique_ptr<ServerSession>> Listener::accept(std::chrono::millisecond
     epoll_event ready[64];
     const int n = ::epoll_wait(events_.get(), ready, std::size(ready), wait_ms);
     if (n < 0 && errno != EINTR) return system_error(errno);
-    // Level-triggered: the hellos not read in this round are reported again in the next.
+    // Level-triggered: what is not taken in this round is reported again in the next. A hello
+    // that has come is served before new connections are taken, so that a burst of honest clients
+    // (whose hellos follow their connects at once) never piles up against the handshake limits;
+    // silent connections are still taken whenever no hello is waiting.
     int hello_fd = -1;
+    bool listening_ready = false;
     for (int i = 0; i < n; ++i) {
       if (ready[i].data.fd == socket_.get()) {
-        take_connections();
+        listening_ready = true;
       } else if (auto refused = refusing_.find(ready[i].data.fd); refused != refusing_.end()) {
         // Its hello (or its hang-up): read, so that closing does not reset the refusal away.
         std::byte drain[512];
@@ -225,6 +229,7 @@ Result<std::unique_ptr<ServerSession>> Listener::accept(std::chrono::millisecond
         hello_fd = ready[i].data.fd;
       }
     }
+    if (listening_ready && hello_fd < 0) take_connections();
     if (hello_fd >= 0) {
       auto node = pending_.extract(hello_fd);
       ::epoll_ctl(events_.get(), EPOLL_CTL_DEL, hello_fd, nullptr);
@@ -237,7 +242,7 @@ Result<std::unique_ptr<ServerSession>> Listener::accept(std::chrono::millisecond
 
 void Listener::take_connections() {
   // A bounded batch, so that a flood of connections cannot keep the hellos already here waiting.
-  for (int taken = 0; taken < 64; ++taken) {
+  for (int taken = 0; taken < 16; ++taken) {
     UniqueFd connection(::accept4(socket_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (!connection.valid()) {
       if ((errno == EMFILE || errno == ENFILE) && reserve_fd_.valid()) {
@@ -509,7 +514,8 @@ void run_sessions(Listener& listener, const HandlerFactory& make_handler, WaitPo
     join_finished();
     auto accepted = listener.accept(std::chrono::milliseconds(20));
     if (!accepted) {
-      if (accepted.error().code != IpcErrc::kTimedOut && accepted.error().code != IpcErrc::kRefused) {
+      if (accepted.error().code != IpcErrc::kTimedOut && accepted.error().code != IpcErrc::kRefused &&
+          accepted.error().code != IpcErrc::kPeerGone) {  // a connection that hung up before its hello
         log(LogLevel::kWarning, "accept failed: {}", describe(accepted.error()));
       }
       continue;

@@ -39,7 +39,8 @@ std::size_t bytes_of(int client) { return kUnit * (1 + client % 5); }
 TEST_CASE("sessions past the stats slots are counted in 'others' with exact totals", "[stats][ops]") {
   static_assert(kClients > static_cast<int>(wire::kStatsSessionSlots));
   testing::TempDir dir;
-  testing::BrokerProcess broker(dir);
+  // More sessions of one user than the broker takes by default (--max-sessions-per-user=256).
+  testing::BrokerProcess broker(dir, {.arguments = {"--max-sessions-per-user=512"}, .environment = {}});
   int ready[2], release[2];
   REQUIRE(::pipe(ready) == 0);
   REQUIRE(::pipe(release) == 0);

@@ -1,6 +1,6 @@
 // The stats segment: what the broker publishes about itself, its devices and its sessions for
 // monitors (broker-top, the metrics endpoint). It is a file beside the socket
-// (`<socket>.stats`, mode 0644) that the broker maps read-write and monitors map read-only.
+// (`<socket>.stats`, mode 0640: the broker's group) that the broker maps read-write and monitors map read-only.
 //
 // Writers never wait for readers: each session slot and the device block are guarded by a
 // sequence counter (odd while a write is in progress). A reader copies the slot, re-reads the
