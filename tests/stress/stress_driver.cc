@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1115,6 +1116,32 @@ void scenario_targeted(const Profile& profile, const std::string& dir) {
   const bool other_user = ::geteuid() == 0;
   const char* attacker = env_or("GPUBROKER_TARGETED_CLIENT", "targeted_client");
   const std::string limit_arg = "--session-limit=" + std::to_string(kSessionLimit);
+  // A third user (uid 65533) keeps the broker's handshake slots of its user full all along: silent
+  // connections, reopened as the broker closes them at their deadline, and short hellos.
+  pid_t silent = -1;
+  if (other_user) {
+    silent = testing::run_in_child([&] {
+      if (::setgroups(0, nullptr) != 0 || ::setgid(65533) != 0 || ::setuid(65533) != 0) return 99;
+      std::vector<ipc::UniqueFd> held;
+      for (;;) {  // until the driver kills it
+        std::erase_if(held, [](const ipc::UniqueFd& fd) {
+          pollfd p{fd.get(), POLLRDHUP, 0};
+          return ::poll(&p, 1, 0) == 1;
+        });
+        while (held.size() < 200) {
+          auto connection = ipc::connect_seqpacket(socket);
+          if (!connection) break;
+          held.push_back(std::move(connection.value()));
+        }
+        auto half = ipc::connect_seqpacket(socket);
+        if (half) {
+          const std::uint32_t short_hello = 0x6867;
+          (void)::send(half.value().get(), &short_hello, sizeof short_hello, MSG_NOSIGNAL);
+        }
+        std::this_thread::sleep_for(5ms);
+      }
+    });
+  }
   std::vector<ClientProcess> honest;
   for (int c = 0; c < 2; ++c) honest.push_back(ClientProcess::start(socket, "load", 2, seconds, 4100 + c));
 
@@ -1164,6 +1191,10 @@ void scenario_targeted(const Profile& profile, const std::string& dir) {
   }
   collect(*running_same, same);
   if (running_other) collect(*running_other, other);
+  if (silent > 0) {
+    ::kill(silent, SIGKILL);
+    testing::wait_for_child(silent);
+  }
 
   std::uint64_t checked = 0, corrupted = 0, errors = 0;
   int honest_failed = 0;
