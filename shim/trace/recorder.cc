@@ -17,12 +17,13 @@ namespace gpubroker::trace {
 
 namespace {
 
-constexpr std::size_t kRecordsPerBuffer = 512;  // 56 KiB per tracing thread
+constexpr std::size_t kRecordsPerBuffer = 512;  // 32 KiB per tracing thread
 
 const char* g_prefix = nullptr;  // GPUBROKER_TRACE, read once before main
 std::uint64_t g_start_ns = 0;
 std::mutex g_file_lock;  // guards g_fd and g_fd_pid (taken once per flush, not per call)
 int g_fd = -1;
+Record g_out[kRecordsPerBuffer];  // a buffer being written, as file records
 pid_t g_fd_pid = 0;
 
 
@@ -51,18 +52,32 @@ int file_of_process() {
 }
 
 struct ThreadBuffer {
-  Record records[kRecordsPerBuffer];
+  PendingRecord records[kRecordsPerBuffer];
   std::size_t count = 0;
   std::uint32_t tid = static_cast<std::uint32_t>(::syscall(SYS_gettid));
 
+  // The buffer as file records, in one write. Under g_file_lock, which also guards g_out.
   void write_out() noexcept {
     if (count == 0) return;
     std::lock_guard guard(g_file_lock);
     const int fd = file_of_process();
     if (fd >= 0) {
-      // A short write loses the tail of this buffer, never splits a record the reader would misparse:
-      // the reader drops a trailing partial record.
-      [[maybe_unused]] const ssize_t written = ::write(fd, records, count * sizeof(Record));
+      for (std::size_t i = 0; i < count; ++i) {
+        const PendingRecord& p = records[i];
+        Record& r = g_out[i];
+        r = Record{};
+        r.start_ns = p.start_ns;
+        r.duration_ns = p.duration_ns;
+        r.tid = tid;
+        r.result = p.result;
+        r.kind = p.kind;
+        r.library = p.library;
+        r.where = p.where;
+        std::strncpy(r.function, p.function, sizeof r.function - 1);
+        std::memcpy(r.args, p.args, sizeof r.args);
+      }
+      // A short write loses the tail of this buffer; the reader drops a trailing partial record.
+      [[maybe_unused]] const ssize_t written = ::write(fd, g_out, count * sizeof(Record));
     }
     count = 0;
   }
@@ -85,9 +100,8 @@ __attribute__((constructor)) void read_environment() {
 
 }  // namespace
 
-void append(Record& record) noexcept {
+void append(const PendingRecord& record) noexcept {
   ThreadBuffer& buffer = t_buffer;
-  record.tid = buffer.tid;
   buffer.records[buffer.count++] = record;
   if (buffer.count == kRecordsPerBuffer) buffer.write_out();
 }

@@ -28,25 +28,40 @@ inline std::uint64_t now_ns() {
   return static_cast<std::uint64_t>(t.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(t.tv_nsec);
 }
 
-// Appends `record` (tid filled in here) to the calling thread's buffer. Only when enabled().
-void append(Record& record) noexcept;
+// A record as the hot path keeps it: the function's name by pointer (a string literal or
+// __func__, which outlive the process's calls); copied into a file Record when the buffer is written.
+struct PendingRecord {
+  std::uint64_t start_ns;
+  std::uint64_t duration_ns;
+  const char* function;
+  std::uint64_t args[4];
+  std::int32_t result;
+  std::uint16_t kind;
+  Library library;
+  Where where;
+};
+
+// Appends `record` to the calling thread's buffer. Only when enabled().
+void append(const PendingRecord& record) noexcept;
 
 // Writes the calling thread's buffered records now (tests; exit does it by itself).
 void flush() noexcept;
 
-// Records one call that started at `start_ns` and returned `result`.
+// Records one call that started at `start_ns` and returned `result`; `function` must outlive the
+// process (a string literal or __func__).
 inline void record_call(const char* function, Library library, Where where, std::uint64_t start_ns,
                         std::int32_t result, std::uint16_t kind = 0, const void* payload = nullptr,
                         std::size_t payload_bytes = 0) noexcept {
-  Record r{};
+  PendingRecord r;
   r.start_ns = start_ns;
   r.duration_ns = now_ns() - start_ns;
+  r.function = function;
+  r.args[0] = r.args[1] = r.args[2] = r.args[3] = 0;
+  if (payload != nullptr) std::memcpy(r.args, payload, payload_bytes < sizeof r.args ? payload_bytes : sizeof r.args);
   r.result = result;
   r.kind = kind;
   r.library = library;
   r.where = where;
-  std::strncpy(r.function, function, sizeof r.function - 1);
-  if (payload != nullptr) std::memcpy(r.args, payload, payload_bytes < sizeof r.args ? payload_bytes : sizeof r.args);
   append(r);
 }
 
