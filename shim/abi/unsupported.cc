@@ -10,6 +10,9 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
+#include <string_view>
+
+#include "shim/trace/recorder.h"
 
 namespace {
 
@@ -76,4 +79,17 @@ extern "C" void gpubroker_log_unsupported_in(const char* name, const char* libra
 extern "C" void gpubroker_log_failure_once(const char* name, const char* library, const char* result) noexcept {
   if (name == nullptr || library == nullptr || result == nullptr || !claim(name)) return;
   write_line(name, library, result, kFailureLine);
+}
+
+extern "C" void gpubroker_trace_unsupported(const char* name, const char* library, int result) noexcept {
+  using gpubroker::trace::Library;
+  Library which = Library::kRuntime;
+  if (library != nullptr) {
+    const std::string_view named(library);
+    which = named == "cuBLAS" ? Library::kCublas
+            : named == "cuBLASLt" ? Library::kCublasLt
+            : named == "NVML" ? Library::kNvml
+                              : Library::kDriver;
+  }
+  gpubroker::trace::record_call(name, which, gpubroker::trace::Where::kUnsupported, gpubroker::trace::now_ns(), result);
 }

@@ -28,10 +28,16 @@ extern "C" void gpubroker_log_unsupported_in(const char* name, const char* libra
 // (or was logged by the functions above), saying what it returned. String literals, as above.
 extern "C" void gpubroker_log_failure_once(const char* name, const char* library, const char* result) noexcept;
 
+// Records the stub's call in the call trace (shim/trace/recorder.h) as unsupported: `library` is
+// the string the stub logs ("CUDA driver", "cuBLAS", ...; nullptr for the runtime).
+extern "C" void gpubroker_trace_unsupported(const char* name, const char* library, int result) noexcept;
+extern "C" bool g_trace_enabled;
+
 // A stub of a library whose status type is an int-sized enum: logs once, returns `value`.
 #define GPUBROKER_UNSUPPORTED_FUNCTION(name, value, library, result)      \
   extern "C" __attribute__((visibility("default"))) int name() noexcept { \
     gpubroker_log_unsupported_in(#name, library, result);               \
+    if (g_trace_enabled) gpubroker_trace_unsupported(#name, library, value); \
     return value;                                                       \
   }
 
@@ -43,6 +49,7 @@ extern "C" void gpubroker_runtime_record_error(int error) noexcept __attribute__
 #define GPUBROKER_UNSUPPORTED_CUDA_FUNCTION(name)                                    \
   extern "C" __attribute__((visibility("default"))) int name() noexcept {              \
     gpubroker_log_unsupported_once(#name);                                           \
+    if (g_trace_enabled) gpubroker_trace_unsupported(#name, nullptr, 801);           \
     if (gpubroker_runtime_record_error != nullptr) gpubroker_runtime_record_error(801); \
     return 801; /* cudaErrorNotSupported */                                          \
   }

@@ -15,6 +15,7 @@
 
 #include "gpubroker/calls/protocol.h"
 #include "ipc/client_session.h"
+#include "shim/trace/recorder.h"
 
 namespace gpubroker::shim {
 
@@ -57,13 +58,41 @@ std::span<const std::byte> payload_bytes(const Payload& payload) {
   }
 }
 
+inline constexpr const char* kKindNames[] = {
+#define GPUBROKER_KIND_NAME(name, payload, reply, staging, posting, area, handler) #name,
+    GPUBROKER_ALL_CALLS(GPUBROKER_KIND_NAME)
+#undef GPUBROKER_KIND_NAME
+};
+
+// The status a trace records for an answer: the broker's, or -1 where the transport failed.
+template <class Reply>
+std::int32_t traced_status(const ipc::Result<Answer<Reply>>& answer) {
+  return answer ? answer.value().status : -1;
+}
+inline std::int32_t traced_status(const ipc::Result<void>& posted) { return posted ? 0 : -1; }
+
+// Sends by `send` and, when tracing, records the request (its kind, the first words of its
+// payload, its status and time) as a call answered by the broker.
+template <wire::RequestKind Kind, class Send>
+auto traced(std::span<const std::byte> payload, Send&& send) {
+  if (!trace::enabled()) return send();
+  const std::uint64_t start = trace::now_ns();
+  auto result = send();
+  const auto kind = static_cast<std::uint16_t>(Kind);
+  trace::EntryScope::note_request(kind, payload.data(), payload.size());
+  trace::record_call(kKindNames[kind], trace::Library::kRequest, trace::Where::kBroker, start, traced_status(result), kind,
+                     payload.data(), payload.size());
+  return result;
+}
+
 }  // namespace detail
 
 // A synchronous call without staged bytes.
 template <wire::RequestKind Kind>
   requires(wire::Call<Kind>::staging == wire::Staging::kNone)
 ipc::Result<Answer<ReplyOf<Kind>>> call(ipc::ClientSession& session, const PayloadOf<Kind>& payload = {}) {
-  return detail::decode<ReplyOf<Kind>>(session.call(Kind, detail::payload_bytes(payload)));
+  const auto bytes = detail::payload_bytes(payload);
+  return detail::traced<Kind>(bytes, [&] { return detail::decode<ReplyOf<Kind>>(session.call(Kind, bytes)); });
 }
 
 // A synchronous call whose staged bytes flow to the broker.
@@ -71,7 +100,8 @@ template <wire::RequestKind Kind>
   requires(wire::Call<Kind>::staging == wire::Staging::kToBroker)
 ipc::Result<Answer<ReplyOf<Kind>>> call(ipc::ClientSession& session, const PayloadOf<Kind>& payload,
                                         std::span<const std::byte> staged) {
-  return detail::decode<ReplyOf<Kind>>(session.call(Kind, detail::payload_bytes(payload), ipc::StagedOut{staged}));
+  const auto bytes = detail::payload_bytes(payload);
+  return detail::traced<Kind>(bytes, [&] { return detail::decode<ReplyOf<Kind>>(session.call(Kind, bytes, ipc::StagedOut{staged})); });
 }
 
 // A synchronous call whose staged bytes flow back into `staged`.
@@ -79,7 +109,8 @@ template <wire::RequestKind Kind>
   requires(wire::Call<Kind>::staging == wire::Staging::kFromBroker)
 ipc::Result<Answer<ReplyOf<Kind>>> call(ipc::ClientSession& session, const PayloadOf<Kind>& payload,
                                         std::span<std::byte> staged) {
-  return detail::decode<ReplyOf<Kind>>(session.call(Kind, detail::payload_bytes(payload), ipc::StagedIn{staged}));
+  const auto bytes = detail::payload_bytes(payload);
+  return detail::traced<Kind>(bytes, [&] { return detail::decode<ReplyOf<Kind>>(session.call(Kind, bytes, ipc::StagedIn{staged})); });
 }
 
 // An asynchronous request: posted, not waited for.
@@ -87,7 +118,8 @@ template <wire::RequestKind Kind>
   requires(wire::Call<Kind>::posting == wire::Posting::kMayPost && wire::Call<Kind>::staging == wire::Staging::kNone &&
            !detail::is_tail<PayloadOf<Kind>>)
 ipc::Result<void> post(ipc::ClientSession& session, const PayloadOf<Kind>& payload) {
-  return session.post(Kind, detail::payload_bytes(payload));
+  const auto bytes = detail::payload_bytes(payload);
+  return detail::traced<Kind>(bytes, [&] { return session.post(Kind, bytes); });
 }
 
 // An asynchronous request of a Tail row (a launch and its parameter block): the head, then
@@ -101,7 +133,8 @@ ipc::Result<void> post(ipc::ClientSession& session, const typename PayloadOf<Kin
   std::byte payload[kMax];
   std::memcpy(payload, &head, sizeof head);
   if (!tail.empty()) std::memcpy(payload + sizeof head, tail.data(), tail.size());
-  return session.post(Kind, std::span<const std::byte>(payload, sizeof head + tail.size()));
+  const std::span<const std::byte> bytes(payload, sizeof head + tail.size());
+  return detail::traced<Kind>(bytes, [&] { return session.post(Kind, bytes); });
 }
 
 }  // namespace gpubroker::shim

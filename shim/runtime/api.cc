@@ -10,6 +10,7 @@
 #include "gpubroker/cuda/runtime_abi.h"
 #include "shim/abi/unsupported.h"
 #include "shim/runtime/runtime_state.h"
+#include "shim/trace/recorder.h"
 
 using namespace gpubroker;
 using namespace gpubroker::shim::rt;
@@ -129,6 +130,7 @@ extern "C" {
 // ---- devices --------------------------------------------------------------------------------
 
 int cudaGetDeviceCount(int* count) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (count == nullptr) return record(kErrorInvalidValue);
   Connection* c = connection();
   *count = c == nullptr ? 0 : static_cast<int>(c->visible().size());
@@ -136,6 +138,7 @@ int cudaGetDeviceCount(int* count) {
 }
 
 int cudaGetDevice(int* device) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (device == nullptr) return record(kErrorInvalidValue);
   *device = current_device();
   return kSuccess;
@@ -143,12 +146,14 @@ int cudaGetDevice(int* device) {
 
 // Per thread, as in CUDA; every later request of the thread names the device (runtime_state.h).
 int cudaSetDevice(int device) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (const Error e = check_device(device); e != kSuccess) return e;
   set_current_device(device);
   return kSuccess;
 }
 
 int cudaDeviceGetAttribute(int* value, int attribute, int device) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (value == nullptr) return record(kErrorInvalidValue);
   if (const Error e = check_device(device); e != kSuccess) return e;
   if (attribute <= 0 || attribute >= static_cast<int>(wire::kDeviceAttributeCount)) return record(kErrorInvalidValue);
@@ -158,6 +163,7 @@ int cudaDeviceGetAttribute(int* value, int attribute, int device) {
 }
 
 int cudaDeviceGetPCIBusId(char* bus_id, int length, int device) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (bus_id == nullptr || length <= 0) return record(kErrorInvalidValue);
   if (const Error e = check_device(device); e != kSuccess) return e;
   const char* id = connection()->device(static_cast<std::uint32_t>(device)).pci_bus_id;
@@ -167,6 +173,7 @@ int cudaDeviceGetPCIBusId(char* bus_id, int length, int device) {
 }
 
 int cudaDriverGetVersion(int* version) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (version == nullptr) return record(kErrorInvalidValue);
   Connection* c = connection();
   *version = c == nullptr ? 0 : c->device_table().driver_version;
@@ -174,17 +181,20 @@ int cudaDriverGetVersion(int* version) {
 }
 
 int cudaRuntimeGetVersion(int* version) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (version == nullptr) return record(kErrorInvalidValue);
   *version = GPUBROKER_CUDART_ABI == 12 ? 12090 : 13000;
   return kSuccess;
 }
 
 int cudaDeviceSynchronize() {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   hold_for_all_host_funcs();
   return call<wire::RequestKind::kContextSynchronize>({});
 }
 
 int cudaMemGetInfo(std::size_t* free, std::size_t* total) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (free == nullptr || total == nullptr) return record(kErrorInvalidValue);
   const auto ordinal = broker_ordinal(current_device());
   if (!ordinal) return record(connection() == nullptr ? kErrorNoDevice : kErrorInvalidDevice);
@@ -198,12 +208,13 @@ int cudaMemGetInfo(std::size_t* free, std::size_t* total) {
   return kSuccess;
 }
 
-int cudaGetLastError() { return last_error(true); }
-int cudaPeekAtLastError() { return last_error(false); }
+int cudaGetLastError() { GPUBROKER_TRACE_ENTRY(kRuntime); return last_error(true); }
+int cudaPeekAtLastError() { GPUBROKER_TRACE_ENTRY(kRuntime); return last_error(false); }
 
 // ---- memory ---------------------------------------------------------------------------------
 
 int cudaMalloc(void** pointer, std::size_t bytes) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (pointer == nullptr) return record(kErrorInvalidValue);
   const auto ordinal = broker_ordinal(current_device());
   if (!ordinal) return record(connection() == nullptr ? kErrorNoDevice : kErrorInvalidDevice);
@@ -217,14 +228,16 @@ int cudaMalloc(void** pointer, std::size_t bytes) {
 }
 
 int cudaFree(void* pointer) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (pointer == nullptr) return kSuccess;
   if (!memory().remove_device(reinterpret_cast<std::uint64_t>(pointer))) return record(kErrorInvalidValue);
   return call<wire::RequestKind::kMemFree>(wire::HandleRequest{reinterpret_cast<std::uint64_t>(pointer)});
 }
 
-int cudaMallocHost(void** pointer, std::size_t bytes) { return allocate_pinned(pointer, bytes); }
+int cudaMallocHost(void** pointer, std::size_t bytes) { GPUBROKER_TRACE_ENTRY(kRuntime); return allocate_pinned(pointer, bytes); }
 
 int cudaHostAlloc(void** pointer, std::size_t bytes, unsigned /*flags: every arena block is portable and mapped*/) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return allocate_pinned(pointer, bytes);
 }
 
@@ -232,6 +245,7 @@ int cudaHostAlloc(void** pointer, std::size_t bytes, unsigned /*flags: every are
 // error): a copy still in flight into the block, on whichever device, must not land in memory the
 // arena's heap has already handed out again, or in the heap's own bookkeeping.
 int cudaFreeHost(void* pointer) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (pointer == nullptr) return kSuccess;
   const auto offset = memory().remove_pinned(pointer);
   if (!offset) return record(kErrorInvalidValue);
@@ -248,20 +262,24 @@ int cudaFreeHost(void* pointer) {
 }
 
 int cudaMemcpy(void* destination, const void* source, std::size_t bytes, int kind) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return copy(destination, source, bytes, kind, nullptr, false);
 }
 
 int cudaMemcpyAsync(void* destination, const void* source, std::size_t bytes, int kind, Stream stream) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return copy(destination, source, bytes, kind, stream, true);
 }
 
 int cudaMemset(void* pointer, int value, std::size_t bytes) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (bytes == 0) return kSuccess;
   const wire::MemsetRequest r{reinterpret_cast<std::uint64_t>(pointer), bytes, 0, static_cast<std::uint32_t>(value & 0xff), 0};
   return post<wire::RequestKind::kMemset>(r);
 }
 
 int cudaMemsetAsync(void* pointer, int value, std::size_t bytes, Stream stream) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (bytes == 0) return kSuccess;
   const wire::MemsetRequest r{reinterpret_cast<std::uint64_t>(pointer), bytes, stream_id(stream),
                               static_cast<std::uint32_t>(value & 0xff), 0};
@@ -270,27 +288,32 @@ int cudaMemsetAsync(void* pointer, int value, std::size_t bytes, Stream stream) 
 
 // ---- streams and events ---------------------------------------------------------------------
 
-int cudaStreamCreate(Stream* stream) { return create_stream(stream, 0, 0); }
-int cudaStreamCreateWithFlags(Stream* stream, unsigned flags) { return create_stream(stream, flags, 0); }
+int cudaStreamCreate(Stream* stream) { GPUBROKER_TRACE_ENTRY(kRuntime); return create_stream(stream, 0, 0); }
+int cudaStreamCreateWithFlags(Stream* stream, unsigned flags) { GPUBROKER_TRACE_ENTRY(kRuntime); return create_stream(stream, flags, 0); }
 int cudaStreamCreateWithPriority(Stream* stream, unsigned flags, int priority) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return create_stream(stream, flags, priority);
 }
 
 int cudaStreamDestroy(Stream stream) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return call<wire::RequestKind::kStreamDestroy>(wire::HandleRequest{stream_id(stream)});
 }
 
 int cudaStreamSynchronize(Stream stream) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return call<wire::RequestKind::kStreamSynchronize>(wire::HandleRequest{stream_id(stream)});
 }
 
 int cudaStreamQuery(Stream stream) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (host_funcs_pending(reinterpret_cast<std::uint64_t>(stream))) return kErrorNotReady;
   return call<wire::RequestKind::kStreamQuery>(wire::HandleRequest{stream_id(stream)});
 }
 
 // The flags the stream was created with, and its priority as the device clamped it.
 int cudaStreamGetFlags(Stream stream, unsigned* flags) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (flags == nullptr) return record(kErrorInvalidValue);
   std::uint32_t value = 0;
   const Error e = call<wire::RequestKind::kStreamGetFlags>(wire::HandleRequest{reinterpret_cast<std::uint64_t>(stream)}, &value);
@@ -299,6 +322,7 @@ int cudaStreamGetFlags(Stream stream, unsigned* flags) {
 }
 
 int cudaStreamGetPriority(Stream stream, int* priority) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (priority == nullptr) return record(kErrorInvalidValue);
   std::int32_t value = 0;
   const Error e = call<wire::RequestKind::kStreamGetPriority>(wire::HandleRequest{reinterpret_cast<std::uint64_t>(stream)}, &value);
@@ -307,37 +331,44 @@ int cudaStreamGetPriority(Stream stream, int* priority) {
 }
 
 int cudaStreamWaitEvent(Stream stream, Event event, unsigned /*flags*/) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return post<wire::RequestKind::kStreamWaitEvent>(wire::EventStreamRequest{reinterpret_cast<std::uint64_t>(event), stream_id(stream)});
 }
 
 int cudaDeviceGetStreamPriorityRange(int* least, int* greatest) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (least != nullptr) *least = 0;
   if (greatest != nullptr) *greatest = -5;  // an H100's range
   return kSuccess;
 }
 
-int cudaEventCreate(Event* event) { return create_event(event, 0); }
-int cudaEventCreateWithFlags(Event* event, unsigned flags) { return create_event(event, flags); }
+int cudaEventCreate(Event* event) { GPUBROKER_TRACE_ENTRY(kRuntime); return create_event(event, 0); }
+int cudaEventCreateWithFlags(Event* event, unsigned flags) { GPUBROKER_TRACE_ENTRY(kRuntime); return create_event(event, flags); }
 
 int cudaEventRecord(Event event, Stream stream) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return post<wire::RequestKind::kEventRecord>(wire::EventStreamRequest{reinterpret_cast<std::uint64_t>(event), stream_id(stream)});
 }
 
 // cudaEventRecordExternal (1) makes a captured record an event record node of the graph.
 int cudaEventRecordWithFlags(Event event, Stream stream, unsigned flags) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return post<wire::RequestKind::kEventRecordWithFlags>(
       wire::EventRecordRequest{reinterpret_cast<std::uint64_t>(event), stream_id(stream), flags, 0});
 }
 
 int cudaEventSynchronize(Event event) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return call<wire::RequestKind::kEventSynchronize>(wire::HandleRequest{reinterpret_cast<std::uint64_t>(event)});
 }
 
 int cudaEventQuery(Event event) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return call<wire::RequestKind::kEventQuery>(wire::HandleRequest{reinterpret_cast<std::uint64_t>(event)});
 }
 
 int cudaEventElapsedTime(float* milliseconds, Event start, Event end) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (milliseconds == nullptr) return record(kErrorInvalidValue);
   shim::ReplyOf<wire::RequestKind::kEventElapsedTime> reply{};
   const Error e = call<wire::RequestKind::kEventElapsedTime>(wire::EventPairRequest{reinterpret_cast<std::uint64_t>(start), reinterpret_cast<std::uint64_t>(end)}, &reply);
@@ -346,12 +377,14 @@ int cudaEventElapsedTime(float* milliseconds, Event start, Event end) {
 }
 
 int cudaEventDestroy(Event event) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return call<wire::RequestKind::kEventDestroy>(wire::HandleRequest{reinterpret_cast<std::uint64_t>(event)});
 }
 
 // ---- more memory ----------------------------------------------------------------------------
 
 int cudaMallocPitch(void** pointer, std::size_t* pitch, std::size_t width, std::size_t height) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (pitch == nullptr) return record(kErrorInvalidValue);
   // The real driver pads rows to its texture pitch alignment; 512 bytes on an H100.
   constexpr std::size_t kPitchAlignment = 512;
@@ -361,6 +394,7 @@ int cudaMallocPitch(void** pointer, std::size_t* pitch, std::size_t width, std::
 
 int cudaMemcpy2DAsync(void* destination, std::size_t destination_pitch, const void* source, std::size_t source_pitch,
                       std::size_t width, std::size_t height, int kind, Stream stream) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (width > destination_pitch || width > source_pitch) return record(kErrorInvalidValue);
   if (destination_pitch == width && source_pitch == width) {
     return copy(destination, source, width * height, kind, stream, true);
@@ -376,11 +410,13 @@ int cudaMemcpy2DAsync(void* destination, std::size_t destination_pitch, const vo
 
 int cudaMemcpy2D(void* destination, std::size_t destination_pitch, const void* source, std::size_t source_pitch,
                  std::size_t width, std::size_t height, int kind) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   const Error e = cudaMemcpy2DAsync(destination, destination_pitch, source, source_pitch, width, height, kind, nullptr);
   return e != kSuccess ? e : cudaStreamSynchronize(nullptr);
 }
 
 int cudaMemset2DAsync(void* pointer, std::size_t pitch, int value, std::size_t width, std::size_t height, Stream stream) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (width > pitch) return record(kErrorInvalidValue);
   if (pitch == width) return cudaMemsetAsync(pointer, value, width * height, stream);
   for (std::size_t row = 0; row < height; ++row) {
@@ -392,6 +428,7 @@ int cudaMemset2DAsync(void* pointer, std::size_t pitch, int value, std::size_t w
 }
 
 int cudaMemset2D(void* pointer, std::size_t pitch, int value, std::size_t width, std::size_t height) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return cudaMemset2DAsync(pointer, pitch, value, width, height, nullptr);
 }
 
@@ -410,6 +447,7 @@ bool fits(const cudart::cudaPitchedPtr& p, const cudart::cudaPos& pos, const cud
 }  // namespace
 
 int cudaMemcpy3DAsync(const cudart::cudaMemcpy3DParms* p, Stream stream) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (p == nullptr) return record(kErrorInvalidValue);
   if (p->srcArray != nullptr || p->dstArray != nullptr) {
     gpubroker_log_unsupported_once("cudaMemcpy3D with a CUDA array");
@@ -428,11 +466,13 @@ int cudaMemcpy3DAsync(const cudart::cudaMemcpy3DParms* p, Stream stream) {
 }
 
 int cudaMemcpy3D(const cudart::cudaMemcpy3DParms* p) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   const Error e = cudaMemcpy3DAsync(p, nullptr);
   return e != kSuccess ? e : cudaStreamSynchronize(nullptr);
 }
 
 int cudaMalloc3D(cudart::cudaPitchedPtr* p, cudart::cudaExtent e) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (p == nullptr) return record(kErrorInvalidValue);
   std::size_t pitch = 0;
   void* pointer = nullptr;
@@ -442,6 +482,7 @@ int cudaMalloc3D(cudart::cudaPitchedPtr* p, cudart::cudaExtent e) {
 }
 
 int cudaMemset3DAsync(cudart::cudaPitchedPtr p, int value, cudart::cudaExtent e, Stream stream) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (e.width == 0 || e.height == 0 || e.depth == 0) return kSuccess;
   if (!fits(p, cudart::cudaPos{}, e)) return record(kErrorInvalidValue);
   for (std::size_t z = 0; z < e.depth; ++z) {
@@ -454,20 +495,23 @@ int cudaMemset3DAsync(cudart::cudaPitchedPtr p, int value, cudart::cudaExtent e,
 }
 
 int cudaMemset3D(cudart::cudaPitchedPtr p, int value, cudart::cudaExtent e) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return cudaMemset3DAsync(p, value, e, nullptr);
 }
 
 
 // Stream-ordered allocation, served by the device allocator: the allocation is usable at once
 // (which satisfies stream order), and the free waits for the stream's earlier work.
-int cudaMallocAsync(void** pointer, std::size_t bytes, Stream /*stream*/) { return cudaMalloc(pointer, bytes); }
+int cudaMallocAsync(void** pointer, std::size_t bytes, Stream /*stream*/) { GPUBROKER_TRACE_ENTRY(kRuntime); return cudaMalloc(pointer, bytes); }
 
 int cudaFreeAsync(void* pointer, Stream stream) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (const Error e = cudaStreamSynchronize(stream); e != kSuccess) return e;
   return cudaFree(pointer);
 }
 
 int cudaMallocManaged(void** /*pointer*/, std::size_t /*bytes*/, unsigned /*flags*/) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   // Managed memory would need the broker's device to fault on client pages; not offered.
   static std::once_flag logged;
   std::call_once(logged, [] {
@@ -479,13 +523,15 @@ int cudaMallocManaged(void** /*pointer*/, std::size_t /*bytes*/, unsigned /*flag
 // Registered pageable memory stays in the client's address space, where the broker cannot reach
 // it: copies from it work (through staging), but a device pointer for it does not exist.
 int cudaHostRegister(void* pointer, std::size_t bytes, unsigned /*flags*/) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (pointer == nullptr || bytes == 0) return record(kErrorInvalidValue);
   return connection() == nullptr ? record(kErrorNoDevice) : kSuccess;
 }
 
-int cudaHostUnregister(void* pointer) { return pointer == nullptr ? record(kErrorInvalidValue) : kSuccess; }
+int cudaHostUnregister(void* pointer) { GPUBROKER_TRACE_ENTRY(kRuntime); return pointer == nullptr ? record(kErrorInvalidValue) : kSuccess; }
 
 int cudaHostGetDevicePointer(void** /*device_pointer*/, void* /*host_pointer*/, unsigned /*flags*/) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   static std::once_flag logged;
   std::call_once(logged, [] {
     std::fputs("gpubroker: cudaHostGetDevicePointer (mapped host memory) is not supported through the broker\n", stderr);
@@ -493,15 +539,17 @@ int cudaHostGetDevicePointer(void** /*device_pointer*/, void* /*host_pointer*/, 
   return record(kErrorNotSupported);
 }
 
-int cudaSetDeviceFlags(unsigned /*flags*/) { return connection() == nullptr ? record(kErrorNoDevice) : kSuccess; }
+int cudaSetDeviceFlags(unsigned /*flags*/) { GPUBROKER_TRACE_ENTRY(kRuntime); return connection() == nullptr ? record(kErrorNoDevice) : kSuccess; }
 
 int cudaGetDeviceFlags(unsigned* flags) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (flags == nullptr) return record(kErrorInvalidValue);
   *flags = 0x08;  // cudaDeviceMapHost: the runtime's default on a 64-bit host
   return kSuccess;
 }
 
 cudaChannelFormatDescForShim cudaCreateChannelDesc(int x, int y, int z, int w, int kind) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return cudaChannelFormatDescForShim{x, y, z, w, kind};
 }
 
@@ -510,12 +558,14 @@ cudaChannelFormatDescForShim cudaCreateChannelDesc(int x, int y, int z, int w, i
 // devices and makes it a peer copy (cuMemcpyPeerAsync), which needs no peer access.
 int cudaMemcpyPeerAsync(void* destination, int destination_device, const void* source, int source_device,
                         std::size_t bytes, Stream stream) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (const Error e = check_device(destination_device); e != kSuccess) return e;
   if (const Error e = check_device(source_device); e != kSuccess) return e;
   return copy(destination, source, bytes, kDeviceToDevice, stream, true);
 }
 
 int cudaMemcpyPeer(void* destination, int destination_device, const void* source, int source_device, std::size_t bytes) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   const Error e = cudaMemcpyPeerAsync(destination, destination_device, source, source_device, bytes, nullptr);
   return e != kSuccess ? e : cudaStreamSynchronize(nullptr);
 }
@@ -524,6 +574,7 @@ int cudaMemcpyPeer(void* destination, int destination_device, const void* source
 // value, which is what the session asked for at least) but never lower it; the L2 cache limits it
 // may not change. cudaDeviceGetLimit reads the context's value.
 int cudaDeviceGetLimit(std::size_t* value, int limit) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (value == nullptr) return record(kErrorInvalidValue);
   shim::ReplyOf<wire::RequestKind::kDeviceLimit> reply{};
   const Error e = call<wire::RequestKind::kDeviceLimit>(wire::LimitRequest{limit, 0, 0}, &reply);
@@ -537,6 +588,7 @@ int cudaDeviceGetLimit(std::size_t* value, int limit) {
 // and refuses to change the persisting-L2 limits, which decide how every session's kernels use the
 // cache: that refusal (cudaErrorNotSupported) is logged once, with the reason.
 int cudaDeviceSetLimit(int limit, std::size_t value) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   shim::ReplyOf<wire::RequestKind::kDeviceLimit> reply{};
   const Error e = call<wire::RequestKind::kDeviceLimit>(wire::LimitRequest{limit, 1, value}, &reply);
   if (e == kErrorNotSupported) {
@@ -549,8 +601,14 @@ int cudaDeviceSetLimit(int limit, std::size_t value) {
 
 // The profiler calls only mark the range a profiler (Nsight, nvprof) records; without one
 // attached, as here, the runtime answers success and does nothing.
-int cudaProfilerStart() { return kSuccess; }
-int cudaProfilerStop() { return kSuccess; }
+int cudaProfilerStart() {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
+  return kSuccess;
+}
+int cudaProfilerStop() {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
+  return kSuccess;
+}
 
 // The cache configuration is "only a preference" that the runtime may ignore (CUDA's words), and
 // the context it would set is shared with every other session on the device: the process keeps
@@ -558,6 +616,7 @@ int cudaProfilerStop() { return kSuccess; }
 // device's default split of L1 and shared memory (each kernel's own cudaFuncSetCacheConfig is
 // served).
 int cudaDeviceSetCacheConfig(int config) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (config < cudart::cudaFuncCachePreferNone || config > cudart::cudaFuncCachePreferEqual) {
     return record(kErrorInvalidValue);
   }
@@ -566,6 +625,7 @@ int cudaDeviceSetCacheConfig(int config) {
 }
 
 int cudaDeviceGetCacheConfig(int* config) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (config == nullptr) return record(kErrorInvalidValue);
   *config = __atomic_load_n(&g_cache_config[current_device()], __ATOMIC_RELAXED);
   return kSuccess;
@@ -578,6 +638,7 @@ int cudaDeviceGetCacheConfig(int* config) {
 // empty window, setting one is refused (logged once), as cudaDeviceSetLimit refuses the
 // persisting-L2 limit. Other attributes are not served.
 int cudaStreamGetAttribute(Stream stream, int attribute, cudart::cudaLaunchAttributeValue* value) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (value == nullptr) return record(kErrorInvalidValue);
   switch (attribute) {
     case cudart::cudaLaunchAttributePriority: {
@@ -602,6 +663,7 @@ int cudaStreamGetAttribute(Stream stream, int attribute, cudart::cudaLaunchAttri
 }
 
 int cudaStreamSetAttribute(Stream stream, int attribute, const cudart::cudaLaunchAttributeValue* value) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (value == nullptr) return record(kErrorInvalidValue);
   unsigned flags = 0;  // the stream must exist
   if (const Error e = cudaStreamGetFlags(stream, &flags); e != kSuccess) return e;
@@ -623,6 +685,7 @@ int cudaStreamSetAttribute(Stream stream, int attribute, const cudart::cudaLaunc
 // access. So: "cannot access", and enabling it is refused as CUDA refuses it between devices
 // without peer support.
 int cudaDeviceCanAccessPeer(int* can_access, int device, int peer) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (can_access == nullptr) return record(kErrorInvalidValue);
   if (const Error e = check_device(device); e != kSuccess) return e;
   if (const Error e = check_device(peer); e != kSuccess) return e;
@@ -631,6 +694,7 @@ int cudaDeviceCanAccessPeer(int* can_access, int device, int peer) {
 }
 
 int cudaDeviceEnablePeerAccess(int peer, unsigned flags) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (flags != 0) return record(kErrorInvalidValue);
   if (const Error e = check_device(peer); e != kSuccess) return e;
   if (peer == current_device()) return record(kErrorInvalidDevice);
@@ -638,6 +702,7 @@ int cudaDeviceEnablePeerAccess(int peer, unsigned flags) {
 }
 
 int cudaDeviceDisablePeerAccess(int peer) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (const Error e = check_device(peer); e != kSuccess) return e;
   return record(kErrorPeerAccessNotEnabled);  // never enabled (cudaDeviceEnablePeerAccess)
 }

@@ -10,6 +10,7 @@
 #include "gpubroker/cuda/runtime_abi.h"
 #include "shim/runtime/registry.h"
 #include "shim/runtime/runtime_state.h"
+#include "shim/trace/recorder.h"
 
 using namespace gpubroker;
 using namespace gpubroker::shim::rt;
@@ -62,6 +63,7 @@ Error set_function(const void* key, int attribute, int value) {
 extern "C" {
 
 int cudaFuncGetAttributes(cudart::cudaFuncAttributes* out, const void* key) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (out == nullptr) return record(kErrorInvalidValue);
   FunctionRecord* function = nullptr;
   if (const Error e = resolved_function(key, function); e != kSuccess) return e;
@@ -101,6 +103,7 @@ int cudaFuncGetAttributes(cudart::cudaFuncAttributes* out, const void* key) {
 
 // cudaFuncAttribute numbers the settable attributes as CUfunction_attribute does.
 int cudaFuncSetAttribute(const void* key, int attribute, int value) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (attribute < cudart::cudaFuncAttributeMaxDynamicSharedMemorySize || attribute >= cudart::cudaFuncAttributeMax) {
     return record(kErrorInvalidValue);
   }
@@ -108,11 +111,13 @@ int cudaFuncSetAttribute(const void* key, int attribute, int value) {
 }
 
 int cudaFuncSetCacheConfig(const void* key, int config) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return set_function<wire::RequestKind::kFuncSetCacheConfig>(key, 0, config);
 }
 
 int cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int* blocks, const void* key, int block_size,
                                                            std::size_t dynamic_shared, unsigned flags) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (blocks == nullptr) return record(kErrorInvalidValue);
   FunctionRecord* function = nullptr;
   if (const Error e = resolved_function(key, function); e != kSuccess) return e;
@@ -135,15 +140,18 @@ int cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int* blocks, const vo
 
 int cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, const void* key, int block_size,
                                                   std::size_t dynamic_shared) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(blocks, key, block_size, dynamic_shared, 0);
 }
 
 int cudaGetSymbolAddress(void** address, const void* symbol) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (address == nullptr) return record(kErrorInvalidValue);
   return symbol_range(symbol, 0, 0, *address);
 }
 
 int cudaGetSymbolSize(std::size_t* size, const void* symbol) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (size == nullptr) return record(kErrorInvalidValue);
   VariableRecord* variable = nullptr;
   if (const Error e = resolved_variable(symbol, variable); e != kSuccess) return e;
@@ -158,6 +166,7 @@ int cudaStreamSynchronize(void* stream);
 // (cudaMemcpyDefault: device memory if the shim knows it as such, else host memory).
 int cudaMemcpyToSymbolAsync(const void* symbol, const void* source, std::size_t bytes, std::size_t offset, int kind,
                             void* stream) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (kind == kDefault) kind = memory().is_device(source) ? kDeviceToDevice : kHostToDevice;
   if (kind != kHostToDevice && kind != kDeviceToDevice) return record(kErrorInvalidMemcpyDirection);
   void* address = nullptr;
@@ -167,6 +176,7 @@ int cudaMemcpyToSymbolAsync(const void* symbol, const void* source, std::size_t 
 
 int cudaMemcpyFromSymbolAsync(void* destination, const void* symbol, std::size_t bytes, std::size_t offset, int kind,
                               void* stream) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (kind == kDefault) kind = memory().is_device(destination) ? kDeviceToDevice : kDeviceToHost;
   if (kind != kDeviceToHost && kind != kDeviceToDevice) return record(kErrorInvalidMemcpyDirection);
   void* address = nullptr;
@@ -175,11 +185,13 @@ int cudaMemcpyFromSymbolAsync(void* destination, const void* symbol, std::size_t
 }
 
 int cudaMemcpyToSymbol(const void* symbol, const void* source, std::size_t bytes, std::size_t offset, int kind) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   const Error e = cudaMemcpyToSymbolAsync(symbol, source, bytes, offset, kind, nullptr);
   return e != kSuccess ? e : cudaStreamSynchronize(nullptr);
 }
 
 int cudaMemcpyFromSymbol(void* destination, const void* symbol, std::size_t bytes, std::size_t offset, int kind) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   const Error e = cudaMemcpyFromSymbolAsync(destination, symbol, bytes, offset, kind, nullptr);
   return e != kSuccess ? e : cudaStreamSynchronize(nullptr);
 }

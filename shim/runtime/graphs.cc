@@ -8,6 +8,7 @@
 #include "gpubroker/cuda/runtime_abi.h"
 #include "shim/abi/unsupported.h"
 #include "shim/runtime/runtime_state.h"
+#include "shim/trace/recorder.h"
 
 using namespace gpubroker;
 using namespace gpubroker::shim::rt;
@@ -59,6 +60,7 @@ Error capture_info(void* stream, int* status, unsigned long long* id, void** gra
 extern "C" {
 
 int cudaStreamBeginCapture(void* stream, int mode) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   const Error e = call<wire::RequestKind::kStreamBeginCapture>(wire::CaptureRequest{id_of(stream), static_cast<std::uint64_t>(mode)});
   if (e == kSuccess) {
     std::lock_guard guard(captures().lock);
@@ -68,6 +70,7 @@ int cudaStreamBeginCapture(void* stream, int mode) {
 }
 
 int cudaStreamEndCapture(void* stream, void** graph) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (graph == nullptr) return record(kErrorInvalidValue);
   {
     std::lock_guard guard(captures().lock);
@@ -80,6 +83,7 @@ int cudaStreamEndCapture(void* stream, void** graph) {
 }
 
 int cudaStreamIsCapturing(void* stream, int* status) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (status == nullptr) return record(kErrorInvalidValue);
   shim::ReplyOf<wire::RequestKind::kStreamIsCapturing> reply{};
   const Error e = call<wire::RequestKind::kStreamIsCapturing>(wire::HandleRequest{id_of(stream)}, &reply);
@@ -88,6 +92,7 @@ int cudaStreamIsCapturing(void* stream, int* status) {
 }
 
 int cudaGraphInstantiate(void** exec, void* graph, unsigned long long /*flags*/) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (exec == nullptr) return record(kErrorInvalidValue);
   const std::uint64_t id = g_next_graph.fetch_add(1, std::memory_order_relaxed);
   const Error e = call<wire::RequestKind::kGraphInstantiate>(wire::GraphRequest{id_of(graph), id});
@@ -96,15 +101,18 @@ int cudaGraphInstantiate(void** exec, void* graph, unsigned long long /*flags*/)
 }
 
 int cudaGraphInstantiateWithFlags(void** exec, void* graph, unsigned long long flags) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return cudaGraphInstantiate(exec, graph, flags);
 }
 
 int cudaGraphLaunch(void* exec, void* stream) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   hold_for_host_funcs(id_of(stream));
   return post<wire::RequestKind::kGraphLaunch>(wire::GraphRequest{id_of(exec), id_of(stream)});
 }
 
 int cudaGraphExecUpdate(void* exec, void* graph, cudart::cudaGraphExecUpdateResultInfo* info) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   shim::ReplyOf<wire::RequestKind::kGraphExecUpdate> reply{};
   const Error e = call<wire::RequestKind::kGraphExecUpdate>(wire::GraphRequest{id_of(exec), id_of(graph)}, &reply);
   const auto result = reply;
@@ -117,45 +125,55 @@ int cudaGraphExecUpdate(void* exec, void* graph, cudart::cudaGraphExecUpdateResu
 }
 
 int cudaGraphDestroy(void* graph) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return call<wire::RequestKind::kGraphDestroy>(wire::HandleRequest{id_of(graph)});
 }
 
 int cudaGraphExecDestroy(void* exec) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return call<wire::RequestKind::kGraphExecDestroy>(wire::HandleRequest{id_of(exec)});
 }
 
 #if GPUBROKER_CUDART_ABI >= 13
 int cudaStreamGetCaptureInfo(void* stream, int* status, unsigned long long* id, void** graph,
                              const void*** dependencies, const void** edges, std::size_t* count) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return capture_info(stream, status, id, graph, dependencies, edges, count);
 }
 int cudaStreamGetCaptureInfo_ptsz(void* stream, int* status, unsigned long long* id, void** graph,
                                   const void*** dependencies, const void** edges, std::size_t* count) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return capture_info(stream, status, id, graph, dependencies, edges, count);
 }
 #else
 // 12 keeps every generation: the 11.x three-argument form, _v2 (what the 12 headers call
 // cudaStreamGetCaptureInfo) and _v3 (with edge data).
 int cudaStreamGetCaptureInfo(void* stream, int* status, unsigned long long* id) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return capture_info(stream, status, id, nullptr, nullptr, nullptr, nullptr);
 }
 int cudaStreamGetCaptureInfo_ptsz(void* stream, int* status, unsigned long long* id) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return capture_info(stream, status, id, nullptr, nullptr, nullptr, nullptr);
 }
 int cudaStreamGetCaptureInfo_v2(void* stream, int* status, unsigned long long* id, void** graph,
                                 const void*** dependencies, std::size_t* count) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return capture_info(stream, status, id, graph, dependencies, nullptr, count);
 }
 int cudaStreamGetCaptureInfo_v2_ptsz(void* stream, int* status, unsigned long long* id, void** graph,
                                      const void*** dependencies, std::size_t* count) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return capture_info(stream, status, id, graph, dependencies, nullptr, count);
 }
 int cudaStreamGetCaptureInfo_v3(void* stream, int* status, unsigned long long* id, void** graph,
                                 const void*** dependencies, const void** edges, std::size_t* count) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return capture_info(stream, status, id, graph, dependencies, edges, count);
 }
 int cudaStreamGetCaptureInfo_v3_ptsz(void* stream, int* status, unsigned long long* id, void** graph,
                                      const void*** dependencies, const void** edges, std::size_t* count) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return capture_info(stream, status, id, graph, dependencies, edges, count);
 }
 #endif

@@ -15,6 +15,7 @@
 #include <unordered_map>
 
 #include "shim/runtime/runtime_state.h"
+#include "shim/trace/recorder.h"
 
 using namespace gpubroker;
 using namespace gpubroker::shim::rt;
@@ -150,6 +151,7 @@ bool host_funcs_pending(std::uint64_t stream) {
 extern "C" {
 
 int cudaLaunchHostFunc(Stream stream, HostFn function, void* data) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (function == nullptr) return record(kErrorInvalidValue);
   return enqueue(stream, Pending{function, nullptr, stream, data});
 }
@@ -157,6 +159,7 @@ int cudaLaunchHostFunc(Stream stream, HostFn function, void* data) {
 // flags must be 0 (CUDA reserves them); the callback is told cudaSuccess, since a stream with a
 // failed operation reports the failure at the next synchronizing call instead.
 int cudaStreamAddCallback(Stream stream, StreamCallback callback, void* data, unsigned flags) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (callback == nullptr || flags != 0) return record(kErrorInvalidValue);
   return enqueue(stream, Pending{nullptr, callback, stream, data});
 }

@@ -10,6 +10,7 @@
 #include "shim/abi/unsupported.h"
 #include "shim/runtime/registry.h"
 #include "shim/runtime/runtime_state.h"
+#include "shim/trace/recorder.h"
 
 using namespace gpubroker;
 using namespace gpubroker::shim::rt;
@@ -190,6 +191,7 @@ Error launch_flags(const cudart::cudaLaunchConfig_t& config, std::uint8_t& flags
 extern "C" {
 
 int cudaLaunchKernelExC(const cudart::cudaLaunchConfig_t* config, const void* function, void** args) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (config == nullptr) return record(kErrorInvalidValue);
   std::uint8_t flags = 0;
   if (const Error e = launch_flags(*config, flags); e != kSuccess) return e;
@@ -199,15 +201,18 @@ int cudaLaunchKernelExC(const cudart::cudaLaunchConfig_t* config, const void* fu
 
 int cudaLaunchCooperativeKernel(const void* function, cudart::dim3 grid, cudart::dim3 block, void** args,
                                 std::size_t shared_bytes, void* stream) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return launch(find_function(function), grid, block, args, shared_bytes, stream, wire::kLaunchCooperative);
 }
 
 int cudaLaunchKernel(const void* function, cudart::dim3 grid, cudart::dim3 block, void** args, std::size_t shared_bytes,
                      void* stream) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return launch(find_function(function), grid, block, args, shared_bytes, stream);
 }
 
 int __cudaGetKernel(void** kernel, const void* host_stub) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (kernel == nullptr) return record(kErrorInvalidValue);
   FunctionRecord* function = find_function(host_stub);
   if (function == nullptr) return record(kErrorInvalidDeviceFunction);
@@ -217,6 +222,7 @@ int __cudaGetKernel(void** kernel, const void* host_stub) {
 
 int __cudaLaunchKernel(void* kernel, cudart::dim3 grid, cudart::dim3 block, void** args, std::size_t shared_bytes,
                        void* stream) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return launch(find_function(kernel), grid, block, args, shared_bytes, stream);
 }
 

@@ -7,6 +7,7 @@
 #include "gpubroker/cuda/driver_api.h"
 #include "gpubroker/cuda/runtime_abi.h"
 #include "shim/runtime/runtime_state.h"
+#include "shim/trace/recorder.h"
 
 using namespace gpubroker;
 using namespace gpubroker::shim::rt;
@@ -128,9 +129,9 @@ int get_properties(Prop* prop, int device) {
 extern "C" {
 
 #if GPUBROKER_CUDART_ABI == 12
-int cudaGetDeviceProperties_v2(rt::DeviceProp12* prop, int device) { return get_properties(prop, device); }
+int cudaGetDeviceProperties_v2(rt::DeviceProp12* prop, int device) { GPUBROKER_TRACE_ENTRY(kRuntime); return get_properties(prop, device); }
 #else
-int cudaGetDeviceProperties(rt::DeviceProp13* prop, int device) { return get_properties(prop, device); }
+int cudaGetDeviceProperties(rt::DeviceProp13* prop, int device) { GPUBROKER_TRACE_ENTRY(kRuntime); return get_properties(prop, device); }
 #endif
 
 const char* cudaGetErrorString(int error) { return rt::error_string(error); }
@@ -166,10 +167,12 @@ int pointer_attributes(Attributes* attributes, const void* pointer) {
 extern "C" {
 #if GPUBROKER_CUDART_ABI == 12
 int cudaPointerGetAttributes(rt::PointerAttributes12* attributes, const void* pointer) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return pointer_attributes(attributes, pointer);
 }
 #else
 int cudaPointerGetAttributes(rt::PointerAttributes13* attributes, const void* pointer) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   return pointer_attributes(attributes, pointer);
 }
 #endif

@@ -10,6 +10,7 @@
 
 #include "gpubroker/cuda/runtime_abi.h"
 #include "shim/runtime/registry.h"
+#include "shim/trace/recorder.h"
 
 namespace rt = gpubroker::cuda::rt;
 
@@ -55,19 +56,22 @@ void** __cudaRegisterFatBinary(void* wrapper) {
 }
 
 void __cudaRegisterFatBinaryEnd(void** handle) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   std::lock_guard guard(registry().lock);
   reinterpret_cast<FatbinRecord*>(handle)->ended = true;
 }
 
 void __cudaUnregisterFatBinary(void** /*handle*/) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   // The broker reclaims the session's modules when the process ends; nothing to do here.
 }
 
-char __cudaInitModule(void** /*handle*/) { return 1; }
+char __cudaInitModule(void** /*handle*/) { GPUBROKER_TRACE_ENTRY(kRuntime); return 1; }
 
 void __cudaRegisterFunction(void** handle, const char* host_stub, char* /*device_fun*/, const char* device_name,
                             int /*thread_limit*/, void* /*tid*/, void* /*bid*/, void* /*block*/, void* /*grid*/,
                             int* /*warp_size*/) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   Registry& r = registry();
   std::lock_guard guard(r.lock);
   FunctionRecord& f = r.functions[host_stub];
@@ -78,17 +82,20 @@ void __cudaRegisterFunction(void** handle, const char* host_stub, char* /*device
 
 void __cudaRegisterVar(void** handle, char* host_variable, char* /*device_address*/, const char* device_name,
                        int /*external*/, std::size_t size, int constant, int /*global*/) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   Registry& r = registry();
   std::lock_guard guard(r.lock);
   r.variables[host_variable] = VariableRecord{reinterpret_cast<FatbinRecord*>(handle), device_name, size, constant != 0, {}};
 }
 
 unsigned __cudaPushCallConfiguration(rt::dim3 grid, rt::dim3 block, std::size_t shared_bytes, void* stream) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   t_configurations.push_back(CallConfiguration{grid, block, shared_bytes, stream});
   return 0;  // nonzero would make the launch stub skip the kernel
 }
 
 int __cudaPopCallConfiguration(rt::dim3* grid, rt::dim3* block, std::size_t* shared_bytes, void* stream) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
   if (t_configurations.empty()) return rt::cudaErrorMissingConfiguration;
   const CallConfiguration c = t_configurations.back();
   t_configurations.pop_back();

@@ -11,6 +11,7 @@
 #include "gpubroker/cuda/driver_api.h"
 #include "gpubroker/cuda/runtime_abi.h"
 #include "shim/abi/unsupported.h"
+#include "shim/trace/recorder.h"
 
 namespace gpubroker::shim::rt {
 
@@ -67,6 +68,7 @@ Error from_transport(const ipc::IpcError&) {
 }  // namespace
 
 Error record(Error error) {
+  trace::EntryScope::note_result(error);
   if (error == kSuccess) return error;
   t_state.last_error = error;
   if (is_sticky(error)) {
@@ -86,9 +88,13 @@ extern "C" void gpubroker_runtime_record_error(int error) noexcept { gpubroker::
 namespace gpubroker::shim::rt {
 
 Error last_error(bool reset) {
-  if (const Error sticky = sticky_error(); sticky != kSuccess) return sticky;
+  if (const Error sticky = sticky_error(); sticky != kSuccess) {
+    trace::EntryScope::note_result(sticky);
+    return sticky;
+  }
   const Error error = t_state.last_error;
   if (reset) t_state.last_error = kSuccess;
+  trace::EntryScope::note_result(error);
   return error;
 }
 

@@ -15,6 +15,9 @@
 
 static int failures = 0;
 
+// The length of the function name at the start of a call's text ("cudaFree(p)": 8).
+static int name_length(const char* text) { return static_cast<int>(std::strcspn(text, "(")); }
+
 #define CHECK(cond)                                                      \
   do {                                                                   \
     if (!(cond)) {                                                       \
@@ -22,7 +25,14 @@ static int failures = 0;
       ++failures;                                                        \
     }                                                                    \
   } while (0)
-#define OK(call) CHECK((call) == cudaSuccess)
+// With GPUBROKER_TEST_ECHO_CALLS set, each call made through OK is printed ("call: NAME") before
+// it runs: the call trace test checks the trace against this list.
+static const bool echo_calls = std::getenv("GPUBROKER_TEST_ECHO_CALLS") != nullptr;
+#define OK(call)                                                            \
+  do {                                                                      \
+    if (echo_calls) std::printf("call: %.*s\n", name_length(#call), #call); \
+    CHECK((call) == cudaSuccess);                                           \
+  } while (0)
 
 static unsigned long long checksum(const unsigned char* p, size_t n) {
   unsigned long long h = 1469598103934665603ull;

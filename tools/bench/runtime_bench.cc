@@ -6,7 +6,9 @@
 // the shim's own work. Measured: a synchronous null call (cudaStreamQuery on the default stream);
 // cudaMemcpy of 64 MiB host-to-device and device-to-host from pageable and from pinned memory,
 // against a single-thread memcpy of the same size; and the CPU bytes copied on the pinned path,
-// read from the broker's counters (bytes that crossed the staging pipes).
+// read from the broker's counters (bytes that crossed the staging pipes). The synchronous call is
+// measured with the call trace off and on (GPUBROKER_TRACE, shim/trace/) in alternating blocks of
+// the same run: the shim is loaded with tracing armed, and the bench flips the shim's flag.
 #include <dlfcn.h>
 #include <fmt/core.h>
 #include <signal.h>
@@ -103,18 +105,41 @@ int run_runtime_bench(int argc, char** argv) {
   ::setenv("GPUBROKER_SOCKET", socket.c_str(), 1);
   const std::string shim = runtime_shim_path();
   if (shim.empty()) die("no libcudart.so.13 shim found beside this binary");
+  // The shim reads GPUBROKER_TRACE when it loads: armed here (into a directory of the bench's), and
+  // unset at once so that the bench's child processes do not trace.
+  const std::filesystem::path trace_dir = std::filesystem::temp_directory_path() / fmt::format("gpubroker-bench-trace-{}", ::getpid());
+  std::filesystem::create_directories(trace_dir);
+  ::setenv("GPUBROKER_TRACE", (trace_dir / "trace").c_str(), 1);
   const Runtime rt = Runtime::load(shim);
+  ::unsetenv("GPUBROKER_TRACE");
+  // The flag lives in the shims' client library, a dependency of the (locally loaded) shim.
+  void* loaded = ::dlopen(shim.c_str(), RTLD_NOW | RTLD_NOLOAD | RTLD_LOCAL);
+  bool* trace_enabled = loaded == nullptr ? nullptr : static_cast<bool*>(::dlsym(loaded, "g_trace_enabled"));
+  if (trace_enabled == nullptr) die("the shim has no call trace (g_trace_enabled)");
 
-  // Synchronous null calls.
+  // Synchronous null calls, with the trace off and on in alternating blocks (after a warm-up).
+  *trace_enabled = false;
   if (rt.stream_query(nullptr) != 0) die("cudaStreamQuery failed: is the broker up?");
-  std::vector<double> samples;
+  for (std::size_t i = 0; i < calls / 10; ++i) rt.stream_query(nullptr);
+  std::vector<double> samples, traced_samples;
   samples.reserve(calls);
-  for (std::size_t i = 0; i < calls + calls / 10; ++i) {
-    const std::int64_t t0 = monotonic_ns();
-    rt.stream_query(nullptr);
-    if (i >= calls / 10) samples.push_back(static_cast<double>(monotonic_ns() - t0));
+  traced_samples.reserve(calls);
+  constexpr std::size_t kBlock = 1000;
+  for (std::size_t block = 0; block < 2 * calls / kBlock; ++block) {
+    const bool on = block % 2 == 1;
+    *trace_enabled = on;
+    std::vector<double>& into = on ? traced_samples : samples;
+    for (std::size_t i = 0; i < kBlock; ++i) {
+      const std::int64_t t0 = monotonic_ns();
+      rt.stream_query(nullptr);
+      into.push_back(static_cast<double>(monotonic_ns() - t0));
+    }
   }
+  *trace_enabled = false;
+  std::error_code ignored;
+  std::filesystem::remove_all(trace_dir, ignored);
   const Percentiles sync = percentiles(samples);
+  const Percentiles traced = percentiles(traced_samples);
 
   // 64 MiB copies, pageable and pinned, and the memcpy baseline.
   constexpr std::size_t kBytes = 64ull << 20;
@@ -144,6 +169,8 @@ int run_runtime_bench(int argc, char** argv) {
 
   Report report;
   report.latency("sync_call_ns", sync);
+  report.latency("sync_call_traced_ns", traced);
+  report.number("trace_added_p50_ns", traced.p50 - sync.p50);
   report.number("h2d_pageable_gbps", h2d_pageable);
   report.number("d2h_pageable_gbps", d2h_pageable);
   report.number("h2d_pinned_gbps", h2d_pinned);
@@ -161,6 +188,8 @@ int run_runtime_bench(int argc, char** argv) {
   fmt::print("gpubroker-bench runtime on {} (broker: {})\n", machine_name(), broker.started() ? "sim, started by the bench" : socket);
   fmt::print("synchronous runtime call (cudaStreamQuery): p50 {:.0f} ns, p99 {:.0f} ns, p99.9 {:.0f} ns\n", sync.p50,
              sync.p99, sync.p999);
+  fmt::print("  with the call trace on (same run, alternating blocks): p50 {:.0f} ns, p99 {:.0f} ns: {:+.0f} ns at p50 ({:.3f}x)\n",
+             traced.p50, traced.p99, traced.p50 - sync.p50, traced.p50 / sync.p50);
   fmt::print("cudaMemcpy 64 MiB x {}:\n", repeats);
   fmt::print("  pageable  H2D {:6.2f} GB/s ({:.2f}x memcpy)   D2H {:6.2f} GB/s ({:.2f}x memcpy)\n", h2d_pageable,
              h2d_pageable / memcpy_gbps, d2h_pageable, d2h_pageable / memcpy_gbps);

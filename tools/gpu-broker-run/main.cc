@@ -1,6 +1,6 @@
 // gpu-broker-run: runs a command so that it, and every process it starts, reaches the broker.
 //
-//   gpu-broker-run [--socket=PATH] [--shim-dir=DIR[:DIR...]] [--print-env] [--] CMD [ARGS...]
+//   gpu-broker-run [--socket=PATH] [--shim-dir=DIR[:DIR...]] [--trace=FILE] [--print-env] [--] CMD [ARGS...]
 //
 // 1. It checks that a broker answers at the socket (a real handshake, bounded by 0.8 s) and
 //    otherwise fails at once with a message that says what to start.
@@ -50,7 +50,7 @@ constexpr int kExitNoBroker = 69;  // EX_UNAVAILABLE
 constexpr int kExitUsage = 2;
 
 const char* kUsage =
-    "usage: gpu-broker-run [--socket=PATH] [--shim-dir=DIR[:DIR...]] [--print-env] [--] CMD [ARGS...]\n"
+    "usage: gpu-broker-run [--socket=PATH] [--shim-dir=DIR[:DIR...]] [--trace=FILE] [--print-env] [--] CMD [ARGS...]\n"
     "\n"
     "Runs CMD, and every process it starts, with gpubroker's CUDA shim libraries preloaded, so that\n"
     "their CUDA calls go to the gpu-broker at the socket.\n"
@@ -59,6 +59,8 @@ const char* kUsage =
     "                    default socket if it exists, else /run/gpu-broker/broker.sock)\n"
     "  --shim-dir=DIRS   where the shim libraries are (default: $GPUBROKER_SHIM_DIR, else found\n"
     "                    next to this program: the install's libdir/gpubroker, or the build tree)\n"
+    "  --trace=FILE      record every CUDA call of every process into FILE.<pid> (read it with\n"
+    "                    gpu-broker-trace; sets GPUBROKER_TRACE)\n"
     "  --print-env       print the environment CMD would get, as shell assignments, and exit\n"
     "                    (without checking for a broker)\n"
     "\n"
@@ -67,6 +69,7 @@ const char* kUsage =
 struct Options {
   std::string socket_path;
   std::string shim_dirs;
+  std::string trace_file;  // empty: no trace
   bool print_env = false;
   std::vector<char*> command;
 };
@@ -144,6 +147,8 @@ int main(int argc, char** argv) {
       options.socket_path = arg.substr(9);
     } else if (arg.rfind("--shim-dir=", 0) == 0) {
       options.shim_dirs = arg.substr(11);
+    } else if (arg.rfind("--trace=", 0) == 0 && arg.size() > 8) {
+      options.trace_file = arg.substr(8);
     } else {
       fmt::print(stderr, "gpu-broker-run: unknown option '{}'\n{}", arg, kUsage);
       return kExitUsage;
@@ -158,6 +163,7 @@ int main(int argc, char** argv) {
   if (options.socket_path.empty()) options.socket_path = gpubroker::monitor::socket_to_watch();
   std::error_code ignored;
   options.socket_path = fs::absolute(options.socket_path, ignored).string();  // the command may chdir
+  if (!options.trace_file.empty()) options.trace_file = fs::absolute(options.trace_file, ignored).string();
 
   std::string searched;
   const launch::ShimLibraries shims = find_shims(options, searched);
@@ -194,11 +200,13 @@ int main(int argc, char** argv) {
   if (options.print_env) {
     fmt::print("GPUBROKER_SOCKET={}\nLD_PRELOAD={}\nLD_LIBRARY_PATH={}\n", shell_quoted(options.socket_path),
                shell_quoted(ld_preload), shell_quoted(ld_library_path));
+    if (!options.trace_file.empty()) fmt::print("GPUBROKER_TRACE={}\n", shell_quoted(options.trace_file));
     return 0;
   }
   ::setenv("GPUBROKER_SOCKET", options.socket_path.c_str(), 1);
   ::setenv("LD_PRELOAD", ld_preload.c_str(), 1);
   ::setenv("LD_LIBRARY_PATH", ld_library_path.c_str(), 1);
+  if (!options.trace_file.empty()) ::setenv("GPUBROKER_TRACE", options.trace_file.c_str(), 1);
   ::execvp(options.command[0], options.command.data());
   fmt::print(stderr, "gpu-broker-run: cannot run {}: {}\n", options.command[0], std::strerror(errno));
   return 127;

@@ -1,0 +1,118 @@
+// The per-process call trace (issue 22): with GPUBROKER_TRACE=FILE in the environment, every
+// shim call recorded here goes to FILE.<pid>, one fixed-size record per call. Recording is one
+// append to the calling thread's buffer; a full buffer is written with one write(2), and so is
+// what is left at thread exit and process exit. With tracing off, a call costs one load and a
+// predictable branch on `g_trace_enabled` (set once, before main, by the library's constructor).
+//
+// The file's format (docs/trace.md): a FileHeader, then Records, each written whole by one
+// write(2) of a whole buffer to a file opened O_APPEND (a thread's records stay in its order;
+// threads interleave by buffer).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <ctime>
+
+#include "gpubroker/trace/format.h"
+
+// Read on every call: a plain bool, written once before any shim call can run.
+extern "C" bool g_trace_enabled;
+
+namespace gpubroker::trace {
+
+inline bool enabled() { return __builtin_expect(g_trace_enabled, false); }
+
+inline std::uint64_t now_ns() {
+  timespec t{};
+  clock_gettime(CLOCK_MONOTONIC, &t);  // vDSO: no system call
+  return static_cast<std::uint64_t>(t.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(t.tv_nsec);
+}
+
+// A record as the hot path keeps it: the function's name by pointer (a string literal or
+// __func__, which outlive the process's calls); copied into a file Record when the buffer is written.
+struct PendingRecord {
+  std::uint64_t start_ns;
+  std::uint64_t duration_ns;
+  const char* function;
+  std::uint64_t args[4];
+  std::int32_t result;
+  std::uint16_t kind;
+  Library library;
+  Where where;
+};
+
+// Appends `record` to the calling thread's buffer. Only when enabled().
+void append(const PendingRecord& record) noexcept;
+
+// Writes the calling thread's buffered records now (tests; exit does it by itself).
+void flush() noexcept;
+
+// Records one call that started at `start_ns` and returned `result`; `function` must outlive the
+// process (a string literal or __func__).
+inline void record_call(const char* function, Library library, Where where, std::uint64_t start_ns,
+                        std::int32_t result, std::uint16_t kind = 0, const void* payload = nullptr,
+                        std::size_t payload_bytes = 0) noexcept {
+  PendingRecord r;
+  r.start_ns = start_ns;
+  r.duration_ns = now_ns() - start_ns;
+  r.function = function;
+  r.args[0] = r.args[1] = r.args[2] = r.args[3] = 0;
+  if (payload != nullptr) std::memcpy(r.args, payload, payload_bytes < sizeof r.args ? payload_bytes : sizeof r.args);
+  r.result = result;
+  r.kind = kind;
+  r.library = library;
+  r.where = where;
+  append(r);
+}
+
+// One entry point's call, recorded when it returns: constructed at the top of the entry point
+// (GPUBROKER_TRACE_ENTRY), it notes the result the call reports (note_result, from the shim's
+// error recording) and whether a request went to the broker (note_request, from calls.h). Only
+// the outermost entry point of a thread records: one the shim calls from another is part of it.
+class EntryScope {
+ public:
+  EntryScope(const char* function, Library library) noexcept {
+    if (!enabled() || t_open != nullptr) return;
+    t_open = this;
+    function_ = function;
+    library_ = library;
+    start_ns_ = now_ns();
+  }
+  EntryScope(const EntryScope&) = delete;
+  EntryScope& operator=(const EntryScope&) = delete;
+  ~EntryScope() {
+    if (t_open != this) return;
+    t_open = nullptr;
+    record_call(function_, library_, broker_ ? Where::kBroker : Where::kLocal, start_ns_, result_, kind_, args_, sizeof args_);
+  }
+
+  // The status the open entry point of this thread returns (the last one noted wins).
+  static void note_result(std::int32_t result) noexcept {
+    if (t_open != nullptr) t_open->result_ = result;
+  }
+  // A request the open entry point sent: its kind and payload's first words become the call's.
+  static void note_request(std::uint16_t kind, const void* payload, std::size_t bytes) noexcept {
+    EntryScope* open = t_open;
+    if (open == nullptr) return;
+    open->broker_ = true;
+    open->kind_ = kind;
+    std::memset(open->args_, 0, sizeof open->args_);
+    std::memcpy(open->args_, payload, bytes < sizeof open->args_ ? bytes : sizeof open->args_);
+  }
+
+ private:
+  static inline thread_local EntryScope* t_open = nullptr;
+  const char* function_ = nullptr;
+  std::uint64_t start_ns_ = 0;
+  std::uint64_t args_[4] = {};
+  std::int32_t result_ = 0;
+  std::uint16_t kind_ = 0;
+  Library library_ = Library::kRuntime;
+  bool broker_ = false;
+};
+
+}  // namespace gpubroker::trace
+
+// At the top of a shim entry point: records the call (its name, result, time) when tracing.
+#define GPUBROKER_TRACE_ENTRY(library) \
+  const ::gpubroker::trace::EntryScope gpubroker_trace_scope(__func__, ::gpubroker::trace::Library::library)
