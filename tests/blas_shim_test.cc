@@ -41,6 +41,9 @@ int cudaStreamGetPriority(void*, int*);
 int cudaStreamGetAttribute(void*, int, void*);
 int cudaStreamSetAttribute(void*, int, const void*);
 int cudaDeviceSetCacheConfig(int);
+int cudaMallocPitch(void**, std::size_t*, std::size_t, std::size_t);
+int cudaMemcpy2D(void*, std::size_t, const void*, std::size_t, std::size_t, std::size_t, int);
+int cudaMemset2D(void*, std::size_t, int, std::size_t, std::size_t);
 int cudaDeviceGetCacheConfig(int*);
 int cudaGetLastError();
 int cudaStreamDestroy(void*);
@@ -663,6 +666,34 @@ TEST_CASE("cudaStreamGetAttribute reads a stream's priority and synchronization 
                  "prefer L1, read back: %d", config);
           EXPECT(cudaDeviceSetCacheConfig(7) == kCudaInvalidValue, "a configuration that does not exist");
           EXPECT(cudaFree(buffer) == 0, "cudaFree");
+        }) == 0);
+  CHECK(broker.stop() == 0);
+}
+
+TEST_CASE("2D copies, 2D sets and pitched allocations whose sizes overflow are refused, not wrapped", "[runtime][copy]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  CHECK(in_broker_child(broker, [] {
+          constexpr int kDeviceToDevice = 3, kMemoryAllocation = 2;
+          void* a = nullptr;
+          void* b = nullptr;
+          std::size_t pitch = 0;
+          EXPECT(cudaMallocPitch(&a, &pitch, 100, 8) == 0 && pitch >= 100, "a pitched allocation, pitch %zu", pitch);
+          EXPECT(cudaMalloc(&b, 1 << 16) == 0, "cudaMalloc");
+          EXPECT(cudaMemcpy2D(a, pitch, b, 128, 100, 8, kDeviceToDevice) == 0, "a 2D copy inside both");
+          EXPECT(cudaMemset2D(a, pitch, 1, 100, 8) == 0, "a 2D set inside the allocation");
+          EXPECT(cudaMemcpy2D(a, 1ull << 62, b, 64, 64, 8, kDeviceToDevice) == kCudaInvalidValue,
+                 "a destination pitch whose rows overflow the address space");
+          EXPECT(cudaMemcpy2D(a, pitch, b, SIZE_MAX / 2, 64, 3, kDeviceToDevice) == kCudaInvalidValue,
+                 "a source pitch whose rows overflow the address space");
+          EXPECT(cudaMemset2D(a, 1ull << 62, 0, 64, 8) == kCudaInvalidValue, "a 2D set whose rows overflow");
+          EXPECT(cudaMemcpy2D(a, 1ull << 40, b, 64, 64, 8, kDeviceToDevice) != 0,
+                 "rows that stay in the address space but leave the allocation are refused by the broker");
+          void* huge = nullptr;
+          EXPECT(cudaMallocPitch(&huge, &pitch, 512, (SIZE_MAX >> 9) + 2) == kMemoryAllocation && huge == nullptr,
+                 "a pitch times height that overflows is no small allocation");
+          (void)cudaGetLastError();
+          EXPECT(cudaFree(a) == 0 && cudaFree(b) == 0, "cudaFree");
         }) == 0);
   CHECK(broker.stop() == 0);
 }

@@ -20,10 +20,26 @@ namespace cudart = gpubroker::cuda::rt;
 namespace {
 
 using Stream = void*;  // cudaStream_t
+using Event = void*;   // cudaEvent_t
 
 // The cache configuration this process prefers, per device (cudaDeviceSetCacheConfig).
 int g_cache_config[wire::kMaxDevices] = {};
-using Event = void*;   // cudaEvent_t
+
+// The address `bytes` past `p`. An integer sum: a client may name a range far outside any object
+// (the broker refuses it), where pointer arithmetic would be undefined.
+template <typename T>
+T* advanced(T* p, std::size_t bytes) {
+  return reinterpret_cast<T*>(reinterpret_cast<std::uintptr_t>(p) + bytes);
+}
+
+// Whether `height` rows of `width` bytes, `pitch` bytes apart from `p` on, lie within the address
+// space: a span that overflows is an invalid value, not a wrapped address.
+bool rows_fit(const void* p, std::size_t pitch, std::size_t width, std::size_t height) {
+  if (height == 0) return true;
+  std::size_t span = 0, end = 0;
+  return !__builtin_mul_overflow(height - 1, pitch, &span) && !__builtin_add_overflow(span, width, &span) &&
+         !__builtin_add_overflow(reinterpret_cast<std::uintptr_t>(p), span, &end);
+}
 
 // The wire id of a stream that work is about to be submitted to, once the host functions enqueued
 // on it before have returned (host_funcs.cc).
@@ -388,21 +404,27 @@ int cudaMallocPitch(void** pointer, std::size_t* pitch, std::size_t width, std::
   if (pitch == nullptr) return record(kErrorInvalidValue);
   // The real driver pads rows to its texture pitch alignment; 512 bytes on an H100.
   constexpr std::size_t kPitchAlignment = 512;
+  std::size_t bytes = 0;
+  if (width > SIZE_MAX - kPitchAlignment) return record(kErrorMemoryAllocation);
   *pitch = (width + kPitchAlignment - 1) / kPitchAlignment * kPitchAlignment;
-  return cudaMalloc(pointer, *pitch * height);
+  if (__builtin_mul_overflow(*pitch, height, &bytes)) return record(kErrorMemoryAllocation);
+  return cudaMalloc(pointer, bytes);
 }
 
 int cudaMemcpy2DAsync(void* destination, std::size_t destination_pitch, const void* source, std::size_t source_pitch,
                       std::size_t width, std::size_t height, int kind, Stream stream) {
   GPUBROKER_TRACE_ENTRY(kRuntime);
-  if (width > destination_pitch || width > source_pitch) return record(kErrorInvalidValue);
+  if (width > destination_pitch || width > source_pitch || !rows_fit(destination, destination_pitch, width, height) ||
+      !rows_fit(source, source_pitch, width, height)) {
+    return record(kErrorInvalidValue);
+  }
   if (destination_pitch == width && source_pitch == width) {
     return copy(destination, source, width * height, kind, stream, true);
   }
   // Row by row: correct for every kind of memory; a 2D request kind would save round trips.
   for (std::size_t row = 0; row < height; ++row) {
-    const Error e = copy(static_cast<std::byte*>(destination) + row * destination_pitch,
-                         static_cast<const std::byte*>(source) + row * source_pitch, width, kind, stream, true);
+    const Error e = copy(advanced(destination, row * destination_pitch), advanced(source, row * source_pitch), width, kind,
+                         stream, true);
     if (e != kSuccess) return e;
   }
   return kSuccess;
@@ -417,10 +439,10 @@ int cudaMemcpy2D(void* destination, std::size_t destination_pitch, const void* s
 
 int cudaMemset2DAsync(void* pointer, std::size_t pitch, int value, std::size_t width, std::size_t height, Stream stream) {
   GPUBROKER_TRACE_ENTRY(kRuntime);
-  if (width > pitch) return record(kErrorInvalidValue);
+  if (width > pitch || !rows_fit(pointer, pitch, width, height)) return record(kErrorInvalidValue);
   if (pitch == width) return cudaMemsetAsync(pointer, value, width * height, stream);
   for (std::size_t row = 0; row < height; ++row) {
-    if (const Error e = cudaMemsetAsync(static_cast<std::byte*>(pointer) + row * pitch, value, width, stream); e != kSuccess) {
+    if (const Error e = cudaMemsetAsync(advanced(pointer, row * pitch), value, width, stream); e != kSuccess) {
       return e;
     }
   }
@@ -436,8 +458,8 @@ int cudaMemset2D(void* pointer, std::size_t pitch, int value, std::size_t width,
 // (textures) are not served.
 namespace {
 
-std::byte* slice_base(const cudart::cudaPitchedPtr& p, const cudart::cudaPos& pos, std::size_t z) {
-  return static_cast<std::byte*>(p.ptr) + ((pos.z + z) * p.ysize + pos.y) * p.pitch + pos.x;
+void* slice_base(const cudart::cudaPitchedPtr& p, const cudart::cudaPos& pos, std::size_t z) {
+  return advanced(p.ptr, ((pos.z + z) * p.ysize + pos.y) * p.pitch + pos.x);
 }
 
 bool fits(const cudart::cudaPitchedPtr& p, const cudart::cudaPos& pos, const cudart::cudaExtent& e) {
@@ -476,7 +498,9 @@ int cudaMalloc3D(cudart::cudaPitchedPtr* p, cudart::cudaExtent e) {
   if (p == nullptr) return record(kErrorInvalidValue);
   std::size_t pitch = 0;
   void* pointer = nullptr;
-  if (const Error error = cudaMallocPitch(&pointer, &pitch, e.width, e.height * e.depth); error != kSuccess) return error;
+  std::size_t rows = 0;
+  if (__builtin_mul_overflow(e.height, e.depth, &rows)) return record(kErrorMemoryAllocation);
+  if (const Error error = cudaMallocPitch(&pointer, &pitch, e.width, rows); error != kSuccess) return error;
   *p = cudart::cudaPitchedPtr{pointer, pitch, e.width, e.height};
   return kSuccess;
 }

@@ -97,7 +97,7 @@ class EntryScope {
     open->broker_ = true;
     open->kind_ = kind;
     std::memset(open->args_, 0, sizeof open->args_);
-    std::memcpy(open->args_, payload, bytes < sizeof open->args_ ? bytes : sizeof open->args_);
+    if (bytes != 0) std::memcpy(open->args_, payload, bytes < sizeof open->args_ ? bytes : sizeof open->args_);
   }
 
  private:

@@ -84,6 +84,12 @@ def check_unsupported(shim_dir, tool, work):
             "sys.exit(0 if cudart.cudaArrayGetInfo(None, None, None, None) == 801 else 1)\n")
     library = os.path.join(shim_dir, "libcudart.so.13")
     env = dict(os.environ, GPUBROKER_TRACE=prefix, GPUBROKER_SOCKET=os.path.join(work, "no-broker.sock"))
+    # A sanitizer build's shim needs its sanitizer runtimes first in the process, and Python has none.
+    linked = subprocess.run(["ldd", library], capture_output=True, text=True).stdout
+    sanitizers = sorted(set(re.findall(r"=> (\S*lib(?:asan|ubsan)\.so\S*)", linked)))
+    if sanitizers:
+        env["LD_PRELOAD"] = ":".join(sanitizers)
+        env["ASAN_OPTIONS"] = ":".join(filter(None, [os.environ.get("ASAN_OPTIONS", ""), "detect_leaks=0"]))
     run = subprocess.run([sys.executable, "-c", code, library], env=env, capture_output=True, text=True)
     if run.returncode != 0:
         fail(f"the stub call did not return 801: {run.stdout}{run.stderr}")

@@ -132,7 +132,9 @@ void* allocate(std::size_t bytes) {
   control("cudaMalloc", cudaMalloc(&p, bytes));
   return p;
 }
-char* at(void* p, std::uint64_t offset) { return static_cast<char*>(p) + offset; }
+// A device address `offset` bytes past `p`, computed as an integer: the attacks name addresses far
+// outside any object, where pointer arithmetic would be undefined.
+char* at(void* p, std::uint64_t offset) { return reinterpret_cast<char*>(reinterpret_cast<std::uintptr_t>(p) + offset); }
 
 // Addresses that are not the attacker's: what it freed (another session may hold it now), just
 // past its live buffers, and the neighbourhood of both. A range of `bytes` from an address that
