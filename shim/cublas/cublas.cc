@@ -32,6 +32,7 @@
 #include "shim/abi/unsupported.h"
 #include "shim/client/calls.h"
 #include "shim/client/connection.h"
+#include "shim/client/operations.h"
 #include "shim/cublas/legacy.h"
 
 using namespace gpubroker;
@@ -63,7 +64,7 @@ struct HandleState {
 class Handles {
  public:
   std::uint64_t add() {
-    const std::uint64_t id = next_.fetch_add(1, std::memory_order_relaxed);
+    const std::uint64_t id = shim::new_object_id();  // unique among every shim's objects
     std::lock_guard guard(lock_);
     states_[id] = HandleState{};
     return id;
@@ -91,7 +92,6 @@ class Handles {
  private:
   mutable std::mutex lock_;
   std::unordered_map<std::uint64_t, HandleState> states_;
-  std::atomic<std::uint64_t> next_{1};
 };
 
 Handles& handles() {

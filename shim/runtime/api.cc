@@ -61,56 +61,32 @@ Error check_device(int device) {
   return broker_ordinal(device) ? kSuccess : record(kErrorInvalidDevice);
 }
 
-// One copy, in whichever of the three ways DESIGN.md describes fits its memory: pinned memory
-// moves by direct transfer (asynchronous where the call is), pageable memory through staging,
-// device-to-device as one message.
+// One copy (shim/client/operations.h says how each kind of memory moves).
 Error copy(void* destination, const void* source, std::size_t bytes, int kind, Stream stream, bool asynchronous) {
   if (kind < kHostToHost || kind > kDefault) return record(kErrorInvalidMemcpyDirection);
   if (bytes == 0) return kSuccess;
-  if (destination == nullptr || source == nullptr) return record(kErrorInvalidValue);
-  MemoryMap& map = memory();
-  if (kind == kDefault) {
-    const bool to_device = map.is_device(destination), from_device = map.is_device(source);
-    kind = to_device ? (from_device ? kDeviceToDevice : kHostToDevice) : (from_device ? kDeviceToHost : kHostToHost);
-  }
-  const std::uint64_t s = stream_id(stream);
-  const auto dst = reinterpret_cast<std::uint64_t>(destination);
-  const auto src = reinterpret_cast<std::uint64_t>(source);
-  switch (kind) {
-    case kHostToHost:
-      std::memmove(destination, source, bytes);
-      return kSuccess;
-    case kHostToDevice:
-      if (auto offset = map.pinned_offset(source, bytes)) {
-        const wire::CopyRequest r{dst, *offset, bytes, s};
-        return asynchronous ? post<wire::RequestKind::kCopyArenaToDevice>(r)
-                            : call<wire::RequestKind::kCopyArenaToDevice>(r);
-      }
-      return call<wire::RequestKind::kCopyHostToDevice>(wire::CopyRequest{dst, 0, bytes, s}, std::span(static_cast<const std::byte*>(source), bytes));
-    case kDeviceToHost:
-      if (auto offset = map.pinned_offset(destination, bytes)) {
-        const wire::CopyRequest r{*offset, src, bytes, s};
-        return asynchronous ? post<wire::RequestKind::kCopyDeviceToArena>(r)
-                            : call<wire::RequestKind::kCopyDeviceToArena>(r);
-      }
-      return call<wire::RequestKind::kCopyDeviceToHost>(wire::CopyRequest{0, src, bytes, s}, std::span(static_cast<std::byte*>(destination), bytes));
-    default:  // device to device: no host-side synchronization, as in CUDA
-      return post<wire::RequestKind::kCopyDeviceToDevice>(wire::CopyRequest{dst, src, bytes, s});
-  }
+  Connection* c = connection();
+  if (c == nullptr) return record(kErrorNoDevice);
+  return record(shim::ops::copy(*c, destination, source, bytes, static_cast<shim::ops::Direction>(kind), stream_id(stream),
+                                asynchronous));
 }
 
 Error create_stream(Stream* stream, unsigned flags, int priority) {
   if (stream == nullptr) return record(kErrorInvalidValue);
-  const std::uint64_t id = new_stream_id();
-  const Error e = post<wire::RequestKind::kStreamCreate>(wire::StreamCreateRequest{id, flags, priority});
+  Connection* c = connection();
+  if (c == nullptr) return record(kErrorNoDevice);
+  std::uint64_t id = 0;
+  const Error e = record(shim::ops::create_stream(*c, flags, priority, id));
   if (e == kSuccess) *stream = reinterpret_cast<Stream>(id);
   return e;
 }
 
 Error create_event(Event* event, unsigned flags) {
   if (event == nullptr) return record(kErrorInvalidValue);
-  const std::uint64_t id = new_event_id();
-  const Error e = post<wire::RequestKind::kEventCreate>(wire::EventCreateRequest{id, flags, 0});
+  Connection* c = connection();
+  if (c == nullptr) return record(kErrorNoDevice);
+  std::uint64_t id = 0;
+  const Error e = record(shim::ops::create_event(*c, flags, id));
   if (e == kSuccess) *event = reinterpret_cast<Event>(id);
   return e;
 }
@@ -119,18 +95,7 @@ Error allocate_pinned(void** pointer, std::size_t bytes) {
   if (pointer == nullptr) return record(kErrorInvalidValue);
   Connection* c = connection();
   if (c == nullptr) return record(kErrorNoDevice);
-  auto block = c->session().arena().allocate(bytes);
-  if (!block) return record(kErrorMemoryAllocation);
-  const std::uint64_t offset = *c->session().arena().offset_of(block.value(), bytes);
-  // The broker registers the range with the driver, so that copies from it are direct transfers.
-  if (const Error e = call<wire::RequestKind::kArenaRegister>(wire::ArenaRange{offset, bytes == 0 ? 1 : bytes});
-      e != kSuccess) {
-    c->session().arena().free(block.value());
-    return e;
-  }
-  memory().add_pinned(block.value(), offset, bytes == 0 ? 1 : bytes);
-  *pointer = block.value();
-  return kSuccess;
+  return record(shim::ops::allocate_pinned(*c, bytes, *pointer));
 }
 
 }  // namespace
@@ -232,13 +197,10 @@ int cudaPeekAtLastError() { GPUBROKER_TRACE_ENTRY(kRuntime); return last_error(f
 int cudaMalloc(void** pointer, std::size_t bytes) {
   GPUBROKER_TRACE_ENTRY(kRuntime);
   if (pointer == nullptr) return record(kErrorInvalidValue);
-  const auto ordinal = broker_ordinal(current_device());
-  if (!ordinal) return record(connection() == nullptr ? kErrorNoDevice : kErrorInvalidDevice);
-  shim::ReplyOf<wire::RequestKind::kMemAlloc> reply{};
-  const Error e = call<wire::RequestKind::kMemAlloc>(wire::MemAllocRequest{*ordinal, 0, bytes}, &reply);
-  if (e != kSuccess) return e;  // CUDA_ERROR_OUT_OF_MEMORY is cudaErrorMemoryAllocation (2)
-  const std::uint64_t address = reply.pointer;
-  if (address != 0) memory().add_device(address, bytes, current_device());
+  if (!broker_ordinal(current_device())) return record(connection() == nullptr ? kErrorNoDevice : kErrorInvalidDevice);
+  std::uint64_t address = 0;
+  // CUDA_ERROR_OUT_OF_MEMORY is cudaErrorMemoryAllocation (2).
+  if (const Error e = record(shim::ops::allocate(*connection(), bytes, address)); e != kSuccess) return e;
   *pointer = reinterpret_cast<void*>(address);
   return kSuccess;
 }
@@ -246,8 +208,9 @@ int cudaMalloc(void** pointer, std::size_t bytes) {
 int cudaFree(void* pointer) {
   GPUBROKER_TRACE_ENTRY(kRuntime);
   if (pointer == nullptr) return kSuccess;
-  if (!memory().remove_device(reinterpret_cast<std::uint64_t>(pointer))) return record(kErrorInvalidValue);
-  return call<wire::RequestKind::kMemFree>(wire::HandleRequest{reinterpret_cast<std::uint64_t>(pointer)});
+  Connection* c = connection();
+  if (c == nullptr) return record(kErrorNoDevice);
+  return record(shim::ops::free(*c, reinterpret_cast<std::uint64_t>(pointer)));
 }
 
 int cudaMallocHost(void** pointer, std::size_t bytes) { GPUBROKER_TRACE_ENTRY(kRuntime); return allocate_pinned(pointer, bytes); }
@@ -263,18 +226,10 @@ int cudaHostAlloc(void** pointer, std::size_t bytes, unsigned /*flags: every are
 int cudaFreeHost(void* pointer) {
   GPUBROKER_TRACE_ENTRY(kRuntime);
   if (pointer == nullptr) return kSuccess;
-  const auto offset = memory().remove_pinned(pointer);
-  if (!offset) return record(kErrorInvalidValue);
+  Connection* c = connection();
+  if (c == nullptr) return record(kErrorNoDevice);
   hold_for_all_host_funcs();
-  Error synchronized = kSuccess;
-  const std::size_t devices = connection() != nullptr ? connection()->visible().size() : 1;
-  for (std::size_t device = 0; device < devices; ++device) {
-    const ScopedDevice on(static_cast<int>(device));
-    if (const Error e = call<wire::RequestKind::kContextSynchronize>({}); synchronized == kSuccess) synchronized = e;
-  }
-  const Error e = call<wire::RequestKind::kArenaUnregister>(wire::ArenaRange{*offset, 0});
-  connection()->session().arena().free(pointer);
-  return synchronized != kSuccess ? synchronized : e;
+  return record(shim::ops::free_pinned(*c, pointer));
 }
 
 int cudaMemcpy(void* destination, const void* source, std::size_t bytes, int kind) {

@@ -16,7 +16,6 @@ namespace cudart = gpubroker::cuda::rt;
 
 namespace {
 
-std::atomic<std::uint64_t> g_next_graph{0x100};
 
 std::uint64_t id_of(const void* handle) { return reinterpret_cast<std::uint64_t>(handle); }
 
@@ -76,7 +75,7 @@ int cudaStreamEndCapture(void* stream, void** graph) {
     std::lock_guard guard(captures().lock);
     captures().ids.erase(capture_key(stream));
   }
-  const std::uint64_t id = g_next_graph.fetch_add(1, std::memory_order_relaxed);
+  const std::uint64_t id = shim::new_object_id();
   const Error e = call<wire::RequestKind::kStreamEndCapture>(wire::CaptureRequest{id_of(stream), id});
   *graph = e == kSuccess ? reinterpret_cast<void*>(id) : nullptr;
   return e;
@@ -94,7 +93,7 @@ int cudaStreamIsCapturing(void* stream, int* status) {
 int cudaGraphInstantiate(void** exec, void* graph, unsigned long long /*flags*/) {
   GPUBROKER_TRACE_ENTRY(kRuntime);
   if (exec == nullptr) return record(kErrorInvalidValue);
-  const std::uint64_t id = g_next_graph.fetch_add(1, std::memory_order_relaxed);
+  const std::uint64_t id = shim::new_object_id();
   const Error e = call<wire::RequestKind::kGraphInstantiate>(wire::GraphRequest{id_of(graph), id});
   *exec = e == kSuccess ? reinterpret_cast<void*>(id) : nullptr;
   return e;

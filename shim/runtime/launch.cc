@@ -22,8 +22,6 @@ namespace {
 constexpr Error kErrorInvalidDeviceFunction = 98;
 constexpr Error kErrorInvalidKernelImage = 200;
 
-std::atomic<std::uint64_t> g_next_module{1};
-std::atomic<std::uint64_t> g_next_function{1};
 
 // The bytes of a registered fatbin: its container, whose header gives its length.
 std::span<const std::byte> fatbin_bytes(const FatbinWrapper& wrapper) {
@@ -53,7 +51,7 @@ Error load_module(Connection& c, FatbinRecord& fatbin, std::uint32_t device) {
     if (!module) return record(module.error().code == fatbin::FatbinErrc::kNoCompatibleImage ? 209 : kErrorInvalidKernelImage);
     fatbin.kernels = std::move(module.value().kernels);
   }
-  const std::uint64_t id = g_next_module.fetch_add(1, std::memory_order_relaxed);
+  const std::uint64_t id = shim::new_object_id();
   if (const Error e = call<wire::RequestKind::kModuleLoad>(wire::HandleRequest{id}, image); e != kSuccess) {
     return e;
   }
@@ -78,7 +76,7 @@ Error resolve(FunctionRecord& function) {
     if (kernel.name == function.device_name) layout = &kernel;
   }
   if (layout == nullptr) return record(kErrorInvalidDeviceFunction);
-  const std::uint64_t id = g_next_function.fetch_add(1, std::memory_order_relaxed);
+  const std::uint64_t id = shim::new_object_id();
   const std::span<const std::byte> name(reinterpret_cast<const std::byte*>(function.device_name.data()),
                                         function.device_name.size());
   if (const Error e = call<wire::RequestKind::kModuleGetFunction>(

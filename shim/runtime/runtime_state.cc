@@ -24,11 +24,6 @@ struct ThreadState {
 thread_local ThreadState t_state;
 
 
-// The process's sticky error (a kernel fault or launch failure poisons the session as it poisons a
-// CUDA context): 0 until one happens, then every call that needs the broker returns it and
-// cudaGetLastError never clears it. Relaxed: nothing else is published with it.
-std::atomic<Error> g_sticky{kSuccess};
-
 bool is_sticky(Error e) { return cuda::poisons_context(e); }
 
 // Says once, on stderr, what poisoned the process: the error, the kernel the broker saw fail
@@ -72,13 +67,14 @@ Error record(Error error) {
   if (error == kSuccess) return error;
   t_state.last_error = error;
   if (is_sticky(error)) {
-    Error none = kSuccess;
-    if (g_sticky.compare_exchange_strong(none, error, std::memory_order_relaxed)) report_sticky(error);
+    // The process's (shim/client/operations.h): every later call that needs the broker returns it,
+    // and cudaGetLastError never clears it.
+    if (shim::make_sticky(error)) report_sticky(error);
   }
   return error;
 }
 
-Error sticky_error() { return g_sticky.load(std::memory_order_relaxed); }
+Error sticky_error() { return shim::sticky_error(); }
 
 }  // namespace gpubroker::shim::rt (reopened below)
 
@@ -129,69 +125,5 @@ ipc::ClientSession* session_for_call(Error& error) {
 Error transport_failed(const ipc::IpcError& error) { return record(from_transport(error)); }
 
 }  // namespace detail
-
-void MemoryMap::add_device(std::uint64_t pointer, std::uint64_t bytes, int device) {
-  std::lock_guard guard(lock_);
-  device_[pointer] = Device{bytes, device};
-}
-
-std::optional<std::uint64_t> MemoryMap::remove_device(std::uint64_t pointer) {
-  std::lock_guard guard(lock_);
-  auto it = device_.find(pointer);
-  if (it == device_.end()) return std::nullopt;
-  const std::uint64_t bytes = it->second.bytes;
-  device_.erase(it);
-  return bytes;
-}
-
-bool MemoryMap::is_device(const void* pointer) const { return device_of(pointer).has_value(); }
-
-std::optional<int> MemoryMap::device_of(const void* pointer) const {
-  const auto address = reinterpret_cast<std::uint64_t>(pointer);
-  std::lock_guard guard(lock_);
-  auto it = device_.upper_bound(address);
-  if (it == device_.begin()) return std::nullopt;
-  --it;
-  if (address - it->first >= it->second.bytes) return std::nullopt;
-  return it->second.device;
-}
-
-void MemoryMap::add_pinned(const void* pointer, std::uint64_t offset, std::uint64_t bytes) {
-  std::lock_guard guard(lock_);
-  pinned_[reinterpret_cast<std::uintptr_t>(pointer)] = Pinned{offset, bytes};
-}
-
-std::optional<std::uint64_t> MemoryMap::remove_pinned(const void* pointer) {
-  std::lock_guard guard(lock_);
-  auto it = pinned_.find(reinterpret_cast<std::uintptr_t>(pointer));
-  if (it == pinned_.end()) return std::nullopt;
-  const std::uint64_t offset = it->second.offset;
-  pinned_.erase(it);
-  return offset;
-}
-
-std::optional<std::uint64_t> MemoryMap::pinned_offset(const void* pointer, std::uint64_t bytes) const {
-  const auto address = reinterpret_cast<std::uintptr_t>(pointer);
-  std::lock_guard guard(lock_);
-  auto it = pinned_.upper_bound(address);
-  if (it == pinned_.begin()) return std::nullopt;
-  --it;
-  const std::uint64_t into = address - it->first;
-  if (into > it->second.bytes || bytes > it->second.bytes - into) return std::nullopt;
-  return it->second.offset + into;
-}
-
-MemoryMap& memory() {
-  static MemoryMap* map = new MemoryMap();  // never destroyed: calls may come during exit
-  return *map;
-}
-
-namespace {
-std::atomic<std::uint64_t> g_next_stream{0x100};
-std::atomic<std::uint64_t> g_next_event{0x100};
-}  // namespace
-
-std::uint64_t new_stream_id() { return g_next_stream.fetch_add(1, std::memory_order_relaxed); }
-std::uint64_t new_event_id() { return g_next_event.fetch_add(1, std::memory_order_relaxed); }
 
 }  // namespace gpubroker::shim::rt

@@ -19,6 +19,7 @@
 #include "ipc/client_session.h"
 #include "shim/client/calls.h"
 #include "shim/client/connection.h"
+#include "shim/client/operations.h"
 
 namespace gpubroker::shim::rt {
 
@@ -123,41 +124,14 @@ Error post(const auto& payload, Tail... tail) {
 
 using wire::bytes_of;
 
-// What the process knows of its memory: device allocations (by address) and pinned host-arena
-// blocks. Thread-safe.
-class MemoryMap {
- public:
-  void add_device(std::uint64_t pointer, std::uint64_t bytes, int device);  // device: a visible index
-  std::optional<std::uint64_t> remove_device(std::uint64_t pointer);
-  [[nodiscard]] bool is_device(const void* pointer) const;
-  // The visible index of the device whose allocation holds `pointer`, if any.
-  [[nodiscard]] std::optional<int> device_of(const void* pointer) const;
-
-  void add_pinned(const void* pointer, std::uint64_t offset, std::uint64_t bytes);
-  std::optional<std::uint64_t> remove_pinned(const void* pointer);
-  // The arena offset of [pointer, pointer + bytes) if all of it is pinned memory.
-  [[nodiscard]] std::optional<std::uint64_t> pinned_offset(const void* pointer, std::uint64_t bytes) const;
-
- private:
-  struct Pinned {
-    std::uint64_t offset;
-    std::uint64_t bytes;
-  };
-  struct Device {
-    std::uint64_t bytes;
-    int device;
-  };
-  mutable std::mutex lock_;
-  std::map<std::uint64_t, Device> device_;  // by address
-  std::map<std::uintptr_t, Pinned> pinned_;        // host address -> arena range
-};
-
-MemoryMap& memory();
+// The memory map and object ids are the process's, shared with libcuda (shim/client/operations.h).
+using shim::MemoryMap;
+using shim::memory;
 
 // Stream and event handles handed to the program: session-local ids, never broker pointers.
 // 0, cudaStreamLegacy (0x1) and cudaStreamPerThread (0x2) are the session's default stream.
-std::uint64_t new_stream_id();
-std::uint64_t new_event_id();
+inline std::uint64_t new_stream_id() { return shim::new_object_id(); }
+inline std::uint64_t new_event_id() { return shim::new_object_id(); }
 
 // Host functions (host_funcs.cc): work submitted to a stream after a host function waits, in
 // the submitting thread, until the function has returned. One relaxed load while none is pending.
