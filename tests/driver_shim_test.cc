@@ -75,7 +75,7 @@ int cuGetProcAddress_v2(const char*, void**, int, unsigned long long, int*);
 int cuGetErrorName(int, const char**);
 int cuGetErrorString(int, const char**);
 int cuMemGetInfo_v2(std::size_t*, std::size_t*);
-int cuModuleLoad(void**, const char*);
+int cuArrayCreate_v2(void**, const void*);  // CUDA arrays (textures) are not served
 int nvmlInit_v2();
 int nvmlShutdown();
 int nvmlDeviceGetCount_v2(unsigned*);
@@ -296,7 +296,7 @@ TEST_CASE("cuGetProcAddress serves what the driver shim implements and nothing e
           EXPECT(cuGetProcAddress_v2("cuMemGetInfo", &function, 13000, 0, &status) == 0 &&
                      function == reinterpret_cast<void*>(&cuMemGetInfo_v2) && status == 0,
                  "cuMemGetInfo is the _v2 form for CUDA 13");
-          EXPECT(cuGetProcAddress_v2("cuModuleLoad", &function, 13000, 0, &status) == kNotFound && function == nullptr &&
+          EXPECT(cuGetProcAddress_v2("cuArrayCreate", &function, 13000, 0, &status) == kNotFound && function == nullptr &&
                      status == 1,
                  "a function the shim does not serve is not found");
           auto* init = reinterpret_cast<int (*)(unsigned)>(function);
@@ -306,7 +306,7 @@ TEST_CASE("cuGetProcAddress serves what the driver shim implements and nothing e
           EXPECT(cuGetErrorString(2, &text) == 0 && std::string(text) == "out of memory", "string");
           EXPECT(cuGetErrorString(123456, &text) == kInvalidValue && text == nullptr, "an unknown code");
           void* module = nullptr;
-          EXPECT(cuModuleLoad(&module, "x.cubin") == kNotSupported, "a stub returns CUDA_ERROR_NOT_SUPPORTED");
+          EXPECT(cuArrayCreate_v2(&module, nullptr) == kNotSupported, "a stub returns CUDA_ERROR_NOT_SUPPORTED");
         }) == 0);
   CHECK(broker.stop() == 0);  // a clean exit: nothing left behind, no sanitizer report
 }

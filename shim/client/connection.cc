@@ -87,6 +87,8 @@ Connection* Connection::get() {
 
 void Connection::declare_abi(std::uint32_t abi) { g_abi.store(abi, std::memory_order_relaxed); }
 
+std::uint32_t Connection::declared_abi() { return g_abi.load(std::memory_order_relaxed); }
+
 int Connection::current_device() { return t_current_device; }
 
 void Connection::set_current_device(int index) { t_current_device = index; }

@@ -38,6 +38,9 @@ class Connection {
   // The CUDA ABI (12 or 13) the process speaks, told to the broker at the handshake. Called by
   // the runtime shim's static constructor; records only.
   static void declare_abi(std::uint32_t abi);
+  // The ABI declared so far: 0 until a runtime shim made its first call (libcuda reads it to know
+  // that the runtime has made its primary contexts current).
+  static std::uint32_t declared_abi();
 
   [[nodiscard]] ipc::ClientSession& session() { return *session_; }
   [[nodiscard]] const wire::DeviceTable& device_table() const { return *table_; }

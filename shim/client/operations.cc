@@ -129,12 +129,9 @@ int copy(Connection& c, void* destination, const void* source, std::size_t bytes
   }
 }
 
-int memset(Connection& c, std::uint64_t pointer, std::uint32_t value, std::size_t count, std::uint32_t element_bytes,
-           std::uint64_t stream) {
-  if (count == 0) return 0;
-  std::size_t bytes = 0;
-  if (__builtin_mul_overflow(count, element_bytes, &bytes)) return kInvalidValue;
-  return post<wire::RequestKind::kMemset>(c, wire::MemsetRequest{pointer, bytes, stream, value, element_bytes == 1 ? 0u : element_bytes});
+int memset(Connection& c, std::uint64_t pointer, std::uint32_t value, std::size_t bytes, std::uint64_t stream) {
+  if (bytes == 0) return 0;
+  return post<wire::RequestKind::kMemset>(c, wire::MemsetRequest{pointer, bytes, stream, value & 0xff, 0});
 }
 
 int allocate(Connection& c, std::size_t bytes, std::uint64_t& pointer) {
@@ -180,6 +177,11 @@ int free_pinned(Connection& c, void* pointer) {
   const int status = request<wire::RequestKind::kArenaUnregister>(c, wire::ArenaRange{*offset, 0});
   c.session().arena().free(pointer);
   return synchronized != 0 ? synchronized : status;
+}
+
+int launch(Connection& c, const wire::LaunchRequest& header, std::span<const std::byte> params) {
+  if (params.size() <= wire::kInlineParamBytes) return post<wire::RequestKind::kLaunchKernel>(c, header, params);
+  return request<wire::RequestKind::kLaunchKernelStaged>(c, header, params);
 }
 
 int create_stream(Connection& c, unsigned flags, int priority, std::uint64_t& stream) {

@@ -108,9 +108,8 @@ enum class Direction { kHostToHost, kHostToDevice, kDeviceToHost, kDeviceToDevic
 int copy(Connection& c, void* destination, const void* source, std::size_t bytes, Direction direction,
          std::uint64_t stream, bool asynchronous);
 
-// A memset of `count` elements of `element_bytes` (1, 2 or 4) to `value`, posted on `stream`.
-int memset(Connection& c, std::uint64_t pointer, std::uint32_t value, std::size_t count, std::uint32_t element_bytes,
-           std::uint64_t stream);
+// Sets `bytes` bytes to `value` (its low byte), posted on `stream`.
+int memset(Connection& c, std::uint64_t pointer, std::uint32_t value, std::size_t bytes, std::uint64_t stream);
 
 // Device memory on the calling thread's current device; recorded in the memory map.
 int allocate(Connection& c, std::size_t bytes, std::uint64_t& pointer);
@@ -123,6 +122,10 @@ int allocate_pinned(Connection& c, std::size_t bytes, void*& pointer);
 // the arena hands out again), as CUDA's free of pinned memory does; the first error of those
 // synchronizations is the result. CUDA_ERROR_INVALID_VALUE for a pointer that is no block's base.
 int free_pinned(Connection& c, void* pointer);
+
+// A kernel launch whose parameter block is packed as the device reads it: one posted ring message
+// when the block fits the slot, staged (synchronously) otherwise. header.param_bytes is params.size().
+int launch(Connection& c, const wire::LaunchRequest& header, std::span<const std::byte> params);
 
 int create_stream(Connection& c, unsigned flags, int priority, std::uint64_t& stream);
 int create_event(Connection& c, unsigned flags, std::uint64_t& event);

@@ -16,7 +16,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
 #include <string_view>
+
+#include <dlfcn.h>
 
 #include "gpubroker/cuda/driver_api.h"
 #include "gpubroker/calls/protocol.h"
@@ -368,6 +373,20 @@ CUresult cuMemSetAccess(cuda::CUdeviceptr pointer, std::size_t size, const cuda:
 
 CUresult cuGetProcAddress_v2(const char* symbol, void** function, int cuda_version, unsigned long long flags,
                              int* symbol_status);
+}  // extern "C"
+
+namespace {
+void say_static_runtime();
+}  // namespace
+
+extern "C" {
+
+// The private export tables of NVIDIA's runtime are not served (see say_static_runtime).
+CUresult cuGetExportTable(const void** table, const void* /*id*/) {
+  if (table != nullptr) *table = nullptr;
+  say_static_runtime();
+  return cuda::CUDA_ERROR_NO_DEVICE;
+}
 
 CUresult cuGetProcAddress(const char* symbol, void** function, int cuda_version, unsigned long long flags) {
   return cuGetProcAddress_v2(symbol, function, cuda_version, flags, nullptr);
@@ -377,47 +396,190 @@ CUresult cuGetProcAddress(const char* symbol, void** function, int cuda_version,
 
 namespace {
 
-// What cuGetProcAddress serves: a driver API name (without the _v2 suffix, as the runtime asks)
-// and the function; `versioned` is the _v2 form callers get from `since` on.
-struct ProcEntry {
+// What cuGetProcAddress answers: for each driver API name (as the runtime asks, without a _vN
+// suffix), the CUDA version from which each of its versions is the one a caller gets (the
+// PFN_<name>_v<version> typedefs of CUDA's cudaTypedefs.h), and the export that serves it here;
+// an empty export is a version this shim does not serve (the lookup says CUDA_ERROR_NOT_FOUND
+// rather than hand out a function of another signature). Rows of one name are in version order.
+// tests/driver_api_test.cc checks that every function the shim implements has its row.
+struct ProcVersion {
   std::string_view name;
-  void* function;
-  void* versioned = nullptr;
-  int since = 0;
+  int since;
+  std::string_view symbol;
 };
 
-template <class F>
-void* address(F* f) {
-  return reinterpret_cast<void*>(f);
+constexpr ProcVersion kProcs[] = {
+    {"cuCtxCreate", 2000, ""},
+    {"cuCtxCreate", 3020, "cuCtxCreate_v2"},
+    {"cuCtxCreate", 11040, "cuCtxCreate_v3"},
+    {"cuCtxCreate", 12050, "cuCtxCreate_v4"},
+    {"cuCtxDestroy", 2000, ""},
+    {"cuCtxDestroy", 4000, "cuCtxDestroy_v2"},
+    {"cuCtxGetApiVersion", 3020, "cuCtxGetApiVersion"},
+    {"cuCtxGetCurrent", 4000, "cuCtxGetCurrent"},
+    {"cuCtxGetDevice", 2000, "cuCtxGetDevice"},
+    {"cuCtxGetDevice", 13000, "cuCtxGetDevice_v2"},
+    {"cuCtxGetFlags", 7000, "cuCtxGetFlags"},
+    {"cuCtxGetLimit", 3010, "cuCtxGetLimit"},
+    {"cuCtxGetStreamPriorityRange", 5050, "cuCtxGetStreamPriorityRange"},
+    {"cuCtxPopCurrent", 2000, ""},
+    {"cuCtxPopCurrent", 4000, "cuCtxPopCurrent_v2"},
+    {"cuCtxPushCurrent", 2000, ""},
+    {"cuCtxPushCurrent", 4000, "cuCtxPushCurrent_v2"},
+    {"cuCtxSetCurrent", 4000, "cuCtxSetCurrent"},
+    {"cuCtxSetFlags", 12010, "cuCtxSetFlags"},
+    {"cuCtxSetLimit", 3010, "cuCtxSetLimit"},
+    {"cuCtxSynchronize", 2000, "cuCtxSynchronize"},
+    {"cuCtxSynchronize", 13000, "cuCtxSynchronize_v2"},
+    {"cuDeviceCanAccessPeer", 4000, "cuDeviceCanAccessPeer"},
+    {"cuDeviceGet", 2000, "cuDeviceGet"},
+    {"cuDeviceGetAttribute", 2000, "cuDeviceGetAttribute"},
+    {"cuDeviceGetByPCIBusId", 4010, "cuDeviceGetByPCIBusId"},
+    {"cuDeviceGetCount", 2000, "cuDeviceGetCount"},
+    {"cuDeviceGetName", 2000, "cuDeviceGetName"},
+    {"cuDeviceGetPCIBusId", 4010, "cuDeviceGetPCIBusId"},
+    {"cuDeviceGetUuid", 9020, "cuDeviceGetUuid"},
+    {"cuDeviceGetUuid", 11040, "cuDeviceGetUuid_v2"},
+    {"cuDevicePrimaryCtxGetState", 7000, "cuDevicePrimaryCtxGetState"},
+    {"cuDevicePrimaryCtxRelease", 7000, ""},
+    {"cuDevicePrimaryCtxRelease", 11000, "cuDevicePrimaryCtxRelease_v2"},
+    {"cuDevicePrimaryCtxRetain", 7000, "cuDevicePrimaryCtxRetain"},
+    {"cuDevicePrimaryCtxSetFlags", 7000, ""},
+    {"cuDevicePrimaryCtxSetFlags", 11000, "cuDevicePrimaryCtxSetFlags_v2"},
+    {"cuDeviceTotalMem", 2000, "cuDeviceTotalMem"},
+    {"cuDeviceTotalMem", 3020, "cuDeviceTotalMem_v2"},
+    {"cuDriverGetVersion", 2020, "cuDriverGetVersion"},
+    {"cuEventCreate", 2000, "cuEventCreate"},
+    {"cuEventDestroy", 2000, ""},
+    {"cuEventDestroy", 4000, "cuEventDestroy_v2"},
+    {"cuEventElapsedTime", 2000, "cuEventElapsedTime"},
+    {"cuEventElapsedTime", 12080, "cuEventElapsedTime_v2"},
+    {"cuEventQuery", 2000, "cuEventQuery"},
+    {"cuEventRecord", 2000, "cuEventRecord"},
+    {"cuEventRecordWithFlags", 11010, "cuEventRecordWithFlags"},
+    {"cuEventSynchronize", 2000, "cuEventSynchronize"},
+    {"cuFuncGetAttribute", 2020, "cuFuncGetAttribute"},
+    {"cuFuncGetName", 12030, "cuFuncGetName"},
+    {"cuFuncGetParamInfo", 12040, "cuFuncGetParamInfo"},
+    {"cuFuncSetAttribute", 9000, "cuFuncSetAttribute"},
+    {"cuFuncSetCacheConfig", 3000, "cuFuncSetCacheConfig"},
+    {"cuGetErrorName", 6000, "cuGetErrorName"},
+    {"cuGetExportTable", 3000, "cuGetExportTable"},  // says that a static runtime is not served
+    {"cuGetErrorString", 6000, "cuGetErrorString"},
+    {"cuGetProcAddress", 11030, "cuGetProcAddress"},
+    {"cuGetProcAddress", 12000, "cuGetProcAddress_v2"},
+    {"cuGraphDestroy", 10000, "cuGraphDestroy"},
+    {"cuGraphExecDestroy", 10000, "cuGraphExecDestroy"},
+    {"cuGraphInstantiateWithFlags", 11040, "cuGraphInstantiateWithFlags"},
+    {"cuGraphLaunch", 10000, "cuGraphLaunch"},
+    {"cuInit", 2000, "cuInit"},
+    {"cuKernelGetFunction", 12000, "cuKernelGetFunction"},
+    {"cuLaunchCooperativeKernel", 9000, "cuLaunchCooperativeKernel"},
+    {"cuLaunchKernel", 4000, "cuLaunchKernel"},
+    {"cuLaunchKernelEx", 11060, "cuLaunchKernelEx"},
+    {"cuLibraryGetKernel", 12000, "cuLibraryGetKernel"},
+    {"cuLibraryGetModule", 12000, "cuLibraryGetModule"},
+    {"cuLibraryLoadData", 12000, "cuLibraryLoadData"},
+    {"cuLibraryLoadFromFile", 12000, "cuLibraryLoadFromFile"},
+    {"cuLibraryUnload", 12000, "cuLibraryUnload"},
+    {"cuMemAddressFree", 10020, "cuMemAddressFree"},
+    {"cuMemAddressReserve", 10020, "cuMemAddressReserve"},
+    {"cuMemAlloc", 2000, ""},
+    {"cuMemAlloc", 3020, "cuMemAlloc_v2"},
+    {"cuMemAllocAsync", 11020, "cuMemAllocAsync"},
+    {"cuMemAllocHost", 2000, ""},
+    {"cuMemAllocHost", 3020, "cuMemAllocHost_v2"},
+    {"cuMemAllocPitch", 2000, ""},
+    {"cuMemAllocPitch", 3020, "cuMemAllocPitch_v2"},
+    {"cuMemCreate", 10020, "cuMemCreate"},
+    {"cuMemFree", 2000, ""},
+    {"cuMemFree", 3020, "cuMemFree_v2"},
+    {"cuMemFreeAsync", 11020, "cuMemFreeAsync"},
+    {"cuMemFreeHost", 2000, "cuMemFreeHost"},
+    {"cuMemGetAddressRange", 2000, ""},
+    {"cuMemGetAddressRange", 3020, "cuMemGetAddressRange_v2"},
+    {"cuMemGetAllocationGranularity", 10020, "cuMemGetAllocationGranularity"},
+    {"cuMemGetInfo", 2000, "cuMemGetInfo"},
+    {"cuMemGetInfo", 3020, "cuMemGetInfo_v2"},
+    {"cuMemHostAlloc", 2020, "cuMemHostAlloc"},
+    {"cuMemMap", 10020, "cuMemMap"},
+    {"cuMemRelease", 10020, "cuMemRelease"},
+    {"cuMemSetAccess", 10020, "cuMemSetAccess"},
+    {"cuMemUnmap", 10020, "cuMemUnmap"},
+    {"cuMemcpy", 4000, "cuMemcpy"},
+    {"cuMemcpyAsync", 4000, "cuMemcpyAsync"},
+    {"cuMemcpyDtoD", 2000, ""},
+    {"cuMemcpyDtoD", 3020, "cuMemcpyDtoD_v2"},
+    {"cuMemcpyDtoDAsync", 3000, ""},
+    {"cuMemcpyDtoDAsync", 3020, "cuMemcpyDtoDAsync_v2"},
+    {"cuMemcpyDtoH", 2000, ""},
+    {"cuMemcpyDtoH", 3020, "cuMemcpyDtoH_v2"},
+    {"cuMemcpyDtoHAsync", 2000, ""},
+    {"cuMemcpyDtoHAsync", 3020, "cuMemcpyDtoHAsync_v2"},
+    {"cuMemcpyHtoD", 2000, ""},
+    {"cuMemcpyHtoD", 3020, "cuMemcpyHtoD_v2"},
+    {"cuMemcpyHtoDAsync", 2000, ""},
+    {"cuMemcpyHtoDAsync", 3020, "cuMemcpyHtoDAsync_v2"},
+    {"cuMemsetD16", 2000, ""},
+    {"cuMemsetD16", 3020, "cuMemsetD16_v2"},
+    {"cuMemsetD16Async", 3020, "cuMemsetD16Async"},
+    {"cuMemsetD32", 2000, ""},
+    {"cuMemsetD32", 3020, "cuMemsetD32_v2"},
+    {"cuMemsetD32Async", 3020, "cuMemsetD32Async"},
+    {"cuMemsetD8", 2000, ""},
+    {"cuMemsetD8", 3020, "cuMemsetD8_v2"},
+    {"cuMemsetD8Async", 3020, "cuMemsetD8Async"},
+    {"cuModuleGetFunction", 2000, "cuModuleGetFunction"},
+    {"cuModuleGetGlobal", 2000, ""},
+    {"cuModuleGetGlobal", 3020, "cuModuleGetGlobal_v2"},
+    {"cuModuleLoad", 2000, "cuModuleLoad"},
+    {"cuModuleLoadData", 2000, "cuModuleLoadData"},
+    {"cuModuleLoadDataEx", 2010, "cuModuleLoadDataEx"},
+    {"cuModuleLoadFatBinary", 2000, "cuModuleLoadFatBinary"},
+    {"cuModuleUnload", 2000, "cuModuleUnload"},
+    {"cuOccupancyMaxActiveBlocksPerMultiprocessor", 6050, "cuOccupancyMaxActiveBlocksPerMultiprocessor"},
+    {"cuPointerGetAttribute", 4000, "cuPointerGetAttribute"},
+    {"cuPointerGetAttributes", 7000, "cuPointerGetAttributes"},
+    {"cuStreamBeginCapture", 10000, ""},
+    {"cuStreamBeginCapture", 10010, "cuStreamBeginCapture_v2"},
+    {"cuStreamCreate", 2000, "cuStreamCreate"},
+    {"cuStreamCreateWithPriority", 5050, "cuStreamCreateWithPriority"},
+    {"cuStreamDestroy", 2000, ""},
+    {"cuStreamDestroy", 4000, "cuStreamDestroy_v2"},
+    {"cuStreamEndCapture", 10000, "cuStreamEndCapture"},
+    {"cuStreamGetFlags", 5050, "cuStreamGetFlags"},
+    {"cuStreamGetPriority", 5050, "cuStreamGetPriority"},
+    {"cuStreamIsCapturing", 10000, "cuStreamIsCapturing"},
+    {"cuStreamQuery", 2000, "cuStreamQuery"},
+    {"cuStreamSynchronize", 2000, "cuStreamSynchronize"},
+    {"cuStreamWaitEvent", 3020, "cuStreamWaitEvent"},
+};
+
+constexpr int kProcFound = 0, kProcNotFound = 1, kProcVersionNotSufficient = 2;  // CUdriverProcAddressQueryResult
+constexpr unsigned long long kPerThreadDefaultStream = 2;  // CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM
+
+// NVIDIA's own runtime, linked statically into a program (nvcc's default, -cudart static), asks
+// for its private export tables, which no program or library of ours asks for: said once on
+// stderr, with what to do instead.
+void say_static_runtime() {
+  static std::once_flag said;
+  std::call_once(said, [] {
+    std::fputs("gpubroker: this program links the CUDA runtime statically (nvcc's default, -cudart static), which "
+               "gpubroker does not serve: rebuild it with -cudart shared (or use a build or wheel that loads "
+               "libcudart.so), so that it loads gpubroker's runtime; it sees no CUDA device until then\n",
+               stderr);
+  });
 }
 
-const ProcEntry kProcs[] = {
-    {"cuInit", address(cuInit)},
-    {"cuDriverGetVersion", address(cuDriverGetVersion)},
-    {"cuDeviceGetCount", address(cuDeviceGetCount)},
-    {"cuDeviceGet", address(cuDeviceGet)},
-    {"cuDeviceGetAttribute", address(cuDeviceGetAttribute)},
-    {"cuDeviceGetName", address(cuDeviceGetName)},
-    {"cuDeviceGetUuid", address(cuDeviceGetUuid), address(cuDeviceGetUuid_v2), 11040},
-    {"cuDeviceTotalMem", address(cuDeviceTotalMem), address(cuDeviceTotalMem_v2), 3020},
-    {"cuDeviceGetPCIBusId", address(cuDeviceGetPCIBusId)},
-    {"cuDeviceGetByPCIBusId", address(cuDeviceGetByPCIBusId)},
-    {"cuDeviceCanAccessPeer", address(cuDeviceCanAccessPeer)},
-    {"cuMemGetInfo", address(cuMemGetInfo), address(cuMemGetInfo_v2), 3020},
-    {"cuGetErrorName", address(cuGetErrorName)},
-    {"cuGetErrorString", address(cuGetErrorString)},
-    {"cuGetProcAddress", address(cuGetProcAddress), address(cuGetProcAddress_v2), 12000},
-    {"cuMemGetAllocationGranularity", address(cuMemGetAllocationGranularity)},
-    {"cuMemAddressReserve", address(cuMemAddressReserve)},
-    {"cuMemAddressFree", address(cuMemAddressFree)},
-    {"cuMemCreate", address(cuMemCreate)},
-    {"cuMemRelease", address(cuMemRelease)},
-    {"cuMemMap", address(cuMemMap)},
-    {"cuMemUnmap", address(cuMemUnmap)},
-    {"cuMemSetAccess", address(cuMemSetAccess)},
-};
-
-constexpr int kProcFound = 0, kProcNotFound = 1;  // CUdriverProcAddressQueryResult
+// This library's handle, for dlsym of its own exports.
+void* self() {
+  static void* handle = [] {
+    Dl_info info{};
+    if (::dladdr(reinterpret_cast<void*>(&cuGetProcAddress_v2), &info) == 0 || info.dli_fname == nullptr) return static_cast<void*>(nullptr);
+    return ::dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+  }();
+  return handle;
+}
 
 }  // namespace
 
@@ -426,11 +588,26 @@ extern "C" CUresult cuGetProcAddress_v2(const char* symbol, void** function, int
   if (symbol == nullptr || function == nullptr || flags > 2) return kInvalidValue;
   *function = nullptr;
   if (symbol_status != nullptr) *symbol_status = kProcNotFound;
-  for (const ProcEntry& entry : kProcs) {
-    if (entry.name != symbol) continue;
-    *function = entry.versioned != nullptr && cuda_version >= entry.since ? entry.versioned : entry.function;
-    if (symbol_status != nullptr) *symbol_status = kProcFound;
-    return kSuccess;
+  const ProcVersion* chosen = nullptr;
+  bool known = false;
+  for (const ProcVersion& v : kProcs) {
+    if (v.name != symbol) continue;
+    known = true;
+    if (v.since <= cuda_version) chosen = &v;
   }
-  return cuda::CUDA_ERROR_NOT_FOUND;
+  if (chosen == nullptr || chosen->symbol.empty() || self() == nullptr) {
+    if (known && chosen == nullptr && symbol_status != nullptr) *symbol_status = kProcVersionNotSufficient;
+    return cuda::CUDA_ERROR_NOT_FOUND;
+  }
+  std::string name(chosen->symbol);
+  void* found = nullptr;
+  if (flags == kPerThreadDefaultStream) {  // the _ptds/_ptsz form where one exists (an alias of the same function)
+    found = ::dlsym(self(), (name + "_ptds").c_str());
+    if (found == nullptr) found = ::dlsym(self(), (name + "_ptsz").c_str());
+  }
+  if (found == nullptr) found = ::dlsym(self(), name.c_str());
+  if (found == nullptr) return cuda::CUDA_ERROR_NOT_FOUND;
+  *function = found;
+  if (symbol_status != nullptr) *symbol_status = kProcFound;
+  return kSuccess;
 }

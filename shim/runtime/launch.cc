@@ -144,18 +144,17 @@ Error launch(FunctionRecord* function, cudart::dim3 grid, cudart::dim3 block, vo
                              layout.param_bytes,
                              reinterpret_cast<std::uint64_t>(stream)};
   // Packed exactly as the device reads it: each argument at its offset, padding zeroed.
-  if (layout.param_bytes <= wire::kInlineParamBytes) {
-    std::byte params[wire::kInlineParamBytes] = {};
-    for (std::size_t i = 0; i < layout.params.size(); ++i) {
-      std::memcpy(params + layout.params[i].offset, args[i], layout.params[i].size);
-    }
-    return post<wire::RequestKind::kLaunchKernel>(header, std::span<const std::byte>(params, layout.param_bytes));
+  std::byte inline_params[wire::kInlineParamBytes] = {};
+  std::vector<std::byte> large;
+  std::byte* params = inline_params;
+  if (layout.param_bytes > wire::kInlineParamBytes) {
+    large.resize(layout.param_bytes);
+    params = large.data();
   }
-  std::vector<std::byte> params(layout.param_bytes);
   for (std::size_t i = 0; i < layout.params.size(); ++i) {
-    std::memcpy(params.data() + layout.params[i].offset, args[i], layout.params[i].size);
+    std::memcpy(params + layout.params[i].offset, args[i], layout.params[i].size);
   }
-  return call<wire::RequestKind::kLaunchKernelStaged>(header, std::span<const std::byte>(params));
+  return record(shim::ops::launch(*connection(), header, std::span<const std::byte>(params, layout.param_bytes)));
 }
 
 // cudaLaunchKernelExC's attributes as launch flags. What changes only scheduling and has no
