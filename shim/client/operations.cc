@@ -166,6 +166,7 @@ int allocate_pinned(Connection& c, std::size_t bytes, void*& pointer) {
 int free_pinned(Connection& c, void* pointer) {
   const auto offset = memory().remove_pinned(pointer);
   if (!offset) return kInvalidValue;
+  hold_for_all_host_funcs();
   int synchronized = 0;
   const int previous = Connection::current_device();
   for (std::size_t device = 0; device < c.visible().size(); ++device) {

@@ -66,6 +66,18 @@ std::uint64_t new_object_id();
 int sticky_error();
 bool make_sticky(int status);
 
+// Host functions (host_funcs.cc): the function runs in this process, on its one callback thread,
+// when its stream reaches it; work submitted to that stream afterwards waits, in the submitting
+// thread, until it has returned (hold_for_host_funcs: one relaxed load while none is pending).
+// Returns a CUresult value.
+using HostFunction = void (*)(void* data);
+using StreamCallback = void (*)(void* stream, int status, void* data);
+int launch_host_func(Connection& c, std::uint64_t stream, HostFunction function, void* data);
+int add_stream_callback(Connection& c, std::uint64_t stream, StreamCallback callback, void* data);
+void hold_for_host_funcs(std::uint64_t stream);
+void hold_for_all_host_funcs();
+[[nodiscard]] bool host_funcs_pending(std::uint64_t stream);
+
 namespace ops {
 
 inline constexpr int kDeviceUnavailable = 46;  // CUDA_ERROR_DEVICE_UNAVAILABLE: the broker is gone

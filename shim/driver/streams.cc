@@ -65,6 +65,7 @@ CUresult cuStreamSynchronize(CUstream stream) {
 
 CUresult cuStreamQuery(CUstream stream) {
   GPUBROKER_DRIVER_ENTRY();
+  if (shim::host_funcs_pending(reinterpret_cast<std::uint64_t>(stream))) return result(kNotReady);
   return result(on_context<wire::RequestKind::kStreamQuery>(wire::HandleRequest{stream_id(stream)}));
 }
 
@@ -90,6 +91,24 @@ CUresult cuStreamGetPriority(CUstream stream, int* priority) {
   const CUresult r = on_context<wire::RequestKind::kStreamGetPriority>(wire::HandleRequest{stream_id(stream)}, &reply);
   if (r == kSuccess) *priority = reply;
   return result(r);
+}
+
+// Host functions run in this process, on its callback thread (shim/client/host_funcs.cc), shared
+// with the runtime's cudaLaunchHostFunc.
+CUresult cuLaunchHostFunc(CUstream stream, shim::HostFunction function, void* data) {
+  GPUBROKER_DRIVER_ENTRY();
+  if (function == nullptr) return result(kInvalidValue);
+  Connection* c = nullptr;
+  if (const CUresult r = enter(c); r != kSuccess) return result(r);
+  return result(shim::launch_host_func(*c, reinterpret_cast<std::uint64_t>(stream), function, data));
+}
+
+CUresult cuStreamAddCallback(CUstream stream, shim::StreamCallback callback, void* data, unsigned flags) {
+  GPUBROKER_DRIVER_ENTRY();
+  if (callback == nullptr || flags != 0) return result(kInvalidValue);
+  Connection* c = nullptr;
+  if (const CUresult r = enter(c); r != kSuccess) return result(r);
+  return result(shim::add_stream_callback(*c, reinterpret_cast<std::uint64_t>(stream), callback, data));
 }
 
 // ---- events ---------------------------------------------------------------------------------

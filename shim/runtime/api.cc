@@ -228,7 +228,6 @@ int cudaFreeHost(void* pointer) {
   if (pointer == nullptr) return kSuccess;
   Connection* c = connection();
   if (c == nullptr) return record(kErrorNoDevice);
-  hold_for_all_host_funcs();
   return record(shim::ops::free_pinned(*c, pointer));
 }
 
@@ -255,6 +254,26 @@ int cudaMemsetAsync(void* pointer, int value, std::size_t bytes, Stream stream) 
   const wire::MemsetRequest r{reinterpret_cast<std::uint64_t>(pointer), bytes, stream_id(stream),
                               static_cast<std::uint32_t>(value & 0xff), 0};
   return post<wire::RequestKind::kMemset>(r);
+}
+
+// ---- host functions (shim/client/host_funcs.cc runs them) ------------------------------------
+
+int cudaLaunchHostFunc(Stream stream, shim::HostFunction function, void* data) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
+  if (function == nullptr) return record(kErrorInvalidValue);
+  Connection* c = connection();
+  if (c == nullptr) return record(kErrorNoDevice);
+  return record(shim::launch_host_func(*c, reinterpret_cast<std::uint64_t>(stream), function, data));
+}
+
+// flags must be 0 (CUDA reserves them); the callback is told cudaSuccess, since a stream with a
+// failed operation reports the failure at the next synchronizing call instead.
+int cudaStreamAddCallback(Stream stream, shim::StreamCallback callback, void* data, unsigned flags) {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
+  if (callback == nullptr || flags != 0) return record(kErrorInvalidValue);
+  Connection* c = connection();
+  if (c == nullptr) return record(kErrorNoDevice);
+  return record(shim::add_stream_callback(*c, reinterpret_cast<std::uint64_t>(stream), callback, data));
 }
 
 // ---- streams and events ---------------------------------------------------------------------

@@ -133,10 +133,9 @@ using shim::memory;
 inline std::uint64_t new_stream_id() { return shim::new_object_id(); }
 inline std::uint64_t new_event_id() { return shim::new_object_id(); }
 
-// Host functions (host_funcs.cc): work submitted to a stream after a host function waits, in
-// the submitting thread, until the function has returned. One relaxed load while none is pending.
-void hold_for_host_funcs(std::uint64_t stream);
-void hold_for_all_host_funcs();
-[[nodiscard]] bool host_funcs_pending(std::uint64_t stream);
+// Host functions are the process's too (shim/client/operations.h).
+using shim::hold_for_all_host_funcs;
+using shim::hold_for_host_funcs;
+using shim::host_funcs_pending;
 
 }  // namespace gpubroker::shim::rt

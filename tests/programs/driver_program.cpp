@@ -187,6 +187,15 @@ int main(int argc, char** argv) {
   DRV(cuPointerGetAttribute(&type, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, buffer + 1000));
   expect(base == buffer && bytes == (1u << 20) && type == CU_MEMORYTYPE_DEVICE, "the allocation's range and memory type");
   expect(cuMemFree(buffer + 8) == CUDA_ERROR_INVALID_VALUE, "freeing inside an allocation is CUDA_ERROR_INVALID_VALUE");
+  // A host function on the stream: the copy queued after it starts only once it has returned.
+  static float seen = -1;
+  DRV(cuMemsetD8Async(buffer, 0, 16, stream));
+  DRV(cuLaunchHostFunc(stream, [](void* data) { seen = *static_cast<float*>(data); *static_cast<float*>(data) = 42; },
+                       pinned));
+  DRV(cuMemcpyHtoDAsync(buffer, pinned, sizeof(float), stream));
+  DRV(cuMemcpyDtoHAsync(pinned + 1, buffer, sizeof(float), stream));
+  DRV(cuStreamSynchronize(stream));
+  expect(pinned[1] == 42 && seen != 42, "cuLaunchHostFunc runs in stream order: the copy after it sees what it wrote");
   DRV(cuMemFree(buffer));
   DRV(cuMemFreeHost(pinned));
   DRV(cuEventDestroy(start));

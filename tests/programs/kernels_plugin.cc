@@ -114,6 +114,7 @@ extern "C" const char* const gpubroker_sim_waiting_kernels[] = {"hold_until_set"
 
 extern "C" void gpubroker_sim_plugin_init(GpubrokerSimRegisterKernel register_kernel) {
   register_kernel("vector_add", vector_add);
+  register_kernel("VecAdd_kernel", vector_add);  // NVIDIA's vectorAddDrv and simpleDrvRuntime samples: the same arithmetic
   register_kernel("affine", affine);
   register_kernel("lookup", lookup);
   register_kernel("_Z5scaleIfEvPT_S0_i", scale<float>);  // scale<float>

@@ -1,5 +1,6 @@
-// cudaLaunchHostFunc and cudaStreamAddCallback. The function runs in this process, on the shim's
-// one callback thread, when its stream reaches it: the broker enqueues a notice on the stream and
+// Host functions (cudaLaunchHostFunc, cudaStreamAddCallback, cuLaunchHostFunc,
+// cuStreamAddCallback), one set per process for every shim. The function runs in this process, on
+// the process's one callback thread, when its stream reaches it: the broker enqueues a notice on the stream and
 // hands the id to the callback thread's waiting kHostFuncWait. Work submitted to that stream
 // afterwards is held back here, in the submitting thread, until the function has returned
 // (hold_for_host_funcs), so the device never waits for a client and one client's slow callback
@@ -14,23 +15,16 @@
 #include <thread>
 #include <unordered_map>
 
-#include "shim/runtime/runtime_state.h"
-#include "shim/trace/recorder.h"
+#include "shim/client/operations.h"
 
-using namespace gpubroker;
-using namespace gpubroker::shim::rt;
-using gpubroker::shim::Connection;
+namespace gpubroker::shim {
 
 namespace {
 
-using Stream = void*;
-using HostFn = void (*)(void* data);
-using StreamCallback = void (*)(Stream stream, int status, void* data);
-
 struct Pending {
-  HostFn host = nullptr;
-  StreamCallback callback = nullptr;  // cudaStreamAddCallback's form, when host is null
-  Stream stream = nullptr;
+  HostFunction host = nullptr;
+  StreamCallback callback = nullptr;  // the stream-callback form, when host is null
+  std::uint64_t stream = 0;
   void* data = nullptr;
 };
 
@@ -50,7 +44,7 @@ std::uint64_t stream_key(std::uint64_t stream) { return stream <= 2 ? 0 : stream
 void forget(HostFuncs& hf, std::uint64_t id) {
   auto it = hf.pending.find(id);
   if (it == hf.pending.end()) return;
-  const std::uint64_t key = stream_key(reinterpret_cast<std::uint64_t>(it->second.stream));
+  const std::uint64_t key = stream_key(it->second.stream);
   if (--hf.per_stream[key] == 0) hf.per_stream.erase(key);
   hf.pending.erase(it);
   hf.total.fetch_sub(1, std::memory_order_release);
@@ -90,40 +84,44 @@ void run_host_funcs(Connection* connection) {
     if (p.host != nullptr) {
       p.host(p.data);
     } else {
-      p.callback(p.stream, kSuccess, p.data);
+      p.callback(reinterpret_cast<void*>(p.stream), 0, p.data);
     }
     std::lock_guard guard(hf.lock);
     forget(hf, id);
   }
 }
 
-Error enqueue(Stream stream, const Pending& p) {
-  Connection* c = connection();
-  if (c == nullptr) return record(kErrorNoDevice);
+int enqueue(Connection& c, const Pending& p) {
   HostFuncs& hf = host_funcs();
   std::uint64_t id = 0;
   {
     std::lock_guard guard(hf.lock);
     id = hf.next_id++;
     hf.pending[id] = p;
-    ++hf.per_stream[stream_key(reinterpret_cast<std::uint64_t>(stream))];
+    ++hf.per_stream[stream_key(p.stream)];
     hf.total.fetch_add(1, std::memory_order_relaxed);
     if (hf.thread_pid != ::getpid()) {
       hf.thread_pid = ::getpid();
-      std::thread(run_host_funcs, c).detach();
+      std::thread(run_host_funcs, &c).detach();
     }
   }
-  const Error e = call<wire::RequestKind::kHostFuncEnqueue>(wire::HostFuncRequest{reinterpret_cast<std::uint64_t>(stream), id});
-  if (e != kSuccess) {
+  const int status = ops::request<wire::RequestKind::kHostFuncEnqueue>(c, wire::HostFuncRequest{p.stream, id});
+  if (status != 0) {
     std::lock_guard guard(hf.lock);
     forget(hf, id);
   }
-  return e;
+  return status;
 }
 
 }  // namespace
 
-namespace gpubroker::shim::rt {
+int launch_host_func(Connection& c, std::uint64_t stream, HostFunction function, void* data) {
+  return enqueue(c, Pending{function, nullptr, stream, data});
+}
+
+int add_stream_callback(Connection& c, std::uint64_t stream, StreamCallback callback, void* data) {
+  return enqueue(c, Pending{nullptr, callback, stream, data});
+}
 
 void hold_for_host_funcs(std::uint64_t stream) {
   HostFuncs& hf = host_funcs();
@@ -146,22 +144,4 @@ bool host_funcs_pending(std::uint64_t stream) {
   return hf.per_stream.contains(stream_key(stream));
 }
 
-}  // namespace gpubroker::shim::rt
-
-extern "C" {
-
-int cudaLaunchHostFunc(Stream stream, HostFn function, void* data) {
-  GPUBROKER_TRACE_ENTRY(kRuntime);
-  if (function == nullptr) return record(kErrorInvalidValue);
-  return enqueue(stream, Pending{function, nullptr, stream, data});
-}
-
-// flags must be 0 (CUDA reserves them); the callback is told cudaSuccess, since a stream with a
-// failed operation reports the failure at the next synchronizing call instead.
-int cudaStreamAddCallback(Stream stream, StreamCallback callback, void* data, unsigned flags) {
-  GPUBROKER_TRACE_ENTRY(kRuntime);
-  if (callback == nullptr || flags != 0) return record(kErrorInvalidValue);
-  return enqueue(stream, Pending{nullptr, callback, stream, data});
-}
-
-}  // extern "C"
+}  // namespace gpubroker::shim
