@@ -42,6 +42,15 @@ std::optional<int> MemoryMap::device_of(const void* pointer) const {
   return it->second.device;
 }
 
+std::vector<std::uint64_t> MemoryMap::device_allocations(int device) const {
+  std::lock_guard guard(lock_);
+  std::vector<std::uint64_t> bases;
+  for (const auto& [base, allocation] : device_) {
+    if (allocation.device == device) bases.push_back(base);
+  }
+  return bases;
+}
+
 std::optional<std::pair<std::uint64_t, std::uint64_t>> MemoryMap::device_range(std::uint64_t pointer) const {
   std::lock_guard guard(lock_);
   auto it = device_.upper_bound(pointer);
@@ -183,6 +192,15 @@ int free_pinned(Connection& c, void* pointer) {
 int launch(Connection& c, const wire::LaunchRequest& header, std::span<const std::byte> params) {
   if (params.size() <= wire::kInlineParamBytes) return post<wire::RequestKind::kLaunchKernel>(c, header, params);
   return request<wire::RequestKind::kLaunchKernelStaged>(c, header, params);
+}
+
+int reset_device(Connection& c) {
+  hold_for_all_host_funcs();
+  int status = request<wire::RequestKind::kContextSynchronize>(c, {});
+  for (const std::uint64_t base : memory().device_allocations(Connection::current_device())) {
+    if (const int freed = free(c, base); status == 0) status = freed;
+  }
+  return status;
 }
 
 int create_stream(Connection& c, unsigned flags, int priority, std::uint64_t& stream) {

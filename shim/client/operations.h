@@ -16,6 +16,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <vector>
 
 #include "shim/client/calls.h"
 #include "shim/client/connection.h"
@@ -31,6 +32,8 @@ class MemoryMap {
   [[nodiscard]] bool is_device(const void* pointer) const;
   // The visible index of the device whose allocation holds `pointer`, if any.
   [[nodiscard]] std::optional<int> device_of(const void* pointer) const;
+  // The bases of the allocations on visible device `device`.
+  [[nodiscard]] std::vector<std::uint64_t> device_allocations(int device) const;
   // The allocation holding `pointer`: its base and size.
   [[nodiscard]] std::optional<std::pair<std::uint64_t, std::uint64_t>> device_range(std::uint64_t pointer) const;
 
@@ -138,6 +141,12 @@ int free_pinned(Connection& c, void* pointer);
 // A kernel launch whose parameter block is packed as the device reads it: one posted ring message
 // when the block fits the slot, staged (synchronously) otherwise. header.param_bytes is params.size().
 int launch(Connection& c, const wire::LaunchRequest& header, std::span<const std::byte> params);
+
+// cudaDeviceReset and cuDevicePrimaryCtxReset as far as the broker lets a session go: waits for
+// the calling thread's current device and frees every allocation the process holds there. The
+// process's streams, events and modules stay until it ends (a program that resets does not use
+// them again); the device's context is the broker's, shared, and is not reset.
+int reset_device(Connection& c);
 
 int create_stream(Connection& c, unsigned flags, int priority, std::uint64_t& stream);
 int create_event(Connection& c, unsigned flags, std::uint64_t& event);

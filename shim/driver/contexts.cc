@@ -144,6 +144,24 @@ CUresult cuDevicePrimaryCtxSetFlags_v2(int device, unsigned flags) {
   return result(kSuccess);
 }
 
+// As cudaDeviceReset (shim/client/operations.h): the memory the process holds on the device.
+CUresult cuDevicePrimaryCtxReset_v2(int device) {
+  GPUBROKER_DRIVER_ENTRY();
+  Connection* c = Connection::get();
+  if (c == nullptr) return result(kNotInitialized);
+  if (device_record(device) == nullptr) return result(kInvalidDevice);
+  const int previous = Connection::current_device();
+  Connection::set_current_device(device);
+  const CUresult r = shim::ops::reset_device(*c);
+  Connection::set_current_device(previous);
+  {
+    std::lock_guard guard(g_lock);
+    g_primary[device].retained = 0;
+    g_primary[device].flags = 0;
+  }
+  return result(r);
+}
+
 // ---- created contexts and the context stack -------------------------------------------------
 
 CUresult cuCtxCreate_v2(CUcontext* context, unsigned flags, int device) {

@@ -2,6 +2,7 @@
 // attributes. The same operations and the same memory map as the runtime shim's
 // (shim/client/operations.h), so memory from either API is the other's too.
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 
@@ -138,6 +139,27 @@ CUresult cuMemFreeHost(void* pointer) {
   return result(ops::free_pinned(*c, pointer));
 }
 
+// As the runtime shim's cudaHostRegister: copies from any host memory work (pageable memory moves
+// through staging), so registration is accepted and changes nothing; mapping host memory into the
+// device's address space is not served.
+CUresult cuMemHostRegister_v2(void* pointer, std::size_t bytes, unsigned flags) {
+  GPUBROKER_DRIVER_ENTRY();
+  if (pointer == nullptr || bytes == 0 || (flags & ~0xfu) != 0) return result(kInvalidValue);
+  return result(Connection::get() == nullptr ? kNotInitialized : kSuccess);
+}
+
+CUresult cuMemHostUnregister(void* pointer) {
+  GPUBROKER_DRIVER_ENTRY();
+  return result(pointer == nullptr ? kInvalidValue : kSuccess);
+}
+
+CUresult cuMemHostGetDevicePointer_v2(CUdeviceptr* device_pointer, void* /*host_pointer*/, unsigned /*flags*/) {
+  GPUBROKER_DRIVER_ENTRY();
+  if (device_pointer == nullptr) return result(kInvalidValue);
+  log_unsupported("cuMemHostGetDevicePointer (mapped host memory)");
+  return result(kNotSupported);
+}
+
 // ---- copies ---------------------------------------------------------------------------------
 
 CUresult cuMemcpyHtoD_v2(CUdeviceptr destination, const void* source, std::size_t bytes) {
@@ -181,6 +203,68 @@ CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr destination, CUdeviceptr source, std::
 CUresult cuMemcpyAsync(CUdeviceptr destination, CUdeviceptr source, std::size_t bytes, CUstream stream) {
   GPUBROKER_DRIVER_ENTRY();
   return copy(host(destination), host(source), bytes, ops::Direction::kDefault, stream, true);
+}
+
+// A 2D copy, row by row, between host and device memory of either side (CUDA arrays are not
+// served). Addresses are integers: a row past the address space is refused, not wrapped.
+static CUresult copy_2d(const cuda::CUDA_MEMCPY2D* p, CUstream stream, bool asynchronous) {
+  constexpr int kHost = 1, kDevice = 2, kArray = 3, kUnified = 4;  // CUmemorytype
+  if (p == nullptr) return result(kInvalidValue);
+  if (p->srcMemoryType == kArray || p->dstMemoryType == kArray) {
+    log_unsupported("cuMemcpy2D with a CUDA array");
+    return result(kNotSupported);
+  }
+  auto base = [&](int type, const void* host_pointer, CUdeviceptr device_pointer, std::size_t x, std::size_t y,
+                  std::size_t pitch, std::uint64_t& address) {
+    const std::uint64_t start = type == kHost ? reinterpret_cast<std::uint64_t>(host_pointer) : device_pointer;
+    std::uint64_t offset = 0;
+    if (type != kHost && type != kDevice && type != kUnified) return false;
+    return !__builtin_mul_overflow(y, pitch, &offset) && !__builtin_add_overflow(offset, x, &offset) &&
+           !__builtin_add_overflow(start, offset, &address);
+  };
+  std::uint64_t src = 0, dst = 0;
+  if (!base(p->srcMemoryType, p->srcHost, p->srcDevice, p->srcXInBytes, p->srcY, p->srcPitch, src) ||
+      !base(p->dstMemoryType, p->dstHost, p->dstDevice, p->dstXInBytes, p->dstY, p->dstPitch, dst)) {
+    return result(kInvalidValue);
+  }
+  if (p->Height > 1 && (p->WidthInBytes > p->srcPitch || p->WidthInBytes > p->dstPitch)) return result(kInvalidValue);
+  std::uint64_t span = 0, end = 0;  // from a side's first byte to its last row's end
+  if (p->Height != 0 && (__builtin_mul_overflow(p->Height - 1, std::max(p->srcPitch, p->dstPitch), &span) ||
+                         __builtin_add_overflow(span, p->WidthInBytes, &span) || __builtin_add_overflow(src, span, &end) ||
+                         __builtin_add_overflow(dst, span, &end))) {
+    return result(kInvalidValue);
+  }
+  const bool from_device = p->srcMemoryType != kHost, to_device = p->dstMemoryType != kHost;
+  const ops::Direction direction = p->srcMemoryType == kUnified || p->dstMemoryType == kUnified ? ops::Direction::kDefault
+                                   : from_device ? (to_device ? ops::Direction::kDeviceToDevice : ops::Direction::kDeviceToHost)
+                                                 : (to_device ? ops::Direction::kHostToDevice : ops::Direction::kHostToHost);
+  Connection* c = nullptr;
+  if (const CUresult r = enter(c); r != kSuccess) return result(r);
+  const std::uint64_t id = stream_id(stream);
+  for (std::size_t row = 0; row < p->Height; ++row) {
+    const CUresult r = ops::copy(*c, host(dst + row * p->dstPitch), host(src + row * p->srcPitch), p->WidthInBytes, direction,
+                                 id, asynchronous);
+    if (r != kSuccess) return result(r);
+  }
+  return result(kSuccess);
+}
+
+CUresult cuMemcpy2D_v2(const cuda::CUDA_MEMCPY2D* copy) {
+  GPUBROKER_DRIVER_ENTRY();
+  if (const CUresult r = copy_2d(copy, nullptr, false); r != kSuccess) return r;
+  Connection* c = nullptr;
+  if (const CUresult r = enter(c); r != kSuccess) return result(r);
+  return result(ops::request<wire::RequestKind::kStreamSynchronize>(*c, wire::HandleRequest{0}));
+}
+
+CUresult cuMemcpy2DUnaligned_v2(const cuda::CUDA_MEMCPY2D* copy) {
+  GPUBROKER_DRIVER_ENTRY();
+  return cuMemcpy2D_v2(copy);
+}
+
+CUresult cuMemcpy2DAsync_v2(const cuda::CUDA_MEMCPY2D* copy, CUstream stream) {
+  GPUBROKER_DRIVER_ENTRY();
+  return copy_2d(copy, stream, true);
 }
 
 // ---- memsets --------------------------------------------------------------------------------

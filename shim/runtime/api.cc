@@ -189,6 +189,16 @@ int cudaMemGetInfo(std::size_t* free, std::size_t* total) {
   return kSuccess;
 }
 
+// Frees what the process holds on the current device after its work (shim/client/operations.h
+// says what stays); the sticky error, if the process has one, stays too: the broker's context is
+// shared and cannot be reset for one runner.
+int cudaDeviceReset() {
+  GPUBROKER_TRACE_ENTRY(kRuntime);
+  Connection* c = connection();
+  if (c == nullptr) return record(kErrorNoDevice);
+  return record(shim::ops::reset_device(*c));
+}
+
 int cudaGetLastError() { GPUBROKER_TRACE_ENTRY(kRuntime); return last_error(true); }
 int cudaPeekAtLastError() { GPUBROKER_TRACE_ENTRY(kRuntime); return last_error(false); }
 

@@ -187,6 +187,43 @@ int main(int argc, char** argv) {
   DRV(cuPointerGetAttribute(&type, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, buffer + 1000));
   expect(base == buffer && bytes == (1u << 20) && type == CU_MEMORYTYPE_DEVICE, "the allocation's range and memory type");
   expect(cuMemFree(buffer + 8) == CUDA_ERROR_INVALID_VALUE, "freeing inside an allocation is CUDA_ERROR_INVALID_VALUE");
+  // A pitched 2D round trip: rows of 100 bytes, into padded device rows and back.
+  {
+    CUdeviceptr pitched = 0;
+    size_t pitch = 0;
+    DRV(cuMemAllocPitch(&pitched, &pitch, 100, 8, 4));
+    std::vector<unsigned char> rows(100 * 8), back(100 * 8, 0);
+    for (size_t i = 0; i < rows.size(); ++i) rows[i] = static_cast<unsigned char>(i * 7);
+    CUDA_MEMCPY2D in = {};
+    in.srcMemoryType = CU_MEMORYTYPE_HOST;
+    in.srcHost = rows.data();
+    in.srcPitch = 100;
+    in.dstMemoryType = CU_MEMORYTYPE_DEVICE;
+    in.dstDevice = pitched;
+    in.dstPitch = pitch;
+    in.WidthInBytes = 100;
+    in.Height = 8;
+    DRV(cuMemcpy2D(&in));
+    CUDA_MEMCPY2D out = {};
+    out.srcMemoryType = CU_MEMORYTYPE_DEVICE;
+    out.srcDevice = pitched;
+    out.srcPitch = pitch;
+    out.dstMemoryType = CU_MEMORYTYPE_HOST;
+    out.dstHost = back.data();
+    out.dstPitch = 100;
+    out.WidthInBytes = 100;
+    out.Height = 8;
+    DRV(cuMemcpy2DAsync(&out, stream));
+    DRV(cuStreamSynchronize(stream));
+    expect(pitch >= 100 && back == rows, "cuMemcpy2D into pitched device memory and cuMemcpy2DAsync back");
+    out.srcPitch = size_t{1} << 62;
+    expect(cuMemcpy2D(&out) == CUDA_ERROR_INVALID_VALUE, "a 2D copy whose rows overflow the address space is refused");
+    DRV(cuMemFree(pitched));
+    std::vector<char> pageable(4096);
+    DRV(cuMemHostRegister(pageable.data(), pageable.size(), 0));
+    DRV(cuMemHostUnregister(pageable.data()));
+  }
+
   // A host function on the stream: the copy queued after it starts only once it has returned.
   static float seen = -1;
   DRV(cuMemsetD8Async(buffer, 0, 16, stream));
@@ -234,6 +271,14 @@ int main(int argc, char** argv) {
   expect(cudaFree(reinterpret_cast<void*>(from_driver)) == cudaSuccess, "cudaFree of memory from cuMemAlloc");
   DRV(cuMemFree(reinterpret_cast<CUdeviceptr>(from_runtime)));
   expect(cudaStreamDestroy(runtime_stream) == cudaSuccess, "cudaStreamDestroy");
+
+  // cudaDeviceReset, as NVIDIA's samples end: the memory the process holds on the device is freed.
+  void* left = nullptr;
+  expect(cudaMalloc(&left, 1 << 20) == cudaSuccess, "cudaMalloc before the reset");
+  CUdeviceptr left_base = 0;
+  expect(cudaDeviceReset() == cudaSuccess &&
+             cuMemGetAddressRange(&left_base, nullptr, reinterpret_cast<CUdeviceptr>(left)) == CUDA_ERROR_NOT_FOUND,
+         "cudaDeviceReset frees what the process held on the device");
 
   // A thread the runtime works on has the device's primary context current, as in CUDA.
   std::thread([] {
