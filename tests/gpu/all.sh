@@ -61,6 +61,14 @@ run=("$build/tools/gpu-broker-run/gpu-broker-run" --socket="$socket" --)
 for program in discovery runtime_basics_13 kernels_13 loader_pattern_13 runtime_basics_12 kernels_12 free_beside_busy_13; do
   [ -x "$build/tests/programs/$program" ] && step "program $program" 30 "${run[@]}" "$build/tests/programs/$program"
 done
+# The driver API as NVIDIA's samples use it, beside the runtime, with kernels from cubin, fatbin,
+# PTX and NVRTC; and a statically linked runtime, told why it sees no device.
+[ -x "$build/tests/programs/driver_program_13" ] &&
+  LD_LIBRARY_PATH="/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" step "program driver_program_13" 30 \
+    "${run[@]}" "$build/tests/programs/driver_program_13" "$build/tests/programs/driver_kernels.cubin" \
+    "$build/tests/programs/driver_kernels.fatbin" "$build/tests/programs/driver_kernels.ptx"
+[ -x "$build/tests/programs/static_runtime_13" ] &&
+  step "program static_runtime_13" 30 "${run[@]}" "$build/tests/programs/static_runtime_13"
 # Contexts per user on the real driver: nobody's kernel pointed at root's buffer must fault in
 # nobody's context only (a broker of its own per mode; needs root for the second user).
 [ -x "$build/tests/programs/isolation_probe_13" ] &&

@@ -6,6 +6,7 @@
 // Prints each step; exits non-zero at the first that fails.
 #include <cuda.h>
 #include <cuda_runtime_api.h>
+#include <nvrtc.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -149,6 +150,27 @@ int main(int argc, char** argv) {
   void* value = reinterpret_cast<void*>(static_cast<uintptr_t>(3));
   DRV(cuModuleLoadDataEx(&ptx, ptx_text.data(), 1, &option, &value));
   vector_add(ptx, "PTX text (cuModuleLoadDataEx)", stream);
+  // PTX compiled at run time by NVRTC, as Triton, CuPy's raw kernels and other JIT users make it.
+  {
+    const char* source =
+        "extern \"C\" __global__ void vector_add(const float* a, const float* b, float* c, int n) {\n"
+        "  int i = blockIdx.x * blockDim.x + threadIdx.x;\n"
+        "  if (i < n) c[i] = a[i] + b[i];\n"
+        "}\n";
+    nvrtcProgram program = nullptr;
+    const char* options[] = {"--gpu-architecture=compute_90"};
+    size_t ptx_size = 0;
+    const bool compiled = nvrtcCreateProgram(&program, source, "vector_add.cu", 0, nullptr, nullptr) == NVRTC_SUCCESS &&
+                          nvrtcCompileProgram(program, 1, options) == NVRTC_SUCCESS &&
+                          nvrtcGetPTXSize(program, &ptx_size) == NVRTC_SUCCESS;
+    std::vector<char> jit_ptx(ptx_size + 1, '\0');
+    expect(compiled && nvrtcGetPTX(program, jit_ptx.data()) == NVRTC_SUCCESS, "NVRTC compiles vector_add to PTX");
+    nvrtcDestroyProgram(&program);
+    CUmodule jit = nullptr;
+    DRV(cuModuleLoadData(&jit, jit_ptx.data()));
+    vector_add(jit, "PTX NVRTC compiled (cuModuleLoadData)", stream);
+    DRV(cuModuleUnload(jit));
+  }
   CUfunction missing = nullptr;
   expect(cuModuleGetFunction(&missing, cubin, "no_such_kernel") == CUDA_ERROR_NOT_FOUND,
          "a kernel the module lacks is CUDA_ERROR_NOT_FOUND");
