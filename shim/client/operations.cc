@@ -189,6 +189,23 @@ int free_pinned(Connection& c, void* pointer) {
   return synchronized != 0 ? synchronized : status;
 }
 
+bool add_launch_attribute(int id, int value, std::uint8_t& flags) {
+  constexpr int kIgnore = 0, kCooperative = 2, kProgrammaticStreamSerialization = 6, kPriority = 8;
+  switch (id) {
+    case kIgnore:
+    case kPriority:
+      return true;
+    case kCooperative:
+      if (value != 0) flags |= wire::kLaunchCooperative;
+      return true;
+    case kProgrammaticStreamSerialization:
+      if (value != 0) flags |= wire::kLaunchProgrammaticSerialization;
+      return true;
+    default:
+      return false;
+  }
+}
+
 int launch(Connection& c, const wire::LaunchRequest& header, std::span<const std::byte> params) {
   if (params.size() <= wire::kInlineParamBytes) return post<wire::RequestKind::kLaunchKernel>(c, header, params);
   return request<wire::RequestKind::kLaunchKernelStaged>(c, header, params);

@@ -138,6 +138,12 @@ int allocate_pinned(Connection& c, std::size_t bytes, void*& pointer);
 // synchronizations is the result. CUDA_ERROR_INVALID_VALUE for a pointer that is no block's base.
 int free_pinned(Connection& c, void* pointer);
 
+// A launch attribute as launch flags (cudaLaunchAttributeID and CUlaunchAttributeID number them
+// alike; `value` is the attribute value's first int, as all three carried ones are): cooperative
+// and programmatic stream serialization become flags, priority and "ignore" change only scheduling
+// and are accepted; false for any other, which the broker cannot carry.
+bool add_launch_attribute(int id, int value, std::uint8_t& flags);
+
 // A kernel launch whose parameter block is packed as the device reads it: one posted ring message
 // when the block fits the slot, staged (synchronously) otherwise. header.param_bytes is params.size().
 int launch(Connection& c, const wire::LaunchRequest& header, std::span<const std::byte> params);

@@ -72,11 +72,8 @@ void make_current(Context* c) {
 CUresult synchronize_device(int device) {
   Connection* c = Connection::get();
   if (c == nullptr) return kNotInitialized;
-  const int previous = Connection::current_device();
-  Connection::set_current_device(device);
-  const CUresult status = shim::ops::request<wire::RequestKind::kContextSynchronize>(*c, {});
-  Connection::set_current_device(previous);
-  return status;
+  const OnDevice on(device);
+  return shim::ops::request<wire::RequestKind::kContextSynchronize>(*c, {});
 }
 
 }  // namespace
@@ -150,10 +147,11 @@ CUresult cuDevicePrimaryCtxReset_v2(int device) {
   Connection* c = Connection::get();
   if (c == nullptr) return result(kNotInitialized);
   if (device_record(device) == nullptr) return result(kInvalidDevice);
-  const int previous = Connection::current_device();
-  Connection::set_current_device(device);
-  const CUresult r = shim::ops::reset_device(*c);
-  Connection::set_current_device(previous);
+  CUresult r = kSuccess;
+  {
+    const OnDevice on(device);
+    r = shim::ops::reset_device(*c);
+  }
   {
     std::lock_guard guard(g_lock);
     g_primary[device].retained = 0;

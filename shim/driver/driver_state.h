@@ -48,6 +48,19 @@ inline void log_unsupported(const char* what) { gpubroker_log_unsupported_in(wha
 // The visible device `device`'s record, or nullptr.
 const wire::DeviceRecord* device_record(int device);
 
+// Makes `device` the calling thread's current device until destroyed, then the one before: for a
+// call on an object's own device (a module's, a context's).
+class OnDevice {
+ public:
+  explicit OnDevice(int device) : previous_(Connection::current_device()) { Connection::set_current_device(device); }
+  OnDevice(const OnDevice&) = delete;
+  OnDevice& operator=(const OnDevice&) = delete;
+  ~OnDevice() { Connection::set_current_device(previous_); }
+
+ private:
+  int previous_;
+};
+
 // ---- contexts (contexts.cc) ------------------------------------------------------------------
 
 struct Context;

@@ -153,13 +153,11 @@ CUresult get_function(Function*& function, CUmodule handle, const char* name) {
       return kSuccess;
     }
   }
-  const int previous = Connection::current_device();
-  Connection::set_current_device(m->device);
+  const OnDevice on(m->device);
   auto made = std::make_unique<Function>(Function{m, shim::new_object_id(), layout});
   const std::span<const std::byte> name_bytes(reinterpret_cast<const std::byte*>(name), std::strlen(name));
   const CUresult r =
       ops::request<wire::RequestKind::kModuleGetFunction>(*c, wire::FunctionRequest{m->id, made->id}, name_bytes);
-  Connection::set_current_device(previous);
   if (r != kSuccess) return r;
   function = made.get();
   g_functions.insert(made.get());
@@ -179,11 +177,8 @@ CUresult unload(CUmodule handle) {
     for (const auto& f : found->functions) g_functions.erase(f.get());
     m.reset(found);
   }
-  const int previous = Connection::current_device();
-  Connection::set_current_device(m->device);
-  const CUresult r = ops::request<wire::RequestKind::kModuleUnload>(*c, wire::HandleRequest{m->id});
-  Connection::set_current_device(previous);
-  return r;
+  const OnDevice on(m->device);
+  return ops::request<wire::RequestKind::kModuleUnload>(*c, wire::HandleRequest{m->id});
 }
 
 // cuLaunchKernel's `extra`: CU_LAUNCH_PARAM_BUFFER_POINTER, the packed block, and
@@ -253,6 +248,21 @@ CUresult read_file(const char* path, std::vector<char>& contents) {
   return kSuccess;
 }
 
+CUresult load_file(CUmodule* module, const char* path) {
+  std::vector<char> contents;
+  if (const CUresult r = read_file(path, contents); r != kSuccess) return r;
+  return load(module, contents.data());
+}
+
+// The broker's id of a function handle the program holds.
+CUresult function_id(CUfunction handle, std::uint64_t& id) {
+  std::lock_guard guard(g_lock);
+  const Function* f = find_function(handle);
+  if (f == nullptr) return kInvalidHandle;
+  id = f->id;
+  return kSuccess;
+}
+
 }  // namespace
 
 extern "C" {
@@ -277,9 +287,7 @@ CUresult cuModuleLoadFatBinary(CUmodule* module, const void* fatbin) {
 
 CUresult cuModuleLoad(CUmodule* module, const char* path) {
   GPUBROKER_DRIVER_ENTRY();
-  std::vector<char> contents;
-  if (const CUresult r = read_file(path, contents); r != kSuccess) return result(r);
-  return result(load(module, contents.data()));
+  return result(load_file(module, path));
 }
 
 CUresult cuModuleUnload(CUmodule module) {
@@ -310,12 +318,13 @@ CUresult cuModuleGetGlobal_v2(CUdeviceptr* pointer, std::size_t* bytes, CUmodule
     id = m->id;
     device = m->device;
   }
-  const int previous = Connection::current_device();
-  Connection::set_current_device(device);
   wire::GlobalResult global{};
   const std::span<const std::byte> name_bytes(reinterpret_cast<const std::byte*>(name), std::strlen(name));
-  const CUresult r = ops::request<wire::RequestKind::kModuleGetGlobal>(*c, wire::HandleRequest{id}, name_bytes, &global);
-  Connection::set_current_device(previous);
+  CUresult r = kSuccess;
+  {
+    const OnDevice on(device);
+    r = ops::request<wire::RequestKind::kModuleGetGlobal>(*c, wire::HandleRequest{id}, name_bytes, &global);
+  }
   if (r != kSuccess) return result(r);
   if (pointer != nullptr) *pointer = global.pointer;
   if (bytes != nullptr) *bytes = global.bytes;
@@ -333,9 +342,7 @@ CUresult cuLibraryLoadData(CUmodule* library, const void* code, void* /*jit_opti
 
 CUresult cuLibraryLoadFromFile(CUmodule* library, const char* path, void*, void**, unsigned, void*, void**, unsigned) {
   GPUBROKER_DRIVER_ENTRY();
-  std::vector<char> contents;
-  if (const CUresult r = read_file(path, contents); r != kSuccess) return result(r);
-  return result(load(library, contents.data()));
+  return result(load_file(library, path));
 }
 
 CUresult cuLibraryUnload(CUmodule library) {
@@ -374,12 +381,7 @@ CUresult cuFuncGetAttribute(int* value, int attribute, CUfunction function) {
   Connection* c = Connection::get();
   if (c == nullptr) return result(kNotInitialized);
   std::uint64_t id = 0;
-  {
-    std::lock_guard guard(g_lock);
-    const Function* f = find_function(function);
-    if (f == nullptr) return result(kInvalidHandle);
-    id = f->id;
-  }
+  if (const CUresult r = function_id(function, id); r != kSuccess) return result(r);
   wire::FuncAttributesResult attributes{};
   const CUresult r =
       ops::request<wire::RequestKind::kFuncGetAttributes>(*c, wire::FuncAttributeRequest{id, 0, 0}, &attributes);
@@ -392,12 +394,7 @@ CUresult cuFuncSetAttribute(CUfunction function, int attribute, int value) {
   Connection* c = Connection::get();
   if (c == nullptr) return result(kNotInitialized);
   std::uint64_t id = 0;
-  {
-    std::lock_guard guard(g_lock);
-    const Function* f = find_function(function);
-    if (f == nullptr) return result(kInvalidHandle);
-    id = f->id;
-  }
+  if (const CUresult r = function_id(function, id); r != kSuccess) return result(r);
   return result(ops::request<wire::RequestKind::kFuncSetAttribute>(*c, wire::FuncAttributeRequest{id, attribute, value}));
 }
 
@@ -406,12 +403,7 @@ CUresult cuFuncSetCacheConfig(CUfunction function, int config) {
   Connection* c = Connection::get();
   if (c == nullptr) return result(kNotInitialized);
   std::uint64_t id = 0;
-  {
-    std::lock_guard guard(g_lock);
-    const Function* f = find_function(function);
-    if (f == nullptr) return result(kInvalidHandle);
-    id = f->id;
-  }
+  if (const CUresult r = function_id(function, id); r != kSuccess) return result(r);
   return result(ops::request<wire::RequestKind::kFuncSetCacheConfig>(*c, wire::FuncAttributeRequest{id, 0, config}));
 }
 
@@ -443,12 +435,7 @@ CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, CUfunction fun
   Connection* c = nullptr;
   if (const CUresult r = enter(c); r != kSuccess) return result(r);
   std::uint64_t id = 0;
-  {
-    std::lock_guard guard(g_lock);
-    const Function* f = find_function(function);
-    if (f == nullptr) return result(kInvalidHandle);
-    id = f->id;
-  }
+  if (const CUresult r = function_id(function, id); r != kSuccess) return result(r);
   std::int32_t reply = 0;
   const CUresult r = ops::request<wire::RequestKind::kOccupancy>(
       *c, wire::OccupancyRequest{id, block_size, 0, shared_bytes}, &reply);
@@ -481,21 +468,10 @@ CUresult cuLaunchKernelEx(const cuda::CUlaunchConfig* config, CUfunction functio
   if (config == nullptr || (config->numAttrs != 0 && config->attrs == nullptr)) return result(kInvalidValue);
   std::uint8_t flags = 0;
   for (unsigned i = 0; i < config->numAttrs; ++i) {
-    const cuda::CUlaunchAttribute& a = config->attrs[i];
-    switch (a.id) {
-      case cuda::CU_LAUNCH_ATTRIBUTE_IGNORE:
-      case cuda::CU_LAUNCH_ATTRIBUTE_PRIORITY:
-        break;
-      case cuda::CU_LAUNCH_ATTRIBUTE_COOPERATIVE:
-        if (a.value.cooperative != 0) flags |= wire::kLaunchCooperative;
-        break;
-      case cuda::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION:
-        if (a.value.programmaticStreamSerializationAllowed != 0) flags |= wire::kLaunchProgrammaticSerialization;
-        break;
-      default:
-        log_unsupported("cuLaunchKernelEx with a launch attribute other than cooperative, "
-                                       "programmatic stream serialization or priority");
-        return result(kNotSupported);
+    if (!ops::add_launch_attribute(config->attrs[i].id, config->attrs[i].value.cooperative, flags)) {
+      log_unsupported("cuLaunchKernelEx with a launch attribute other than cooperative, programmatic stream "
+                      "serialization or priority");
+      return result(kNotSupported);
     }
   }
   const unsigned grid[3] = {config->gridDimX, config->gridDimY, config->gridDimZ};

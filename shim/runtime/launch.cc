@@ -163,21 +163,10 @@ Error launch_flags(const cudart::cudaLaunchConfig_t& config, std::uint8_t& flags
   if (config.numAttrs != 0 && config.attrs == nullptr) return record(kErrorInvalidValue);
   flags = 0;
   for (unsigned i = 0; i < config.numAttrs; ++i) {
-    const cudart::cudaLaunchAttribute& a = config.attrs[i];
-    switch (a.id) {
-      case cudart::cudaLaunchAttributeIgnore:
-      case cudart::cudaLaunchAttributePriority:
-        break;
-      case cudart::cudaLaunchAttributeCooperative:
-        if (a.val.cooperative != 0) flags |= wire::kLaunchCooperative;
-        break;
-      case cudart::cudaLaunchAttributeProgrammaticStreamSerialization:
-        if (a.val.programmaticStreamSerializationAllowed != 0) flags |= wire::kLaunchProgrammaticSerialization;
-        break;
-      default:
-        gpubroker_log_unsupported_once("cudaLaunchKernelExC with a launch attribute other than cooperative, "
-                                       "programmatic stream serialization or priority");
-        return record(kErrorNotSupported);
+    if (!shim::ops::add_launch_attribute(config.attrs[i].id, config.attrs[i].val.cooperative, flags)) {
+      gpubroker_log_unsupported_once("cudaLaunchKernelExC with a launch attribute other than cooperative, "
+                                     "programmatic stream serialization or priority");
+      return record(kErrorNotSupported);
     }
   }
   return kSuccess;

@@ -179,6 +179,31 @@ int main(int argc, char** argv) {
   int threads = 0;
   DRV(cuFuncGetAttribute(&threads, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, add));
   expect(threads > 0, "cuFuncGetAttribute answers the function's block limit");
+  {
+    CUdeviceptr out = 0;
+    DRV(cuMemAlloc(&out, 64 * sizeof(float)));
+    int n = 64;
+    void* params[] = {&out, &out, &out, &n};
+    CUlaunchAttribute attribute = {};
+    attribute.id = CU_LAUNCH_ATTRIBUTE_PRIORITY;
+    attribute.value.priority = -1;
+    CUlaunchConfig config = {};
+    config.gridDimX = config.gridDimY = config.gridDimZ = 1;
+    config.blockDimX = 64;
+    config.blockDimY = config.blockDimZ = 1;
+    config.hStream = stream;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    DRV(cuMemsetD8Async(out, 0, 64 * sizeof(float), stream));
+    DRV(cuLaunchKernelEx(&config, add, params, nullptr));
+    DRV(cuStreamSynchronize(stream));
+    attribute.id = CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+    attribute.value.clusterDim.x = 2;
+    attribute.value.clusterDim.y = attribute.value.clusterDim.z = 1;
+    expect(cuLaunchKernelEx(&config, add, params, nullptr) == CUDA_ERROR_NOT_SUPPORTED,
+           "cuLaunchKernelEx runs with a priority and refuses a cluster it cannot carry");
+    DRV(cuMemFree(out));
+  }
   DRV(cuModuleUnload(ptx));
   expect(cuModuleUnload(ptx) == CUDA_ERROR_INVALID_HANDLE, "an unloaded module is an invalid handle");
 
