@@ -72,14 +72,17 @@ std::int32_t traced_status(const ipc::Result<Answer<Reply>>& answer) {
 inline std::int32_t traced_status(const ipc::Result<void>& posted) { return posted ? 0 : -1; }
 
 // Sends by `send` and, when tracing, records the request (its kind, the first words of its
-// payload, its status and time) as a call answered by the broker.
+// payload, its status and time) as a call answered by the broker. The first request of a traced
+// entry point is folded into the entry point's own record (one record and two clock reads fewer
+// for the common call that sends one request); a later one, or one sent outside any entry point,
+// gets a record of its own.
 template <wire::RequestKind Kind, class Send>
 auto traced(std::span<const std::byte> payload, Send&& send) {
   if (!trace::enabled()) return send();
+  const auto kind = static_cast<std::uint16_t>(Kind);
+  if (trace::EntryScope::note_request(kind, payload.data(), payload.size())) return send();
   const std::uint64_t start = trace::now_ns();
   auto result = send();
-  const auto kind = static_cast<std::uint16_t>(Kind);
-  trace::EntryScope::note_request(kind, payload.data(), payload.size());
   trace::record_call(kKindNames[kind], trace::Library::kRequest, trace::Where::kBroker, start, traced_status(result), kind,
                      payload.data(), payload.size());
   return result;

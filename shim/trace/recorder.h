@@ -17,15 +17,42 @@
 
 // Read on every call: a plain bool, written once before any shim call can run.
 extern "C" bool g_trace_enabled;
+// Whether the trace's clock is the CPU's time-stamp counter, scaled to CLOCK_MONOTONIC
+// nanoseconds (set with the calibration below when tracing starts on a CPU whose counter is
+// constant and non-stop; the bench flips it to compare with clock_gettime in one run).
+extern "C" bool g_trace_tsc;
 
 namespace gpubroker::trace {
 
 inline bool enabled() { return __builtin_expect(g_trace_enabled, false); }
 
-inline std::uint64_t now_ns() {
+inline std::uint64_t monotonic_ns() {
   timespec t{};
   clock_gettime(CLOCK_MONOTONIC, &t);  // vDSO: no system call
   return static_cast<std::uint64_t>(t.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(t.tv_nsec);
+}
+
+// The TSC's calibration: CLOCK_MONOTONIC at `base_ticks` was `base_ns`; a tick is
+// `ns_per_tick_q32 / 2^32` ns. Written once, when tracing starts.
+struct TscScale {
+  std::uint64_t base_ticks;
+  std::uint64_t base_ns;
+  std::uint64_t ns_per_tick_q32;
+};
+extern "C" TscScale g_trace_tsc_scale;
+
+// The trace's clock, in CLOCK_MONOTONIC nanoseconds: a time-stamp counter read and a multiply
+// where the CPU allows (about a third of clock_gettime's cost; a traced call reads it four
+// times), clock_gettime otherwise.
+inline std::uint64_t now_ns() {
+#if defined(__x86_64__)
+  if (__builtin_expect(g_trace_tsc, true)) {
+    const TscScale& s = g_trace_tsc_scale;
+    const std::uint64_t ticks = __builtin_ia32_rdtsc() - s.base_ticks;
+    return s.base_ns + static_cast<std::uint64_t>((static_cast<unsigned __int128>(ticks) * s.ns_per_tick_q32) >> 32);
+  }
+#endif
+  return monotonic_ns();
 }
 
 // A record as the hot path keeps it: the function's name by pointer (a string literal or
@@ -65,6 +92,12 @@ inline void record_call(const char* function, Library library, Where where, std:
   append(r);
 }
 
+class EntryScope;
+// The calling thread's open entry point: one slot per thread for every shim of the process
+// (defined once, in libgpubroker-client.so; an inline variable would be one per library, and a
+// runtime entry point would not see the request that the client library's operations send).
+EntryScope*& open_entry() noexcept;
+
 // One entry point's call, recorded when it returns: constructed at the top of the entry point
 // (GPUBROKER_TRACE_ENTRY), it notes the result the call reports (note_result, from the shim's
 // error recording) and whether a request went to the broker (note_request, from calls.h). Only
@@ -72,8 +105,11 @@ inline void record_call(const char* function, Library library, Where where, std:
 class EntryScope {
  public:
   EntryScope(const char* function, Library library) noexcept {
-    if (!enabled() || t_open != nullptr) return;
-    t_open = this;
+    if (!enabled()) return;
+    EntryScope*& open = open_entry();
+    if (open != nullptr) return;
+    open = this;
+    opened_ = true;
     function_ = function;
     library_ = library;
     start_ns_ = now_ns();
@@ -81,27 +117,30 @@ class EntryScope {
   EntryScope(const EntryScope&) = delete;
   EntryScope& operator=(const EntryScope&) = delete;
   ~EntryScope() {
-    if (t_open != this) return;
-    t_open = nullptr;
+    if (!opened_) return;  // with tracing off: this branch, and nothing else
+    open_entry() = nullptr;
     record_call(function_, library_, broker_ ? Where::kBroker : Where::kLocal, start_ns_, result_, kind_, args_, sizeof args_);
   }
 
   // The status the open entry point of this thread returns (the last one noted wins).
   static void note_result(std::int32_t result) noexcept {
-    if (t_open != nullptr) t_open->result_ = result;
+    if (!enabled()) return;
+    if (EntryScope* open = open_entry()) open->result_ = result;
   }
-  // A request the open entry point sent: its kind and payload's first words become the call's.
-  static void note_request(std::uint16_t kind, const void* payload, std::size_t bytes) noexcept {
-    EntryScope* open = t_open;
-    if (open == nullptr) return;
+  // A request the calling thread's open entry point sends: the first one's kind and payload's
+  // first words become the call's, and its record is the call's (true: the caller records
+  // nothing more). False for a later request, or outside any entry point.
+  static bool note_request(std::uint16_t kind, const void* payload, std::size_t bytes) noexcept {
+    EntryScope* open = open_entry();
+    if (open == nullptr || open->broker_) return false;
     open->broker_ = true;
     open->kind_ = kind;
     std::memset(open->args_, 0, sizeof open->args_);
     if (bytes != 0) std::memcpy(open->args_, payload, bytes < sizeof open->args_ ? bytes : sizeof open->args_);
+    return true;
   }
 
  private:
-  static inline thread_local EntryScope* t_open = nullptr;
   const char* function_ = nullptr;
   std::uint64_t start_ns_ = 0;
   std::uint64_t args_[4] = {};
@@ -109,6 +148,7 @@ class EntryScope {
   std::uint16_t kind_ = 0;
   Library library_ = Library::kRuntime;
   bool broker_ = false;
+  bool opened_ = false;  // this scope holds the thread's slot
 };
 
 }  // namespace gpubroker::trace

@@ -116,19 +116,26 @@ int run_runtime_bench(int argc, char** argv) {
   void* loaded = ::dlopen(shim.c_str(), RTLD_NOW | RTLD_NOLOAD | RTLD_LOCAL);
   bool* trace_enabled = loaded == nullptr ? nullptr : static_cast<bool*>(::dlsym(loaded, "g_trace_enabled"));
   if (trace_enabled == nullptr) die("the shim has no call trace (g_trace_enabled)");
+  // The trace's clock: the TSC where the recorder calibrated it, else clock_gettime. Where it is
+  // the TSC, a third kind of block traces with clock_gettime, to show what the TSC saves.
+  bool* trace_tsc = static_cast<bool*>(::dlsym(loaded, "g_trace_tsc"));
+  const bool tsc = trace_tsc != nullptr && *trace_tsc;
 
   // Synchronous null calls, with the trace off and on in alternating blocks (after a warm-up).
   *trace_enabled = false;
   if (rt.stream_query(nullptr) != 0) die("cudaStreamQuery failed: is the broker up?");
   for (std::size_t i = 0; i < calls / 10; ++i) rt.stream_query(nullptr);
-  std::vector<double> samples, traced_samples;
+  std::vector<double> samples, traced_samples, traced_monotonic_samples;
   samples.reserve(calls);
   traced_samples.reserve(calls);
+  traced_monotonic_samples.reserve(calls);
   constexpr std::size_t kBlock = 1000;
-  for (std::size_t block = 0; block < 2 * calls / kBlock; ++block) {
-    const bool on = block % 2 == 1;
-    *trace_enabled = on;
-    std::vector<double>& into = on ? traced_samples : samples;
+  const std::size_t kinds = tsc ? 3 : 2;  // off, on, and on with clock_gettime
+  for (std::size_t block = 0; block < kinds * calls / kBlock; ++block) {
+    const std::size_t kind = block % kinds;
+    *trace_enabled = kind != 0;
+    if (tsc) *trace_tsc = kind != 2;
+    std::vector<double>& into = kind == 0 ? samples : kind == 1 ? traced_samples : traced_monotonic_samples;
     for (std::size_t i = 0; i < kBlock; ++i) {
       const std::int64_t t0 = monotonic_ns();
       rt.stream_query(nullptr);
@@ -136,10 +143,12 @@ int run_runtime_bench(int argc, char** argv) {
     }
   }
   *trace_enabled = false;
+  if (tsc) *trace_tsc = true;
   std::error_code ignored;
   std::filesystem::remove_all(trace_dir, ignored);
   const Percentiles sync = percentiles(samples);
   const Percentiles traced = percentiles(traced_samples);
+  const Percentiles traced_monotonic = tsc ? percentiles(traced_monotonic_samples) : traced;
 
   // 64 MiB copies, pageable and pinned, and the memcpy baseline.
   constexpr std::size_t kBytes = 64ull << 20;
@@ -171,6 +180,7 @@ int run_runtime_bench(int argc, char** argv) {
   report.latency("sync_call_ns", sync);
   report.latency("sync_call_traced_ns", traced);
   report.number("trace_added_p50_ns", traced.p50 - sync.p50);
+  if (tsc) report.number("trace_added_p50_ns_clock_gettime", traced_monotonic.p50 - sync.p50);
   report.number("h2d_pageable_gbps", h2d_pageable);
   report.number("d2h_pageable_gbps", d2h_pageable);
   report.number("h2d_pinned_gbps", h2d_pinned);
@@ -190,6 +200,9 @@ int run_runtime_bench(int argc, char** argv) {
              sync.p99, sync.p999);
   fmt::print("  with the call trace on (same run, alternating blocks): p50 {:.0f} ns, p99 {:.0f} ns: {:+.0f} ns at p50 ({:.3f}x)\n",
              traced.p50, traced.p99, traced.p50 - sync.p50, traced.p50 / sync.p50);
+  fmt::print("    the trace's clock: {}\n", tsc ? fmt::format("the TSC; with clock_gettime instead (same run): p50 {:.0f} ns: {:+.0f} ns at p50",
+                                                              traced_monotonic.p50, traced_monotonic.p50 - sync.p50)
+                                                : std::string("clock_gettime (no constant, non-stop TSC here)"));
   fmt::print("cudaMemcpy 64 MiB x {}:\n", repeats);
   fmt::print("  pageable  H2D {:6.2f} GB/s ({:.2f}x memcpy)   D2H {:6.2f} GB/s ({:.2f}x memcpy)\n", h2d_pageable,
              h2d_pageable / memcpy_gbps, d2h_pageable, d2h_pageable / memcpy_gbps);

@@ -129,7 +129,8 @@ std::string arguments_text(const trace::Record& r) {
   return fmt::format("{}: {:#x}, {:#x}, {:#x}, {:#x}", kind, r.args[0], r.args[1], r.args[2], r.args[3]);
 }
 
-// Requests are printed under the entry point that sent them (indented), calls at the margin.
+// Calls at the margin, with the first request each sent (folded into its record by the shim);
+// further requests of a call are printed under it, indented.
 void print_lines(const std::vector<Process>& processes) {
   for (const Process& p : processes) {
     for (const trace::Record& r : p.records) {
@@ -230,7 +231,11 @@ void print_chrome(const std::vector<Process>& processes) {
         first_call = false;
         events.push_back(fmt::format(R"({{"name":"first call: {}","ph":"i","s":"t","ts":{},"pid":{},"tid":{}}})", r.function, us(r.start_ns), pid, r.tid));
       }
-      if (first_kernel && request && std::strstr(r.function, "Launch") != nullptr) {
+      // A launch is a request record of its own, or the first request of the call that sent it.
+      const char* sent = request ? r.function
+                         : r.where == trace::Where::kBroker && r.kind < std::size(kKindNames) ? kKindNames[r.kind]
+                                                                                              : "";
+      if (first_kernel && std::strstr(sent, "Launch") != nullptr) {
         first_kernel = false;
         events.push_back(fmt::format(R"({{"name":"first kernel launch","ph":"i","s":"p","ts":{},"pid":{},"tid":{}}})", us(r.start_ns), pid, r.tid));
       }
