@@ -166,7 +166,7 @@ int main(int argc, char** argv) {
       const std::int64_t start = timed ? ipc::monotonic_ns() : 0;
       auto handled = device_session->handle(session, request);
       const auto traffic = device_session->take_traffic();
-      writer->record_call(timed ? ipc::monotonic_ns() - start : -1, device_session->last_call_failed(),
+      writer->record_call(request.header.kind, timed ? ipc::monotonic_ns() - start : -1, device_session->last_call_failed(),
                           traffic.to_device, traffic.from_device, device_session->device_bytes(),
                           device_session->pinned_bytes());
       return handled;

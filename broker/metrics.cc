@@ -15,6 +15,7 @@
 #include <string_view>
 #include <vector>
 
+#include "gpubroker/calls/protocol.h"
 #include "ipc/log.h"
 
 namespace gpubroker::broker {
@@ -168,6 +169,18 @@ std::string prometheus_text(const monitor::Snapshot& snapshot, const char* versi
     // start time has no sum).
     if (view.others && !f.per_session_only) {
       out.sample(f.name, "session=\"others\",pid=\"\",program=\"\",abi=\"\"", f.value(*view.others));
+    }
+  }
+  // By request kind (the call table's names): what each runner asks of the broker. The sessions
+  // without a slot are counted in the totals above only.
+  out.family("gpubroker_session_calls_by_kind_total", "counter",
+             "Calls the broker handled for the session, by request kind (the call table's name).");
+  for (const auto& row : view.sessions) {
+    for (std::uint32_t kind = 0; kind < wire::kStatsKinds; ++kind) {
+      if (row.sample.calls_by_kind[kind] == 0) continue;
+      out.sample("gpubroker_session_calls_by_kind_total",
+                 session_labels(row.sample) + fmt::format(",kind=\"{}\"", wire::kind_name(kind)),
+                 static_cast<double>(row.sample.calls_by_kind[kind]));
     }
   }
   out.family("gpubroker_other_sessions", "gauge",

@@ -1,5 +1,7 @@
 #include "broker/stats.h"
 
+#include "gpubroker/calls/protocol.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -49,7 +51,10 @@ SessionStatsWriter::~SessionStatsWriter() {
   }
 }
 
-void SessionStatsWriter::record_call(std::int64_t handling_ns, bool failed, std::uint64_t bytes_to_device,
+// Every request kind has its counter in a session's slot.
+static_assert(static_cast<std::size_t>(wire::RequestKind::kCount) <= wire::kStatsKinds);
+
+void SessionStatsWriter::record_call(std::uint16_t kind, std::int64_t handling_ns, bool failed, std::uint64_t bytes_to_device,
                                      std::uint64_t bytes_from_device, std::uint64_t device_bytes,
                                      std::uint64_t pinned_bytes) {
   if (others_ != nullptr) {
@@ -73,6 +78,10 @@ void SessionStatsWriter::record_call(std::int64_t handling_ns, bool failed, std:
     s.device_bytes = device_bytes;
     s.pinned_bytes = pinned_bytes;
     if (timed) ++s.latency_buckets[bucket];
+    if (kind < wire::kStatsKinds) {
+      ++s.calls_by_kind[kind];
+      s.last_kind = kind;
+    }
   });
 }
 

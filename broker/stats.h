@@ -33,9 +33,10 @@ class SessionStatsWriter {
   SessionStatsWriter& operator=(SessionStatsWriter&&) = delete;
   ~SessionStatsWriter();  // marks the slot free, or takes the session's memory out of `others`
 
-  // One handled request: how long the broker spent on it (negative: not timed, not in the latency
-  // histogram) and what it moved.
-  void record_call(std::int64_t handling_ns, bool failed, std::uint64_t bytes_to_device,
+  // One handled request of `kind` (counted by kind in the slot; a session without a slot counts
+  // in the others' totals only): how long the broker spent on it (negative: not timed, not in
+  // the latency histogram) and what it moved.
+  void record_call(std::uint16_t kind, std::int64_t handling_ns, bool failed, std::uint64_t bytes_to_device,
                    std::uint64_t bytes_from_device, std::uint64_t device_bytes, std::uint64_t pinned_bytes);
 
  private:

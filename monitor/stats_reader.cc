@@ -188,6 +188,8 @@ Snapshot StatsFile::read() const {
     s.bytes_to_device = copy.bytes_to_device;
     s.bytes_from_device = copy.bytes_from_device;
     std::copy(std::begin(copy.latency_buckets), std::end(copy.latency_buckets), s.latency_buckets.begin());
+    s.last_kind = copy.last_kind;
+    std::copy(std::begin(copy.calls_by_kind), std::end(copy.calls_by_kind), s.calls_by_kind.begin());
     snapshot.sessions.push_back(std::move(s));
   }
   const wire::OtherSessions& others = stats_->others;
@@ -259,6 +261,15 @@ View derive(const Snapshot* previous, const Snapshot& current) {
                                                                 : std::span<const std::uint64_t>(s.latency_buckets);
     row.latency_p50_ns = latency_quantile_ns(histogram, 0.50);
     row.latency_p99_ns = latency_quantile_ns(histogram, 0.99);
+    std::vector<std::pair<std::uint32_t, std::uint64_t>> kinds;
+    for (std::uint32_t k = 0; k < wire::kStatsKinds; ++k) {
+      const std::uint64_t calls = s.calls_by_kind[k] >= was.calls_by_kind[k] ? s.calls_by_kind[k] - was.calls_by_kind[k] : 0;
+      if (calls != 0) kinds.emplace_back(k, calls);
+      row.kind_calls += calls;
+    }
+    std::sort(kinds.begin(), kinds.end(), [](const auto& a, const auto& b) { return a.second != b.second ? a.second > b.second : a.first < b.first; });
+    if (kinds.size() > 3) kinds.resize(3);
+    row.top_kinds = std::move(kinds);
     if (s.started_ns != 0) {
       row.age_seconds = std::max<double>(0.0, static_cast<double>(current.taken_realtime_ns - s.started_ns) / 1e9);
     }

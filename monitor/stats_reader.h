@@ -70,6 +70,8 @@ struct SessionSample {
   std::uint64_t bytes_to_device = 0;
   std::uint64_t bytes_from_device = 0;
   std::array<std::uint64_t, wire::kLatencyBuckets> latency_buckets{};
+  std::uint32_t last_kind = 0;  // the request kind of the latest call (0: none; others: none kept)
+  std::array<std::uint64_t, wire::kStatsKinds> calls_by_kind{};  // by request kind
 };
 
 // One consistent-enough reading of the whole file: each device block and each session slot is a
@@ -138,6 +140,10 @@ struct SessionRow {
   std::optional<double> latency_p50_ns;
   std::optional<double> latency_p99_ns;
   double age_seconds = 0;
+  // The request kinds the session called most in the interval (over its whole life on a first
+  // snapshot), at most three, most calls first: (kind, calls).
+  std::vector<std::pair<std::uint32_t, std::uint64_t>> top_kinds;
+  std::uint64_t kind_calls = 0;  // the calls of every kind in that same span
 };
 
 struct DeviceRow {

@@ -58,11 +58,6 @@ std::span<const std::byte> payload_bytes(const Payload& payload) {
   }
 }
 
-inline constexpr const char* kKindNames[] = {
-#define GPUBROKER_KIND_NAME(name, payload, reply, staging, posting, area, handler) #name,
-    GPUBROKER_ALL_CALLS(GPUBROKER_KIND_NAME)
-#undef GPUBROKER_KIND_NAME
-};
 
 // The status a trace records for an answer: the broker's, or -1 where the transport failed.
 template <class Reply>
@@ -83,7 +78,7 @@ auto traced(std::span<const std::byte> payload, Send&& send) {
   if (trace::EntryScope::note_request(kind, payload.data(), payload.size())) return send();
   const std::uint64_t start = trace::now_ns();
   auto result = send();
-  trace::record_call(kKindNames[kind], trace::Library::kRequest, trace::Where::kBroker, start, traced_status(result), kind,
+  trace::record_call(wire::kind_name(kind), trace::Library::kRequest, trace::Where::kBroker, start, traced_status(result), kind,
                      payload.data(), payload.size());
   return result;
 }

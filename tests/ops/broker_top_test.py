@@ -43,6 +43,10 @@ def once_shows_every_column_and_the_clients_row():
         check(fields[1] == "busy_client" and fields[2] == "13", "row: %s" % rows[0])
         check(fields[3] == "48M", "device memory shown as %s, not 48M" % fields[3])
         check(fields[5] not in ("0", "-"), "no calls/s while the client is busy: %s" % rows[0])
+        # The last call and the most called kinds of the interval, with their shares: "Kind; Kind 71% Kind 20%".
+        calls = re.search(r"([A-Z][A-Za-z]+); ((?:[A-Z][A-Za-z]+ \d+% ?){1,3})", rows[0])
+        check(calls is not None, "no last and most called calls in the row: %s" % rows[0])
+        check("LAST CALL, MOST CALLED" in screen, "no calls column")
         check(any(line.split()[:1] == ["TOTAL"] for line in screen.splitlines()), "no totals line")
         check("sim driver" in screen, "the title does not name the driver")
         check(client.stop() == 0, "client failed: %s" % client.lines)

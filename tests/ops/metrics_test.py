@@ -88,6 +88,13 @@ def scrape_parses_with_per_session_series():
             labels = [l for _, l, _ in families["gpubroker_session_device_memory_bytes"]["samples"] if l["pid"] == str(client.pid)]
             check(labels[0]["abi"] == "13" and labels[0]["session"].isdigit(), "labels %s" % labels)
             check(series(families, "gpubroker_session_calls_total", pid=client.pid)[0] > 0, "no calls counted")
+            # By request kind: every call counted under its kind's name, the kinds summing to the total.
+            by_kind = {l["kind"]: v for _, l, v in families["gpubroker_session_calls_by_kind_total"]["samples"]
+                       if l["pid"] == str(client.pid)}
+            total = series(families, "gpubroker_session_calls_total", pid=client.pid)[0]
+            check(by_kind.get("MemAlloc", 0) >= 1 and by_kind.get("CopyHostToDevice", 0) + by_kind.get("CopyArenaToDevice", 0) >= 1,
+                  "calls by kind %s" % by_kind)
+            check(sum(by_kind.values()) == total, "the kinds sum to %s, the total is %s" % (sum(by_kind.values()), total))
             check(series(families, "gpubroker_session_bytes_to_device_total", pid=client.pid)[0] > 0, "no H2D bytes")
             p50 = series(families, "gpubroker_session_call_latency_seconds", pid=client.pid, quantile="0.5")
             p99 = series(families, "gpubroker_session_call_latency_seconds", pid=client.pid, quantile="0.99")

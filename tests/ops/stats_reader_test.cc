@@ -67,6 +67,38 @@ TEST_CASE("rates come from two snapshots, and a session that opened between them
   CHECK(view.devices[0].free_bytes == 6 << 20);
 }
 
+TEST_CASE("a session's most called request kinds are those of the interval, most first, at most three",
+          "[ops][stats]") {
+  monitor::Snapshot before, after;
+  before.taken_monotonic_ns = 1'000'000'000;
+  after.taken_monotonic_ns = 2'000'000'000;
+  monitor::SessionSample s;
+  s.session_id = 3;
+  s.calls_by_kind[10] = 1000;  // called a lot before the interval, not in it
+  s.calls_by_kind[20] = 5;
+  before.sessions.push_back(s);
+  s.calls_by_kind[20] = 65;  // +60
+  s.calls_by_kind[30] = 30;  // +30
+  s.calls_by_kind[31] = 8;   // +8
+  s.calls_by_kind[32] = 2;   // +2: fourth, left out
+  s.last_kind = 31;
+  after.sessions.push_back(s);
+
+  const monitor::View view = monitor::derive(&before, after);
+  REQUIRE(view.sessions.size() == 1);
+  const auto& top = view.sessions[0].top_kinds;
+  REQUIRE(top.size() == 3);
+  CHECK(top[0] == std::pair<std::uint32_t, std::uint64_t>{20, 60});
+  CHECK(top[1] == std::pair<std::uint32_t, std::uint64_t>{30, 30});
+  CHECK(top[2] == std::pair<std::uint32_t, std::uint64_t>{31, 8});
+  CHECK(view.sessions[0].kind_calls == 100);
+  CHECK(view.sessions[0].sample.last_kind == 31);
+  // On a first snapshot, over the session's whole life.
+  const monitor::View first = monitor::derive(nullptr, after);
+  REQUIRE_FALSE(first.sessions[0].top_kinds.empty());
+  CHECK(first.sessions[0].top_kinds[0] == std::pair<std::uint32_t, std::uint64_t>{10, 1000});
+}
+
 TEST_CASE("program names from clients come out as valid UTF-8 without control characters", "[ops][stats]") {
   CHECK(monitor::printable_utf8("llama-server") == "llama-server");
   CHECK(monitor::printable_utf8("r\xc3\xa9sum\xc3\xa9") == "r\xc3\xa9sum\xc3\xa9");   // é kept

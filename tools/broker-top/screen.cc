@@ -6,6 +6,8 @@
 #include <fmt/format.h>
 #include <functional>
 
+#include "gpubroker/calls/protocol.h"
+
 namespace gpubroker::monitor {
 
 namespace {
@@ -30,6 +32,7 @@ constexpr std::array<ColumnSpec, static_cast<std::size_t>(Column::kCount)> kColu
     {"P99", '9', 8, false},
     {"ERRORS", 'e', 7, false},
     {"AGE", 'a', 7, false},
+    {"LAST CALL, MOST CALLED", 'l', 44, true},
 }};
 
 const ColumnSpec& spec(Column c) { return kColumns[static_cast<std::size_t>(c)]; }
@@ -51,6 +54,19 @@ std::string optional_rate(const std::optional<double>& value, bool bytes) {
 
 std::string optional_latency(const std::optional<double>& ns) { return ns ? human_latency(*ns) : "-"; }
 
+// The session's latest request kind, then the kinds it called most in the interval with their
+// share of its calls there: "Memset; LaunchKernel 71% MemcpyAsync 20%".
+std::string calls_text(const SessionRow& r) {
+  if (r.sample.last_kind == 0) return "-";
+  std::string text = wire::kind_name(r.sample.last_kind);
+  if (!r.top_kinds.empty()) text += ";";
+  for (const auto& [kind, calls] : r.top_kinds) {
+    text += fmt::format(" {} {:.0f}%", wire::kind_name(kind),
+                        100.0 * static_cast<double>(calls) / static_cast<double>(std::max<std::uint64_t>(r.kind_calls, 1)));
+  }
+  return text;
+}
+
 std::string cell(const SessionRow& r, Column c) {
   const SessionSample& s = r.sample;
   switch (c) {
@@ -66,6 +82,7 @@ std::string cell(const SessionRow& r, Column c) {
     case Column::kLatencyP99: return optional_latency(r.latency_p99_ns);
     case Column::kErrors: return std::to_string(s.errors);
     case Column::kAge: return human_age(r.age_seconds);
+    case Column::kCalls: return calls_text(r);
     case Column::kCount: break;
   }
   return "";
@@ -86,6 +103,7 @@ double numeric_key(const SessionRow& r, Column c) {
     case Column::kLatencyP99: return r.latency_p99_ns.value_or(-1);
     case Column::kErrors: return static_cast<double>(s.errors);
     case Column::kAge: return r.age_seconds;
+    case Column::kCalls: return r.top_kinds.empty() ? 0 : static_cast<double>(r.top_kinds.front().second);
     default: return 0;
   }
 }
@@ -106,7 +124,7 @@ Column column_for_key(int key) {
 const char* column_title(Column column) { return spec(column).title; }
 
 const char* sort_keys_help() {
-  return "sort: p pid  n program  b abi  m devmem  i pinned  c calls/s  h h2d/s  d d2h/s  5 p50  9 p99  e errors  a age  "
+  return "sort: p pid  n program  b abi  m devmem  i pinned  c calls/s  h h2d/s  d d2h/s  5 p50  9 p99  e errors  a age  l most called  "
          "< > move  r reverse  q quit";
 }
 

@@ -14,7 +14,7 @@ namespace gpubroker::monitor {
 
 // The session table's columns, in screen order.
 enum class Column : int { kPid, kProgram, kAbi, kDeviceMemory, kPinned, kCallsPerSecond, kToDevice, kFromDevice,
-                          kLatencyP50, kLatencyP99, kErrors, kAge, kCount };
+                          kLatencyP50, kLatencyP99, kErrors, kAge, kCalls, kCount };
 
 struct SortOrder {
   Column column = Column::kDeviceMemory;

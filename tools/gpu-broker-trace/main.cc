@@ -109,12 +109,6 @@ const char* where_name(trace::Where where) {
   return "?";
 }
 
-constexpr const char* kKindNames[] = {
-#define GPUBROKER_KIND_NAME(name, payload, reply, staging, posting, area, handler) #name,
-    GPUBROKER_ALL_CALLS(GPUBROKER_KIND_NAME)
-#undef GPUBROKER_KIND_NAME
-};
-
 std::string duration_text(std::uint64_t ns) {
   if (ns < 10'000) return fmt::format("{:.1f}us", static_cast<double>(ns) / 1e3);
   if (ns < 10'000'000) return fmt::format("{:.0f}us", static_cast<double>(ns) / 1e3);
@@ -125,7 +119,7 @@ std::string duration_text(std::uint64_t ns) {
 // words), for a call that sent one.
 std::string arguments_text(const trace::Record& r) {
   if (r.where != trace::Where::kBroker) return "";
-  const char* kind = r.kind < std::size(kKindNames) ? kKindNames[r.kind] : "?";
+  const char* kind = gpubroker::wire::kind_name(r.kind);
   return fmt::format("{}: {:#x}, {:#x}, {:#x}, {:#x}", kind, r.args[0], r.args[1], r.args[2], r.args[3]);
 }
 
@@ -233,8 +227,8 @@ void print_chrome(const std::vector<Process>& processes) {
       }
       // A launch is a request record of its own, or the first request of the call that sent it.
       const char* sent = request ? r.function
-                         : r.where == trace::Where::kBroker && r.kind < std::size(kKindNames) ? kKindNames[r.kind]
-                                                                                              : "";
+                         : r.where == trace::Where::kBroker ? gpubroker::wire::kind_name(r.kind)
+                                                                            : "";
       if (first_kernel && std::strstr(sent, "Launch") != nullptr) {
         first_kernel = false;
         events.push_back(fmt::format(R"({{"name":"first kernel launch","ph":"i","s":"p","ts":{},"pid":{},"tid":{}}})", us(r.start_ns), pid, r.tid));

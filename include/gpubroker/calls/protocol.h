@@ -13,6 +13,8 @@
 // different tables refuse each other at the handshake instead of misreading requests.
 #pragma once
 
+#include <iterator>
+
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -41,6 +43,17 @@ enum class RequestKind : std::uint16_t {
                 #name " is numbered as the transport numbers it");
 GPUBROKER_TRANSPORT_CALLS(GPUBROKER_SAME_NUMBER)
 #undef GPUBROKER_SAME_NUMBER
+
+// A kind's name as the call table spells it ("MemAlloc"), or "?" for a value outside the table:
+// for traces, logs and monitors.
+inline constexpr const char* kKindNames[] = {
+#define GPUBROKER_KIND_NAME(name, payload, reply, staging, posting, area, handler) #name,
+    GPUBROKER_ALL_CALLS(GPUBROKER_KIND_NAME)
+#undef GPUBROKER_KIND_NAME
+};
+constexpr const char* kind_name(std::uint32_t kind) {
+  return kind < std::size(kKindNames) ? kKindNames[kind] : "?";
+}
 
 // The first kind a broker serves with the device; the ones before it are the transport's.
 inline constexpr RequestKind kFirstDeviceKind = RequestKind::kMemAlloc;

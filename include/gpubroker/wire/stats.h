@@ -17,9 +17,12 @@
 namespace gpubroker::wire {
 
 inline constexpr std::uint64_t kStatsMagic = 0x7374617473627067ull;  // "gpbstats"
-inline constexpr std::uint32_t kStatsVersion = 2;
+inline constexpr std::uint32_t kStatsVersion = 3;
 inline constexpr std::uint32_t kStatsSessionSlots = 256;
 inline constexpr std::uint32_t kLatencyBuckets = 32;  // bucket i: [2^i, 2^(i+1)) ns of handling time
+// Per-session call counts by request kind (the CUDA half's RequestKind values; the broker checks
+// that every kind fits).
+inline constexpr std::uint32_t kStatsKinds = 96;
 
 struct StatsHeader {
   std::uint64_t magic;
@@ -67,6 +70,9 @@ struct SessionStats {
   std::uint64_t bytes_from_device;
   // The broker's handling time of every synchronous request and of one posted request in 64.
   std::uint64_t latency_buckets[kLatencyBuckets];
+  std::uint32_t last_kind;  // the request kind of the latest call (0: none yet)
+  std::uint32_t reserved;
+  std::uint64_t calls_by_kind[kStatsKinds];  // indexed by request kind
 };
 
 // The sessions that found every slot taken, summed: they are counted here instead of being left
