@@ -1365,7 +1365,7 @@ GPUBROKER_SIM_API CUresult cuEventQuery(CUevent event_handle) {
     std::shared_ptr<Event> event = find_event(event_handle);
     if (event == nullptr) return CUDA_ERROR_INVALID_HANDLE;
     Event::State state = event->state();
-    return state.completed >= state.recorded ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
+    return state.completed >= state.recorded ? state.fault : CUDA_ERROR_NOT_READY;
   });
 }
 
@@ -1375,7 +1375,7 @@ GPUBROKER_SIM_API CUresult cuEventSynchronize(CUevent event_handle) {
     std::shared_ptr<Event> event = find_event(event_handle);
     if (event == nullptr) return CUDA_ERROR_INVALID_HANDLE;
     event->wait(event->latest_record());
-    return CUDA_SUCCESS;
+    return event->state().fault;
   });
 }
 

@@ -21,12 +21,13 @@ std::uint64_t Event::latest_record() const {
   return state_.recorded;
 }
 
-void Event::complete(std::uint64_t generation) {
+void Event::complete(std::uint64_t generation, cuda::CUresult fault) {
   {
     std::lock_guard lock(mutex_);
     if (generation > state_.completed) {
       state_.completed = generation;
       state_.completed_at = std::chrono::steady_clock::now();
+      state_.fault = fault;
     }
   }
   completed_changed_.notify_all();

@@ -84,8 +84,10 @@ class Event {
   std::uint64_t begin_record();
   // The generation a wait enqueued now must wait for (0: never recorded, nothing to wait for).
   [[nodiscard]] std::uint64_t latest_record() const;
-  // Called by the worker that executes the record.
-  void complete(std::uint64_t generation);
+  // Called by the worker that executes the record; `fault` is the recording stream's error (a
+  // kernel before the record faulted), which the event then reports as a poisoned CUDA context's
+  // events do: cuEventQuery and cuEventSynchronize return it.
+  void complete(std::uint64_t generation, cuda::CUresult fault = cuda::CUDA_SUCCESS);
   // Blocks until `generation` has completed.
   void wait(std::uint64_t generation);
 
@@ -93,6 +95,7 @@ class Event {
     std::uint64_t recorded = 0;
     std::uint64_t completed = 0;
     std::chrono::steady_clock::time_point completed_at{};
+    cuda::CUresult fault = cuda::CUDA_SUCCESS;  // of the stream the completed record ran on
   };
   [[nodiscard]] State state() const;
 

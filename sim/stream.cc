@@ -23,10 +23,10 @@ void Stream::run() {
     Operation operation = std::move(queue_.front());
     queue_.pop_front();
     const bool faulted = error_ != cuda::CUDA_SUCCESS;
-    if (std::holds_alternative<EventRecordOp>(operation)) {
+    if (const auto* record = std::get_if<EventRecordOp>(&operation)) {
       // Completed together with the stream's count, under its lock: once the event reports the
-      // stream's work done, a query of the stream agrees (and the other way round).
-      (void)execute(operation, faulted);
+      // stream's work done, a query of the stream agrees (and the other way round), fault included.
+      record->event->complete(record->generation, error_);
       ++completed_;
       work_done_.notify_all();
       continue;

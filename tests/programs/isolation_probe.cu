@@ -73,9 +73,17 @@ int probe(const char* address_text, const std::string& expect) {
   if (cudaError_t e = cudaMalloc(&mine, kWords * sizeof(int)); e != cudaSuccess) return fail("cudaMalloc", e);
   if (cudaError_t e = cudaMemset(mine, 0, kWords * sizeof(int)); e != cudaSuccess) return fail("cudaMemset", e);
   copy_words<<<4, 256>>>(mine, theirs, kWords);
+  const cudaError_t launched = cudaGetLastError();
+  if (launched != cudaSuccess) return fail("the launch", launched);
   const cudaError_t ran = cudaDeviceSynchronize();
   if (expect == "fault") {
-    if (ran != cudaErrorIllegalAddress) return fail("a kernel reading another user's buffer (expected a fault)", ran);
+    if (ran != cudaErrorIllegalAddress) {
+      // Say what the kernel did: read the secret (a breach) or left the buffer as it was.
+      const bool read = cudaMemcpy(back.data(), mine, kWords * sizeof(int), cudaMemcpyDeviceToHost) == cudaSuccess &&
+                        holds_secret(back);
+      std::printf("the prober's buffer afterwards %s\n", read ? "HOLDS THE SECRET" : "does not hold the secret");
+      return fail("a kernel reading another user's buffer (expected a fault)", ran);
+    }
     std::printf("probe: the kernel faulted (%s) in the prober's own context\n", cudaGetErrorName(ran));
     return 0;
   }

@@ -1233,6 +1233,39 @@ TEST_CASE("an error returned by a kernel implementation is reported by the strea
   require_nothing_left(before);
 }
 
+// The broker waits for a session's streams with events (its completion poller): an event recorded
+// behind a kernel that then faults must report the fault, as an event of a poisoned CUDA context
+// does, or a cudaDeviceSynchronize answered by it says success (a flaky isolation test found it).
+TEST_CASE("an event recorded behind a kernel that faults reports the fault", "[sim][module][launch][nvcc]") {
+  SKIP_WITHOUT_IMAGES();
+  const GpubrokerSimCounters before = counters();
+  DriverTable& cu = sim().cu;
+  std::vector<unsigned char> image = read_file(image_path("sim_kernels_sm90.fatbin"));
+  CUmodule module = nullptr;
+  REQUIRE(cu.module_load_data(&module, image.data()) == CUDA_SUCCESS);
+  CUfunction fail_with = get_function(module, "_Z9fail_withi");
+  CUstream stream = make_stream();
+  // Everything below is queued before any of it runs: the host function holds the stream.
+  std::atomic<bool> release{false};
+  REQUIRE(cu.launch_host_func(stream, [](void* flag) { while (!static_cast<std::atomic<bool>*>(flag)->load()) std::this_thread::yield(); },
+                              &release) == CUDA_SUCCESS);
+  int code = CUDA_ERROR_ILLEGAL_ADDRESS;
+  void* params[] = {&code};
+  REQUIRE(cu.launch_kernel(fail_with, 1, 1, 1, 1, 1, 1, 0, stream, params, nullptr) == CUDA_SUCCESS);
+  CUevent event = nullptr;
+  REQUIRE(cu.event_create(&event, CU_EVENT_DISABLE_TIMING) == CUDA_SUCCESS);
+  REQUIRE(cu.event_record(event, stream) == CUDA_SUCCESS);
+  CHECK(cu.event_query(event) == CUDA_ERROR_NOT_READY);
+  release = true;
+  CHECK(cu.event_synchronize(event) == CUDA_ERROR_ILLEGAL_ADDRESS);
+  CHECK(cu.event_query(event) == CUDA_ERROR_ILLEGAL_ADDRESS);
+  CHECK(cu.stream_synchronize(stream) == CUDA_ERROR_ILLEGAL_ADDRESS);
+  REQUIRE(cu.event_destroy(event) == CUDA_SUCCESS);
+  REQUIRE(cu.stream_destroy(stream) == CUDA_SUCCESS);
+  REQUIRE(cu.module_unload(module) == CUDA_SUCCESS);
+  require_nothing_left(before);
+}
+
 TEST_CASE("module introspection: parameter info, function attributes, occupancy and device globals",
           "[sim][module][nvcc]") {
   SKIP_WITHOUT_IMAGES();
