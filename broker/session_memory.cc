@@ -126,12 +126,21 @@ Outcome<wire::MemInfoResult> SessionMemory::info(CallContext&, const wire::Devic
   return answer(r, info);
 }
 
+// Bytes, or 16- or 32-bit words (aligned, a whole number of them), in memory the session owns.
 Outcome<wire::NoReply> SessionMemory::memset(CallContext&, const wire::MemsetRequest& m) {
+  const std::uint32_t element = m.element_bytes == 0 ? 1 : m.element_bytes;
+  if (element != 1 && element != 2 && element != 4) return CallError{CUDA_ERROR_INVALID_VALUE};
+  if (m.pointer % element != 0 || m.bytes % element != 0) return CallError{CUDA_ERROR_INVALID_VALUE};
   if (!session_.owns_range(m.pointer, m.bytes)) return CallError{CUDA_ERROR_INVALID_VALUE};
   auto stream = session_.streams().stream_for(m.stream);
   if (!stream) return stream.error();
   const auto [handle, context] = stream.value();
-  return answer(context->memset_d8_async(m.pointer, static_cast<unsigned char>(m.value), m.bytes, handle));
+  const std::size_t count = m.bytes / element;
+  switch (element) {
+    case 2: return answer(context->memset_d16_async(m.pointer, static_cast<unsigned short>(m.value), count, handle));
+    case 4: return answer(context->memset_d32_async(m.pointer, m.value, count, handle));
+    default: return answer(context->memset_d8_async(m.pointer, static_cast<unsigned char>(m.value), count, handle));
+  }
 }
 
 Outcome<wire::NoReply> SessionMemory::copy_device(CallContext&, const wire::CopyRequest& c) {

@@ -471,7 +471,7 @@ bool graph_ranges_valid_locked(const Graph& graph) {
       for (const DeviceRange& range : copy->device_ranges)
         if (range.bytes != 0 && !device_range_valid_locked(range.begin, range.bytes, false)) return false;
     } else if (const auto* memset = std::get_if<MemsetOp>(&node)) {
-      if (!device_range_valid_locked(reinterpret_cast<std::uintptr_t>(memset->destination), memset->count, true))
+      if (!device_range_valid_locked(reinterpret_cast<std::uintptr_t>(memset->destination), memset->bytes(), true))
         return false;
     }
   }
@@ -979,16 +979,39 @@ GPUBROKER_SIM_API CUresult cuMemcpy2DAsync_v2(const CUDA_MEMCPY2D* copy, CUstrea
   });
 }
 
-GPUBROKER_SIM_API CUresult cuMemsetD8Async(CUdeviceptr destination, unsigned char value, std::size_t count,
-                                           CUstream stream_handle) {
+namespace {
+
+// cuMemsetD8/16/32Async: `count` elements of `element_bytes`, the destination aligned to one.
+CUresult memset_async(CUdeviceptr destination, std::uint32_t value, std::size_t count, std::uint32_t element_bytes,
+                      CUstream stream_handle) {
   return guarded([&] {
     if (!initialized()) return CUDA_ERROR_NOT_INITIALIZED;
-    if (!device_range_valid(destination, count, true)) return CUDA_ERROR_INVALID_VALUE;
+    std::size_t bytes = 0;
+    if (__builtin_mul_overflow(count, element_bytes, &bytes) || destination % element_bytes != 0) {
+      return CUDA_ERROR_INVALID_VALUE;
+    }
+    if (!device_range_valid(destination, bytes, true)) return CUDA_ERROR_INVALID_VALUE;
     std::shared_ptr<Stream> stream;
     if (CUresult result = resolve_stream(stream_handle, &stream); result != CUDA_SUCCESS) return result;
     if (count == 0) return CUDA_SUCCESS;
-    return stream->submit(Operation{MemsetOp{reinterpret_cast<unsigned char*>(destination), value, count}});
+    return stream->submit(Operation{MemsetOp{reinterpret_cast<unsigned char*>(destination), value, count, element_bytes}});
   });
+}
+
+}  // namespace
+
+GPUBROKER_SIM_API CUresult cuMemsetD8Async(CUdeviceptr destination, unsigned char value, std::size_t count,
+                                           CUstream stream) {
+  return memset_async(destination, value, count, 1, stream);
+}
+
+GPUBROKER_SIM_API CUresult cuMemsetD16Async(CUdeviceptr destination, unsigned short value, std::size_t count,
+                                            CUstream stream) {
+  return memset_async(destination, value, count, 2, stream);
+}
+
+GPUBROKER_SIM_API CUresult cuMemsetD32Async(CUdeviceptr destination, unsigned value, std::size_t count, CUstream stream) {
+  return memset_async(destination, value, count, 4, stream);
 }
 
 // Registration is bookkeeping only: every host address is already usable by sim copies.
@@ -1637,8 +1660,8 @@ GPUBROKER_SIM_API CUresult cuGraphMemsetNodeGetParams(CUgraphNode node, CUDA_MEM
   const Operation* operation = node_locked(node);
   const auto* memset = operation != nullptr ? std::get_if<MemsetOp>(operation) : nullptr;
   if (memset == nullptr) return CUDA_ERROR_INVALID_VALUE;
-  *params = CUDA_MEMSET_NODE_PARAMS{reinterpret_cast<CUdeviceptr>(memset->destination), 0, memset->value, 1,
-                                    memset->count, 1};
+  *params = CUDA_MEMSET_NODE_PARAMS{reinterpret_cast<CUdeviceptr>(memset->destination), 0, memset->value,
+                                    memset->element_bytes, memset->count, 1};
   return CUDA_SUCCESS;
 }
 

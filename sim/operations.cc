@@ -66,8 +66,15 @@ struct Executor {
 
   cuda::CUresult operator()(const MemsetOp& memset) const {
     if (faulted) return cuda::CUDA_SUCCESS;
-    std::memset(memset.destination, memset.value, memset.count);
-    count(counters().bytes_memset, memset.count);
+    if (memset.element_bytes == 1) {
+      std::memset(memset.destination, static_cast<int>(memset.value & 0xff), memset.count);
+    } else {
+      // The element's bytes in memory order (little-endian, as the device's).
+      for (std::size_t i = 0; i < memset.count; ++i) {
+        std::memcpy(memset.destination + i * memset.element_bytes, &memset.value, memset.element_bytes);
+      }
+    }
+    count(counters().bytes_memset, memset.bytes());
     return cuda::CUDA_SUCCESS;
   }
 

@@ -42,10 +42,13 @@ struct CopyOp {
   DeviceRange device_ranges[2];
 };
 
+// `count` elements of `element_bytes` (1, 2 or 4) set to `value`'s low bytes (cuMemsetD8/16/32).
 struct MemsetOp {
   unsigned char* destination = nullptr;
-  unsigned char value = 0;
+  std::uint32_t value = 0;
   std::size_t count = 0;
+  std::uint32_t element_bytes = 1;
+  [[nodiscard]] std::size_t bytes() const { return count * element_bytes; }
 };
 
 // What a module knows of one kernel; shared by the function handle and every launch of it.

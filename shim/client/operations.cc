@@ -138,9 +138,12 @@ int copy(Connection& c, void* destination, const void* source, std::size_t bytes
   }
 }
 
-int memset(Connection& c, std::uint64_t pointer, std::uint32_t value, std::size_t bytes, std::uint64_t stream) {
+int memset(Connection& c, std::uint64_t pointer, std::uint32_t value, std::size_t count, std::uint32_t element_bytes,
+           std::uint64_t stream) {
+  std::size_t bytes = 0;
+  if (__builtin_mul_overflow(count, element_bytes, &bytes)) return kInvalidValue;
   if (bytes == 0) return 0;
-  return post<wire::RequestKind::kMemset>(c, wire::MemsetRequest{pointer, bytes, stream, value & 0xff, 0});
+  return post<wire::RequestKind::kMemset>(c, wire::MemsetRequest{pointer, bytes, stream, value, element_bytes});
 }
 
 int allocate(Connection& c, std::size_t bytes, std::uint64_t& pointer) {

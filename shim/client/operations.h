@@ -123,8 +123,9 @@ enum class Direction { kHostToHost, kHostToDevice, kDeviceToHost, kDeviceToDevic
 int copy(Connection& c, void* destination, const void* source, std::size_t bytes, Direction direction,
          std::uint64_t stream, bool asynchronous);
 
-// Sets `bytes` bytes to `value` (its low byte), posted on `stream`.
-int memset(Connection& c, std::uint64_t pointer, std::uint32_t value, std::size_t bytes, std::uint64_t stream);
+// Sets `count` elements of `element_bytes` (1, 2 or 4) to `value` (its low bytes), posted on `stream`.
+int memset(Connection& c, std::uint64_t pointer, std::uint32_t value, std::size_t count, std::uint32_t element_bytes,
+           std::uint64_t stream);
 
 // Device memory on the calling thread's current device; recorded in the memory map.
 int allocate(Connection& c, std::size_t bytes, std::uint64_t& pointer);

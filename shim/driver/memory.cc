@@ -28,21 +28,12 @@ CUresult copy(void* destination, const void* source, std::size_t bytes, ops::Dir
   return result(ops::copy(*c, destination, source, bytes, direction, stream_id(stream), asynchronous));
 }
 
-// cuMemsetD16/D32 of a value whose bytes are all equal is a byte memset; other values need a
-// device memset of wider elements, which the broker does not carry yet.
-CUresult memset(CUdeviceptr pointer, std::uint32_t value, std::size_t count, std::uint32_t element_bytes, CUstream stream,
-                const char* name) {
+// cuMemsetD8/16/32: `count` elements of `element_bytes` (the broker checks alignment and range).
+CUresult memset(CUdeviceptr pointer, std::uint32_t value, std::size_t count, std::uint32_t element_bytes, CUstream stream) {
   Connection* c = nullptr;
   if (const CUresult r = enter(c); r != kSuccess) return result(r);
-  const std::uint32_t byte = value & 0xff;
-  const std::uint32_t repeated = element_bytes == 2 ? byte * 0x0101u : element_bytes == 4 ? byte * 0x01010101u : byte;
-  if ((element_bytes == 2 ? value & 0xffff : value) != repeated) {
-    log_unsupported(name);
-    return result(kNotSupported);
-  }
-  std::size_t bytes = 0;
-  if (__builtin_mul_overflow(count, element_bytes, &bytes)) return result(kInvalidValue);
-  return result(ops::memset(*c, pointer, byte, bytes, stream_id(stream)));
+  if (pointer % element_bytes != 0) return result(kInvalidValue);
+  return result(ops::memset(*c, pointer, value, count, element_bytes, stream_id(stream)));
 }
 
 }  // namespace
@@ -271,32 +262,32 @@ CUresult cuMemcpy2DAsync_v2(const cuda::CUDA_MEMCPY2D* copy, CUstream stream) {
 
 CUresult cuMemsetD8_v2(CUdeviceptr pointer, unsigned char value, std::size_t count) {
   GPUBROKER_DRIVER_ENTRY();
-  return memset(pointer, value, count, 1, nullptr, "cuMemsetD8");
+  return memset(pointer, value, count, 1, nullptr);
 }
 
 CUresult cuMemsetD16_v2(CUdeviceptr pointer, unsigned short value, std::size_t count) {
   GPUBROKER_DRIVER_ENTRY();
-  return memset(pointer, value, count, 2, nullptr, "cuMemsetD16 of a value whose two bytes differ");
+  return memset(pointer, value, count, 2, nullptr);
 }
 
 CUresult cuMemsetD32_v2(CUdeviceptr pointer, unsigned value, std::size_t count) {
   GPUBROKER_DRIVER_ENTRY();
-  return memset(pointer, value, count, 4, nullptr, "cuMemsetD32 of a value whose four bytes differ");
+  return memset(pointer, value, count, 4, nullptr);
 }
 
 CUresult cuMemsetD8Async(CUdeviceptr pointer, unsigned char value, std::size_t count, CUstream stream) {
   GPUBROKER_DRIVER_ENTRY();
-  return memset(pointer, value, count, 1, stream, "cuMemsetD8Async");
+  return memset(pointer, value, count, 1, stream);
 }
 
 CUresult cuMemsetD16Async(CUdeviceptr pointer, unsigned short value, std::size_t count, CUstream stream) {
   GPUBROKER_DRIVER_ENTRY();
-  return memset(pointer, value, count, 2, stream, "cuMemsetD16Async of a value whose two bytes differ");
+  return memset(pointer, value, count, 2, stream);
 }
 
 CUresult cuMemsetD32Async(CUdeviceptr pointer, unsigned value, std::size_t count, CUstream stream) {
   GPUBROKER_DRIVER_ENTRY();
-  return memset(pointer, value, count, 4, stream, "cuMemsetD32Async of a value whose four bytes differ");
+  return memset(pointer, value, count, 4, stream);
 }
 
 // ---- pointer attributes ---------------------------------------------------------------------

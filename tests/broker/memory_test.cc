@@ -71,6 +71,35 @@ TEST_CASE("memset fills exactly the bytes it is given", "[broker][copy]") {
   }
 }
 
+TEST_CASE("a memset of 16- or 32-bit words fills whole words; misaligned, ragged or odd-sized ones are refused",
+          "[broker][copy]") {
+  TempDir dir;
+  BrokerProcess broker(dir);
+  DeviceClient client(broker.socket_path());
+  const std::uint64_t p = client.alloc(1024);
+  REQUIRE(client.upload(p, std::vector<std::byte>(1024, std::byte{0})) == 0);
+  client.post(wire::RequestKind::kMemset, wire::MemsetRequest{p, 64, 0, 0x12345678u, 4});
+  client.post(wire::RequestKind::kMemset, wire::MemsetRequest{p + 64, 32, 0, 0xbeef, 2});
+  std::vector<std::byte> back(1024);
+  REQUIRE(client.download(back, p) == 0);
+  std::uint32_t word = 0;
+  std::uint16_t half = 0;
+  std::memcpy(&word, back.data() + 60, 4);
+  std::memcpy(&half, back.data() + 94, 2);
+  CHECK(word == 0x12345678u);
+  CHECK(half == 0xbeef);
+  CHECK(back[96] == std::byte{0});
+  // Each refusal surfaces at the next synchronizing call, as a posted failure does.
+  for (const wire::MemsetRequest& bad : {wire::MemsetRequest{p + 2, 64, 0, 1, 4}, wire::MemsetRequest{p, 62, 0, 1, 4},
+                                         wire::MemsetRequest{p, 64, 0, 1, 3}, wire::MemsetRequest{p + 1020, 8, 0, 1, 4}}) {
+    client.post(wire::RequestKind::kMemset, bad);
+    CHECK(client.call(wire::RequestKind::kContextSynchronize).status == cuda::CUDA_ERROR_INVALID_VALUE);
+  }
+  REQUIRE(client.download(back, p) == 0);
+  std::memcpy(&word, back.data(), 4);
+  CHECK(word == 0x12345678u);  // nothing the refused ones named was touched
+}
+
 TEST_CASE("the session memory limit makes allocations fail and memory queries report the session's view",
           "[broker][limit]") {
   TempDir dir;

@@ -225,8 +225,15 @@ int main(int argc, char** argv) {
   unsigned word = 0;
   std::memcpy(&word, reinterpret_cast<char*>(pinned) + 4096, sizeof word);
   expect(word == 0x5a5a5a5au && ms >= 0, "an asynchronous memset and copy into pinned memory, timed by events");
-  expect(cuMemsetD32(buffer, 0x12345678u, 16) == CUDA_ERROR_NOT_SUPPORTED,
-         "cuMemsetD32 of a value whose bytes differ is refused, not done wrong");
+  // Wide memsets: 32- and 16-bit words, then what alignment forbids.
+  DRV(cuMemsetD32(buffer, 0x12345678u, 16));
+  DRV(cuMemsetD16Async(buffer + 64, 0xbeef, 8, stream));
+  unsigned words[20] = {};
+  DRV(cuStreamSynchronize(stream));
+  DRV(cuMemcpyDtoH(words, buffer, sizeof words));
+  expect(words[0] == 0x12345678u && words[15] == 0x12345678u && words[16] == 0xbeefbeefu && words[19] == 0xbeefbeefu,
+         "cuMemsetD32 and cuMemsetD16Async set whole words");
+  expect(cuMemsetD32(buffer + 2, 0, 4) == CUDA_ERROR_INVALID_VALUE, "a misaligned cuMemsetD32 is CUDA_ERROR_INVALID_VALUE");
   CUdeviceptr base = 0;
   size_t bytes = 0;
   DRV(cuMemGetAddressRange(&base, &bytes, buffer + 1000));

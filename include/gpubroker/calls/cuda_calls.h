@@ -34,8 +34,8 @@ struct MemsetRequest {
   std::uint64_t pointer;
   std::uint64_t bytes;
   std::uint64_t stream;
-  std::uint32_t value;  // the byte value, in the low 8 bits
-  std::uint32_t flags;  // CopyFlags
+  std::uint32_t value;          // the element's value, in its low element_bytes bytes
+  std::uint32_t element_bytes;  // 0 or 1: a byte memset (cuMemsetD8); 2, 4: cuMemsetD16, D32
 };
 struct CopyRequest {
   std::uint64_t destination;

@@ -412,6 +412,10 @@ inline constexpr CUmemorytype CU_MEMORYTYPE_DEVICE = 2;
   X(memcpy_2d_async, cuMemcpy2DAsync_v2, CUresult(const CUDA_MEMCPY2D* copy, CUstream stream))              \
   X(memset_d8_async, cuMemsetD8Async,                                                                       \
     CUresult(CUdeviceptr destination, unsigned char value, std::size_t count, CUstream stream))             \
+  X(memset_d16_async, cuMemsetD16Async,                                                                     \
+    CUresult(CUdeviceptr destination, unsigned short value, std::size_t count, CUstream stream))            \
+  X(memset_d32_async, cuMemsetD32Async,                                                                     \
+    CUresult(CUdeviceptr destination, unsigned value, std::size_t count, CUstream stream))                  \
   X(mem_host_register, cuMemHostRegister_v2, CUresult(void* pointer, std::size_t bytes, unsigned flags))    \
   X(mem_host_unregister, cuMemHostUnregister, CUresult(void* pointer))                                      \
   X(mem_address_reserve, cuMemAddressReserve,                                                               \
