@@ -117,6 +117,9 @@ int main(int argc, char** argv) {
   ::sigaction(SIGTERM, &action, nullptr);
   ::sigaction(SIGINT, &action, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
+  // A traced session's file (session_timeline.h) that grows past a file size limit fails its write
+  // (EFBIG) instead of killing the broker.
+  ::signal(SIGXFSZ, SIG_IGN);
 
   auto stats = broker::StatsPublisher::create(broker::stats_path_for(options.socket_path), layer);
   if (!stats) {
@@ -159,8 +162,14 @@ int main(int argc, char** argv) {
     // async copies), which nobody waits for and which come by the million, one in kPostedSample:
     // two clock reads per launch were the broker's largest cost on the sim's launch path.
     constexpr std::uint32_t kPostedSample = 64;
-    return [device_session, transport, writer, posted = std::uint32_t{0}](ipc::ServerSession& session,
-                                                                         const wire::RequestSlot& request) mutable {
+    return [device_session, transport, writer, posted = std::uint32_t{0}, first = true](
+               ipc::ServerSession& session, const wire::RequestSlot& request) mutable {
+      if (first) {  // on the session's thread: the trace file is checked here (take_trace_file)
+        first = false;
+        if (ipc::UniqueFd trace_file = session.take_trace_file(); trace_file.get() >= 0) {
+          device_session->timeline().open(std::move(trace_file));
+        }
+      }
       if (is_transport_kind(request.header.kind)) return transport(session, request);
       const bool timed = (request.header.flags & wire::kSynchronous) != 0 || posted++ % kPostedSample == 0;
       const std::int64_t start = timed ? ipc::monotonic_ns() : 0;

@@ -30,7 +30,7 @@ constexpr auto kBlasKinds = [] {
 DeviceSession::DeviceSession(const DeviceLayer& device, std::shared_ptr<const ContextGroup> contexts,
                              const SessionLimits& limits, BrokerCounters& counters)
     : device_(device), contexts_(std::move(contexts)), limits_(limits), counters_(counters), counted_(counters), memory_(*this), vmm_(*this), streams_(*this), modules_(*this), blas_(*this), graphs_(*this),
-      host_funcs_(*this) {}
+      host_funcs_(*this), timeline_(*this) {}
 
 // The areas go after this, in reverse order of their members (session.h), and the session leaves
 // the broker's count last of all.
@@ -170,7 +170,9 @@ ipc::Result<void> DeviceSession::handle(ipc::ServerSession& session, const wire:
       sticky != 0 && kind != wire::RequestKind::kSessionError && kind != wire::RequestKind::kBrokerTotals) {
     return refuse(call, static_cast<CUresult>(sticky), cuda::CUBLAS_STATUS_EXECUTION_FAILED);
   }
-  return dispatch(call);
+  auto handled = dispatch(call);
+  if (timeline_.on()) timeline_.collect();
+  return handled;
 }
 
 // A request refused unserved (a poisoned session, a device that does not exist): its staged bytes

@@ -11,8 +11,9 @@
 // driver's callback thread, so the dispatcher never waits for device work.
 //
 // Reclaim order: the destructor first lets the session's queued work and callbacks finish
-// (quiesce), then the areas go in reverse order of their members below: host functions, graphs,
-// BLAS handles, modules, events and streams, VMM, and last the memory and pinned ranges they used.
+// (quiesce), then the areas go in reverse order of their members below: the device timeline of a
+// traced session (session_timeline.h), host functions, graphs, BLAS handles, modules, events and
+// streams, VMM, and last the memory and pinned ranges they used.
 //
 // Devices: each request runs against the device its header names (wire::RequestHeader::device,
 // the client thread's current device) or, where its payload names one (an allocation, a memory
@@ -36,6 +37,7 @@
 #include "broker/session_memory.h"
 #include "broker/session_modules.h"
 #include "broker/session_streams.h"
+#include "broker/session_timeline.h"
 #include "broker/session_vmm.h"
 #include "ipc/server_session.h"
 
@@ -102,6 +104,7 @@ class DeviceSession {
   SessionVmm& vmm() { return vmm_; }
   SessionGraphs& graphs() { return graphs_; }
   SessionHostFuncs& host_funcs() { return host_funcs_; }
+  SessionTimeline& timeline() { return timeline_; }
   DeviceSession& core() { return *this; }
 
   // The session's memory: its allocations, its modules' global variables and its VMM mappings
@@ -218,6 +221,7 @@ class DeviceSession {
   SessionBlas blas_;
   SessionGraphs graphs_;
   SessionHostFuncs host_funcs_;
+  SessionTimeline timeline_;  // first to go: it waits for the timed work and writes it out
 };
 
 }  // namespace gpubroker::broker

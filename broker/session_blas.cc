@@ -45,7 +45,7 @@ Outcome<wire::NoReply> SessionBlas::create(CallContext&, const wire::HandleReque
   cuda::cublasHandle_t handle = nullptr;
   if (const int status = blas->create(&handle); status != cuda::CUBLAS_STATUS_SUCCESS) return CallError{status};
   handles_.emplace(request.handle, Handle{OwnedBlasHandle(handle, DestroyBlasHandle{blas}, &session_.counters().blas_handles),
-                                          &context, blas, ArrayCopy{}, 0, 0, 0, 0});
+                                          &context, blas, ArrayCopy{}, 0, 0, 0, 0, 0});
   // Scalars arrive by value in the request: the handle reads them from host memory.
   blas->set_pointer_mode(handle, cuda::CUBLAS_POINTER_MODE_HOST);
   if (auto stream = session_.streams().stream_for(0)) blas->set_stream(handle, stream.value().handle);
@@ -68,6 +68,7 @@ Outcome<wire::NoReply> SessionBlas::set_stream(CallContext&, const wire::BlasSet
   Handle& h = *handle.value();
   if (!stream || stream.value().context != h.context) return CallError{cuda::CUBLAS_STATUS_INVALID_VALUE};
   const int status = h.blas->set_stream(h.owner.get(), stream.value().handle);
+  if (status == cuda::CUBLAS_STATUS_SUCCESS) h.stream = request.value;
   if (status == cuda::CUBLAS_STATUS_SUCCESS) h.workspace = h.workspace_bytes = h.workspace_serial = 0;  // cuBLAS drops it
   return answer(status);
 }
@@ -106,11 +107,22 @@ bool SessionBlas::keep_workspace_current(Handle& h) {
   return h.blas->set_workspace(h.owner.get(), nullptr, 0) == cuda::CUBLAS_STATUS_SUCCESS;
 }
 
-Outcome<wire::NoReply> SessionBlas::gemm(CallContext&, const wire::BlasGemmRequest& request) {
+Outcome<wire::NoReply> SessionBlas::gemm(CallContext& call, const wire::BlasGemmRequest& request) {
   auto handle = handle_for(request.handle);
   if (!handle) return handle.error();
-  if (!keep_workspace_current(*handle.value())) return CallError{cuda::CUBLAS_STATUS_EXECUTION_FAILED};
-  return answer(run_gemm(request, *handle.value()));
+  Handle& h = *handle.value();
+  if (!keep_workspace_current(h)) return CallError{cuda::CUBLAS_STATUS_EXECUTION_FAILED};
+  std::optional<SessionTimeline::Work> work;
+  if (session_.timeline().on()) {
+    if (auto stream = session_.streams().find_stream(h.stream, h.context->ordinal())) {
+      work.emplace(session_.timeline().begin(call, *stream, h.stream));
+    }
+  }
+  const int status = run_gemm(request, h);
+  if (work) work->finish(status == cuda::CUBLAS_STATUS_SUCCESS ? cuda::CUDA_SUCCESS : cuda::CUDA_ERROR_UNKNOWN, "gemm",
+                         static_cast<std::uint64_t>(request.m), static_cast<std::uint64_t>(request.n),
+                         static_cast<std::uint64_t>(request.k));
+  return answer(status);
 }
 
 Outcome<wire::NoReply> SessionBlas::trsm_batched(CallContext&, const wire::BlasTrsmRequest& request) {

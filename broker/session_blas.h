@@ -57,6 +57,7 @@ class SessionBlas {
     const DeviceContext* context;  // of the device current when it was made: its work runs there
     const BlasCalls* blas;         // that context's cuBLAS
     ArrayCopy arrays;
+    std::uint64_t stream = 0;  // the session stream its work goes to (cublasSetStream; 0 at first)
     // The workspace the client set (cublasSetWorkspace), with the serial of the session's memory
     // it lies in (DeviceSession::memory_serial), checked again whenever the session's memory
     // epoch has moved since: a workspace freed since is taken from cuBLAS before it computes, so

@@ -158,7 +158,7 @@ Outcome<wire::NoReply> SessionGraphs::instantiate(CallContext&, const wire::Grap
   return wire::NoReply{};
 }
 
-Outcome<wire::NoReply> SessionGraphs::launch(CallContext&, const wire::GraphRequest& g) {
+Outcome<wire::NoReply> SessionGraphs::launch(CallContext& call, const wire::GraphRequest& g) {
   auto found = exec_for(g.first);
   if (!found) return found.error();
   Exec& exec = *found.value();
@@ -172,7 +172,10 @@ Outcome<wire::NoReply> SessionGraphs::launch(CallContext&, const wire::GraphRequ
     }
     exec.checked_epoch = session_.memory_epoch();
   }
-  return answer(context->graph_launch(exec.owner.get(), handle));
+  auto work = session_.timeline().begin(call, stream.value(), g.second);
+  const CUresult r = context->graph_launch(exec.owner.get(), handle);
+  work.finish(r, "graph", g.first);
+  return answer(r);
 }
 
 // The update's result travels with a failure too: it says why the graph could not be updated.

@@ -34,9 +34,11 @@ Outcome<wire::NoReply> SessionHostFuncs::enqueue(CallContext& call, const wire::
     std::lock_guard lock(lock_);
     server_ = &call.session;
   }
+  auto work = session_.timeline().begin(call, stream.value(), r.stream);  // before the notice: it may throw
   auto* notice = new HostFuncNotice{this, &session_.callbacks_in_flight(), r.id};
   session_.callbacks_in_flight().fetch_add(1, std::memory_order_relaxed);
   const cuda::CUresult e = context->launch_host_func(handle, ready, notice);
+  work.finish(e, "host function", r.id);
   if (e != cuda::CUDA_SUCCESS) {
     delete notice;
     session_.callbacks_in_flight().fetch_sub(1, std::memory_order_relaxed);

@@ -127,7 +127,7 @@ Outcome<wire::MemInfoResult> SessionMemory::info(CallContext&, const wire::Devic
 }
 
 // Bytes, or 16- or 32-bit words (aligned, a whole number of them), in memory the session owns.
-Outcome<wire::NoReply> SessionMemory::memset(CallContext&, const wire::MemsetRequest& m) {
+Outcome<wire::NoReply> SessionMemory::memset(CallContext& call, const wire::MemsetRequest& m) {
   const std::uint32_t element = m.element_bytes == 0 ? 1 : m.element_bytes;
   if (element != 1 && element != 2 && element != 4) return CallError{CUDA_ERROR_INVALID_VALUE};
   if (m.pointer % element != 0 || m.bytes % element != 0) return CallError{CUDA_ERROR_INVALID_VALUE};
@@ -136,14 +136,15 @@ Outcome<wire::NoReply> SessionMemory::memset(CallContext&, const wire::MemsetReq
   if (!stream) return stream.error();
   const auto [handle, context] = stream.value();
   const std::size_t count = m.bytes / element;
-  switch (element) {
-    case 2: return answer(context->memset_d16_async(m.pointer, static_cast<unsigned short>(m.value), count, handle));
-    case 4: return answer(context->memset_d32_async(m.pointer, m.value, count, handle));
-    default: return answer(context->memset_d8_async(m.pointer, static_cast<unsigned char>(m.value), count, handle));
-  }
+  auto work = session_.timeline().begin(call, stream.value(), m.stream);
+  const CUresult r = element == 2   ? context->memset_d16_async(m.pointer, static_cast<unsigned short>(m.value), count, handle)
+                     : element == 4 ? context->memset_d32_async(m.pointer, m.value, count, handle)
+                                    : context->memset_d8_async(m.pointer, static_cast<unsigned char>(m.value), count, handle);
+  work.finish(r, "memset", m.bytes);
+  return answer(r);
 }
 
-Outcome<wire::NoReply> SessionMemory::copy_device(CallContext&, const wire::CopyRequest& c) {
+Outcome<wire::NoReply> SessionMemory::copy_device(CallContext& call, const wire::CopyRequest& c) {
   if (!session_.owns_range(c.destination, c.bytes) || !session_.owns_range(c.source, c.bytes)) {
     return CallError{CUDA_ERROR_INVALID_VALUE};
   }
@@ -153,9 +154,12 @@ Outcome<wire::NoReply> SessionMemory::copy_device(CallContext&, const wire::Copy
   // Unified addressing lets one copy name both ends; where they lie on two devices the copy is a
   // peer copy, with each end's own context, so that it needs no peer access between the contexts.
   const std::uint32_t to = session_.device_of(c.destination), from = session_.device_of(c.source);
-  if (to == from) return answer(context->memcpy_dtod_async(c.destination, c.source, c.bytes, handle));
-  return answer(context->memcpy_peer_async(c.destination, session_.context(to).handle(), c.source,
-                                           session_.context(from).handle(), c.bytes, handle));
+  auto work = session_.timeline().begin(call, stream.value(), c.stream);
+  const CUresult r = to == from ? context->memcpy_dtod_async(c.destination, c.source, c.bytes, handle)
+                                : context->memcpy_peer_async(c.destination, session_.context(to).handle(), c.source,
+                                                             session_.context(from).handle(), c.bytes, handle);
+  work.finish(r, "memcpy DtoD", c.bytes);
+  return answer(r);
 }
 
 Outcome<wire::NoReply> SessionMemory::copy_from_arena(CallContext& call, const wire::CopyRequest& c) {
@@ -176,8 +180,10 @@ Outcome<wire::NoReply> SessionMemory::copy_arena(CallContext& call, const wire::
   auto stream = session_.streams().stream_for(copy.stream);
   if (!stream) return stream.error();
   const auto [handle, context] = stream.value();
+  auto work = session_.timeline().begin(call, stream.value(), copy.stream);
   const CUresult r = to_device ? context->memcpy_htod_async(device_pointer, host.value().data(), copy.bytes, handle)
                                : context->memcpy_dtoh_async(host.value().data(), device_pointer, copy.bytes, handle);
+  work.finish(r, to_device ? "memcpy HtoD" : "memcpy DtoH", copy.bytes);
   if (r != CUDA_SUCCESS) return CallError{r};
   session_.counters().zero_copy_bytes.fetch_add(copy.bytes, std::memory_order_relaxed);
   (to_device ? session_.traffic().to_device : session_.traffic().from_device) += copy.bytes;
@@ -259,11 +265,13 @@ Outcome<wire::NoReply> SessionMemory::transfer_staged(CallContext& call, const S
   // The transfers and their events run in the stream's context.
   cuda::CUstream stream = nullptr;
   const DeviceContext* context = &session_.current_context();
+  std::optional<SessionTimeline::Work> work;  // the whole transfer, timed as one piece of work
   if (status == 0) {
     auto found = session_.streams().stream_for(t.stream);
     if (found) {
       stream = found.value().handle;
       context = found.value().context;
+      work.emplace(session_.timeline().begin(call, found.value(), t.stream));
     } else {
       status = t.failure_status != 0 ? t.failure_status : found.error().status;
     }
@@ -334,6 +342,10 @@ Outcome<wire::NoReply> SessionMemory::transfer_staged(CallContext& call, const S
           done += piece.size();
         },
         settle);
+  }
+  if (work) {
+    work->finish(status == 0 && moved ? CUDA_SUCCESS : cuda::CUDA_ERROR_UNKNOWN, t.to_device ? "memcpy HtoD" : "memcpy DtoH",
+                 h.staged_bytes);
   }
   if (!moved) return pipe_violation(moved.error());
   session_.counters().staged_bytes.fetch_add(h.staged_bytes, std::memory_order_relaxed);

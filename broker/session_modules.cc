@@ -181,11 +181,13 @@ Outcome<wire::NoReply> SessionModules::launch_with(CallContext& call, const wire
   void* extra[] = {cuda::CU_LAUNCH_PARAM_BUFFER_POINTER, buffer, cuda::CU_LAUNCH_PARAM_BUFFER_SIZE, &size,
                    cuda::CU_LAUNCH_PARAM_END};
   const Function& f = *function.value();
+  auto work = session_.timeline().begin(call, stream.value(), launch.stream);
   const CUresult r = launch.flags == 0
                          ? context.launch_kernel(f.handle, launch.grid[0], launch.grid[1], launch.grid[2],
                                                  launch.block[0], launch.block[1], launch.block[2],
                                                  launch.shared_bytes, stream.value().handle, nullptr, extra)
                          : launch_with_attributes(context, launch, f.handle, stream.value().handle, extra);
+  work.finish_kernel(r, launch.function, f.name, launch.grid, launch.block);
   session_.note_sticky(call.session, r, &f.name);
   return answer(r);
 }

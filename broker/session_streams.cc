@@ -80,6 +80,12 @@ Lookup<SessionStream> SessionStreams::stream_for(std::uint64_t id) {
   return SessionStream{stream, &context};
 }
 
+std::optional<SessionStream> SessionStreams::find_stream(std::uint64_t id, std::uint32_t device) const {
+  auto it = streams_.find(is_default_stream(id) ? default_key(device) : id);
+  if (it == streams_.end() || it->second.context->ordinal() != device) return std::nullopt;
+  return SessionStream{it->second.owner.get(), it->second.context};
+}
+
 // The legacy default stream's contract, within the session: work on the default stream waits for
 // the work already on every blocking stream (created without cudaStreamNonBlocking), and work on a
 // blocking stream waits for the work already on the default stream. Each join is an event record

@@ -39,6 +39,9 @@ class SessionStreams {
   // The driver stream of a session stream id, joined to the others as the legacy default stream
   // requires.
   Lookup<SessionStream> stream_for(std::uint64_t id);
+  // The driver stream of a session stream id on `device`, as it stands: no legacy join, nothing
+  // made (the timeline's look at where a cuBLAS handle's work goes); nullopt for none.
+  [[nodiscard]] std::optional<SessionStream> find_stream(std::uint64_t id, std::uint32_t device) const;
   // An event and the context it was made in.
   struct SessionEvent {
     cuda::CUevent handle;

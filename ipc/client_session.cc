@@ -144,7 +144,10 @@ Result<std::unique_ptr<ClientSession>> ClientSession::connect(const ClientOption
   hello.pid = static_cast<std::uint32_t>(::getpid());
   copy_string(hello.program, options.program.empty() ? own_program_name() : options.program);
   copy_string(hello.visible_devices, options.visible_devices);
-  auto sent = send_message(socket.value().get(), std::as_bytes(std::span(&hello, 1)));
+  if (options.trace_fd >= 0) hello.flags |= wire::kHelloTraceFile;
+  const int trace_fds[] = {options.trace_fd};
+  auto sent = send_message(socket.value().get(), std::as_bytes(std::span(&hello, 1)),
+                           options.trace_fd >= 0 ? std::span<const int>(trace_fds) : std::span<const int>());
 
   // A broker that is full refuses a connection before its hello arrives, and hangs up: its answer
   // (which limit) is still to be read even where the hello could not be sent.

@@ -48,6 +48,9 @@ struct ClientOptions {
   std::string visible_devices;
   WaitPolicy wait = WaitPolicy::of(WaitMode::kAdaptive);
   std::chrono::milliseconds handshake_timeout{1000};
+  // The process's call trace file, for the broker to append the session's device work to; -1:
+  // not tracing (wire::kHelloTraceFile).
+  int trace_fd = -1;
 };
 
 // What a synchronous call returns.

@@ -334,6 +334,16 @@ std::int64_t Listener::earliest_deadline() const {
   return earliest;
 }
 
+UniqueFd ServerSession::take_trace_file() {
+  UniqueFd file = std::move(trace_file_);
+  if (file.get() >= 0 && !is_append_only_file(file.get())) {
+    log(LogLevel::kWarning, "session {} (pid {}): its trace file is not a regular file on a local filesystem open for "
+        "appending; its device work is not traced", id_, peer_.pid);
+    return UniqueFd();
+  }
+  return file;
+}
+
 Result<std::unique_ptr<ServerSession>> Listener::handshake(Pending pending) {
   UniqueFd connection = std::move(pending.connection);
   const PeerCredentials& peer = pending.peer;
@@ -390,6 +400,14 @@ Result<std::unique_ptr<ServerSession>> Listener::handshake(Pending pending) {
 
   session->id_ = next_session_id_++;
   session->hello_ = hello;
+  // The trace file is looked at only by the session's own thread (take_trace_file): a look at a
+  // file on a filesystem that a process serves (FUSE) waits for that process.
+  std::vector<UniqueFd>& passed = received.value().fds;
+  if ((hello.flags & wire::kHelloTraceFile) != 0 && passed.size() == 1) {
+    session->trace_file_ = std::move(passed[0]);
+  } else if ((hello.flags & wire::kHelloTraceFile) != 0 || !passed.empty()) {
+    log(LogLevel::kWarning, "pid {} sent {} descriptor(s) with its hello; they are not used", peer.pid, passed.size());
+  }
   session->pipe_bytes_ = options_.pipe_bytes;
   session->protocol_ = options_.protocol;
   session->control_ = s.control_map.as<wire::ControlSegment>();

@@ -106,6 +106,10 @@ class ServerSession {
   [[nodiscard]] std::uint64_t id() const { return id_; }
   [[nodiscard]] const PeerCredentials& peer() const { return peer_; }
   [[nodiscard]] const wire::Hello& hello() const { return hello_; }
+  // The call trace file the client handed over (wire::kHelloTraceFile), once; an empty UniqueFd
+  // when it sent none, or one that is_append_only_file refuses (logged). On the session's own
+  // thread only: looking at a file on a filesystem served by a process can wait for that process.
+  UniqueFd take_trace_file();
 
   // Copies the next published request into `out`. Never blocks.
   bool try_next(wire::RequestSlot& out) { return consumer_->try_take(out); }
@@ -162,6 +166,7 @@ class ServerSession {
   PeerCredentials peer_{};
   wire::Hello hello_{};
   UniqueFd socket_;
+  UniqueFd trace_file_;
   Mapping control_map_, staging_map_, arena_map_;
   std::uint64_t pipe_bytes_ = 0;
   wire::Protocol protocol_;  // the listener's: validate() checks requests against its shapes

@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
@@ -276,6 +277,16 @@ bool peer_hung_up(int socket) {
 }
 
 void yield_core() { ::sched_yield(); }
+
+bool is_append_only_file(int fd) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || (flags & O_ACCMODE) == O_RDONLY || (flags & O_APPEND) == 0) return false;
+  struct stat st{};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  struct statfs fs{};
+  constexpr long kFuseMagic = 0x65735546, kNfsMagic = 0x6969;
+  return ::fstatfs(fd, &fs) == 0 && fs.f_type != kFuseMagic && fs.f_type != kNfsMagic;
+}
 
 std::int64_t monotonic_ns() {
   timespec ts{};

@@ -115,6 +115,12 @@ void hang_up(int socket);
 // Gives the core to another runnable thread, if there is one.
 void yield_core();
 
+// Whether `fd` is a regular file open for writing with O_APPEND, on a filesystem other than FUSE
+// or NFS: what a peer may hand over as a file to append to (a pipe or socket, or a file whose
+// writes a process serves, could block the writer; a read-only descriptor was never the peer's
+// to write). Asks the filesystem: call it where a wait harms only the peer.
+[[nodiscard]] bool is_append_only_file(int fd);
+
 // Monotonic clock in nanoseconds; cheap (vDSO).
 [[nodiscard]] std::int64_t monotonic_ns();
 

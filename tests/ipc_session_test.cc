@@ -602,3 +602,55 @@ TEST_CASE("sessions past the per-user and total limits are refused with the limi
                             testing::kSettleTimeout)
             .held);
 }
+
+// The trace file a client hands over at its handshake (wire::kHelloTraceFile) is appended to by the
+// broker; only a regular file the client opened for appending is taken. The handler here writes
+// one byte into the file it took (as the broker's device timeline does) and answers whether it had
+// one; a read-only file, a file not opened O_APPEND and a pipe are refused, and the session is
+// served all the same.
+TEST_CASE("the broker takes a client's trace file only when it is a regular file open for appending", "[ipc][session][trace]") {
+  TempDir dir;
+  ForkedServer server(listener_options(dir), [](const ipc::ServerSession&) -> ipc::RequestHandler {
+    return [](ipc::ServerSession& session, const wire::RequestSlot& request) -> ipc::Result<void> {
+      const auto file = std::make_shared<ipc::UniqueFd>(session.take_trace_file());  // on the session's thread
+      const bool had = file->get() >= 0;
+      if (had) CHECK(::write(file->get(), "T", 1) == 1);
+      session.complete(request.header, had ? 1 : 0);
+      return boost::outcome_v2::success();
+    };
+  });
+  const std::string path = dir.path() + "/trace";
+  auto served_with = [&](int fd) {
+    ipc::ClientOptions options = testing::client_options(server.socket_path());
+    options.trace_fd = fd;
+    auto session = ipc::ClientSession::connect(options);
+    REQUIRE(session);
+    auto reply = session.value()->call(wire::TransportKind::kNull, {});
+    REQUIRE(reply);
+    return reply.value().status;
+  };
+  auto size_of = [&] {
+    struct stat st{};
+    REQUIRE(::stat(path.c_str(), &st) == 0);
+    return st.st_size;
+  };
+  {
+    ipc::UniqueFd appending(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+    REQUIRE(appending.get() >= 0);
+    REQUIRE(::write(appending.get(), "client", 6) == 6);
+    CHECK(served_with(appending.get()) == 1);
+  }
+  CHECK(size_of() == 7);  // the client's bytes, then the byte the broker wrote before it answered
+  {
+    ipc::UniqueFd read_only(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    CHECK(served_with(read_only.get()) == 0);
+    ipc::UniqueFd overwriting(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    CHECK(served_with(overwriting.get()) == 0);
+    int pipe_fds[2];
+    REQUIRE(::pipe2(pipe_fds, O_CLOEXEC) == 0);
+    ipc::UniqueFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
+    CHECK(served_with(write_end.get()) == 0);
+    CHECK(served_with(-1) == 0);
+  }
+  CHECK(size_of() == 7);
+}

@@ -11,6 +11,7 @@
 #include "ipc/log.h"
 #include "ipc/socket_path.h"
 #include "shim/client/visible_devices.h"
+#include "shim/trace/recorder.h"
 
 namespace gpubroker::shim {
 
@@ -68,6 +69,7 @@ Connection* Connection::get() {
   options.handshake_timeout = kHandshakeTimeout;
   options.abi = g_abi.load(std::memory_order_relaxed);
   if (const char* visible = std::getenv("CUDA_VISIBLE_DEVICES")) options.visible_devices = visible;
+  options.trace_fd = trace::process_file();  // -1 unless tracing
   auto session = ipc::ClientSession::connect(options);
   if (!session) {
     g_unreachable = true;

@@ -27,13 +27,14 @@
 #include <unordered_map>
 #include <vector>
 
-#include "gpubroker/cuda/cublas_api.h"
 #include "gpubroker/calls/protocol.h"
+#include "gpubroker/cuda/cublas_api.h"
 #include "shim/abi/unsupported.h"
 #include "shim/client/calls.h"
 #include "shim/client/connection.h"
 #include "shim/client/operations.h"
 #include "shim/cublas/legacy.h"
+#include "shim/trace/recorder.h"
 
 using namespace gpubroker;
 using cuda::cublasStatus_t;
@@ -422,55 +423,64 @@ extern "C" {
 // ---- handles and settings -------------------------------------------------------------------
 
 int cublasCreate_v2(Handle* handle) {
-  if (handle == nullptr) return kInvalidValue;
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  if (handle == nullptr) GPUBROKER_TRACE_RETURN(kInvalidValue);
   const std::uint64_t id = handles().add();
   const Status s = request<wire::RequestKind::kBlasCreate>(wire::HandleRequest{id});
   if (s != kSuccess) {
     handles().remove(id);
-    return s;
+    GPUBROKER_TRACE_RETURN(s);
   }
   *handle = reinterpret_cast<Handle>(id);
-  return kSuccess;
+  GPUBROKER_TRACE_RETURN(kSuccess);
 }
 
 int cublasDestroy_v2(Handle handle) {
+  GPUBROKER_TRACE_ENTRY(kCublas);
   HandleState state;
-  if (!handles().get(id_of(handle), state)) return kNotInitialized;
+  if (!handles().get(id_of(handle), state)) GPUBROKER_TRACE_RETURN(kNotInitialized);
   handles().remove(id_of(handle));
-  return request<wire::RequestKind::kBlasDestroy>(wire::HandleRequest{id_of(handle)});
+  GPUBROKER_TRACE_RETURN(request<wire::RequestKind::kBlasDestroy>(wire::HandleRequest{id_of(handle)}));
 }
 
 int cublasSetStream_v2(Handle handle, Stream stream) {
+  GPUBROKER_TRACE_ENTRY(kCublas);
   HandleState state;
-  if (!handles().get(id_of(handle), state)) return kNotInitialized;
+  if (!handles().get(id_of(handle), state)) GPUBROKER_TRACE_RETURN(kNotInitialized);
   const auto id = reinterpret_cast<std::uint64_t>(stream);
   const Status s = request<wire::RequestKind::kBlasSetStream>(wire::BlasSettingRequest{id_of(handle), id});
   if (s == kSuccess) handles().update(id_of(handle), [&](HandleState& h) { h.stream = id; });
-  return s;
+  GPUBROKER_TRACE_RETURN(s);
 }
 
 int cublasGetStream_v2(Handle handle, Stream* stream) {
+  GPUBROKER_TRACE_ENTRY(kCublas);
   HandleState state;
-  if (!handles().get(id_of(handle), state)) return kNotInitialized;
-  if (stream == nullptr) return kInvalidValue;
+  if (!handles().get(id_of(handle), state)) GPUBROKER_TRACE_RETURN(kNotInitialized);
+  if (stream == nullptr) GPUBROKER_TRACE_RETURN(kInvalidValue);
   *stream = reinterpret_cast<Stream>(state.stream);
-  return kSuccess;
+  GPUBROKER_TRACE_RETURN(kSuccess);
 }
 
 int cublasSetMathMode(Handle handle, int mode) {
+  GPUBROKER_TRACE_ENTRY(kCublas);
   HandleState state;
-  if (!handles().get(id_of(handle), state)) return kNotInitialized;
+  if (!handles().get(id_of(handle), state)) GPUBROKER_TRACE_RETURN(kNotInitialized);
   const Status s = request<wire::RequestKind::kBlasSetMathMode>(wire::BlasSettingRequest{id_of(handle), static_cast<std::uint64_t>(static_cast<std::uint32_t>(mode))});
   if (s == kSuccess) handles().update(id_of(handle), [&](HandleState& h) { h.math_mode = mode; });
-  return s;
+  GPUBROKER_TRACE_RETURN(s);
 }
 
-int cublasGetMathMode(Handle handle, int* mode) { return read_setting(handle, mode, &HandleState::math_mode); }
+int cublasGetMathMode(Handle handle, int* mode) {
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(read_setting(handle, mode, &HandleState::math_mode));
+}
 
 int cublasSetWorkspace_v2(Handle handle, void* workspace, std::size_t bytes) {
+  GPUBROKER_TRACE_ENTRY(kCublas);
   HandleState state;
-  if (!handles().get(id_of(handle), state)) return kNotInitialized;
-  if (workspace == nullptr && bytes != 0) return kInvalidValue;
+  if (!handles().get(id_of(handle), state)) GPUBROKER_TRACE_RETURN(kNotInitialized);
+  if (workspace == nullptr && bytes != 0) GPUBROKER_TRACE_RETURN(kInvalidValue);
   const auto pointer = reinterpret_cast<std::uint64_t>(workspace);
   const Status s = request<wire::RequestKind::kBlasSetWorkspace>(wire::BlasWorkspaceRequest{id_of(handle), pointer, bytes});
   if (s == kSuccess) {
@@ -479,58 +489,113 @@ int cublasSetWorkspace_v2(Handle handle, void* workspace, std::size_t bytes) {
       h.workspace_bytes = bytes;
     });
   }
-  return s;
+  GPUBROKER_TRACE_RETURN(s);
 }
 
 // The broker always runs its handles in host pointer mode (scalars arrive by value); the mode the
 // program chose decides where the shim reads them.
 int cublasSetPointerMode_v2(Handle handle, int mode) {
-  return keep_setting(handle, mode, mode == cuda::CUBLAS_POINTER_MODE_HOST || mode == cuda::CUBLAS_POINTER_MODE_DEVICE,
-                      &HandleState::pointer_mode);
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(
+      keep_setting(handle, mode, mode == cuda::CUBLAS_POINTER_MODE_HOST || mode == cuda::CUBLAS_POINTER_MODE_DEVICE,
+                   &HandleState::pointer_mode));
 }
 
-int cublasGetPointerMode_v2(Handle handle, int* mode) { return read_setting(handle, mode, &HandleState::pointer_mode); }
+int cublasGetPointerMode_v2(Handle handle, int* mode) {
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(read_setting(handle, mode, &HandleState::pointer_mode));
+}
 
 // The atomics mode only lets cuBLAS pick non-deterministic algorithms for a few functions; the
 // broker's handles keep the default (not allowed), which computes the same results, so the mode
 // is kept here for the getter.
 int cublasSetAtomicsMode(Handle handle, int mode) {
-  return keep_setting(handle, mode, mode == 0 || mode == 1, &HandleState::atomics_mode);
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(keep_setting(handle, mode, mode == 0 || mode == 1, &HandleState::atomics_mode));
 }
 
-int cublasGetAtomicsMode(Handle handle, int* mode) { return read_setting(handle, mode, &HandleState::atomics_mode); }
+int cublasGetAtomicsMode(Handle handle, int* mode) {
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(read_setting(handle, mode, &HandleState::atomics_mode));
+}
 
 // ---- GEMMs ----------------------------------------------------------------------------------
 
 int cublasGemmEx(Handle handle, int transa, int transb, int m, int n, int k, const void* alpha, const void* a,
                  int a_type, int lda, const void* b, int b_type, int ldb, const void* beta, void* c, int c_type,
                  int ldc, int compute_type, int algo) {
-  return gemm(handle, Gemm{transa, transb, m, n, k, alpha, a, a_type, lda, b, b_type, ldb, beta, c, c_type, ldc,
-                           compute_type, algo});
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(gemm(handle, Gemm{transa, transb, m, n, k, alpha, a, a_type, lda, b, b_type, ldb, beta, c,
+                                           c_type, ldc, compute_type, algo}));
 }
 
 int cublasGemmStridedBatchedEx(Handle handle, int transa, int transb, int m, int n, int k, const void* alpha,
                                const void* a, int a_type, int lda, long long stride_a, const void* b, int b_type,
                                int ldb, long long stride_b, const void* beta, void* c, int c_type, int ldc,
                                long long stride_c, int batch_count, int compute_type, int algo) {
-  return gemm(handle, Gemm{transa, transb, m, n, k, alpha, a, a_type, lda, b, b_type, ldb, beta, c, c_type, ldc,
-                           compute_type, algo, wire::GemmVariant::kStridedBatched, stride_a, stride_b, stride_c,
-                           batch_count});
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(gemm(handle, Gemm{transa,
+                                           transb,
+                                           m,
+                                           n,
+                                           k,
+                                           alpha,
+                                           a,
+                                           a_type,
+                                           lda,
+                                           b,
+                                           b_type,
+                                           ldb,
+                                           beta,
+                                           c,
+                                           c_type,
+                                           ldc,
+                                           compute_type,
+                                           algo,
+                                           wire::GemmVariant::kStridedBatched,
+                                           stride_a,
+                                           stride_b,
+                                           stride_c,
+                                           batch_count}));
 }
 
 int cublasGemmBatchedEx(Handle handle, int transa, int transb, int m, int n, int k, const void* alpha,
                         const void* const* a_array, int a_type, int lda, const void* const* b_array, int b_type,
                         int ldb, const void* beta, void* const* c_array, int c_type, int ldc, int batch_count,
                         int compute_type, int algo) {
-  return gemm(handle, Gemm{transa, transb, m, n, k, alpha, a_array, a_type, lda, b_array, b_type, ldb, beta, c_array,
-                           c_type, ldc, compute_type, algo, wire::GemmVariant::kPointerArrays, 0, 0, 0, batch_count});
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(gemm(handle, Gemm{transa,
+                                           transb,
+                                           m,
+                                           n,
+                                           k,
+                                           alpha,
+                                           a_array,
+                                           a_type,
+                                           lda,
+                                           b_array,
+                                           b_type,
+                                           ldb,
+                                           beta,
+                                           c_array,
+                                           c_type,
+                                           ldc,
+                                           compute_type,
+                                           algo,
+                                           wire::GemmVariant::kPointerArrays,
+                                           0,
+                                           0,
+                                           0,
+                                           batch_count}));
 }
 
 int cublasHgemm(Handle handle, int transa, int transb, int m, int n, int k, const cuda::HalfBits* alpha,
                 const cuda::HalfBits* a, int lda, const cuda::HalfBits* b, int ldb, const cuda::HalfBits* beta,
                 cuda::HalfBits* c, int ldc) {
-  return gemm(handle, Gemm{transa, transb, m, n, k, alpha, a, cuda::CUDA_R_16F, lda, b, cuda::CUDA_R_16F, ldb, beta,
-                           c, cuda::CUDA_R_16F, ldc, cuda::CUBLAS_COMPUTE_16F, cuda::CUBLAS_GEMM_DEFAULT});
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(
+      gemm(handle, Gemm{transa, transb, m, n, k, alpha, a, cuda::CUDA_R_16F, lda, b, cuda::CUDA_R_16F, ldb, beta, c,
+                        cuda::CUDA_R_16F, ldc, cuda::CUBLAS_COMPUTE_16F, cuda::CUBLAS_GEMM_DEFAULT}));
 }
 
 // The typed GEMMs, one row per element type: cublasSgemm_v2 and cublasDgemm_v2 are cublasGemmEx
@@ -541,56 +606,112 @@ int cublasHgemm(Handle handle, int transa, int transb, int m, int n, int k, cons
   X(S, float, cuda::CUDA_R_32F, cuda::CUBLAS_COMPUTE_32F)       \
   X(D, double, cuda::CUDA_R_64F, cuda::CUBLAS_COMPUTE_64F)
 
-#define GPUBROKER_GEMM_ENTRIES(U, T, type, compute)                                                                  \
-  int cublas##U##gemm_v2(Handle handle, int transa, int transb, int m, int n, int k, const T* alpha, const T* a,      \
-                         int lda, const T* b, int ldb, const T* beta, T* c, int ldc) {                               \
-    return gemm(handle, Gemm{transa, transb, m, n, k, alpha, a, type, lda, b, type, ldb, beta, c, type, ldc, compute, \
-                             cuda::CUBLAS_GEMM_DEFAULT});                                                            \
-  }                                                                                                                  \
-  int cublas##U##gemmBatched(Handle handle, int transa, int transb, int m, int n, int k, const T* alpha,            \
-                             const T* const* a_array, int lda, const T* const* b_array, int ldb, const T* beta,     \
-                             T* const* c_array, int ldc, int batch_count) {                                         \
-    return gemm(handle, Gemm{transa, transb, m, n, k, alpha, a_array, type, lda, b_array, type, ldb, beta, c_array,  \
-                             type, ldc, compute, cuda::CUBLAS_GEMM_DEFAULT, wire::GemmVariant::kPointerArrays, 0, 0, \
-                             0, batch_count});                                                                       \
-  }                                                                                                                  \
-  int cublas##U##gemmStridedBatched(Handle handle, int transa, int transb, int m, int n, int k, const T* alpha,     \
-                                    const T* a, int lda, long long stride_a, const T* b, int ldb, long long stride_b, \
-                                    const T* beta, T* c, int ldc, long long stride_c, int batch_count) {             \
-    return gemm(handle, Gemm{transa, transb, m, n, k, alpha, a, type, lda, b, type, ldb, beta, c, type, ldc, compute, \
-                             cuda::CUBLAS_GEMM_DEFAULT, wire::GemmVariant::kStridedBatched, stride_a, stride_b,      \
-                             stride_c, batch_count});                                                                \
-  }                                                                                                                  \
-  int cublas##U##gemv_v2(Handle handle, int trans, int m, int n, const T* alpha, const T* a, int lda, const T* x,    \
-                         int incx, const T* beta, T* y, int incy) {                                                  \
-    return gemv("cublas" #U "gemv_v2", handle, trans, m, n, alpha, a, lda, x, incx, beta, y, incy, type, compute);   \
-  }                                                                                                                  \
-  int cublas##U##getrfBatched(Handle handle, int n, T* const* a_array, int lda, int* pivots, int* info, int batch) {  \
-    return lu_batched(handle, {0, static_cast<std::uint32_t>(wire::BlasLuFunction::kGetrf), type, 0, n, 0, lda, 0,  \
-                               batch, address(a_array), 0, address(pivots), address(info)});                         \
-  }                                                                                                                  \
-  int cublas##U##getrsBatched(Handle handle, int trans, int n, int nrhs, const T* const* a_array, int lda,          \
-                              const int* pivots, T* const* b_array, int ldb, int* info, int batch) {                \
-    return getrs_batched(handle, trans, type, n, nrhs, a_array, lda, pivots, b_array, ldb, info, batch);             \
-  }                                                                                                                  \
-  int cublas##U##getriBatched(Handle handle, int n, const T* const* a_array, int lda, const int* pivots,            \
-                              T* const* c_array, int ldc, int* info, int batch) {                                    \
-    return lu_batched(handle, {0, static_cast<std::uint32_t>(wire::BlasLuFunction::kGetri), type, 0, n, 0, lda, ldc, \
-                               batch, address(a_array), address(c_array), address(pivots), address(info)});          \
-  }                                                                                                                  \
-  int cublas##U##trsm_v2(Handle handle, int side, int uplo, int trans, int diag, int m, int n, const T* alpha,       \
-                         const T* a, int lda, T* b, int ldb) {                                                       \
-    return trsm(handle, wire::TrsmVariant::kSingle, type, side, uplo, trans, diag, m, n, alpha, a, lda, b, ldb, 1);  \
-  }                                                                                                                  \
-  int cublas##U##trsmBatched(Handle handle, int side, int uplo, int trans, int diag, int m, int n, const T* alpha,   \
-                             const T* const* a_array, int lda, T* const* b_array, int ldb, int batch_count) {        \
-    return trsm(handle, wire::TrsmVariant::kPointerArrays, type, side, uplo, trans, diag, m, n, alpha, a_array, lda, \
-                b_array, ldb, batch_count);                                                                          \
-  }                                                                                                                  \
-  int cublas##U##ger_v2(Handle handle, int m, int n, const T* alpha, const T* x, int incx, const T* y, int incy,      \
-                        T* a, int lda) {                                                                             \
-    static constexpr T kOne = 1;                                                                                     \
-    return ger("cublas" #U "ger_v2", handle, m, n, alpha, x, incx, y, incy, a, lda, &kOne, type, compute);           \
+#define GPUBROKER_GEMM_ENTRIES(U, T, type, compute)                                                                    \
+  int cublas##U##gemm_v2(Handle handle, int transa, int transb, int m, int n, int k, const T* alpha, const T* a,       \
+                         int lda, const T* b, int ldb, const T* beta, T* c, int ldc) {                                 \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                    \
+    GPUBROKER_TRACE_RETURN(gemm(handle, Gemm{transa, transb, m, n, k, alpha, a, type, lda, b, type, ldb, beta, c,      \
+                                             type, ldc, compute, cuda::CUBLAS_GEMM_DEFAULT}));                         \
+  }                                                                                                                    \
+  int cublas##U##gemmBatched(Handle handle, int transa, int transb, int m, int n, int k, const T* alpha,               \
+                             const T* const* a_array, int lda, const T* const* b_array, int ldb, const T* beta,        \
+                             T* const* c_array, int ldc, int batch_count) {                                            \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                    \
+    GPUBROKER_TRACE_RETURN(gemm(handle, Gemm{transa,                                                                   \
+                                             transb,                                                                   \
+                                             m,                                                                        \
+                                             n,                                                                        \
+                                             k,                                                                        \
+                                             alpha,                                                                    \
+                                             a_array,                                                                  \
+                                             type,                                                                     \
+                                             lda,                                                                      \
+                                             b_array,                                                                  \
+                                             type,                                                                     \
+                                             ldb,                                                                      \
+                                             beta,                                                                     \
+                                             c_array,                                                                  \
+                                             type,                                                                     \
+                                             ldc,                                                                      \
+                                             compute,                                                                  \
+                                             cuda::CUBLAS_GEMM_DEFAULT,                                                \
+                                             wire::GemmVariant::kPointerArrays,                                        \
+                                             0,                                                                        \
+                                             0,                                                                        \
+                                             0,                                                                        \
+                                             batch_count}));                                                           \
+  }                                                                                                                    \
+  int cublas##U##gemmStridedBatched(Handle handle, int transa, int transb, int m, int n, int k, const T* alpha,        \
+                                    const T* a, int lda, long long stride_a, const T* b, int ldb, long long stride_b,  \
+                                    const T* beta, T* c, int ldc, long long stride_c, int batch_count) {               \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                    \
+    GPUBROKER_TRACE_RETURN(gemm(handle, Gemm{transa,                                                                   \
+                                             transb,                                                                   \
+                                             m,                                                                        \
+                                             n,                                                                        \
+                                             k,                                                                        \
+                                             alpha,                                                                    \
+                                             a,                                                                        \
+                                             type,                                                                     \
+                                             lda,                                                                      \
+                                             b,                                                                        \
+                                             type,                                                                     \
+                                             ldb,                                                                      \
+                                             beta,                                                                     \
+                                             c,                                                                        \
+                                             type,                                                                     \
+                                             ldc,                                                                      \
+                                             compute,                                                                  \
+                                             cuda::CUBLAS_GEMM_DEFAULT,                                                \
+                                             wire::GemmVariant::kStridedBatched,                                       \
+                                             stride_a,                                                                 \
+                                             stride_b,                                                                 \
+                                             stride_c,                                                                 \
+                                             batch_count}));                                                           \
+  }                                                                                                                    \
+  int cublas##U##gemv_v2(Handle handle, int trans, int m, int n, const T* alpha, const T* a, int lda, const T* x,      \
+                         int incx, const T* beta, T* y, int incy) {                                                    \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                    \
+    GPUBROKER_TRACE_RETURN(                                                                                            \
+        gemv("cublas" #U "gemv_v2", handle, trans, m, n, alpha, a, lda, x, incx, beta, y, incy, type, compute));       \
+  }                                                                                                                    \
+  int cublas##U##getrfBatched(Handle handle, int n, T* const* a_array, int lda, int* pivots, int* info, int batch) {   \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                    \
+    GPUBROKER_TRACE_RETURN(                                                                                            \
+        lu_batched(handle, {0, static_cast<std::uint32_t>(wire::BlasLuFunction::kGetrf), type, 0, n, 0, lda, 0, batch, \
+                            address(a_array), 0, address(pivots), address(info)}));                                    \
+  }                                                                                                                    \
+  int cublas##U##getrsBatched(Handle handle, int trans, int n, int nrhs, const T* const* a_array, int lda,             \
+                              const int* pivots, T* const* b_array, int ldb, int* info, int batch) {                   \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                    \
+    GPUBROKER_TRACE_RETURN(                                                                                            \
+        getrs_batched(handle, trans, type, n, nrhs, a_array, lda, pivots, b_array, ldb, info, batch));                 \
+  }                                                                                                                    \
+  int cublas##U##getriBatched(Handle handle, int n, const T* const* a_array, int lda, const int* pivots,               \
+                              T* const* c_array, int ldc, int* info, int batch) {                                      \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                    \
+    GPUBROKER_TRACE_RETURN(                                                                                            \
+        lu_batched(handle, {0, static_cast<std::uint32_t>(wire::BlasLuFunction::kGetri), type, 0, n, 0, lda, ldc,      \
+                            batch, address(a_array), address(c_array), address(pivots), address(info)}));              \
+  }                                                                                                                    \
+  int cublas##U##trsm_v2(Handle handle, int side, int uplo, int trans, int diag, int m, int n, const T* alpha,         \
+                         const T* a, int lda, T* b, int ldb) {                                                         \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                    \
+    GPUBROKER_TRACE_RETURN(                                                                                            \
+        trsm(handle, wire::TrsmVariant::kSingle, type, side, uplo, trans, diag, m, n, alpha, a, lda, b, ldb, 1));      \
+  }                                                                                                                    \
+  int cublas##U##trsmBatched(Handle handle, int side, int uplo, int trans, int diag, int m, int n, const T* alpha,     \
+                             const T* const* a_array, int lda, T* const* b_array, int ldb, int batch_count) {          \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                    \
+    GPUBROKER_TRACE_RETURN(trsm(handle, wire::TrsmVariant::kPointerArrays, type, side, uplo, trans, diag, m, n, alpha, \
+                                a_array, lda, b_array, ldb, batch_count));                                             \
+  }                                                                                                                    \
+  int cublas##U##ger_v2(Handle handle, int m, int n, const T* alpha, const T* x, int incx, const T* y, int incy, T* a, \
+                        int lda) {                                                                                     \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                    \
+    static constexpr T kOne = 1;                                                                                       \
+    GPUBROKER_TRACE_RETURN(                                                                                            \
+        ger("cublas" #U "ger_v2", handle, m, n, alpha, x, incx, y, incy, a, lda, &kOne, type, compute));               \
   }
 
 GPUBROKER_GEMM_TYPES(GPUBROKER_GEMM_ENTRIES)
@@ -606,58 +727,80 @@ GPUBROKER_GEMM_TYPES(GPUBROKER_GEMM_ENTRIES)
 
 using F = wire::BlasVectorFunction;
 
-#define GPUBROKER_BLAS1_ENTRIES(U, l, T, type)                                                                    \
+#define GPUBROKER_BLAS1_ENTRIES(U, l, T, type)                                                                     \
   int cublas##U##axpy_v2(Handle h, int n, const T* alpha, const T* x, int incx, T* y, int incy) {                  \
-    return vector(h, {F::kAxpy, type, n, x, incx, y, incy, alpha});                                                \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                \
+    GPUBROKER_TRACE_RETURN(vector(h, {F::kAxpy, type, n, x, incx, y, incy, alpha}));                               \
   }                                                                                                                \
   int cublas##U##scal_v2(Handle h, int n, const T* alpha, T* x, int incx) {                                        \
-    return vector(h, {F::kScal, type, n, x, incx, nullptr, 0, alpha});                                             \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                \
+    GPUBROKER_TRACE_RETURN(vector(h, {F::kScal, type, n, x, incx, nullptr, 0, alpha}));                            \
   }                                                                                                                \
   int cublas##U##dot_v2(Handle h, int n, const T* x, int incx, const T* y, int incy, T* result) {                  \
-    return vector(h, {F::kDot, type, n, x, incx, y, incy, nullptr, result});                                       \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                \
+    GPUBROKER_TRACE_RETURN(vector(h, {F::kDot, type, n, x, incx, y, incy, nullptr, result}));                      \
   }                                                                                                                \
   int cublas##U##nrm2_v2(Handle h, int n, const T* x, int incx, T* result) {                                       \
-    return vector(h, {F::kNrm2, type, n, x, incx, nullptr, 0, nullptr, result});                                   \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                \
+    GPUBROKER_TRACE_RETURN(vector(h, {F::kNrm2, type, n, x, incx, nullptr, 0, nullptr, result}));                  \
   }                                                                                                                \
   int cublas##U##asum_v2(Handle h, int n, const T* x, int incx, T* result) {                                       \
-    return vector(h, {F::kAsum, type, n, x, incx, nullptr, 0, nullptr, result});                                   \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                \
+    GPUBROKER_TRACE_RETURN(vector(h, {F::kAsum, type, n, x, incx, nullptr, 0, nullptr, result}));                  \
   }                                                                                                                \
   int cublasI##l##amax_v2(Handle h, int n, const T* x, int incx, int* result) {                                    \
-    return vector(h, {F::kAmax, type, n, x, incx, nullptr, 0, nullptr, result});                                   \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                \
+    GPUBROKER_TRACE_RETURN(vector(h, {F::kAmax, type, n, x, incx, nullptr, 0, nullptr, result}));                  \
   }                                                                                                                \
   int cublasI##l##amin_v2(Handle h, int n, const T* x, int incx, int* result) {                                    \
-    return vector(h, {F::kAmin, type, n, x, incx, nullptr, 0, nullptr, result});                                   \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                \
+    GPUBROKER_TRACE_RETURN(vector(h, {F::kAmin, type, n, x, incx, nullptr, 0, nullptr, result}));                  \
   }                                                                                                                \
   int cublas##U##copy_v2(Handle h, int n, const T* x, int incx, T* y, int incy) {                                  \
-    return vector(h, {F::kCopy, type, n, x, incx, y, incy});                                                       \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                \
+    GPUBROKER_TRACE_RETURN(vector(h, {F::kCopy, type, n, x, incx, y, incy}));                                      \
   }                                                                                                                \
   int cublas##U##swap_v2(Handle h, int n, T* x, int incx, T* y, int incy) {                                        \
-    return vector(h, {F::kSwap, type, n, x, incx, y, incy});                                                       \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                \
+    GPUBROKER_TRACE_RETURN(vector(h, {F::kSwap, type, n, x, incx, y, incy}));                                      \
   }                                                                                                                \
-  /* The legacy forms: alpha by value, results returned, status for cublasGetError. */                            \
+  /* The legacy forms: alpha by value, results returned, status for cublasGetError. */                             \
   void cublas##U##axpy(int n, T alpha, const T* x, int incx, T* y, int incy) {                                     \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                \
     legacy(cublas##U##axpy_v2(legacy_handle(), n, &alpha, x, incx, y, incy));                                      \
   }                                                                                                                \
-  void cublas##U##scal(int n, T alpha, T* x, int incx) { legacy(cublas##U##scal_v2(legacy_handle(), n, &alpha, x, incx)); } \
+  void cublas##U##scal(int n, T alpha, T* x, int incx) {                                                           \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                \
+    legacy(cublas##U##scal_v2(legacy_handle(), n, &alpha, x, incx));                                               \
+  }                                                                                                                \
   T cublas##U##dot(int n, const T* x, int incx, const T* y, int incy) {                                            \
-    return legacy_result<T>([&](T* out) { return cublas##U##dot_v2(legacy_handle(), n, x, incx, y, incy, out); });  \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                \
+    return legacy_result<T>([&](T* out) { return cublas##U##dot_v2(legacy_handle(), n, x, incx, y, incy, out); }); \
   }                                                                                                                \
   T cublas##U##nrm2(int n, const T* x, int incx) {                                                                 \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                \
     return legacy_result<T>([&](T* out) { return cublas##U##nrm2_v2(legacy_handle(), n, x, incx, out); });         \
   }                                                                                                                \
   T cublas##U##asum(int n, const T* x, int incx) {                                                                 \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                \
     return legacy_result<T>([&](T* out) { return cublas##U##asum_v2(legacy_handle(), n, x, incx, out); });         \
   }                                                                                                                \
   int cublasI##l##amax(int n, const T* x, int incx) {                                                              \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                \
     return legacy_result<int>([&](int* out) { return cublasI##l##amax_v2(legacy_handle(), n, x, incx, out); });    \
   }                                                                                                                \
   int cublasI##l##amin(int n, const T* x, int incx) {                                                              \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                \
     return legacy_result<int>([&](int* out) { return cublasI##l##amin_v2(legacy_handle(), n, x, incx, out); });    \
   }                                                                                                                \
   void cublas##U##copy(int n, const T* x, int incx, T* y, int incy) {                                              \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                \
     legacy(cublas##U##copy_v2(legacy_handle(), n, x, incx, y, incy));                                              \
   }                                                                                                                \
-  void cublas##U##swap(int n, T* x, int incx, T* y, int incy) { legacy(cublas##U##swap_v2(legacy_handle(), n, x, incx, y, incy)); }
+  void cublas##U##swap(int n, T* x, int incx, T* y, int incy) {                                                    \
+    GPUBROKER_TRACE_ENTRY(kCublas);                                                                                \
+    legacy(cublas##U##swap_v2(legacy_handle(), n, x, incx, y, incy));                                              \
+  }
 
 GPUBROKER_BLAS1_TYPES(GPUBROKER_BLAS1_ENTRIES)
 #undef GPUBROKER_BLAS1_ENTRIES
@@ -665,70 +808,106 @@ GPUBROKER_BLAS1_TYPES(GPUBROKER_BLAS1_ENTRIES)
 
 // cublasInit makes the legacy API's handle (which its functions otherwise make on first use);
 // cublasShutdown destroys it.
-int cublasInit() { return legacy_handle() != nullptr ? kSuccess : kNotInitialized; }
+int cublasInit() {
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(legacy_handle() != nullptr ? kSuccess : kNotInitialized);
+}
 
 int cublasShutdown() {
+  GPUBROKER_TRACE_ENTRY(kCublas);
   std::lock_guard guard(g_legacy_lock);
   const std::uint64_t id = g_legacy_handle.exchange(0, std::memory_order_acq_rel);
-  return id == 0 ? kSuccess : cublasDestroy_v2(reinterpret_cast<Handle>(id));
+  GPUBROKER_TRACE_RETURN(id == 0 ? kSuccess : cublasDestroy_v2(reinterpret_cast<Handle>(id)));
 }
 
 
 // ---- host <-> device transfers of matrices and vectors (the legacy default stream, or `stream`) ----
 
 int cublasSetMatrix(int rows, int cols, int element, const void* a, int lda, void* b, int ldb) {
-  return transfer_matrix(rows, cols, element, const_cast<void*>(a), lda, reinterpret_cast<std::uint64_t>(b), ldb, nullptr, true);
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(transfer_matrix(rows, cols, element, const_cast<void*>(a), lda,
+                                         reinterpret_cast<std::uint64_t>(b), ldb, nullptr, true));
 }
 int cublasGetMatrix(int rows, int cols, int element, const void* a, int lda, void* b, int ldb) {
-  return transfer_matrix(rows, cols, element, b, ldb, reinterpret_cast<std::uint64_t>(a), lda, nullptr, false);
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(
+      transfer_matrix(rows, cols, element, b, ldb, reinterpret_cast<std::uint64_t>(a), lda, nullptr, false));
 }
 int cublasSetMatrixAsync(int rows, int cols, int element, const void* a, int lda, void* b, int ldb, Stream stream) {
-  return transfer_matrix(rows, cols, element, const_cast<void*>(a), lda, reinterpret_cast<std::uint64_t>(b), ldb, stream, true);
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(transfer_matrix(rows, cols, element, const_cast<void*>(a), lda,
+                                         reinterpret_cast<std::uint64_t>(b), ldb, stream, true));
 }
 int cublasGetMatrixAsync(int rows, int cols, int element, const void* a, int lda, void* b, int ldb, Stream stream) {
-  return transfer_matrix(rows, cols, element, b, ldb, reinterpret_cast<std::uint64_t>(a), lda, stream, false);
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(
+      transfer_matrix(rows, cols, element, b, ldb, reinterpret_cast<std::uint64_t>(a), lda, stream, false));
 }
 int cublasSetVector(int n, int element, const void* x, int incx, void* y, int incy) {
-  return transfer_matrix(1, n, element, const_cast<void*>(x), incx, reinterpret_cast<std::uint64_t>(y), incy, nullptr, true);
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(transfer_matrix(1, n, element, const_cast<void*>(x), incx, reinterpret_cast<std::uint64_t>(y),
+                                         incy, nullptr, true));
 }
 int cublasGetVector(int n, int element, const void* x, int incx, void* y, int incy) {
-  return transfer_matrix(1, n, element, y, incy, reinterpret_cast<std::uint64_t>(x), incx, nullptr, false);
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(
+      transfer_matrix(1, n, element, y, incy, reinterpret_cast<std::uint64_t>(x), incx, nullptr, false));
 }
 int cublasSetVectorAsync(int n, int element, const void* x, int incx, void* y, int incy, Stream stream) {
-  return transfer_matrix(1, n, element, const_cast<void*>(x), incx, reinterpret_cast<std::uint64_t>(y), incy, stream, true);
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(transfer_matrix(1, n, element, const_cast<void*>(x), incx, reinterpret_cast<std::uint64_t>(y),
+                                         incy, stream, true));
 }
 int cublasGetVectorAsync(int n, int element, const void* x, int incx, void* y, int incy, Stream stream) {
-  return transfer_matrix(1, n, element, y, incy, reinterpret_cast<std::uint64_t>(x), incx, stream, false);
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(
+      transfer_matrix(1, n, element, y, incy, reinterpret_cast<std::uint64_t>(x), incx, stream, false));
 }
 int cublasSetMatrix_64(std::int64_t rows, std::int64_t cols, std::int64_t element, const void* a, std::int64_t lda, void* b,
                        std::int64_t ldb) {
-  return transfer_matrix(rows, cols, element, const_cast<void*>(a), lda, reinterpret_cast<std::uint64_t>(b), ldb, nullptr, true);
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(transfer_matrix(rows, cols, element, const_cast<void*>(a), lda,
+                                         reinterpret_cast<std::uint64_t>(b), ldb, nullptr, true));
 }
 int cublasGetMatrix_64(std::int64_t rows, std::int64_t cols, std::int64_t element, const void* a, std::int64_t lda, void* b,
                        std::int64_t ldb) {
-  return transfer_matrix(rows, cols, element, b, ldb, reinterpret_cast<std::uint64_t>(a), lda, nullptr, false);
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(
+      transfer_matrix(rows, cols, element, b, ldb, reinterpret_cast<std::uint64_t>(a), lda, nullptr, false));
 }
 int cublasSetMatrixAsync_64(std::int64_t rows, std::int64_t cols, std::int64_t element, const void* a, std::int64_t lda,
                             void* b, std::int64_t ldb, Stream stream) {
-  return transfer_matrix(rows, cols, element, const_cast<void*>(a), lda, reinterpret_cast<std::uint64_t>(b), ldb, stream, true);
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(transfer_matrix(rows, cols, element, const_cast<void*>(a), lda,
+                                         reinterpret_cast<std::uint64_t>(b), ldb, stream, true));
 }
 int cublasGetMatrixAsync_64(std::int64_t rows, std::int64_t cols, std::int64_t element, const void* a, std::int64_t lda,
                             void* b, std::int64_t ldb, Stream stream) {
-  return transfer_matrix(rows, cols, element, b, ldb, reinterpret_cast<std::uint64_t>(a), lda, stream, false);
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(
+      transfer_matrix(rows, cols, element, b, ldb, reinterpret_cast<std::uint64_t>(a), lda, stream, false));
 }
 int cublasSetVector_64(std::int64_t n, std::int64_t element, const void* x, std::int64_t incx, void* y, std::int64_t incy) {
-  return transfer_matrix(1, n, element, const_cast<void*>(x), incx, reinterpret_cast<std::uint64_t>(y), incy, nullptr, true);
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(transfer_matrix(1, n, element, const_cast<void*>(x), incx, reinterpret_cast<std::uint64_t>(y),
+                                         incy, nullptr, true));
 }
 int cublasGetVector_64(std::int64_t n, std::int64_t element, const void* x, std::int64_t incx, void* y, std::int64_t incy) {
-  return transfer_matrix(1, n, element, y, incy, reinterpret_cast<std::uint64_t>(x), incx, nullptr, false);
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(
+      transfer_matrix(1, n, element, y, incy, reinterpret_cast<std::uint64_t>(x), incx, nullptr, false));
 }
 int cublasSetVectorAsync_64(std::int64_t n, std::int64_t element, const void* x, std::int64_t incx, void* y,
                             std::int64_t incy, Stream stream) {
-  return transfer_matrix(1, n, element, const_cast<void*>(x), incx, reinterpret_cast<std::uint64_t>(y), incy, stream, true);
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(transfer_matrix(1, n, element, const_cast<void*>(x), incx, reinterpret_cast<std::uint64_t>(y),
+                                         incy, stream, true));
 }
 int cublasGetVectorAsync_64(std::int64_t n, std::int64_t element, const void* x, std::int64_t incx, void* y,
                             std::int64_t incy, Stream stream) {
-  return transfer_matrix(1, n, element, y, incy, reinterpret_cast<std::uint64_t>(x), incx, stream, false);
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(
+      transfer_matrix(1, n, element, y, incy, reinterpret_cast<std::uint64_t>(x), incx, stream, false));
 }
 
 }  // extern "C"

@@ -13,6 +13,7 @@
 #include "shim/abi/unsupported.h"
 #include "shim/cublas/legacy.h"
 #include "shim/cublas/version.h"
+#include "shim/trace/recorder.h"
 
 namespace {
 
@@ -67,22 +68,41 @@ void gpubroker::shim::record_legacy_status(int status) {
 
 extern "C" {
 
-int cublasGetError() { return g_legacy_error.exchange(kSuccess, std::memory_order_relaxed); }
-
-std::size_t cublasGetCudartVersion() { return gpubroker::shim::kCublasCudartVersion; }
-
-int cublasGetVersion_v2(void* /*handle*/, int* version) {
-  if (version == nullptr) return kInvalidValue;
-  *version = gpubroker::shim::kCublasVersion;
-  return kSuccess;
+int cublasGetError() {
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(g_legacy_error.exchange(kSuccess, std::memory_order_relaxed));
 }
 
-int cublasGetVersion(int* version) { return cublasGetVersion_v2(nullptr, version); }
+std::size_t cublasGetCudartVersion() {
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(gpubroker::shim::kCublasCudartVersion);
+}
 
-int cublasGetProperty(int type, int* value) { return gpubroker::shim::cublas_property(type, value); }
+int cublasGetVersion_v2(void* /*handle*/, int* version) {
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  if (version == nullptr) GPUBROKER_TRACE_RETURN(kInvalidValue);
+  *version = gpubroker::shim::kCublasVersion;
+  GPUBROKER_TRACE_RETURN(kSuccess);
+}
 
-const char* cublasGetStatusName(int status) { return gpubroker::shim::cublas_status_name(status); }
+int cublasGetVersion(int* version) {
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(cublasGetVersion_v2(nullptr, version));
+}
 
-const char* cublasGetStatusString(int status) { return gpubroker::shim::cublas_status_string(status); }
+int cublasGetProperty(int type, int* value) {
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(gpubroker::shim::cublas_property(type, value));
+}
+
+const char* cublasGetStatusName(int status) {
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(gpubroker::shim::cublas_status_name(status));
+}
+
+const char* cublasGetStatusString(int status) {
+  GPUBROKER_TRACE_ENTRY(kCublas);
+  GPUBROKER_TRACE_RETURN(gpubroker::shim::cublas_status_string(status));
+}
 
 }  // extern "C"

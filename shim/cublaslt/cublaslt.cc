@@ -23,13 +23,14 @@
 #include <cstdint>
 #include <cstring>
 
+#include "gpubroker/calls/protocol.h"
 #include "gpubroker/cuda/cublas_api.h"
 #include "gpubroker/cuda/cublaslt_abi.h"
-#include "gpubroker/calls/protocol.h"
 #include "shim/abi/unsupported.h"
-#include "shim/cublas/version.h"
 #include "shim/client/calls.h"
 #include "shim/client/connection.h"
+#include "shim/cublas/version.h"
+#include "shim/trace/recorder.h"
 
 using namespace gpubroker;
 namespace lt = gpubroker::cuda::lt;
@@ -400,93 +401,131 @@ extern "C" {
 
 // ---- the library -------------------------------------------------------------------------------
 
-std::size_t cublasLtGetVersion() { return shim::kCublasVersion; }
-std::size_t cublasLtGetCudartVersion() { return shim::kCublasCudartVersion; }
+std::size_t cublasLtGetVersion() {
+  GPUBROKER_TRACE_ENTRY(kCublasLt);
+  GPUBROKER_TRACE_RETURN(shim::kCublasVersion);
+}
+std::size_t cublasLtGetCudartVersion() {
+  GPUBROKER_TRACE_ENTRY(kCublasLt);
+  GPUBROKER_TRACE_RETURN(shim::kCublasCudartVersion);
+}
 
-int cublasLtGetProperty(int type, int* value) { return shim::cublas_property(type, value); }
+int cublasLtGetProperty(int type, int* value) {
+  GPUBROKER_TRACE_ENTRY(kCublasLt);
+  GPUBROKER_TRACE_RETURN(shim::cublas_property(type, value));
+}
 
-const char* cublasLtGetStatusName(int status) { return shim::cublas_status_name(status); }
-const char* cublasLtGetStatusString(int status) { return shim::cublas_status_string(status); }
+const char* cublasLtGetStatusName(int status) {
+  GPUBROKER_TRACE_ENTRY(kCublasLt);
+  GPUBROKER_TRACE_RETURN(shim::cublas_status_name(status));
+}
+const char* cublasLtGetStatusString(int status) {
+  GPUBROKER_TRACE_ENTRY(kCublasLt);
+  GPUBROKER_TRACE_RETURN(shim::cublas_status_string(status));
+}
 
 // As cuBLASLt's, it needs a device: without a broker, CUBLAS_STATUS_NOT_INITIALIZED.
 int cublasLtCreate(LtHandle** handle) {
-  if (handle == nullptr) return kInvalidValue;
-  if (shim::Connection::get() == nullptr) return kNotInitialized;
+  GPUBROKER_TRACE_ENTRY(kCublasLt);
+  if (handle == nullptr) GPUBROKER_TRACE_RETURN(kInvalidValue);
+  if (shim::Connection::get() == nullptr) GPUBROKER_TRACE_RETURN(kNotInitialized);
   auto* h = new (std::nothrow) LtHandle{};
-  if (h == nullptr) return kAllocFailed;
+  if (h == nullptr) GPUBROKER_TRACE_RETURN(kAllocFailed);
   *handle = h;
-  return kSuccess;
+  GPUBROKER_TRACE_RETURN(kSuccess);
 }
 
 int cublasLtDestroy(LtHandle* handle) {
-  if (!valid_handle(handle)) return kNotInitialized;
+  GPUBROKER_TRACE_ENTRY(kCublasLt);
+  if (!valid_handle(handle)) GPUBROKER_TRACE_RETURN(kNotInitialized);
   handle->magic = 0;
   delete handle;
-  return kSuccess;
+  GPUBROKER_TRACE_RETURN(kSuccess);
 }
 
 // ---- descriptors -------------------------------------------------------------------------------
 
 int cublasLtMatrixLayoutInit_internal(Layout* layout, std::size_t size, std::uint32_t type, std::uint64_t rows,
                                       std::uint64_t cols, std::int64_t ld) {
-  if (layout == nullptr || size < sizeof(Layout)) return kInvalidValue;
+  GPUBROKER_TRACE_ENTRY(kCublasLt);
+  if (layout == nullptr || size < sizeof(Layout)) GPUBROKER_TRACE_RETURN(kInvalidValue);
   init_layout(layout, type, rows, cols, ld);
-  return kSuccess;
+  GPUBROKER_TRACE_RETURN(kSuccess);
 }
 int cublasLtMatrixLayoutCreate(Layout** layout, std::uint32_t type, std::uint64_t rows, std::uint64_t cols,
                                std::int64_t ld) {
+  GPUBROKER_TRACE_ENTRY(kCublasLt);
   const int s = create<Layout, kLayoutMagic>(layout);
   if (s == kSuccess) init_layout(*layout, type, rows, cols, ld);
-  return s;
+  GPUBROKER_TRACE_RETURN(s);
 }
-int cublasLtMatrixLayoutDestroy(Layout* layout) { return destroy<Layout, kLayoutMagic>(layout); }
+int cublasLtMatrixLayoutDestroy(Layout* layout) {
+  GPUBROKER_TRACE_ENTRY(kCublasLt);
+  GPUBROKER_TRACE_RETURN(destroy<Layout, kLayoutMagic>(layout));
+}
 int cublasLtMatrixLayoutSetAttribute(Layout* layout, int attribute, const void* buffer, std::size_t bytes) {
-  return set_attribute(layout, kLayoutMagic, kLayoutAttributes, attribute, buffer, bytes);
+  GPUBROKER_TRACE_ENTRY(kCublasLt);
+  GPUBROKER_TRACE_RETURN(set_attribute(layout, kLayoutMagic, kLayoutAttributes, attribute, buffer, bytes));
 }
 int cublasLtMatrixLayoutGetAttribute(const Layout* layout, int attribute, void* buffer, std::size_t bytes,
                                      std::size_t* written) {
-  return get_attribute(layout, kLayoutMagic, kLayoutAttributes, attribute, buffer, bytes, written);
+  GPUBROKER_TRACE_ENTRY(kCublasLt);
+  GPUBROKER_TRACE_RETURN(get_attribute(layout, kLayoutMagic, kLayoutAttributes, attribute, buffer, bytes, written));
 }
 
 int cublasLtMatmulDescInit_internal(MatmulDesc* desc, std::size_t size, int compute_type, int scale_type) {
-  if (desc == nullptr || size < sizeof(MatmulDesc)) return kInvalidValue;
+  GPUBROKER_TRACE_ENTRY(kCublasLt);
+  if (desc == nullptr || size < sizeof(MatmulDesc)) GPUBROKER_TRACE_RETURN(kInvalidValue);
   init_matmul_desc(desc, compute_type, scale_type);
-  return kSuccess;
+  GPUBROKER_TRACE_RETURN(kSuccess);
 }
 int cublasLtMatmulDescCreate(MatmulDesc** desc, int compute_type, int scale_type) {
+  GPUBROKER_TRACE_ENTRY(kCublasLt);
   const int s = create<MatmulDesc, kMatmulDescMagic>(desc);
   if (s == kSuccess) init_matmul_desc(*desc, compute_type, scale_type);
-  return s;
+  GPUBROKER_TRACE_RETURN(s);
 }
-int cublasLtMatmulDescDestroy(MatmulDesc* desc) { return destroy<MatmulDesc, kMatmulDescMagic>(desc); }
+int cublasLtMatmulDescDestroy(MatmulDesc* desc) {
+  GPUBROKER_TRACE_ENTRY(kCublasLt);
+  GPUBROKER_TRACE_RETURN(destroy<MatmulDesc, kMatmulDescMagic>(desc));
+}
 int cublasLtMatmulDescSetAttribute(MatmulDesc* desc, int attribute, const void* buffer, std::size_t bytes) {
-  return set_attribute(desc, kMatmulDescMagic, kMatmulDescAttributes, attribute, buffer, bytes);
+  GPUBROKER_TRACE_ENTRY(kCublasLt);
+  GPUBROKER_TRACE_RETURN(set_attribute(desc, kMatmulDescMagic, kMatmulDescAttributes, attribute, buffer, bytes));
 }
 int cublasLtMatmulDescGetAttribute(const MatmulDesc* desc, int attribute, void* buffer, std::size_t bytes,
                                    std::size_t* written) {
-  return get_attribute(desc, kMatmulDescMagic, kMatmulDescAttributes, attribute, buffer, bytes, written);
+  GPUBROKER_TRACE_ENTRY(kCublasLt);
+  GPUBROKER_TRACE_RETURN(
+      get_attribute(desc, kMatmulDescMagic, kMatmulDescAttributes, attribute, buffer, bytes, written));
 }
 
 int cublasLtMatmulPreferenceInit_internal(Preference* preference, std::size_t size) {
-  if (preference == nullptr || size < sizeof(Preference)) return kInvalidValue;
+  GPUBROKER_TRACE_ENTRY(kCublasLt);
+  if (preference == nullptr || size < sizeof(Preference)) GPUBROKER_TRACE_RETURN(kInvalidValue);
   init_preference(preference);
-  return kSuccess;
+  GPUBROKER_TRACE_RETURN(kSuccess);
 }
 int cublasLtMatmulPreferenceCreate(Preference** preference) {
+  GPUBROKER_TRACE_ENTRY(kCublasLt);
   const int s = create<Preference, kPreferenceMagic>(preference);
   if (s == kSuccess) init_preference(*preference);
-  return s;
+  GPUBROKER_TRACE_RETURN(s);
 }
 int cublasLtMatmulPreferenceDestroy(Preference* preference) {
-  return destroy<Preference, kPreferenceMagic>(preference);
+  GPUBROKER_TRACE_ENTRY(kCublasLt);
+  GPUBROKER_TRACE_RETURN(destroy<Preference, kPreferenceMagic>(preference));
 }
 int cublasLtMatmulPreferenceSetAttribute(Preference* preference, int attribute, const void* buffer,
                                          std::size_t bytes) {
-  return set_attribute(preference, kPreferenceMagic, kPreferenceAttributes, attribute, buffer, bytes);
+  GPUBROKER_TRACE_ENTRY(kCublasLt);
+  GPUBROKER_TRACE_RETURN(set_attribute(preference, kPreferenceMagic, kPreferenceAttributes, attribute, buffer, bytes));
 }
 int cublasLtMatmulPreferenceGetAttribute(const Preference* preference, int attribute, void* buffer,
                                          std::size_t bytes, std::size_t* written) {
-  return get_attribute(preference, kPreferenceMagic, kPreferenceAttributes, attribute, buffer, bytes, written);
+  GPUBROKER_TRACE_ENTRY(kCublasLt);
+  GPUBROKER_TRACE_RETURN(
+      get_attribute(preference, kPreferenceMagic, kPreferenceAttributes, attribute, buffer, bytes, written));
 }
 
 // ---- matmul ------------------------------------------------------------------------------------
@@ -494,16 +533,17 @@ int cublasLtMatmulPreferenceGetAttribute(const Preference* preference, int attri
 int cublasLtMatmulAlgoGetHeuristic(LtHandle* handle, const MatmulDesc* desc, const Layout* a, const Layout* b,
                                    const Layout* c, const Layout* d, const Preference* preference, int requested,
                                    lt::cublasLtMatmulHeuristicResult_t* results, int* returned) {
-  if (!valid_handle(handle)) return kNotInitialized;
+  GPUBROKER_TRACE_ENTRY(kCublasLt);
+  if (!valid_handle(handle)) GPUBROKER_TRACE_RETURN(kNotInitialized);
   if (preference == nullptr || preference->magic != kPreferenceMagic || requested <= 0 || results == nullptr ||
       returned == nullptr) {
-    return kInvalidValue;
+    GPUBROKER_TRACE_RETURN(kInvalidValue);
   }
   *returned = 0;
   const Plan plan = plan_matmul(desc, a, b, c, d);
   if (plan.status != kSuccess) {
     if (plan.unsupported != nullptr) gpubroker_log_unsupported_in(plan.unsupported, "cuBLASLt", "CUBLAS_STATUS_NOT_SUPPORTED");
-    return plan.status;
+    GPUBROKER_TRACE_RETURN(plan.status);
   }
   results[0] = lt::cublasLtMatmulHeuristicResult_t{};
   results[0].algo.data[0] = kAlgoMagic;
@@ -511,30 +551,33 @@ int cublasLtMatmulAlgoGetHeuristic(LtHandle* handle, const MatmulDesc* desc, con
   results[0].state = kSuccess;
   results[0].wavesCount = 1.0f;
   *returned = 1;
-  return kSuccess;
+  GPUBROKER_TRACE_RETURN(kSuccess);
 }
 
 int cublasLtMatmul(LtHandle* handle, const MatmulDesc* desc, const void* alpha, const void* a_data,
                    const Layout* a, const void* b_data, const Layout* b, const void* beta, const void* c_data,
                    const Layout* c, void* d_data, const Layout* d, const lt::cublasLtMatmulAlgo_t* /*algo*/,
                    void* /*workspace*/, std::size_t /*workspace_bytes*/, void* stream) {
-  if (!valid_handle(handle)) return kNotInitialized;
+  GPUBROKER_TRACE_ENTRY(kCublasLt);
+  if (!valid_handle(handle)) GPUBROKER_TRACE_RETURN(kNotInitialized);
   Plan plan = plan_matmul(desc, a, b, c, d);
   if (plan.status != kSuccess) {
     if (plan.unsupported != nullptr) gpubroker_log_unsupported_in(plan.unsupported, "cuBLASLt", "CUBLAS_STATUS_NOT_SUPPORTED");
-    return plan.status;
+    GPUBROKER_TRACE_RETURN(plan.status);
   }
-  if (d->rows == 0 || d->cols == 0) return kSuccess;  // nothing to compute
+  if (d->rows == 0 || d->cols == 0) GPUBROKER_TRACE_RETURN(kSuccess);  // nothing to compute
   wire::BlasLtMatmulRequest& r = plan.request;
   r.stream = reinterpret_cast<std::uint64_t>(stream);
   const bool device_scalars = desc->pointer_mode == lt::CUBLASLT_POINTER_MODE_DEVICE;
-  if (int s = read_scalar(alpha, plan.scalar_bytes, device_scalars, r.stream, r.alpha); s != kSuccess) return s;
-  if (int s = read_scalar(beta, plan.scalar_bytes, device_scalars, r.stream, r.beta); s != kSuccess) return s;
+  if (int s = read_scalar(alpha, plan.scalar_bytes, device_scalars, r.stream, r.alpha); s != kSuccess)
+    GPUBROKER_TRACE_RETURN(s);
+  if (int s = read_scalar(beta, plan.scalar_bytes, device_scalars, r.stream, r.beta); s != kSuccess)
+    GPUBROKER_TRACE_RETURN(s);
   r.a = reinterpret_cast<std::uint64_t>(a_data);
   r.b = reinterpret_cast<std::uint64_t>(b_data);
   r.c = reinterpret_cast<std::uint64_t>(c_data);
   r.d = reinterpret_cast<std::uint64_t>(d_data);
-  return request<wire::RequestKind::kBlasLtMatmul>(r);
+  GPUBROKER_TRACE_RETURN(request<wire::RequestKind::kBlasLtMatmul>(r));
 }
 
 }  // extern "C"

@@ -21,12 +21,13 @@
 #include <mutex>
 #include <string>
 
-#include "gpubroker/cuda/driver_api.h"
 #include "gpubroker/calls/protocol.h"
+#include "gpubroker/cuda/driver_api.h"
 #include "shim/abi/unsupported.h"
 #include "shim/client/calls.h"
 #include "shim/client/connection.h"
 #include "shim/client/visible_devices.h"
+#include "shim/trace/recorder.h"
 
 using namespace gpubroker;
 
@@ -161,25 +162,34 @@ extern "C" {
 // ---- library --------------------------------------------------------------------------------
 
 Return nvmlInitWithFlags(unsigned /*flags*/) {
+  GPUBROKER_TRACE_ENTRY(kNvml);
   shim::Connection* c = connection();
-  if (c == nullptr) return answered(__func__, kDriverNotLoaded);
+  if (c == nullptr) GPUBROKER_TRACE_RETURN(answered(__func__, kDriverNotLoaded));
   for (std::uint32_t i = 0; i < wire::kMaxDevices; ++i) g_devices[i].index = i;
   g_initialized.fetch_add(1, std::memory_order_relaxed);
-  return kSuccess;
+  GPUBROKER_TRACE_RETURN(kSuccess);
 }
 
-Return nvmlInit_v2() { return nvmlInitWithFlags(0); }
-Return nvmlInit() { return nvmlInitWithFlags(0); }
+Return nvmlInit_v2() {
+  GPUBROKER_TRACE_ENTRY(kNvml);
+  GPUBROKER_TRACE_RETURN(nvmlInitWithFlags(0));
+}
+Return nvmlInit() {
+  GPUBROKER_TRACE_ENTRY(kNvml);
+  GPUBROKER_TRACE_RETURN(nvmlInitWithFlags(0));
+}
 
 Return nvmlShutdown() {
+  GPUBROKER_TRACE_ENTRY(kNvml);
   int count = g_initialized.load(std::memory_order_relaxed);
   do {
-    if (count <= 0) return answered(__func__, kUninitialized);
+    if (count <= 0) GPUBROKER_TRACE_RETURN(answered(__func__, kUninitialized));
   } while (!g_initialized.compare_exchange_weak(count, count - 1, std::memory_order_relaxed));
-  return kSuccess;
+  GPUBROKER_TRACE_RETURN(kSuccess);
 }
 
 const char* nvmlErrorString(Return result) {
+  GPUBROKER_TRACE_ENTRY(kNvml);
   switch (result) {
     case 0: return "Success";
     case 1: return "Uninitialized";
@@ -210,102 +220,126 @@ const char* nvmlErrorString(Return result) {
 // The NVIDIA kernel module's version. The broker's device table does not carry it; on a GPU host
 // the module's /proc file says it, and the sim driver has none.
 Return nvmlSystemGetDriverVersion(char* version, unsigned length) {
-  if (version == nullptr) return answered(__func__, kInvalidArgument);
-  if (g_initialized.load(std::memory_order_relaxed) <= 0) return answered(__func__, kUninitialized);
+  GPUBROKER_TRACE_ENTRY(kNvml);
+  if (version == nullptr) GPUBROKER_TRACE_RETURN(answered(__func__, kInvalidArgument));
+  if (g_initialized.load(std::memory_order_relaxed) <= 0) GPUBROKER_TRACE_RETURN(answered(__func__, kUninitialized));
   shim::Connection* c = connection();
-  if (c == nullptr) return answered(__func__, kUninitialized);
-  if (c->device_table().simulated != 0) return answered(__func__, kNotSupported);
+  if (c == nullptr) GPUBROKER_TRACE_RETURN(answered(__func__, kUninitialized));
+  if (c->device_table().simulated != 0) GPUBROKER_TRACE_RETURN(answered(__func__, kNotSupported));
   std::ifstream file("/proc/driver/nvidia/version");
   std::string line;
-  if (!file || !std::getline(file, line)) return answered(__func__, kNoPermission);
+  if (!file || !std::getline(file, line)) GPUBROKER_TRACE_RETURN(answered(__func__, kNoPermission));
   // "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.65.06  Sun Jul 27 ..."
   const auto module = line.find("Kernel Module");
-  if (module == std::string::npos) return answered(__func__, kUnknown);
+  if (module == std::string::npos) GPUBROKER_TRACE_RETURN(answered(__func__, kUnknown));
   std::size_t start = line.find_first_not_of(' ', module + 13);
   std::size_t end = start == std::string::npos ? std::string::npos : line.find(' ', start);
-  if (start == std::string::npos) return answered(__func__, kUnknown);
+  if (start == std::string::npos) GPUBROKER_TRACE_RETURN(answered(__func__, kUnknown));
   const std::string text = line.substr(start, end == std::string::npos ? std::string::npos : end - start);
-  return answered(__func__, copy_string(version, length, text));
+  GPUBROKER_TRACE_RETURN(answered(__func__, copy_string(version, length, text)));
 }
 
 Return nvmlSystemGetCudaDriverVersion_v2(int* version) {
-  if (version == nullptr) return answered(__func__, kInvalidArgument);
-  if (g_initialized.load(std::memory_order_relaxed) <= 0) return answered(__func__, kUninitialized);
+  GPUBROKER_TRACE_ENTRY(kNvml);
+  if (version == nullptr) GPUBROKER_TRACE_RETURN(answered(__func__, kInvalidArgument));
+  if (g_initialized.load(std::memory_order_relaxed) <= 0) GPUBROKER_TRACE_RETURN(answered(__func__, kUninitialized));
   shim::Connection* c = connection();
-  if (c == nullptr) return answered(__func__, kUninitialized);
+  if (c == nullptr) GPUBROKER_TRACE_RETURN(answered(__func__, kUninitialized));
   *version = c->device_table().driver_version;
-  return kSuccess;
+  GPUBROKER_TRACE_RETURN(kSuccess);
 }
 
-Return nvmlSystemGetCudaDriverVersion(int* version) { return nvmlSystemGetCudaDriverVersion_v2(version); }
+Return nvmlSystemGetCudaDriverVersion(int* version) {
+  GPUBROKER_TRACE_ENTRY(kNvml);
+  GPUBROKER_TRACE_RETURN(nvmlSystemGetCudaDriverVersion_v2(version));
+}
 
 // ---- devices --------------------------------------------------------------------------------
 
 Return nvmlDeviceGetCount_v2(unsigned* count) {
-  if (count == nullptr) return answered(__func__, kInvalidArgument);
-  if (g_initialized.load(std::memory_order_relaxed) <= 0) return answered(__func__, kUninitialized);
+  GPUBROKER_TRACE_ENTRY(kNvml);
+  if (count == nullptr) GPUBROKER_TRACE_RETURN(answered(__func__, kInvalidArgument));
+  if (g_initialized.load(std::memory_order_relaxed) <= 0) GPUBROKER_TRACE_RETURN(answered(__func__, kUninitialized));
   shim::Connection* c = connection();
-  if (c == nullptr) return answered(__func__, kUninitialized);
+  if (c == nullptr) GPUBROKER_TRACE_RETURN(answered(__func__, kUninitialized));
   *count = static_cast<unsigned>(c->visible().size());
-  return kSuccess;
+  GPUBROKER_TRACE_RETURN(kSuccess);
 }
 
-Return nvmlDeviceGetCount(unsigned* count) { return nvmlDeviceGetCount_v2(count); }
+Return nvmlDeviceGetCount(unsigned* count) {
+  GPUBROKER_TRACE_ENTRY(kNvml);
+  GPUBROKER_TRACE_RETURN(nvmlDeviceGetCount_v2(count));
+}
 
 Return nvmlDeviceGetHandleByIndex_v2(unsigned index, Device** device) {
-  if (device == nullptr) return answered(__func__, kInvalidArgument);
-  if (g_initialized.load(std::memory_order_relaxed) <= 0) return answered(__func__, kUninitialized);
+  GPUBROKER_TRACE_ENTRY(kNvml);
+  if (device == nullptr) GPUBROKER_TRACE_RETURN(answered(__func__, kInvalidArgument));
+  if (g_initialized.load(std::memory_order_relaxed) <= 0) GPUBROKER_TRACE_RETURN(answered(__func__, kUninitialized));
   shim::Connection* c = connection();
-  if (c == nullptr) return answered(__func__, kUninitialized);
-  if (index >= c->visible().size()) return answered(__func__, kInvalidArgument);
+  if (c == nullptr) GPUBROKER_TRACE_RETURN(answered(__func__, kUninitialized));
+  if (index >= c->visible().size()) GPUBROKER_TRACE_RETURN(answered(__func__, kInvalidArgument));
   *device = &g_devices[index];
-  return kSuccess;
+  GPUBROKER_TRACE_RETURN(kSuccess);
 }
 
-Return nvmlDeviceGetHandleByIndex(unsigned index, Device** device) { return nvmlDeviceGetHandleByIndex_v2(index, device); }
+Return nvmlDeviceGetHandleByIndex(unsigned index, Device** device) {
+  GPUBROKER_TRACE_ENTRY(kNvml);
+  GPUBROKER_TRACE_RETURN(nvmlDeviceGetHandleByIndex_v2(index, device));
+}
 
 Return nvmlDeviceGetHandleByUUID(const char* uuid, Device** device) {
-  if (uuid == nullptr) return answered(__func__, kInvalidArgument);
-  return answered(__func__, find_device(device, [&](const wire::DeviceRecord& d) { return shim::uuid_string(d.uuid) == uuid; }));
+  GPUBROKER_TRACE_ENTRY(kNvml);
+  if (uuid == nullptr) GPUBROKER_TRACE_RETURN(answered(__func__, kInvalidArgument));
+  GPUBROKER_TRACE_RETURN(answered(
+      __func__, find_device(device, [&](const wire::DeviceRecord& d) { return shim::uuid_string(d.uuid) == uuid; })));
 }
 
 Return nvmlDeviceGetHandleByPciBusId_v2(const char* bus_id, Device** device) {
+  GPUBROKER_TRACE_ENTRY(kNvml);
   unsigned domain = 0, bus = 0, slot = 0;
-  if (bus_id == nullptr || !parse_bus_id(bus_id, domain, bus, slot)) return answered(__func__, kInvalidArgument);
-  return answered(__func__, find_device(device, [&](const wire::DeviceRecord& d) {
-    return static_cast<unsigned>(d.attributes[cuda::CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID]) == domain &&
-           static_cast<unsigned>(d.attributes[cuda::CU_DEVICE_ATTRIBUTE_PCI_BUS_ID]) == bus &&
-           static_cast<unsigned>(d.attributes[cuda::CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID]) == slot;
-  }));
+  if (bus_id == nullptr || !parse_bus_id(bus_id, domain, bus, slot))
+    GPUBROKER_TRACE_RETURN(answered(__func__, kInvalidArgument));
+  GPUBROKER_TRACE_RETURN(
+      answered(__func__, find_device(device, [&](const wire::DeviceRecord& d) {
+                 return static_cast<unsigned>(d.attributes[cuda::CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID]) == domain &&
+                        static_cast<unsigned>(d.attributes[cuda::CU_DEVICE_ATTRIBUTE_PCI_BUS_ID]) == bus &&
+                        static_cast<unsigned>(d.attributes[cuda::CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID]) == slot;
+               })));
 }
 
 Return nvmlDeviceGetHandleByPciBusId(const char* bus_id, Device** device) {
-  return answered(__func__, nvmlDeviceGetHandleByPciBusId_v2(bus_id, device));
+  GPUBROKER_TRACE_ENTRY(kNvml);
+  GPUBROKER_TRACE_RETURN(answered(__func__, nvmlDeviceGetHandleByPciBusId_v2(bus_id, device)));
 }
 
 Return nvmlDeviceGetIndex(Device* device, unsigned* index) {
-  if (index == nullptr) return answered(__func__, kInvalidArgument);
-  if (record_of(device) == nullptr) return answered(__func__, handle_error());
+  GPUBROKER_TRACE_ENTRY(kNvml);
+  if (index == nullptr) GPUBROKER_TRACE_RETURN(answered(__func__, kInvalidArgument));
+  if (record_of(device) == nullptr) GPUBROKER_TRACE_RETURN(answered(__func__, handle_error()));
   *index = device->index;
-  return kSuccess;
+  GPUBROKER_TRACE_RETURN(kSuccess);
 }
 
 Return nvmlDeviceGetName(Device* device, char* name, unsigned length) {
+  GPUBROKER_TRACE_ENTRY(kNvml);
   const wire::DeviceRecord* d = record_of(device);
-  if (d == nullptr) return answered(__func__, handle_error());
-  return answered(__func__, copy_string(name, std::min(length, kNameBytes), d->name));
+  if (d == nullptr) GPUBROKER_TRACE_RETURN(answered(__func__, handle_error()));
+  GPUBROKER_TRACE_RETURN(answered(__func__, copy_string(name, std::min(length, kNameBytes), d->name)));
 }
 
 Return nvmlDeviceGetUUID(Device* device, char* uuid, unsigned length) {
+  GPUBROKER_TRACE_ENTRY(kNvml);
   const wire::DeviceRecord* d = record_of(device);
-  if (d == nullptr) return answered(__func__, handle_error());
-  return answered(__func__, copy_string(uuid, std::min(length, kUuidBytes), shim::uuid_string(d->uuid)));
+  if (d == nullptr) GPUBROKER_TRACE_RETURN(answered(__func__, handle_error()));
+  GPUBROKER_TRACE_RETURN(
+      answered(__func__, copy_string(uuid, std::min(length, kUuidBytes), shim::uuid_string(d->uuid))));
 }
 
 Return nvmlDeviceGetPciInfo_v3(Device* device, nvmlPciInfo_t* pci) {
-  if (pci == nullptr) return answered(__func__, kInvalidArgument);
+  GPUBROKER_TRACE_ENTRY(kNvml);
+  if (pci == nullptr) GPUBROKER_TRACE_RETURN(answered(__func__, kInvalidArgument));
   const wire::DeviceRecord* d = record_of(device);
-  if (d == nullptr) return answered(__func__, handle_error());
+  if (d == nullptr) GPUBROKER_TRACE_RETURN(answered(__func__, handle_error()));
   std::memset(pci, 0, sizeof *pci);
   pci->domain = static_cast<unsigned>(d->attributes[cuda::CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID]);
   pci->bus = static_cast<unsigned>(d->attributes[cuda::CU_DEVICE_ATTRIBUTE_PCI_BUS_ID]);
@@ -316,58 +350,65 @@ Return nvmlDeviceGetPciInfo_v3(Device* device, nvmlPciInfo_t* pci) {
   const std::string bus_id = nvml_bus_id(*d);
   std::snprintf(pci->busId, sizeof pci->busId, "%s", bus_id.c_str());
   std::snprintf(pci->busIdLegacy, sizeof pci->busIdLegacy, "%s", bus_id.c_str() + 4);
-  return kSuccess;
+  GPUBROKER_TRACE_RETURN(kSuccess);
 }
 
 // The session's view, the same request (and so the same figures) as cudaMemGetInfo.
 Return nvmlDeviceGetMemoryInfo(Device* device, nvmlMemory_t* memory) {
-  if (memory == nullptr) return answered(__func__, kInvalidArgument);
+  GPUBROKER_TRACE_ENTRY(kNvml);
+  if (memory == nullptr) GPUBROKER_TRACE_RETURN(answered(__func__, kInvalidArgument));
   std::uint64_t free = 0, total = 0;
-  if (const Return r = memory_of(device, free, total); r != kSuccess) return answered(__func__, r);
+  if (const Return r = memory_of(device, free, total); r != kSuccess) GPUBROKER_TRACE_RETURN(answered(__func__, r));
   *memory = nvmlMemory_t{total, free, total - free};
-  return kSuccess;
+  GPUBROKER_TRACE_RETURN(kSuccess);
 }
 
 Return nvmlDeviceGetMemoryInfo_v2(Device* device, nvmlMemory_v2_t* memory) {
-  if (memory == nullptr) return answered(__func__, kInvalidArgument);
-  if (memory->version != kMemoryV2Version) return answered(__func__, 25);  // NVML_ERROR_ARGUMENT_VERSION_MISMATCH
+  GPUBROKER_TRACE_ENTRY(kNvml);
+  if (memory == nullptr) GPUBROKER_TRACE_RETURN(answered(__func__, kInvalidArgument));
+  if (memory->version != kMemoryV2Version)
+    GPUBROKER_TRACE_RETURN(answered(__func__, 25));  // NVML_ERROR_ARGUMENT_VERSION_MISMATCH
   std::uint64_t free = 0, total = 0;
-  if (const Return r = memory_of(device, free, total); r != kSuccess) return answered(__func__, r);
+  if (const Return r = memory_of(device, free, total); r != kSuccess) GPUBROKER_TRACE_RETURN(answered(__func__, r));
   memory->total = total;
   memory->reserved = 0;
   memory->free = free;
   memory->used = total - free;
-  return kSuccess;
+  GPUBROKER_TRACE_RETURN(kSuccess);
 }
 
 Return nvmlDeviceGetCudaComputeCapability(Device* device, int* major, int* minor) {
-  if (major == nullptr || minor == nullptr) return answered(__func__, kInvalidArgument);
+  GPUBROKER_TRACE_ENTRY(kNvml);
+  if (major == nullptr || minor == nullptr) GPUBROKER_TRACE_RETURN(answered(__func__, kInvalidArgument));
   const wire::DeviceRecord* d = record_of(device);
-  if (d == nullptr) return answered(__func__, handle_error());
+  if (d == nullptr) GPUBROKER_TRACE_RETURN(answered(__func__, handle_error()));
   *major = d->attributes[cuda::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR];
   *minor = d->attributes[cuda::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR];
-  return kSuccess;
+  GPUBROKER_TRACE_RETURN(kSuccess);
 }
 
 // nvmlComputeMode_t and CUcomputemode share their values (0 default, 2 prohibited, 3 exclusive
 // process).
 Return nvmlDeviceGetComputeMode(Device* device, int* mode) {
-  if (mode == nullptr) return answered(__func__, kInvalidArgument);
+  GPUBROKER_TRACE_ENTRY(kNvml);
+  if (mode == nullptr) GPUBROKER_TRACE_RETURN(answered(__func__, kInvalidArgument));
   const wire::DeviceRecord* d = record_of(device);
-  if (d == nullptr) return answered(__func__, handle_error());
+  if (d == nullptr) GPUBROKER_TRACE_RETURN(answered(__func__, handle_error()));
   *mode = d->attributes[cuda::CU_DEVICE_ATTRIBUTE_COMPUTE_MODE];
-  return kSuccess;
+  GPUBROKER_TRACE_RETURN(kSuccess);
 }
 
 // Not carried by the broker's device table: not invented.
 Return nvmlDeviceGetUtilizationRates(Device* device, nvmlUtilization_t* utilization) {
-  if (utilization == nullptr) return answered(__func__, kInvalidArgument);
-  return answered(__func__, record_of(device) == nullptr ? handle_error() : kNotSupported);
+  GPUBROKER_TRACE_ENTRY(kNvml);
+  if (utilization == nullptr) GPUBROKER_TRACE_RETURN(answered(__func__, kInvalidArgument));
+  GPUBROKER_TRACE_RETURN(answered(__func__, record_of(device) == nullptr ? handle_error() : kNotSupported));
 }
 
 Return nvmlDeviceGetTemperature(Device* device, int /*sensor*/, unsigned* temperature) {
-  if (temperature == nullptr) return answered(__func__, kInvalidArgument);
-  return answered(__func__, record_of(device) == nullptr ? handle_error() : kNotSupported);
+  GPUBROKER_TRACE_ENTRY(kNvml);
+  if (temperature == nullptr) GPUBROKER_TRACE_RETURN(answered(__func__, kInvalidArgument));
+  GPUBROKER_TRACE_RETURN(answered(__func__, record_of(device) == nullptr ? handle_error() : kNotSupported));
 }
 
 }  // extern "C"

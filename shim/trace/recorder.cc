@@ -152,6 +152,12 @@ void append(const PendingRecord& record) noexcept {
 
 void flush() noexcept { t_buffer.write_out(); }
 
+int process_file() noexcept {
+  if (!enabled()) return -1;
+  std::lock_guard guard(g_file_lock);
+  return file_of_process();
+}
+
 EntryScope*& open_entry() noexcept {
   static thread_local EntryScope* open = nullptr;
   return open;

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <ctime>
+#include <type_traits>
 
 #include "gpubroker/trace/format.h"
 
@@ -74,6 +75,10 @@ void append(const PendingRecord& record) noexcept;
 // Writes the calling thread's buffered records now (tests; exit does it by itself).
 void flush() noexcept;
 
+// The process's trace file, opened now (with its header) if it is not yet, or -1: the connection
+// hands it to the broker, which appends the device work it runs for the process.
+int process_file() noexcept;
+
 // Records one call that started at `start_ns` and returned `result`; `function` must outlive the
 // process (a string literal or __func__).
 inline void record_call(const char* function, Library library, Where where, std::uint64_t start_ns,
@@ -127,6 +132,16 @@ class EntryScope {
     if (!enabled()) return;
     if (EntryScope* open = open_entry()) open->result_ = result;
   }
+  // An entry point's return, noted as its result (the cuBLAS and NVML shims, whose status is the
+  // return value): `return gpubroker_trace_scope.returns(status);`. A value that is no status (a
+  // string) is returned untouched.
+  template <class T>
+  T returns(T value) const noexcept {
+    if constexpr (std::is_same_v<T, int>) {
+      if (opened_) open_entry()->result_ = static_cast<std::int32_t>(value);
+    }
+    return value;
+  }
   // A request the calling thread's open entry point sends: the first one's kind and payload's
   // first words become the call's, and its record is the call's (true: the caller records
   // nothing more). False for a later request, or outside any entry point.
@@ -156,3 +171,6 @@ class EntryScope {
 // At the top of a shim entry point: records the call (its name, result, time) when tracing.
 #define GPUBROKER_TRACE_ENTRY(library) \
   const ::gpubroker::trace::EntryScope gpubroker_trace_scope(__func__, ::gpubroker::trace::Library::library)
+// An entry point whose status is its return value: `GPUBROKER_TRACE_RETURN(status);` returns it and
+// notes it as the call's result.
+#define GPUBROKER_TRACE_RETURN(...) return gpubroker_trace_scope.returns(__VA_ARGS__)

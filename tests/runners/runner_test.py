@@ -24,6 +24,10 @@ on the library path. Each case is one meson test:
                   they exit the device is back to its baseline
   ollama-layout   a library directory with CUDA 12 libraries of its own, prepended to
                   LD_LIBRARY_PATH as Ollama does, still gets the shims
+  trace           gpu-broker-run --trace of an offloaded runner (CUDA graphs off, so that every
+                  kernel is a launch of its own): its trace holds one launch per kernel the sim ran,
+                  and the broker timed each of them on the device, by the same kernel names; the
+                  summary, Chrome JSON and SVG timeline are well formed
 
 Lines "figure: NAME VALUE" are single measurements; `runner_test.py figures` (not a test) prints
 p50/p99 over rounds, brokered against CUDA hidden, for BENCHMARKS.md. Whatever a runner's stderr
@@ -560,6 +564,47 @@ def case_token_figures():
                 mode, per_token["calls"], per_token["kernels"], per_token["graphs"], per_token["gemms"]), flush=True)
 
 
+LAUNCH = re.compile(r"(?:^|\(|  -> )(LaunchKernel|LaunchKernelStaged)(?:: |\()(.+)<<<")
+
+
+@runner_case()
+def case_trace(broker, model, work):
+    prefix = os.path.join(work, "runner-trace")
+    via = [opslib.RUN, "--socket=" + broker.socket, "--trace=" + prefix, "--"]
+    result = run_runner(broker, ["generate", model, "99", "8", "--prompt-tokens=3"],
+                        env=runner_env(GGML_CUDA_DISABLE_GRAPHS="1"), via=via)
+    report_of(result, "runner.py generate, traced")
+    broker.stop()  # a session's device work is all in its file once the broker has let the session go
+    counters = sim_counters(work)
+    tool = os.environ["GPUBROKER_TRACE_TOOL"]
+    lines = subprocess.run([tool, prefix], check=True, capture_output=True, text=True).stdout.splitlines()
+    launched = [m.group(2) for m in (LAUNCH.search(line.split(") = ")[0]) for line in lines if " dev] " not in line) if m]
+    on_device = [line for line in lines if " dev] " in line and "device:kernel " in line]
+    calls = [line for line in lines if " dev] " not in line and "  -> " not in line]
+    check(any(line.endswith("session end") for line in lines), "the broker ended the trace with 'session end'")
+    print("trace: %d calls, %d kernel launches, %d kernels timed on the device; the sim ran %d kernels"
+          % (len(calls), len(launched), len(on_device), counters["kernels_launched"]), flush=True)
+    check(counters["kernels_launched"] > 100, "the runner ran its kernels on the sim")
+    check(len(launched) == counters["kernels_launched"], "one launch in the trace per kernel the sim ran")
+    check(len(on_device) == counters["kernels_launched"], "each kernel the sim ran is timed on the device")
+    names = {name for name in launched}
+    check(all(any(name in line for name in names) for line in on_device[:50]), "device kernels carry launched names")
+    summary = subprocess.run([tool, "--summary", prefix], check=True, capture_output=True, text=True).stdout
+    rows = summary.splitlines()
+    print("\n".join(["summary's first rows:"] + rows[:6]), flush=True)
+    check(any(row.startswith("cudart:") and "Launch" in row for row in rows), "the summary counts the launches")
+    check(counters["gemms_run"] == 0 or any(row.startswith("cublas") for row in rows), "the summary has cuBLAS's calls")
+    check(any("device work" in row for row in rows), "the summary has the device work")
+    events = json.loads(subprocess.run([tool, "--chrome", prefix], check=True, capture_output=True, text=True).stdout)
+    check(sum(1 for e in events["traceEvents"] if e.get("cat") == "device") >= len(on_device), "Chrome JSON has the device work")
+    svg = subprocess.run([tool, "--svg", prefix], check=True, capture_output=True, text=True).stdout
+    check(svg.startswith("<svg") and svg.rstrip().endswith("</svg>"), "an SVG timeline")
+    picture = os.environ.get("GPUBROKER_TRACE_PICTURE")  # docs/timeline.svg is made this way
+    if picture:
+        with open(picture, "w") as f:
+            f.write(svg)
+
+
 CASES = {
     "discovery": case_discovery,
     "load": case_load,
@@ -571,6 +616,7 @@ CASES = {
     "kernel-failure": case_kernel_failure,
     "four-runners": case_four_runners,
     "ollama-layout": case_ollama_layout,
+    "trace": case_trace,
 }
 
 if __name__ == "__main__":

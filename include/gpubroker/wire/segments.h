@@ -113,14 +113,20 @@ inline constexpr std::size_t staging_segment_bytes(std::uint64_t pipe_bytes) {
 }
 
 // Handshake, over the SOCK_SEQPACKET socket. The Welcome carries the segments as SCM_RIGHTS file
-// descriptors in the order control, staging, arena.
+// descriptors in the order control, staging, arena. A Hello with kHelloTraceFile carries one
+// descriptor: the process's call trace file (writable, O_APPEND, a regular file), where the broker
+// appends the device work it runs for the session (gpubroker/trace/format.h).
+enum HelloFlags : std::uint32_t {
+  kHelloTraceFile = 1u << 0,
+};
+
 struct Hello {
   std::uint64_t magic;  // kHelloMagic
   std::uint32_t version;
   std::uint32_t abi;  // the CUDA ABI the client speaks (12, 13), 0 for a transport-only client
   std::uint64_t fingerprint;
   std::uint32_t pid;
-  std::uint32_t reserved;
+  std::uint32_t flags;  // HelloFlags
   char program[64];           // NUL-terminated, truncated
   char visible_devices[256];  // CUDA_VISIBLE_DEVICES, NUL-terminated, truncated
 };
