@@ -79,6 +79,13 @@ int launch_host_func(Connection& c, std::uint64_t stream, HostFunction function,
 int add_stream_callback(Connection& c, std::uint64_t stream, StreamCallback callback, void* data);
 void hold_for_host_funcs(std::uint64_t stream);
 void hold_for_all_host_funcs();
+// The wire id of a stream (cudaStream_t and CUstream alike) that work is about to be submitted
+// to, once the host functions enqueued on it before have returned.
+inline std::uint64_t submission_stream_id(const void* stream) {
+  const auto id = reinterpret_cast<std::uint64_t>(stream);
+  hold_for_host_funcs(id);
+  return id;
+}
 [[nodiscard]] bool host_funcs_pending(std::uint64_t stream);
 
 namespace ops {

@@ -79,11 +79,7 @@ CUresult enter(Connection*& c);
 // The wire id of a stream that work is about to be submitted to (or waited for), once the host
 // functions enqueued on it before have returned: the handles are the ids (0, CU_STREAM_LEGACY = 1
 // and CU_STREAM_PER_THREAD = 2 name the session's default stream).
-inline std::uint64_t stream_id(cuda::CUstream stream) {
-  const auto id = reinterpret_cast<std::uint64_t>(stream);
-  shim::hold_for_host_funcs(id);
-  return id;
-}
+inline std::uint64_t stream_id(cuda::CUstream stream) { return shim::submission_stream_id(stream); }
 
 }  // namespace gpubroker::shim::drv
 

@@ -41,13 +41,7 @@ bool rows_fit(const void* p, std::size_t pitch, std::size_t width, std::size_t h
          !__builtin_add_overflow(reinterpret_cast<std::uintptr_t>(p), span, &end);
 }
 
-// The wire id of a stream that work is about to be submitted to, once the host functions enqueued
-// on it before have returned (host_funcs.cc).
-std::uint64_t stream_id(Stream stream) {
-  const auto id = reinterpret_cast<std::uint64_t>(stream);
-  hold_for_host_funcs(id);
-  return id;
-}
+std::uint64_t stream_id(Stream stream) { return shim::submission_stream_id(stream); }
 
 // The visible device `device` as the broker numbers it, or nullopt.
 std::optional<std::uint32_t> broker_ordinal(int device) {
