@@ -25,7 +25,13 @@ extern "C" bool g_trace_tsc;
 
 namespace gpubroker::trace {
 
+// GPUBROKER_TRACE_COMPILED_OUT builds the shims without the trace's hooks, to measure what the
+// hooks cost with tracing off (BENCHMARKS.md); never a build anyone ships.
+#if defined(GPUBROKER_TRACE_COMPILED_OUT)
+constexpr bool enabled() { return false; }
+#else
 inline bool enabled() { return __builtin_expect(g_trace_enabled, false); }
+#endif
 
 inline std::uint64_t monotonic_ns() {
   timespec t{};
@@ -168,9 +174,14 @@ class EntryScope {
 
 }  // namespace gpubroker::trace
 
+#if defined(GPUBROKER_TRACE_COMPILED_OUT)
+#define GPUBROKER_TRACE_ENTRY(library) static_cast<void>(0)
+#define GPUBROKER_TRACE_RETURN(...) return __VA_ARGS__
+#else
 // At the top of a shim entry point: records the call (its name, result, time) when tracing.
 #define GPUBROKER_TRACE_ENTRY(library) \
   const ::gpubroker::trace::EntryScope gpubroker_trace_scope(__func__, ::gpubroker::trace::Library::library)
 // An entry point whose status is its return value: `GPUBROKER_TRACE_RETURN(status);` returns it and
 // notes it as the call's result.
 #define GPUBROKER_TRACE_RETURN(...) return gpubroker_trace_scope.returns(__VA_ARGS__)
+#endif
