@@ -602,8 +602,8 @@ int cublasHgemm(Handle handle, int transa, int transb, int m, int n, int k, cons
 // with fixed types, the Batched forms its pointer-array form, the StridedBatched ones its strided
 // form; gemv and ger are GEMMs too (gemv() and ger() above).
 // X(upper, element type, cudaDataType, cublasComputeType_t)
-#define GPUBROKER_GEMM_TYPES(X)                                 \
-  X(S, float, cuda::CUDA_R_32F, cuda::CUBLAS_COMPUTE_32F)       \
+#define GPUBROKER_GEMM_TYPES(X)                           \
+  X(S, float, cuda::CUDA_R_32F, cuda::CUBLAS_COMPUTE_32F) \
   X(D, double, cuda::CUDA_R_64F, cuda::CUBLAS_COMPUTE_64F)
 
 #define GPUBROKER_GEMM_ENTRIES(U, T, type, compute)                                                                    \
@@ -617,56 +617,17 @@ int cublasHgemm(Handle handle, int transa, int transb, int m, int n, int k, cons
                              const T* const* a_array, int lda, const T* const* b_array, int ldb, const T* beta,        \
                              T* const* c_array, int ldc, int batch_count) {                                            \
     GPUBROKER_TRACE_ENTRY(kCublas);                                                                                    \
-    GPUBROKER_TRACE_RETURN(gemm(handle, Gemm{transa,                                                                   \
-                                             transb,                                                                   \
-                                             m,                                                                        \
-                                             n,                                                                        \
-                                             k,                                                                        \
-                                             alpha,                                                                    \
-                                             a_array,                                                                  \
-                                             type,                                                                     \
-                                             lda,                                                                      \
-                                             b_array,                                                                  \
-                                             type,                                                                     \
-                                             ldb,                                                                      \
-                                             beta,                                                                     \
-                                             c_array,                                                                  \
-                                             type,                                                                     \
-                                             ldc,                                                                      \
-                                             compute,                                                                  \
-                                             cuda::CUBLAS_GEMM_DEFAULT,                                                \
-                                             wire::GemmVariant::kPointerArrays,                                        \
-                                             0,                                                                        \
-                                             0,                                                                        \
-                                             0,                                                                        \
-                                             batch_count}));                                                           \
+    GPUBROKER_TRACE_RETURN(gemm(handle, Gemm{transa, transb, m, n, k, alpha, a_array, type, lda, b_array, type,        \
+                                             ldb, beta, c_array, type, ldc, compute, cuda::CUBLAS_GEMM_DEFAULT,        \
+                                             wire::GemmVariant::kPointerArrays, 0, 0, 0, batch_count}));               \
   }                                                                                                                    \
   int cublas##U##gemmStridedBatched(Handle handle, int transa, int transb, int m, int n, int k, const T* alpha,        \
                                     const T* a, int lda, long long stride_a, const T* b, int ldb, long long stride_b,  \
                                     const T* beta, T* c, int ldc, long long stride_c, int batch_count) {               \
     GPUBROKER_TRACE_ENTRY(kCublas);                                                                                    \
-    GPUBROKER_TRACE_RETURN(gemm(handle, Gemm{transa,                                                                   \
-                                             transb,                                                                   \
-                                             m,                                                                        \
-                                             n,                                                                        \
-                                             k,                                                                        \
-                                             alpha,                                                                    \
-                                             a,                                                                        \
-                                             type,                                                                     \
-                                             lda,                                                                      \
-                                             b,                                                                        \
-                                             type,                                                                     \
-                                             ldb,                                                                      \
-                                             beta,                                                                     \
-                                             c,                                                                        \
-                                             type,                                                                     \
-                                             ldc,                                                                      \
-                                             compute,                                                                  \
-                                             cuda::CUBLAS_GEMM_DEFAULT,                                                \
-                                             wire::GemmVariant::kStridedBatched,                                       \
-                                             stride_a,                                                                 \
-                                             stride_b,                                                                 \
-                                             stride_c,                                                                 \
+    GPUBROKER_TRACE_RETURN(gemm(handle, Gemm{transa, transb, m, n, k, alpha, a, type, lda, b, type, ldb, beta,         \
+                                             c, type, ldc, compute, cuda::CUBLAS_GEMM_DEFAULT,                         \
+                                             wire::GemmVariant::kStridedBatched, stride_a, stride_b, stride_c,         \
                                              batch_count}));                                                           \
   }                                                                                                                    \
   int cublas##U##gemv_v2(Handle handle, int trans, int m, int n, const T* alpha, const T* a, int lda, const T* x,      \
@@ -721,8 +682,8 @@ GPUBROKER_GEMM_TYPES(GPUBROKER_GEMM_ENTRIES)
 // ---- BLAS-1: the typed functions of both APIs, one row per element type ----------------------
 
 // X(upper, lower, element type, cudaDataType): cublasSaxpy_v2, cublasIsamax_v2, cublasSdot, ...
-#define GPUBROKER_BLAS1_TYPES(X)          \
-  X(S, s, float, cuda::CUDA_R_32F)        \
+#define GPUBROKER_BLAS1_TYPES(X)   \
+  X(S, s, float, cuda::CUDA_R_32F) \
   X(D, d, double, cuda::CUDA_R_64F)
 
 using F = wire::BlasVectorFunction;
