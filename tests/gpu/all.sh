@@ -61,6 +61,20 @@ run=("$build/tools/gpu-broker-run/gpu-broker-run" --socket="$socket" --)
 for program in discovery runtime_basics_13 kernels_13 loader_pattern_13 runtime_basics_12 kernels_12 free_beside_busy_13; do
   [ -x "$build/tests/programs/$program" ] && step "program $program" 30 "${run[@]}" "$build/tests/programs/$program"
 done
+# The device timeline on the real driver (docs/trace.md): the kernel program traced; the broker's
+# timing events, anchored to the host clock, give each kernel a device time. The broker writes a
+# session's device work when the session ends, so the check waits for its "session end".
+if [ -x "$build/tests/programs/kernels_13" ]; then
+  step "trace: kernels timed on the device" 40 bash -c '
+    run=$1 socket=$2 trace=$3/trace program=$4 tool=$5
+    "$run" --socket="$socket" --trace="$trace" -- "$program" > /dev/null || exit 1
+    for _ in $(seq 50); do "$tool" "$trace" | grep -q "session end" && break; sleep 0.1; done
+    "$tool" "$trace" | grep "device:kernel" | head -n 3
+    "$tool" --summary "$trace" | grep -A 4 "device work"
+    timed=$("$tool" "$trace" | grep -c "device:kernel"); echo "kernels timed on the device: $timed"
+    [ "$timed" -ge 5 ]' _ "$build/tools/gpu-broker-run/gpu-broker-run" "$socket" "$work" \
+    "$build/tests/programs/kernels_13" "$build/tools/gpu-broker-trace/gpu-broker-trace"
+fi
 # The driver API as NVIDIA's samples use it, beside the runtime, with kernels from cubin, fatbin,
 # PTX and NVRTC; and a statically linked runtime, told why it sees no device.
 [ -x "$build/tests/programs/driver_program_13" ] &&
