@@ -872,6 +872,14 @@ CUfunction get_function(CUmodule module, const char* name) {
   return function;
 }
 
+// The test kernels' fatbin (tests/data), loaded into the current context.
+CUmodule load_sim_kernels() {
+  std::vector<unsigned char> image = read_file(image_path("sim_kernels_sm90.fatbin"));
+  CUmodule module = nullptr;
+  REQUIRE(sim().cu.module_load_data(&module, image.data()) == CUDA_SUCCESS);
+  return module;
+}
+
 }  // namespace
 
 TEST_CASE("a kernel launch runs its plugin implementation with parameters from kernelParams or extra",
@@ -967,9 +975,7 @@ TEST_CASE("a captured kernel launch replays, and an exec update gives it new arg
   SKIP_WITHOUT_IMAGES();
   const GpubrokerSimCounters before = counters();
   DriverTable& cu = sim().cu;
-  std::vector<unsigned char> image = read_file(image_path("sim_kernels_sm90.fatbin"));
-  CUmodule module = nullptr;
-  REQUIRE(cu.module_load_data(&module, image.data()) == CUDA_SUCCESS);
+  CUmodule module = load_sim_kernels();
   CUfunction fill = get_function(module, "_Z4fillPffi");
   CUstream stream = make_stream();
   CUdeviceptr device = 0;
@@ -1103,9 +1109,7 @@ TEST_CASE("a launch of a kernel without a host implementation fails and names th
   SKIP_WITHOUT_IMAGES();
   const GpubrokerSimCounters before = counters();
   DriverTable& cu = sim().cu;
-  std::vector<unsigned char> image = read_file(image_path("sim_kernels_sm90.fatbin"));
-  CUmodule module = nullptr;
-  REQUIRE(cu.module_load_data(&module, image.data()) == CUDA_SUCCESS);
+  CUmodule module = load_sim_kernels();
   CUfunction function = get_function(module, "_Z17never_implementedPi");
   CUdeviceptr device = 0;
   REQUIRE(cu.mem_alloc(&device, 64) == CUDA_SUCCESS);
@@ -1134,9 +1138,7 @@ TEST_CASE("a launch of a kernel without a host implementation fails and names th
 TEST_CASE("an operation that throws faults its stream with an error; the process goes on", "[sim][module][launch][nvcc]") {
   SKIP_WITHOUT_IMAGES();
   DriverTable& cu = sim().cu;
-  std::vector<unsigned char> image = read_file(image_path("sim_kernels_sm90.fatbin"));
-  CUmodule module = nullptr;
-  REQUIRE(cu.module_load_data(&module, image.data()) == CUDA_SUCCESS);
+  CUmodule module = load_sim_kernels();
   CUfunction function = get_function(module, "_Z17never_implementedPi");
   sim().loaded.register_kernel("_Z17never_implementedPi", [](const GpubrokerSimLaunch*) -> int {
     throw std::bad_alloc();
@@ -1159,9 +1161,7 @@ TEST_CASE("kernels keep stream order whether the stream is idle (run in the laun
   SKIP_WITHOUT_IMAGES();
   const GpubrokerSimCounters before = counters();
   DriverTable& cu = sim().cu;
-  std::vector<unsigned char> image = read_file(image_path("sim_kernels_sm90.fatbin"));
-  CUmodule module = nullptr;
-  REQUIRE(cu.module_load_data(&module, image.data()) == CUDA_SUCCESS);
+  CUmodule module = load_sim_kernels();
   CUfunction fill = get_function(module, "_Z4fillPffi");
   CUstream stream = make_stream();
   constexpr int n = 256;
@@ -1214,9 +1214,7 @@ TEST_CASE("an error returned by a kernel implementation is reported by the strea
   SKIP_WITHOUT_IMAGES();
   const GpubrokerSimCounters before = counters();
   DriverTable& cu = sim().cu;
-  std::vector<unsigned char> image = read_file(image_path("sim_kernels_sm90.fatbin"));
-  CUmodule module = nullptr;
-  REQUIRE(cu.module_load_data(&module, image.data()) == CUDA_SUCCESS);
+  CUmodule module = load_sim_kernels();
   CUfunction fail_with = get_function(module, "_Z9fail_withi");
   CUstream stream = make_stream();
   int code = CUDA_ERROR_ILLEGAL_ADDRESS;
@@ -1240,9 +1238,7 @@ TEST_CASE("an event recorded behind a kernel that faults reports the fault", "[s
   SKIP_WITHOUT_IMAGES();
   const GpubrokerSimCounters before = counters();
   DriverTable& cu = sim().cu;
-  std::vector<unsigned char> image = read_file(image_path("sim_kernels_sm90.fatbin"));
-  CUmodule module = nullptr;
-  REQUIRE(cu.module_load_data(&module, image.data()) == CUDA_SUCCESS);
+  CUmodule module = load_sim_kernels();
   CUfunction fail_with = get_function(module, "_Z9fail_withi");
   CUstream stream = make_stream();
   // Everything below is queued before any of it runs: the host function holds the stream.
